@@ -1,0 +1,16 @@
+//! Xen ABI and services for the xenrt unikernel runtime.
+//!
+//! This crate is the runtime an application links against: it boots the guest (see [`boot`] for
+//! the whole sequence from the PV entry point to the app's `main`), and provides the Xen services
+//! every guest needs: start_info and shared_info, memory (the physical-to-machine map, a
+//! page-frame allocator, the global heap), the console, the clock and timers, event channels,
+//! grant tables, xenstore and the xenbus frontend state machine.
+//!
+//! Only the hypercall / shared-page boundary uses `unsafe` (with `arch` below it). Ring, xenstore
+//! and driver logic is safe Rust over [`shmem::ShMem`], so it builds and is tested on the host
+//! against simulated peers and runs unchanged on Xen.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod shmem;
