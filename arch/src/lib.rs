@@ -6,4 +6,8 @@
 //! architecture-neutral: no other crate mentions the architecture.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(target_os = "none")]
+pub mod entry;
 pub mod hypercall;
+pub mod paging;
+pub mod traps;
