@@ -15,3 +15,4 @@ extern crate alloc;
 
 pub mod shmem;
 pub mod cmdline;
+pub mod mm;
