@@ -16,3 +16,4 @@ extern crate alloc;
 pub mod shmem;
 pub mod cmdline;
 pub mod mm;
+pub mod time;
