@@ -17,3 +17,4 @@ pub mod shmem;
 pub mod cmdline;
 pub mod mm;
 pub mod time;
+pub mod xenstore;

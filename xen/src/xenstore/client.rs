@@ -1,0 +1,408 @@
+//! The xenstore client: one blocking request at a time over the ring page, with watch events
+//! queued by token as they arrive between and during requests.
+
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::wire::{self, layout, Body, Header, MsgType, HEADER_LEN, RING_SIZE};
+use super::{ring, Error, Perm, Transport, Tx, WatchEvent, XsErrno};
+use crate::shmem::{OutOfBounds, ShMem};
+
+/// Attempts [`Client::transaction`] makes before giving up with `EAGAIN`.
+pub const MAX_TRANSACTION_ATTEMPTS: usize = 64;
+
+/// Watch events kept before the oldest are dropped (a peer flooding events cannot exhaust memory).
+pub const EVENT_QUEUE_MAX: usize = 1024;
+
+/// A xenstore connection: the ring page, the [`Transport`] and the client's state.
+pub struct Client<T: Transport> {
+    mem: ShMem,
+    transport: T,
+    next_id: u32,
+    /// A request given up on (timeout or error): its late reply is dropped, not an error.
+    abandoned: Option<u32>,
+    /// Bytes of the message being received.
+    rx: Vec<u8>,
+    events: VecDeque<WatchEvent>,
+    dropped_events: u64,
+    broken: bool,
+}
+
+/// What one received message turned out to be.
+enum Got {
+    /// Nothing complete in the ring.
+    Nothing,
+    /// The reply to the outstanding request: its payload or its typed error.
+    Reply(Result<Vec<u8>, Error>),
+}
+
+impl<T: Transport> Client<T> {
+    /// A client on the page `mem` (at least `struct xenstore_domain_interface`), reaching the
+    /// daemon through `transport`.
+    pub fn new(mem: ShMem, transport: T) -> Result<Self, Error> {
+        if mem.len() < layout::SIZE {
+            return Err(Error::Shmem(OutOfBounds {
+                offset: 0,
+                len: layout::SIZE,
+                size: mem.len(),
+            }));
+        }
+        Ok(Client {
+            mem,
+            transport,
+            next_id: 1,
+            abandoned: None,
+            rx: Vec::new(),
+            events: VecDeque::new(),
+            dropped_events: 0,
+            broken: false,
+        })
+    }
+
+    /// The transport (on the host: the simulated daemon).
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The transport, mutably (tests script the simulated daemon through it).
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// Watch events dropped because the queue was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
+    }
+
+    /// True once a framing violation made the connection unusable.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    // ---- Operations -------------------------------------------------------------------------
+
+    /// Reads the value of `path`.
+    pub fn read(&mut self, tx: Tx, path: &str) -> Result<Vec<u8>, Error> {
+        self.request(MsgType::Read, tx, &[arg(path)?, b"\0"])
+    }
+
+    /// Reads the value of `path` as UTF-8 text.
+    pub fn read_string(&mut self, tx: Tx, path: &str) -> Result<String, Error> {
+        String::from_utf8(self.read(tx, path)?).map_err(|_| Error::NotUtf8)
+    }
+
+    /// Writes `value` to `path`, creating it and missing parents.
+    pub fn write(&mut self, tx: Tx, path: &str, value: &[u8]) -> Result<(), Error> {
+        self.request(MsgType::Write, tx, &[arg(path)?, b"\0", value])
+            .map(drop)
+    }
+
+    /// Creates `path` (and parents) with an empty value; an existing node is left as it is.
+    pub fn mkdir(&mut self, tx: Tx, path: &str) -> Result<(), Error> {
+        self.request(MsgType::Mkdir, tx, &[arg(path)?, b"\0"])
+            .map(drop)
+    }
+
+    /// Removes `path` and everything below it.
+    pub fn rm(&mut self, tx: Tx, path: &str) -> Result<(), Error> {
+        self.request(MsgType::Rm, tx, &[arg(path)?, b"\0"])
+            .map(drop)
+    }
+
+    /// Names of the children of `path`.
+    pub fn directory(&mut self, tx: Tx, path: &str) -> Result<Vec<String>, Error> {
+        let payload = self.request(MsgType::Directory, tx, &[arg(path)?, b"\0"])?;
+        Ok(wire::strings(&payload)?
+            .into_iter()
+            .map(String::from)
+            .collect())
+    }
+
+    /// The permission list of `path`.
+    pub fn get_perms(&mut self, tx: Tx, path: &str) -> Result<Vec<Perm>, Error> {
+        let payload = self.request(MsgType::GetPerms, tx, &[arg(path)?, b"\0"])?;
+        wire::parse_perms(&payload)
+    }
+
+    /// Replaces the permission list of `path` (the first entry names the owner).
+    pub fn set_perms(&mut self, tx: Tx, path: &str, perms: &[Perm]) -> Result<(), Error> {
+        if perms.is_empty() {
+            return Err(Error::InvalidArgument);
+        }
+        let list = wire::emit_perms(perms);
+        self.request(MsgType::SetPerms, tx, &[arg(path)?, b"\0", &list])
+            .map(drop)
+    }
+
+    /// Watches `path` and everything below it; events carry `token`. xenstored fires the watch
+    /// once right away.
+    pub fn watch(&mut self, path: &str, token: &str) -> Result<(), Error> {
+        let parts: [&[u8]; 4] = [arg(path)?, b"\0", arg(token)?, b"\0"];
+        self.request(MsgType::Watch, Tx::NONE, &parts).map(drop)
+    }
+
+    /// Removes a watch, and drops its queued events.
+    pub fn unwatch(&mut self, path: &str, token: &str) -> Result<(), Error> {
+        let parts: [&[u8]; 4] = [arg(path)?, b"\0", arg(token)?, b"\0"];
+        self.request(MsgType::Unwatch, Tx::NONE, &parts)?;
+        self.events.retain(|e| e.token != token);
+        Ok(())
+    }
+
+    /// Starts a transaction.
+    pub fn transaction_start(&mut self) -> Result<Tx, Error> {
+        let payload = self.request(MsgType::TransactionStart, Tx::NONE, &[b"\0"])?;
+        match wire::number(&payload)? {
+            0 => Err(Error::BadNumber),
+            id => Ok(Tx(id)),
+        }
+    }
+
+    /// Commits (`commit`) or aborts a transaction; a conflicting commit fails with `EAGAIN`.
+    pub fn transaction_end(&mut self, tx: Tx, commit: bool) -> Result<(), Error> {
+        let flag: &[u8] = if commit { b"T\0" } else { b"F\0" };
+        self.request(MsgType::TransactionEnd, tx, &[flag]).map(drop)
+    }
+
+    /// Runs `body` in a transaction and commits it, starting over while the commit (or an
+    /// operation inside) fails with `EAGAIN`, up to [`MAX_TRANSACTION_ATTEMPTS`] times. Any other
+    /// error from `body` aborts the transaction and is returned.
+    pub fn transaction<R>(
+        &mut self,
+        mut body: impl FnMut(&mut Self, Tx) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        for _ in 0..MAX_TRANSACTION_ATTEMPTS {
+            let tx = self.transaction_start()?;
+            match body(self, tx) {
+                Ok(value) => match self.transaction_end(tx, true) {
+                    Ok(()) => return Ok(value),
+                    Err(Error::Xs(XsErrno::Eagain)) => continue,
+                    Err(e) => return Err(e),
+                },
+                Err(e) => {
+                    // Best effort: the error that matters is `e`.
+                    let _ = self.transaction_end(tx, false);
+                    if e != Error::Xs(XsErrno::Eagain) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Err(Error::Xs(XsErrno::Eagain))
+    }
+
+    /// This domain's id (the relative path `domid`).
+    pub fn domid(&mut self) -> Result<u16, Error> {
+        let s = self.read(Tx::NONE, "domid")?;
+        wire::number(&s)?.try_into().map_err(|_| Error::BadNumber)
+    }
+
+    /// This domain's name (the relative path `name`).
+    pub fn name(&mut self) -> Result<String, Error> {
+        self.read_string(Tx::NONE, "name")
+    }
+
+    // ---- Watch events -----------------------------------------------------------------------
+
+    /// Reads whatever the daemon has sent without blocking, queueing watch events.
+    pub fn poll(&mut self) -> Result<(), Error> {
+        self.check()?;
+        match self.pump(None) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Waits once on the transport, then [`poll`](Self::poll)s: for callers that check their
+    /// own deadline between waits.
+    pub fn wait(&mut self) -> Result<(), Error> {
+        self.check()?;
+        if let Err(e) = self.transport.wait() {
+            return Err(self.fail_wait(e));
+        }
+        self.poll()
+    }
+
+    /// Takes the oldest queued event for `token`, without reading the ring.
+    pub fn take_event(&mut self, token: &str) -> Option<WatchEvent> {
+        let i = self.events.iter().position(|e| e.token == token)?;
+        self.events.remove(i)
+    }
+
+    /// Takes the oldest queued event for any token, without reading the ring.
+    pub fn next_event(&mut self) -> Option<WatchEvent> {
+        self.events.pop_front()
+    }
+
+    /// [`poll`](Self::poll)s, then takes the oldest event for `token`.
+    pub fn poll_event(&mut self, token: &str) -> Result<Option<WatchEvent>, Error> {
+        self.poll()?;
+        Ok(self.take_event(token))
+    }
+
+    /// Blocks until an event for `token` arrives; events for other tokens stay queued.
+    pub fn wait_event(&mut self, token: &str) -> Result<WatchEvent, Error> {
+        loop {
+            if let Some(e) = self.poll_event(token)? {
+                return Ok(e);
+            }
+            self.wait()?;
+        }
+    }
+
+    // ---- Requests and replies ---------------------------------------------------------------
+
+    fn check(&self) -> Result<(), Error> {
+        if self.broken {
+            Err(Error::Broken)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Records an error's effect on the connection and hands it back.
+    fn fail(&mut self, e: Error) -> Error {
+        if e.breaks_stream() {
+            self.broken = true;
+        }
+        e
+    }
+
+    /// A transport wait failed: fatal only if it left a message half received.
+    fn fail_wait(&mut self, e: Error) -> Error {
+        if !self.rx.is_empty() {
+            self.broken = true;
+        }
+        e
+    }
+
+    /// Sends one request and waits for its reply's payload.
+    fn request(&mut self, ty: MsgType, tx: Tx, parts: &[&[u8]]) -> Result<Vec<u8>, Error> {
+        self.check()?;
+        let id = self.next_id;
+        let msg = wire::request(ty, id, tx.0, parts)?;
+        self.next_id = id.wrapping_add(1).max(1);
+        if let Err(e) = self.send(&msg) {
+            // A request cut off halfway cannot be taken back.
+            self.broken = true;
+            return Err(e);
+        }
+        loop {
+            match self.pump(Some((id, ty))) {
+                Ok(Got::Reply(r)) => return r,
+                Ok(Got::Nothing) => {}
+                Err(e) => {
+                    self.abandoned = Some(id);
+                    return Err(self.fail(e));
+                }
+            }
+            if let Err(e) = self.transport.wait() {
+                self.abandoned = Some(id);
+                return Err(self.fail_wait(e));
+            }
+        }
+    }
+
+    /// Writes `msg` into the request ring, piece by piece as the daemon makes room.
+    fn send(&mut self, msg: &[u8]) -> Result<(), Error> {
+        let mut done = 0;
+        while done < msg.len() {
+            let n = ring::produce(&self.mem, ring::REQ, &msg[done..])?;
+            done += n;
+            if n > 0 {
+                self.transport.notify();
+            } else {
+                self.transport.wait()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles every complete message in the reply ring: queues watch events, drops the late
+    /// reply of an abandoned request, and returns the reply to `want` (id and type) if seen.
+    /// An error is a message that is neither, or a framing violation.
+    fn pump(&mut self, want: Option<(u32, MsgType)>) -> Result<Got, Error> {
+        while let Some(bytes) = self.receive()? {
+            // `receive` checked the header, so this only fails on a bug; treat it as framing.
+            let header = Header::parse(&bytes)?;
+            let ours = want.filter(|(id, _)| *id == header.req_id);
+            let msg = match wire::parse(&bytes) {
+                Ok(msg) => msg,
+                Err(e) if ours.is_some() => return Ok(Got::Reply(Err(e))),
+                Err(_) if self.abandoned == Some(header.req_id) => {
+                    self.abandoned = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Body::WatchEvent { path, token } = msg.body {
+                if self.events.len() >= EVENT_QUEUE_MAX {
+                    self.events.pop_front();
+                    self.dropped_events += 1;
+                }
+                self.events.push_back(WatchEvent {
+                    path: path.into(),
+                    token: token.into(),
+                });
+                continue;
+            }
+            if let Some((_, ty)) = ours {
+                return Ok(Got::Reply(match msg.body {
+                    Body::Error(errno) => Err(Error::Xs(errno)),
+                    Body::Payload(_) if msg.ty != ty => Err(Error::UnexpectedType {
+                        expected: ty as u32,
+                        got: msg.ty as u32,
+                    }),
+                    Body::Payload(p) => Ok(p.to_vec()),
+                    Body::WatchEvent { .. } => Err(Error::BadWatchEvent),
+                }));
+            }
+            if self.abandoned == Some(header.req_id) {
+                self.abandoned = None;
+                continue;
+            }
+            return Err(Error::UnexpectedReqId {
+                expected: want.map(|w| w.0),
+                got: header.req_id,
+            });
+        }
+        Ok(Got::Nothing)
+    }
+
+    /// Reads reply-ring bytes into the message being received; returns it once complete.
+    fn receive(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        let mut consumed = false;
+        let result = loop {
+            let want = if self.rx.len() >= HEADER_LEN {
+                HEADER_LEN + Header::parse(&self.rx)?.len as usize
+            } else {
+                HEADER_LEN
+            };
+            if self.rx.len() == want && want >= HEADER_LEN && self.rx.len() >= HEADER_LEN {
+                break Some(core::mem::take(&mut self.rx));
+            }
+            let mut chunk = [0u8; RING_SIZE as usize];
+            let room = (want - self.rx.len()).min(chunk.len());
+            let n = ring::consume(&self.mem, ring::RSP, &mut chunk[..room])?;
+            if n == 0 {
+                break None;
+            }
+            consumed = true;
+            self.rx.extend_from_slice(&chunk[..n]);
+        };
+        if consumed {
+            // The daemon may be waiting for room to write the rest of a long reply.
+            self.transport.notify();
+        }
+        Ok(result)
+    }
+}
+
+/// A path or token as request bytes: non-empty, without NUL.
+fn arg(s: &str) -> Result<&[u8], Error> {
+    if s.is_empty() || s.contains('\0') {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(s.as_bytes())
+}
