@@ -18,3 +18,4 @@ pub mod cmdline;
 pub mod mm;
 pub mod time;
 pub mod xenstore;
+pub mod grant;

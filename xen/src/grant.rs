@@ -1,0 +1,426 @@
+//! Grant tables, version 1: letting another domain (a backend) map or copy this guest's pages.
+//!
+//! [`GrantTable`] is safe logic over a [`ShMem`] covering the grant frames (`nr_frames * 4096`
+//! bytes of `grant_entry_v1`): it allocates grant references from a free list (the first
+//! [`GNTTAB_NR_RESERVED_ENTRIES`] are reserved, as in Linux and Mini-OS), fills entries in the
+//! order Xen requires (frame and domid, a release fence, then flags), and revokes them only when
+//! the peer holds no mapping. The hypercall side (`GNTTABOP_query_size`, `setup_table`, `copy`)
+//! lives with the platform code; this module defines the ABI structures it passes
+//! ([`GnttabSetupTable`], [`GnttabQuerySize`], [`GnttabCopy`]), with layout tests against
+//! `xen/grant_table.h`.
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{fence, Ordering};
+
+use crate::shmem::{OutOfBounds, ShMem};
+
+/// A grant reference: an index into the grant table, handed to the peer (`grant_ref_t`).
+pub type GrantRef = u32;
+/// A domain id (`domid_t`).
+pub type DomId = u16;
+/// A guest frame number (`xen_pfn_t` on x86_64).
+pub type XenPfn = u64;
+
+/// `DOMID_SELF`.
+pub const DOMID_SELF: DomId = 0x7ff0;
+/// References reserved for the toolstack (console, xenstore), never handed out.
+pub const GNTTAB_NR_RESERVED_ENTRIES: u32 = 8;
+/// Size of one `grant_entry_v1`.
+pub const ENTRY_SIZE: usize = 8;
+/// Grant-table frame size.
+pub const FRAME_SIZE: usize = 4096;
+
+/// `GTF_permit_access`: `domid` may map and access `frame`.
+pub const GTF_PERMIT_ACCESS: u16 = 1;
+/// `GTF_readonly`: read-only access only.
+pub const GTF_READONLY: u16 = 1 << 2;
+/// `GTF_reading`: set by Xen while the peer has the frame mapped for reading.
+pub const GTF_READING: u16 = 1 << 3;
+/// `GTF_writing`: set by Xen while the peer has the frame mapped for writing.
+pub const GTF_WRITING: u16 = 1 << 4;
+
+/// `GNTTABOP_map_grant_ref`.
+pub const GNTTABOP_MAP_GRANT_REF: u32 = 0;
+/// `GNTTABOP_unmap_grant_ref`.
+pub const GNTTABOP_UNMAP_GRANT_REF: u32 = 1;
+/// `GNTTABOP_setup_table`: takes [`GnttabSetupTable`].
+pub const GNTTABOP_SETUP_TABLE: u32 = 2;
+/// `GNTTABOP_dump_table`.
+pub const GNTTABOP_DUMP_TABLE: u32 = 3;
+/// `GNTTABOP_transfer`.
+pub const GNTTABOP_TRANSFER: u32 = 4;
+/// `GNTTABOP_copy`: takes an array of [`GnttabCopy`].
+pub const GNTTABOP_COPY: u32 = 5;
+/// `GNTTABOP_query_size`: takes [`GnttabQuerySize`].
+pub const GNTTABOP_QUERY_SIZE: u32 = 6;
+/// `GNTTABOP_unmap_and_replace`.
+pub const GNTTABOP_UNMAP_AND_REPLACE: u32 = 7;
+/// `GNTTABOP_set_version`.
+pub const GNTTABOP_SET_VERSION: u32 = 8;
+/// `GNTTABOP_get_status_frames`.
+pub const GNTTABOP_GET_STATUS_FRAMES: u32 = 9;
+/// `GNTTABOP_get_version`.
+pub const GNTTABOP_GET_VERSION: u32 = 10;
+
+/// `GNTCOPY_source_gref`: the copy's source is a grant reference, not a frame.
+pub const GNTCOPY_SOURCE_GREF: u16 = 1 << 0;
+/// `GNTCOPY_dest_gref`: the copy's destination is a grant reference, not a frame.
+pub const GNTCOPY_DEST_GREF: u16 = 1 << 1;
+
+/// `GNTST_okay`.
+pub const GNTST_OKAY: i16 = 0;
+/// `GNTST_general_error`.
+pub const GNTST_GENERAL_ERROR: i16 = -1;
+/// `GNTST_bad_domain`.
+pub const GNTST_BAD_DOMAIN: i16 = -2;
+/// `GNTST_bad_gntref`.
+pub const GNTST_BAD_GNTREF: i16 = -3;
+/// `GNTST_permission_denied`.
+pub const GNTST_PERMISSION_DENIED: i16 = -8;
+/// `GNTST_bad_page`.
+pub const GNTST_BAD_PAGE: i16 = -9;
+/// `GNTST_bad_copy_arg`.
+pub const GNTST_BAD_COPY_ARG: i16 = -10;
+/// `GNTST_eagain`.
+pub const GNTST_EAGAIN: i16 = -12;
+
+/// `struct gnttab_setup_table` (`GNTTABOP_setup_table`): Xen fills `frame_list` with the
+/// `nr_frames` frames of `dom`'s grant table.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct GnttabSetupTable {
+    /// IN: the domain, normally [`DOMID_SELF`].
+    pub dom: DomId,
+    /// IN: frames wanted.
+    pub nr_frames: u32,
+    /// OUT: a `GNTST_*` status.
+    pub status: i16,
+    /// IN: guest address of an array of `nr_frames` [`XenPfn`]s (`XEN_GUEST_HANDLE(xen_pfn_t)`).
+    pub frame_list: u64,
+}
+
+/// `struct gnttab_query_size` (`GNTTABOP_query_size`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GnttabQuerySize {
+    /// IN: the domain, normally [`DOMID_SELF`].
+    pub dom: DomId,
+    /// OUT: frames in the table now.
+    pub nr_frames: u32,
+    /// OUT: the most frames the table may have.
+    pub max_nr_frames: u32,
+    /// OUT: a `GNTST_*` status.
+    pub status: i16,
+}
+
+/// `struct gnttab_copy_ptr`: one end of a copy. The C union `{ grant_ref_t ref; xen_pfn_t gmfn; }`
+/// is a `u64` here (a reference occupies its low 32 bits, little-endian), so building one needs
+/// no `unsafe`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GnttabCopyPtr {
+    /// A grant reference (with `GNTCOPY_*_gref`) or a frame number.
+    pub u: u64,
+    /// The domain owning the page.
+    pub domid: DomId,
+    /// Byte offset in the page.
+    pub offset: u16,
+}
+
+impl GnttabCopyPtr {
+    /// The page granted to us by `domid` as `gref`.
+    pub fn gref(gref: GrantRef, domid: DomId, offset: u16) -> Self {
+        GnttabCopyPtr {
+            u: u64::from(gref),
+            domid,
+            offset,
+        }
+    }
+
+    /// Frame `gmfn` of `domid` (normally [`DOMID_SELF`]).
+    pub fn frame(gmfn: XenPfn, domid: DomId, offset: u16) -> Self {
+        GnttabCopyPtr {
+            u: gmfn,
+            domid,
+            offset,
+        }
+    }
+}
+
+/// `struct gnttab_copy` (`GNTTABOP_copy`): copy `len` bytes from `source` to `dest`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GnttabCopy {
+    /// IN: where from.
+    pub source: GnttabCopyPtr,
+    /// IN: where to.
+    pub dest: GnttabCopyPtr,
+    /// IN: bytes (neither end may cross its page).
+    pub len: u16,
+    /// IN: `GNTCOPY_*`.
+    pub flags: u16,
+    /// OUT: a `GNTST_*` status.
+    pub status: i16,
+}
+
+/// Everything that can go wrong granting access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantError {
+    /// Every grant reference is in use.
+    Exhausted,
+    /// The peer still has the page mapped; the grant cannot be revoked yet.
+    InUse(GrantRef),
+    /// The reference is reserved, out of range or not currently granted by us.
+    BadRef(GrantRef),
+    /// The frame number does not fit a version-1 entry (32 bits).
+    FrameTooLarge(u64),
+    /// The grant frames' memory is missing or too small.
+    Shmem(OutOfBounds),
+}
+
+impl From<OutOfBounds> for GrantError {
+    fn from(e: OutOfBounds) -> Self {
+        GrantError::Shmem(e)
+    }
+}
+
+impl fmt::Display for GrantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GrantError::Exhausted => f.write_str("every grant reference is in use"),
+            GrantError::InUse(r) => write!(f, "grant {r} is still mapped by the peer"),
+            GrantError::BadRef(r) => {
+                write!(f, "grant {r} is reserved, out of range or not granted")
+            }
+            GrantError::FrameTooLarge(fr) => write!(f, "frame {fr:#x} does not fit a v1 grant"),
+            GrantError::Shmem(e) => write!(f, "grant table memory: {e}"),
+        }
+    }
+}
+
+/// A version-1 grant table: entries in shared memory plus the allocator of references.
+pub struct GrantTable {
+    mem: ShMem,
+    /// Free references, handed out from the end (most recently freed first).
+    free: Vec<GrantRef>,
+    /// Which references are currently granted by us.
+    granted: Vec<bool>,
+}
+
+impl GrantTable {
+    /// A table over `mem` (the mapped grant frames; its length decides the number of entries).
+    /// Entries past the reserved ones are cleared.
+    pub fn new(mem: ShMem) -> Result<Self, GrantError> {
+        let entries = (mem.len() / ENTRY_SIZE) as u32;
+        if entries <= GNTTAB_NR_RESERVED_ENTRIES {
+            return Err(GrantError::Shmem(OutOfBounds {
+                offset: 0,
+                len: (GNTTAB_NR_RESERVED_ENTRIES as usize + 1) * ENTRY_SIZE,
+                size: mem.len(),
+            }));
+        }
+        let start = GNTTAB_NR_RESERVED_ENTRIES as usize * ENTRY_SIZE;
+        mem.zero(start, entries as usize * ENTRY_SIZE - start)?;
+        let free = (GNTTAB_NR_RESERVED_ENTRIES..entries).rev().collect();
+        Ok(GrantTable {
+            mem,
+            free,
+            granted: alloc::vec![false; entries as usize],
+        })
+    }
+
+    /// Entries in the table, reserved ones included.
+    pub fn capacity(&self) -> u32 {
+        self.granted.len() as u32
+    }
+
+    /// References free to grant.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Grants `domid` access to `frame` (read-only if `readonly`); returns the reference to
+    /// hand to the peer.
+    pub fn grant_access(
+        &mut self,
+        domid: DomId,
+        frame: u64,
+        readonly: bool,
+    ) -> Result<GrantRef, GrantError> {
+        let frame32 = u32::try_from(frame).map_err(|_| GrantError::FrameTooLarge(frame))?;
+        let gref = self.free.pop().ok_or(GrantError::Exhausted)?;
+        let at = gref as usize * ENTRY_SIZE;
+        let filled = (|| {
+            self.mem.store_u32(at + 4, frame32, Ordering::Relaxed)?;
+            self.mem.store_u16(at + 2, domid, Ordering::Relaxed)?;
+            // Xen may use the entry as soon as it sees the flags: frame and domid first.
+            fence(Ordering::Release);
+            let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
+            self.mem.store_u16(at, flags, Ordering::Relaxed)
+        })();
+        if let Err(e) = filled {
+            self.free.push(gref);
+            return Err(e.into());
+        }
+        self.granted[gref as usize] = true;
+        Ok(gref)
+    }
+
+    /// Revokes a grant and frees its reference, unless the peer still has the page mapped
+    /// (then [`GrantError::InUse`]: unmap on the peer's side first, and try again).
+    pub fn end_access(&mut self, gref: GrantRef) -> Result<(), GrantError> {
+        self.check(gref)?;
+        let at = gref as usize * ENTRY_SIZE;
+        let mut flags = self.mem.load_u16(at, Ordering::Acquire)?;
+        loop {
+            if flags & (GTF_READING | GTF_WRITING) != 0 {
+                return Err(GrantError::InUse(gref));
+            }
+            // Only clear the flags if Xen did not start a mapping meanwhile.
+            match self
+                .mem
+                .compare_exchange_u16(at, flags, 0, Ordering::AcqRel)?
+            {
+                Ok(_) => break,
+                Err(now) => flags = now,
+            }
+        }
+        self.granted[gref as usize] = false;
+        self.free.push(gref);
+        Ok(())
+    }
+
+    /// True while the peer has `gref` mapped (reading or writing).
+    pub fn in_use(&self, gref: GrantRef) -> Result<bool, GrantError> {
+        self.check(gref)?;
+        let flags = self
+            .mem
+            .load_u16(gref as usize * ENTRY_SIZE, Ordering::Acquire)?;
+        Ok(flags & (GTF_READING | GTF_WRITING) != 0)
+    }
+
+    fn check(&self, gref: GrantRef) -> Result<(), GrantError> {
+        if self.granted.get(gref as usize) == Some(&true) {
+            Ok(())
+        } else {
+            Err(GrantError::BadRef(gref))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    fn table(frames: usize) -> (GrantTable, ShMem) {
+        let mem = ShMem::new(frames * FRAME_SIZE);
+        (GrantTable::new(mem.clone()).unwrap(), mem)
+    }
+
+    #[test]
+    fn entry_is_written_as_grant_entry_v1() {
+        let (mut gt, mem) = table(1);
+        let r = gt.grant_access(5, 0x1234_5678, true).unwrap();
+        assert!(r >= GNTTAB_NR_RESERVED_ENTRIES);
+        let at = r as usize * 8;
+        assert_eq!(
+            mem.load_u16(at, Ordering::Relaxed).unwrap(),
+            GTF_PERMIT_ACCESS | GTF_READONLY
+        );
+        assert_eq!(mem.load_u16(at + 2, Ordering::Relaxed).unwrap(), 5);
+        assert_eq!(
+            mem.load_u32(at + 4, Ordering::Relaxed).unwrap(),
+            0x1234_5678
+        );
+        let w = gt.grant_access(0, 7, false).unwrap();
+        assert_eq!(
+            mem.load_u16(w as usize * 8, Ordering::Relaxed).unwrap(),
+            GTF_PERMIT_ACCESS
+        );
+        assert_eq!(
+            gt.grant_access(0, 1 << 32, false),
+            Err(GrantError::FrameTooLarge(1 << 32))
+        );
+    }
+
+    #[test]
+    fn allocating_every_reference_then_exhausted() {
+        let (mut gt, _) = table(1);
+        assert_eq!(gt.capacity(), 512);
+        let refs: Vec<_> = (0..504)
+            .map(|i| gt.grant_access(1, i, false).unwrap())
+            .collect();
+        let mut sorted = refs.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 504);
+        assert_eq!(sorted[0], 8, "reserved refs never handed out");
+        assert_eq!(gt.grant_access(1, 0, false), Err(GrantError::Exhausted));
+        gt.end_access(refs[17]).unwrap();
+        assert_eq!(gt.grant_access(1, 0, false), Ok(refs[17]));
+    }
+
+    #[test]
+    fn end_access_refuses_while_the_peer_has_it_mapped() {
+        let (mut gt, mem) = table(1);
+        let r = gt.grant_access(1, 99, false).unwrap();
+        let at = r as usize * 8;
+        // The hypervisor marks the entry mapped on the peer's behalf.
+        mem.store_u16(at, GTF_PERMIT_ACCESS | GTF_READING, Ordering::Release)
+            .unwrap();
+        assert_eq!(gt.in_use(r), Ok(true));
+        assert_eq!(gt.end_access(r), Err(GrantError::InUse(r)));
+        mem.store_u16(at, GTF_PERMIT_ACCESS | GTF_WRITING, Ordering::Release)
+            .unwrap();
+        assert_eq!(gt.end_access(r), Err(GrantError::InUse(r)));
+        mem.store_u16(at, GTF_PERMIT_ACCESS, Ordering::Release)
+            .unwrap();
+        assert_eq!(gt.end_access(r), Ok(()));
+        assert_eq!(mem.load_u16(at, Ordering::Relaxed).unwrap(), 0);
+        assert_eq!(gt.end_access(r), Err(GrantError::BadRef(r)), "double end");
+        assert_eq!(gt.grant_access(2, 5, true), Ok(r), "reference reused");
+    }
+
+    #[test]
+    fn bad_references() {
+        let (mut gt, _) = table(1);
+        assert_eq!(gt.end_access(3), Err(GrantError::BadRef(3)), "reserved");
+        assert_eq!(
+            gt.end_access(100),
+            Err(GrantError::BadRef(100)),
+            "never granted"
+        );
+        assert_eq!(gt.end_access(u32::MAX), Err(GrantError::BadRef(u32::MAX)));
+        assert!(matches!(
+            GrantTable::new(ShMem::new(64)),
+            Err(GrantError::Shmem(_))
+        ));
+    }
+
+    /// Sizes and offsets from `offsetof` on xen/grant_table.h (x86_64).
+    #[test]
+    fn abi_layout_matches_grant_table_h() {
+        assert_eq!(size_of::<GnttabSetupTable>(), 24);
+        assert_eq!(offset_of!(GnttabSetupTable, nr_frames), 4);
+        assert_eq!(offset_of!(GnttabSetupTable, status), 8);
+        assert_eq!(offset_of!(GnttabSetupTable, frame_list), 16);
+        assert_eq!(size_of::<GnttabQuerySize>(), 16);
+        assert_eq!(offset_of!(GnttabQuerySize, nr_frames), 4);
+        assert_eq!(offset_of!(GnttabQuerySize, max_nr_frames), 8);
+        assert_eq!(offset_of!(GnttabQuerySize, status), 12);
+        assert_eq!(size_of::<GnttabCopyPtr>(), 16);
+        assert_eq!(offset_of!(GnttabCopyPtr, domid), 8);
+        assert_eq!(offset_of!(GnttabCopyPtr, offset), 10);
+        assert_eq!(size_of::<GnttabCopy>(), 40);
+        assert_eq!(offset_of!(GnttabCopy, dest), 16);
+        assert_eq!(offset_of!(GnttabCopy, len), 32);
+        assert_eq!(offset_of!(GnttabCopy, flags), 34);
+        assert_eq!(offset_of!(GnttabCopy, status), 36);
+        assert_eq!(
+            GnttabCopyPtr::gref(7, 0, 0).u.to_le_bytes()[..4],
+            7u32.to_le_bytes()
+        );
+    }
+}
