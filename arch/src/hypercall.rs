@@ -45,10 +45,21 @@ mod imp {
     /// The arguments must be what hypercall `nr` expects: pointers valid for what Xen reads and
     /// writes through them.
     #[inline(always)]
-    pub unsafe fn hypercall(nr: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize) -> isize {
+    pub unsafe fn hypercall(
+        nr: usize,
+        a1: usize,
+        a2: usize,
+        a3: usize,
+        a4: usize,
+        a5: usize,
+    ) -> isize {
         let ret: isize;
         // SAFETY: the entry is inside the hypercall page Xen filled in before entry.
-        let entry = unsafe { core::ptr::addr_of!(hypercall_page).cast::<u8>().add(nr * 32) };
+        let entry = unsafe {
+            core::ptr::addr_of!(hypercall_page)
+                .cast::<u8>()
+                .add(nr * 32)
+        };
         // SAFETY: caller guarantees the arguments; the clobbers list everything Xen may change.
         unsafe {
             asm!(
@@ -146,7 +157,16 @@ pub unsafe fn op<T>(nr: usize, cmd: usize, arg: &mut T) -> Result<usize, Errno> 
 /// for domUs; release Xen drops domU output (domUs use the PV console ring).
 pub fn console_io_write(bytes: &[u8]) {
     // SAFETY: Xen reads `len` bytes from a buffer we own.
-    unsafe { hypercall(nr::CONSOLE_IO, 0, bytes.len(), bytes.as_ptr() as usize, 0, 0) };
+    unsafe {
+        hypercall(
+            nr::CONSOLE_IO,
+            0,
+            bytes.len(),
+            bytes.as_ptr() as usize,
+            0,
+            0,
+        )
+    };
 }
 
 /// SCHEDOP_* sub-commands (public/sched.h).

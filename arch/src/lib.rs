@@ -6,6 +6,7 @@
 //! architecture-neutral: no other crate mentions the architecture.
 #![cfg_attr(not(test), no_std)]
 
+pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod entry;
 pub mod hypercall;

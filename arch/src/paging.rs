@@ -155,7 +155,9 @@ impl<'m, M: Machine> Builder<'m, M> {
     /// Submits queued updates.
     pub fn flush(&mut self) -> Result<(), Error<M::Error>> {
         if self.len > 0 {
-            self.m.mmu_update(&self.batch[..self.len]).map_err(Error::Hypervisor)?;
+            self.m
+                .mmu_update(&self.batch[..self.len])
+                .map_err(Error::Hypervisor)?;
             self.hypercalls += 1;
             self.len = 0;
         }
@@ -222,7 +224,10 @@ impl<'m, M: Machine> Builder<'m, M> {
         self.set_perm(pfn, Perm::ReadOnly)?;
         let mfn = self.m.pfn_to_mfn(pfn);
         let parent = (self.m.pfn_to_mfn(parent_pfn) << 12) + index(va, level + 1) as u64 * 8;
-        self.push(MmuUpdate { ptr: parent, val: (mfn << 12) | pte::TABLE })?;
+        self.push(MmuUpdate {
+            ptr: parent,
+            val: (mfn << 12) | pte::TABLE,
+        })?;
         // Later walks read the parent: make sure the link is in place.
         self.flush()?;
         self.tables_added += 1;
@@ -271,8 +276,9 @@ impl<'m, M: Machine> Builder<'m, M> {
                         u64::MAX
                     }
                 });
-                let perms: [Perm; ENTRIES] =
-                    core::array::from_fn(|i| self.effective(base + i as u64, perm_of(base + i as u64)));
+                let perms: [Perm; ENTRIES] = core::array::from_fn(|i| {
+                    self.effective(base + i as u64, perm_of(base + i as u64))
+                });
                 self.add_table(l2_pfn, va, 1, |i| {
                     if mfns[i] == u64::MAX {
                         0
@@ -310,7 +316,7 @@ mod tests {
         mem: HashMap<u64, [u64; ENTRIES]>, // by mfn
         p2m: Vec<u64>,
         tables: HashMap<u64, u32>, // mfns in use as page tables, with their level
-        l4: u64,              // pfn
+        l4: u64,                   // pfn
         calls: usize,
     }
 
@@ -319,7 +325,13 @@ mod tests {
         /// from pfn 4.
         fn new(nr: u64, mapped: u64) -> Sim {
             let p2m: Vec<u64> = (0..nr).map(|p| p * 7 % 100_003 + 1000).collect();
-            let mut s = Sim { mem: HashMap::new(), p2m, tables: HashMap::new(), l4: 1, calls: 0 };
+            let mut s = Sim {
+                mem: HashMap::new(),
+                p2m,
+                tables: HashMap::new(),
+                l4: 1,
+                calls: 0,
+            };
             let (l4, l3, l2) = (s.p2m[1], s.p2m[2], s.p2m[3]);
             let mut t4 = [0; ENTRIES];
             t4[0] = (l3 << 12) | pte::TABLE;
@@ -335,7 +347,8 @@ mod tests {
                     let pfn = i * 512 + j as u64;
                     if pfn < mapped {
                         let ro = (1..4 + nl1).contains(&pfn);
-                        *e = if ro { Perm::ReadOnly } else { Perm::ReadWrite }.pte(s.p2m[pfn as usize]);
+                        *e = if ro { Perm::ReadOnly } else { Perm::ReadWrite }
+                            .pte(s.p2m[pfn as usize]);
                     }
                 }
                 s.mem.insert(l1, t1);
@@ -349,7 +362,10 @@ mod tests {
         }
 
         fn m2p(&self, mfn: u64) -> u64 {
-            self.p2m.iter().position(|&m| m == mfn).expect("unknown mfn") as u64
+            self.p2m
+                .iter()
+                .position(|&m| m == mfn)
+                .expect("unknown mfn") as u64
         }
 
         /// Walks the tree for `va`: the final L1 entry, if mapped.
@@ -378,11 +394,16 @@ mod tests {
             self.m2p(mfn)
         }
         fn read_entry(&self, pfn: u64, index: usize) -> u64 {
-            self.mem.get(&self.p2m[pfn as usize]).map_or(0, |t| t[index])
+            self.mem
+                .get(&self.p2m[pfn as usize])
+                .map_or(0, |t| t[index])
         }
         fn write_page(&mut self, pfn: u64, entries: &[u64; ENTRIES]) {
             let mfn = self.p2m[pfn as usize];
-            assert!(!self.tables.contains_key(&mfn), "guest wrote a live page table");
+            assert!(
+                !self.tables.contains_key(&mfn),
+                "guest wrote a live page table"
+            );
             let e = self.lookup(pfn << 12).expect("write to unmapped page");
             assert!(e & pte::RW != 0, "write to read-only page");
             self.mem.insert(mfn, *entries);
@@ -391,7 +412,10 @@ mod tests {
             self.calls += 1;
             for u in updates {
                 let (mfn, idx) = (u.ptr >> 12, ((u.ptr & 0xfff) / 8) as usize);
-                let level = *self.tables.get(&mfn).ok_or("update of a frame that is not a table")?;
+                let level = *self
+                    .tables
+                    .get(&mfn)
+                    .ok_or("update of a frame that is not a table")?;
                 let target = (u.val & pte::ADDR_MASK) >> 12;
                 if u.val & pte::PRESENT != 0 {
                     if level == 1 && u.val & pte::RW != 0 && self.tables.contains_key(&target) {

@@ -75,7 +75,11 @@ pub fn vector_name(v: u64) -> &'static str {
 
 /// Page-fault error code bits, decoded.
 pub fn page_fault_cause(error_code: u64) -> &'static str {
-    match (error_code & 1 != 0, error_code & 2 != 0, error_code & 16 != 0) {
+    match (
+        error_code & 1 != 0,
+        error_code & 2 != 0,
+        error_code & 16 != 0,
+    ) {
         (_, _, true) => "instruction fetch from a non-executable page",
         (true, true, _) => "write to a read-only page",
         (true, false, _) => "read protection violation",
@@ -246,16 +250,33 @@ mod imp {
 
     /// Registers the trap table and the event and failsafe callbacks with Xen.
     pub fn init() -> Result<(), hypercall::Errno> {
-        let mut table = [TrapInfo { vector: 0, flags: 0, cs: 0, address: 0 }; 20];
+        let mut table = [TrapInfo {
+            vector: 0,
+            flags: 0,
+            cs: 0,
+            address: 0,
+        }; 20];
         for (slot, &(vector, f)) in table.iter_mut().zip(TRAPS) {
             // DPL 3 for int3/into so they trap as software interrupts; bit 2: mask events.
             let dpl = if vector == 3 || vector == 4 { 3 } else { 0 };
-            *slot = TrapInfo { vector, flags: dpl | 4, cs: FLAT_KERNEL_CS, address: f as usize as u64 };
+            *slot = TrapInfo {
+                vector,
+                flags: dpl | 4,
+                cs: FLAT_KERNEL_CS,
+                address: f as usize as u64,
+            };
         }
         // SAFETY: the table is terminated by a zero entry (20 slots > 17 stubs) and lives across
         // the call (Xen copies it).
         hypercall::check(unsafe {
-            hypercall::hypercall(hypercall::nr::SET_TRAP_TABLE, table.as_ptr() as usize, 0, 0, 0, 0)
+            hypercall::hypercall(
+                hypercall::nr::SET_TRAP_TABLE,
+                table.as_ptr() as usize,
+                0,
+                0,
+                0,
+                0,
+            )
         })?;
         // SAFETY: both addresses are our entry stubs above.
         hypercall::check(unsafe {
@@ -308,7 +329,10 @@ mod tests {
     #[test]
     fn page_fault_causes() {
         assert_eq!(page_fault_cause(3), "write to a read-only page");
-        assert_eq!(page_fault_cause(0x11), "instruction fetch from a non-executable page");
+        assert_eq!(
+            page_fault_cause(0x11),
+            "instruction fetch from a non-executable page"
+        );
         assert_eq!(page_fault_cause(2), "write to an unmapped page");
     }
 }

@@ -1,60 +1,424 @@
-//! The boot sequence, from Xen's jump to `_start` to the application's `main`.
-#![allow(unsafe_code)]
+//! The boot sequence, from Xen's jump to `_start` to the application's `main` and back out.
+//!
+//! 1. `_start` (arch/src/entry.rs) switches to our boot stack and calls [`xenrt_boot`] with the
+//!    address of start_info. Event upcalls are masked; Xen's boot page tables map the image,
+//!    start_info, the P2M list, the tables themselves and a little more.
+//! 2. The console comes first so everything after can report: `console_io` as dom0, the PV
+//!    console ring (found through the M2P map) as a domU.
+//! 3. The trap table and the event/failsafe callbacks, so a fault prints instead of killing us
+//!    silently.
+//! 4. Page tables: every page of guest memory mapped at `pfn * 4096`, text R+X, rodata R,
+//!    everything else R+W+NX, Xen's and our page-table frames read-only, and the page under the
+//!    stack unmapped (a guard page). Built in batches of `mmu_update`s.
+//! 5. shared_info mapped (the clock, event bitmaps, CR2 for the fault handler).
+//! 6. Memory: a page-frame allocator over all free frames; the heap grows from it on demand.
+//! 7. The command line (`extra=` in the xl config): unknown or malformed keys are reported.
+//! 8. Logging at the level from `log=`.
+//! 9. Events: VIRQ_TIMER bound, the console ring's event channel, so the idle loop can block.
+//! 10. The app's `main`; its result becomes the domain's shutdown reason.
 
-/// Called by `_start` (arch/src/entry.rs) on the boot stack with start_info's address.
-#[no_mangle]
-pub extern "C" fn xenrt_boot(_start_info: usize) -> ! {
-    arch::hypercall::console_io_write(b"xenrt: boot\n");
-    extern "Rust" {
-        fn xenrt_app_main();
-    }
-    // SAFETY: defined by the app through `xen::main!`.
-    unsafe { xenrt_app_main() };
-    arch::hypercall::shutdown(arch::hypercall::ShutdownReason::Poweroff);
-    loop {}
+use crate::cmdline::{Cmdline, KeySpec};
+use crate::console;
+use crate::mm::frames::FrameAllocator;
+use crate::start_info::StartInfo;
+use arch::hypercall::{self, ShutdownReason};
+use core::fmt;
+
+/// Virtual address of Xen's read-only machine-to-physical table in every 64-bit PV guest.
+const M2P_BASE: u64 = 0xffff_8000_0000_0000;
+
+/// What boot learned, for the app.
+#[derive(Clone, Copy)]
+pub struct BootInfo {
+    /// start_info as Xen wrote it.
+    pub start_info: StartInfo,
+    /// Nanoseconds from the entry point to the call of `main` (from the TSC).
+    pub entry_to_main_ns: u64,
+    /// Frames used for our own page tables.
+    pub page_table_frames: usize,
+    /// Hypercalls the page-table build took.
+    pub page_table_hypercalls: usize,
 }
 
-/// Declares the application's entry function.
+static BOOT: spin::Once<BootInfo> = spin::Once::new();
+static CMDLINE: spin::Once<Cmdline> = spin::Once::new();
+static FRAMES: spin::Mutex<Option<FrameAllocator<'static>>> = spin::Mutex::new(None);
+
+/// Facts from boot (available once `main` runs).
+pub fn info() -> &'static BootInfo {
+    BOOT.get().expect("boot info is set before main")
+}
+
+/// The parsed command line.
+pub fn cmdline() -> &'static Cmdline {
+    CMDLINE
+        .get()
+        .expect("the command line is parsed before main")
+}
+
+/// Command-line keys the app accepts besides the runtime's (`log=`); set by [`main!`](crate::main).
+pub struct AppKeys(pub &'static [KeySpec]);
+
+/// How the guest ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Clean power-off (exit status 0 for `scripts/run`).
+    Poweroff,
+    /// Reboot (xl restarts the domain, or follows `on_reboot`).
+    Reboot,
+    /// The domain crashed (non-zero for `scripts/run`).
+    Crash,
+}
+
+/// What `main` may return.
+pub trait Exit {
+    /// Reports anything worth saying and gives the exit code.
+    fn exit_code(self) -> ExitCode;
+}
+
+impl Exit for () {
+    fn exit_code(self) -> ExitCode {
+        ExitCode::Poweroff
+    }
+}
+
+impl Exit for ExitCode {
+    fn exit_code(self) -> ExitCode {
+        self
+    }
+}
+
+impl<E: fmt::Display> Exit for Result<(), E> {
+    fn exit_code(self) -> ExitCode {
+        match self {
+            Ok(()) => ExitCode::Poweroff,
+            Err(e) => {
+                crate::println!("xenrt: main failed: {e}");
+                ExitCode::Crash
+            }
+        }
+    }
+}
+
+/// Ends the domain: flushes the console, then SCHEDOP_shutdown. As dom0 (the fast test tier) a
+/// poweroff is turned into a reboot so that QEMU (`-no-reboot`) exits.
+pub fn exit(code: ExitCode) -> ! {
+    let what = match code {
+        ExitCode::Poweroff => "poweroff",
+        ExitCode::Reboot => "reboot",
+        ExitCode::Crash => "crash",
+    };
+    crate::println!("xenrt: exit {what}");
+    console::flush(1_000_000_000);
+    let dom0 = BOOT.get().is_some_and(|b| b.start_info.is_dom0());
+    let reason = match code {
+        ExitCode::Poweroff if dom0 => ShutdownReason::Reboot,
+        ExitCode::Poweroff => ShutdownReason::Poweroff,
+        ExitCode::Reboot => ShutdownReason::Reboot,
+        ExitCode::Crash => ShutdownReason::Crash,
+    };
+    loop {
+        hypercall::shutdown(reason);
+        hypercall::yield_cpu();
+    }
+}
+
+/// Declares the application's entry function: `xen::main!(main)`, or with extra command-line
+/// keys `xen::main!(main, KEYS)` where `KEYS: &[xen::cmdline::KeySpec]`. `main` takes no
+/// arguments and returns `()`, `Result<(), E: Display>` or [`ExitCode`].
 #[macro_export]
 macro_rules! main {
     ($f:path) => {
+        $crate::main!($f, &[]);
+    };
+    ($f:path, $keys:expr) => {
         #[no_mangle]
-        fn xenrt_app_main() {
-            $f()
+        fn xenrt_app_main() -> $crate::boot::ExitCode {
+            $crate::boot::Exit::exit_code($f())
         }
+        #[no_mangle]
+        static XENRT_APP_KEYS: $crate::boot::AppKeys = $crate::boot::AppKeys($keys);
     };
 }
 
-/// Prints to the console.
-#[macro_export]
-macro_rules! println {
-    ($($t:tt)*) => {
-        $crate::boot::print_str(concat!("x", "\n"))
+/// Runs `f` with the frame allocator.
+pub(crate) fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator<'static>) -> R) -> Option<R> {
+    FRAMES.lock().as_mut().map(f)
+}
+
+/// Machine frame of a pseudo-physical frame.
+pub fn pfn_to_mfn(pfn: u64) -> u64 {
+    let b = info();
+    // SAFETY: the P2M list is mapped for the life of the domain with nr_pages entries.
+    let p2m = unsafe {
+        core::slice::from_raw_parts(
+            b.start_info.mfn_list as *const u64,
+            b.start_info.nr_pages as usize,
+        )
     };
+    p2m[pfn as usize]
 }
 
-/// Temporary print.
-pub fn print_str(s: &str) {
-    arch::hypercall::console_io_write(s.as_bytes());
+/// Pseudo-physical frame of a machine frame (through Xen's M2P table).
+pub fn mfn_to_pfn(mfn: u64) -> u64 {
+    // SAFETY: see PvMachine::mfn_to_pfn.
+    unsafe { core::ptr::read_volatile((M2P_BASE + mfn * 8) as *const u64) }
 }
 
-#[cfg(all(target_os = "none", not(test)))]
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    arch::hypercall::shutdown(arch::hypercall::ShutdownReason::Crash);
-    loop {}
-}
+/// The steps that only exist on Xen (the host build of this crate is for tests).
+#[cfg(target_os = "none")]
+mod pv {
+    use super::*;
+    use crate::console::{ConsRing, Sink};
+    use crate::mm::frames::Pfn;
+    use crate::shmem::ShMem;
+    use crate::start_info::SharedInfo;
+    use arch::paging::{Builder, Machine, MmuUpdate, Perm, ENTRIES};
+    use core::ptr::NonNull;
 
-#[cfg(all(target_os = "none", not(test)))]
-struct NoHeap;
-#[cfg(all(target_os = "none", not(test)))]
-// SAFETY: never hands out memory.
-unsafe impl core::alloc::GlobalAlloc for NoHeap {
-    unsafe fn alloc(&self, _: core::alloc::Layout) -> *mut u8 {
-        core::ptr::null_mut()
+    /// Guest memory as boot sees it: P2M list from start_info, M2P from Xen's fixed mapping.
+    struct PvMachine {
+        p2m: &'static [u64],
     }
-    unsafe fn dealloc(&self, _: *mut u8, _: core::alloc::Layout) {}
+
+    impl Machine for PvMachine {
+        type Error = hypercall::Errno;
+
+        fn pfn_to_mfn(&self, pfn: u64) -> u64 {
+            self.p2m[pfn as usize]
+        }
+
+        fn mfn_to_pfn(&self, mfn: u64) -> u64 {
+            // SAFETY: Xen maps the M2P table read-only at M2P_BASE in every 64-bit PV guest; an mfn
+            // we got from our own page tables is inside it.
+            unsafe { core::ptr::read_volatile((M2P_BASE + mfn * 8) as *const u64) }
+        }
+
+        fn read_entry(&self, pfn: u64, index: usize) -> u64 {
+            // SAFETY: page-table frames are mapped (read-only) at pfn * 4096; index < 512.
+            unsafe { core::ptr::read_volatile(((pfn << 12) as *const u64).add(index)) }
+        }
+
+        fn write_page(&mut self, pfn: u64, entries: &[u64; ENTRIES]) {
+            // SAFETY: the builder only writes free frames it took, which are mapped writable.
+            unsafe {
+                core::ptr::copy_nonoverlapping(entries.as_ptr(), (pfn << 12) as *mut u64, ENTRIES)
+            };
+        }
+
+        fn mmu_update(&mut self, updates: &[MmuUpdate]) -> Result<(), hypercall::Errno> {
+            let mut done = 0u32;
+            // SAFETY: `updates` is an array of mmu_update; `done` receives the count; DOMID_SELF.
+            let r = unsafe {
+                hypercall::hypercall(
+                    hypercall::nr::MMU_UPDATE,
+                    updates.as_ptr() as usize,
+                    updates.len(),
+                    &mut done as *mut u32 as usize,
+                    0x7ff0,
+                    0,
+                )
+            };
+            hypercall::check(r).map(|_| ())
+        }
+
+        fn flush_tlb(&mut self) -> Result<(), hypercall::Errno> {
+            // struct mmuext_op { cmd, arg1, arg2 }: MMUEXT_TLB_FLUSH_LOCAL = 6.
+            let op: [u64; 3] = [6, 0, 0];
+            let mut done = 0u32;
+            // SAFETY: one mmuext_op; `done` receives the count.
+            let r = unsafe {
+                hypercall::hypercall(
+                    hypercall::nr::MMUEXT_OP,
+                    op.as_ptr() as usize,
+                    1,
+                    &mut done as *mut u32 as usize,
+                    0x7ff0,
+                    0,
+                )
+            };
+            hypercall::check(r).map(|_| ())
+        }
+    }
+
+    /// A page in the guest's memory (mapped at `pfn * 4096`).
+    fn page_mem(pfn: u64) -> ShMem {
+        // SAFETY: every guest frame is mapped at pfn * 4096 for the life of the domain, and pages
+        // handed to ShMem (console, xenstore, shared_info) are only accessed through it.
+        unsafe {
+            ShMem::from_raw(
+                NonNull::new((pfn << 12) as *mut u8).expect("pfn 0 is text"),
+                4096,
+            )
+        }
+    }
+
+    fn fatal(what: &str, e: impl fmt::Debug) -> ! {
+        crate::println!("xenrt: boot failed: {what}: {e:?}");
+        exit(ExitCode::Crash)
+    }
+
+    /// Step 1 onwards: see the module documentation.
+    ///
+    /// # Safety
+    /// Called once, by `_start`, with start_info's virtual address.
+    #[no_mangle]
+    pub unsafe extern "C" fn xenrt_boot(start_info: *const StartInfo) -> ! {
+        let entry_tsc = arch::cpu::rdtsc();
+        // SAFETY: Xen passes a mapped start_info; we copy it once.
+        let si: StartInfo = unsafe { core::ptr::read(start_info) };
+        let nr_pages = si.nr_pages;
+        // SAFETY: the P2M list is mapped at mfn_list with nr_pages entries for the life of the domain.
+        let p2m: &'static [u64] =
+            unsafe { core::slice::from_raw_parts(si.mfn_list as *const u64, nr_pages as usize) };
+        let mut machine = PvMachine { p2m };
+
+        // 2. Console.
+        if si.is_dom0() {
+            console::set_sink(Sink::Hypervisor);
+        } else {
+            let pfn = machine.mfn_to_pfn(si.console_mfn);
+            console::set_sink(Sink::Ring(ConsRing::new(page_mem(pfn)), si.console_evtchn));
+        }
+
+        // 3. Traps.
+        arch::traps::set_handler(crate::fault::on_fault);
+        if let Err(e) = arch::traps::init() {
+            fatal("set_trap_table", e);
+        }
+
+        // 4. Page tables.
+        let (text_end, rodata_end, image_end, guard) = {
+            use arch::entry::*;
+            // Linker-script symbols: only their addresses are taken.
+            (
+                core::ptr::addr_of!(__text_end) as u64 >> 12,
+                core::ptr::addr_of!(__rodata_end) as u64 >> 12,
+                core::ptr::addr_of!(__image_end) as u64 >> 12,
+                core::ptr::addr_of!(boot_stack_guard) as u64 >> 12,
+            )
+        };
+        let pt_first = si.pt_base >> 12;
+        let pt_end = pt_first + si.nr_pt_frames;
+        let free_start = pt_end;
+        let perm = |pfn: u64| -> Perm {
+            if pfn == guard {
+                Perm::Unmapped
+            } else if pfn < text_end {
+                Perm::Text
+            } else if pfn < rodata_end || (pt_first..pt_end).contains(&pfn) {
+                Perm::ReadOnly
+            } else {
+                Perm::ReadWrite
+            }
+        };
+        let mut b = Builder::new(&mut machine, pt_first, free_start, nr_pages);
+        if let Err(e) = b.map_range(0, nr_pages, perm) {
+            fatal("page tables", e);
+        }
+        let tables_end = b.next_free();
+        let (page_table_frames, page_table_hypercalls) = match b.finish() {
+            Ok(r) => r,
+            Err(e) => fatal("page tables", e),
+        };
+        let _ = image_end;
+
+        // 5. shared_info, mapped over a page of our bss.
+        static SHARED_PAGE: Page = Page([0; 4096]);
+        let shared_va = core::ptr::addr_of!(SHARED_PAGE) as u64;
+        let pte = Perm::ReadWrite.pte(si.shared_info >> 12);
+        // SAFETY: update_va_mapping(va, pte, UVMF_INVLPG) of a page we own and never touch otherwise.
+        let r = unsafe {
+            hypercall::hypercall(
+                hypercall::nr::UPDATE_VA_MAPPING,
+                shared_va as usize,
+                pte as usize,
+                2,
+                0,
+                0,
+            )
+        };
+        if let Err(e) = hypercall::check(r) {
+            fatal("map shared_info", e);
+        }
+        // SAFETY: the page now maps shared_info, accessed only through this ShMem from here on.
+        let shared = unsafe {
+            ShMem::from_raw(
+                NonNull::new(shared_va as *mut u8).expect("static is non-null"),
+                4096,
+            )
+        };
+        crate::start_info::set_shared_info(SharedInfo::new(shared));
+
+        // 6. Memory: the bitmap lives in the first free frames; everything below them is in use.
+        let words = FrameAllocator::words_needed(nr_pages as usize);
+        let bitmap_frames = (words * 8).div_ceil(4096) as u64;
+        // SAFETY: those frames are free, mapped writable, and become the bitmap's alone.
+        let storage: &'static mut [u64] =
+            unsafe { core::slice::from_raw_parts_mut((tables_end << 12) as *mut u64, words) };
+        let mut frames = match FrameAllocator::new(Pfn(0), nr_pages as usize, storage) {
+            Ok(f) => f,
+            Err(e) => fatal("frame allocator", e),
+        };
+        if let Err(e) = frames.reserve(Pfn(0), (tables_end + bitmap_frames) as usize) {
+            fatal("frame allocator", e);
+        }
+        // The guard page and the shared_info page have no memory behind them any more.
+        *FRAMES.lock() = Some(frames);
+        crate::mm::init_heap();
+
+        // 7. Command line.
+        extern "Rust" {
+            static XENRT_APP_KEYS: AppKeys;
+        }
+        // SAFETY: defined by the app through `xen::main!`.
+        let app_keys = unsafe { XENRT_APP_KEYS.0 };
+        let cmd = CMDLINE.call_once(|| Cmdline::parse(si.cmdline(), app_keys));
+
+        // 8. Logging.
+        static LOGGER: console::Logger = console::Logger;
+        let _ = log::set_logger(&LOGGER);
+        log::set_max_level(cmd.log_level().unwrap_or(log::LevelFilter::Info));
+        for p in cmd.problems() {
+            crate::println!("xenrt: cmdline: {p}");
+        }
+
+        // 9. Events.
+        match crate::events::bind_virq(crate::events::virq::TIMER) {
+            Ok(port) => crate::events::set_handler(port, |_| {}),
+            Err(e) => fatal("bind VIRQ_TIMER", e),
+        }
+        if !si.is_dom0() {
+            crate::events::set_handler(si.console_evtchn, |_| {});
+        }
+
+        let hz = crate::time::tsc_hz().max(1);
+        let entry_to_main_ns =
+            ((arch::cpu::rdtsc() - entry_tsc) as u128 * 1_000_000_000 / hz as u128) as u64;
+        BOOT.call_once(|| BootInfo {
+            start_info: si,
+            entry_to_main_ns,
+            page_table_frames,
+            page_table_hypercalls,
+        });
+        log::debug!(
+            "boot: {} pages, {} page-table frames in {} hypercalls, {} free frames, entry->main {} us",
+            nr_pages,
+            page_table_frames,
+            page_table_hypercalls,
+            crate::mm::free_frames(),
+            entry_to_main_ns / 1000
+        );
+
+        // 10. The app.
+        extern "Rust" {
+            fn xenrt_app_main() -> ExitCode;
+        }
+        // SAFETY: defined by the app through `xen::main!`.
+        let code = unsafe { xenrt_app_main() };
+        exit(code)
+    }
+
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
 }
-#[cfg(all(target_os = "none", not(test)))]
-#[global_allocator]
-static HEAP: NoHeap = NoHeap;

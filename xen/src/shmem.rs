@@ -87,7 +87,11 @@ impl ShMem {
         let store: alloc::boxed::Box<[AtomicU64]> = (0..words).map(|_| AtomicU64::new(0)).collect();
         let owner = Arc::new(Owned(store));
         let base = NonNull::from(&owner.0[0]).cast::<u8>();
-        ShMem { base, len, _owner: Some(owner) }
+        ShMem {
+            base,
+            len,
+            _owner: Some(owner),
+        }
     }
 
     /// A view of `len` bytes at `base`, typically a page shared with Xen or another domain.
@@ -97,7 +101,11 @@ impl ShMem {
     /// clone of the returned value lives, and must not be accessed through Rust references
     /// meanwhile.
     pub unsafe fn from_raw(base: NonNull<u8>, len: usize) -> Self {
-        ShMem { base, len, _owner: None }
+        ShMem {
+            base,
+            len,
+            _owner: None,
+        }
     }
 
     /// Size of the region in bytes.
@@ -119,17 +127,29 @@ impl ShMem {
     pub fn slice(&self, offset: usize, len: usize) -> Result<ShMem, OutOfBounds> {
         let end = offset.checked_add(len);
         if end.is_none_or(|e| e > self.len) || offset % 8 != 0 {
-            return Err(OutOfBounds { offset, len, size: self.len });
+            return Err(OutOfBounds {
+                offset,
+                len,
+                size: self.len,
+            });
         }
         // SAFETY: in bounds of a valid region (checked above); alignment of 8 is kept.
         let base = unsafe { NonNull::new_unchecked(self.base.as_ptr().add(offset)) };
-        Ok(ShMem { base, len, _owner: self._owner.clone() })
+        Ok(ShMem {
+            base,
+            len,
+            _owner: self._owner.clone(),
+        })
     }
 
     fn check(&self, offset: usize, width: usize) -> Result<*mut u8, OutOfBounds> {
         let end = offset.checked_add(width);
         if end.is_none_or(|e| e > self.len) || offset % width != 0 {
-            return Err(OutOfBounds { offset, len: width, size: self.len });
+            return Err(OutOfBounds {
+                offset,
+                len: width,
+                size: self.len,
+            });
         }
         // SAFETY: offset + width <= len, so the pointer stays inside the region.
         Ok(unsafe { self.base.as_ptr().add(offset) })
@@ -138,7 +158,11 @@ impl ShMem {
     fn check_range(&self, offset: usize, len: usize) -> Result<*mut u8, OutOfBounds> {
         let end = offset.checked_add(len);
         if end.is_none_or(|e| e > self.len) {
-            return Err(OutOfBounds { offset, len, size: self.len });
+            return Err(OutOfBounds {
+                offset,
+                len,
+                size: self.len,
+            });
         }
         // SAFETY: offset + len <= self.len.
         Ok(unsafe { self.base.as_ptr().add(offset) })
@@ -221,7 +245,11 @@ mod tests {
         let b = a.clone();
         a.store_u32(4, 0xdead_beef, Ordering::Release).unwrap();
         assert_eq!(b.load_u32(4, Ordering::Acquire).unwrap(), 0xdead_beef);
-        assert_eq!(b.load_u8(4, Ordering::Relaxed).unwrap(), 0xef, "little-endian");
+        assert_eq!(
+            b.load_u8(4, Ordering::Relaxed).unwrap(),
+            0xef,
+            "little-endian"
+        );
         b.write(10, b"hello").unwrap();
         let mut out = [0u8; 5];
         a.read(10, &mut out).unwrap();

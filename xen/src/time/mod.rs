@@ -2,3 +2,6 @@
 //! into nanoseconds since boot, and the wall clock into nanoseconds since the Unix epoch.
 
 pub mod pvclock;
+
+mod clock;
+pub use clock::{now_ns, tsc_hz, wallclock_ns};

@@ -1,0 +1,333 @@
+//! Event channels: binding (VIRQs, unbound ports for a peer, interdomain), notifying, masking,
+//! and dispatch of pending events to handlers.
+//!
+//! Events are polled, never taken as interrupts: upcalls stay masked (see `arch::traps`), the idle
+//! loop blocks in Xen until something is pending, then [`dispatch`] clears and handles each pending,
+//! unmasked port in the main context. Handlers therefore need no locking against the code they
+//! interrupt: nothing is ever interrupted.
+
+extern crate alloc;
+
+use crate::start_info::{layout, SharedInfo};
+use alloc::boxed::Box;
+use arch::hypercall::{self, nr, Errno};
+use core::sync::atomic::Ordering;
+use hashbrown::HashMap;
+
+/// An event-channel port.
+pub type Port = u32;
+
+/// Number of ports the 2-level ABI supports on 64-bit guests.
+pub const NR_PORTS: u32 = 64 * 64;
+
+/// VIRQ numbers (public/xen.h).
+pub mod virq {
+    /// The one-shot timer (set_timer_op) expired.
+    pub const TIMER: u32 = 0;
+    /// Debug key pressed on the Xen console.
+    pub const DEBUG: u32 = 1;
+}
+
+mod op {
+    pub const BIND_INTERDOMAIN: usize = 0;
+    pub const BIND_VIRQ: usize = 1;
+    pub const CLOSE: usize = 3;
+    pub const SEND: usize = 4;
+    pub const ALLOC_UNBOUND: usize = 6;
+}
+
+/// `struct evtchn_bind_virq`.
+#[repr(C)]
+struct BindVirq {
+    virq: u32,
+    vcpu: u32,
+    port: u32,
+}
+
+/// `struct evtchn_alloc_unbound`.
+#[repr(C)]
+struct AllocUnbound {
+    dom: u16,
+    remote_dom: u16,
+    port: u32,
+}
+
+/// `struct evtchn_bind_interdomain`.
+#[repr(C)]
+struct BindInterdomain {
+    remote_dom: u16,
+    remote_port: u32,
+    local_port: u32,
+}
+
+const DOMID_SELF: u16 = 0x7ff0;
+
+type Handler = Box<dyn FnMut(Port) + Send>;
+
+static HANDLERS: spin::Mutex<Option<HashMap<Port, Handler>>> = spin::Mutex::new(None);
+
+fn shared() -> &'static SharedInfo {
+    crate::start_info::shared_info().expect("boot maps shared_info before any event use")
+}
+
+/// Binds VIRQ `virq` of vCPU 0 to a new port.
+pub fn bind_virq(virq: u32) -> Result<Port, Errno> {
+    let mut a = BindVirq {
+        virq,
+        vcpu: 0,
+        port: 0,
+    };
+    // SAFETY: `a` is the argument structure EVTCHNOP_bind_virq takes.
+    unsafe { hypercall::op(nr::EVENT_CHANNEL_OP, op::BIND_VIRQ, &mut a) }?;
+    Ok(a.port)
+}
+
+/// Allocates a port that domain `remote` may bind to.
+pub fn alloc_unbound(remote: u16) -> Result<Port, Errno> {
+    let mut a = AllocUnbound {
+        dom: DOMID_SELF,
+        remote_dom: remote,
+        port: 0,
+    };
+    // SAFETY: `a` is the argument structure EVTCHNOP_alloc_unbound takes.
+    unsafe { hypercall::op(nr::EVENT_CHANNEL_OP, op::ALLOC_UNBOUND, &mut a) }?;
+    Ok(a.port)
+}
+
+/// Binds to port `remote_port` of domain `remote` (which allocated it unbound for us).
+pub fn bind_interdomain(remote: u16, remote_port: Port) -> Result<Port, Errno> {
+    let mut a = BindInterdomain {
+        remote_dom: remote,
+        remote_port,
+        local_port: 0,
+    };
+    // SAFETY: `a` is the argument structure EVTCHNOP_bind_interdomain takes.
+    unsafe { hypercall::op(nr::EVENT_CHANNEL_OP, op::BIND_INTERDOMAIN, &mut a) }?;
+    Ok(a.local_port)
+}
+
+/// Signals the other end of `port`.
+pub fn notify(port: Port) -> Result<(), Errno> {
+    let mut p = port;
+    // SAFETY: EVTCHNOP_send takes one u32.
+    unsafe { hypercall::op(nr::EVENT_CHANNEL_OP, op::SEND, &mut p) }.map(|_| ())
+}
+
+/// [`notify`] for paths that cannot report an error (the console).
+pub fn notify_raw(port: Port) {
+    let _ = notify(port);
+}
+
+/// Closes `port` and drops its handler.
+pub fn close(port: Port) -> Result<(), Errno> {
+    remove_handler(port);
+    let mut p = port;
+    // SAFETY: EVTCHNOP_close takes one u32.
+    unsafe { hypercall::op(nr::EVENT_CHANNEL_OP, op::CLOSE, &mut p) }.map(|_| ())
+}
+
+/// Runs `handler` (in the main context, from [`dispatch`]) whenever `port` fires, and unmasks it.
+pub fn set_handler(port: Port, handler: impl FnMut(Port) + Send + 'static) {
+    HANDLERS
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .insert(port, Box::new(handler));
+    unmask(port);
+}
+
+/// Stops handling `port` (events on it are still cleared by dispatch).
+pub fn remove_handler(port: Port) {
+    if let Some(h) = HANDLERS.lock().as_mut() {
+        h.remove(&port);
+    }
+}
+
+fn bit(port: Port) -> (usize, u64) {
+    ((port / 64) as usize * 8, 1u64 << (port % 64))
+}
+
+/// Masks `port`: it stays pending but is not dispatched.
+pub fn mask(port: Port) {
+    set_mask(shared(), port, true);
+}
+
+/// Unmasks `port`; an event that arrived while masked is dispatched on the next pass.
+pub fn unmask(port: Port) {
+    set_mask(shared(), port, false);
+}
+
+fn set_mask(s: &SharedInfo, port: Port, masked: bool) {
+    if port >= NR_PORTS {
+        return;
+    }
+    let (off, b) = bit(port);
+    let m = s.mem();
+    let old = m
+        .load_u64(layout::EVTCHN_MASK + off, Ordering::Acquire)
+        .unwrap_or(0);
+    let new = if masked { old | b } else { old & !b };
+    let _ = m.store_u64(layout::EVTCHN_MASK + off, new, Ordering::Release);
+    if !masked
+        && m.load_u64(layout::EVTCHN_PENDING + off, Ordering::Acquire)
+            .unwrap_or(0)
+            & b
+            != 0
+    {
+        // Pending while masked: Xen did not flag it in the selector; do it so block() wakes.
+        let sel = m
+            .load_u64(layout::PENDING_SEL, Ordering::Acquire)
+            .unwrap_or(0);
+        let _ = m.store_u64(
+            layout::PENDING_SEL,
+            sel | 1 << (port / 64),
+            Ordering::Release,
+        );
+        let _ = m.store_u8(layout::UPCALL_PENDING, 1, Ordering::Release);
+    }
+}
+
+/// Clears and returns every pending, unmasked port, lowest first, calling `f` for each. Pure
+/// logic over the shared_info page (tested on the host).
+pub fn take_pending(s: &SharedInfo, mut f: impl FnMut(Port)) -> usize {
+    let m = s.mem();
+    let mut n = 0;
+    // Clear the summary flags first: anything raised after this is seen on the next pass.
+    let _ = m.store_u8(layout::UPCALL_PENDING, 0, Ordering::SeqCst);
+    let _ = m.store_u64(layout::PENDING_SEL, 0, Ordering::SeqCst);
+    for word in 0..64 {
+        let p = s.pending(word).unwrap_or(0) & !s.mask(word).unwrap_or(u64::MAX);
+        if p == 0 {
+            continue;
+        }
+        // Clear exactly the bits we handle (Xen may set others concurrently).
+        let off = layout::EVTCHN_PENDING + 8 * word;
+        loop {
+            let cur = m.load_u64(off, Ordering::Acquire).unwrap_or(0);
+            let lo = cur as u32;
+            let hi = (cur >> 32) as u32;
+            let (clo, chi) = ((p as u32) & lo, ((p >> 32) as u32) & hi);
+            let ok_lo = m
+                .compare_exchange_u32(off, lo, lo & !clo, Ordering::AcqRel)
+                .map(|r| r.is_ok());
+            let ok_hi = m
+                .compare_exchange_u32(off + 4, hi, hi & !chi, Ordering::AcqRel)
+                .map(|r| r.is_ok());
+            if ok_lo == Ok(true) && ok_hi == Ok(true) {
+                break;
+            }
+        }
+        let mut bits = p;
+        while bits != 0 {
+            let b = bits.trailing_zeros();
+            bits &= bits - 1;
+            f(word as u32 * 64 + b);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// True when some unmasked port is pending.
+pub fn any_pending() -> bool {
+    let s = shared();
+    (0..64).any(|w| s.pending(w).unwrap_or(0) & !s.mask(w).unwrap_or(u64::MAX) != 0)
+}
+
+/// Handles every pending event; returns how many there were.
+pub fn dispatch() -> usize {
+    take_pending(shared(), |port| {
+        // Take the handler out while it runs, so it may (un)register handlers itself.
+        let h = HANDLERS.lock().as_mut().and_then(|h| h.remove(&port));
+        if let Some(mut h) = h {
+            h(port);
+            HANDLERS
+                .lock()
+                .get_or_insert_with(HashMap::new)
+                .entry(port)
+                .or_insert(h);
+        }
+    })
+}
+
+/// `struct sched_poll`.
+#[repr(C)]
+struct SchedPoll {
+    ports: *const Port,
+    nr_ports: u32,
+    timeout: u64,
+}
+
+/// Waits until `port` is pending or `timeout_ns` passed (SCHEDOP_poll), then clears it. Used where
+/// the main loop cannot run (the console waiting for its daemon).
+pub fn poll_port(port: Port, timeout_ns: u64) {
+    let Some(s) = crate::start_info::shared_info() else {
+        return;
+    };
+    let (off, b) = bit(port);
+    let m = s.mem();
+    // Clear a stale pending bit so that only a new event ends the poll.
+    let cur = m
+        .load_u64(layout::EVTCHN_PENDING + off, Ordering::Acquire)
+        .unwrap_or(0);
+    if cur & b != 0 {
+        let lo_half = port % 64 < 32;
+        let o = layout::EVTCHN_PENDING + off + if lo_half { 0 } else { 4 };
+        let bb = if lo_half { b as u32 } else { (b >> 32) as u32 };
+        let v = m.load_u32(o, Ordering::Acquire).unwrap_or(0);
+        let _ = m.compare_exchange_u32(o, v, v & !bb, Ordering::AcqRel);
+    }
+    let ports = [port];
+    let mut a = SchedPoll {
+        ports: ports.as_ptr(),
+        nr_ports: 1,
+        timeout: crate::time::now_ns() + timeout_ns,
+    };
+    // SAFETY: `a` is a sched_poll whose `ports` points at one live port.
+    let _ = unsafe { hypercall::op(nr::SCHED_OP, hypercall::schedop::POLL, &mut a) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shmem::ShMem;
+
+    #[test]
+    fn take_pending_clears_only_unmasked_ports_in_order() {
+        let m = ShMem::new(4096);
+        let s = SharedInfo::new(m.clone());
+        let set = |base: usize, port: u32| {
+            let off = base + (port / 64) as usize * 8;
+            let v = m.load_u64(off, Ordering::Relaxed).unwrap();
+            m.store_u64(off, v | 1 << (port % 64), Ordering::Relaxed)
+                .unwrap();
+        };
+        for p in [3, 40, 64, 200, 4095] {
+            set(layout::EVTCHN_PENDING, p);
+        }
+        set(layout::EVTCHN_MASK, 40);
+        m.store_u8(layout::UPCALL_PENDING, 1, Ordering::Relaxed)
+            .unwrap();
+        let mut seen = vec![];
+        assert_eq!(take_pending(&s, |p| seen.push(p)), 4);
+        assert_eq!(seen, [3, 64, 200, 4095]);
+        assert_eq!(
+            m.load_u8(layout::UPCALL_PENDING, Ordering::Relaxed)
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            s.pending(0).unwrap(),
+            1 << 40,
+            "the masked port stays pending"
+        );
+        seen.clear();
+        set_mask(&s, 40, false);
+        assert_eq!(
+            m.load_u8(layout::UPCALL_PENDING, Ordering::Relaxed)
+                .unwrap(),
+            1
+        );
+        take_pending(&s, |p| seen.push(p));
+        assert_eq!(seen, [40]);
+    }
+}
