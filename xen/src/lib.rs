@@ -19,3 +19,4 @@ pub mod mm;
 pub mod time;
 pub mod xenstore;
 pub mod grant;
+pub mod xenbus;

@@ -399,6 +399,11 @@ impl Store {
 
     // ---- For scripted peers (acting as dom0, outside transactions) ----------------------------
 
+    /// Transactions open now.
+    pub fn open_transactions(&self) -> usize {
+        self.txs.len()
+    }
+
     /// The value at absolute `path`, if present.
     pub fn read(&self, path: &str) -> Option<Vec<u8>> {
         self.nodes.get(path).map(|n| n.value.clone())
