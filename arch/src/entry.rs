@@ -32,7 +32,7 @@ extern "C" {
 
 core::arch::global_asm!(
     r#"
-    .section .text.entry, "ax"
+    .pushsection .text.entry, "ax"
     .global _start
 _start:
     cld
@@ -41,14 +41,16 @@ _start:
     mov %rsi, %rdi
     call xenrt_boot
     ud2
+    .popsection
 
-    .section .text.hypercall_page, "ax"
+    .pushsection .text.hypercall_page, "ax"
     .p2align 12
     .global hypercall_page
 hypercall_page:
     .fill 4096, 1, 0xcc
+    .popsection
 
-    .section .bss.boot_stack, "aw", @nobits
+    .pushsection .bss.boot_stack, "aw", @nobits
     .p2align 12
     .global boot_stack_guard
 boot_stack_guard:
@@ -58,9 +60,10 @@ boot_stack_bottom:
     .skip {stack_size}
     .global boot_stack_top
 boot_stack_top:
+    .popsection
 
     /* Xen ELF notes (public/elfnote.h): name "Xen", type, descriptor. */
-    .section .note.Xen, "a", @note
+    .pushsection .note.Xen, "a", @note
     .macro xen_note type, desc_start, desc_end
     .p2align 2
     .long 4
@@ -87,6 +90,7 @@ boot_stack_top:
 2:  xen_note 10, 1f, 2f         /* FEATURES */
 1:  .asciz "!writable_page_tables"
 2:  .p2align 2
+    .popsection
     "#,
     stack_size = const BOOT_STACK_SIZE,
     options(att_syntax)

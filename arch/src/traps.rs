@@ -142,6 +142,7 @@ mod imp {
     macro_rules! stubs {
         ($($name:ident $vec:literal $err:literal;)*) => {
             core::arch::global_asm!(
+                ".pushsection .text.xenrt_traps, \"ax\"",
                 $(
                     concat!(".global ", stringify!($name)),
                     concat!(stringify!($name), ":"),
@@ -154,6 +155,7 @@ mod imp {
                     concat!("push $", $vec),
                     "jmp xenrt_trap_common",
                 )*
+                ".popsection",
                 options(att_syntax)
             );
             extern "C" {
@@ -185,6 +187,7 @@ mod imp {
 
     core::arch::global_asm!(
         r#"
+        .pushsection .text.xenrt_traps, "ax"
         .global xenrt_trap_common
     xenrt_trap_common:
         push %rax
@@ -227,6 +230,7 @@ mod imp {
         push $0
         push $255
         jmp xenrt_trap_common
+        .popsection
         "#,
         options(att_syntax)
     );

@@ -324,6 +324,7 @@ mod pv {
         let _ = image_end;
 
         // 5. shared_info, mapped over a page of our bss.
+        #[link_section = ".bss.shared_info"]
         static SHARED_PAGE: Page = Page([0; 4096]);
         let shared_va = core::ptr::addr_of!(SHARED_PAGE) as u64;
         let pte = Perm::ReadWrite.pte(si.shared_info >> 12);

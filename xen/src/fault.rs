@@ -19,8 +19,11 @@ fn stack_range() -> core::ops::Range<u64> {
 
 fn print_backtrace(rip: u64, rbp: u64) {
     crate::println!("xenrt: backtrace:");
-    crate::println!("xenrt:   #0 {rip:#018x}");
-    let mut n = 1;
+    let mut n = 0;
+    if rip != 0 {
+        crate::println!("xenrt:   #0 {rip:#018x}");
+        n = 1;
+    }
     traps::backtrace(rbp, stack_range(), 32, |ret| {
         crate::println!("xenrt:   #{n} {ret:#018x}");
         n += 1;
