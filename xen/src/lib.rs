@@ -13,10 +13,21 @@
 
 extern crate alloc;
 
-pub mod shmem;
+pub mod boot;
 pub mod cmdline;
-pub mod mm;
-pub mod time;
-pub mod xenstore;
+pub mod console;
+pub mod events;
+pub mod fault;
 pub mod grant;
+pub mod mm;
+pub mod sched;
+pub mod shmem;
+pub mod start_info;
+pub mod time;
 pub mod xenbus;
+pub mod xenstore;
+
+/// The Xen version we run on, as (major, minor).
+pub fn version() -> (u16, u16) {
+    arch::hypercall::xen_version()
+}
