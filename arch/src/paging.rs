@@ -459,7 +459,7 @@ mod tests {
             _ => Perm::ReadWrite,
         };
         let mut b = Builder::new(&mut sim, 1, first_free, nr);
-        b.map_range(0, nr, |p| perm(p)).unwrap();
+        b.map_range(0, nr, perm).unwrap();
         let next = b.next_free();
         let (added, calls) = b.finish().unwrap();
         assert_eq!(added as u64, nr.div_ceil(512) - 2);

@@ -103,7 +103,7 @@ pub fn set_handler(h: Handler) {
 pub fn backtrace(rbp: u64, stack: core::ops::Range<u64>, max: usize, mut f: impl FnMut(u64)) {
     let mut fp = rbp;
     for _ in 0..max {
-        if fp % 8 != 0 || fp < stack.start || fp.saturating_add(16) > stack.end {
+        if !fp.is_multiple_of(8) || fp < stack.start || fp.saturating_add(16) > stack.end {
             break;
         }
         // SAFETY: `fp..fp+16` lies inside the mapped stack (checked above) and is aligned.
@@ -323,6 +323,7 @@ mod tests {
         stack[10] = 0xdead_0000; // points outside the stack: the walk stops after this frame
         stack[11] = 0x3333;
         let mut seen = vec![];
+        std::hint::black_box(&mut stack);
         backtrace(base + 2 * 8, base..base + 16 * 8, 10, |a| seen.push(a));
         assert_eq!(seen, [0x1111, 0x2222, 0x3333]);
         seen.clear();

@@ -126,7 +126,7 @@ impl ShMem {
     /// A sub-view of `len` bytes at `offset`.
     pub fn slice(&self, offset: usize, len: usize) -> Result<ShMem, OutOfBounds> {
         let end = offset.checked_add(len);
-        if end.is_none_or(|e| e > self.len) || offset % 8 != 0 {
+        if end.is_none_or(|e| e > self.len) || !offset.is_multiple_of(8) {
             return Err(OutOfBounds {
                 offset,
                 len,
@@ -144,7 +144,7 @@ impl ShMem {
 
     fn check(&self, offset: usize, width: usize) -> Result<*mut u8, OutOfBounds> {
         let end = offset.checked_add(width);
-        if end.is_none_or(|e| e > self.len) || offset % width != 0 {
+        if end.is_none_or(|e| e > self.len) || !offset.is_multiple_of(width) {
             return Err(OutOfBounds {
                 offset,
                 len: width,

@@ -165,7 +165,7 @@ impl SharedInfo {
                 .mem
                 .load_u32(layout::WC_VERSION, Ordering::Acquire)
                 .unwrap_or(0);
-            if v1 == v2 && v1 % 2 == 0 {
+            if v1 == v2 && v1.is_multiple_of(2) {
                 return ((hi << 32) | sec, nsec);
             }
         }

@@ -111,7 +111,7 @@ fn exec_data() -> ExitCode {
 fn recurse(depth: u64, buf: &mut [u8; 512]) -> u64 {
     let mut local = [0u8; 512];
     local[depth as usize % 512] = buf[0].wrapping_add(1);
-    if depth % 64 == 0 {
+    if depth.is_multiple_of(64) {
         println!("TEST stack-overflow: depth {depth}");
     }
     core::hint::black_box(&mut local);

@@ -1,0 +1,127 @@
+//! The dom0 tier: each case boots real Xen 4.17 in QEMU with one of our kernels as dom0 (about
+//! 2 s; 8 s for a crash, which Xen answers with a 5 s reboot delay) and checks what it printed
+//! on the serial console and how it ended.
+
+use xen_tests::{boot_dom0, case, symbol, Run};
+
+/// The clean-exit marker our runtime prints before SCHEDOP_shutdown.
+const POWEROFF: &str = "xenrt: exit poweroff";
+/// Xen's message when dom0 crashes.
+const DOM0_CRASHED: &str = "Hardware Dom0 crashed";
+
+fn powered_off(r: &Run) -> Result<(), String> {
+    r.expect(POWEROFF)?;
+    r.reject(DOM0_CRASHED)?;
+    r.expect("Hardware Dom0 shutdown")
+}
+
+fn crashed(r: &Run) -> Result<(), String> {
+    r.reject(POWEROFF)?;
+    r.expect(DOM0_CRASHED)
+}
+
+fn test_kernel(name: &str) -> Result<Run, String> {
+    boot_dom0("testkernel", &format!("test={name}"))
+}
+
+fn main() {
+    let cases = vec![
+        case("hello_boots_and_prints", || {
+            let r = boot_dom0("hello", "log=info")?;
+            r.expect("Hello from Xen 4.17")?;
+            r.expect("memory: ")?;
+            r.expect("command line: \"log=info\"")?;
+            let l = r
+                .line("entry to main:")
+                .ok_or("no entry-to-main line")?
+                .to_string();
+            powered_off(&r)?;
+            Ok(format!("[{l}; wall {:.2} s]", r.elapsed.as_secs_f64()))
+        }),
+        case("bad_command_line_is_reported", || {
+            let r = boot_dom0("hello", "log=loud bogus=1 =x")?;
+            r.expect("xenrt: cmdline: ")?;
+            r.expect("bogus")?;
+            r.expect("loud")?;
+            r.expect("Hello from Xen")?;
+            powered_off(&r).map(|_| String::new())
+        }),
+        case("allocating_most_memory_succeeds_and_frees", || {
+            let r = test_kernel("alloc")?;
+            r.expect("TEST alloc: round 1 allocated")?;
+            r.expect("TEST alloc: PASS")?;
+            powered_off(&r)?;
+            Ok(r.line("round 1").unwrap_or("").to_string())
+        }),
+        case("writing_to_text_faults", || {
+            let r = test_kernel("write-text")?;
+            r.expect("xenrt: FATAL page fault (vector 14)")?;
+            r.expect("write to a read-only page")?;
+            r.expect("xenrt:   #1 ")?; // a backtrace
+            r.reject("FAIL the write went through")?;
+            crashed(&r).map(|_| String::new())
+        }),
+        case("executing_data_faults", || {
+            let r = test_kernel("exec-data")?;
+            r.expect("instruction fetch from a non-executable page")?;
+            crashed(&r).map(|_| String::new())
+        }),
+        case("stack_overflow_hits_the_guard_page_and_crashes", || {
+            let guard = symbol("testkernel", "boot_stack_guard")?;
+            let r = test_kernel("stack-overflow")?;
+            r.expect("TEST stack-overflow: depth 64")?;
+            // Xen cannot push the fault frame on our stack: it reports a walk from an address in
+            // the guard page and crashes the domain. Nothing else may have been overwritten.
+            let walk = r
+                .line("Pagetable walk from ")
+                .ok_or("no page-table walk from Xen")?;
+            let addr = walk.rsplit(' ').next().unwrap_or("").trim_end_matches(':');
+            let addr = u64::from_str_radix(addr, 16).map_err(|e| format!("{walk}: {e}"))?;
+            if !(guard..guard + 4096).contains(&addr) {
+                return Err(format!("fault at {addr:#x}, guard page is {guard:#x}"));
+            }
+            r.reject("FAIL returned")?;
+            crashed(&r).map(|_| format!("[fault at {addr:#x} in guard page {guard:#x}]"))
+        }),
+        case("timer_fires_close_to_its_deadline", || {
+            let r = test_kernel("timer")?;
+            let l = r
+                .line("TEST timer: PASS")
+                .ok_or("timer test did not pass")?;
+            let late: u64 = l
+                .rsplit('=')
+                .next()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or("no late_us")?;
+            // Correctness, not performance: the timer must not be wildly late (TCG is slow).
+            if late > 50_000 {
+                return Err(format!("timer fired {late} us late"));
+            }
+            powered_off(&r)?;
+            Ok(format!("[worst lateness {late} us]"))
+        }),
+        case("blocking_wakes_on_an_event", || {
+            let r = test_kernel("block")?;
+            r.expect("TEST block: PASS")?;
+            powered_off(&r).map(|_| r.line("woke after").unwrap_or("").to_string())
+        }),
+        case("event_channel_loopback_runs_its_handler", || {
+            let r = test_kernel("evtchn-loopback")?;
+            r.expect("TEST evtchn-loopback: PASS")?;
+            powered_off(&r).map(|_| String::new())
+        }),
+        case("panic_reports_message_and_crashes", || {
+            let r = test_kernel("panic")?;
+            r.expect("xenrt: PANIC at tests/kernel/src/main.rs")?;
+            r.expect("test panic 42")?;
+            r.expect("xenrt: exit crash")?;
+            crashed(&r).map(|_| String::new())
+        }),
+        case("invalid_opcode_reports_and_crashes", || {
+            let r = test_kernel("invalid-opcode")?;
+            r.expect("xenrt: FATAL invalid opcode (vector 6)")?;
+            crashed(&r).map(|_| String::new())
+        }),
+    ];
+    xen_tests::main("dom0", cases, 2)
+}
