@@ -31,3 +31,4 @@ pub mod xenstore;
 pub fn version() -> (u16, u16) {
     arch::hypercall::xen_version()
 }
+pub mod ring;
