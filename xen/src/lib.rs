@@ -31,4 +31,5 @@ pub mod xenstore;
 pub fn version() -> (u16, u16) {
     arch::hypercall::xen_version()
 }
+pub mod hal;
 pub mod ring;

@@ -1,0 +1,191 @@
+//! What a split-driver frontend needs from the platform, as one small trait: pages to share,
+//! grants on them, an event channel, notification, and the clock. Netfront and blkfront are
+//! written against [`Hal`], so the same driver code runs on Xen ([`XenHal`]) and in host tests
+//! against a simulated backend ([`SimHal`], which lets the backend "map" what was granted).
+
+extern crate alloc;
+
+use crate::shmem::ShMem;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// A page of guest memory that can be granted to a backend.
+#[derive(Debug, Clone)]
+pub struct SharedPage {
+    /// Its contents.
+    pub mem: ShMem,
+    /// Its machine frame number (what a grant names).
+    pub mfn: u64,
+}
+
+/// Platform errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HalError {
+    /// No memory left for a page.
+    OutOfMemory,
+    /// No grant reference left.
+    GrantsExhausted,
+    /// The backend still has the grant mapped.
+    GrantInUse,
+    /// A grant reference we never handed out.
+    BadGrant,
+    /// Xen refused a hypercall (errno).
+    Hypercall(i32),
+}
+
+impl fmt::Display for HalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HalError::OutOfMemory => f.write_str("out of memory"),
+            HalError::GrantsExhausted => f.write_str("no grant reference left"),
+            HalError::GrantInUse => f.write_str("grant still mapped by the backend"),
+            HalError::BadGrant => f.write_str("unknown grant reference"),
+            HalError::Hypercall(e) => write!(f, "hypercall failed: errno {e}"),
+        }
+    }
+}
+
+/// The platform services of a frontend.
+pub trait Hal {
+    /// A zeroed page.
+    fn alloc_page(&mut self) -> Result<SharedPage, HalError>;
+    /// Returns a page from [`alloc_page`](Self::alloc_page) (after its grants ended).
+    fn free_page(&mut self, page: SharedPage);
+    /// Grants domain `domid` access to machine frame `mfn`.
+    fn grant(&mut self, domid: u16, mfn: u64, readonly: bool) -> Result<u32, HalError>;
+    /// Revokes a grant; fails with [`HalError::GrantInUse`] while the backend maps it.
+    fn end_grant(&mut self, gref: u32) -> Result<(), HalError>;
+    /// A new event channel for domain `remote` to bind.
+    fn alloc_evtchn(&mut self, remote: u16) -> Result<u32, HalError>;
+    /// Closes an event channel.
+    fn close_evtchn(&mut self, port: u32);
+    /// Signals the backend on `port`.
+    fn notify(&mut self, port: u32);
+    /// Monotonic nanoseconds.
+    fn now_ns(&self) -> u64;
+}
+
+/// Shared state of the simulated platform: what the frontend granted, so a simulated backend
+/// can reach it, and the notifications sent.
+#[derive(Debug, Default)]
+pub struct SimState {
+    pages: BTreeMap<u64, ShMem>,
+    grants: BTreeMap<u32, (u16, u64, bool)>,
+    mapped: BTreeMap<u32, u32>,
+    next_mfn: u64,
+    next_gref: u32,
+    next_port: u32,
+    /// Ports notified, in order.
+    pub notifications: Vec<u32>,
+    /// Fake clock, advanced by tests.
+    pub now_ns: u64,
+    /// Grant limit (to test exhaustion).
+    pub max_grants: usize,
+}
+
+impl SimState {
+    /// The memory behind grant `gref` as the backend `domid` would map it: `(page, readonly)`.
+    pub fn map_grant(&mut self, gref: u32, domid: u16) -> Option<(ShMem, bool)> {
+        let &(d, mfn, ro) = self.grants.get(&gref)?;
+        if d != domid {
+            return None;
+        }
+        *self.mapped.entry(gref).or_default() += 1;
+        Some((self.pages.get(&mfn)?.clone(), ro))
+    }
+
+    /// Unmaps a grant mapped with [`map_grant`](Self::map_grant).
+    pub fn unmap_grant(&mut self, gref: u32) {
+        if let Some(n) = self.mapped.get_mut(&gref) {
+            *n -= 1;
+            if *n == 0 {
+                self.mapped.remove(&gref);
+            }
+        }
+    }
+
+    /// Grants currently live.
+    pub fn live_grants(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// Pages currently allocated.
+    pub fn live_pages(&self) -> usize {
+        self.pages.len()
+    }
+}
+
+/// The simulated platform for host tests; clones share one [`SimState`].
+#[derive(Debug, Clone, Default)]
+pub struct SimHal {
+    /// The shared state (the simulated backend holds a clone).
+    pub state: Arc<spin::Mutex<SimState>>,
+}
+
+impl SimHal {
+    /// A fresh simulated platform (no grant limit).
+    pub fn new() -> Self {
+        let s = SimState {
+            next_mfn: 0x1000,
+            next_gref: 8,
+            next_port: 10,
+            max_grants: usize::MAX,
+            ..Default::default()
+        };
+        SimHal {
+            state: Arc::new(spin::Mutex::new(s)),
+        }
+    }
+}
+
+impl Hal for SimHal {
+    fn alloc_page(&mut self) -> Result<SharedPage, HalError> {
+        let mut s = self.state.lock();
+        let mfn = s.next_mfn;
+        s.next_mfn += 1;
+        let mem = ShMem::new(4096);
+        s.pages.insert(mfn, mem.clone());
+        Ok(SharedPage { mem, mfn })
+    }
+
+    fn free_page(&mut self, page: SharedPage) {
+        self.state.lock().pages.remove(&page.mfn);
+    }
+
+    fn grant(&mut self, domid: u16, mfn: u64, readonly: bool) -> Result<u32, HalError> {
+        let mut s = self.state.lock();
+        if s.grants.len() >= s.max_grants {
+            return Err(HalError::GrantsExhausted);
+        }
+        let g = s.next_gref;
+        s.next_gref += 1;
+        s.grants.insert(g, (domid, mfn, readonly));
+        Ok(g)
+    }
+
+    fn end_grant(&mut self, gref: u32) -> Result<(), HalError> {
+        let mut s = self.state.lock();
+        if s.mapped.contains_key(&gref) {
+            return Err(HalError::GrantInUse);
+        }
+        s.grants.remove(&gref).map(|_| ()).ok_or(HalError::BadGrant)
+    }
+
+    fn alloc_evtchn(&mut self, _remote: u16) -> Result<u32, HalError> {
+        let mut s = self.state.lock();
+        s.next_port += 1;
+        Ok(s.next_port)
+    }
+
+    fn close_evtchn(&mut self, _port: u32) {}
+
+    fn notify(&mut self, port: u32) {
+        self.state.lock().notifications.push(port);
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.state.lock().now_ns
+    }
+}
