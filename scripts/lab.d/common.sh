@@ -7,6 +7,9 @@ CACHE="${XENRT_CACHE:-$HOME/.cache/xenrt}"
 FETCH="$REPO/scripts/fetch-debs"
 KVER_PKG_FALLBACK="linux-image-6.1.0-56-amd64"
 
+# Serialize builders that share the cache (two labs starting at once).
+lock_cache() { mkdir -p "$CACHE/lab"; exec 9>"$CACHE/lab/.lock"; flock 9; }
+
 say() { echo "lab: $*" >&2; }
 die() { echo "lab: error: $*" >&2; exit 1; }
 

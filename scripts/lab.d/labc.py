@@ -8,8 +8,10 @@
   labc.py prepare LABDIR CFG [KEY=VAL..]  copy a guest's files into the lab, rewrite the .xl;
                                           prints NAME and the dom0 path of the new .xl
   labc.py reason XLLOG OFFSET DOMID       print "CODE ACTION" if xl logged this domain's shutdown
-  labc.py follow CONSOLELOG XLLOG OFFSET DOMID TIMEOUT
-                                          print a console log as it grows, until the domain shuts down
+  labc.py follow CONSOLELOG XLLOG OFFSET DOMID TIMEOUT [REGEX]
+                                          print a console log as it grows, until the domain shuts
+                                          down (exit 0), REGEX matches (0) or TIMEOUT (124); with
+                                          REGEX, a shutdown before it matched exits 1
 """
 import base64, os, re, selectors, shutil, socket, sys, time
 
@@ -243,8 +245,10 @@ def reason(xllog, off, domid):
     return 0
 
 
-def follow(conlog, xllog, off, domid, timeout):
+def follow(conlog, xllog, off, domid, timeout, until=None):
     off = int(off); timeout = float(timeout)
+    rx = re.compile(until.encode()) if until else None
+    seen = b''
     end = time.monotonic() + timeout if timeout > 0 else None
     pos = 0
     done_at = None
@@ -256,10 +260,15 @@ def follow(conlog, xllog, off, domid, timeout):
                 d = f.read()
                 if d:
                     out.write(d); out.flush(); pos += len(d)
+                    if rx:
+                        seen += d
+                        if rx.search(seen):
+                            return 0
+                        seen = seen[-4096:]
         except FileNotFoundError:
             pass
         if done_at is not None and time.monotonic() > done_at:
-            return 0
+            return 1 if rx else 0
         if done_at is None and find_reason(xllog, off, domid) is not None:
             done_at = time.monotonic() + 0.5
         if end and time.monotonic() > end:
@@ -285,7 +294,7 @@ def main(argv):
         if c == 'reason':
             return reason(argv[2], argv[3], argv[4])
         if c == 'follow':
-            return follow(*argv[2:7])
+            return follow(*argv[2:8])
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
