@@ -15,7 +15,9 @@
 //! 7. The command line (`extra=` in the xl config): unknown or malformed keys are reported.
 //! 8. Logging at the level from `log=`.
 //! 9. Events: VIRQ_TIMER bound, the console ring's event channel, so the idle loop can block.
-//! 10. The app's `main`; its result becomes the domain's shutdown reason.
+//! 10. Grant table frames; for a domU, xenstore (ring page and event channel from start_info)
+//!     and lifecycle control (`xl shutdown` / `xl reboot` through `control/shutdown`).
+//! 11. The app's `main`; its result becomes the domain's shutdown reason.
 
 use crate::cmdline::{Cmdline, KeySpec};
 use crate::console;
@@ -39,6 +41,9 @@ pub struct BootInfo {
     /// Hypercalls the page-table build took.
     pub page_table_hypercalls: usize,
 }
+
+/// Grant-table frames to set up (512 grants each), if Xen allows that many.
+const GRANT_FRAMES: u32 = 8;
 
 static BOOT: spin::Once<BootInfo> = spin::Once::new();
 static CMDLINE: spin::Once<Cmdline> = spin::Once::new();
@@ -393,6 +398,20 @@ mod pv {
             crate::events::set_handler(si.console_evtchn, |_| {});
         }
 
+        // 10. Grant table, xenstore, lifecycle.
+        if let Err(e) = crate::platform::init_grant_table(GRANT_FRAMES) {
+            fatal("grant table", e);
+        }
+        if !si.is_dom0() {
+            let pfn = machine.mfn_to_pfn(si.store_mfn);
+            if let Err(e) = crate::platform::init_xenstore(page_mem(pfn), si.store_evtchn) {
+                fatal("xenstore", e);
+            }
+            if let Err(e) = crate::platform::init_lifecycle() {
+                log::warn!("lifecycle control unavailable: {e}");
+            }
+        }
+
         let hz = crate::time::tsc_hz().max(1);
         let entry_to_main_ns =
             ((arch::cpu::rdtsc() - entry_tsc) as u128 * 1_000_000_000 / hz as u128) as u64;
@@ -411,7 +430,7 @@ mod pv {
             entry_to_main_ns / 1000
         );
 
-        // 10. The app.
+        // 11. The app.
         extern "Rust" {
             fn xenrt_app_main() -> ExitCode;
         }

@@ -32,4 +32,5 @@ pub fn version() -> (u16, u16) {
     arch::hypercall::xen_version()
 }
 pub mod hal;
+pub mod platform;
 pub mod ring;

@@ -79,6 +79,7 @@ fn run_expired() -> Option<u64> {
 pub fn poll_once(deadline_ns: Option<u64>) {
     let next_timer = run_expired();
     if events::dispatch() > 0 {
+        crate::platform::poll_lifecycle();
         return;
     }
     let wake = match (deadline_ns, next_timer) {
@@ -96,6 +97,7 @@ pub fn poll_once(deadline_ns: Option<u64>) {
     BLOCKS.fetch_add(1, Ordering::Relaxed);
     arch::hypercall::block();
     events::dispatch();
+    crate::platform::poll_lifecycle();
     run_expired();
 }
 

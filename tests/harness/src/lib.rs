@@ -129,9 +129,15 @@ pub fn case(
     }
 }
 
-/// Runs the cases on `jobs` threads, prints one line per case and the summary line
-/// `N passed, M failed`; exits non-zero if any failed. Arguments filter cases by substring.
+/// [`run_cases`], then exits non-zero if any failed.
 pub fn main(tier: &'static str, cases: Vec<Case>, jobs: usize) -> ! {
+    let ok = run_cases(tier, cases, jobs);
+    std::process::exit(if ok { 0 } else { 1 })
+}
+
+/// Runs the cases on `jobs` threads, prints one line per case and the summary line
+/// `N passed, M failed`; true when none failed. Arguments filter cases by substring.
+pub fn run_cases(tier: &'static str, cases: Vec<Case>, jobs: usize) -> bool {
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -180,5 +186,5 @@ pub fn main(tier: &'static str, cases: Vec<Case>, jobs: usize) -> ! {
         println!("failures: {}", failed.join(", "));
     }
     println!("{tier}: {passed} passed, {} failed", failed.len());
-    std::process::exit(if failed.is_empty() { 0 } else { 1 })
+    failed.is_empty()
 }

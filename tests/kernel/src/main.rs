@@ -35,6 +35,10 @@ fn main() -> ExitCode {
         "panic" => panic!("test panic {}", 42),
         "invalid-opcode" => invalid_opcode(),
         "exit-crash" => ExitCode::Crash,
+        "idle" => idle(),
+        "xenstore" => xenstore_basics(),
+        "watch" => watch(),
+        "transaction" => transaction(),
         _ => {
             println!("TEST {name}: unknown test");
             ExitCode::Crash
@@ -226,4 +230,105 @@ fn invalid_opcode() -> ExitCode {
     // SAFETY: deliberately raises #UD.
     unsafe { core::arch::asm!("ud2") };
     ExitCode::Crash
+}
+
+/// Runs until destroyed, printing a tick a second (blocked in Xen in between).
+fn idle() -> ExitCode {
+    for i in 0.. {
+        println!("TEST idle: tick {i}");
+        xen::sched::sleep(1_000_000_000);
+    }
+    ExitCode::Poweroff
+}
+
+fn xenstore_basics() -> ExitCode {
+    let r = xen::platform::with_xenstore(
+        |xs| -> Result<(u16, alloc::string::String), xen::xenstore::Error> {
+            Ok((xs.domid()?, xs.name()?))
+        },
+    );
+    match r {
+        Ok(Ok((domid, name))) => {
+            println!("TEST xenstore: domid={domid} name={name}");
+            ExitCode::Poweroff
+        }
+        Ok(Err(e)) => {
+            println!("TEST xenstore: FAIL {e}");
+            ExitCode::Crash
+        }
+        Err(e) => {
+            println!("TEST xenstore: FAIL {e}");
+            ExitCode::Crash
+        }
+    }
+}
+
+/// Watches `data/test-key` (relative to our domain's home) and reports the value dom0 writes.
+fn watch() -> ExitCode {
+    use xen::xenstore::Tx;
+    let r = xen::platform::with_xenstore(
+        |xs| -> Result<alloc::string::String, xen::xenstore::Error> {
+            xs.watch("data/test-key", "t")?;
+            // The first event is the one xenstored fires when the watch is registered.
+            let _ = xs.wait_event("t")?;
+            println!("TEST watch: ready");
+            loop {
+                let e = xs.wait_event("t")?;
+                if let Ok(v) = xs.read_string(Tx::NONE, "data/test-key") {
+                    if !v.is_empty() {
+                        return Ok(alloc::format!("{} = {v}", e.path));
+                    }
+                }
+            }
+        },
+    );
+    match r {
+        Ok(Ok(v)) => {
+            println!("TEST watch: PASS {v}");
+            ExitCode::Poweroff
+        }
+        other => {
+            println!("TEST watch: FAIL {other:?}");
+            ExitCode::Crash
+        }
+    }
+}
+
+/// Increments `data/counter` in a transaction that dom0 conflicts with on the first attempt:
+/// the commit fails with EAGAIN, the helper retries, and the second attempt commits.
+fn transaction() -> ExitCode {
+    use xen::xenstore::Tx;
+    let r = xen::platform::with_xenstore(|xs| -> Result<(u32, u64), xen::xenstore::Error> {
+        xs.write(Tx::NONE, "data/counter", b"1")?;
+        let mut attempts = 0u32;
+        let v = xs.transaction(|xs, tx| {
+            attempts += 1;
+            let v: u64 = xs.read_string(tx, "data/counter")?.parse().unwrap_or(0);
+            if attempts == 1 {
+                println!("TEST transaction: in transaction, read {v}");
+                // Wait (outside the transaction) until dom0 changed the value.
+                let deadline = now_ns() + 30_000_000_000;
+                while now_ns() < deadline {
+                    let outside = xs.read_string(Tx::NONE, "data/counter")?;
+                    if outside != "1" {
+                        break;
+                    }
+                    xen::sched::sleep(100_000_000);
+                }
+            }
+            xs.write(tx, "data/counter", alloc::format!("{}", v + 1).as_bytes())?;
+            Ok(v + 1)
+        })?;
+        Ok((attempts, v))
+    });
+    match r {
+        Ok(Ok((attempts, v))) if attempts >= 2 => {
+            println!("TEST transaction: PASS attempts={attempts} counter={v}");
+            ExitCode::Poweroff
+        }
+        other => {
+            println!("TEST transaction: FAIL {other:?}");
+            ExitCode::Crash
+        }
+    }
 }

@@ -1,0 +1,310 @@
+//! The lab tier: one boot of the lab (real Xen 4.17 + a Linux dom0 with xl, in QEMU; see
+//! scripts/lab) serves every case; each case starts our images as real domUs with `xl create`
+//! and checks their consoles (the PV console ring, via xenconsoled) and how they ended.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use xen_tests::{case, image, root, run, Run};
+
+fn lab_dir() -> String {
+    std::env::var("LAB_DIR")
+        .unwrap_or_else(|_| root().join("target/lab-test").display().to_string())
+}
+
+/// Runs `scripts/lab ARGS...` against the test lab.
+fn lab(args: &[&str]) -> Result<Run, String> {
+    run(Command::new(root().join("scripts/lab"))
+        .args(args)
+        .env("LAB_DIR", lab_dir()))
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A guest started from target/images/IMAGE.xl under a unique name, with `extra`.
+struct Guest {
+    name: String,
+    domid: u32,
+}
+
+impl Guest {
+    fn start(image_name: &str, extra: &str) -> Result<Guest, String> {
+        Self::start_with(image_name, extra, &[])
+    }
+
+    fn start_with(image_name: &str, extra: &str, more: &[&str]) -> Result<Guest, String> {
+        let xl = image(&format!("{image_name}.xl"))?;
+        let name = format!("{image_name}-{}", SEQ.fetch_add(1, Ordering::SeqCst));
+        let r = lab(&[
+            "create",
+            xl.to_str().unwrap(),
+            &format!("name=\"{name}\""),
+            &format!("extra=\"{extra}\""),
+            // Keep the domain after it ends so its end is always observed, even for a guest
+            // faster than the toolstack; `lab wait` destroys it after reading the reason.
+            "on_poweroff=\"preserve\"",
+            "on_crash=\"preserve\"",
+        ]
+        .into_iter()
+        .chain(more.iter().copied())
+        .collect::<Vec<_>>())?;
+        if r.code != Some(0) {
+            return Err(format!("lab create {name} failed: {}", r.output.trim()));
+        }
+        let domid = r
+            .output
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name} "))
+                    .and_then(|d| d.trim().parse().ok())
+            })
+            .ok_or(format!("no domid in: {}", r.output))?;
+        Ok(Guest { name, domid })
+    }
+
+    /// Follows the console until a line containing `text` (or `secs` pass).
+    fn until(&self, text: &str, secs: u32) -> Result<(), String> {
+        let r = lab(&[
+            "console",
+            &self.name,
+            "--until",
+            text,
+            "--follow",
+            &secs.to_string(),
+        ])?;
+        expect(&r.output, text)
+    }
+
+    /// Waits for the end: ("poweroff" | "crash" | ..., exit code of `lab wait`).
+    fn wait(&self, secs: u32) -> Result<String, String> {
+        let r = lab(&["wait", &self.name, &secs.to_string(), "--destroy"])?;
+        Ok(r.output
+            .trim()
+            .rsplit(": ")
+            .next()
+            .unwrap_or("")
+            .to_string())
+    }
+
+    fn console(&self) -> Result<String, String> {
+        Ok(lab(&["console", &self.name])?.output)
+    }
+}
+
+fn expect(hay: &str, needle: &str) -> Result<(), String> {
+    if hay.contains(needle) {
+        Ok(())
+    } else {
+        Err(format!("expected {needle:?} in:\n{hay}"))
+    }
+}
+
+fn main() {
+    // Start the lab (built and cached by scripts/lab) once for all cases.
+    let start = std::time::Instant::now();
+    match lab(&["start"]) {
+        Ok(r) if r.code == Some(0) => println!("lab up in {:.1} s", start.elapsed().as_secs_f64()),
+        Ok(r) => {
+            println!("lab failed to start:\n{}", r.output);
+            println!("lab: 0 passed, 1 failed");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            println!("lab failed to start: {e}");
+            println!("lab: 0 passed, 1 failed");
+            std::process::exit(1);
+        }
+    }
+    let cases = vec![
+        case("hello_as_domu_prints_through_the_console_ring", || {
+            let g = Guest::start("hello", "log=info")?;
+            let end = g.wait(60)?;
+            let c = g.console()?;
+            expect(&c, "Hello from Xen 4.17")?;
+            expect(&c, "memory: 8 MiB")?;
+            expect(&c, "xenrt: exit poweroff")?;
+            if end != "poweroff" {
+                return Err(format!("ended with {end}"));
+            }
+            Ok(c.lines()
+                .find(|l| l.contains("entry to main"))
+                .unwrap_or("")
+                .to_string())
+        }),
+        case("bad_extra_is_reported", || {
+            let g = Guest::start("hello", "log=loud bogus=1")?;
+            let end = g.wait(60)?;
+            let c = g.console()?;
+            expect(&c, "xenrt: cmdline: unknown key 'bogus'")?;
+            expect(&c, "loud")?;
+            expect(&c, "Hello from Xen")?;
+            (end == "poweroff")
+                .then_some(String::new())
+                .ok_or(format!("ended with {end}"))
+        }),
+        case("panicking_guest_ends_crashed_with_its_message", || {
+            let g = Guest::start("testkernel", "test=panic")?;
+            let end = g.wait(60)?;
+            let c = g.console()?;
+            expect(&c, "xenrt: PANIC at tests/kernel/src/main.rs")?;
+            expect(&c, "test panic 42")?;
+            (end == "crash")
+                .then_some(String::new())
+                .ok_or(format!("ended with {end}"))
+        }),
+        case("faulting_guest_ends_crashed_with_a_report", || {
+            let g = Guest::start("testkernel", "test=write-text")?;
+            let end = g.wait(60)?;
+            let c = g.console()?;
+            expect(&c, "write to a read-only page")?;
+            (end == "crash")
+                .then_some(String::new())
+                .ok_or(format!("ended with {end}"))
+        }),
+        case("xl_destroy_stops_a_running_guest", || {
+            let g = Guest::start("testkernel", "test=idle")?;
+            let r = lab(&["console", &g.name, "--until", "tick 2", "--follow", "60"])?;
+            expect(&r.output, "TEST idle: tick 2")?;
+            let d = lab(&["destroy", &g.name])?;
+            if d.code != Some(0) {
+                return Err(format!("destroy failed: {}", d.output));
+            }
+            let l = lab(&["exec", "xl list"])?;
+            if l.output.contains(&g.name) {
+                return Err(format!(
+                    "{} still listed after destroy:\n{}",
+                    g.name, l.output
+                ));
+            }
+            Ok(String::new())
+        }),
+        case("guest_reads_its_domid_and_name_from_xenstore", || {
+            let g = Guest::start("testkernel", "test=xenstore")?;
+            let end = g.wait(60)?;
+            expect(
+                &g.console()?,
+                &format!("TEST xenstore: domid={} name={}", g.domid, g.name),
+            )?;
+            (end == "poweroff")
+                .then_some(String::new())
+                .ok_or(format!("ended with {end}"))
+        }),
+        case("watch_fires_when_dom0_writes", || {
+            let g = Guest::start("testkernel", "test=watch")?;
+            g.until("TEST watch: ready", 60)?;
+            let w = lab(&[
+                "exec",
+                &format!(
+                    "xenstore-write /local/domain/{}/data/test-key hello-from-dom0",
+                    g.domid
+                ),
+            ])?;
+            if w.code != Some(0) {
+                return Err(format!("xenstore-write failed: {}", w.output));
+            }
+            let end = g.wait(60)?;
+            expect(&g.console()?, "TEST watch: PASS")?;
+            expect(&g.console()?, "data/test-key = hello-from-dom0")?;
+            (end == "poweroff")
+                .then_some(String::new())
+                .ok_or(format!("ended with {end}"))
+        }),
+        case(
+            "transaction_conflicting_with_dom0_retries_and_commits",
+            || {
+                let g = Guest::start("testkernel", "test=transaction")?;
+                g.until("TEST transaction: in transaction", 60)?;
+                lab(&[
+                    "exec",
+                    &format!("xenstore-write /local/domain/{}/data/counter 5", g.domid),
+                ])?;
+                let end = g.wait(60)?;
+                let c = g.console()?;
+                expect(&c, "TEST transaction: PASS attempts=2 counter=6")?;
+                (end == "poweroff")
+                    .then_some(String::new())
+                    .ok_or(format!("ended with {end}"))
+            },
+        ),
+        case("xl_shutdown_powers_the_guest_off", || {
+            let g = Guest::start("testkernel", "test=idle")?;
+            g.until("TEST idle: tick 1", 60)?;
+            let t = std::time::Instant::now();
+            let r = lab(&["exec", "-t", "30", &format!("xl shutdown -w {}", g.name)])?;
+            let secs = t.elapsed().as_secs_f64();
+            if r.code != Some(0) {
+                return Err(format!("xl shutdown -w failed: {}", r.output));
+            }
+            let end = g.wait(30)?;
+            expect(&g.console()?, "xenrt: exit poweroff")?;
+            if end != "poweroff" {
+                return Err(format!("ended with {end}"));
+            }
+            Ok(format!("[xl shutdown -w took {secs:.1} s]"))
+        }),
+        case("xl_reboot_restarts_the_guest", || {
+            let g = Guest::start_with("testkernel", "test=idle", &["on_reboot=\"restart\""])?;
+            g.until("TEST idle: tick 1", 60)?;
+            let r = lab(&["exec", "-t", "30", &format!("xl reboot {}", g.name)])?;
+            if r.code != Some(0) {
+                return Err(format!("xl reboot failed: {}", r.output));
+            }
+            // The restarted domain has the same name and a new domid.
+            let mut new_domid = None;
+            for _ in 0..60 {
+                let d = lab(&["exec", &format!("xl domid {}", g.name)])?;
+                match d.output.trim().parse::<u32>() {
+                    Ok(id) if id != g.domid => {
+                        new_domid = Some(id);
+                        break;
+                    }
+                    _ => std::thread::sleep(std::time::Duration::from_millis(500)),
+                }
+            }
+            let _ = lab(&["exec", &format!("xl destroy {}", g.name)]);
+            let new_domid = new_domid.ok_or("no restarted domain")?;
+            expect(&g.console()?, "xenrt: exit reboot")?;
+            Ok(format!("[domid {} -> {new_domid}]", g.domid))
+        }),
+        case("ten_guests_in_one_lab_boot", || {
+            let guests: Vec<Guest> = (0..10)
+                .map(|_| Guest::start("hello", ""))
+                .collect::<Result<_, _>>()?;
+            for g in &guests {
+                let end = g.wait(120)?;
+                expect(&g.console()?, "Hello from Xen 4.17")?;
+                if end != "poweroff" {
+                    return Err(format!("{} ended with {end}", g.name));
+                }
+            }
+            Ok(String::new())
+        }),
+        case("scripts_run_exits_with_the_guest_outcome", || {
+            let ok = run(Command::new(root().join("scripts/run"))
+                .args(["hello"])
+                .env("LAB_DIR", lab_dir()))?;
+            if ok.code != Some(0) {
+                return Err(format!(
+                    "scripts/run hello exited {:?}:\n{}",
+                    ok.code, ok.output
+                ));
+            }
+            expect(&ok.output, "Hello from Xen 4.17")?;
+            let bad = run(Command::new(root().join("scripts/run"))
+                .args(["testkernel", "test=panic"])
+                .env("LAB_DIR", lab_dir()))?;
+            if bad.code == Some(0) {
+                return Err(format!(
+                    "scripts/run of a panicking guest exited 0:\n{}",
+                    bad.output
+                ));
+            }
+            expect(&bad.output, "test panic 42")?;
+            Ok(format!("[panic -> exit {:?}]", bad.code))
+        }),
+    ];
+    let jobs = 1;
+    // Case failures are results, not panics (run_cases catches nothing): stop the lab either way.
+    let ok = xen_tests::run_cases("lab", cases, jobs);
+    let _ = lab(&["stop"]);
+    std::process::exit(if ok { 0 } else { 1 })
+}

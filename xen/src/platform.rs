@@ -1,0 +1,255 @@
+//! The Xen side of the services whose logic lives elsewhere: the xenstore transport (event
+//! channel + idle loop), the grant table's frames (GNTTABOP_query_size / setup_table), [`XenHal`]
+//! for split drivers, and lifecycle control (`control/shutdown`: `xl shutdown`, `xl reboot`).
+
+extern crate alloc;
+
+use crate::events::{self, Port};
+use crate::grant::{
+    GnttabQuerySize, GnttabSetupTable, GrantTable, DOMID_SELF, GNTTABOP_QUERY_SIZE,
+    GNTTABOP_SETUP_TABLE,
+};
+use crate::hal::{Hal, HalError, SharedPage};
+use crate::shmem::ShMem;
+use crate::xenstore::{self, Client, Transport, Tx};
+use alloc::vec::Vec;
+use arch::hypercall::{self, nr};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// The xenstore ring's transport on Xen: notify through the event channel; wait by running the
+/// idle loop once (it blocks in Xen until some event, ours included, arrives).
+#[derive(Debug)]
+pub struct XenTransport {
+    port: Port,
+}
+
+impl Transport for XenTransport {
+    fn notify(&mut self) {
+        events::notify_raw(self.port);
+    }
+
+    fn wait(&mut self) -> Result<(), xenstore::Error> {
+        crate::sched::poll_once(Some(crate::time::now_ns() + 100_000_000));
+        Ok(())
+    }
+}
+
+static XS: spin::Mutex<Option<Client<XenTransport>>> = spin::Mutex::new(None);
+
+/// Why the xenstore client is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoXenstore;
+
+impl core::fmt::Display for NoXenstore {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("no xenstore (dom0 without xenstored, or not connected)")
+    }
+}
+
+/// Runs `f` with the xenstore client (domUs; dom0 in the fast tier has none).
+pub fn with_xenstore<R>(f: impl FnOnce(&mut Client<XenTransport>) -> R) -> Result<R, NoXenstore> {
+    let mut g = XS.lock();
+    g.as_mut().map(f).ok_or(NoXenstore)
+}
+
+/// Connects the xenstore client to the ring page (pfn) and port from start_info.
+pub fn init_xenstore(page: ShMem, port: Port) -> Result<(), xenstore::Error> {
+    events::set_handler(port, |_| {});
+    let c = Client::new(page, XenTransport { port })?;
+    *XS.lock() = Some(c);
+    Ok(())
+}
+
+static GNTTAB: spin::Mutex<Option<GrantTable>> = spin::Mutex::new(None);
+
+/// Sets up the grant table: as many frames as Xen allows (capped at `max_frames`), mapped over
+/// pages taken from the frame allocator. Returns (frames, max frames Xen allows).
+pub fn init_grant_table(max_frames: u32) -> Result<(u32, u32), HalError> {
+    let mut q = GnttabQuerySize {
+        dom: DOMID_SELF,
+        nr_frames: 0,
+        max_nr_frames: 0,
+        status: 0,
+    };
+    // SAFETY: `q` is the gnttab_query_size argument; count 1.
+    let r = unsafe {
+        hypercall::hypercall(
+            nr::GRANT_TABLE_OP,
+            GNTTABOP_QUERY_SIZE as usize,
+            &mut q as *mut _ as usize,
+            1,
+            0,
+            0,
+        )
+    };
+    hypercall::check(r).map_err(|e| HalError::Hypercall(e.0))?;
+    if q.status != 0 {
+        return Err(HalError::Hypercall(q.status as i32));
+    }
+    let n = q.max_nr_frames.clamp(1, max_frames);
+    let mut frames: Vec<u64> = alloc::vec![0; n as usize];
+    let mut s = GnttabSetupTable {
+        dom: DOMID_SELF,
+        nr_frames: n,
+        status: 0,
+        frame_list: frames.as_mut_ptr() as u64,
+    };
+    // SAFETY: `s` is the gnttab_setup_table argument and frame_list has room for n frames.
+    let r = unsafe {
+        hypercall::hypercall(
+            nr::GRANT_TABLE_OP,
+            GNTTABOP_SETUP_TABLE as usize,
+            &mut s as *mut _ as usize,
+            1,
+            0,
+            0,
+        )
+    };
+    hypercall::check(r).map_err(|e| HalError::Hypercall(e.0))?;
+    if s.status != 0 {
+        return Err(HalError::Hypercall(s.status as i32));
+    }
+    // A virtual range for the table: contiguous frames whose own memory we give up.
+    let base = crate::boot::with_frames(|f| f.alloc_contiguous(n as usize, 1))
+        .ok_or(HalError::OutOfMemory)?
+        .map_err(|_| HalError::OutOfMemory)?;
+    for (i, &mfn) in frames.iter().enumerate() {
+        let va = base.addr() + i as u64 * 4096;
+        let pte = arch::paging::Perm::ReadWrite.pte(mfn);
+        // SAFETY: remaps a page we own (taken above) onto a grant-table frame Xen gave us.
+        let r = unsafe {
+            hypercall::hypercall(nr::UPDATE_VA_MAPPING, va as usize, pte as usize, 2, 0, 0)
+        };
+        hypercall::check(r).map_err(|e| HalError::Hypercall(e.0))?;
+    }
+    // SAFETY: n pages at `base` now map the grant table, accessed only through this ShMem.
+    let mem = unsafe {
+        ShMem::from_raw(
+            NonNull::new(base.addr() as *mut u8).ok_or(HalError::OutOfMemory)?,
+            n as usize * 4096,
+        )
+    };
+    let t = GrantTable::new(mem).map_err(|_| HalError::OutOfMemory)?;
+    *GNTTAB.lock() = Some(t);
+    Ok((n, q.max_nr_frames))
+}
+
+/// Grants `domid` access to machine frame `mfn`.
+pub fn grant_access(domid: u16, mfn: u64, readonly: bool) -> Result<u32, HalError> {
+    let mut g = GNTTAB.lock();
+    let t = g.as_mut().ok_or(HalError::GrantsExhausted)?;
+    t.grant_access(domid, mfn, readonly).map_err(|e| match e {
+        crate::grant::GrantError::Exhausted => HalError::GrantsExhausted,
+        _ => HalError::BadGrant,
+    })
+}
+
+/// Ends a grant (fails while the peer has it mapped).
+pub fn end_access(gref: u32) -> Result<(), HalError> {
+    let mut g = GNTTAB.lock();
+    let t = g.as_mut().ok_or(HalError::BadGrant)?;
+    t.end_access(gref).map_err(|e| match e {
+        crate::grant::GrantError::InUse(_) => HalError::GrantInUse,
+        _ => HalError::BadGrant,
+    })
+}
+
+/// [`Hal`] on Xen: frames from the frame allocator, the real grant table and event channels.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct XenHal;
+
+impl Hal for XenHal {
+    fn alloc_page(&mut self) -> Result<SharedPage, HalError> {
+        let page = crate::mm::Page::alloc().map_err(|_| HalError::OutOfMemory)?;
+        let p = SharedPage {
+            mem: page.mem(),
+            mfn: page.mfn(),
+        };
+        core::mem::forget(page); // owned by the SharedPage until free_page
+        Ok(p)
+    }
+
+    fn free_page(&mut self, page: SharedPage) {
+        let pfn = crate::boot::mfn_to_pfn(page.mfn);
+        let _ = crate::boot::with_frames(|f| f.free(crate::mm::frames::Pfn(pfn)));
+    }
+
+    fn grant(&mut self, domid: u16, mfn: u64, readonly: bool) -> Result<u32, HalError> {
+        grant_access(domid, mfn, readonly)
+    }
+
+    fn end_grant(&mut self, gref: u32) -> Result<(), HalError> {
+        end_access(gref)
+    }
+
+    fn alloc_evtchn(&mut self, remote: u16) -> Result<u32, HalError> {
+        let p = events::alloc_unbound(remote).map_err(|e| HalError::Hypercall(e.0))?;
+        events::set_handler(p, |_| {});
+        Ok(p)
+    }
+
+    fn close_evtchn(&mut self, port: u32) {
+        let _ = events::close(port);
+    }
+
+    fn notify(&mut self, port: u32) {
+        events::notify_raw(port);
+    }
+
+    fn now_ns(&self) -> u64 {
+        crate::time::now_ns()
+    }
+}
+
+const CONTROL_TOKEN: &str = "xenrt-control";
+static CONTROL_READY: AtomicBool = AtomicBool::new(false);
+
+/// Advertises poweroff and reboot support and watches `control/shutdown`.
+pub fn init_lifecycle() -> Result<(), xenstore::Error> {
+    with_xenstore(|xs| {
+        xs.write(Tx::NONE, "control/feature-poweroff", b"1")?;
+        xs.write(Tx::NONE, "control/feature-reboot", b"1")?;
+        xs.watch("control/shutdown", CONTROL_TOKEN)
+    })
+    .map_err(|_| xenstore::Error::Broken)??;
+    CONTROL_READY.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Checks for a shutdown request from the toolstack (called from the idle loop). `poweroff`
+/// and `reboot` end the domain; `suspend` is acknowledged as unsupported.
+pub fn poll_lifecycle() {
+    if !CONTROL_READY.load(Ordering::Acquire) {
+        return;
+    }
+    // Never wait for the lock: the idle loop may run inside a xenstore call.
+    let Some(mut g) = XS.try_lock() else { return };
+    let Some(xs) = g.as_mut() else { return };
+    let Ok(Some(_)) = xs.poll_event(CONTROL_TOKEN) else {
+        return;
+    };
+    while xs.take_event(CONTROL_TOKEN).is_some() {}
+    let req = match xs.read_string(Tx::NONE, "control/shutdown") {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    if req.is_empty() {
+        return;
+    }
+    // Acknowledge by clearing the request, as Linux does.
+    let _ = xs.write(Tx::NONE, "control/shutdown", b"");
+    drop(g);
+    match req.as_str() {
+        "poweroff" | "halt" => {
+            log::info!("lifecycle: shutdown requested by the toolstack");
+            crate::boot::exit(crate::boot::ExitCode::Poweroff)
+        }
+        "reboot" => {
+            log::info!("lifecycle: reboot requested by the toolstack");
+            crate::boot::exit(crate::boot::ExitCode::Reboot)
+        }
+        "suspend" => log::warn!("lifecycle: suspend requested, but suspend is not supported yet"),
+        other => log::warn!("lifecycle: unknown control/shutdown request {other:?} ignored"),
+    }
+}
