@@ -50,7 +50,9 @@ kernel_pkg() {
 
 # fetch PKG... -> sets ROOT[pkg]=dir (needs `declare -A ROOT` in caller)
 fetch_pkgs() {
-    local out p i=0
+    local out p i=0 n=0
+    for p in "$@"; do [ -f "$CACHE/debs/$p.root/.done" ] || n=$((n+1)); done
+    [ $n -eq 0 ] || say "fetching $n Debian package(s) into $CACHE/debs"
     out=$("$FETCH" "$@") || die "fetching Debian packages failed: $*"
     local -a dirs; mapfile -t dirs <<<"$out"
     for p in "$@"; do ROOT[$p]="${dirs[$i]}"; i=$((i+1)); done

@@ -13,7 +13,7 @@
                                           down (exit 0), REGEX matches (0) or TIMEOUT (124); with
                                           REGEX, a shutdown before it matched exits 1
 """
-import base64, os, re, selectors, shutil, socket, sys, time
+import base64, hashlib, os, re, selectors, shutil, socket, sys, time
 
 
 def do_exec(port, timeout, cmd):
@@ -35,7 +35,7 @@ def do_exec(port, timeout, cmd):
     held = b''
     trailer = re.compile(re.escape(nonce.encode()) + rb' (-?\d+)\n$')
     rc = None
-    deadline = time.monotonic() + timeout + 15 if timeout > 0 else None
+    deadline = time.monotonic() + timeout + 5 if timeout > 0 else None
     grace_end = None
     open_socks = 2
     got_any = False
@@ -155,6 +155,35 @@ def prepare(labdir, cfg, extras):
     dom0 = os.path.join(labdir, 'dom0') + '/'
     used = set()
 
+    def copy(src, dst):
+        # sparse-preserving copy
+        tmp = dst + '.tmp'
+        with open(src, 'rb') as fi, open(tmp, 'wb') as fo:
+            while True:
+                chunk = fi.read(1 << 20)
+                if not chunk:
+                    break
+                if chunk.count(0) == len(chunk):
+                    fo.seek(len(chunk), 1)
+                else:
+                    fo.write(chunk)
+            fo.truncate()
+        os.replace(tmp, dst)
+
+    def place_ro(p):
+        # kernels and ramdisks: shared, keyed by path + size + mtime (copied once per lab boot)
+        hp = os.path.abspath(p if os.path.isabs(p) else os.path.join(base, p))
+        if hp.startswith(share) or hp.startswith(dom0) or not os.path.isfile(hp):
+            return place(p)
+        st = os.stat(hp)
+        key = hashlib.sha256(f'{hp}\0{st.st_size}\0{st.st_mtime_ns}'.encode()).hexdigest()[:16]
+        d = os.path.join(labdir, 'dom0', 'files', key)
+        dst = os.path.join(d, os.path.basename(hp))
+        if not os.path.exists(dst):
+            os.makedirs(d, exist_ok=True)
+            copy(hp, dst)
+        return f'/mnt/lab/files/{key}/{os.path.basename(hp)}'
+
     def place(p):
         hp = p if os.path.isabs(p) else os.path.join(base, p)
         hp = os.path.abspath(hp)
@@ -173,21 +202,11 @@ def prepare(labdir, cfg, extras):
         dst = os.path.join(gdir, bn)
         if os.path.isdir(hp):
             sys.exit(f'lab create: {p} is a directory')
-        # a private copy per guest (sparse files stay sparse)
-        with open(hp, 'rb') as fi, open(dst, 'wb') as fo:
-            while True:
-                chunk = fi.read(1 << 20)
-                if not chunk:
-                    break
-                if chunk.count(0) == len(chunk):
-                    fo.seek(len(chunk), 1)
-                else:
-                    fo.write(chunk)
-            fo.truncate()
+        copy(hp, dst)   # a private copy per guest (disks stay sparse)
         return f'/mnt/lab/guests/{name}/{bn}'
 
     def subst_key(m):
-        return m.group(1) + m.group(2) + place(m.group(3)) + m.group(2)
+        return m.group(1) + m.group(2) + place_ro(m.group(3)) + m.group(2)
     txt = re.sub(r'^(\s*(?:kernel|ramdisk)\s*=\s*)(["\'])(.*?)\2', subst_key, txt, flags=re.M)
 
     def subst_disk_entry(m):
