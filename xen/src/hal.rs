@@ -53,6 +53,17 @@ pub trait Hal {
     fn alloc_page(&mut self) -> Result<SharedPage, HalError>;
     /// Returns a page from [`alloc_page`](Self::alloc_page) (after its grants ended).
     fn free_page(&mut self, page: SharedPage);
+    /// `n` zeroed pages contiguous in our address space (a multi-page ring), viewed as one region
+    /// of `n * 4096` bytes, with each page's machine frame in order. They are freed page by page
+    /// with [`free_page`](Self::free_page) (`mem` a 4096-byte slice of the region). The default
+    /// does only `n == 1`; platforms that can map contiguous pages override it.
+    fn alloc_pages(&mut self, n: usize) -> Result<(ShMem, Vec<u64>), HalError> {
+        if n != 1 {
+            return Err(HalError::OutOfMemory);
+        }
+        let page = self.alloc_page()?;
+        Ok((page.mem, alloc::vec![page.mfn]))
+    }
     /// Grants domain `domid` access to machine frame `mfn`.
     fn grant(&mut self, domid: u16, mfn: u64, readonly: bool) -> Result<u32, HalError>;
     /// Revokes a grant; fails with [`HalError::GrantInUse`] while the backend maps it.
@@ -152,6 +163,20 @@ impl Hal for SimHal {
 
     fn free_page(&mut self, page: SharedPage) {
         self.state.lock().pages.remove(&page.mfn);
+    }
+
+    fn alloc_pages(&mut self, n: usize) -> Result<(ShMem, Vec<u64>), HalError> {
+        let mut s = self.state.lock();
+        let mem = ShMem::new(n * 4096);
+        let mut mfns = Vec::with_capacity(n);
+        for i in 0..n {
+            let page = mem.slice(i * 4096, 4096).map_err(|_| HalError::OutOfMemory)?;
+            let mfn = s.next_mfn;
+            s.next_mfn += 1;
+            s.pages.insert(mfn, page);
+            mfns.push(mfn);
+        }
+        Ok((mem, mfns))
     }
 
     fn grant(&mut self, domid: u16, mfn: u64, readonly: bool) -> Result<u32, HalError> {
