@@ -238,7 +238,7 @@ def prepare(labdir, cfg, extras):
     return 0
 
 
-REASONS = {0: 'poweroff', 1: 'reboot', 2: 'suspend', 3: 'crash', 4: 'watchdog', 5: 'soft_reset'}
+REASONS = {-1: 'destroyed', 0: 'poweroff', 1: 'reboot', 2: 'suspend', 3: 'crash', 4: 'watchdog', 5: 'soft_reset'}
 
 
 def find_reason(xllog, off, domid):
@@ -250,6 +250,8 @@ def find_reason(xllog, off, domid):
         return None
     m = re.search(r'Domain %s has shut down, reason code (\d+)' % domid, data)
     if not m:
+        if re.search(r'Domain %s has been destroyed' % domid, data):
+            return -1, 'none'     # destroyed from outside (xl destroy)
         return None
     code = int(m.group(1))
     a = re.search(r'Action for shutdown reason code %d is (\w+)' % code, data[m.end():])
