@@ -1,10 +1,37 @@
 //! Xen network frontend (netfront): the split driver that talks to a netback over shared rings,
-//! exposed as a smoltcp `phy::Device`.
+//! exposed as a smoltcp [`phy::Device`](smoltcp::phy::Device).
 //!
 //! - [`wire`]: the netif ring ABI (xen/io/netif.h) as values copied out of ring slots.
+//! - [`txbuf`]: where outgoing frames go in the TX buffer, cut so that no slot crosses a page.
+//! - [`Netfront`] (`driver`): rings, buffers, request ids, and the checks on every response.
+//! - `connect`: the xenbus handshake ([`Netfront::connect`], [`Netfront::shutdown`]).
+//! - `device`: the smoltcp `Device` implementation.
+//! - [`sim`]: a simulated netback speaking the ring protocol over
+//!   [`SimHal`](xen::hal::SimHal)'s granted pages, with fault injection, that also plays the
+//!   peer host for smoltcp end-to-end tests.
+//! - [`Error`]: every failure, and the policy towards a misbehaving backend.
+//!
+//! Checksum offload is refused (`feature-no-csum-offload=1`): see `driver` for why.
+//!
+//! On Xen, the platform provides a [`Hal`](xen::hal::Hal) (pages, grants, event channels,
+//! notify) and a xenstore [`Transport`](xen::xenstore::Transport); then
+//! `Netfront::connect(&mut xs, hal, "device/vif/0", Config::default(), &mut timeout)` gives a
+//! device to hand to a smoltcp `Interface`. Poll the interface when the driver's
+//! [`event_channel`](Netfront::event_channel) fires (or on a timer).
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
 extern crate alloc;
 
+mod connect;
+mod device;
+mod driver;
+mod error;
+pub mod sim;
+pub mod txbuf;
 pub mod wire;
+
+pub use connect::format_mac;
+pub use device::{NfRxToken, NfTxToken};
+pub use driver::{Config, Netfront, Stats, MAX_RX_FRAME, MAX_RX_SLOTS, MIN_FRAME, MTU};
+pub use error::Error;

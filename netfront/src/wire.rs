@@ -290,13 +290,8 @@ impl ExtraInfo {
 
     /// A GSO extra: `(size, type, features)` of `u.gso`.
     pub fn gso(&self) -> Option<(u16, u8, u16)> {
-        (self.kind == EXTRA_TYPE_GSO).then(|| {
-            (
-                u16_at(&self.data, 0),
-                self.data[2],
-                u16_at(&self.data, 4),
-            )
-        })
+        (self.kind == EXTRA_TYPE_GSO)
+            .then(|| (u16_at(&self.data, 0), self.data[2], u16_at(&self.data, 4)))
     }
 
     /// Whether another extra-info slot follows.
@@ -459,7 +454,10 @@ int main(void) {
             parse_mac("00:16:3e:0a:Bc:ff"),
             Some([0, 0x16, 0x3e, 0x0a, 0xbc, 0xff])
         );
-        assert_eq!(parse_mac("00:16:3e:00:00:01\0"), Some([0, 0x16, 0x3e, 0, 0, 1]));
+        assert_eq!(
+            parse_mac("00:16:3e:00:00:01\0"),
+            Some([0, 0x16, 0x3e, 0, 0, 1])
+        );
         for bad in [
             "",
             "00:16:3e:00:00",

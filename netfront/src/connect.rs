@@ -1,0 +1,151 @@
+//! The xenbus handshake of a vif, read as the protocol: attach to the backend, wait for it to
+//! publish its features, read our MAC, set up rings, buffers and an event channel, publish them
+//! in one transaction, and connect; and the reverse at shutdown.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+
+use xen::hal::Hal;
+use xen::xenbus::{Frontend, Timeout, XenbusState};
+use xen::xenstore::{self, Client, Transport, Tx, XsErrno};
+
+use crate::driver::{end_grants, Config, Netfront};
+use crate::error::Error;
+use crate::wire::parse_mac;
+
+/// Reads a backend feature flag: `"1"` is on; absent, `"0"` or anything else is off.
+fn backend_flag<T: Transport>(fe: &Frontend, xs: &mut Client<T>, key: &str) -> Result<bool, Error> {
+    match fe.read_backend(xs, key) {
+        Ok(v) => Ok(v.trim_end_matches(['\0', '\n']).trim() == "1"),
+        Err(xen::xenbus::XenbusError::Store(xenstore::Error::Xs(XsErrno::Enoent))) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Our MAC: `<node>/mac` (written by the toolstack), else `<backend>/mac`.
+fn read_mac<T: Transport>(fe: &Frontend, xs: &mut Client<T>) -> Result<[u8; 6], Error> {
+    let text = match xs.read_string(Tx::NONE, &format!("{}/mac", fe.node())) {
+        Ok(t) => t,
+        Err(xenstore::Error::Xs(XsErrno::Enoent)) => fe.read_backend(xs, "mac")?,
+        Err(e) => return Err(e.into()),
+    };
+    parse_mac(&text).ok_or_else(|| Error::BadMac(text.chars().take(32).collect()))
+}
+
+impl<H: Hal> Netfront<H> {
+    /// Connects the vif at `node` (e.g. `"device/vif/0"`):
+    ///
+    /// 1. attach: read `backend` and `backend-id`, watch the backend's state;
+    /// 2. wait for the backend to reach InitWait (its features are written by then);
+    /// 3. read `mac`, `feature-rx-copy` (required) and `feature-sg` (else TX frames are kept
+    ///    within a page);
+    /// 4. allocate and grant the rings and buffers, allocate the event channel
+    ///    ([`Netfront::new`]);
+    /// 5. in one transaction write `tx-ring-ref`, `rx-ring-ref`, `event-channel`,
+    ///    `request-rx-copy=1`, `feature-rx-notify=1`, `feature-sg=1`,
+    ///    `feature-no-csum-offload=1` and `state=Initialised`;
+    /// 6. wait for the backend to be Connected, then `state=Connected`: the link is up.
+    ///
+    /// On any error the frontend is closed, everything allocated is released and the first
+    /// error returned.
+    pub fn connect<T: Transport>(
+        xs: &mut Client<T>,
+        hal: H,
+        node: &str,
+        mut config: Config,
+        timeout: &mut impl Timeout,
+    ) -> Result<Self, Error> {
+        let mut fe = Frontend::attach(xs, node)?;
+        let prepared = (|| {
+            fe.wait_for_backend(xs, XenbusState::InitWait, timeout)?;
+            let mac = read_mac(&fe, xs)?;
+            if !backend_flag(&fe, xs, "feature-rx-copy")? {
+                return Err(Error::NoRxCopy);
+            }
+            config.sg &= backend_flag(&fe, xs, "feature-sg")?;
+            Netfront::new(hal, fe.backend_id(), mac, config)
+        })();
+        let mut nf = match prepared {
+            Ok(nf) => nf,
+            Err(e) => {
+                let _ = fe.close(xs, timeout);
+                return Err(e);
+            }
+        };
+        let tx_ref = nf.tx_ring_ref().to_string();
+        let rx_ref = nf.rx_ring_ref().to_string();
+        let port = nf.event_channel().to_string();
+        let keys: [(&str, &str); 7] = [
+            ("tx-ring-ref", &tx_ref),
+            ("rx-ring-ref", &rx_ref),
+            ("event-channel", &port),
+            ("request-rx-copy", "1"),
+            ("feature-rx-notify", "1"),
+            ("feature-sg", "1"),
+            ("feature-no-csum-offload", "1"),
+        ];
+        // On failure `connect` has closed the frontend already.
+        if let Err(e) = fe.connect(xs, &keys, timeout) {
+            let _ = nf.release();
+            return Err(e.into());
+        }
+        nf.link_up = true;
+        nf.xenbus = Some(fe);
+        Ok(nf)
+    }
+
+    /// Re-reads the backend state: the link is up while it is Connected.
+    pub fn poll_link<T: Transport>(&mut self, xs: &mut Client<T>) -> Result<bool, Error> {
+        if let Some(fe) = &self.xenbus {
+            self.link_up = fe.backend_state(xs)? == XenbusState::Connected;
+        }
+        Ok(self.link_up)
+    }
+
+    /// The xenstore path of our device node, once connected.
+    pub fn node(&self) -> Option<&str> {
+        self.xenbus.as_ref().map(|fe| fe.node())
+    }
+
+    /// Disconnects and releases everything: state Closing, wait for the backend to close (up to
+    /// `timeout`), state Closed; close the event channel; end every grant, retrying (between
+    /// xenstore waits) while the backend still maps a page, until `timeout`; free the pages.
+    /// Pages still mapped at the deadline are leaked, never freed
+    /// ([`Error::GrantsStillMapped`]). Returns the platform, or the first error.
+    pub fn shutdown<T: Transport>(
+        mut self,
+        xs: &mut Client<T>,
+        timeout: &mut impl Timeout,
+    ) -> Result<H, Error> {
+        let mut first: Option<Error> = None;
+        if let Some(mut fe) = self.xenbus.take() {
+            if let Err(e) = fe.close(xs, timeout) {
+                first = Some(e.into());
+            }
+        }
+        self.link_up = false;
+        let (mut hal, mut pages, port) = self.dismantle();
+        hal.close_evtchn(port);
+        loop {
+            pages = end_grants(&mut hal, pages);
+            if pages.is_empty() || timeout.expired() {
+                break;
+            }
+            // Give the backend a chance to unmap (on Xen `wait` also returns on timer events).
+            let _ = xs.wait();
+        }
+        if !pages.is_empty() {
+            first.get_or_insert(Error::GrantsStillMapped { count: pages.len() });
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(hal),
+        }
+    }
+}
+
+/// A short description of a MAC for logs: `00:16:3e:12:34:56`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}

@@ -1,0 +1,131 @@
+//! [`Netfront`] as a smoltcp [`Device`]: Ethernet, 1514-byte frames, software checksums.
+//!
+//! Received bytes cannot be lent straight out of a granted page (the backend could write them
+//! while smoltcp reads), so an [`NfRxToken`] lends the driver's frame buffer, into which the
+//! packet was copied once. An [`NfTxToken`] lets smoltcp build the frame in the driver's scratch
+//! buffer, then copies it into the TX buffer pages. Errors on either path are counted in
+//! [`Stats`](crate::Stats) and logged; the frame is dropped.
+
+use smoltcp::phy::{ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::time::Instant;
+
+use xen::hal::Hal;
+
+use crate::driver::{Netfront, RxFrame, Stats, TxQueue, MTU};
+use crate::error::Error;
+
+/// A received frame lent to smoltcp.
+pub struct NfRxToken<'a> {
+    frame: &'a mut RxFrame,
+}
+
+impl RxToken for NfRxToken<'_> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        self.frame.ready = false;
+        f(&self.frame.buf[..self.frame.len])
+    }
+}
+
+/// Room to send one frame.
+pub struct NfTxToken<'a, H: Hal> {
+    tx: &'a mut TxQueue,
+    hal: &'a mut H,
+    port: u32,
+    stats: &'a mut Stats,
+}
+
+impl<H: Hal> TxToken for NfTxToken<'_, H> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let mut buf = core::mem::take(&mut self.tx.scratch);
+        buf.clear();
+        buf.resize(len, 0);
+        let r = f(&mut buf);
+        if let Err(e) = self.tx.send(self.hal, self.port, self.stats, &buf) {
+            Netfront::<H>::note(self.stats, &e);
+        }
+        self.tx.scratch = buf;
+        r
+    }
+}
+
+impl<H: Hal> Netfront<H> {
+    /// Reclaims TX completions, ignoring (after counting) the backend's errors.
+    fn reclaim_quietly(&mut self) {
+        let _ = self.reclaim_tx();
+    }
+
+    /// Polls RX until a frame is ready or nothing is left (bad responses are skipped, a bad ring
+    /// index stops the poll).
+    fn rx_ready(&mut self) -> bool {
+        // Each error consumed at least one response; bound the loop anyway.
+        for _ in 0..4096 {
+            match self.poll_rx() {
+                Ok(ready) => return ready,
+                Err(Error::RxRing(_) | Error::Internal) => return false,
+                Err(_) => continue,
+            }
+        }
+        false
+    }
+
+    fn tx_token(&mut self) -> NfTxToken<'_, H> {
+        NfTxToken {
+            tx: &mut self.tx,
+            hal: &mut self.hal,
+            port: self.port,
+            stats: &mut self.stats,
+        }
+    }
+}
+
+impl<H: Hal> Device for Netfront<H> {
+    type RxToken<'a>
+        = NfRxToken<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = NfTxToken<'a, H>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.reclaim_quietly();
+        if !self.rx_ready() {
+            return None;
+        }
+        let rx = NfRxToken {
+            frame: &mut self.frame,
+        };
+        let tx = NfTxToken {
+            tx: &mut self.tx,
+            hal: &mut self.hal,
+            port: self.port,
+            stats: &mut self.stats,
+        };
+        Some((rx, tx))
+    }
+
+    fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        self.reclaim_quietly();
+        if !self.can_send(MTU) {
+            self.stats.tx_full += 1;
+            return None;
+        }
+        Some(self.tx_token())
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MTU;
+        // We refused checksum offload: smoltcp computes and verifies every checksum.
+        caps.checksum = ChecksumCapabilities::default();
+        caps
+    }
+}

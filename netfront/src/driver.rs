@@ -1,0 +1,791 @@
+//! The driver: a TX and an RX ring on granted pages, the buffers behind them, and the checks every
+//! backend response goes through.
+//!
+//! **Transmit.** A frame is copied into the TX buffer (a byte ring over `Config::tx_pages`
+//! pages granted read-only to the backend once, at setup: see [`crate::txbuf`]) and described by
+//! one request per page it touches, so no slot crosses a page: the first slot's `size` is the
+//! whole frame, every slot but the last has `NETTXF_more_data`. Request ids come from a free list;
+//! a response returns its id, and the frame's bytes are released once all its slots (and those
+//! of every older frame) are done.
+//!
+//! **Receive** (request-rx-copy: the backend copies into our pages). `Config::rx_buffers` pages
+//! are granted writable once, at setup, and posted as requests whose id is their ring slot, as
+//! netif.h requires (responses come back in the slot of their request). Each response is copied
+//! out of its slot once, validated, its data copied out of the page into the driver's frame
+//! buffer, and the page reposted. A packet may span several slots (`NETRXF_more_data`, we offer
+//! `feature-sg`) and carry extra-info slots (`NETRXF_extra_info`), which are skipped.
+//!
+//! **Checksums.** We refuse checksum offload (`feature-no-csum-offload=1`, and no
+//! `feature-ipv6-csum-offload`): the backend then hands us packets with complete checksums, we
+//! send packets with complete checksums (smoltcp computes and verifies every checksum), and no TX
+//! request carries `NETTXF_csum_blank`. It costs a checksum pass per packet in software and is
+//! correct with every backend. A packet that arrives flagged `NETRXF_csum_blank` anyway is
+//! dropped ([`Error::RxChecksumBlank`]): its checksum field cannot be trusted.
+//!
+//! **A misbehaving backend**: see [`crate::error`] for the policy.
+
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use xen::hal::{Hal, SharedPage};
+use xen::ring::FrontRing;
+use xen::xenbus::Frontend;
+
+use crate::error::Error;
+use crate::txbuf::{chunks, TxBuffer};
+use crate::wire::*;
+
+/// Largest Ethernet frame we send (header included, FCS excluded): a 1500-byte IP MTU.
+pub const MTU: usize = 1514;
+/// Shortest frame we accept or send: an Ethernet header.
+pub const MIN_FRAME: usize = 14;
+/// Largest packet we accept from the backend.
+pub const MAX_RX_FRAME: usize = MAX_TX_SIZE;
+/// Most slots one received packet may use.
+pub const MAX_RX_SLOTS: usize = NR_SLOTS_MIN;
+/// Most extra-info slots one received packet may carry (one per extra type).
+const MAX_EXTRAS: u8 = 4;
+
+/// Sizes and options of a [`Netfront`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Receive pages posted to the backend (1 to 256, the ring size): 4 KiB each.
+    pub rx_buffers: usize,
+    /// Pages of the transmit buffer (at least 1).
+    pub tx_pages: usize,
+    /// Send a frame that straddles a page boundary as several slots. Cleared by
+    /// [`Netfront::connect`] when the backend lacks `feature-sg`: frames are then kept within
+    /// one page.
+    pub sg: bool,
+}
+
+impl Default for Config {
+    /// 64 receive pages (256 KiB) and 16 transmit pages (64 KiB), scatter-gather on.
+    fn default() -> Self {
+        Config {
+            rx_buffers: 64,
+            tx_pages: 16,
+            sg: true,
+        }
+    }
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames handed to the backend.
+    pub tx_packets: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// TX slots completed by the backend.
+    pub tx_completions: u64,
+    /// TX slots the backend failed (`NETIF_RSP_ERROR`/`DROPPED`).
+    pub tx_failed: u64,
+    /// Frames not sent for lack of room (ring, ids or buffer).
+    pub tx_full: u64,
+    /// Frames received whole and valid.
+    pub rx_packets: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// RX responses consumed.
+    pub rx_slots: u64,
+    /// Received packets dropped (any reason).
+    pub rx_dropped: u64,
+    /// Backend protocol violations seen (malformed responses, bad ring indices).
+    pub malformed: u64,
+}
+
+/// A page granted to the backend.
+#[derive(Debug)]
+pub(crate) struct Granted {
+    pub(crate) page: SharedPage,
+    pub(crate) gref: u32,
+}
+
+/// A frame in the TX buffer whose slots are not all completed.
+#[derive(Debug)]
+struct TxPacket {
+    seq: u64,
+    end: u64,
+    outstanding: u16,
+}
+
+/// The transmit side.
+pub(crate) struct TxQueue {
+    ring: FrontRing,
+    pub(crate) ring_page: Granted,
+    pub(crate) pages: Vec<Granted>,
+    buf: TxBuffer,
+    free_ids: Vec<u16>,
+    /// Request id -> sequence number of its packet.
+    inflight: Vec<Option<u64>>,
+    packets: VecDeque<TxPacket>,
+    next_seq: u64,
+    sg: bool,
+    /// Where a smoltcp TX token builds its frame.
+    pub(crate) scratch: Vec<u8>,
+}
+
+/// Where the RX state machine is within a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RxState {
+    /// Between packets.
+    Idle,
+    /// After a fragment with `NETRXF_more_data`.
+    Frags,
+    /// Reading extra-info slots; `more_data` from the first fragment.
+    Extras { count: u8, more_data: bool },
+    /// Dropping the rest of a bad packet, up to a fragment without `NETRXF_more_data`.
+    Discard,
+}
+
+/// The receive side.
+pub(crate) struct RxQueue {
+    ring: FrontRing,
+    pub(crate) ring_page: Granted,
+    pub(crate) bufs: Vec<Granted>,
+    free: Vec<u16>,
+    /// Ring slot -> buffer posted there.
+    posted: Vec<Option<u16>>,
+    req_prod: u32,
+    rsp_cons: u32,
+    state: RxState,
+    len: usize,
+    slots: usize,
+    first_flags: u16,
+}
+
+/// The frame being received, or received and not yet taken.
+pub(crate) struct RxFrame {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) len: usize,
+    pub(crate) ready: bool,
+}
+
+/// A network frontend on one vif.
+pub struct Netfront<H: Hal> {
+    pub(crate) hal: H,
+    pub(crate) backend_id: u16,
+    pub(crate) port: u32,
+    pub(crate) mac: [u8; 6],
+    pub(crate) link_up: bool,
+    pub(crate) tx: TxQueue,
+    pub(crate) rx: RxQueue,
+    pub(crate) frame: RxFrame,
+    pub(crate) stats: Stats,
+    pub(crate) xenbus: Option<Frontend>,
+}
+
+impl<H: Hal> core::fmt::Debug for Netfront<H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Netfront")
+            .field("backend_id", &self.backend_id)
+            .field("port", &self.port)
+            .field("mac", &self.mac)
+            .field("link_up", &self.link_up)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Allocates a page, grants it to `domid` and appends it to `list`.
+fn grant_page<H: Hal>(
+    hal: &mut H,
+    domid: u16,
+    readonly: bool,
+    list: &mut Vec<Granted>,
+) -> Result<(), Error> {
+    let page = hal.alloc_page()?;
+    match hal.grant(domid, page.mfn, readonly) {
+        Ok(gref) => {
+            list.push(Granted { page, gref });
+            Ok(())
+        }
+        Err(e) => {
+            hal.free_page(page);
+            Err(e.into())
+        }
+    }
+}
+
+/// Ends the grants of `pages` and frees them; returns those the backend still maps (not freed).
+pub(crate) fn end_grants<H: Hal>(hal: &mut H, pages: Vec<Granted>) -> Vec<Granted> {
+    let mut kept = Vec::new();
+    for g in pages {
+        match hal.end_grant(g.gref) {
+            Ok(()) => hal.free_page(g.page),
+            // Never free a page the backend may still write: keep it for a retry, or leak it.
+            Err(_) => kept.push(g),
+        }
+    }
+    kept
+}
+
+impl TxQueue {
+    /// Whether a frame of `len` bytes fits now.
+    fn room(&self, len: usize) -> bool {
+        match self.buf.place(len, self.sg) {
+            None => false,
+            Some(start) => {
+                let n = chunks(self.buf.offset(start), len).count();
+                n <= self.free_ids.len() && n as u32 <= self.ring.free_requests()
+            }
+        }
+    }
+
+    /// Copies `frame` into the buffer and queues its slots.
+    pub(crate) fn send<H: Hal>(
+        &mut self,
+        hal: &mut H,
+        port: u32,
+        stats: &mut Stats,
+        frame: &[u8],
+    ) -> Result<(), Error> {
+        let len = frame.len();
+        if !(MIN_FRAME..=MAX_TX_SIZE).contains(&len)
+            || len > self.buf.size()
+            || (!self.sg && len > PAGE_SIZE)
+        {
+            return Err(Error::TxBadLength { len });
+        }
+        let start = self.buf.place(len, self.sg).ok_or(Error::TxFull)?;
+        let off = self.buf.offset(start);
+        let n = chunks(off, len).count();
+        if n > self.free_ids.len() || n as u32 > self.ring.free_requests() {
+            return Err(Error::TxFull);
+        }
+        let end = self.buf.claim(start, len);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut copied = 0;
+        for (i, c) in chunks(off, len).enumerate() {
+            let page = self.pages.get(c.page).ok_or(Error::Internal)?;
+            page.page
+                .mem
+                .write(c.offset, &frame[copied..copied + c.len])?;
+            let id = self.free_ids.pop().ok_or(Error::Internal)?;
+            *self.inflight.get_mut(id as usize).ok_or(Error::Internal)? = Some(seq);
+            let req = TxRequest {
+                gref: page.gref,
+                offset: c.offset as u16,
+                flags: if i + 1 < n { NETTXF_MORE_DATA } else { 0 },
+                id,
+                size: if i == 0 { len as u16 } else { c.len as u16 },
+            };
+            self.ring
+                .queue_request(|m, o| req.write(m, o))
+                .map_err(|_| Error::Internal)?;
+            copied += c.len;
+        }
+        self.packets.push_back(TxPacket {
+            seq,
+            end,
+            outstanding: n as u16,
+        });
+        if self.ring.push_requests().map_err(|_| Error::Internal)? {
+            hal.notify(port);
+        }
+        stats.tx_packets += 1;
+        stats.tx_bytes += len as u64;
+        Ok(())
+    }
+
+    /// Consumes one response: `Ok(None)` when there is none.
+    fn complete_one(&mut self, stats: &mut Stats) -> Result<Option<()>, Error> {
+        let rsp = match self.ring.take_response(TxResponse::read) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(Error::TxRing(e)),
+        };
+        let seq = self
+            .inflight
+            .get_mut(rsp.id as usize)
+            .and_then(Option::take)
+            .ok_or(Error::TxBadId { id: rsp.id })?;
+        self.free_ids.push(rsp.id);
+        stats.tx_completions += 1;
+        let front = self.packets.front().map(|p| p.seq).ok_or(Error::Internal)?;
+        let idx = seq.checked_sub(front).ok_or(Error::Internal)?;
+        let p = self.packets.get_mut(idx as usize).ok_or(Error::Internal)?;
+        p.outstanding = p.outstanding.saturating_sub(1);
+        while let Some(p) = self.packets.front() {
+            if p.outstanding > 0 {
+                break;
+            }
+            self.buf.release(p.end);
+            self.packets.pop_front();
+        }
+        match rsp.status {
+            NETIF_RSP_OKAY => Ok(Some(())),
+            NETIF_RSP_ERROR | NETIF_RSP_DROPPED => Err(Error::TxFailed {
+                id: rsp.id,
+                status: rsp.status,
+            }),
+            status => Err(Error::TxBadStatus { id: rsp.id, status }),
+        }
+    }
+}
+
+impl RxQueue {
+    fn mask(&self) -> u32 {
+        self.ring.size() - 1
+    }
+
+    /// Posts every free buffer the ring has room for.
+    fn refill<H: Hal>(&mut self, hal: &mut H, port: u32) -> Result<(), Error> {
+        let mut queued = false;
+        while self.ring.free_requests() > 0 {
+            let Some(b) = self.free.pop() else { break };
+            let slot = (self.req_prod & self.mask()) as u16;
+            let gref = self.bufs.get(b as usize).ok_or(Error::Internal)?.gref;
+            let req = RxRequest { id: slot, gref };
+            self.ring
+                .queue_request(|m, o| req.write(m, o))
+                .map_err(|_| Error::Internal)?;
+            *self.posted.get_mut(slot as usize).ok_or(Error::Internal)? = Some(b);
+            self.req_prod = self.req_prod.wrapping_add(1);
+            queued = true;
+        }
+        if queued && self.ring.push_requests().map_err(|_| Error::Internal)? {
+            hal.notify(port);
+        }
+        Ok(())
+    }
+
+    /// Consumes responses until a frame is complete (`Ok(true)`), none is left (`Ok(false)`), or
+    /// a response is bad (the error; its slot is recycled and the next call goes on).
+    fn poll(&mut self, frame: &mut RxFrame, stats: &mut Stats) -> Result<bool, Error> {
+        loop {
+            let slot = (self.rsp_cons & self.mask()) as u16;
+            let raw = self
+                .ring
+                .take_response(read_slot::<8>)
+                .map_err(Error::RxRing)?;
+            let Some(raw) = raw else {
+                if self
+                    .ring
+                    .final_check_for_responses()
+                    .map_err(Error::RxRing)?
+                {
+                    continue;
+                }
+                return Ok(false);
+            };
+            self.rsp_cons = self.rsp_cons.wrapping_add(1);
+            stats.rx_slots += 1;
+            // The ring never lets us consume past our requests, so the slot holds a buffer.
+            let buf = self
+                .posted
+                .get_mut(slot as usize)
+                .and_then(Option::take)
+                .ok_or(Error::Internal)?;
+            // Free again at once: nothing reposts it before we copied its data out below.
+            self.free.push(buf);
+            if self.step(&raw, slot, buf, frame)? {
+                stats.rx_packets += 1;
+                stats.rx_bytes += frame.len as u64;
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Fails the current packet with `e`: its remaining slots are dropped.
+    fn fail(&mut self, e: Error, more_follow: bool) -> Result<bool, Error> {
+        self.state = if more_follow {
+            RxState::Discard
+        } else {
+            RxState::Idle
+        };
+        Err(e)
+    }
+
+    /// Handles one response; `Ok(true)` when it completed a frame.
+    fn step(
+        &mut self,
+        raw: &[u8; 8],
+        slot: u16,
+        buf: u16,
+        frame: &mut RxFrame,
+    ) -> Result<bool, Error> {
+        match self.state {
+            RxState::Discard => {
+                if RxResponse::parse(raw).flags & NETRXF_MORE_DATA == 0 {
+                    self.state = RxState::Idle;
+                }
+                Ok(false)
+            }
+            RxState::Extras { count, more_data } => {
+                let e = ExtraInfo::parse(raw);
+                if e.kind == EXTRA_TYPE_NONE || e.kind > EXTRA_TYPE_HASH || count >= MAX_EXTRAS {
+                    return self.fail(Error::RxBadExtra { kind: e.kind }, e.more() || more_data);
+                }
+                self.state = if e.more() {
+                    RxState::Extras {
+                        count: count + 1,
+                        more_data,
+                    }
+                } else if more_data {
+                    RxState::Frags
+                } else {
+                    return self.finish(frame);
+                };
+                Ok(false)
+            }
+            RxState::Idle | RxState::Frags => {
+                let r = RxResponse::parse(raw);
+                let first = self.state == RxState::Idle;
+                let more = r.flags & NETRXF_MORE_DATA != 0;
+                let extra = first && r.flags & NETRXF_EXTRA_INFO != 0;
+                if first {
+                    self.len = 0;
+                    self.slots = 0;
+                    self.first_flags = r.flags;
+                }
+                self.slots += 1;
+                let follow = more || extra;
+                if r.id != slot {
+                    let e = Error::RxBadId {
+                        id: r.id,
+                        expected: slot,
+                    };
+                    return self.fail(e, follow);
+                }
+                if r.status < 0 {
+                    let e = Error::RxStatus {
+                        id: r.id,
+                        status: r.status,
+                    };
+                    return self.fail(e, follow);
+                }
+                let size = r.status as usize;
+                if r.offset as usize + size > PAGE_SIZE {
+                    let e = Error::RxBadOffset {
+                        id: r.id,
+                        offset: r.offset,
+                        size: size as u16,
+                    };
+                    return self.fail(e, follow);
+                }
+                if self.slots > MAX_RX_SLOTS {
+                    return self.fail(Error::RxTooManySlots, follow);
+                }
+                let end = self.len + size;
+                if end > MAX_RX_FRAME || end > frame.buf.len() {
+                    return self.fail(Error::RxTooLong { len: end }, follow);
+                }
+                let page = self.bufs.get(buf as usize).ok_or(Error::Internal)?;
+                page.page
+                    .mem
+                    .read(r.offset as usize, &mut frame.buf[self.len..end])?;
+                self.len = end;
+                if extra {
+                    self.state = RxState::Extras {
+                        count: 0,
+                        more_data: more,
+                    };
+                    return Ok(false);
+                }
+                if more {
+                    self.state = RxState::Frags;
+                    return Ok(false);
+                }
+                self.finish(frame)
+            }
+        }
+    }
+
+    /// The last slot of a packet is in: check the whole and hand it out.
+    fn finish(&mut self, frame: &mut RxFrame) -> Result<bool, Error> {
+        self.state = RxState::Idle;
+        if self.first_flags & NETRXF_CSUM_BLANK != 0 {
+            return Err(Error::RxChecksumBlank);
+        }
+        if self.len < MIN_FRAME {
+            return Err(Error::RxRunt { len: self.len });
+        }
+        frame.len = self.len;
+        frame.ready = true;
+        Ok(true)
+    }
+}
+
+impl<H: Hal> Netfront<H> {
+    /// Sets up the rings and buffers for a backend in domain `backend_id`: allocates and grants
+    /// the two ring pages (writable), `config.tx_pages` TX pages (read-only) and
+    /// `config.rx_buffers` RX pages (writable), allocates an event channel, and posts every RX
+    /// buffer. Nothing is written to xenstore: [`connect`](Self::connect) does the whole
+    /// handshake; this is its first step, and what host tests use directly with a simulated
+    /// backend. On error everything allocated is released.
+    pub fn new(mut hal: H, backend_id: u16, mac: [u8; 6], config: Config) -> Result<Self, Error> {
+        let ring_slots = xen::ring::ring_size(PAGE_SIZE, RX_ENTRY_SIZE) as usize;
+        if config.rx_buffers == 0 || config.rx_buffers > ring_slots || config.tx_pages == 0 {
+            return Err(Error::BadConfig);
+        }
+        let mut pages = Vec::new();
+        let setup = (|| {
+            grant_page(&mut hal, backend_id, false, &mut pages)?;
+            grant_page(&mut hal, backend_id, false, &mut pages)?;
+            for _ in 0..config.tx_pages {
+                grant_page(&mut hal, backend_id, true, &mut pages)?;
+            }
+            for _ in 0..config.rx_buffers {
+                grant_page(&mut hal, backend_id, false, &mut pages)?;
+            }
+            Ok::<u32, Error>(hal.alloc_evtchn(backend_id)?)
+        })();
+        let port = match setup {
+            Ok(p) => p,
+            Err(e) => {
+                // Nothing is shared with the backend yet: every grant ends.
+                let _ = end_grants(&mut hal, pages);
+                return Err(e);
+            }
+        };
+        let mut it = pages.into_iter();
+        let (Some(tx_ring_page), Some(rx_ring_page)) = (it.next(), it.next()) else {
+            return Err(Error::Internal);
+        };
+        let tx_pages: Vec<Granted> = it.by_ref().take(config.tx_pages).collect();
+        let rx_bufs: Vec<Granted> = it.collect();
+        let tx_ring = FrontRing::new(tx_ring_page.page.mem.clone(), TX_ENTRY_SIZE)
+            .map_err(|_| Error::Internal)?;
+        let rx_ring = FrontRing::new(rx_ring_page.page.mem.clone(), RX_ENTRY_SIZE)
+            .map_err(|_| Error::Internal)?;
+        let tx_slots = tx_ring.size() as usize;
+        let rx_slots = rx_ring.size() as usize;
+        let mut nf = Netfront {
+            hal,
+            backend_id,
+            port,
+            mac,
+            link_up: false,
+            tx: TxQueue {
+                ring: tx_ring,
+                ring_page: tx_ring_page,
+                buf: TxBuffer::new(tx_pages.len()),
+                pages: tx_pages,
+                free_ids: (0..tx_slots as u16).rev().collect(),
+                inflight: vec![None; tx_slots],
+                packets: VecDeque::new(),
+                next_seq: 0,
+                sg: config.sg,
+                scratch: Vec::with_capacity(MTU),
+            },
+            rx: RxQueue {
+                ring: rx_ring,
+                ring_page: rx_ring_page,
+                free: (0..rx_bufs.len() as u16).rev().collect(),
+                bufs: rx_bufs,
+                posted: vec![None; rx_slots],
+                req_prod: 0,
+                rsp_cons: 0,
+                state: RxState::Idle,
+                len: 0,
+                slots: 0,
+                first_flags: 0,
+            },
+            frame: RxFrame {
+                buf: vec![0; MAX_RX_FRAME],
+                len: 0,
+                ready: false,
+            },
+            stats: Stats::default(),
+            xenbus: None,
+        };
+        nf.rx.refill(&mut nf.hal, nf.port)?;
+        Ok(nf)
+    }
+
+    /// Our MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Whether the link is up: the backend was Connected when last looked at
+    /// ([`connect`](Self::connect), [`poll_link`](Self::poll_link)).
+    pub fn link_up(&self) -> bool {
+        self.link_up
+    }
+
+    /// Sets the link state (for frontends set up without xenstore).
+    pub fn set_link_up(&mut self, up: bool) {
+        self.link_up = up;
+    }
+
+    /// The event channel the backend signals (bind it and poll the driver when it fires).
+    pub fn event_channel(&self) -> u32 {
+        self.port
+    }
+
+    /// The backend's domain.
+    pub fn backend_id(&self) -> u16 {
+        self.backend_id
+    }
+
+    /// Grant reference of the TX ring page (`tx-ring-ref`).
+    pub fn tx_ring_ref(&self) -> u32 {
+        self.tx.ring_page.gref
+    }
+
+    /// Grant reference of the RX ring page (`rx-ring-ref`).
+    pub fn rx_ring_ref(&self) -> u32 {
+        self.rx.ring_page.gref
+    }
+
+    /// Whether TX frames straddling a page are split into slots (else kept within a page).
+    pub fn scatter_gather(&self) -> bool {
+        self.tx.sg
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The platform.
+    pub fn hal(&self) -> &H {
+        &self.hal
+    }
+
+    /// Counts and logs an error.
+    pub(crate) fn note(stats: &mut Stats, e: &Error) {
+        match e {
+            Error::TxFull => stats.tx_full += 1,
+            Error::TxFailed { .. } => stats.tx_failed += 1,
+            e if e.is_backend_fault() => {
+                stats.malformed += 1;
+                if matches!(
+                    e,
+                    Error::RxBadId { .. }
+                        | Error::RxStatus { .. }
+                        | Error::RxBadOffset { .. }
+                        | Error::RxTooLong { .. }
+                        | Error::RxTooManySlots
+                        | Error::RxRunt { .. }
+                        | Error::RxChecksumBlank
+                        | Error::RxBadExtra { .. }
+                ) {
+                    stats.rx_dropped += 1;
+                }
+            }
+            _ => {}
+        }
+        log::warn!("netfront: {e}");
+    }
+
+    /// Whether a frame of `len` bytes can be sent now (after [`reclaim_tx`](Self::reclaim_tx)).
+    pub fn can_send(&self, len: usize) -> bool {
+        self.tx.room(len)
+    }
+
+    /// Sends one Ethernet frame (its checksums complete). [`Error::TxFull`] when there is no
+    /// room now: call [`reclaim_tx`](Self::reclaim_tx) (or wait for the event channel) and retry.
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), Error> {
+        let r = self
+            .tx
+            .send(&mut self.hal, self.port, &mut self.stats, frame);
+        if let Err(e) = &r {
+            Self::note(&mut self.stats, e);
+        }
+        r
+    }
+
+    /// Consumes every TX response the backend published, releasing ids and buffer space.
+    /// Returns the number of responses consumed, or the first error among them (all are
+    /// consumed and counted, see [`crate::error`]).
+    pub fn reclaim_tx(&mut self) -> Result<usize, Error> {
+        let mut n = 0;
+        let mut first = None;
+        loop {
+            match self.tx.complete_one(&mut self.stats) {
+                Ok(Some(())) => n += 1,
+                Ok(None) => match self.tx.ring.final_check_for_responses() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        first.get_or_insert(Error::TxRing(e));
+                        break;
+                    }
+                },
+                Err(e) => {
+                    Self::note(&mut self.stats, &e);
+                    let stop = matches!(e, Error::TxRing(_) | Error::Internal);
+                    first.get_or_insert(e);
+                    if stop {
+                        break;
+                    }
+                    n += 1;
+                }
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    /// Processes RX responses until a frame is ready; reposts buffers.
+    pub(crate) fn poll_rx(&mut self) -> Result<bool, Error> {
+        if self.frame.ready {
+            return Ok(true);
+        }
+        let r = self.rx.poll(&mut self.frame, &mut self.stats);
+        let refill = self.rx.refill(&mut self.hal, self.port);
+        match r {
+            Err(e) => {
+                Self::note(&mut self.stats, &e);
+                Err(e)
+            }
+            Ok(ready) => refill.map(|()| ready),
+        }
+    }
+
+    /// The next received frame, if any. A malformed response gives its error (the slot is
+    /// recycled, the packet dropped): call again to go on.
+    pub fn receive(&mut self) -> Result<Option<&[u8]>, Error> {
+        if !self.poll_rx()? {
+            return Ok(None);
+        }
+        self.frame.ready = false;
+        Ok(Some(&self.frame.buf[..self.frame.len]))
+    }
+
+    /// RX buffers currently posted to the backend.
+    pub fn rx_posted(&self) -> usize {
+        self.rx.bufs.len() - self.rx.free.len()
+    }
+
+    /// TX request ids in flight.
+    pub fn tx_in_flight(&self) -> usize {
+        self.tx.inflight.len() - self.tx.free_ids.len()
+    }
+
+    /// Takes the driver apart: the platform, every granted page, the event channel.
+    pub(crate) fn dismantle(self) -> (H, Vec<Granted>, u32) {
+        let Netfront {
+            hal, tx, rx, port, ..
+        } = self;
+        let mut pages = Vec::with_capacity(2 + tx.pages.len() + rx.bufs.len());
+        pages.push(tx.ring_page);
+        pages.push(rx.ring_page);
+        pages.extend(tx.pages);
+        pages.extend(rx.bufs);
+        (hal, pages, port)
+    }
+
+    /// Releases everything without a xenstore handshake (for a frontend never connected, or
+    /// after [`shutdown`](Self::shutdown) failed): closes the event channel, ends the grants and
+    /// frees the pages. Pages the backend still maps are leaked, not freed
+    /// ([`Error::GrantsStillMapped`]).
+    pub fn release(self) -> Result<H, Error> {
+        let (mut hal, pages, port) = self.dismantle();
+        hal.close_evtchn(port);
+        let kept = end_grants(&mut hal, pages);
+        if kept.is_empty() {
+            Ok(hal)
+        } else {
+            Err(Error::GrantsStillMapped { count: kept.len() })
+        }
+    }
+}

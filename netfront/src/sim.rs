@@ -1,0 +1,553 @@
+//! A simulated netback, for host tests of the driver (and of anything built on it).
+//!
+//! [`SimNetback`] attaches to the rings a frontend granted on a [`SimHal`] (mapping the grants
+//! through [`SimState::map_grant`](xen::hal::SimState::map_grant), as domain `domid`) and speaks
+//! the real ring protocol from the backend's side, one [`step`](SimNetback::step) at a time:
+//! it consumes TX requests (reassembling multi-slot packets and checking that no slot crosses a
+//! page), answers them, and copies queued frames into posted RX pages, splitting them over
+//! several slots when asked. Frontend mistakes it notices are recorded in
+//! [`violations`](SimNetback::violations).
+//!
+//! Faults ([`Fault`]) make it misbehave on purpose: wrong ids and statuses, data past the end of
+//! a page, garbage response indices, extra-info slots, split packets.
+//!
+//! It also plays the peer host's NIC: it implements smoltcp's [`Device`], receiving what the guest
+//! sent and transmitting to the guest, so a second smoltcp `Interface` on top of it can talk ARP,
+//! ICMP, TCP end to end with an interface over the driver.
+//!
+//! [`xenstore_backend`] is the xenstore half: a scripted peer for
+//! [`xen::xenstore::sim::Sim`] that walks the backend's states and publishes its features.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use xen::hal::SimHal;
+use xen::ring::BackRing;
+use xen::shmem::ShMem;
+use xen::xenstore::sim::Store;
+
+use crate::driver::MTU;
+use crate::wire::*;
+
+/// A misbehaviour to inject, applied to the next response it fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The next TX response carries this id.
+    TxId(u16),
+    /// The next TX response carries this status.
+    TxStatus(i16),
+    /// Publish this TX response producer at the end of the next step (healed the step after).
+    TxRspProd(u32),
+    /// The first slot of the next packet to the guest carries this id.
+    RxId(u16),
+    /// The first slot of the next packet carries this status (its data is not written).
+    RxStatus(i16),
+    /// The first slot of the next packet claims its data at this offset (not written there).
+    RxOffset(u16),
+    /// Publish this RX response producer at the end of the next step (healed the step after).
+    RxRspProd(u32),
+    /// Split the next packet into slots of at most this many bytes.
+    RxSplit(usize),
+    /// Add these flags to the first slot of the next packet.
+    RxFlags(u16),
+    /// Follow the first slot of the next packet with this extra-info slot.
+    RxExtra(ExtraInfo),
+}
+
+/// A frontend mistake the simulated backend noticed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// A TX slot whose bytes cross the end of its page.
+    TxSlotCrossesPage(TxRequest),
+    /// A packet's first-slot size is smaller than the sum of its other slots.
+    TxBadTotal(u16),
+    /// A grant we could not map (or mapped with the wrong access).
+    BadGrant(u32),
+    /// A TX request with `NETTXF_extra_info` or checksum-offload flags (we offered neither).
+    UnexpectedTxFlags(u16),
+}
+
+/// The simulated backend of one vif.
+pub struct SimNetback {
+    hal: SimHal,
+    domid: u16,
+    ring_refs: [u32; 2],
+    attached: bool,
+    tx: BackRing,
+    rx: BackRing,
+    rx_reqs: VecDeque<RxRequest>,
+    tx_pending: Vec<TxRequest>,
+    held_tx: VecDeque<TxResponse>,
+    tx_faults: VecDeque<Fault>,
+    rx_faults: VecDeque<Fault>,
+    force: [Option<u32>; 2],
+    /// Frames the guest sent, oldest first.
+    pub from_guest: VecDeque<Vec<u8>>,
+    /// Frames waiting to go to the guest (delivered when it has posted enough buffers).
+    pub to_guest: VecDeque<Vec<u8>>,
+    /// Every TX slot seen, in order.
+    pub tx_slots: Vec<TxRequest>,
+    /// Frontend mistakes seen.
+    pub violations: Vec<Violation>,
+    /// Most data bytes per RX slot (default 4096: one slot per packet up to a page).
+    pub rx_slot_size: usize,
+    /// Offset of the data in the first RX slot's page (default 0).
+    pub rx_offset: u16,
+    /// Answer TX requests (default); when false, responses are held until it is set again.
+    pub answer_tx: bool,
+    /// Times the frontend asked to be notified of our responses.
+    pub guest_notifications: u64,
+}
+
+impl core::fmt::Debug for SimNetback {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimNetback")
+            .field("ring_refs", &self.ring_refs)
+            .field("rx_reqs", &self.rx_reqs.len())
+            .field("from_guest", &self.from_guest.len())
+            .field("to_guest", &self.to_guest.len())
+            .field("violations", &self.violations)
+            .finish()
+    }
+}
+
+impl SimNetback {
+    /// Attaches, as domain `domid`, to the TX and RX rings granted as `tx_ref` and `rx_ref` on
+    /// `hal`. `None` when a grant does not map.
+    pub fn attach(hal: &SimHal, domid: u16, tx_ref: u32, rx_ref: u32) -> Option<Self> {
+        let (tx_mem, rx_mem) = {
+            let mut s = hal.state.lock();
+            let tx = s.map_grant(tx_ref, domid);
+            let rx = s.map_grant(rx_ref, domid);
+            match (tx, rx) {
+                (Some((t, false)), Some((r, false))) => (t, r),
+                (t, r) => {
+                    if t.is_some() {
+                        s.unmap_grant(tx_ref);
+                    }
+                    if r.is_some() {
+                        s.unmap_grant(rx_ref);
+                    }
+                    return None;
+                }
+            }
+        };
+        Some(SimNetback {
+            hal: hal.clone(),
+            domid,
+            ring_refs: [tx_ref, rx_ref],
+            attached: true,
+            tx: BackRing::new(tx_mem, TX_ENTRY_SIZE),
+            rx: BackRing::new(rx_mem, RX_ENTRY_SIZE),
+            rx_reqs: VecDeque::new(),
+            tx_pending: Vec::new(),
+            held_tx: VecDeque::new(),
+            tx_faults: VecDeque::new(),
+            rx_faults: VecDeque::new(),
+            force: [None, None],
+            from_guest: VecDeque::new(),
+            to_guest: VecDeque::new(),
+            tx_slots: Vec::new(),
+            violations: Vec::new(),
+            rx_slot_size: PAGE_SIZE,
+            rx_offset: 0,
+            answer_tx: true,
+            guest_notifications: 0,
+        })
+    }
+
+    /// Attaches to the rings the frontend at `fe` (absolute path) published in `store`.
+    pub fn from_store(store: &Store, fe: &str, hal: &SimHal, domid: u16) -> Option<Self> {
+        let num = |k: &str| -> Option<u32> {
+            store
+                .read_str(&format!("{fe}/{k}"))?
+                .trim_end_matches('\0')
+                .parse()
+                .ok()
+        };
+        Self::attach(hal, domid, num("tx-ring-ref")?, num("rx-ring-ref")?)
+    }
+
+    /// Unmaps the rings (as a backend does when the frontend closes); the frontend can then end
+    /// its grants.
+    pub fn detach(&mut self) {
+        if self.attached {
+            self.attached = false;
+            let mut s = self.hal.state.lock();
+            s.unmap_grant(self.ring_refs[0]);
+            s.unmap_grant(self.ring_refs[1]);
+        }
+    }
+
+    /// Whether the rings are still mapped.
+    pub fn is_attached(&self) -> bool {
+        self.attached
+    }
+
+    /// Queues a fault.
+    pub fn inject(&mut self, fault: Fault) {
+        match fault {
+            Fault::TxId(_) | Fault::TxStatus(_) | Fault::TxRspProd(_) => {
+                self.tx_faults.push_back(fault)
+            }
+            _ => self.rx_faults.push_back(fault),
+        }
+    }
+
+    /// Queues a frame for the guest.
+    pub fn send_to_guest(&mut self, frame: &[u8]) {
+        self.to_guest.push_back(frame.to_vec());
+    }
+
+    /// RX requests (posted guest buffers) not yet used.
+    pub fn rx_available(&self) -> usize {
+        self.rx_reqs.len()
+    }
+
+    /// Runs the backend once: TX requests in, TX responses out, RX requests in, queued frames
+    /// out. Returns whether anything moved.
+    pub fn step(&mut self) -> bool {
+        if !self.attached {
+            return false;
+        }
+        let mut progress = self.step_tx();
+        progress |= self.step_rx();
+        progress
+    }
+
+    /// Maps `gref` for a copy: the page, or a recorded violation.
+    fn with_grant<R>(
+        &mut self,
+        gref: u32,
+        writable: bool,
+        f: impl FnOnce(&ShMem) -> R,
+    ) -> Option<R> {
+        let mapped = self.hal.state.lock().map_grant(gref, self.domid);
+        match mapped {
+            Some((mem, ro)) => {
+                let r = (!writable || !ro).then(|| f(&mem));
+                self.hal.state.lock().unmap_grant(gref);
+                if r.is_none() {
+                    self.violations.push(Violation::BadGrant(gref));
+                }
+                r
+            }
+            None => {
+                self.violations.push(Violation::BadGrant(gref));
+                None
+            }
+        }
+    }
+
+    fn step_tx(&mut self) -> bool {
+        let mut progress = false;
+        while let Ok(Some(req)) = self.tx.take_request(TxRequest::read) {
+            progress = true;
+            self.tx_slots.push(req);
+            if req.flags & (NETTXF_EXTRA_INFO | NETTXF_CSUM_BLANK) != 0 {
+                self.violations
+                    .push(Violation::UnexpectedTxFlags(req.flags));
+            }
+            self.tx_pending.push(req);
+            if req.flags & NETTXF_MORE_DATA == 0 {
+                let slots = core::mem::take(&mut self.tx_pending);
+                let status = self.take_packet(&slots);
+                for s in &slots {
+                    self.held_tx.push_back(TxResponse { id: s.id, status });
+                }
+            }
+        }
+        if self.answer_tx {
+            while let Some(mut rsp) = self.held_tx.pop_front() {
+                match self.tx_faults.front() {
+                    Some(Fault::TxId(id)) => rsp.id = *id,
+                    Some(Fault::TxStatus(st)) => rsp.status = *st,
+                    _ => {}
+                }
+                if matches!(
+                    self.tx_faults.front(),
+                    Some(Fault::TxId(_) | Fault::TxStatus(_))
+                ) {
+                    self.tx_faults.pop_front();
+                }
+                let _ = self.tx.queue_response(|m, o| rsp.write(m, o));
+                progress = true;
+            }
+        }
+        if self.publish(0) {
+            self.guest_notifications += 1;
+        }
+        progress
+    }
+
+    /// Publishes a ring's responses (healing a forced index), then applies a pending index fault.
+    fn publish(&mut self, ring: usize) -> bool {
+        let notify = if ring == 0 {
+            self.tx.push_responses()
+        } else {
+            self.rx.push_responses()
+        };
+        let queue = if ring == 0 {
+            &mut self.tx_faults
+        } else {
+            &mut self.rx_faults
+        };
+        if let Some(Fault::TxRspProd(v) | Fault::RxRspProd(v)) = queue.front().copied() {
+            queue.pop_front();
+            self.force[ring] = Some(v);
+        }
+        if let Some(v) = self.force[ring].take() {
+            let _ = if ring == 0 {
+                self.tx.force_rsp_prod(v)
+            } else {
+                self.rx.force_rsp_prod(v)
+            };
+        }
+        notify.unwrap_or(false)
+    }
+
+    /// Copies a complete TX packet out of the guest's pages; its status.
+    fn take_packet(&mut self, slots: &[TxRequest]) -> i16 {
+        let Some(first) = slots.first() else {
+            return NETIF_RSP_ERROR;
+        };
+        let rest: usize = slots[1..].iter().map(|s| s.size as usize).sum();
+        let Some(first_len) = (first.size as usize).checked_sub(rest) else {
+            self.violations.push(Violation::TxBadTotal(first.size));
+            return NETIF_RSP_ERROR;
+        };
+        let mut frame = Vec::with_capacity(first.size as usize);
+        for (i, s) in slots.iter().enumerate() {
+            let len = if i == 0 { first_len } else { s.size as usize };
+            if s.offset as usize + len > PAGE_SIZE {
+                self.violations.push(Violation::TxSlotCrossesPage(*s));
+                return NETIF_RSP_ERROR;
+            }
+            let mut bytes = vec![0u8; len];
+            let ok = self.with_grant(s.gref, false, |m| m.read(s.offset as usize, &mut bytes));
+            if !matches!(ok, Some(Ok(()))) {
+                return NETIF_RSP_ERROR;
+            }
+            frame.extend_from_slice(&bytes);
+        }
+        self.from_guest.push_back(frame);
+        NETIF_RSP_OKAY
+    }
+
+    fn step_rx(&mut self) -> bool {
+        let mut progress = false;
+        while let Ok(Some(req)) = self.rx.take_request(RxRequest::read) {
+            self.rx_reqs.push_back(req);
+            progress = true;
+        }
+        while let Some(frame) = self.to_guest.front() {
+            let mut split = self.rx_slot_size.clamp(1, PAGE_SIZE);
+            let mut extra = None;
+            let mut first_fault = None;
+            for f in &self.rx_faults {
+                match f {
+                    Fault::RxSplit(n) => split = (*n).clamp(1, PAGE_SIZE),
+                    Fault::RxExtra(e) => extra = Some(*e),
+                    Fault::RxRspProd(_) => {}
+                    f => first_fault = first_fault.or(Some(*f)),
+                }
+            }
+            // Slots: (offset, len).
+            let mut layout = Vec::new();
+            let mut pos = 0;
+            let mut offset = self.rx_offset as usize % PAGE_SIZE;
+            loop {
+                let n = split.min(PAGE_SIZE - offset).min(frame.len() - pos);
+                layout.push((offset, n));
+                pos += n;
+                offset = 0;
+                if pos >= frame.len() {
+                    break;
+                }
+            }
+            if self.rx_reqs.len() < layout.len() + extra.is_some() as usize {
+                break;
+            }
+            let frame = self.to_guest.pop_front().unwrap_or_default();
+            self.rx_faults.retain(|f| matches!(f, Fault::RxRspProd(_)));
+            let last = layout.len() - 1;
+            let mut pos = 0;
+            for (i, &(offset, len)) in layout.iter().enumerate() {
+                let Some(req) = self.rx_reqs.pop_front() else {
+                    break;
+                };
+                let mut rsp = RxResponse {
+                    id: req.id,
+                    offset: offset as u16,
+                    flags: if i < last { NETRXF_MORE_DATA } else { 0 },
+                    status: len as i16,
+                };
+                let mut write = true;
+                if i == 0 {
+                    if extra.is_some() {
+                        rsp.flags |= NETRXF_EXTRA_INFO;
+                    }
+                    match first_fault {
+                        Some(Fault::RxId(id)) => rsp.id = id,
+                        Some(Fault::RxStatus(st)) => {
+                            rsp.status = st;
+                            write = false;
+                        }
+                        Some(Fault::RxOffset(o)) => {
+                            rsp.offset = o;
+                            write = false;
+                        }
+                        Some(Fault::RxFlags(fl)) => rsp.flags |= fl,
+                        _ => {}
+                    }
+                }
+                if write {
+                    let data = &frame[pos..pos + len];
+                    self.with_grant(req.gref, true, |m| m.write(offset, data));
+                }
+                pos += len;
+                let _ = self.rx.queue_response(|m, o| rsp.write(m, o));
+                if i == 0 {
+                    if let Some(e) = extra {
+                        if self.rx_reqs.pop_front().is_some() {
+                            let _ = self.rx.queue_response(|m, o| m.write(o, &e.emit()));
+                        }
+                    }
+                }
+            }
+            progress = true;
+        }
+        if self.publish(1) {
+            self.guest_notifications += 1;
+        }
+        progress
+    }
+}
+
+impl Drop for SimNetback {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// A frame the guest sent, lent to the peer host's stack.
+#[derive(Debug)]
+pub struct PeerRxToken(Vec<u8>);
+
+impl phy::RxToken for PeerRxToken {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        f(&self.0)
+    }
+}
+
+/// Room for the peer host to send a frame to the guest.
+#[derive(Debug)]
+pub struct PeerTxToken<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl phy::TxToken for PeerTxToken<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+/// The peer host's NIC: receives what the guest sent, transmits to the guest.
+impl Device for SimNetback {
+    type RxToken<'a> = PeerRxToken;
+    type TxToken<'a> = PeerTxToken<'a>;
+
+    fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let frame = self.from_guest.pop_front()?;
+        Some((PeerRxToken(frame), PeerTxToken(&mut self.to_guest)))
+    }
+
+    fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        Some(PeerTxToken(&mut self.to_guest))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MTU;
+        caps
+    }
+}
+
+/// What the simulated backend publishes in xenstore.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// The vif's MAC, written to both the frontend and backend directories (as the toolstack
+    /// does).
+    pub mac: String,
+    /// `feature-sg`.
+    pub sg: bool,
+    /// `feature-rx-copy`.
+    pub rx_copy: bool,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            mac: String::from("00:16:3e:00:00:01"),
+            sg: true,
+            rx_copy: true,
+        }
+    }
+}
+
+/// The backend's xenstore half, as a [`Sim`](xen::xenstore::sim::Sim) peer for the device at
+/// `fe`/`be` (from [`Store::add_device`]): publishes `mac` and features and goes InitWait; goes
+/// Connected once the frontend is Initialised with `tx-ring-ref`, `rx-ring-ref`,
+/// `event-channel` and `request-rx-copy` written (Closing if any is missing); when the frontend
+/// starts Closing, calls `on_close` (unmap the rings there) and goes Closed.
+pub fn xenstore_backend(
+    fe: String,
+    be: String,
+    config: BackendConfig,
+    mut on_close: Box<dyn FnMut()>,
+) -> impl FnMut(&mut Store) {
+    move |st: &mut Store| {
+        let state = |st: &Store, p: &str| st.read_str(&format!("{p}/state"));
+        match (state(st, &fe).as_deref(), state(st, &be).as_deref()) {
+            (_, Some("1")) => {
+                st.write(&format!("{fe}/mac"), config.mac.as_bytes());
+                st.write(&format!("{be}/mac"), config.mac.as_bytes());
+                let flag = |b: bool| if b { &b"1"[..] } else { &b"0"[..] };
+                st.write(&format!("{be}/feature-sg"), flag(config.sg));
+                st.write(&format!("{be}/feature-rx-copy"), flag(config.rx_copy));
+                st.write(&format!("{be}/feature-rx-flip"), b"0");
+                st.write(&format!("{be}/state"), b"2");
+            }
+            (Some("3"), Some("2")) => {
+                let ok = [
+                    "tx-ring-ref",
+                    "rx-ring-ref",
+                    "event-channel",
+                    "request-rx-copy",
+                ]
+                .iter()
+                .all(|k| st.read(&format!("{fe}/{k}")).is_some());
+                st.write(&format!("{be}/state"), if ok { b"4" } else { b"5" });
+            }
+            (Some("5"), Some("2" | "4")) => {
+                on_close();
+                st.write(&format!("{be}/state"), b"6");
+            }
+            _ => {}
+        }
+    }
+}
