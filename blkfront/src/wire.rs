@@ -358,8 +358,9 @@ impl Request {
                 if nr_segments as usize > MAX_SEGMENTS {
                     return Err(WireError::TooManySegments(nr_segments.into()));
                 }
+                // Segments past `nr_segments` are not part of the request: left zero.
                 let mut segments = [Segment::default(); MAX_SEGMENTS];
-                for (i, s) in segments.iter_mut().enumerate() {
+                for (i, s) in segments.iter_mut().take(nr_segments.into()).enumerate() {
                     let at = field::SEGMENTS + i * SEGMENT_LEN;
                     *s = Segment::parse(&arr(&b[at..at + SEGMENT_LEN]));
                 }
@@ -580,6 +581,15 @@ mod tests {
         b[1] = 1;
         b[2..4].copy_from_slice(&4097u16.to_le_bytes());
         assert_eq!(Request::parse(&b), Err(WireError::TooManySegments(4097)));
+    }
+
+    #[test]
+    fn segments_past_the_count_are_not_part_of_the_request() {
+        // Found by the request_parse fuzz target: a read with no segments and junk in seg[0].
+        let mut b = [0u8; REQUEST_LEN];
+        b[28] = 10;
+        let r = Request::parse(&b).unwrap();
+        assert_eq!(Request::parse(&r.emit()), Ok(r));
     }
 
     #[test]
