@@ -507,9 +507,10 @@ impl<H: Hal, W: Wait> Blkfront<H, W> {
         };
         match Self::setup(&mut hal, xs, &mut fe, &mut res, config, timeout) {
             Ok(mut disk_params) => {
-                let ring = match res.ring.take() {
-                    Some(r) => r,
-                    None => unreachable!("setup creates the ring"),
+                // `setup` succeeded, so it made the ring.
+                let Some(ring) = res.ring.take() else {
+                    res.release(&mut hal);
+                    return Err(Error::Hal(HalError::OutOfMemory));
                 };
                 let slots = ring.size() as usize;
                 disk_params.features.ring_pages = res.ring_pages.len() as u32;

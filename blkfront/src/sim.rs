@@ -9,7 +9,7 @@
 //! and closes when the frontend closes.
 //!
 //! Requests are served when the frontend notifies the event channel (and until the backend's
-//! final check finds no more), through [`SimHal`](xen::hal::SimHal) grant mappings: data
+//! final check finds no more), through [`SimHal`] grant mappings: data
 //! moves between granted pages and the disk, every segment, grant and range checked as a real
 //! backend would; what the frontend gets wrong is counted in [`SimStats::frontend_errors`].
 //! [`SimWait`] is the frontend's [`Wait`]: each wait advances the simulated clock and runs the
