@@ -291,6 +291,27 @@ impl TxQueue {
         Ok(())
     }
 
+    /// Once the backend has answered every request we made, ids still in flight were lost to
+    /// malformed responses (a wrong id answered in their place) and will never complete: frees
+    /// them and their packets' buffer space. Returns how many.
+    fn sweep_lost(&mut self) -> usize {
+        if self.ring.in_flight() != 0 || self.free_ids.len() == self.inflight.len() {
+            return 0;
+        }
+        let mut lost = 0;
+        for (id, slot) in self.inflight.iter_mut().enumerate() {
+            if slot.take().is_some() {
+                self.free_ids.push(id as u16);
+                lost += 1;
+            }
+        }
+        if let Some(last) = self.packets.back() {
+            self.buf.release(last.end);
+        }
+        self.packets.clear();
+        lost
+    }
+
     /// Consumes one response: `Ok(None)` when there is none.
     fn complete_one(&mut self, stats: &mut Stats) -> Result<Option<()>, Error> {
         let rsp = match self.ring.take_response(TxResponse::read) {
@@ -718,6 +739,11 @@ impl<H: Hal> Netfront<H> {
                     n += 1;
                 }
             }
+        }
+        let lost = self.tx.sweep_lost();
+        if lost > 0 {
+            log::warn!("netfront: {lost} tx slots never answered; reclaimed");
+            self.stats.tx_failed += lost as u64;
         }
         match first {
             Some(e) => Err(e),

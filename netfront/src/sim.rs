@@ -35,7 +35,10 @@ use xen::xenstore::sim::Store;
 use crate::driver::MTU;
 use crate::wire::*;
 
-/// A misbehaviour to inject, applied to the next response it fits.
+/// A misbehaviour to inject. Faults apply in the order injected: TX faults to the next TX
+/// responses (one each); RX faults to the next packet to the guest (`RxSplit` and `RxExtra`
+/// modify it together with the one first-slot fault that follows them); index faults at the
+/// next publish of their ring once they reach the front of the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The next TX response carries this id.
@@ -347,15 +350,22 @@ impl SimNetback {
             progress = true;
         }
         while let Some(frame) = self.to_guest.front() {
+            // This packet's faults: modifiers from the front of the queue, up to and including
+            // one fault of its first slot (an index fault waits for the next publish).
             let mut split = self.rx_slot_size.clamp(1, PAGE_SIZE);
             let mut extra = None;
             let mut first_fault = None;
+            let mut faults = 0;
             for f in &self.rx_faults {
                 match f {
                     Fault::RxSplit(n) => split = (*n).clamp(1, PAGE_SIZE),
                     Fault::RxExtra(e) => extra = Some(*e),
-                    Fault::RxRspProd(_) => {}
-                    f => first_fault = first_fault.or(Some(*f)),
+                    Fault::RxRspProd(_) => break,
+                    f => first_fault = Some(*f),
+                }
+                faults += 1;
+                if first_fault.is_some() {
+                    break;
                 }
             }
             // Slots: (offset, len).
@@ -375,7 +385,7 @@ impl SimNetback {
                 break;
             }
             let frame = self.to_guest.pop_front().unwrap_or_default();
-            self.rx_faults.retain(|f| matches!(f, Fault::RxRspProd(_)));
+            self.rx_faults.drain(..faults);
             let last = layout.len() - 1;
             let mut pos = 0;
             for (i, &(offset, len)) in layout.iter().enumerate() {

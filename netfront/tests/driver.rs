@@ -627,3 +627,22 @@ fn random_rx_and_tx_responses_never_panic_and_never_leak_buffers() {
     }
     assert_eq!(nf.rx_posted(), 64, "no RX buffer leaked");
 }
+
+#[test]
+fn tx_slot_lost_to_a_bad_id_is_reclaimed_once_every_request_is_answered() {
+    let (mut nf, mut nb, _) = setup(Config {
+        tx_pages: 1,
+        ..Config::default()
+    });
+    nb.inject(Fault::TxId(200));
+    nf.send(&frame(3000, 1)).unwrap();
+    nb.step();
+    assert_eq!(nf.reclaim_tx(), Err(Error::TxBadId { id: 200 }));
+    // The real id was answered in no response, but the ring is idle: it cannot be pending.
+    assert_eq!(nf.tx_in_flight(), 0);
+    assert_eq!(nf.stats().tx_failed, 1);
+    // Its buffer space came back too: a frame that needs it fits.
+    nf.send(&frame(3000, 2)).unwrap();
+    nb.step();
+    assert_eq!(nb.from_guest.pop_back(), Some(frame(3000, 2)));
+}

@@ -1,0 +1,259 @@
+//! The xenbus handshake against the simulated xenstored and netback: keys written, link state,
+//! refusals, and teardown (grants ended, pages freed, or leaked while the backend maps them).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use netfront::sim::{xenstore_backend, BackendConfig, SimNetback};
+use netfront::{Config, Error, Netfront};
+use xen::hal::SimHal;
+use xen::xenbus::{Never, XenbusState};
+use xen::xenstore::sim::Sim;
+use xen::xenstore::Client;
+
+type Shared = Rc<RefCell<Option<SimNetback>>>;
+
+struct Setup {
+    xs: Client<Sim>,
+    hal: SimHal,
+    fe: String,
+    be: String,
+    nb: Shared,
+}
+
+fn setup(config: BackendConfig, detach_on_close: bool) -> Setup {
+    let mut xs = Sim::client(1);
+    let (fe, be) = xs.transport_mut().store().add_device("vif", 0, 0);
+    let nb: Shared = Rc::new(RefCell::new(None));
+    let nb2 = nb.clone();
+    xs.transport_mut().add_peer(xenstore_backend(
+        fe.clone(),
+        be.clone(),
+        config,
+        Box::new(move || {
+            if detach_on_close {
+                if let Some(n) = nb2.borrow_mut().as_mut() {
+                    n.detach();
+                }
+            }
+        }),
+    ));
+    Setup {
+        xs,
+        hal: SimHal::new(),
+        fe,
+        be,
+        nb,
+    }
+}
+
+fn read(xs: &mut Client<Sim>, path: &str) -> Option<String> {
+    xs.transport_mut().store().read_str(path)
+}
+
+#[test]
+fn connect_publishes_rings_and_features_then_shutdown_frees_everything() {
+    let mut s = setup(BackendConfig::default(), true);
+    let mut nf = Netfront::connect(
+        &mut s.xs,
+        s.hal.clone(),
+        "device/vif/0",
+        Config::default(),
+        &mut Never,
+    )
+    .unwrap();
+    let fe = s.fe.clone();
+    let key = |xs: &mut Client<Sim>, k: &str| read(xs, &format!("{fe}/{k}"));
+    assert_eq!(
+        key(&mut s.xs, "tx-ring-ref"),
+        Some(nf.tx_ring_ref().to_string())
+    );
+    assert_eq!(
+        key(&mut s.xs, "rx-ring-ref"),
+        Some(nf.rx_ring_ref().to_string())
+    );
+    assert_eq!(
+        key(&mut s.xs, "event-channel"),
+        Some(nf.event_channel().to_string())
+    );
+    for (k, v) in [
+        ("request-rx-copy", "1"),
+        ("feature-rx-notify", "1"),
+        ("feature-sg", "1"),
+        ("feature-no-csum-offload", "1"),
+        ("state", "4"),
+    ] {
+        assert_eq!(key(&mut s.xs, k).as_deref(), Some(v), "{k}");
+    }
+    assert_eq!(nf.mac(), [0x00, 0x16, 0x3e, 0, 0, 1]);
+    assert!(nf.link_up());
+    assert!(nf.scatter_gather());
+    assert_eq!(nf.node(), Some("device/vif/0"));
+
+    // The backend attaches to what was published; a frame each way.
+    let nb = SimNetback::from_store(s.xs.transport_mut().store(), &s.fe, &s.hal, 0).unwrap();
+    *s.nb.borrow_mut() = Some(nb);
+    let f: Vec<u8> = (0..200u8).collect();
+    nf.send(&f).unwrap();
+    {
+        let mut nb = s.nb.borrow_mut();
+        let nb = nb.as_mut().unwrap();
+        nb.step();
+        assert_eq!(nb.from_guest.pop_front(), Some(f.clone()));
+        nb.send_to_guest(&f);
+        nb.step();
+    }
+    assert_eq!(nf.receive().unwrap(), Some(&f[..]));
+
+    // The backend goes away: link down.
+    let be = s.be.clone();
+    s.xs.transport_mut()
+        .store()
+        .write(&format!("{be}/state"), b"5");
+    assert!(!nf.poll_link(&mut s.xs).unwrap());
+    s.xs.transport_mut()
+        .store()
+        .write(&format!("{be}/state"), b"4");
+    assert!(nf.poll_link(&mut s.xs).unwrap());
+
+    nf.shutdown(&mut s.xs, &mut Never).unwrap();
+    assert_eq!(
+        read(&mut s.xs, &format!("{}/state", s.fe)).as_deref(),
+        Some("6")
+    );
+    assert!(!s.nb.borrow().as_ref().unwrap().is_attached());
+    assert_eq!(s.hal.state.lock().live_grants(), 0);
+    assert_eq!(s.hal.state.lock().live_pages(), 0);
+}
+
+#[test]
+fn shutdown_leaks_pages_the_backend_never_unmaps() {
+    let mut s = setup(BackendConfig::default(), false);
+    let nf = Netfront::connect(
+        &mut s.xs,
+        s.hal.clone(),
+        "device/vif/0",
+        Config::default(),
+        &mut Never,
+    )
+    .unwrap();
+    let nb = SimNetback::from_store(s.xs.transport_mut().store(), &s.fe, &s.hal, 0).unwrap();
+    *s.nb.borrow_mut() = Some(nb);
+    let mut polls = 0;
+    let mut timeout = move || {
+        polls += 1;
+        polls > 20
+    };
+    let r = nf.shutdown(&mut s.xs, &mut timeout);
+    assert_eq!(r.err(), Some(Error::GrantsStillMapped { count: 2 }));
+    assert_eq!(s.hal.state.lock().live_grants(), 2, "the two ring grants");
+    assert_eq!(s.hal.state.lock().live_pages(), 2, "leaked, not freed");
+}
+
+#[test]
+fn a_backend_without_rx_copy_is_refused_and_nothing_leaks() {
+    let mut s = setup(
+        BackendConfig {
+            rx_copy: false,
+            ..BackendConfig::default()
+        },
+        true,
+    );
+    let r = Netfront::connect(
+        &mut s.xs,
+        s.hal.clone(),
+        "device/vif/0",
+        Config::default(),
+        &mut Never,
+    );
+    assert_eq!(r.err(), Some(Error::NoRxCopy));
+    assert_eq!(s.hal.state.lock().live_grants(), 0);
+    assert_eq!(
+        read(&mut s.xs, &format!("{}/state", s.fe)).as_deref(),
+        Some("6")
+    );
+}
+
+#[test]
+fn a_bad_mac_is_refused() {
+    for mac in [
+        "01:16:3e:00:00:01",
+        "00:16:3e:00:00",
+        "zz:16:3e:00:00:01",
+        "",
+    ] {
+        let mut s = setup(
+            BackendConfig {
+                mac: mac.to_string(),
+                ..BackendConfig::default()
+            },
+            true,
+        );
+        let r = Netfront::connect(
+            &mut s.xs,
+            s.hal.clone(),
+            "device/vif/0",
+            Config::default(),
+            &mut Never,
+        );
+        assert!(matches!(r, Err(Error::BadMac(_))), "{mac:?}: {r:?}");
+        assert_eq!(s.hal.state.lock().live_pages(), 0);
+    }
+}
+
+#[test]
+fn without_backend_sg_tx_frames_are_not_split() {
+    let mut s = setup(
+        BackendConfig {
+            sg: false,
+            ..BackendConfig::default()
+        },
+        true,
+    );
+    let nf = Netfront::connect(
+        &mut s.xs,
+        s.hal.clone(),
+        "device/vif/0",
+        Config::default(),
+        &mut Never,
+    )
+    .unwrap();
+    assert!(!nf.scatter_gather());
+}
+
+#[test]
+fn a_backend_that_never_connects_times_out_and_nothing_leaks() {
+    let mut xs = Sim::client(1);
+    let (fe, be) = xs.transport_mut().store().add_device("vif", 0, 0);
+    // InitWait with features, then silence.
+    xs.transport_mut()
+        .store()
+        .write(&format!("{fe}/mac"), b"00:16:3e:00:00:01");
+    xs.transport_mut()
+        .store()
+        .write(&format!("{be}/feature-rx-copy"), b"1");
+    xs.transport_mut()
+        .store()
+        .write(&format!("{be}/state"), b"2");
+    let hal = SimHal::new();
+    let mut polls = 0;
+    let mut timeout = move || {
+        polls += 1;
+        polls > 10
+    };
+    let r = Netfront::connect(
+        &mut xs,
+        hal.clone(),
+        "device/vif/0",
+        Config::default(),
+        &mut timeout,
+    );
+    assert_eq!(
+        r.err(),
+        Some(Error::Xenbus(xen::xenbus::XenbusError::TimedOut {
+            waiting_for: XenbusState::Connected
+        }))
+    );
+    assert_eq!(hal.state.lock().live_grants(), 0);
+    assert_eq!(hal.state.lock().live_pages(), 0);
+}
