@@ -225,6 +225,47 @@ fn main() {
                     .ok_or(format!("ended with {end}"))
             },
         ),
+        case("page_granted_to_dom0_is_readable_there", || {
+            // Our own tool (tests/lab-tools/gntread.c), built static on the host, maps the grant
+            // through Linux's gntdev in dom0.
+            let tool = root().join("target/lab-tools/gntread");
+            std::fs::create_dir_all(tool.parent().unwrap()).map_err(|e| e.to_string())?;
+            let cc = run(Command::new("gcc")
+                .args(["-static", "-O2", "-o"])
+                .arg(&tool)
+                .arg(root().join("tests/lab-tools/gntread.c")))?;
+            if cc.code != Some(0) {
+                return Err(format!("building gntread failed: {}", cc.output));
+            }
+            let put = lab(&["put", tool.to_str().unwrap()])?;
+            let dom0_tool = put.output.trim().lines().last().unwrap_or("").to_string();
+            let g = Guest::start("testkernel", "test=grant")?;
+            g.until("TEST grant: granted gref=", 60)?;
+            let c = g.console()?;
+            let gref = c
+                .lines()
+                .find_map(|l| l.split("gref=").nth(1))
+                .ok_or("no gref")?
+                .trim()
+                .to_string();
+            let read = lab(&["exec", &format!("{dom0_tool} {} {gref} 28", g.domid)])?;
+            if read.code != Some(0) {
+                return Err(format!("gntread failed: {}", read.output));
+            }
+            let text = read.output.trim().to_string();
+            lab(&[
+                "exec",
+                &format!(
+                    "xenstore-write /local/domain/{}/data/read '{text}'",
+                    g.domid
+                ),
+            ])?;
+            let end = g.wait(60)?;
+            expect(&g.console()?, "TEST grant: PASS")?;
+            (end == "poweroff")
+                .then_some(format!("[dom0 read {text:?}]"))
+                .ok_or(format!("ended with {end}"))
+        }),
         case("xl_shutdown_powers_the_guest_off", || {
             let g = Guest::start("testkernel", "test=idle")?;
             g.until("TEST idle: tick 1", 60)?;

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         "xenstore" => xenstore_basics(),
         "watch" => watch(),
         "transaction" => transaction(),
+        "grant" => grant_to_dom0(),
         _ => {
             println!("TEST {name}: unknown test");
             ExitCode::Crash
@@ -331,4 +332,54 @@ fn transaction() -> ExitCode {
             ExitCode::Crash
         }
     }
+}
+
+/// Grants dom0 read access to a page holding a pattern, publishes the reference in xenstore,
+/// waits for dom0 to report what it read, then ends the grant (which must succeed once dom0
+/// unmapped it).
+fn grant_to_dom0() -> ExitCode {
+    use xen::hal::Hal;
+    use xen::xenstore::Tx;
+    let mut hal = xen::platform::XenHal;
+    let page = hal.alloc_page().expect("page");
+    let pattern = b"xenrt-grant-test: hello dom0";
+    page.mem.write(0, pattern).expect("write pattern");
+    let gref = match hal.grant(0, page.mfn, true) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("TEST grant: FAIL grant: {e}");
+            return ExitCode::Crash;
+        }
+    };
+    let r = xen::platform::with_xenstore(
+        |xs| -> Result<alloc::string::String, xen::xenstore::Error> {
+            xs.write(Tx::NONE, "data/read", b"")?;
+            xs.write(Tx::NONE, "data/gref", alloc::format!("{gref}").as_bytes())?;
+            println!("TEST grant: granted gref={gref}");
+            xs.watch("data/read", "r")?;
+            loop {
+                let _ = xs.wait_event("r")?;
+                let v = xs.read_string(Tx::NONE, "data/read")?;
+                if !v.is_empty() {
+                    return Ok(v);
+                }
+            }
+        },
+    );
+    let read = match r {
+        Ok(Ok(v)) => v,
+        other => {
+            println!("TEST grant: FAIL {other:?}");
+            return ExitCode::Crash;
+        }
+    };
+    println!("TEST grant: dom0 read {read:?}");
+    let ended = hal.end_grant(gref);
+    hal.free_page(page);
+    if read.as_bytes() != pattern || ended.is_err() {
+        println!("TEST grant: FAIL read back {read:?}, end_grant {ended:?}");
+        return ExitCode::Crash;
+    }
+    println!("TEST grant: PASS");
+    ExitCode::Poweroff
 }
