@@ -72,18 +72,8 @@ pub fn init_grant_table(max_frames: u32) -> Result<(u32, u32), HalError> {
         max_nr_frames: 0,
         status: 0,
     };
-    // SAFETY: `q` is the gnttab_query_size argument; count 1.
-    let r = unsafe {
-        hypercall::hypercall(
-            nr::GRANT_TABLE_OP,
-            GNTTABOP_QUERY_SIZE as usize,
-            &mut q as *mut _ as usize,
-            1,
-            0,
-            0,
-        )
-    };
-    hypercall::check(r).map_err(|e| HalError::Hypercall(e.0))?;
+    // SAFETY: `q` is the gnttab_query_size argument.
+    unsafe { gnttab_op(GNTTABOP_QUERY_SIZE, &mut q) }?;
     if q.status != 0 {
         return Err(HalError::Hypercall(q.status as i32));
     }
@@ -96,17 +86,7 @@ pub fn init_grant_table(max_frames: u32) -> Result<(u32, u32), HalError> {
         frame_list: frames.as_mut_ptr() as u64,
     };
     // SAFETY: `s` is the gnttab_setup_table argument and frame_list has room for n frames.
-    let r = unsafe {
-        hypercall::hypercall(
-            nr::GRANT_TABLE_OP,
-            GNTTABOP_SETUP_TABLE as usize,
-            &mut s as *mut _ as usize,
-            1,
-            0,
-            0,
-        )
-    };
-    hypercall::check(r).map_err(|e| HalError::Hypercall(e.0))?;
+    unsafe { gnttab_op(GNTTABOP_SETUP_TABLE, &mut s) }?;
     if s.status != 0 {
         return Err(HalError::Hypercall(s.status as i32));
     }
@@ -133,6 +113,27 @@ pub fn init_grant_table(max_frames: u32) -> Result<(u32, u32), HalError> {
     let t = GrantTable::new(mem).map_err(|_| HalError::OutOfMemory)?;
     *GNTTAB.lock() = Some(t);
     Ok((n, q.max_nr_frames))
+}
+
+/// One GNTTABOP_* call with a single argument structure.
+///
+/// # Safety
+/// `arg` must be the structure `cmd` takes, with valid guest handles inside.
+unsafe fn gnttab_op<T>(cmd: u32, arg: &mut T) -> Result<(), HalError> {
+    // SAFETY: forwarded to the caller; count 1.
+    let r = unsafe {
+        hypercall::hypercall(
+            nr::GRANT_TABLE_OP,
+            cmd as usize,
+            arg as *mut T as usize,
+            1,
+            0,
+            0,
+        )
+    };
+    hypercall::check(r)
+        .map(|_| ())
+        .map_err(|e| HalError::Hypercall(e.0))
 }
 
 /// Grants `domid` access to machine frame `mfn`.
