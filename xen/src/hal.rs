@@ -170,7 +170,9 @@ impl Hal for SimHal {
         let mem = ShMem::new(n * 4096);
         let mut mfns = Vec::with_capacity(n);
         for i in 0..n {
-            let page = mem.slice(i * 4096, 4096).map_err(|_| HalError::OutOfMemory)?;
+            let page = mem
+                .slice(i * 4096, 4096)
+                .map_err(|_| HalError::OutOfMemory)?;
             let mfn = s.next_mfn;
             s.next_mfn += 1;
             s.pages.insert(mfn, page);

@@ -85,7 +85,13 @@ impl FrontRing {
         mem.zero(0, HEADER)?;
         mem.store_u32(REQ_EVENT, 1, Ordering::Relaxed)?;
         mem.store_u32(RSP_EVENT, 1, Ordering::Release)?;
-        Ok(FrontRing { mem, entry_size, size, req_prod_pvt: 0, rsp_cons: 0 })
+        Ok(FrontRing {
+            mem,
+            entry_size,
+            size,
+            req_prod_pvt: 0,
+            rsp_cons: 0,
+        })
     }
 
     /// Number of slots.
@@ -173,7 +179,8 @@ impl FrontRing {
         if self.unconsumed_responses()? > 0 {
             return Ok(true);
         }
-        self.mem.store_u32(RSP_EVENT, self.rsp_cons.wrapping_add(1), Ordering::Release)?;
+        self.mem
+            .store_u32(RSP_EVENT, self.rsp_cons.wrapping_add(1), Ordering::Release)?;
         fence(Ordering::SeqCst);
         Ok(self.unconsumed_responses()? > 0)
     }
@@ -199,7 +206,13 @@ impl BackRing {
     /// Attaches to a ring the frontend initialised.
     pub fn new(mem: ShMem, entry_size: usize) -> Self {
         let size = ring_size(mem.len(), entry_size);
-        BackRing { mem, entry_size, size, req_cons: 0, rsp_prod_pvt: 0 }
+        BackRing {
+            mem,
+            entry_size,
+            size,
+            req_cons: 0,
+            rsp_prod_pvt: 0,
+        }
     }
 
     fn slot(&self, idx: u32) -> usize {
@@ -267,19 +280,33 @@ mod tests {
         let mut f = FrontRing::new(m.clone(), 16).unwrap();
         let mut b = BackRing::new(m, 16);
         for i in 0..3u32 {
-            f.queue_request(|m, o| m.store_u32(o, 100 + i, Ordering::Relaxed)).unwrap();
+            f.queue_request(|m, o| m.store_u32(o, 100 + i, Ordering::Relaxed))
+                .unwrap();
         }
-        assert!(f.push_requests().unwrap(), "req_event = 1: the first push notifies");
+        assert!(
+            f.push_requests().unwrap(),
+            "req_event = 1: the first push notifies"
+        );
         let mut got = vec![];
-        while let Some(v) = b.take_request(|m, o| m.load_u32(o, Ordering::Relaxed)).unwrap() {
+        while let Some(v) = b
+            .take_request(|m, o| m.load_u32(o, Ordering::Relaxed))
+            .unwrap()
+        {
             got.push(v);
-            b.queue_response(|m, o| m.store_u32(o, v + 1000, Ordering::Relaxed)).unwrap();
+            b.queue_response(|m, o| m.store_u32(o, v + 1000, Ordering::Relaxed))
+                .unwrap();
         }
         assert_eq!(got, [100, 101, 102]);
         assert!(!f.final_check_for_responses().unwrap());
-        assert!(b.push_responses().unwrap(), "the front asked for rsp_cons + 1");
+        assert!(
+            b.push_responses().unwrap(),
+            "the front asked for rsp_cons + 1"
+        );
         let mut rsps = vec![];
-        while let Some(v) = f.take_response(|m, o| m.load_u32(o, Ordering::Relaxed)).unwrap() {
+        while let Some(v) = f
+            .take_response(|m, o| m.load_u32(o, Ordering::Relaxed))
+            .unwrap()
+        {
             rsps.push(v);
         }
         assert_eq!(rsps, [1100, 1101, 1102]);
@@ -293,16 +320,23 @@ mod tests {
         let mut b = BackRing::new(m, 112);
         for round in 0..5u32 {
             for i in 0..32 {
-                f.queue_request(|m, o| m.store_u32(o, round * 100 + i, Ordering::Relaxed)).unwrap();
+                f.queue_request(|m, o| m.store_u32(o, round * 100 + i, Ordering::Relaxed))
+                    .unwrap();
             }
             assert_eq!(f.queue_request(|_, _| Ok(())), Err(RingError::Full));
             f.push_requests().unwrap();
-            while let Some(v) = b.take_request(|m, o| m.load_u32(o, Ordering::Relaxed)).unwrap() {
-                b.queue_response(|m, o| m.store_u32(o, v, Ordering::Relaxed)).unwrap();
+            while let Some(v) = b
+                .take_request(|m, o| m.load_u32(o, Ordering::Relaxed))
+                .unwrap()
+            {
+                b.queue_response(|m, o| m.store_u32(o, v, Ordering::Relaxed))
+                    .unwrap();
             }
             b.push_responses().unwrap();
             for i in 0..32 {
-                let v = f.take_response(|m, o| m.load_u32(o, Ordering::Relaxed)).unwrap();
+                let v = f
+                    .take_response(|m, o| m.load_u32(o, Ordering::Relaxed))
+                    .unwrap();
                 assert_eq!(v, Some(round * 100 + i));
             }
         }
@@ -316,7 +350,10 @@ mod tests {
         f.queue_request(|_, _| Ok(())).unwrap();
         f.push_requests().unwrap();
         b.force_rsp_prod(5).unwrap();
-        assert!(matches!(f.take_response(|_, _| Ok(())), Err(RingError::BadResponseIndex { .. })));
+        assert!(matches!(
+            f.take_response(|_, _| Ok(())),
+            Err(RingError::BadResponseIndex { .. })
+        ));
         b.force_rsp_prod(u32::MAX).unwrap();
         assert!(f.unconsumed_responses().is_err());
         b.force_rsp_prod(1).unwrap();
