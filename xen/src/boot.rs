@@ -43,6 +43,7 @@ pub struct BootInfo {
 }
 
 /// Grant-table frames to set up (512 grants each), if Xen allows that many.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
 const GRANT_FRAMES: u32 = 8;
 
 static BOOT: spin::Once<BootInfo> = spin::Once::new();
