@@ -3,117 +3,11 @@
 //! and checks their consoles (the PV console ring, via xenconsoled) and how they ended.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use xen_tests::{case, image, root, run, Run};
-
-fn lab_dir() -> String {
-    std::env::var("LAB_DIR")
-        .unwrap_or_else(|_| root().join("target/lab-test").display().to_string())
-}
-
-/// Runs `scripts/lab ARGS...` against the test lab.
-fn lab(args: &[&str]) -> Result<Run, String> {
-    run(Command::new(root().join("scripts/lab"))
-        .args(args)
-        .env("LAB_DIR", lab_dir()))
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A guest started from target/images/IMAGE.xl under a unique name, with `extra`.
-struct Guest {
-    name: String,
-    domid: u32,
-}
-
-impl Guest {
-    fn start(image_name: &str, extra: &str) -> Result<Guest, String> {
-        Self::start_with(image_name, extra, &[])
-    }
-
-    fn start_with(image_name: &str, extra: &str, more: &[&str]) -> Result<Guest, String> {
-        let xl = image(&format!("{image_name}.xl"))?;
-        let name = format!("{image_name}-{}", SEQ.fetch_add(1, Ordering::SeqCst));
-        let r = lab(&[
-            "create",
-            xl.to_str().unwrap(),
-            &format!("name=\"{name}\""),
-            &format!("extra=\"{extra}\""),
-            // Keep the domain after it ends so its end is always observed, even for a guest
-            // faster than the toolstack; `lab wait` destroys it after reading the reason.
-            "on_poweroff=\"preserve\"",
-            "on_crash=\"preserve\"",
-        ]
-        .into_iter()
-        .chain(more.iter().copied())
-        .collect::<Vec<_>>())?;
-        if r.code != Some(0) {
-            return Err(format!("lab create {name} failed: {}", r.output.trim()));
-        }
-        let domid = r
-            .output
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!("{name} "))
-                    .and_then(|d| d.trim().parse().ok())
-            })
-            .ok_or(format!("no domid in: {}", r.output))?;
-        Ok(Guest { name, domid })
-    }
-
-    /// Follows the console until a line containing `text` (or `secs` pass).
-    fn until(&self, text: &str, secs: u32) -> Result<(), String> {
-        let r = lab(&[
-            "console",
-            &self.name,
-            "--until",
-            text,
-            "--follow",
-            &secs.to_string(),
-        ])?;
-        expect(&r.output, text)
-    }
-
-    /// Waits for the end: ("poweroff" | "crash" | ..., exit code of `lab wait`).
-    fn wait(&self, secs: u32) -> Result<String, String> {
-        let r = lab(&["wait", &self.name, &secs.to_string(), "--destroy"])?;
-        Ok(r.output
-            .trim()
-            .rsplit(": ")
-            .next()
-            .unwrap_or("")
-            .to_string())
-    }
-
-    fn console(&self) -> Result<String, String> {
-        Ok(lab(&["console", &self.name])?.output)
-    }
-}
-
-fn expect(hay: &str, needle: &str) -> Result<(), String> {
-    if hay.contains(needle) {
-        Ok(())
-    } else {
-        Err(format!("expected {needle:?} in:\n{hay}"))
-    }
-}
+use xen_tests::lab::{expect, lab, lab_dir, Guest};
+use xen_tests::{case, root, run};
 
 fn main() {
-    // Start the lab (built and cached by scripts/lab) once for all cases.
-    let start = std::time::Instant::now();
-    match lab(&["start"]) {
-        Ok(r) if r.code == Some(0) => println!("lab up in {:.1} s", start.elapsed().as_secs_f64()),
-        Ok(r) => {
-            println!("lab failed to start:\n{}", r.output);
-            println!("lab: 0 passed, 1 failed");
-            std::process::exit(1);
-        }
-        Err(e) => {
-            println!("lab failed to start: {e}");
-            println!("lab: 0 passed, 1 failed");
-            std::process::exit(1);
-        }
-    }
+    xen_tests::lab::start_or_exit();
     let cases = vec![
         case("hello_as_domu_prints_through_the_console_ring", || {
             let g = Guest::start("hello", "log=info")?;
@@ -346,6 +240,5 @@ fn main() {
     let jobs = 1;
     // Case failures are results, not panics (run_cases catches nothing): stop the lab either way.
     let ok = xen_tests::run_cases("lab", cases, jobs);
-    let _ = lab(&["stop"]);
-    std::process::exit(if ok { 0 } else { 1 })
+    xen_tests::lab::finish(ok)
 }
