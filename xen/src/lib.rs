@@ -17,6 +17,7 @@ pub mod boot;
 pub mod cmdline;
 pub mod console;
 pub mod events;
+pub mod exec;
 pub mod fault;
 pub mod grant;
 pub mod mm;

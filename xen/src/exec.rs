@@ -1,0 +1,549 @@
+//! A small single-threaded async executor: the event loop that apps' network and timer code runs
+//! on.
+//!
+//! One [`Executor`] runs the app's main future and the tasks it [`spawn`](Spawner::spawn)s. Each
+//! turn it polls the tasks that were woken, then asks every [`Source`] (a network stack, ...) to
+//! make progress; when no task is ready it *parks*: on Xen it blocks in the hypervisor until an
+//! event channel fires or the earliest deadline (a source's or a [`sleep`]'s) passes. Nothing
+//! busy-polls.
+//!
+//! Wakers are plain `Arc`s (`alloc::task::Wake`) pushing a task id onto a ready queue, so the
+//! executor is safe Rust and runs the same on the host (tests park on a simulated clock).
+//!
+//! ```
+//! use xen::exec::{Executor, Park};
+//! struct NoPark;
+//! impl Park for NoPark {
+//!     fn now_ns(&self) -> u64 { 0 }
+//!     fn park(&mut self, _deadline: Option<u64>) {}
+//! }
+//! let ex = Executor::new();
+//! let sp = ex.spawner();
+//! let n = ex.block_on(&mut NoPark, &[], async move {
+//!     let h = sp.spawn(async { 20 });
+//!     h.await + 22
+//! });
+//! assert_eq!(n, 42);
+//! ```
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::rc::Rc;
+use alloc::sync::Arc;
+use alloc::task::Wake;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::cmp::Reverse;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+
+/// Something the executor drives between task polls (a network stack): it does the work that
+/// arrived (frames, timers) waking the tasks concerned, and says when it next needs to run.
+pub trait Source {
+    /// Makes progress at `now_ns`; returns the next time it must run without an event, if any.
+    fn poll(&self, now_ns: u64) -> Option<u64>;
+}
+
+/// How the executor waits when no task is ready.
+pub trait Park {
+    /// Monotonic nanoseconds.
+    fn now_ns(&self) -> u64;
+    /// Waits until an event arrives or `deadline` (ns) passes (at once if it has).
+    fn park(&mut self, deadline: Option<u64>);
+}
+
+type Task = Pin<Box<dyn Future<Output = ()>>>;
+
+/// The ready queue: ids of woken tasks (`usize::MAX` is the main future).
+type Ready = Arc<spin::Mutex<VecDeque<usize>>>;
+
+const MAIN: usize = usize::MAX;
+
+struct TaskWaker {
+    id: usize,
+    ready: Ready,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut q = self.ready.lock();
+        if !q.contains(&self.id) {
+            q.push_back(self.id);
+        }
+    }
+}
+
+struct Shared {
+    /// Spawned, not yet polled.
+    new: Vec<Task>,
+}
+
+/// Spawns tasks onto the executor it came from (cheap to clone; not `Send`).
+#[derive(Clone)]
+pub struct Spawner {
+    shared: Rc<RefCell<Shared>>,
+}
+
+impl core::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Spawner")
+    }
+}
+
+impl Spawner {
+    /// Runs `fut` as a task; its output comes back through the [`JoinHandle`] (which can be
+    /// dropped: the task runs to completion anyway).
+    pub fn spawn<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> JoinHandle<T> {
+        let slot: Rc<RefCell<JoinSlot<T>>> = Rc::new(RefCell::new(JoinSlot {
+            value: None,
+            waker: None,
+        }));
+        let s = slot.clone();
+        self.shared.borrow_mut().new.push(Box::pin(async move {
+            let v = fut.await;
+            let mut s = s.borrow_mut();
+            s.value = Some(v);
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }));
+        JoinHandle { slot }
+    }
+}
+
+struct JoinSlot<T> {
+    value: Option<T>,
+    waker: Option<Waker>,
+}
+
+/// The output of a spawned task, as a future.
+pub struct JoinHandle<T> {
+    slot: Rc<RefCell<JoinSlot<T>>>,
+}
+
+impl<T> JoinHandle<T> {
+    /// True once the task finished.
+    pub fn is_finished(&self) -> bool {
+        self.slot.borrow().value.is_some()
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut s = self.slot.borrow_mut();
+        match s.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The executor. Create one, [`spawner`](Self::spawner) for tasks, then
+/// [`block_on`](Self::block_on) the app's main future.
+pub struct Executor {
+    shared: Rc<RefCell<Shared>>,
+    ready: Ready,
+    tasks: Vec<Option<(Task, Waker)>>,
+    free: Vec<usize>,
+}
+
+impl core::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Executor")
+            .field("tasks", &self.live_tasks())
+            .finish()
+    }
+}
+
+impl Default for Executor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Executor {
+    /// An executor with no tasks.
+    pub fn new() -> Self {
+        Executor {
+            shared: Rc::new(RefCell::new(Shared { new: Vec::new() })),
+            ready: Arc::new(spin::Mutex::new(VecDeque::new())),
+            tasks: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    /// A handle to spawn tasks (from inside tasks too).
+    pub fn spawner(&self) -> Spawner {
+        Spawner {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Tasks spawned and not finished.
+    pub fn live_tasks(&self) -> usize {
+        self.tasks.iter().filter(|t| t.is_some()).count() + self.shared.borrow().new.len()
+    }
+
+    fn waker(&self, id: usize) -> Waker {
+        Waker::from(Arc::new(TaskWaker {
+            id,
+            ready: self.ready.clone(),
+        }))
+    }
+
+    /// Moves newly spawned tasks into slots and marks them ready.
+    fn admit(&mut self) {
+        let new = core::mem::take(&mut self.shared.borrow_mut().new);
+        for t in new {
+            let id = match self.free.pop() {
+                Some(id) => id,
+                None => {
+                    self.tasks.push(None);
+                    self.tasks.len() - 1
+                }
+            };
+            let w = self.waker(id);
+            self.tasks[id] = Some((t, w));
+            self.ready.lock().push_back(id);
+        }
+    }
+
+    fn poll_task(&mut self, id: usize) {
+        let Some(Some((task, waker))) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let waker = waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        if task.as_mut().poll(&mut cx).is_ready() {
+            self.tasks[id] = None;
+            self.free.push(id);
+        }
+    }
+
+    /// Runs `main` (and every spawned task) until `main` completes; returns its output. Tasks
+    /// still running then stay in the executor (a later `block_on` continues them).
+    pub fn block_on<T>(
+        &mut self,
+        park: &mut dyn Park,
+        sources: &[&dyn Source],
+        main: impl Future<Output = T>,
+    ) -> T {
+        let mut main = core::pin::pin!(main);
+        let main_waker = self.waker(MAIN);
+        self.ready.lock().push_back(MAIN);
+        loop {
+            // Poll everything that is ready, main first when it was woken.
+            loop {
+                self.admit();
+                let next = self.ready.lock().pop_front();
+                let Some(id) = next else { break };
+                if id == MAIN {
+                    let mut cx = Context::from_waker(&main_waker);
+                    if let Poll::Ready(v) = main.as_mut().poll(&mut cx) {
+                        return v;
+                    }
+                } else {
+                    self.poll_task(id);
+                }
+            }
+            let now = park.now_ns();
+            let mut deadline = timers_due(now);
+            for s in sources {
+                deadline = earliest(deadline, s.poll(now));
+            }
+            deadline = earliest(deadline, timers_due(park.now_ns()));
+            if self.ready.lock().is_empty() && self.shared.borrow().new.is_empty() {
+                park.park(deadline);
+            }
+        }
+    }
+}
+
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+struct TimerEntry {
+    at: u64,
+    seq: u64,
+    waker: Waker,
+}
+
+impl PartialEq for TimerEntry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for TimerEntry {}
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, o: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for TimerEntry {
+    fn cmp(&self, o: &Self) -> core::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+static TIMERS: spin::Mutex<(BinaryHeap<Reverse<TimerEntry>>, u64)> =
+    spin::Mutex::new((BinaryHeap::new(), 0));
+
+/// Wakes the timers due at `now`; returns the next deadline.
+fn timers_due(now: u64) -> Option<u64> {
+    let mut due = Vec::new();
+    let next = {
+        let mut t = TIMERS.lock();
+        while t.0.peek().is_some_and(|Reverse(e)| e.at <= now) {
+            if let Some(Reverse(e)) = t.0.pop() {
+                due.push(e.waker);
+            }
+        }
+        t.0.peek().map(|Reverse(e)| e.at)
+    };
+    for w in due {
+        w.wake();
+    }
+    next
+}
+
+/// A future that completes once the clock (as given by `now`) reaches `at`.
+pub struct Sleep<C: Fn() -> u64> {
+    at: u64,
+    now: C,
+    armed: bool,
+}
+
+impl<C: Fn() -> u64 + Unpin> Future for Sleep<C> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if (self.now)() >= self.at {
+            return Poll::Ready(());
+        }
+        if !self.armed {
+            let mut t = TIMERS.lock();
+            t.1 += 1;
+            let seq = t.1;
+            t.0.push(Reverse(TimerEntry {
+                at: self.at,
+                seq,
+                waker: cx.waker().clone(),
+            }));
+            self.armed = true;
+        }
+        Poll::Pending
+    }
+}
+
+/// Completes at time `at` of the clock `now` (ns). On Xen use [`sleep`] / [`sleep_until`].
+pub fn sleep_until_with<C: Fn() -> u64 + Unpin>(now: C, at: u64) -> Sleep<C> {
+    Sleep {
+        at,
+        now,
+        armed: false,
+    }
+}
+
+/// Completes at system time `at` (ns since boot).
+#[cfg(target_os = "none")]
+pub fn sleep_until(at: u64) -> Sleep<fn() -> u64> {
+    sleep_until_with(crate::time::now_ns as fn() -> u64, at)
+}
+
+/// Completes `ns` nanoseconds from now.
+#[cfg(target_os = "none")]
+pub fn sleep(ns: u64) -> Sleep<fn() -> u64> {
+    sleep_until(crate::time::now_ns().saturating_add(ns))
+}
+
+/// Parks in Xen: the idle loop (events, timers, lifecycle), blocking until an event or the
+/// deadline.
+#[cfg(target_os = "none")]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct XenPark;
+
+#[cfg(target_os = "none")]
+impl Park for XenPark {
+    fn now_ns(&self) -> u64 {
+        crate::time::now_ns()
+    }
+    fn park(&mut self, deadline: Option<u64>) {
+        crate::sched::poll_once(deadline);
+    }
+}
+
+/// Runs `main` on a new executor parked in Xen, with `sources` driven each turn. For apps:
+/// `xen::exec::run(&[&net], |sp| async move { ... })`.
+#[cfg(target_os = "none")]
+pub fn run<T, F: Future<Output = T>>(sources: &[&dyn Source], main: impl FnOnce(Spawner) -> F) -> T {
+    let mut ex = Executor::new();
+    let fut = main(ex.spawner());
+    ex.block_on(&mut XenPark, sources, fut)
+}
+
+/// Yields once to the other tasks.
+pub async fn yield_now() {
+    let mut yielded = false;
+    core::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::cell::Cell;
+
+    struct Clock {
+        now: Rc<Cell<u64>>,
+        parks: usize,
+    }
+    impl Park for Clock {
+        fn now_ns(&self) -> u64 {
+            self.now.get()
+        }
+        fn park(&mut self, deadline: Option<u64>) {
+            self.parks += 1;
+            // Jump to the deadline (a simulated idle wait).
+            if let Some(d) = deadline {
+                self.now.set(self.now.get().max(d));
+            } else {
+                panic!("parked with no deadline: would sleep forever");
+            }
+        }
+    }
+
+    #[test]
+    fn spawned_tasks_run_and_join() {
+        let mut ex = Executor::new();
+        let sp = ex.spawner();
+        let mut clock = Clock {
+            now: Rc::new(Cell::new(0)),
+            parks: 0,
+        };
+        let out = ex.block_on(&mut clock, &[], async move {
+            let hs: Vec<_> = (0..10u32).map(|i| sp.spawn(async move { i * 2 })).collect();
+            let mut sum = 0;
+            for h in hs {
+                sum += h.await;
+            }
+            sum
+        });
+        assert_eq!(out, 90);
+        assert_eq!(clock.parks, 0, "nothing waited, nothing parked");
+        assert_eq!(ex.live_tasks(), 0);
+    }
+
+    #[test]
+    fn sleep_parks_until_its_deadline_in_order() {
+        let now = Rc::new(Cell::new(0u64));
+        let mut clock = Clock {
+            now: now.clone(),
+            parks: 0,
+        };
+        let mut ex = Executor::new();
+        let sp = ex.spawner();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let (o, n) = (order.clone(), now.clone());
+        ex.block_on(&mut clock, &[], async move {
+            let mut hs = Vec::new();
+            for (i, at) in [(1, 300u64), (2, 100), (3, 200)] {
+                let (o, n) = (o.clone(), n.clone());
+                hs.push(sp.spawn(async move {
+                    let n2 = n.clone();
+                    sleep_until_with(move || n2.get(), at).await;
+                    o.borrow_mut().push((i, n.get()));
+                }));
+            }
+            for h in hs {
+                h.await;
+            }
+        });
+        assert_eq!(*order.borrow(), vec![(2, 100), (3, 200), (1, 300)]);
+        assert_eq!(clock.parks, 3);
+    }
+
+    struct Countdown {
+        left: Cell<u32>,
+        waker: RefCell<Option<Waker>>,
+    }
+    impl Source for Countdown {
+        fn poll(&self, now: u64) -> Option<u64> {
+            let l = self.left.get();
+            if l > 0 {
+                self.left.set(l - 1);
+                if l == 1 {
+                    if let Some(w) = self.waker.borrow_mut().take() {
+                        w.wake();
+                    }
+                }
+            }
+            Some(now + 10)
+        }
+    }
+
+    #[test]
+    fn sources_run_between_turns_and_wake_tasks() {
+        let src = Rc::new(Countdown {
+            left: Cell::new(5),
+            waker: RefCell::new(None),
+        });
+        let mut clock = Clock {
+            now: Rc::new(Cell::new(0)),
+            parks: 0,
+        };
+        let mut ex = Executor::new();
+        let s2 = src.clone();
+        ex.block_on(&mut clock, &[&*src], async move {
+            core::future::poll_fn(|cx| {
+                if s2.left.get() == 0 {
+                    Poll::Ready(())
+                } else {
+                    *s2.waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await
+        });
+        assert_eq!(src.left.get(), 0);
+        assert_eq!(clock.parks, 4, "parked between source polls, not spun");
+    }
+
+    #[test]
+    fn yield_now_lets_others_run() {
+        let mut ex = Executor::new();
+        let sp = ex.spawner();
+        let mut clock = Clock {
+            now: Rc::new(Cell::new(0)),
+            parks: 0,
+        };
+        let flag = Rc::new(Cell::new(false));
+        let f = flag.clone();
+        ex.block_on(&mut clock, &[], async move {
+            let _h = sp.spawn(async move { f.set(true) });
+            while !flag.get() {
+                yield_now().await;
+            }
+        });
+    }
+}
