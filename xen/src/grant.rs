@@ -118,7 +118,7 @@ pub struct GnttabQuerySize {
 /// is a `u64` here (a reference occupies its low 32 bits, little-endian), so building one needs
 /// no `unsafe`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GnttabCopyPtr {
     /// A grant reference (with `GNTCOPY_*_gref`) or a frame number.
     pub u: u64,
@@ -150,7 +150,7 @@ impl GnttabCopyPtr {
 
 /// `struct gnttab_copy` (`GNTTABOP_copy`): copy `len` bytes from `source` to `dest`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GnttabCopy {
     /// IN: where from.
     pub source: GnttabCopyPtr,
@@ -162,6 +162,222 @@ pub struct GnttabCopy {
     pub flags: u16,
     /// OUT: a `GNTST_*` status.
     pub status: i16,
+}
+
+/// A `GNTST_*` failure status of one grant operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GntStatus {
+    /// `GNTST_general_error`.
+    GeneralError,
+    /// `GNTST_bad_domain`: no such domain.
+    BadDomain,
+    /// `GNTST_bad_gntref`: the reference is not granted to us (or out of range).
+    BadGntref,
+    /// `GNTST_bad_handle`.
+    BadHandle,
+    /// `GNTST_bad_virt_addr`.
+    BadVirtAddr,
+    /// `GNTST_bad_dev_addr`.
+    BadDevAddr,
+    /// `GNTST_no_device_space`.
+    NoDeviceSpace,
+    /// `GNTST_permission_denied`: e.g. writing through a read-only grant.
+    PermissionDenied,
+    /// `GNTST_bad_page`: the frame is not the domain's (or not a valid page).
+    BadPage,
+    /// `GNTST_bad_copy_arg`: the copy crosses a page boundary.
+    BadCopyArg,
+    /// `GNTST_address_too_big`.
+    AddressTooBig,
+    /// `GNTST_eagain`: the page is paged out; retry later.
+    Eagain,
+    /// A status this code does not know.
+    Other(i16),
+}
+
+impl GntStatus {
+    /// `Ok` for `GNTST_okay`, else the failure.
+    pub fn check(code: i16) -> Result<(), GntStatus> {
+        Err(match code {
+            GNTST_OKAY => return Ok(()),
+            GNTST_GENERAL_ERROR => GntStatus::GeneralError,
+            GNTST_BAD_DOMAIN => GntStatus::BadDomain,
+            GNTST_BAD_GNTREF => GntStatus::BadGntref,
+            -4 => GntStatus::BadHandle,
+            -5 => GntStatus::BadVirtAddr,
+            -6 => GntStatus::BadDevAddr,
+            -7 => GntStatus::NoDeviceSpace,
+            GNTST_PERMISSION_DENIED => GntStatus::PermissionDenied,
+            GNTST_BAD_PAGE => GntStatus::BadPage,
+            GNTST_BAD_COPY_ARG => GntStatus::BadCopyArg,
+            -11 => GntStatus::AddressTooBig,
+            GNTST_EAGAIN => GntStatus::Eagain,
+            other => GntStatus::Other(other),
+        })
+    }
+}
+
+impl fmt::Display for GntStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            GntStatus::GeneralError => "general error",
+            GntStatus::BadDomain => "bad domain",
+            GntStatus::BadGntref => "bad grant reference",
+            GntStatus::BadHandle => "bad handle",
+            GntStatus::BadVirtAddr => "bad virtual address",
+            GntStatus::BadDevAddr => "bad device address",
+            GntStatus::NoDeviceSpace => "no device space",
+            GntStatus::PermissionDenied => "permission denied",
+            GntStatus::BadPage => "bad page",
+            GntStatus::BadCopyArg => "copy crosses a page boundary",
+            GntStatus::AddressTooBig => "address too big",
+            GntStatus::Eagain => "page unavailable, try again",
+            GntStatus::Other(c) => return write!(f, "grant status {c}"),
+        };
+        f.write_str(s)
+    }
+}
+
+/// One end of a [`GrantCopy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyEnd {
+    /// Bytes at `offset` in the page domain `domid` granted us as `gref`.
+    Granted {
+        /// The granting domain.
+        domid: DomId,
+        /// Its grant reference.
+        gref: GrantRef,
+        /// Byte offset in the page.
+        offset: u16,
+    },
+    /// Bytes at `offset` in one of our own frames (a PV guest names it by machine frame).
+    Local {
+        /// The frame (`gmfn`).
+        frame: XenPfn,
+        /// Byte offset in the page.
+        offset: u16,
+    },
+}
+
+impl CopyEnd {
+    fn offset(&self) -> u16 {
+        match *self {
+            CopyEnd::Granted { offset, .. } | CopyEnd::Local { offset, .. } => offset,
+        }
+    }
+
+    /// The ABI form, and whether it names a grant reference.
+    fn abi(&self) -> (GnttabCopyPtr, bool) {
+        match *self {
+            CopyEnd::Granted {
+                domid,
+                gref,
+                offset,
+            } => (GnttabCopyPtr::gref(gref, domid, offset), true),
+            CopyEnd::Local { frame, offset } => {
+                (GnttabCopyPtr::frame(frame, DOMID_SELF, offset), false)
+            }
+        }
+    }
+}
+
+/// One copy of a `GNTTABOP_copy` batch: `len` bytes from `source` to `dest`, neither crossing
+/// the end of its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantCopy {
+    /// Where from.
+    pub source: CopyEnd,
+    /// Where to.
+    pub dest: CopyEnd,
+    /// Bytes (1 to 4096).
+    pub len: u16,
+}
+
+/// Why a grant copy batch failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyError {
+    /// Copy `index` is empty or runs past the end of a page (refused before the hypercall).
+    BadRange {
+        /// Its position in the batch.
+        index: usize,
+    },
+    /// Xen refused copy `index` (the first failed one; `failed` copies failed in all). The other
+    /// copies of the batch were done.
+    Failed {
+        /// Position of the first failed copy in the batch.
+        index: usize,
+        /// Its status.
+        status: GntStatus,
+        /// How many copies of the batch failed.
+        failed: usize,
+    },
+    /// The hypercall itself failed (errno); no status was written.
+    Hypercall(i32),
+}
+
+impl fmt::Display for CopyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CopyError::BadRange { index } => {
+                write!(f, "grant copy {index} is empty or crosses a page boundary")
+            }
+            CopyError::Failed {
+                index,
+                status,
+                failed,
+            } => write!(
+                f,
+                "grant copy {index} failed: {status} ({failed} of the batch failed)"
+            ),
+            CopyError::Hypercall(e) => write!(f, "GNTTABOP_copy failed: errno {e}"),
+        }
+    }
+}
+
+/// The `GNTTABOP_copy` argument array for `copies`, each checked to stay inside its pages.
+pub fn copy_ops(copies: &[GrantCopy]) -> Result<Vec<GnttabCopy>, CopyError> {
+    copies
+        .iter()
+        .enumerate()
+        .map(|(index, c)| {
+            let fits = |e: &CopyEnd| usize::from(e.offset()) + usize::from(c.len) <= FRAME_SIZE;
+            if c.len == 0 || !fits(&c.source) || !fits(&c.dest) {
+                return Err(CopyError::BadRange { index });
+            }
+            let (source, sg) = c.source.abi();
+            let (dest, dg) = c.dest.abi();
+            let flags =
+                if sg { GNTCOPY_SOURCE_GREF } else { 0 } | if dg { GNTCOPY_DEST_GREF } else { 0 };
+            Ok(GnttabCopy {
+                source,
+                dest,
+                len: c.len,
+                flags,
+                // Xen overwrites it; a failure value guards against a copy it never reached.
+                status: GNTST_GENERAL_ERROR,
+            })
+        })
+        .collect()
+}
+
+/// Checks the statuses Xen wrote into a batch: `Ok` when every copy succeeded.
+pub fn copy_result(ops: &[GnttabCopy]) -> Result<(), CopyError> {
+    let mut first = None;
+    let mut failed = 0;
+    for (index, op) in ops.iter().enumerate() {
+        if let Err(status) = GntStatus::check(op.status) {
+            failed += 1;
+            first.get_or_insert((index, status));
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some((index, status)) => Err(CopyError::Failed {
+            index,
+            status,
+            failed,
+        }),
+    }
 }
 
 /// Everything that can go wrong granting access.
@@ -397,6 +613,167 @@ mod tests {
             GrantTable::new(ShMem::new(64)),
             Err(GrantError::Shmem(_))
         ));
+    }
+
+    #[test]
+    fn copy_ops_carry_both_ends_and_their_flags() {
+        let from_dom0 = GrantCopy {
+            source: CopyEnd::Granted {
+                domid: 0,
+                gref: 42,
+                offset: 16,
+            },
+            dest: CopyEnd::Local {
+                frame: 0x1_2345,
+                offset: 0,
+            },
+            len: 4080,
+        };
+        let to_dom0 = GrantCopy {
+            source: CopyEnd::Local {
+                frame: 7,
+                offset: 100,
+            },
+            dest: CopyEnd::Granted {
+                domid: 3,
+                gref: 9,
+                offset: 200,
+            },
+            len: 8,
+        };
+        let ops = copy_ops(&[from_dom0, to_dom0]).unwrap();
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[0].flags, GNTCOPY_SOURCE_GREF);
+        assert_eq!(
+            (ops[0].source.u, ops[0].source.domid, ops[0].source.offset),
+            (42, 0, 16)
+        );
+        assert_eq!(
+            (ops[0].dest.u, ops[0].dest.domid, ops[0].dest.offset),
+            (0x1_2345, DOMID_SELF, 0)
+        );
+        assert_eq!(ops[0].len, 4080);
+        assert_eq!(ops[1].flags, GNTCOPY_DEST_GREF);
+        assert_eq!(
+            (ops[1].dest.u, ops[1].dest.domid, ops[1].dest.offset),
+            (9, 3, 200)
+        );
+        assert_eq!(ops[1].source.domid, DOMID_SELF);
+        // Never reached by Xen = failed.
+        assert!(ops.iter().all(|o| o.status == GNTST_GENERAL_ERROR));
+        let both = GrantCopy {
+            dest: CopyEnd::Granted {
+                domid: 1,
+                gref: 8,
+                offset: 0,
+            },
+            ..from_dom0
+        };
+        assert_eq!(
+            copy_ops(&[both]).unwrap()[0].flags,
+            GNTCOPY_SOURCE_GREF | GNTCOPY_DEST_GREF
+        );
+    }
+
+    #[test]
+    fn copies_crossing_a_page_or_empty_are_refused() {
+        let ok = GrantCopy {
+            source: CopyEnd::Local {
+                frame: 1,
+                offset: 0,
+            },
+            dest: CopyEnd::Granted {
+                domid: 0,
+                gref: 8,
+                offset: 0,
+            },
+            len: 4096,
+        };
+        assert!(copy_ops(&[ok]).is_ok());
+        let src_past = GrantCopy {
+            source: CopyEnd::Local {
+                frame: 1,
+                offset: 1,
+            },
+            ..ok
+        };
+        let dst_past = GrantCopy {
+            dest: CopyEnd::Granted {
+                domid: 0,
+                gref: 8,
+                offset: 4095,
+            },
+            len: 2,
+            ..ok
+        };
+        let empty = GrantCopy { len: 0, ..ok };
+        let huge = GrantCopy {
+            len: u16::MAX,
+            ..ok
+        };
+        assert_eq!(
+            copy_ops(&[ok, src_past]),
+            Err(CopyError::BadRange { index: 1 })
+        );
+        assert_eq!(copy_ops(&[dst_past]), Err(CopyError::BadRange { index: 0 }));
+        assert_eq!(
+            copy_ops(&[ok, ok, empty]),
+            Err(CopyError::BadRange { index: 2 })
+        );
+        assert_eq!(copy_ops(&[huge]), Err(CopyError::BadRange { index: 0 }));
+    }
+
+    #[test]
+    fn statuses_become_typed_errors() {
+        let c = GrantCopy {
+            source: CopyEnd::Local {
+                frame: 1,
+                offset: 0,
+            },
+            dest: CopyEnd::Local {
+                frame: 2,
+                offset: 0,
+            },
+            len: 1,
+        };
+        let mut ops = copy_ops(&[c, c, c]).unwrap();
+        assert_eq!(
+            copy_result(&ops),
+            Err(CopyError::Failed {
+                index: 0,
+                status: GntStatus::GeneralError,
+                failed: 3
+            })
+        );
+        ops.iter_mut().for_each(|o| o.status = GNTST_OKAY);
+        assert_eq!(copy_result(&ops), Ok(()));
+        ops[1].status = GNTST_PERMISSION_DENIED;
+        ops[2].status = GNTST_BAD_GNTREF;
+        let e = copy_result(&ops).unwrap_err();
+        assert_eq!(
+            e,
+            CopyError::Failed {
+                index: 1,
+                status: GntStatus::PermissionDenied,
+                failed: 2
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "grant copy 1 failed: permission denied (2 of the batch failed)"
+        );
+        for (code, st) in [
+            (-2, GntStatus::BadDomain),
+            (-3, GntStatus::BadGntref),
+            (-9, GntStatus::BadPage),
+            (-10, GntStatus::BadCopyArg),
+            (-12, GntStatus::Eagain),
+            (-99, GntStatus::Other(-99)),
+            (5, GntStatus::Other(5)),
+        ] {
+            assert_eq!(GntStatus::check(code), Err(st));
+        }
+        assert_eq!(copy_result(&[]), Ok(()));
     }
 
     /// Sizes and offsets from `offsetof` on xen/grant_table.h (x86_64).

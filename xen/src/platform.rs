@@ -6,8 +6,8 @@ extern crate alloc;
 
 use crate::events::{self, Port};
 use crate::grant::{
-    GnttabQuerySize, GnttabSetupTable, GrantTable, DOMID_SELF, GNTTABOP_QUERY_SIZE,
-    GNTTABOP_SETUP_TABLE,
+    CopyError, GnttabQuerySize, GnttabSetupTable, GrantCopy, GrantTable, DOMID_SELF, GNTTABOP_COPY,
+    GNTTABOP_QUERY_SIZE, GNTTABOP_SETUP_TABLE,
 };
 use crate::hal::{Hal, HalError, SharedPage};
 use crate::shmem::ShMem;
@@ -136,6 +136,35 @@ unsafe fn gnttab_op<T>(cmd: u32, arg: &mut T) -> Result<(), HalError> {
         .map_err(|e| HalError::Hypercall(e.0))
 }
 
+/// Copies with `GNTTABOP_copy`: each [`GrantCopy`] moves bytes between a page another domain
+/// granted us and one of our own frames (or between two such pages), without mapping anything.
+/// Every copy's status is checked: the first failure comes back as [`CopyError::Failed`] (the
+/// batch's other copies were still done). Copies that would cross a page are refused before
+/// the hypercall.
+pub fn grant_copy(copies: &[GrantCopy]) -> Result<(), CopyError> {
+    let mut ops = crate::grant::copy_ops(copies)?;
+    // Xen takes the whole array at once and continues the hypercall itself when preempted.
+    for chunk in ops.chunks_mut(COPY_BATCH) {
+        // SAFETY: `chunk` is an array of `chunk.len()` gnttab_copy structures Xen reads and
+        // writes (status) for the duration of the call; the frames they name are checked by Xen.
+        let r = unsafe {
+            hypercall::hypercall(
+                nr::GRANT_TABLE_OP,
+                GNTTABOP_COPY as usize,
+                chunk.as_mut_ptr() as usize,
+                chunk.len(),
+                0,
+                0,
+            )
+        };
+        hypercall::check(r).map_err(|e| CopyError::Hypercall(e.0))?;
+    }
+    crate::grant::copy_result(&ops)
+}
+
+/// Most copies passed in one hypercall.
+const COPY_BATCH: usize = 256;
+
 /// Grants `domid` access to machine frame `mfn`.
 pub fn grant_access(domid: u16, mfn: u64, readonly: bool) -> Result<u32, HalError> {
     let mut g = GNTTAB.lock();
@@ -169,6 +198,27 @@ impl Hal for XenHal {
         };
         core::mem::forget(page); // owned by the SharedPage until free_page
         Ok(p)
+    }
+
+    /// `n` frames contiguous in pseudo-physical memory, hence in our address space (every frame
+    /// is mapped at `pfn * 4096`), zeroed; their machine frames need not be contiguous.
+    fn alloc_pages(&mut self, n: usize) -> Result<(ShMem, Vec<u64>), HalError> {
+        if n == 0 {
+            return Err(HalError::OutOfMemory);
+        }
+        let first = crate::boot::with_frames(|f| f.alloc_contiguous(n, 1))
+            .ok_or(HalError::OutOfMemory)?
+            .map_err(|_| HalError::OutOfMemory)?;
+        let base = NonNull::new(first.addr() as *mut u8).ok_or(HalError::OutOfMemory)?;
+        // SAFETY: the n frames from `first` were just taken from the frame allocator, are mapped
+        // writable at pfn * 4096, and are accessed only through this ShMem (and its page slices)
+        // until freed page by page with free_page.
+        let mem = unsafe { ShMem::from_raw(base, n * 4096) };
+        mem.zero(0, n * 4096).map_err(|_| HalError::OutOfMemory)?;
+        let mfns = (0..n as u64)
+            .map(|i| crate::boot::pfn_to_mfn(first.0 + i))
+            .collect();
+        Ok((mem, mfns))
     }
 
     fn free_page(&mut self, page: SharedPage) {
