@@ -231,6 +231,8 @@ pub enum Error {
     },
     /// The xenbus handshake failed.
     Xenbus(XenbusError),
+    /// There is no xenstore to find or connect the disk through (dom0 without xenstored).
+    NoXenstore,
     /// The platform refused a page, grant or event channel.
     Hal(HalError),
     /// A ring access outside the ring memory (a driver bug).
@@ -266,6 +268,7 @@ impl fmt::Display for Error {
                 write!(f, "backend node {key} holds an unusable value {value:?}")
             }
             Error::Xenbus(e) => write!(f, "xenbus: {e}"),
+            Error::NoXenstore => f.write_str("no xenstore to find the disk through"),
             Error::Hal(e) => write!(f, "platform: {e}"),
             Error::Memory(e) => write!(f, "ring memory: {e}"),
         }

@@ -5,6 +5,8 @@
 //! - [`driver`]: [`Blkfront`], the connection (xenbus handshake, ring, data pool) and the block
 //!   API (`read`/`write` at any byte offset, `read_blocks`/`write_blocks`, `flush`, `barrier`,
 //!   `discard`), with every backend response checked.
+//! - [`disk`]: the disks of a guest on Xen ([`disk::list`], [`disk::open`]): the driver over
+//!   [`xen::platform::XenHal`], waiting in Xen's idle loop.
 //! - [`sim`]: a simulated blkback over [`xen::hal::SimHal`] and the simulated xenstore, with fault
 //!   injection, for tests, doctests and fuzzing.
 //!
@@ -17,6 +19,7 @@
 
 extern crate alloc;
 
+pub mod disk;
 pub mod driver;
 pub mod sim;
 pub mod wire;
