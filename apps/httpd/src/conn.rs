@@ -139,9 +139,20 @@ impl Conn {
         self.closed
     }
 
+    /// The limits this connection was made with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Requests answered on this connection.
     pub fn requests(&self) -> u32 {
         self.requests
+    }
+
+    /// Unparsed input bytes held.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
     }
 
     fn input_cap(&self) -> usize {
@@ -281,7 +292,13 @@ fn refuse(status: u16, pending: &[u8], out: &mut Output) -> Outcome {
 }
 
 /// Answers one complete request head.
-fn respond(site: &Site, limits: &Limits, request_no: u32, head: &[u8], out: &mut Output) -> Outcome {
+fn respond(
+    site: &Site,
+    limits: &Limits,
+    request_no: u32,
+    head: &[u8],
+    out: &mut Output,
+) -> Outcome {
     let h = match parse::parse_head(head) {
         Ok(h) => h,
         Err(e) => {

@@ -181,7 +181,11 @@ pub struct LogRecord {
 
 impl fmt::Display for LogRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let conn = if self.keep_alive { "keep-alive" } else { "close" };
+        let conn = if self.keep_alive {
+            "keep-alive"
+        } else {
+            "close"
+        };
         write!(
             f,
             "{} {} {} {} {conn}",

@@ -250,7 +250,6 @@ pub(crate) fn resolve_target(target: &[u8]) -> Option<Resolved<'_>> {
     let raw_path = raw_path.get(..end).unwrap_or_default();
     let raw_segments = raw_path.get(1..).unwrap_or_default().split(|&b| b == b'/');
     let mut segments: Vec<Vec<u8>> = Vec::new();
-    let mut nameable = true;
     let mut dir = false;
     for raw in raw_segments {
         let seg = percent_decode(raw)?;
@@ -260,14 +259,11 @@ pub(crate) fn resolve_target(target: &[u8]) -> Option<Resolved<'_>> {
             b".." => {
                 segments.pop();
             }
-            s => {
-                if s.contains(&b'/') || s.contains(&0) {
-                    nameable = false;
-                }
-                segments.push(seg);
-            }
+            _ => segments.push(seg),
         }
     }
+    // A segment holding a (decoded) `/` or NUL cannot name a file.
+    let nameable = !segments.iter().any(|s| s.contains(&b'/') || s.contains(&0));
     let mut path = Vec::new();
     for s in &segments {
         path.push(b'/');
