@@ -206,7 +206,7 @@ impl Conn {
             if !out.is_empty() && out.len_bytes() >= self.limits.max_pending_output {
                 return;
             }
-            match parse::find_head_end(pending, self.scan - self.pos) {
+            match parse::find_head_end(pending, self.scan.saturating_sub(self.pos)) {
                 HeadEnd::Complete(len) => {
                     self.requests = self.requests.saturating_add(1);
                     let outcome = if len > self.limits.max_header_bytes {
@@ -283,7 +283,14 @@ impl Response<'_> {
 /// Answers a request refused before parsing (431, 414): closes.
 fn refuse(status: u16, pending: &[u8], out: &mut Output) -> Outcome {
     let (method, target) = parse::peek_request_line(pending);
-    let body = write_response(out, &Response::error(status), true, false, Version::Http11);
+    let send_body = method != b"HEAD";
+    let body = write_response(
+        out,
+        &Response::error(status),
+        send_body,
+        false,
+        Version::Http11,
+    );
     out.push_log(|| log_record(method, target, status, body, false));
     Outcome {
         close: true,
@@ -327,7 +334,10 @@ fn respond(
     let keep_alive = match h.version {
         Version::Http11 => !h.conn_close,
         Version::Http10 => h.conn_keep_alive && !h.conn_close,
-    } && request_no < limits.max_requests_per_conn;
+    } && request_no < limits.max_requests_per_conn
+        // A client waiting for `100 Continue` may never send the body we would have to skip
+        // (RFC 9110 §10.1.1): answer without reading it, and close.
+        && !(h.expect_continue && body > 0);
     if h.method != b"GET" && h.method != b"HEAD" {
         let r = Response {
             allow: true,

@@ -33,6 +33,8 @@
 //! - Request bodies: a request with `Content-Length` up to [`Limits::max_body_bytes`] has its body
 //!   read and discarded (the connection stays usable); a larger one gets 413.
 //!   `Transfer-Encoding` (chunked or anything else) is not implemented: 501. Both headers: 400.
+//!   A request with a body and `Expect: 100-continue` is answered without reading the body (no
+//!   `100 Continue` is sent) and the connection closes.
 //! - Errors: 400 for a malformed request line or header (bad token, missing `:`, whitespace
 //!   before `:`, obs-fold, bare CR, control characters, bad or conflicting `Content-Length`,
 //!   missing or repeated `Host` on HTTP/1.1, bad percent-encoding, a target that is neither

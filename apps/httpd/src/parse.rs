@@ -37,6 +37,8 @@ pub(crate) struct Head<'a> {
     pub content_length: Option<u64>,
     /// A `Transfer-Encoding` field is present.
     pub transfer_encoding: bool,
+    /// `Expect: 100-continue` seen.
+    pub expect_continue: bool,
     /// The values of every `If-None-Match` field.
     pub if_none_match: Vec<&'a [u8]>,
 }
@@ -146,6 +148,7 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Head<'_>, HeadError> {
         conn_keep_alive: false,
         content_length: None,
         transfer_encoding: false,
+        expect_continue: false,
         if_none_match: Vec::new(),
     };
     for line in lines {
@@ -190,6 +193,8 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Head<'_>, HeadError> {
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             head.transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            head.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case(b"if-none-match") {
             head.if_none_match.push(value);
         }

@@ -303,6 +303,27 @@ fn other_methods_get_405_with_allow_and_body_is_skipped() {
     }
 }
 
+#[test]
+fn expect_continue_with_a_body_is_answered_and_closed() {
+    let (r, close) =
+        one("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n");
+    assert_eq!((r.status, close), (405, true));
+    assert_eq!(r.header("connection"), Some("close"));
+    let (r, close) = one("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!((r.status, close), (200, false));
+}
+
+#[test]
+fn refused_head_request_gets_no_body() {
+    let (r, close, _) = run_with(
+        Limits::default(),
+        b"HEAD / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        &[true],
+    );
+    assert_eq!((r[0].status, close), (400, true));
+    assert!(r[0].body.is_empty() && r[0].content_length() > 0);
+}
+
 // ---- Connection management ----
 
 #[test]
@@ -997,6 +1018,21 @@ fn output_consume_spans_chunks_and_write_with_stops_when_full() {
     // A failing socket stops the loop and reports the error.
     let _ = conn.feed(&SITE, get("/").as_bytes(), &mut out);
     assert_eq!(out.write_with(|_| Err("reset")), Err("reset"));
+}
+
+#[test]
+fn responses_queued_behind_a_partly_sent_chunk_stay_in_order() {
+    let mut conn = Conn::new(Limits::default());
+    let mut out = Output::new();
+    let _ = conn.feed(&SITE, get("/a.txt").as_bytes(), &mut out);
+    let mut sent = out.front().unwrap()[..5].to_vec();
+    out.consume(5);
+    let _ = conn.feed(&SITE, get("/").as_bytes(), &mut out);
+    drain(&mut out, &mut sent);
+    let r = responses(&sent, &[]);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].body, b"hello\n");
+    assert_eq!(r[1].body, b"<h1>home</h1>\n");
 }
 
 // ---- Garbage ----
