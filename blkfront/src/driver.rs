@@ -1204,7 +1204,10 @@ impl<H: Hal, W: Wait> Blkfront<H, W> {
 
     /// The outcome a response reports for its request.
     fn judge(&mut self, p: &Pending, rsp: &Response) -> Result<(), Error> {
-        if rsp.operation != p.wire_op {
+        // Linux's blkback answers an indirect request with its inner operation (read or write);
+        // the protocol header does not say, so accept the indirect operation too.
+        let indirect_inner = p.wire_op == Op::Indirect as u8 && rsp.operation == p.op as u8;
+        if rsp.operation != p.wire_op && !indirect_inner {
             self.stats.bad_responses += 1;
             return Err(Error::Backend(BackendError::WrongOperation {
                 expected: p.wire_op,

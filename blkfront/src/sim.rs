@@ -581,6 +581,8 @@ impl Inner {
     fn serve(&mut self, image: &[u8; REQUEST_LEN]) {
         self.stats.requests += 1;
         let (id, op_byte, mut status) = match Request::parse(image) {
+            // Like Linux's blkback, an indirect request is answered with its inner operation.
+            Ok(Request::Indirect(r)) => (r.id, r.op as u8, self.execute(&Request::Indirect(r))),
             Ok(req) => (req.id(), req.operation() as u8, self.execute(&req)),
             Err(_) => {
                 self.stats.frontend_errors += 1;
