@@ -11,6 +11,10 @@
 //!   peer host for smoltcp end-to-end tests.
 //! - [`Error`]: every failure, and the policy towards a misbehaving backend.
 //!
+//! - [`stack`]: the smoltcp interface apps use ([`Net`]): DHCPv4 or static addresses, IPv6
+//!   link-local + SLAAC, driven by [`xen::exec`]'s executor as a source.
+//! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
+//!
 //! Checksum offload is refused (`feature-no-csum-offload=1`): see `driver` for why.
 //!
 //! On Xen, the platform provides a [`Hal`](xen::hal::Hal) (pages, grants, event channels,
@@ -28,6 +32,8 @@ mod device;
 mod driver;
 mod error;
 pub mod sim;
+pub mod socket;
+pub mod stack;
 pub mod txbuf;
 pub mod wire;
 
@@ -35,3 +41,5 @@ pub use connect::format_mac;
 pub use device::{NfRxToken, NfTxToken};
 pub use driver::{Config, Netfront, Stats, MAX_RX_FRAME, MAX_RX_SLOTS, MIN_FRAME, MTU};
 pub use error::Error;
+pub use socket::{ListenConfig, TcpListener, TcpStream, UdpSocket};
+pub use stack::{IpConfig, Ipv4Mode, Net, NetError};

@@ -38,6 +38,7 @@ use core::cell::RefCell;
 use core::cmp::Reverse;
 use core::future::Future;
 use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{Context, Poll, Waker};
 
 /// Something the executor drives between task polls (a network stack): it does the work that
@@ -280,6 +281,9 @@ struct TimerEntry {
     at: u64,
     seq: u64,
     waker: Waker,
+    /// Cleared when the entry leaves the heap, so its [`Sleep`] queues a new one if it is
+    /// polled again before its time (woken early by another executor's turn, or by its task).
+    queued: Arc<AtomicBool>,
 }
 
 impl PartialEq for TimerEntry {
@@ -309,6 +313,7 @@ fn timers_due(now: u64) -> Option<u64> {
         let mut t = TIMERS.lock();
         while t.0.peek().is_some_and(|Reverse(e)| e.at <= now) {
             if let Some(Reverse(e)) = t.0.pop() {
+                e.queued.store(false, Ordering::Release);
                 due.push(e.waker);
             }
         }
@@ -324,16 +329,16 @@ fn timers_due(now: u64) -> Option<u64> {
 pub struct Sleep<C: Fn() -> u64> {
     at: u64,
     now: C,
-    armed: bool,
+    queued: Arc<AtomicBool>,
 }
 
 impl<C: Fn() -> u64 + Unpin> Future for Sleep<C> {
     type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if (self.now)() >= self.at {
             return Poll::Ready(());
         }
-        if !self.armed {
+        if !self.queued.swap(true, Ordering::AcqRel) {
             let mut t = TIMERS.lock();
             t.1 += 1;
             let seq = t.1;
@@ -341,8 +346,8 @@ impl<C: Fn() -> u64 + Unpin> Future for Sleep<C> {
                 at: self.at,
                 seq,
                 waker: cx.waker().clone(),
+                queued: self.queued.clone(),
             }));
-            self.armed = true;
         }
         Poll::Pending
     }
@@ -353,7 +358,7 @@ pub fn sleep_until_with<C: Fn() -> u64 + Unpin>(now: C, at: u64) -> Sleep<C> {
     Sleep {
         at,
         now,
-        armed: false,
+        queued: Arc::new(AtomicBool::new(false)),
     }
 }
 
@@ -388,7 +393,10 @@ impl Park for XenPark {
 /// Runs `main` on a new executor parked in Xen, with `sources` driven each turn. For apps:
 /// `xen::exec::run(&[&net], |sp| async move { ... })`.
 #[cfg(target_os = "none")]
-pub fn run<T, F: Future<Output = T>>(sources: &[&dyn Source], main: impl FnOnce(Spawner) -> F) -> T {
+pub fn run<T, F: Future<Output = T>>(
+    sources: &[&dyn Source],
+    main: impl FnOnce(Spawner) -> F,
+) -> T {
     let mut ex = Executor::new();
     let fut = main(ex.spawner());
     ex.block_on(&mut XenPark, sources, fut)

@@ -1,0 +1,421 @@
+//! Async TCP and UDP sockets over [`Net`], in the shape of `std::net` / tokio:
+//! [`TcpListener::accept`], [`TcpStream::read`] / [`write_all`](TcpStream::write_all) /
+//! [`close`](TcpStream::close), [`UdpSocket::recv_from`] / [`send_to`](UdpSocket::send_to).
+//! They run as tasks on [`xen::exec`]'s executor, woken by smoltcp's socket wakers.
+//!
+//! ```ignore
+//! let mut l = net.tcp_listen(7, ListenConfig::default())?;
+//! loop {
+//!     let mut s = l.accept().await?;
+//!     spawner.spawn(async move {
+//!         let mut buf = [0u8; 4096];
+//!         while let Ok(n @ 1..) = s.read(&mut buf).await {
+//!             if s.write_all(&buf[..n]).await.is_err() { break; }
+//!         }
+//!         s.close().await;
+//!     });
+//! }
+//! ```
+//!
+//! A listener keeps `backlog` listening sockets on its port (smoltcp has no accept queue:
+//! a listening socket *becomes* the connection); `accept` hands out one that connected and puts
+//! a fresh listening socket in its place. Dropping a stream closes it gracefully in the
+//! background (FIN, then the socket is reaped; aborted if the peer lingers).
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::future::poll_fn;
+use core::task::Poll;
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{tcp, udp};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+
+use crate::stack::{Net, NetError};
+
+/// Buffer sizes and backlog of a listener's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenConfig {
+    /// Listening sockets kept ready (connections that can complete their handshake at once).
+    pub backlog: usize,
+    /// Receive buffer per connection (the TCP window).
+    pub rx_buffer: usize,
+    /// Send buffer per connection.
+    pub tx_buffer: usize,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            backlog: 8,
+            rx_buffer: 64 * 1024,
+            tx_buffer: 64 * 1024,
+        }
+    }
+}
+
+fn tcp_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; rx]),
+        tcp::SocketBuffer::new(vec![0; tx]),
+    );
+    s.set_nagle_enabled(false);
+    s
+}
+
+/// A TCP port accepting connections.
+pub struct TcpListener {
+    net: Net,
+    port: u16,
+    config: ListenConfig,
+    waiting: Vec<SocketHandle>,
+}
+
+impl core::fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "TcpListener(:{})", self.port)
+    }
+}
+
+impl Net {
+    /// Listens on TCP `port` (all addresses).
+    pub fn tcp_listen(&self, port: u16, config: ListenConfig) -> Result<TcpListener, NetError> {
+        self.0.borrow_mut().bind(port, true)?;
+        let mut l = TcpListener {
+            net: self.clone(),
+            port,
+            config: ListenConfig {
+                backlog: config.backlog.max(1),
+                ..config
+            },
+            waiting: Vec::new(),
+        };
+        for _ in 0..l.config.backlog {
+            l.add_listening()?;
+        }
+        Ok(l)
+    }
+
+    /// Connects to `addr:port`; completes once established.
+    pub async fn tcp_connect(
+        &self,
+        addr: IpAddress,
+        port: u16,
+        rx_buffer: usize,
+        tx_buffer: usize,
+    ) -> Result<TcpStream, NetError> {
+        let h = {
+            let mut g = self.0.borrow_mut();
+            let i = &mut *g;
+            let local = i.ephemeral_port();
+            let mut s = tcp_socket(rx_buffer, tx_buffer);
+            s.connect(i.iface.context(), (addr, port), local)
+                .map_err(|_| NetError::Unaddressable)?;
+            i.sockets.add(s)
+        };
+        let stream = TcpStream {
+            net: self.clone(),
+            handle: h,
+        };
+        poll_fn(|cx| {
+            let mut g = self.0.borrow_mut();
+            let s = g.sockets.get_mut::<tcp::Socket>(h);
+            match s.state() {
+                tcp::State::Established => Poll::Ready(Ok(())),
+                tcp::State::SynSent | tcp::State::SynReceived => {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                _ => Poll::Ready(Err(NetError::ConnectionReset)),
+            }
+        })
+        .await?;
+        Ok(stream)
+    }
+}
+
+impl TcpListener {
+    fn add_listening(&mut self) -> Result<(), NetError> {
+        let mut g = self.net.0.borrow_mut();
+        let mut s = tcp_socket(self.config.rx_buffer, self.config.tx_buffer);
+        s.listen(IpListenEndpoint {
+            addr: None,
+            port: self.port,
+        })
+        .map_err(|_| NetError::PortInUse(self.port))?;
+        self.waiting.push(g.sockets.add(s));
+        Ok(())
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(&mut self) -> Result<TcpStream, NetError> {
+        let h = poll_fn(|cx| {
+            let mut g = self.net.0.borrow_mut();
+            for (k, &h) in self.waiting.iter().enumerate() {
+                let s = g.sockets.get_mut::<tcp::Socket>(h);
+                match s.state() {
+                    tcp::State::Listen | tcp::State::SynReceived => {
+                        s.register_recv_waker(cx.waker());
+                    }
+                    _ => return Poll::Ready((k, h)),
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let (k, h) = h;
+        self.waiting.swap_remove(k);
+        self.add_listening()?;
+        Ok(TcpStream {
+            net: self.net.clone(),
+            handle: h,
+        })
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        let mut g = self.net.0.borrow_mut();
+        for h in self.waiting.drain(..) {
+            g.sockets.get_mut::<tcp::Socket>(h).abort();
+            g.sockets.remove(h);
+        }
+        g.unbind(self.port, true);
+    }
+}
+
+/// A TCP connection.
+pub struct TcpStream {
+    net: Net,
+    handle: SocketHandle,
+}
+
+impl core::fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "TcpStream({:?})", self.peer())
+    }
+}
+
+impl TcpStream {
+    fn with<R>(&self, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> R {
+        let mut g = self.net.0.borrow_mut();
+        f(g.sockets.get_mut::<tcp::Socket>(self.handle))
+    }
+
+    /// The peer's address and port.
+    pub fn peer(&self) -> Option<IpEndpoint> {
+        self.with(|s| s.remote_endpoint())
+    }
+
+    /// Reads into `buf`; `Ok(0)` at the end of the stream (the peer closed its side).
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, NetError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        poll_fn(|cx| {
+            self.with(|s| match s.recv_slice(buf) {
+                Ok(0) => {
+                    if !s.may_recv() {
+                        return Poll::Ready(if s.state() == tcp::State::Closed {
+                            Err(NetError::ConnectionReset)
+                        } else {
+                            Ok(0)
+                        });
+                    }
+                    s.register_recv_waker(cx.waker());
+                    Poll::Pending
+                }
+                Ok(n) => Poll::Ready(Ok(n)),
+                Err(tcp::RecvError::Finished) => Poll::Ready(Ok(0)),
+                Err(tcp::RecvError::InvalidState) => Poll::Ready(Err(NetError::ConnectionReset)),
+            })
+        })
+        .await
+    }
+
+    /// Writes some of `data` (waits for room); returns how much.
+    pub async fn write(&mut self, data: &[u8]) -> Result<usize, NetError> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        poll_fn(|cx| {
+            self.with(|s| {
+                if !s.may_send() {
+                    return Poll::Ready(Err(if s.state() == tcp::State::Closed {
+                        NetError::ConnectionReset
+                    } else {
+                        NetError::Closed
+                    }));
+                }
+                match s.send_slice(data) {
+                    Ok(0) => {
+                        s.register_send_waker(cx.waker());
+                        Poll::Pending
+                    }
+                    Ok(n) => Poll::Ready(Ok(n)),
+                    Err(_) => Poll::Ready(Err(NetError::Closed)),
+                }
+            })
+        })
+        .await
+    }
+
+    /// Writes all of `data`.
+    pub async fn write_all(&mut self, mut data: &[u8]) -> Result<(), NetError> {
+        while !data.is_empty() {
+            let n = self.write(data).await?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Waits until everything written was acknowledged by the peer.
+    pub async fn flush(&mut self) -> Result<(), NetError> {
+        poll_fn(|cx| {
+            self.with(|s| {
+                if s.send_queue() == 0 {
+                    Poll::Ready(Ok(()))
+                } else if s.state() == tcp::State::Closed {
+                    Poll::Ready(Err(NetError::ConnectionReset))
+                } else {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+
+    /// Bytes waiting to be read.
+    pub fn recv_queue(&self) -> usize {
+        self.with(|s| s.recv_queue())
+    }
+
+    /// Room in the send buffer.
+    pub fn send_room(&self) -> usize {
+        self.with(|s| s.send_capacity() - s.send_queue())
+    }
+
+    /// Closes our side (FIN after the queued data); reading still works until the peer closes.
+    pub fn shutdown_write(&mut self) {
+        self.with(|s| s.close());
+    }
+
+    /// Closes gracefully: sends what is queued, then FIN. The socket is released in the
+    /// background (also what dropping the stream does).
+    pub async fn close(self) {
+        drop(self)
+    }
+
+    /// Resets the connection (RST) at once.
+    pub fn abort(self) {
+        self.with(|s| s.abort());
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        self.net.0.borrow_mut().release_tcp(self.handle);
+    }
+}
+
+/// A UDP socket bound to a port.
+pub struct UdpSocket {
+    net: Net,
+    handle: SocketHandle,
+    port: u16,
+}
+
+impl core::fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "UdpSocket(:{})", self.port)
+    }
+}
+
+impl Net {
+    /// Binds UDP `port` with room for `packets` datagrams of up to `max_len` bytes each way.
+    pub fn udp_bind(
+        &self,
+        port: u16,
+        packets: usize,
+        max_len: usize,
+    ) -> Result<UdpSocket, NetError> {
+        let mut g = self.0.borrow_mut();
+        g.bind(port, false)?;
+        let buf = || {
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; packets.max(1)],
+                vec![0u8; packets.max(1) * max_len],
+            )
+        };
+        let mut s = udp::Socket::new(buf(), buf());
+        if s.bind(port).is_err() {
+            g.unbind(port, false);
+            return Err(NetError::PortInUse(port));
+        }
+        let handle = g.sockets.add(s);
+        Ok(UdpSocket {
+            net: self.clone(),
+            handle,
+            port,
+        })
+    }
+}
+
+impl UdpSocket {
+    /// Receives one datagram into `buf` (truncated to its length); returns its length and
+    /// sender.
+    pub async fn recv_from(&mut self, buf: &mut [u8]) -> Result<(usize, IpEndpoint), NetError> {
+        poll_fn(|cx| {
+            let mut g = self.net.0.borrow_mut();
+            let s = g.sockets.get_mut::<udp::Socket>(self.handle);
+            match s.recv_slice(buf) {
+                Ok((n, meta)) => Poll::Ready(Ok((n, meta.endpoint))),
+                Err(udp::RecvError::Truncated) => Poll::Ready(Err(NetError::TooLarge)),
+                Err(udp::RecvError::Exhausted) => {
+                    s.register_recv_waker(cx.waker());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Sends one datagram to `to` (waits for buffer room).
+    pub async fn send_to(&mut self, data: &[u8], to: IpEndpoint) -> Result<(), NetError> {
+        poll_fn(|cx| {
+            let mut g = self.net.0.borrow_mut();
+            let s = g.sockets.get_mut::<udp::Socket>(self.handle);
+            if data.len() > s.payload_send_capacity() {
+                return Poll::Ready(Err(NetError::TooLarge));
+            }
+            match s.send_slice(data, to) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(udp::SendError::BufferFull) => {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                Err(udp::SendError::Unaddressable) => Poll::Ready(Err(NetError::Unaddressable)),
+            }
+        })
+        .await
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        let mut g = self.net.0.borrow_mut();
+        g.sockets.remove(self.handle);
+        g.unbind(self.port, false);
+    }
+}

@@ -1,0 +1,685 @@
+//! The network stack apps use: a smoltcp [`Interface`] over a device (netfront on Xen), its
+//! address configuration (DHCPv4 by default, or static `ip=`/`gw=`/`dns=`; IPv6 link-local plus
+//! SLAAC or a static `ip6=`), and the sockets ([`crate::socket`]) that async tasks use.
+//!
+//! [`Net`] is a cheap handle (`Rc`) shared by the sockets. It is an
+//! [`exec::Source`](xen::exec::Source): the executor calls [`Net::poll`] every turn, which moves
+//! frames between the device and the sockets (waking the tasks waiting on them, through smoltcp's
+//! socket wakers), handles DHCP events, reaps closed sockets, and returns smoltcp's next
+//! deadline, so the executor blocks until a frame arrives (the device's event channel) or that
+//! deadline, never spinning.
+
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::fmt;
+use core::task::Waker;
+
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::Device;
+use smoltcp::socket::{dhcpv4, tcp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Address,
+    Ipv6Cidr,
+};
+
+/// How the interface gets its IPv4 address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ipv4Mode {
+    /// Ask a DHCP server (the default).
+    Dhcp,
+    /// A fixed address with an optional default gateway.
+    Static {
+        /// Address and prefix.
+        addr: Ipv4Cidr,
+        /// Default gateway.
+        gw: Option<Ipv4Address>,
+    },
+    /// No IPv4.
+    Off,
+}
+
+/// The interface's address configuration, usually from the command line
+/// ([`IpConfig::from_args`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpConfig {
+    /// IPv4.
+    pub v4: Ipv4Mode,
+    /// A static IPv6 address (besides link-local and SLAAC).
+    pub v6: Option<Ipv6Cidr>,
+    /// IPv6 default gateway.
+    pub gw6: Option<Ipv6Address>,
+    /// Stateless autoconfiguration from router advertisements (`ip6=slaac`). Off by default:
+    /// smoltcp 0.14 keeps asking to be polled "now" once its three router solicitations went
+    /// unanswered (its `Slaac::poll_at` never leaves the Discovering phase), so on a network
+    /// without an IPv6 router it would keep the guest awake.
+    pub slaac: bool,
+    /// DNS servers given on the command line (DHCP adds the server's).
+    pub dns: Vec<IpAddress>,
+}
+
+impl Default for IpConfig {
+    fn default() -> Self {
+        IpConfig {
+            v4: Ipv4Mode::Dhcp,
+            v6: None,
+            gw6: None,
+            slaac: false,
+            dns: Vec::new(),
+        }
+    }
+}
+
+/// The command-line keys [`IpConfig::from_args`] reads (for `xen::main!`'s key list).
+pub const CMDLINE_KEYS: &[&str] = &["ip", "gw", "dns", "ip6", "gw6"];
+
+impl IpConfig {
+    /// Reads `ip=ADDR/PREFIX|dhcp|off`, `gw=ADDR`, `dns=ADDR[,ADDR]`, `ip6=ADDR/PREFIX|slaac`
+    /// and `gw6=ADDR` through `get` (a command-line lookup). Errors name the key and value.
+    pub fn from_args<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<IpConfig, String> {
+        let bad = |k: &str, v: &str, want: &str| alloc::format!("{k}={v}: expected {want}");
+        let mut c = IpConfig::default();
+        match get("ip") {
+            None | Some("dhcp") => {}
+            Some("off") => c.v4 = Ipv4Mode::Off,
+            Some(v) => {
+                let addr =
+                    parse_v4_cidr(v).ok_or_else(|| bad("ip", v, "ADDR/PREFIX, dhcp or off"))?;
+                let gw = match get("gw") {
+                    None => None,
+                    Some(g) => Some(g.parse().map_err(|_| bad("gw", g, "an IPv4 address"))?),
+                };
+                c.v4 = Ipv4Mode::Static { addr, gw };
+            }
+        }
+        if matches!(c.v4, Ipv4Mode::Dhcp | Ipv4Mode::Off) {
+            if let Some(g) = get("gw") {
+                return Err(alloc::format!("gw={g}: only meaningful with a static ip="));
+            }
+        }
+        match get("ip6") {
+            None => {}
+            Some("slaac") => c.slaac = true,
+            Some(v) => {
+                let (a, p) = v
+                    .split_once('/')
+                    .ok_or_else(|| bad("ip6", v, "ADDR/PREFIX or slaac"))?;
+                let addr: Ipv6Address = a.parse().map_err(|_| bad("ip6", v, "ADDR/PREFIX"))?;
+                let prefix: u8 = p
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= 128)
+                    .ok_or_else(|| bad("ip6", v, "a prefix length 0-128"))?;
+                c.v6 = Some(Ipv6Cidr::new(addr, prefix));
+            }
+        }
+        if let Some(g) = get("gw6") {
+            c.gw6 = Some(g.parse().map_err(|_| bad("gw6", g, "an IPv6 address"))?);
+        }
+        if let Some(d) = get("dns") {
+            for a in d.split(',') {
+                c.dns.push(
+                    a.parse()
+                        .map_err(|_| bad("dns", d, "IP addresses separated by ,"))?,
+                );
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn parse_v4_cidr(v: &str) -> Option<Ipv4Cidr> {
+    let (a, p) = v.split_once('/')?;
+    let addr: Ipv4Address = a.parse().ok()?;
+    let prefix: u8 = p.parse().ok().filter(|p| *p <= 32)?;
+    if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
+        return None;
+    }
+    Some(Ipv4Cidr::new(addr, prefix))
+}
+
+/// The device under the stack, type-erased so sockets need no type parameter.
+pub trait Phy {
+    /// Runs one smoltcp poll over this device, passing received frames through `gate`.
+    fn poll(
+        &mut self,
+        iface: &mut Interface,
+        sockets: &mut SocketSet<'static>,
+        now: Instant,
+        gate: &mut SynGate,
+    );
+    /// Makes the interface for this device.
+    fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface;
+}
+
+/// Any smoltcp [`Device`] as a [`Phy`].
+#[derive(Debug)]
+pub struct DevPhy<D>(pub D);
+
+impl<D: Device> Phy for DevPhy<D> {
+    fn poll(
+        &mut self,
+        iface: &mut Interface,
+        sockets: &mut SocketSet<'static>,
+        now: Instant,
+        gate: &mut SynGate,
+    ) {
+        gate.poll(iface, &mut self.0, sockets, now);
+    }
+    fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface {
+        Interface::new(config, &mut self.0, now)
+    }
+}
+
+/// Holds back connection attempts a listener has no free socket for.
+///
+/// smoltcp has no accept queue: a SYN that finds no socket in Listen state on its port is
+/// answered with a reset, so a burst of clients larger than a listener's backlog would be
+/// refused. The gate counts each listening port's free sockets before a poll and drops the SYNs
+/// beyond that count (unseen by smoltcp), as Linux does when its accept queue is full: the
+/// client retransmits the SYN and gets in once `accept` has made room. Ports nobody listens on
+/// are not touched (smoltcp refuses those, as it should).
+#[derive(Debug, Default)]
+pub struct SynGate {
+    free: Vec<(u16, usize)>,
+    /// SYNs held back so far.
+    pub dropped: u64,
+}
+
+impl SynGate {
+    /// Counts the free listening sockets per port, then polls `iface` over `dev` with the gate
+    /// in front of its receive path.
+    pub fn poll<D: Device>(
+        &mut self,
+        iface: &mut Interface,
+        dev: &mut D,
+        sockets: &mut SocketSet<'static>,
+        now: Instant,
+    ) {
+        self.free.clear();
+        for (_, s) in sockets.iter() {
+            if let smoltcp::socket::Socket::Tcp(t) = s {
+                if t.state() == tcp::State::Listen {
+                    let port = t.listen_endpoint().port;
+                    match self.free.iter_mut().find(|(p, _)| *p == port) {
+                        Some((_, n)) => *n += 1,
+                        None => self.free.push((port, 1)),
+                    }
+                }
+            }
+        }
+        let mut gated = Gated { dev, gate: self };
+        iface.poll(now, &mut gated, sockets);
+    }
+
+    /// Whether smoltcp may see `frame` (false: a SYN for a listening port with no free socket).
+    fn admit(&mut self, frame: &[u8]) -> bool {
+        let Some(port) = syn_port(frame) else {
+            return true;
+        };
+        match self.free.iter_mut().find(|(p, _)| *p == port) {
+            None => true,
+            Some((_, 0)) => {
+                self.dropped += 1;
+                false
+            }
+            Some((_, n)) => {
+                *n -= 1;
+                true
+            }
+        }
+    }
+}
+
+/// The destination port of a TCP SYN (without ACK) in an Ethernet frame.
+fn syn_port(frame: &[u8]) -> Option<u16> {
+    use smoltcp::wire::{
+        EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
+    };
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let tcp_bytes = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
+                return None;
+            }
+            let hl = usize::from(ip.header_len());
+            eth.payload().get(hl..usize::from(ip.total_len()))?
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            ip.payload()
+        }
+        _ => return None,
+    };
+    let t = TcpPacket::new_checked(tcp_bytes).ok()?;
+    (t.syn() && !t.ack()).then(|| t.dst_port())
+}
+
+struct Gated<'a, D> {
+    dev: &'a mut D,
+    gate: &'a mut SynGate,
+}
+
+/// A received frame that passes through the gate when consumed.
+struct GatedRx<'a, R> {
+    rx: R,
+    gate: &'a mut SynGate,
+}
+
+impl<R: smoltcp::phy::RxToken> smoltcp::phy::RxToken for GatedRx<'_, R> {
+    fn consume<T, F: FnOnce(&[u8]) -> T>(self, f: F) -> T {
+        let gate = self.gate;
+        // A held-back frame reaches smoltcp empty, which it discards as malformed.
+        self.rx
+            .consume(|buf| if gate.admit(buf) { f(buf) } else { f(&[]) })
+    }
+}
+
+impl<D: Device> Device for Gated<'_, D> {
+    type RxToken<'b>
+        = GatedRx<'b, D::RxToken<'b>>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = D::TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let (rx, tx) = self.dev.receive(t)?;
+        Some((
+            GatedRx {
+                rx,
+                gate: self.gate,
+            },
+            tx,
+        ))
+    }
+    fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
+        self.dev.transmit(t)
+    }
+    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
+        self.dev.capabilities()
+    }
+}
+
+/// Errors of the stack and its sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetError {
+    /// The interface has no address to use for this (DHCP not done, or IPv4 off).
+    NotConfigured,
+    /// The port is already bound.
+    PortInUse(u16),
+    /// The connection was refused or reset by the peer, or timed out.
+    ConnectionReset,
+    /// The socket is closed (for writing, or entirely).
+    Closed,
+    /// The destination cannot be reached from this interface (bad address).
+    Unaddressable,
+    /// A datagram larger than the socket buffer.
+    TooLarge,
+    /// Waited longer than the caller allowed.
+    TimedOut,
+    /// Name resolution failed.
+    Dns(String),
+}
+
+impl fmt::Display for NetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetError::NotConfigured => f.write_str("network not configured (no address yet)"),
+            NetError::PortInUse(p) => write!(f, "port {p} already in use"),
+            NetError::ConnectionReset => f.write_str("connection reset or refused"),
+            NetError::Closed => f.write_str("socket closed"),
+            NetError::Unaddressable => f.write_str("destination unaddressable"),
+            NetError::TooLarge => f.write_str("datagram too large"),
+            NetError::TimedOut => f.write_str("timed out"),
+            NetError::Dns(e) => write!(f, "dns: {e}"),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) iface: Interface,
+    pub(crate) sockets: SocketSet<'static>,
+    phy: Box<dyn Phy>,
+    gate: SynGate,
+    dhcp: Option<SocketHandle>,
+    v4: Option<Ipv4Cidr>,
+    pub(crate) dns: Vec<IpAddress>,
+    static_dns: Vec<IpAddress>,
+    /// Tasks waiting for an address.
+    config_wakers: Vec<Waker>,
+    /// Sockets whose owner dropped them: closing gracefully, removed once closed (or after a
+    /// deadline, aborted).
+    closing: Vec<(SocketHandle, u64)>,
+    /// Ports bound by listeners and UDP sockets.
+    pub(crate) bound: Vec<(u16, bool)>,
+    next_port: u16,
+    pub(crate) now_ns: u64,
+    mac: [u8; 6],
+}
+
+/// The shortest wait [`Net::poll`] asks for.
+const MIN_WAIT_NS: u64 = 1_000_000;
+
+/// How long a dropped TCP socket may linger (FIN handshake, TIME-WAIT) before it is aborted.
+const CLOSE_LINGER_NS: u64 = 10_000_000_000;
+
+/// A handle to the network stack (clone it freely; not `Send`).
+#[derive(Clone)]
+pub struct Net(pub(crate) Rc<RefCell<Inner>>);
+
+impl fmt::Debug for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = self.0.borrow();
+        f.debug_struct("Net")
+            .field("mac", &crate::format_mac(i.mac))
+            .field("v4", &i.v4)
+            .finish()
+    }
+}
+
+fn instant(ns: u64) -> Instant {
+    Instant::from_micros((ns / 1000) as i64)
+}
+
+impl Net {
+    /// A stack over `phy` (with MAC `mac`) configured by `config`, at time `now_ns`.
+    pub fn new(mut phy: Box<dyn Phy>, mac: [u8; 6], config: &IpConfig, now_ns: u64) -> Net {
+        let mut ic = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        // Seed from the MAC and the clock: different guests pick different ports and ISNs.
+        ic.random_seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
+            ^ now_ns.rotate_left(17);
+        ic.slaac = config.slaac;
+        let mut iface = phy.make_iface(ic, instant(now_ns));
+        let ll = link_local(mac);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::Ipv6(Ipv6Cidr::new(ll, 64)));
+            if let Some(v6) = config.v6 {
+                let _ = a.push(IpCidr::Ipv6(v6));
+            }
+        });
+        if let Some(g) = config.gw6 {
+            let _ = iface.routes_mut().add_default_ipv6_route(g);
+        }
+        let mut sockets = SocketSet::new(Vec::new());
+        let mut v4 = None;
+        let mut dhcp = None;
+        match &config.v4 {
+            Ipv4Mode::Dhcp => {
+                let mut s = dhcpv4::Socket::new();
+                s.set_max_lease_duration(None);
+                dhcp = Some(sockets.add(s));
+            }
+            Ipv4Mode::Static { addr, gw } => {
+                iface.update_ip_addrs(|a| {
+                    let _ = a.push(IpCidr::Ipv4(*addr));
+                });
+                if let Some(g) = gw {
+                    let _ = iface.routes_mut().add_default_ipv4_route(*g);
+                }
+                v4 = Some(*addr);
+            }
+            Ipv4Mode::Off => {}
+        }
+        let seed = (now_ns as u16) ^ u16::from_le_bytes([mac[4], mac[5]]);
+        Net(Rc::new(RefCell::new(Inner {
+            iface,
+            sockets,
+            phy,
+            gate: SynGate::default(),
+            dhcp,
+            v4,
+            dns: config.dns.clone(),
+            static_dns: config.dns.clone(),
+            config_wakers: Vec::new(),
+            closing: Vec::new(),
+            bound: Vec::new(),
+            next_port: 49152 + seed % 16000,
+            now_ns,
+            mac,
+        })))
+    }
+
+    /// Our MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.0.borrow().mac
+    }
+
+    /// The IPv4 address and prefix, once configured.
+    pub fn ipv4(&self) -> Option<Ipv4Cidr> {
+        self.0.borrow().v4
+    }
+
+    /// Every address of the interface (IPv4 and IPv6).
+    pub fn addresses(&self) -> Vec<IpCidr> {
+        self.0.borrow().iface.ip_addrs().to_vec()
+    }
+
+    /// Sockets alive in the stack (listening, connected, closing).
+    pub fn socket_count(&self) -> usize {
+        self.0.borrow().sockets.iter().count()
+    }
+
+    /// Connection attempts held back because a listener had no free socket (see [`SynGate`]).
+    pub fn held_syns(&self) -> u64 {
+        self.0.borrow().gate.dropped
+    }
+
+    /// The DNS servers known (command line, then DHCP's).
+    pub fn dns_servers(&self) -> Vec<IpAddress> {
+        self.0.borrow().dns.clone()
+    }
+
+    /// Waits until IPv4 is configured (at once with a static address); returns it.
+    pub async fn configured(&self) -> Ipv4Cidr {
+        core::future::poll_fn(|cx| {
+            let mut i = self.0.borrow_mut();
+            match i.v4 {
+                Some(a) => core::task::Poll::Ready(a),
+                None => {
+                    i.config_wakers.push(cx.waker().clone());
+                    core::task::Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Moves frames and timers along at `now_ns` (see the module doc); returns when it next
+    /// needs to run without an event.
+    pub fn poll(&self, now_ns: u64) -> Option<u64> {
+        let mut g = self.0.borrow_mut();
+        let i = &mut *g;
+        i.now_ns = now_ns;
+        let now = instant(now_ns);
+        i.phy.poll(&mut i.iface, &mut i.sockets, now, &mut i.gate);
+        if let Some(h) = i.dhcp {
+            let ev = i.sockets.get_mut::<dhcpv4::Socket>(h).poll();
+            match ev {
+                Some(dhcpv4::Event::Configured(c)) => {
+                    let addr = c.address;
+                    i.iface.update_ip_addrs(|a| {
+                        a.retain(|c| !matches!(c, IpCidr::Ipv4(_)));
+                        let _ = a.push(IpCidr::Ipv4(addr));
+                    });
+                    i.iface.routes_mut().remove_default_ipv4_route();
+                    if let Some(r) = c.router {
+                        let _ = i.iface.routes_mut().add_default_ipv4_route(r);
+                    }
+                    i.dns = i.static_dns.clone();
+                    i.dns
+                        .extend(c.dns_servers.iter().map(|a| IpAddress::Ipv4(*a)));
+                    let router = c
+                        .router
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "none".into());
+                    log::info!(
+                        "net: DHCP lease {addr} router {router} dns {:?}",
+                        c.dns_servers
+                    );
+                    i.v4 = Some(addr);
+                    for w in i.config_wakers.drain(..) {
+                        w.wake();
+                    }
+                    // Send whatever waited for the address now.
+                    i.phy.poll(&mut i.iface, &mut i.sockets, now, &mut i.gate);
+                }
+                Some(dhcpv4::Event::Deconfigured) => {
+                    if i.v4.is_some() {
+                        log::warn!("net: DHCP lease lost");
+                    }
+                    i.iface
+                        .update_ip_addrs(|a| a.retain(|c| !matches!(c, IpCidr::Ipv4(_))));
+                    i.iface.routes_mut().remove_default_ipv4_route();
+                    i.v4 = None;
+                }
+                None => {}
+            }
+        }
+        i.reap(now_ns);
+        // The poll above did all the work it could: a deadline still at or before `now` means
+        // waiting for room in the device (its event channel will fire), so never ask for an
+        // immediate turn (that would spin).
+        i.iface
+            .poll_at(now, &i.sockets)
+            .map(|t| (t.total_micros().max(0) as u64).saturating_mul(1000))
+            .map(|d| d.max(now_ns.saturating_add(MIN_WAIT_NS)))
+    }
+}
+
+impl xen::exec::Source for Net {
+    fn poll(&self, now_ns: u64) -> Option<u64> {
+        Net::poll(self, now_ns)
+    }
+}
+
+impl Inner {
+    /// Removes dropped sockets that finished closing (or lingered too long).
+    fn reap(&mut self, now_ns: u64) {
+        let mut k = 0;
+        while k < self.closing.len() {
+            let (h, deadline) = self.closing[k];
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
+            if done || now_ns >= deadline {
+                if !done {
+                    s.abort();
+                }
+                self.sockets.remove(h);
+                self.closing.swap_remove(k);
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// Hands a TCP socket whose owner is gone to the reaper after starting a graceful close.
+    pub(crate) fn release_tcp(&mut self, h: SocketHandle) {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        s.close();
+        self.closing
+            .push((h, self.now_ns.saturating_add(CLOSE_LINGER_NS)));
+    }
+
+    /// A local port for an outgoing connection.
+    pub(crate) fn ephemeral_port(&mut self) -> u16 {
+        let p = self.next_port;
+        self.next_port = if p >= 65000 { 49152 } else { p + 1 };
+        p
+    }
+
+    /// Records `port` as bound (`tcp` or UDP); fails if it is.
+    pub(crate) fn bind(&mut self, port: u16, tcp: bool) -> Result<(), NetError> {
+        if port == 0 || self.bound.contains(&(port, tcp)) {
+            return Err(NetError::PortInUse(port));
+        }
+        self.bound.push((port, tcp));
+        Ok(())
+    }
+
+    pub(crate) fn unbind(&mut self, port: u16, tcp: bool) {
+        self.bound.retain(|b| *b != (port, tcp));
+    }
+}
+
+/// The IPv6 link-local address from a MAC (modified EUI-64).
+pub fn link_local(mac: [u8; 6]) -> Ipv6Address {
+    Ipv6Address::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([mac[0] ^ 2, mac[1]]),
+        u16::from_be_bytes([mac[2], 0xff]),
+        u16::from_be_bytes([0xfe, mac[3]]),
+        u16::from_be_bytes([mac[4], mac[5]]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args<'a>(kv: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> {
+        move |k| kv.iter().find(|(a, _)| *a == k).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn cmdline_defaults_to_dhcp() {
+        let c = IpConfig::from_args(args(&[])).unwrap();
+        assert_eq!(c, IpConfig::default());
+    }
+
+    #[test]
+    fn cmdline_static_address() {
+        let c = IpConfig::from_args(args(&[
+            ("ip", "10.0.0.5/24"),
+            ("gw", "10.0.0.1"),
+            ("dns", "10.0.0.1,8.8.8.8"),
+            ("ip6", "fd00::5/64"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.v4,
+            Ipv4Mode::Static {
+                addr: Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, 5), 24),
+                gw: Some(Ipv4Address::new(10, 0, 0, 1))
+            }
+        );
+        assert_eq!(c.dns.len(), 2);
+        assert_eq!(c.v6.unwrap().prefix_len(), 64);
+    }
+
+    #[test]
+    fn cmdline_errors_name_key_and_value() {
+        for (kv, want) in [
+            (&[("ip", "10.0.0.5")][..], "ip=10.0.0.5"),
+            (&[("ip", "10.0.0.300/24")][..], "ip=10.0.0.300/24"),
+            (&[("ip", "10.0.0.5/33")][..], "ip=10.0.0.5/33"),
+            (&[("ip", "0.0.0.0/8")][..], "ip=0.0.0.0/8"),
+            (&[("ip", "10.0.0.5/24"), ("gw", "x")][..], "gw=x"),
+            (&[("gw", "10.0.0.1")][..], "gw=10.0.0.1"),
+            (&[("dns", "1.2.3.4,nope")][..], "dns=1.2.3.4,nope"),
+            (&[("ip6", "fe80::1")][..], "ip6=fe80::1"),
+            (&[("ip6", "fe80::1/129")][..], "ip6=fe80::1/129"),
+        ] {
+            let e = IpConfig::from_args(args(kv)).unwrap_err();
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+    }
+
+    #[test]
+    fn link_local_is_modified_eui64() {
+        let a = link_local([0x00, 0x16, 0x3e, 0x12, 0x34, 0x56]);
+        assert_eq!(a.to_string(), "fe80::216:3eff:fe12:3456");
+    }
+}
