@@ -78,7 +78,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_ring_page_order: 2,
-            data_pages: 128,
+            data_pages: 256,
             max_indirect_segments: 64,
             io_timeout_ns: 30_000_000_000,
         }

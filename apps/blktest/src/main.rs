@@ -59,6 +59,21 @@ const KEYS: &[KeySpec] = &[
         validate: validate::number,
     },
     KeySpec {
+        name: "pool",
+        help: "data pages granted to each backend (default: blkfront's Config)",
+        validate: validate::number,
+    },
+    KeySpec {
+        name: "segs",
+        help: "most segments per indirect request (default: blkfront's Config)",
+        validate: validate::number,
+    },
+    KeySpec {
+        name: "ring-order",
+        help: "largest ring, log2 pages (default: blkfront's Config)",
+        validate: validate::number,
+    },
+    KeySpec {
         name: "seed",
         help: "pattern seed (default 1)",
         validate: validate::number,
@@ -134,7 +149,7 @@ fn open_all() -> Result<Vec<Disk>, Fail> {
     );
     let mut disks = Vec::new();
     for node in &nodes {
-        let d = disk::open(node).map_err(disk_err("open"))?;
+        let d = disk::open_with(node, config()).map_err(disk_err("open"))?;
         let f = d.features();
         println!(
             "BLK disk {node} capacity={} sector={} ro={} ring_pages={} backend_indirect={} \
@@ -153,6 +168,18 @@ fn open_all() -> Result<Vec<Disk>, Fail> {
         disks.push(d);
     }
     Ok(disks)
+}
+
+/// blkfront's configuration, with what the command line overrides.
+fn config() -> blkfront::Config {
+    let c = xen::boot::cmdline();
+    let d = blkfront::Config::default();
+    blkfront::Config {
+        data_pages: c.parsed("pool").unwrap_or(d.data_pages),
+        max_indirect_segments: c.parsed("segs").unwrap_or(d.max_indirect_segments),
+        max_ring_page_order: c.parsed("ring-order").unwrap_or(d.max_ring_page_order),
+        ..d
+    }
 }
 
 fn open_first() -> Result<Disk, Fail> {
