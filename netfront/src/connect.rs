@@ -43,8 +43,9 @@ impl<H: Hal> Netfront<H> {
     ///    ([`Netfront::new`]);
     /// 5. in one transaction write `tx-ring-ref`, `rx-ring-ref`, `event-channel`,
     ///    `request-rx-copy=1`, `feature-rx-notify=1`, `feature-sg=1`,
-    ///    `feature-no-csum-offload=1` and `state=Initialised`;
-    /// 6. wait for the backend to be Connected, then `state=Connected`: the link is up.
+    ///    `feature-no-csum-offload=1` and `state=Connected` (as Linux's netfront does: netback
+    ///    acts on Connected, not Initialised);
+    /// 6. wait for the backend to be Connected: the link is up.
     ///
     /// On any error the frontend is closed, everything allocated is released and the first
     /// error returned.
@@ -84,8 +85,9 @@ impl<H: Hal> Netfront<H> {
             ("feature-sg", "1"),
             ("feature-no-csum-offload", "1"),
         ];
-        // On failure `connect` has closed the frontend already.
-        if let Err(e) = fe.connect(xs, &keys, timeout) {
+        // Linux's netback connects when the frontend says Connected (it ignores Initialised), so
+        // publish as Connected and then wait for it. On failure the frontend is closed already.
+        if let Err(e) = fe.connect_first(xs, &keys, timeout) {
             let _ = nf.release();
             return Err(e.into());
         }

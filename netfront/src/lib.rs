@@ -36,6 +36,8 @@ pub mod socket;
 pub mod stack;
 pub mod txbuf;
 pub mod wire;
+#[cfg(target_os = "none")]
+pub mod xen;
 
 pub use connect::format_mac;
 pub use device::{NfRxToken, NfTxToken};

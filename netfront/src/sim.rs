@@ -521,7 +521,7 @@ impl Default for BackendConfig {
 
 /// The backend's xenstore half, as a [`Sim`](xen::xenstore::sim::Sim) peer for the device at
 /// `fe`/`be` (from [`Store::add_device`]): publishes `mac` and features and goes InitWait; goes
-/// Connected once the frontend is Initialised with `tx-ring-ref`, `rx-ring-ref`,
+/// Connected once the frontend is Connected (as Linux's netback, which ignores Initialised) with `tx-ring-ref`, `rx-ring-ref`,
 /// `event-channel` and `request-rx-copy` written (Closing if any is missing); when the frontend
 /// starts Closing, calls `on_close` (unmap the rings there) and goes Closed.
 pub fn xenstore_backend(
@@ -542,7 +542,9 @@ pub fn xenstore_backend(
                 st.write(&format!("{be}/feature-rx-flip"), b"0");
                 st.write(&format!("{be}/state"), b"2");
             }
-            (Some("3"), Some("2")) => {
+            // Like Linux's netback: connect once the frontend is Connected (Initialised is
+            // ignored).
+            (Some("4"), Some("2")) => {
                 let ok = [
                     "tx-ring-ref",
                     "rx-ring-ref",

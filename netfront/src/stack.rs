@@ -17,6 +17,8 @@ use core::cell::RefCell;
 use core::fmt;
 use core::task::Waker;
 
+use xen::cmdline::KeySpec;
+
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::{dhcpv4, tcp};
@@ -73,8 +75,59 @@ impl Default for IpConfig {
     }
 }
 
-/// The command-line keys [`IpConfig::from_args`] reads (for `xen::main!`'s key list).
-pub const CMDLINE_KEYS: &[&str] = &["ip", "gw", "dns", "ip6", "gw6"];
+/// The command-line keys [`IpConfig::from_args`] reads, for `xen::main!`'s key lists:
+/// `xen::main!(main, APP_KEYS, netfront::stack::KEYS)`.
+pub const KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: "ip",
+        help: "IPv4: dhcp (default), off, or ADDR/PREFIX",
+        validate: |v| match v {
+            "dhcp" | "off" => Ok(()),
+            v => parse_v4_cidr(v)
+                .map(|_| ())
+                .ok_or("expected dhcp, off or ADDR/PREFIX"),
+        },
+    },
+    KeySpec {
+        name: "gw",
+        help: "IPv4 default gateway (with a static ip=)",
+        validate: |v| {
+            v.parse::<Ipv4Address>()
+                .map(|_| ())
+                .map_err(|_| "expected an IPv4 address")
+        },
+    },
+    KeySpec {
+        name: "dns",
+        help: "DNS servers: ADDR[,ADDR...]",
+        validate: |v| {
+            v.split(',')
+                .all(|a| a.parse::<IpAddress>().is_ok())
+                .then_some(())
+                .ok_or("expected IP addresses separated by ,")
+        },
+    },
+    KeySpec {
+        name: "ip6",
+        help: "IPv6 besides link-local: ADDR/PREFIX or slaac",
+        validate: |v| {
+            let ok = v == "slaac"
+                || v.split_once('/').is_some_and(|(a, p)| {
+                    a.parse::<Ipv6Address>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 128)
+                });
+            ok.then_some(()).ok_or("expected ADDR/PREFIX or slaac")
+        },
+    },
+    KeySpec {
+        name: "gw6",
+        help: "IPv6 default gateway",
+        validate: |v| {
+            v.parse::<Ipv6Address>()
+                .map(|_| ())
+                .map_err(|_| "expected an IPv6 address")
+        },
+    },
+];
 
 impl IpConfig {
     /// Reads `ip=ADDR/PREFIX|dhcp|off`, `gw=ADDR`, `dns=ADDR[,ADDR]`, `ip6=ADDR/PREFIX|slaac`
@@ -675,6 +728,22 @@ mod tests {
             let e = IpConfig::from_args(args(kv)).unwrap_err();
             assert!(e.contains(want), "{e} lacks {want}");
         }
+    }
+
+    #[test]
+    fn cmdline_keys_validate_what_from_args_accepts() {
+        let check = |k: &str, v: &str| (KEYS.iter().find(|s| s.name == k).unwrap().validate)(v);
+        assert!(check("ip", "10.0.0.5/24").is_ok());
+        assert!(check("ip", "dhcp").is_ok());
+        assert!(check("ip", "10.0.0.5").is_err());
+        assert!(check("gw", "10.0.0.1").is_ok());
+        assert!(check("gw", "10.0.0").is_err());
+        assert!(check("dns", "1.1.1.1,fd00::1").is_ok());
+        assert!(check("dns", "1.1.1.1,").is_err());
+        assert!(check("ip6", "slaac").is_ok());
+        assert!(check("ip6", "fd00::1/64").is_ok());
+        assert!(check("ip6", "fd00::1/200").is_err());
+        assert!(check("gw6", "fe80::1").is_ok());
     }
 
     #[test]

@@ -62,8 +62,9 @@ pub fn cmdline() -> &'static Cmdline {
         .expect("the command line is parsed before main")
 }
 
-/// Command-line keys the app accepts besides the runtime's (`log=`); set by [`main!`](crate::main).
-pub struct AppKeys(pub &'static [KeySpec]);
+/// Command-line keys the app accepts besides the runtime's (`log=`), as one or more lists (the
+/// app's own, a library's such as the network's `ip=`...); set by [`main!`](crate::main).
+pub struct AppKeys(pub &'static [&'static [KeySpec]]);
 
 /// How the guest ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,20 +131,21 @@ pub fn exit(code: ExitCode) -> ! {
 }
 
 /// Declares the application's entry function: `xen::main!(main)`, or with extra command-line
-/// keys `xen::main!(main, KEYS)` where `KEYS: &[xen::cmdline::KeySpec]`. `main` takes no
+/// keys `xen::main!(main, KEYS)` where `KEYS: &[xen::cmdline::KeySpec]` (several lists:
+/// `xen::main!(main, KEYS, netfront::stack::KEYS)`). `main` takes no
 /// arguments and returns `()`, `Result<(), E: Display>` or [`ExitCode`].
 #[macro_export]
 macro_rules! main {
     ($f:path) => {
         $crate::main!($f, &[]);
     };
-    ($f:path, $keys:expr) => {
+    ($f:path, $($keys:expr),+ $(,)?) => {
         #[no_mangle]
         fn xenrt_app_main() -> $crate::boot::ExitCode {
             $crate::boot::Exit::exit_code($f())
         }
         #[no_mangle]
-        static XENRT_APP_KEYS: $crate::boot::AppKeys = $crate::boot::AppKeys($keys);
+        static XENRT_APP_KEYS: $crate::boot::AppKeys = $crate::boot::AppKeys(&[$($keys),+]);
     };
 }
 
@@ -379,8 +381,10 @@ mod pv {
             static XENRT_APP_KEYS: AppKeys;
         }
         // SAFETY: defined by the app through `xen::main!`.
-        let app_keys = unsafe { XENRT_APP_KEYS.0 };
-        let cmd = CMDLINE.call_once(|| Cmdline::parse(si.cmdline(), app_keys));
+        let key_lists = unsafe { XENRT_APP_KEYS.0 };
+        let app_keys: alloc::vec::Vec<KeySpec> =
+            key_lists.iter().flat_map(|l| l.iter().copied()).collect();
+        let cmd = CMDLINE.call_once(|| Cmdline::parse(si.cmdline(), &app_keys));
 
         // 8. Logging.
         static LOGGER: console::Logger = console::Logger;

@@ -17,7 +17,7 @@
 //!     fn now_ns(&self) -> u64 { 0 }
 //!     fn park(&mut self, _deadline: Option<u64>) {}
 //! }
-//! let ex = Executor::new();
+//! let mut ex = Executor::new();
 //! let sp = ex.spawner();
 //! let n = ex.block_on(&mut NoPark, &[], async move {
 //!     let h = sp.spawn(async { 20 });

@@ -343,6 +343,25 @@ impl Frontend {
         Ok(())
     }
 
+    /// The connect of a frontend whose backend acts only on Connected (Linux's netback ignores
+    /// Initialised): [`publish`](Self::publish) `keys` with state Connected, then wait for the
+    /// backend to be Connected. Errors close the frontend as in [`connect`](Self::connect).
+    pub fn connect_first<T: Transport>(
+        &mut self,
+        xs: &mut Client<T>,
+        keys: &[(&str, &str)],
+        timeout: &mut impl Timeout,
+    ) -> Result<(), XenbusError> {
+        let result = self
+            .publish(xs, keys, XenbusState::Connected)
+            .and_then(|()| self.wait_for_backend(xs, XenbusState::Connected, timeout));
+        if let Err(e) = result {
+            let _ = self.close(xs, timeout);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Closes: state Closing, wait for the backend to be Closing or Closed (or gone, or
     /// unreadable, or the timeout), state Closed, drop the watch. Returns the first error; our
     /// state is set to Closed whenever xenstore still works.

@@ -1,0 +1,175 @@
+//! echo: the network services a test lab wants from a guest, on the first vif (DHCP by default;
+//! `ip=ADDR/PREFIX gw=ADDR` for a static address):
+//!
+//! - TCP and UDP **echo** on port 7 (RFC 862);
+//! - TCP **discard** on port 9 (RFC 863): reads and drops everything (throughput into the guest);
+//! - TCP **source** on port 19: reads a decimal byte count ending in a newline, sends that many
+//!   bytes, closes (throughput out of the guest).
+//!
+//! It prints `echo: ready on ADDR` once it has an address, then serves until the toolstack shuts
+//! it down (`xl shutdown`). `conns=N` caps concurrent TCP connections (default 256).
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use core::cell::Cell;
+use core::future::Future;
+
+use netfront::{ListenConfig, Net, TcpListener, TcpStream};
+use xen::cmdline::{validate, KeySpec};
+use xen::exec::Spawner;
+
+const KEYS: &[KeySpec] = &[KeySpec {
+    name: "conns",
+    help: "most concurrent TCP connections (default 256)",
+    validate: validate::port,
+}];
+
+xen::main!(main, KEYS, netfront::stack::KEYS);
+
+fn main() -> Result<(), String> {
+    let limit = xen::boot::cmdline().parsed::<usize>("conns").unwrap_or(256);
+    let net = netfront::xen::up().map_err(|e| format!("echo: {e}"))?;
+    xen::exec::run(&[&net], |sp| serve(sp, net.clone(), limit))
+}
+
+async fn serve(sp: Spawner, net: Net, limit: usize) -> Result<(), String> {
+    let small = ListenConfig {
+        backlog: 16,
+        rx_buffer: 16 * 1024,
+        tx_buffer: 16 * 1024,
+    };
+    let bulk = ListenConfig {
+        backlog: 4,
+        rx_buffer: 64 * 1024,
+        tx_buffer: 64 * 1024,
+    };
+    let listen = |port, cfg| {
+        net.tcp_listen(port, cfg)
+            .map_err(|e| format!("echo: tcp port {port}: {e}"))
+    };
+    let (echo, discard, source) = (listen(7, small)?, listen(9, bulk)?, listen(19, bulk)?);
+    let mut udp = net
+        .udp_bind(7, 64, 1500)
+        .map_err(|e| format!("echo: udp port 7: {e}"))?;
+    let addr = net.configured().await;
+    xen::println!("echo: ready on {addr}: tcp+udp 7 echo, tcp 9 discard, tcp 19 source");
+    let live = Rc::new(Cell::new(0usize));
+    sp.spawn(accept_loop(sp.clone(), echo, live.clone(), limit, tcp_echo));
+    sp.spawn(accept_loop(
+        sp.clone(),
+        discard,
+        live.clone(),
+        limit,
+        tcp_discard,
+    ));
+    sp.spawn(accept_loop(sp.clone(), source, live, limit, tcp_source));
+    let mut buf = vec![0u8; 1500];
+    loop {
+        match udp.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                if let Err(e) = udp.send_to(&buf[..n], from).await {
+                    log::debug!("echo: udp reply to {from}: {e}");
+                }
+            }
+            Err(e) => log::debug!("echo: udp: {e}"),
+        }
+    }
+}
+
+/// Accepts connections on `l` and runs `handler` on each as its own task, at most `limit` at
+/// once (more are closed at once).
+async fn accept_loop<F, Fut>(
+    sp: Spawner,
+    mut l: TcpListener,
+    live: Rc<Cell<usize>>,
+    limit: usize,
+    handler: F,
+) where
+    F: Fn(TcpStream) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    loop {
+        let s = match l.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("echo: accept on {}: {e}", l.port());
+                continue;
+            }
+        };
+        if live.get() >= limit {
+            log::warn!("echo: {limit} connections open: refusing {:?}", s.peer());
+            s.abort();
+            continue;
+        }
+        live.set(live.get() + 1);
+        let (live, fut) = (live.clone(), handler(s));
+        sp.spawn(async move {
+            fut.await;
+            live.set(live.get() - 1);
+        });
+    }
+}
+
+async fn tcp_echo(mut s: TcpStream) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn tcp_discard(mut s: TcpStream) {
+    let mut buf = vec![0u8; 16384];
+    while let Ok(1..) = s.read(&mut buf).await {}
+}
+
+async fn tcp_source(mut s: TcpStream) {
+    // The request: up to 20 digits and a newline.
+    let mut line = [0u8; 24];
+    let mut len = 0;
+    let count = loop {
+        match s.read(&mut line[len..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => len += n,
+        }
+        if let Some(end) = line[..len].iter().position(|&b| b == b'\n') {
+            match core::str::from_utf8(&line[..end])
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+            {
+                Some(c) => break c,
+                None => {
+                    let _ = s.write_all(b"expected a byte count and a newline\n").await;
+                    return;
+                }
+            }
+        }
+        if len == line.len() {
+            let _ = s.write_all(b"expected a byte count and a newline\n").await;
+            return;
+        }
+    };
+    let chunk: alloc::vec::Vec<u8> = (0..16384u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut left = count;
+    while left > 0 {
+        let n = (left as usize).min(chunk.len());
+        if s.write_all(&chunk[..n]).await.is_err() {
+            return;
+        }
+        left -= n as u64;
+    }
+    let _ = s.flush().await;
+}
