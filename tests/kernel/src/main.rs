@@ -335,6 +335,22 @@ fn transaction() -> ExitCode {
     }
 }
 
+/// Watches `path` (relative to our domain) and returns its value once dom0 wrote a non-empty one.
+fn await_value(
+    xs: &mut xen::xenstore::Client<xen::platform::XenTransport>,
+    path: &str,
+) -> Result<alloc::string::String, xen::xenstore::Error> {
+    use xen::xenstore::Tx;
+    xs.watch(path, path)?;
+    loop {
+        let _ = xs.wait_event(path)?;
+        let v = xs.read_string(Tx::NONE, path)?;
+        if !v.is_empty() {
+            return Ok(v);
+        }
+    }
+}
+
 /// Grants dom0 read access to a page holding a pattern, publishes the reference in xenstore,
 /// waits for dom0 to report what it read, then ends the grant (which must succeed once dom0
 /// unmapped it).
@@ -357,14 +373,7 @@ fn grant_to_dom0() -> ExitCode {
             xs.write(Tx::NONE, "data/read", b"")?;
             xs.write(Tx::NONE, "data/gref", alloc::format!("{gref}").as_bytes())?;
             println!("TEST grant: granted gref={gref}");
-            xs.watch("data/read", "r")?;
-            loop {
-                let _ = xs.wait_event("r")?;
-                let v = xs.read_string(Tx::NONE, "data/read")?;
-                if !v.is_empty() {
-                    return Ok(v);
-                }
-            }
+            await_value(xs, "data/read")
         },
     );
     let read = match r {
@@ -401,15 +410,8 @@ fn grant_copy_with_dom0() -> ExitCode {
     let r = xen::platform::with_xenstore(
         |xs| -> Result<alloc::string::String, xen::xenstore::Error> {
             xs.write(Tx::NONE, "data/share-gref", b"")?;
-            xs.watch("data/share-gref", "g")?;
             println!("TEST grant-copy: ready");
-            loop {
-                let _ = xs.wait_event("g")?;
-                let v = xs.read_string(Tx::NONE, "data/share-gref")?;
-                if !v.is_empty() {
-                    return Ok(v);
-                }
-            }
+            await_value(xs, "data/share-gref")
         },
     );
     let refs = match r {
