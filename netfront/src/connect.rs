@@ -43,8 +43,10 @@ impl<H: Hal> Netfront<H> {
     ///    ([`Netfront::new`]);
     /// 5. in one transaction write `tx-ring-ref`, `rx-ring-ref`, `event-channel`,
     ///    `request-rx-copy=1`, `feature-rx-notify=1`, `feature-sg=1`,
-    ///    `feature-no-csum-offload=1` and `state=Connected` (as Linux's netfront does: netback
-    ///    acts on Connected, not Initialised);
+    ///    `feature-no-csum-offload` (`0`: IPv4 checksum offload accepted, or `1` when
+    ///    `config.csum_offload` is false; never `feature-ipv6-csum-offload`) and
+    ///    `state=Connected` (as Linux's netfront does: netback acts on Connected, not
+    ///    Initialised);
     /// 6. wait for the backend to be Connected: the link is up.
     ///
     /// On any error the frontend is closed, everything allocated is released and the first
@@ -83,7 +85,11 @@ impl<H: Hal> Netfront<H> {
             ("request-rx-copy", "1"),
             ("feature-rx-notify", "1"),
             ("feature-sg", "1"),
-            ("feature-no-csum-offload", "1"),
+            // netif.h: absent means offload on; write it either way, to be explicit.
+            (
+                "feature-no-csum-offload",
+                if nf.csum_offload() { "0" } else { "1" },
+            ),
         ];
         // Linux's netback connects when the frontend says Connected (it ignores Initialised), so
         // publish as Connected and then wait for it. On failure the frontend is closed already.

@@ -1,4 +1,6 @@
-//! [`Netfront`] as a smoltcp [`Device`]: Ethernet, 1514-byte frames, software checksums.
+//! [`Netfront`] as a smoltcp [`Device`]: Ethernet, 1514-byte frames. smoltcp computes every
+//! checksum we send; on receive it verifies TCP/UDP checksums only when checksum offload is off
+//! (with it on, the driver trusted or verified each packet already: see `driver`).
 //!
 //! Received bytes cannot be lent straight out of a granted page (the backend could write them
 //! while smoltcp reads), so an [`NfRxToken`] lends the driver's frame buffer, into which the
@@ -6,7 +8,9 @@
 //! buffer, then copies it into the TX buffer pages. Errors on either path are counted in
 //! [`Stats`](crate::Stats) and logged; the frame is dropped.
 
-use smoltcp::phy::{ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::phy::{
+    Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken,
+};
 use smoltcp::time::Instant;
 
 use xen::hal::Hal;
@@ -124,8 +128,14 @@ impl<H: Hal> Device for Netfront<H> {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = MTU;
-        // We refused checksum offload: smoltcp computes and verifies every checksum.
+        // smoltcp computes every checksum we send, and verifies IPv4 header and ICMP checksums.
         caps.checksum = ChecksumCapabilities::default();
+        if self.csum_offload() {
+            // Every TCP/UDP packet handed up was flagged trusted by the backend or verified by
+            // the driver (`RxQueue::finish`): do not verify again (a blank one would fail).
+            caps.checksum.tcp = Checksum::Tx;
+            caps.checksum.udp = Checksum::Tx;
+        }
         caps
     }
 }

@@ -15,12 +15,28 @@
 //! buffer, and the page reposted. A packet may span several slots (`NETRXF_more_data`, we offer
 //! `feature-sg`) and carry extra-info slots (`NETRXF_extra_info`), which are skipped.
 //!
-//! **Checksums.** We refuse checksum offload (`feature-no-csum-offload=1`, and no
-//! `feature-ipv6-csum-offload`): the backend then hands us packets with complete checksums, we
-//! send packets with complete checksums (smoltcp computes and verifies every checksum), and no TX
-//! request carries `NETTXF_csum_blank`. It costs a checksum pass per packet in software and is
-//! correct with every backend. A packet that arrives flagged `NETRXF_csum_blank` anyway is
-//! dropped ([`Error::RxChecksumBlank`]): its checksum field cannot be trusted.
+//! **Checksums** (`Config::csum_offload`, on by default). We accept the backend's IPv4 checksum
+//! offload (`feature-no-csum-offload=0`; no `feature-ipv6-csum-offload`, so IPv6 packets come
+//! with complete checksums), per packet, by the flags of its first slot:
+//!
+//! - `NETRXF_csum_blank`: the TCP/UDP checksum field is not filled in (a partial checksum: the
+//!   packet comes from dom0's own stack, or from another guest through dom0, and never crossed a
+//!   wire). Trusted, handed up unverified.
+//! - `NETRXF_data_validated`: the backend (or the NIC behind it) verified the checksum. Trusted.
+//! - neither: the driver verifies the TCP/UDP checksum itself (IPv4 and IPv6, the payload smoltcp
+//!   would parse, through smoltcp's checked views) and drops a packet that fails
+//!   ([`Error::RxBadChecksum`], counted in [`Stats::rx_bad_checksum`]).
+//!
+//! smoltcp is told not to verify TCP/UDP checksums on receive (`Checksum::Tx`): every packet it
+//! sees was trusted or verified above. It still verifies IPv4 header and ICMP checksums, and it
+//! computes every checksum we send: no TX request carries `NETTXF_csum_blank`. Why: refusing
+//! offload made dom0's Linux compute a checksum in software for every packet it sent us (its vif
+//! lacked `NETIF_F_IP_CSUM`) and smoltcp verify it again; with offload, a packet from dom0 is
+//! checksummed by nobody, as between two Linux guests.
+//!
+//! With `csum_offload: false` we refuse offload (`feature-no-csum-offload=1`): the backend hands
+//! us complete checksums, smoltcp verifies every one, and a packet flagged `NETRXF_csum_blank`
+//! anyway is dropped ([`Error::RxChecksumBlank`]): its checksum field cannot be trusted.
 //!
 //! **A misbehaving backend**: see [`crate::error`] for the policy.
 
@@ -58,15 +74,22 @@ pub struct Config {
     /// [`Netfront::connect`] when the backend lacks `feature-sg`: frames are then kept within
     /// one page.
     pub sg: bool,
+    /// Accept the backend's IPv4 TCP/UDP checksum offload on receive (`feature-no-csum-offload=0`):
+    /// packets flagged `NETRXF_csum_blank` or `NETRXF_data_validated` are trusted, others are
+    /// verified by the driver. When false, offload is refused (`feature-no-csum-offload=1`) and
+    /// smoltcp verifies every checksum. See the module doc.
+    pub csum_offload: bool,
 }
 
 impl Default for Config {
-    /// 64 receive pages (256 KiB) and 16 transmit pages (64 KiB), scatter-gather on.
+    /// 64 receive pages (256 KiB) and 16 transmit pages (64 KiB), scatter-gather and checksum
+    /// offload on.
     fn default() -> Self {
         Config {
             rx_buffers: 64,
             tx_pages: 16,
             sg: true,
+            csum_offload: true,
         }
     }
 }
@@ -92,6 +115,9 @@ pub struct Stats {
     pub rx_slots: u64,
     /// Received packets dropped (any reason).
     pub rx_dropped: u64,
+    /// Received packets dropped because their TCP/UDP checksum did not verify (not flagged
+    /// trusted by the backend; also counted in `rx_dropped`).
+    pub rx_bad_checksum: u64,
     /// Backend protocol violations seen (malformed responses, bad ring indices).
     pub malformed: u64,
 }
@@ -154,6 +180,8 @@ pub(crate) struct RxQueue {
     len: usize,
     slots: usize,
     first_flags: u16,
+    /// `Config::csum_offload`.
+    csum_offload: bool,
 }
 
 /// The frame being received, or received and not yet taken.
@@ -519,11 +547,19 @@ impl RxQueue {
     /// The last slot of a packet is in: check the whole and hand it out.
     fn finish(&mut self, frame: &mut RxFrame) -> Result<bool, Error> {
         self.state = RxState::Idle;
-        if self.first_flags & NETRXF_CSUM_BLANK != 0 {
+        let flags = self.first_flags;
+        if !self.csum_offload && flags & NETRXF_CSUM_BLANK != 0 {
             return Err(Error::RxChecksumBlank);
         }
         if self.len < MIN_FRAME {
             return Err(Error::RxRunt { len: self.len });
+        }
+        let trusted = flags & (NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED) != 0;
+        if self.csum_offload && !trusted {
+            let bytes = frame.buf.get(..self.len).ok_or(Error::Internal)?;
+            if !l4_checksum_ok(bytes) {
+                return Err(Error::RxBadChecksum);
+            }
         }
         frame.len = self.len;
         frame.ready = true;
@@ -605,6 +641,7 @@ impl<H: Hal> Netfront<H> {
                 len: 0,
                 slots: 0,
                 first_flags: 0,
+                csum_offload: config.csum_offload,
             },
             frame: RxFrame {
                 buf: vec![0; MAX_RX_FRAME],
@@ -659,6 +696,11 @@ impl<H: Hal> Netfront<H> {
         self.tx.sg
     }
 
+    /// Whether checksum offload is accepted on receive (`Config::csum_offload`).
+    pub fn csum_offload(&self) -> bool {
+        self.rx.csum_offload
+    }
+
     /// The counters.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -674,6 +716,14 @@ impl<H: Hal> Netfront<H> {
         match e {
             Error::TxFull => stats.tx_full += 1,
             Error::TxFailed { .. } => stats.tx_failed += 1,
+            // A peer on the network (or a corrupted packet), not the backend: counted, and
+            // logged quietly (a storm of them must not flood the console).
+            Error::RxBadChecksum => {
+                stats.rx_bad_checksum += 1;
+                stats.rx_dropped += 1;
+                log::debug!("netfront: {e}");
+                return;
+            }
             e if e.is_backend_fault() => {
                 stats.malformed += 1;
                 if matches!(
@@ -813,5 +863,62 @@ impl<H: Hal> Netfront<H> {
         } else {
             Err(Error::GrantsStillMapped { count: kept.len() })
         }
+    }
+}
+
+/// Whether the TCP or UDP checksum of an Ethernet `frame` verifies, checked as smoltcp would
+/// check it: over the IPv4 payload (up to the total length) or the IPv6 payload (after a
+/// hop-by-hop header, the only extension header smoltcp passes to TCP/UDP), with the pseudo
+/// header. Anything else is not ours to judge and passes: non-IP frames, other protocols, IP
+/// headers smoltcp will reject, and IPv4 fragments (smoltcp is built without reassembly, so it
+/// drops them). A TCP/UDP packet too short for its header fails: it cannot be verified.
+/// Read through smoltcp's checked views only: no input panics.
+fn l4_checksum_ok(frame: &[u8]) -> bool {
+    use smoltcp::wire::{
+        EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6ExtHeader,
+        Ipv6Packet, TcpPacket, UdpPacket,
+    };
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return true;
+    };
+    let (src, dst, proto, payload): (IpAddress, IpAddress, IpProtocol, &[u8]) =
+        match eth.ethertype() {
+            EthernetProtocol::Ipv4 => {
+                let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+                    return true;
+                };
+                if ip.more_frags() || ip.frag_offset() != 0 {
+                    return true;
+                }
+                let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+                (src, dst, ip.next_header(), ip.payload())
+            }
+            EthernetProtocol::Ipv6 => {
+                let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) else {
+                    return true;
+                };
+                let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+                let (mut proto, mut payload) = (ip.next_header(), ip.payload());
+                if proto == IpProtocol::HopByHop {
+                    let Ok(ext) = Ipv6ExtHeader::new_checked(payload) else {
+                        return true;
+                    };
+                    // As smoltcp: the header is 8 bytes per length unit beyond the first 8.
+                    let skip = 8 + 8 * usize::from(ext.header_len());
+                    proto = ext.next_header();
+                    payload = payload.get(skip..).unwrap_or(&[]);
+                }
+                (src, dst, proto, payload)
+            }
+            _ => return true,
+        };
+    match proto {
+        IpProtocol::Tcp => TcpPacket::new_checked(payload)
+            .map(|p| p.verify_checksum(&src, &dst))
+            .unwrap_or(false),
+        IpProtocol::Udp => UdpPacket::new_checked(payload)
+            .map(|p| p.verify_checksum(&src, &dst))
+            .unwrap_or(false),
+        _ => true,
     }
 }

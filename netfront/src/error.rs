@@ -100,6 +100,10 @@ pub enum Error {
     /// A received packet flagged `NETRXF_csum_blank` although we refused checksum offload
     /// (`feature-no-csum-offload`): its checksum cannot be trusted, so it is dropped.
     RxChecksumBlank,
+    /// A received TCP/UDP packet not flagged trusted (`NETRXF_csum_blank` or
+    /// `NETRXF_data_validated`) whose checksum does not verify (or that is too short to hold
+    /// one): corrupted, or forged by a peer on the network. Dropped. Not a backend fault.
+    RxBadChecksum,
     /// An RX extra-info slot of an unknown type, or too many of them.
     RxBadExtra {
         /// Its type.
@@ -117,7 +121,7 @@ pub enum Error {
 
 impl Error {
     /// True for the backend's protocol violations (the `Tx*`/`Rx*` variants other than
-    /// [`Error::TxFull`] and [`Error::TxBadLength`]).
+    /// [`Error::TxFull`], [`Error::TxBadLength`] and [`Error::RxBadChecksum`]).
     pub fn is_backend_fault(&self) -> bool {
         !matches!(
             self,
@@ -128,6 +132,7 @@ impl Error {
                 | Error::BadConfig
                 | Error::TxBadLength { .. }
                 | Error::TxFull
+                | Error::RxBadChecksum
                 | Error::GrantsStillMapped { .. }
                 | Error::Internal
         )
@@ -193,6 +198,7 @@ impl fmt::Display for Error {
             Error::RxChecksumBlank => {
                 f.write_str("received packet with a blank checksum (offload was refused)")
             }
+            Error::RxBadChecksum => f.write_str("received packet with a bad TCP/UDP checksum"),
             Error::RxBadExtra { kind } => write!(f, "rx extra info of bad type {kind} or too many"),
             Error::GrantsStillMapped { count } => {
                 write!(

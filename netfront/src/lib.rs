@@ -15,7 +15,10 @@
 //!   link-local + SLAAC, driven by [`xen::exec`]'s executor as a source.
 //! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
 //!
-//! Checksum offload is refused (`feature-no-csum-offload=1`): see `driver` for why.
+//! IPv4 checksum offload is accepted on receive, per packet (`NETRXF_csum_blank` /
+//! `NETRXF_data_validated` trusted, unflagged packets verified by the driver), so neither dom0
+//! nor we checksum packets that never crossed a wire; we send complete checksums.
+//! `Config::csum_offload: false` refuses it (`feature-no-csum-offload=1`). See `driver`.
 //!
 //! On Xen, the platform provides a [`Hal`](xen::hal::Hal) (pages, grants, event channels,
 //! notify) and a xenstore [`Transport`](xen::xenstore::Transport); then

@@ -11,6 +11,11 @@
 //! Faults ([`Fault`]) make it misbehave on purpose: wrong ids and statuses, data past the end of
 //! a page, garbage response indices, extra-info slots, split packets.
 //!
+//! [`rx_csum`](SimNetback::rx_csum) chooses how TCP/UDP checksums reach the guest ([`RxCsum`]):
+//! complete and unflagged, blank (a partial checksum flagged `NETRXF_csum_blank`, as Linux's
+//! netback passes on dom0's own packets), flagged `NETRXF_data_validated`, or wrong and
+//! unflagged.
+//!
 //! It also plays the peer host's NIC: it implements smoltcp's [`Device`], receiving what the guest
 //! sent and transmitting to the guest, so a second smoltcp `Interface` on top of it can talk ARP,
 //! ICMP, TCP end to end with an interface over the driver.
@@ -27,6 +32,10 @@ use alloc::vec::Vec;
 
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use smoltcp::wire::{
+    checksum, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6ExtHeader,
+    Ipv6Packet,
+};
 use xen::hal::SimHal;
 use xen::ring::BackRing;
 use xen::shmem::ShMem;
@@ -61,6 +70,90 @@ pub enum Fault {
     RxFlags(u16),
     /// Follow the first slot of the next packet with this extra-info slot.
     RxExtra(ExtraInfo),
+}
+
+/// How the simulated backend delivers the TCP/UDP checksums of packets to the guest (IPv4, and
+/// IPv6 with at most a hop-by-hop header; other frames always go as they are, unflagged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RxCsum {
+    /// As queued (complete, from the peer's stack), no checksum flags.
+    #[default]
+    AsIs,
+    /// The checksum field holds only the pseudo-header sum (Linux's `CHECKSUM_PARTIAL`), flagged
+    /// `NETRXF_csum_blank | NETRXF_data_validated` as Linux's netback does.
+    Blank,
+    /// As queued, flagged `NETRXF_data_validated`.
+    Validated,
+    /// The checksum field made wrong (one bit flipped), no checksum flags.
+    Corrupt,
+}
+
+/// Where the L4 checksum field of a TCP/UDP `frame` is (as an offset into the frame), its
+/// pseudo-header sum (folded, not complemented), and the flags `RxCsum::Blank` uses. `None` for
+/// anything else.
+fn l4_checksum_field(frame: &[u8]) -> Option<(usize, u16)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let (src, dst, proto, ip_hdr, l4_len): (IpAddress, IpAddress, _, usize, usize) =
+        match eth.ethertype() {
+            EthernetProtocol::Ipv4 => {
+                let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+                let hl = usize::from(ip.header_len());
+                let l4 = usize::from(ip.total_len()).checked_sub(hl)?;
+                (
+                    ip.src_addr().into(),
+                    ip.dst_addr().into(),
+                    ip.next_header(),
+                    hl,
+                    l4,
+                )
+            }
+            EthernetProtocol::Ipv6 => {
+                let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+                let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+                let l4 = usize::from(ip.payload_len());
+                if ip.next_header() == IpProtocol::HopByHop {
+                    let ext = Ipv6ExtHeader::new_checked(ip.payload()).ok()?;
+                    let len = 8 + 8 * usize::from(ext.header_len());
+                    (src, dst, ext.next_header(), 40 + len, l4.checked_sub(len)?)
+                } else {
+                    (src, dst, ip.next_header(), 40, l4)
+                }
+            }
+            _ => return None,
+        };
+    let field = match proto {
+        IpProtocol::Tcp if l4_len >= 20 => 16,
+        IpProtocol::Udp if l4_len >= 8 => 6,
+        _ => return None,
+    };
+    let pseudo = checksum::pseudo_header(&src, &dst, proto, l4_len as u32);
+    Some((14 + ip_hdr + field, pseudo))
+}
+
+/// Rewrites `frame` as `mode` says; the flags for its first RX slot.
+fn apply_rx_csum(mode: RxCsum, frame: &mut [u8]) -> u16 {
+    let Some((at, pseudo)) = l4_checksum_field(frame) else {
+        return 0;
+    };
+    let Some(field) = frame.get_mut(at..at + 2) else {
+        return 0;
+    };
+    match mode {
+        RxCsum::AsIs => 0,
+        RxCsum::Blank => {
+            field.copy_from_slice(&pseudo.to_be_bytes());
+            NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED
+        }
+        RxCsum::Validated => NETRXF_DATA_VALIDATED,
+        RxCsum::Corrupt => {
+            // Never to 0 (an absent UDP checksum, which passes): flip a bit of the low byte.
+            field[1] ^= 0x10;
+            if field == [0, 0] {
+                field[1] = 0x01;
+            }
+            0
+        }
+    }
 }
 
 /// A frontend mistake the simulated backend noticed.
@@ -106,6 +199,8 @@ pub struct SimNetback {
     pub answer_tx: bool,
     /// Times the frontend asked to be notified of our responses.
     pub guest_notifications: u64,
+    /// How TCP/UDP checksums go to the guest (default: as they are, unflagged).
+    pub rx_csum: RxCsum,
 }
 
 impl core::fmt::Debug for SimNetback {
@@ -162,6 +257,7 @@ impl SimNetback {
             rx_offset: 0,
             answer_tx: true,
             guest_notifications: 0,
+            rx_csum: RxCsum::AsIs,
         })
     }
 
@@ -384,7 +480,8 @@ impl SimNetback {
             if self.rx_reqs.len() < layout.len() + extra.is_some() as usize {
                 break;
             }
-            let frame = self.to_guest.pop_front().unwrap_or_default();
+            let mut frame = self.to_guest.pop_front().unwrap_or_default();
+            let csum_flags = apply_rx_csum(self.rx_csum, &mut frame);
             self.rx_faults.drain(..faults);
             let last = layout.len() - 1;
             let mut pos = 0;
@@ -400,6 +497,7 @@ impl SimNetback {
                 };
                 let mut write = true;
                 if i == 0 {
+                    rsp.flags |= csum_flags;
                     if extra.is_some() {
                         rsp.flags |= NETRXF_EXTRA_INFO;
                     }

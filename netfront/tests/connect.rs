@@ -80,11 +80,17 @@ fn connect_publishes_rings_and_features_then_shutdown_frees_everything() {
         ("request-rx-copy", "1"),
         ("feature-rx-notify", "1"),
         ("feature-sg", "1"),
-        ("feature-no-csum-offload", "1"),
+        ("feature-no-csum-offload", "0"),
         ("state", "4"),
     ] {
         assert_eq!(key(&mut s.xs, k).as_deref(), Some(v), "{k}");
     }
+    assert_eq!(
+        key(&mut s.xs, "feature-ipv6-csum-offload"),
+        None,
+        "IPv6 checksum offload is not offered"
+    );
+    assert!(nf.csum_offload());
     assert_eq!(nf.mac(), [0x00, 0x16, 0x3e, 0, 0, 1]);
     assert!(nf.link_up());
     assert!(nf.scatter_gather());
@@ -219,6 +225,27 @@ fn without_backend_sg_tx_frames_are_not_split() {
     )
     .unwrap();
     assert!(!nf.scatter_gather());
+}
+
+#[test]
+fn without_csum_offload_the_offload_is_refused() {
+    let mut s = setup(BackendConfig::default(), true);
+    let nf = Netfront::connect(
+        &mut s.xs,
+        s.hal.clone(),
+        "device/vif/0",
+        Config {
+            csum_offload: false,
+            ..Config::default()
+        },
+        &mut Never,
+    )
+    .unwrap();
+    assert!(!nf.csum_offload());
+    assert_eq!(
+        read(&mut s.xs, &format!("{}/feature-no-csum-offload", s.fe)).as_deref(),
+        Some("1")
+    );
 }
 
 #[test]

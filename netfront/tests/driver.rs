@@ -1,9 +1,13 @@
 //! Driver tests against the simulated netback: TX splitting, RX reassembly, one test per backend
 //! misbehaviour, backpressure, and a fuzz-style stream of random responses.
 
-use netfront::sim::{Fault, SimNetback};
+use netfront::sim::{Fault, RxCsum, SimNetback};
 use netfront::wire::*;
 use netfront::{Config, Error, Netfront, MTU};
+use smoltcp::wire::{
+    IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, Ipv6Address, Ipv6Packet, Ipv6Repr,
+    TcpPacket, UdpPacket,
+};
 use xen::hal::SimHal;
 use xen::ring::{BackRing, RingError};
 
@@ -319,12 +323,251 @@ fn rx_garbage_response_index() {
 }
 
 #[test]
-fn rx_checksum_blank_is_dropped_since_offload_was_refused() {
-    let (r, mut nf, mut nb) = rx_fault(Fault::RxFlags(NETRXF_CSUM_BLANK), &frame(MTU, 1));
+fn rx_checksum_blank_is_dropped_when_offload_is_refused() {
+    let (mut nf, mut nb, _) = setup(Config {
+        csum_offload: false,
+        ..Config::default()
+    });
+    nb.inject(Fault::RxFlags(NETRXF_CSUM_BLANK));
+    let r = deliver(&mut nf, &mut nb, &frame(MTU, 1));
     assert_eq!(r, Err(Error::RxChecksumBlank));
+    assert_eq!((nf.stats().rx_dropped, nf.stats().malformed), (1, 1));
+    nb.step();
+    // A blank TCP packet too: offload refused, nothing with a blank checksum gets in.
+    nb.inject(Fault::RxFlags(NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED));
+    let (t, _) = l4_frame(Ip::V4, IpProtocol::Tcp, b"blank");
+    assert_eq!(deliver(&mut nf, &mut nb, &t), Err(Error::RxChecksumBlank));
+    nb.step();
     // data_validated alone is harmless: smoltcp verifies the checksums anyway.
     nb.inject(Fault::RxFlags(NETRXF_DATA_VALIDATED));
     assert_rx_works(&mut nf, &mut nb, 2);
+    // And the driver verifies nothing: an unflagged bad checksum goes up, for smoltcp to drop.
+    let (mut bad, at) = l4_frame(Ip::V4, IpProtocol::Udp, b"bad");
+    bad[at] ^= 0x40;
+    assert_eq!(deliver(&mut nf, &mut nb, &bad).unwrap(), bad);
+    assert_eq!(nf.stats().rx_bad_checksum, 0);
+}
+
+// ---- RX checksum offload (Config::csum_offload, the default). -------------------------------
+
+#[derive(Debug, Clone, Copy)]
+enum Ip {
+    V4,
+    V6,
+    /// IPv6 with a hop-by-hop header before the TCP/UDP header.
+    V6Hbh,
+}
+
+/// An Ethernet frame carrying a TCP or UDP packet with `payload` and a correct checksum, and
+/// the offset of its checksum field.
+fn l4_frame(ip: Ip, proto: IpProtocol, payload: &[u8]) -> (Vec<u8>, usize) {
+    let (src, dst): (IpAddress, IpAddress) = match ip {
+        Ip::V4 => (
+            Ipv4Address::new(10, 0, 0, 1).into(),
+            Ipv4Address::new(10, 0, 0, 2).into(),
+        ),
+        Ip::V6 | Ip::V6Hbh => (
+            Ipv6Address::new(0xfe80, 0, 0, 0, 0, 0, 0, 1).into(),
+            Ipv6Address::new(0xfe80, 0, 0, 0, 0, 0, 0, 2).into(),
+        ),
+    };
+    let mut l4 = match proto {
+        IpProtocol::Tcp => {
+            let mut h = vec![0u8; 20];
+            h[0..2].copy_from_slice(&7u16.to_be_bytes());
+            h[2..4].copy_from_slice(&49152u16.to_be_bytes());
+            h[4..8].copy_from_slice(&1000u32.to_be_bytes());
+            h[8..12].copy_from_slice(&2000u32.to_be_bytes());
+            h[12] = 5 << 4;
+            h[13] = 0x18; // PSH|ACK
+            h[14..16].copy_from_slice(&8192u16.to_be_bytes());
+            h
+        }
+        _ => {
+            let mut h = vec![0u8; 8];
+            h[0..2].copy_from_slice(&7u16.to_be_bytes());
+            h[2..4].copy_from_slice(&49152u16.to_be_bytes());
+            h[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            h
+        }
+    };
+    l4.extend_from_slice(payload);
+    let field = if proto == IpProtocol::Tcp { 16 } else { 6 };
+    if proto == IpProtocol::Tcp {
+        TcpPacket::new_unchecked(&mut l4).fill_checksum(&src, &dst);
+    } else {
+        UdpPacket::new_unchecked(&mut l4).fill_checksum(&src, &dst);
+    }
+    let mut f = vec![0u8; 14];
+    f[0..6].copy_from_slice(&MAC);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    let (ip_hdr, ext) = match (ip, src, dst) {
+        (Ip::V4, IpAddress::Ipv4(s), IpAddress::Ipv4(d)) => {
+            f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            let mut h = vec![0u8; 20];
+            Ipv4Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: proto,
+                payload_len: l4.len(),
+                hop_limit: 64,
+            }
+            .emit(&mut Ipv4Packet::new_unchecked(&mut h), &Default::default());
+            (h, vec![])
+        }
+        (_, IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => {
+            f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+            // Hop-by-hop: next header, length 0 (8 bytes), one PadN option of 4 bytes.
+            let ext = match ip {
+                Ip::V6Hbh => vec![u8::from(proto), 0, 1, 4, 0, 0, 0, 0],
+                _ => vec![],
+            };
+            let mut h = vec![0u8; 40];
+            Ipv6Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: if ext.is_empty() {
+                    proto
+                } else {
+                    IpProtocol::HopByHop
+                },
+                payload_len: ext.len() + l4.len(),
+                hop_limit: 64,
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(&mut h));
+            (h, ext)
+        }
+        _ => unreachable!(),
+    };
+    let at = 14 + ip_hdr.len() + ext.len() + field;
+    f.extend_from_slice(&ip_hdr);
+    f.extend_from_slice(&ext);
+    f.extend_from_slice(&l4);
+    (f, at)
+}
+
+const ALL: [(Ip, IpProtocol); 6] = [
+    (Ip::V4, IpProtocol::Tcp),
+    (Ip::V4, IpProtocol::Udp),
+    (Ip::V6, IpProtocol::Tcp),
+    (Ip::V6, IpProtocol::Udp),
+    (Ip::V6Hbh, IpProtocol::Tcp),
+    (Ip::V6Hbh, IpProtocol::Udp),
+];
+
+#[test]
+fn rx_unflagged_packets_with_good_checksums_pass() {
+    let (mut nf, mut nb, _) = setup(Config::default());
+    assert!(nf.csum_offload());
+    for (ip, proto) in ALL {
+        let (f, _) = l4_frame(ip, proto, b"good checksum");
+        assert_eq!(deliver(&mut nf, &mut nb, &f).unwrap(), f, "{ip:?} {proto}");
+        nb.step();
+    }
+    // Frames that are not TCP/UDP are not the driver's to judge.
+    assert_rx_works(&mut nf, &mut nb, 1);
+    let st = nf.stats();
+    assert_eq!(
+        (st.rx_packets, st.rx_dropped, st.rx_bad_checksum),
+        (7, 0, 0)
+    );
+}
+
+#[test]
+fn rx_unflagged_packets_with_bad_checksums_are_dropped_and_counted() {
+    let (mut nf, mut nb, _) = setup(Config::default());
+    for (i, (ip, proto)) in ALL.into_iter().enumerate() {
+        let (mut f, at) = l4_frame(ip, proto, b"bad checksum");
+        f[at + 1] ^= 0x01;
+        assert_eq!(
+            deliver(&mut nf, &mut nb, &f),
+            Err(Error::RxBadChecksum),
+            "{ip:?} {proto}"
+        );
+        nb.step();
+        // A corrupted payload byte is caught the same way.
+        let (mut f, _) = l4_frame(ip, proto, b"bad payload");
+        *f.last_mut().unwrap() ^= 0x80;
+        assert_eq!(deliver(&mut nf, &mut nb, &f), Err(Error::RxBadChecksum));
+        nb.step();
+        assert_eq!(nf.stats().rx_bad_checksum, 2 * (i as u64 + 1));
+    }
+    // A TCP/UDP packet too short for its header cannot be verified: dropped too.
+    let (f, _) = l4_frame(Ip::V4, IpProtocol::Tcp, b"");
+    let mut short = f[..14 + 20 + 10].to_vec();
+    short[14 + 3] = 30; // IPv4 total length: 20 + 10
+    short[14 + 10..14 + 12].fill(0);
+    let sum = !smoltcp::wire::checksum::data(&short[14..34]);
+    short[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    assert_eq!(deliver(&mut nf, &mut nb, &short), Err(Error::RxBadChecksum));
+    nb.step();
+    let st = nf.stats();
+    assert_eq!(st.rx_bad_checksum, 13);
+    assert_eq!(st.rx_dropped, 13);
+    assert_eq!(st.malformed, 0, "not the backend's fault");
+    assert!(!Error::RxBadChecksum.is_backend_fault());
+    assert_rx_works(&mut nf, &mut nb, 3);
+}
+
+#[test]
+fn rx_blank_and_validated_packets_are_trusted() {
+    let (mut nf, mut nb, _) = setup(Config::default());
+    for flags in [
+        NETRXF_CSUM_BLANK,
+        NETRXF_DATA_VALIDATED,
+        NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED,
+    ] {
+        for (ip, proto) in ALL {
+            // The checksum field holds anything (blank: a partial sum): handed up untouched.
+            let (mut f, at) = l4_frame(ip, proto, b"trusted");
+            f[at..at + 2].copy_from_slice(&[0x12, 0x34]);
+            nb.inject(Fault::RxFlags(flags));
+            nb.inject(Fault::RxSplit(30));
+            assert_eq!(deliver(&mut nf, &mut nb, &f).unwrap(), f, "{flags} {ip:?}");
+            nb.step();
+        }
+    }
+    // The simulated netback's modes: blank (partial sum) and validated go in, corrupt does not.
+    for (mode, ok) in [
+        (RxCsum::Blank, true),
+        (RxCsum::Validated, true),
+        (RxCsum::AsIs, true),
+        (RxCsum::Corrupt, false),
+    ] {
+        nb.rx_csum = mode;
+        for (ip, proto) in ALL {
+            let (f, at) = l4_frame(ip, proto, b"mode");
+            let r = deliver(&mut nf, &mut nb, &f);
+            nb.step();
+            if ok {
+                let got = r.unwrap();
+                assert_eq!(got[..at], f[..at], "{mode:?}");
+                assert_eq!(got[at + 2..], f[at + 2..], "{mode:?}");
+                if mode == RxCsum::Blank {
+                    assert_ne!(got, f, "the checksum field holds the partial sum");
+                }
+            } else {
+                assert_eq!(r, Err(Error::RxBadChecksum), "{mode:?} {ip:?} {proto}");
+            }
+        }
+    }
+    assert_eq!(nf.stats().rx_bad_checksum, 6);
+}
+
+#[test]
+fn device_capabilities_follow_the_offload() {
+    use smoltcp::phy::{Checksum, Device};
+    let (nf, _, _) = setup(Config::default());
+    let c = nf.capabilities().checksum;
+    assert!(matches!(c.tcp, Checksum::Tx) && matches!(c.udp, Checksum::Tx));
+    assert!(matches!(c.ipv4, Checksum::Both) && matches!(c.icmpv4, Checksum::Both));
+    assert!(matches!(c.icmpv6, Checksum::Both));
+    let (nf, _, _) = setup(Config {
+        csum_offload: false,
+        ..Config::default()
+    });
+    let c = nf.capabilities().checksum;
+    assert!(matches!(c.tcp, Checksum::Both) && matches!(c.udp, Checksum::Both));
 }
 
 #[test]

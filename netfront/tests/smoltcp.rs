@@ -1,7 +1,7 @@
 //! End to end: a smoltcp interface over Netfront (the guest) and one over the simulated netback
 //! (the peer host), talking ARP, ICMP and TCP through the real ring protocol.
 
-use netfront::sim::{Fault, SimNetback};
+use netfront::sim::{Fault, RxCsum, SimNetback};
 use netfront::{Config, Netfront};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{icmp, tcp};
@@ -143,7 +143,7 @@ fn tcp_over_split_rx_slots_and_a_small_tx_buffer() {
     let mut net = Net::new(Config {
         rx_buffers: 32,
         tx_pages: 2,
-        sg: true,
+        ..Config::default()
     });
     net.nb.rx_slot_size = 700;
     net.nb.rx_offset = 3000;
@@ -175,6 +175,77 @@ fn tcp_survives_a_misbehaving_backend() {
     let (got_a, got_b) = transfer(&mut net, &a, &b);
     assert!(got_a == a && got_b == b);
     assert!(net.nf.stats().malformed >= 5, "{:?}", net.nf.stats());
+}
+
+#[test]
+fn tcp_with_blank_or_validated_checksums_from_the_host() {
+    for mode in [RxCsum::Blank, RxCsum::Validated] {
+        let mut net = Net::new(Config::default());
+        // Every TCP segment to the guest: blank (a partial sum, flagged csum_blank) or flagged
+        // data_validated. Trusted by the driver, not verified again by smoltcp.
+        net.nb.rx_csum = mode;
+        let a = data(1 << 20, 7);
+        let b = data(1 << 20, 8);
+        let (got_a, got_b) = transfer(&mut net, &a, &b);
+        assert!(got_a == a && got_b == b, "{mode:?}");
+        let st = net.nf.stats();
+        assert_eq!((st.rx_dropped, st.rx_bad_checksum, st.malformed), (0, 0, 0));
+        assert!(st.rx_packets > 700, "{st:?}");
+        assert_eq!(net.nb.violations, []);
+    }
+}
+
+/// Opens a TCP connection guest -> host; whether it is established within `steps`.
+fn connects(net: &mut Net, port: u16, steps: usize) -> bool {
+    let g = net.gs.add(tcp_socket());
+    let h = net.hs.add(tcp_socket());
+    net.hs.get_mut::<tcp::Socket>(h).listen(port).unwrap();
+    net.gs
+        .get_mut::<tcp::Socket>(g)
+        .connect(
+            net.guest.context(),
+            (IpAddress::Ipv4(HOST_IP), port),
+            port + 1,
+        )
+        .unwrap();
+    for _ in 0..steps {
+        net.step();
+        if net.gs.get::<tcp::Socket>(g).state() == tcp::State::Established {
+            return true;
+        }
+        // Let retransmission timers fire within few steps.
+        net.now += 50;
+    }
+    false
+}
+
+#[test]
+fn unflagged_bad_checksums_are_dropped_and_tcp_recovers_once_they_stop() {
+    let mut net = Net::new(Config::default());
+    net.nb.rx_csum = RxCsum::Corrupt;
+    assert!(!connects(&mut net, 6000, 200), "no SYN-ACK gets through");
+    let st = net.nf.stats();
+    assert!(st.rx_bad_checksum >= 2, "{st:?}");
+    assert_eq!(st.rx_dropped, st.rx_bad_checksum);
+    assert_eq!(st.malformed, 0);
+    // Good checksums again (still unflagged, verified by the driver): a new connection opens.
+    net.nb.rx_csum = RxCsum::AsIs;
+    assert!(connects(&mut net, 6002, 200));
+}
+
+#[test]
+fn with_offload_refused_blank_checksums_are_dropped_as_before() {
+    let mut net = Net::new(Config {
+        csum_offload: false,
+        ..Config::default()
+    });
+    net.nb.rx_csum = RxCsum::Blank;
+    assert!(!connects(&mut net, 6000, 200));
+    let st = net.nf.stats();
+    assert!(st.rx_dropped >= 2 && st.rx_bad_checksum == 0, "{st:?}");
+    // Validated but complete checksums pass (smoltcp verifies them).
+    net.nb.rx_csum = RxCsum::Validated;
+    assert!(connects(&mut net, 6002, 200));
 }
 
 fn ping(net: &mut Net, from_host: bool, payload: &[u8]) -> bool {
