@@ -349,11 +349,11 @@ fn large_io_is_split_into_eleven_segment_requests() {
 #[test]
 fn large_io_uses_indirect_requests_when_offered() {
     let mut sim = SimConfig::disk(4 << 20);
-    sim.max_indirect_segments = Some(256);
+    sim.max_indirect_segments = Some(512);
     let (_xs, be, mut disk) = setup(sim);
-    // Capped by Config::max_indirect_segments (64).
-    assert_eq!(disk.features().segments_per_request, 64);
-    assert_eq!(disk.features().backend_indirect_segments, 256);
+    // Capped by Config::max_indirect_segments (256).
+    assert_eq!(disk.features().segments_per_request, 256);
+    assert_eq!(disk.features().backend_indirect_segments, 512);
     let mut rng = Rng(6);
     let data = rng.bytes((1 << 20) + 1536);
     disk.write(512, &data).unwrap();
@@ -361,14 +361,43 @@ fn large_io_uses_indirect_requests_when_offered() {
     disk.read(512, &mut back).unwrap();
     assert_eq!(back, data);
     let s = be.stats();
-    assert_eq!(s.max_segments, 64);
-    assert!(s.indirect >= 8, "{s:?}");
+    assert_eq!(s.max_segments, 256);
+    // 257 pages each way: a 256-segment request, then one page.
+    assert!(s.indirect >= 2, "{s:?}");
     assert_eq!(s.frontend_errors, 0);
     assert_eq!(disk.stats().indirect_requests, s.indirect);
     // Small I/O stays direct.
     let before = be.stats().indirect;
     disk.write(0, &[9; 4096]).unwrap();
     assert_eq!(be.stats().indirect, before);
+}
+
+#[test]
+fn a_mib_fits_the_default_pool_in_full_size_requests() {
+    // Descriptor pages come on top of the 256 data pages, so 1 MiB never leaves a tail waiting
+    // for pages (it used to: 3 x 65 pages + 60 + 1 of 256, then 4 pages after a response).
+    for (segs, requests) in [(256, 1), (64, 4), (32, 8)] {
+        let mut sim = SimConfig::disk(4 << 20);
+        sim.max_indirect_segments = Some(256);
+        let config = Config {
+            max_indirect_segments: segs,
+            ..Config::default()
+        };
+        let (_xs, be, mut disk) = setup_with(sim, config);
+        let data = Rng(9).bytes(1 << 20);
+        disk.write(1 << 20, &data).unwrap();
+        let mut back = vec![0; data.len()];
+        disk.read(1 << 20, &mut back).unwrap();
+        assert_eq!(back, data);
+        let s = be.stats();
+        assert_eq!(
+            (s.writes, s.indirect),
+            (requests, 2 * requests),
+            "{segs}: {s:?}"
+        );
+        assert_eq!(s.max_segments, segs);
+        assert_eq!(disk.stats().requests, 2 * requests);
+    }
 }
 
 #[test]
