@@ -28,8 +28,11 @@ use core::future::poll_fn;
 use core::task::Poll;
 
 use smoltcp::iface::SocketHandle;
-use smoltcp::socket::{tcp, udp};
-use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::socket::{icmp, tcp, udp};
+use smoltcp::wire::{
+    Icmpv4Packet, Icmpv4Repr, IpAddress, IpEndpoint, IpListenEndpoint, Ipv4Address,
+};
 
 use crate::stack::{Net, NetError};
 
@@ -417,5 +420,80 @@ impl Drop for UdpSocket {
         let mut g = self.net.0.borrow_mut();
         g.sockets.remove(self.handle);
         g.unbind(self.port, false);
+    }
+}
+
+impl Net {
+    /// Sends one ICMP echo request to `addr` (IPv4) with sequence number `seq` and waits up to
+    /// `timeout_ns` for the reply; returns the round-trip time in nanoseconds.
+    pub async fn ping(
+        &self,
+        addr: Ipv4Address,
+        seq: u16,
+        timeout_ns: u64,
+    ) -> Result<u64, NetError> {
+        const PAYLOAD: &[u8] = b"xenrt ping payload 0123456789abcdef";
+        let ident = {
+            let mut g = self.0.borrow_mut();
+            g.ephemeral_port()
+        };
+        let mut s = icmp::Socket::new(
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 2], vec![0; 256]),
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 2], vec![0; 256]),
+        );
+        s.bind(icmp::Endpoint::Ident(ident))
+            .map_err(|_| NetError::Unaddressable)?;
+        let h = self.0.borrow_mut().sockets.add(s);
+        let start = self.now_ns();
+        let sent = {
+            let mut g = self.0.borrow_mut();
+            let s = g.sockets.get_mut::<icmp::Socket>(h);
+            let repr = Icmpv4Repr::EchoRequest {
+                ident,
+                seq_no: seq,
+                data: PAYLOAD,
+            };
+            match s.send(repr.buffer_len(), IpAddress::Ipv4(addr)) {
+                Ok(buf) => {
+                    repr.emit(
+                        &mut Icmpv4Packet::new_unchecked(buf),
+                        &ChecksumCapabilities::default(),
+                    );
+                    Ok(())
+                }
+                Err(_) => Err(NetError::Unaddressable),
+            }
+        };
+        let reply = async {
+            poll_fn(|cx| {
+                let mut g = self.0.borrow_mut();
+                let now = g.now_ns;
+                let s = g.sockets.get_mut::<icmp::Socket>(h);
+                while let Ok((data, _from)) = s.recv() {
+                    let Ok(p) = Icmpv4Packet::new_checked(data) else {
+                        continue;
+                    };
+                    if let Ok(Icmpv4Repr::EchoReply {
+                        ident: i, seq_no, ..
+                    }) = Icmpv4Repr::parse(&p, &ChecksumCapabilities::default())
+                    {
+                        if i == ident && seq_no == seq {
+                            return Poll::Ready(now.saturating_sub(start));
+                        }
+                    }
+                }
+                s.register_recv_waker(cx.waker());
+                Poll::Pending
+            })
+            .await
+        };
+        let r = match sent {
+            Ok(()) => xen::exec::timeout(self.sleep(timeout_ns), reply)
+                .await
+                .ok_or(NetError::TimedOut),
+            Err(e) => Err(e),
+        };
+        self.0.borrow_mut().sockets.remove(h);
+        r
     }
 }

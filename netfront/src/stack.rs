@@ -532,6 +532,19 @@ impl Net {
         self.0.borrow().dns.clone()
     }
 
+    /// The stack's clock: nanoseconds at its last poll (the executor polls it every turn).
+    pub fn now_ns(&self) -> u64 {
+        self.0.borrow().now_ns
+    }
+
+    /// A future that completes `ns` nanoseconds from now on the stack's clock (for timeouts:
+    /// `xen::exec::timeout(net.sleep(ns), fut)`).
+    pub fn sleep(&self, ns: u64) -> xen::exec::Sleep<impl Fn() -> u64 + Unpin> {
+        let net = self.clone();
+        let at = self.now_ns().saturating_add(ns);
+        xen::exec::sleep_until_with(move || net.now_ns(), at)
+    }
+
     /// Waits until IPv4 is configured (at once with a static address); returns it.
     pub async fn configured(&self) -> Ipv4Cidr {
         core::future::poll_fn(|cx| {

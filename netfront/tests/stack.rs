@@ -287,3 +287,19 @@ fn binding_a_port_twice_fails_and_dropping_frees_it() {
         NetError::PortInUse(80)
     );
 }
+
+#[test]
+fn ping_gets_the_peers_echo_reply_and_times_out_without_one() {
+    let mut p = pair();
+    let (rtt, lost) = p.run(|_, _, peer| {
+        Box::pin(async move {
+            let rtt = peer.ping(GUEST_IP, 1, 1_000_000_000).await;
+            let lost = peer
+                .ping(Ipv4Address::new(10, 0, 0, 99), 2, 500_000_000)
+                .await;
+            (rtt, lost)
+        })
+    });
+    assert!(rtt.unwrap() < 1_000_000_000);
+    assert_eq!(lost.unwrap_err(), NetError::TimedOut);
+}

@@ -402,6 +402,25 @@ pub fn run<T, F: Future<Output = T>>(
     ex.block_on(&mut XenPark, sources, fut)
 }
 
+/// Runs `fut` until it completes or `sleep` does: `Some(output)`, or `None` on timeout.
+pub async fn timeout<C: Fn() -> u64 + Unpin, F: Future>(
+    sleep: Sleep<C>,
+    fut: F,
+) -> Option<F::Output> {
+    let mut fut = core::pin::pin!(fut);
+    let mut sleep = sleep;
+    core::future::poll_fn(move |cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        match Pin::new(&mut sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// Yields once to the other tasks.
 pub async fn yield_now() {
     let mut yielded = false;

@@ -8,6 +8,10 @@
 //!
 //! It prints `echo: ready on ADDR` once it has an address, then serves until the toolstack shuts
 //! it down (`xl shutdown`). `conns=N` caps concurrent TCP connections (default 256).
+//!
+//! For tests it can also be a client: `ping=ADDR` pings ADDR three times (`echo: ping ...`
+//! lines), `peer=ADDR` sends 64 KiB through ADDR's TCP echo and checks what comes back
+//! (`echo: peer ADDR ok` or `... failed: why`).
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -21,15 +25,36 @@ use alloc::vec;
 use core::cell::Cell;
 use core::future::Future;
 
+use netfront::smoltcp::wire::{IpAddress, Ipv4Address};
 use netfront::{ListenConfig, Net, TcpListener, TcpStream};
 use xen::cmdline::{validate, KeySpec};
 use xen::exec::Spawner;
 
-const KEYS: &[KeySpec] = &[KeySpec {
-    name: "conns",
-    help: "most concurrent TCP connections (default 256)",
-    validate: validate::port,
-}];
+const KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: "conns",
+        help: "most concurrent TCP connections (default 256)",
+        validate: validate::port,
+    },
+    KeySpec {
+        name: "ping",
+        help: "IPv4 address to ping three times once up",
+        validate: |v| {
+            v.parse::<Ipv4Address>()
+                .map(|_| ())
+                .map_err(|_| "expected an IPv4 address")
+        },
+    },
+    KeySpec {
+        name: "peer",
+        help: "IPv4 address of another echo server to exchange 64 KiB with once up",
+        validate: |v| {
+            v.parse::<Ipv4Address>()
+                .map(|_| ())
+                .map_err(|_| "expected an IPv4 address")
+        },
+    },
+];
 
 xen::main!(main, KEYS, netfront::stack::KEYS);
 
@@ -70,6 +95,13 @@ async fn serve(sp: Spawner, net: Net, limit: usize) -> Result<(), String> {
         tcp_discard,
     ));
     sp.spawn(accept_loop(sp.clone(), source, live, limit, tcp_source));
+    let cmd = xen::boot::cmdline();
+    if let Some(a) = cmd.parsed::<Ipv4Address>("ping") {
+        sp.spawn(ping(net.clone(), a));
+    }
+    if let Some(a) = cmd.parsed::<Ipv4Address>("peer") {
+        sp.spawn(peer(net.clone(), a));
+    }
     let mut buf = vec![0u8; 1500];
     loop {
         match udp.recv_from(&mut buf).await {
@@ -172,4 +204,61 @@ async fn tcp_source(mut s: TcpStream) {
         left -= n as u64;
     }
     let _ = s.flush().await;
+}
+
+async fn ping(net: Net, addr: Ipv4Address) {
+    for seq in 1..=3 {
+        match net.ping(addr, seq, 2_000_000_000).await {
+            Ok(rtt) => xen::println!("echo: ping {addr} seq={seq} rtt={} us", rtt / 1000),
+            Err(e) => xen::println!("echo: ping {addr} seq={seq} failed: {e}"),
+        }
+        xen::exec::timeout(net.sleep(200_000_000), core::future::pending::<()>()).await;
+    }
+}
+
+/// Exchanges 64 KiB with the echo server at `addr` (retrying the connection for 60 s while the
+/// peer boots).
+async fn peer(net: Net, addr: Ipv4Address) {
+    let msg: alloc::vec::Vec<u8> = (0..65536u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut tries = 0;
+    let mut s = loop {
+        match net
+            .tcp_connect(IpAddress::Ipv4(addr), 7, 16384, 16384)
+            .await
+        {
+            Ok(s) => break s,
+            Err(e) if tries < 60 => {
+                log::debug!("echo: peer {addr}: {e}, retrying");
+                tries += 1;
+                xen::exec::timeout(net.sleep(1_000_000_000), core::future::pending::<()>()).await;
+            }
+            Err(e) => {
+                xen::println!("echo: peer {addr} failed: {e}");
+                return;
+            }
+        }
+    };
+    let mut got = alloc::vec::Vec::with_capacity(msg.len());
+    let mut buf = vec![0u8; 8192];
+    let mut sent = 0;
+    while got.len() < msg.len() {
+        if sent < msg.len() {
+            match s.write(&msg[sent..]).await {
+                Ok(n) => sent += n,
+                Err(e) => return xen::println!("echo: peer {addr} failed: {e}"),
+            }
+        }
+        while s.recv_queue() > 0 || (sent == msg.len() && got.len() < msg.len()) {
+            match s.read(&mut buf).await {
+                Ok(0) => return xen::println!("echo: peer {addr} failed: closed early"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return xen::println!("echo: peer {addr} failed: {e}"),
+            }
+        }
+    }
+    if got == msg {
+        xen::println!("echo: peer {addr} ok {} bytes", got.len());
+    } else {
+        xen::println!("echo: peer {addr} failed: echoed bytes differ");
+    }
 }

@@ -37,7 +37,12 @@ impl Guest {
     /// [`Guest::start`] with more `K=V` lines for the .xl (they win over it).
     pub fn start_with(image_name: &str, extra: &str, more: &[&str]) -> Result<Guest, String> {
         let xl = image(&format!("{image_name}.xl"))?;
-        let name = format!("{image_name}-{}", SEQ.fetch_add(1, Ordering::SeqCst));
+        // Unique within a lab boot, even when a kept lab serves several test runs.
+        let name = format!(
+            "{image_name}-{}-{}",
+            std::process::id() % 100_000,
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
         let r = lab(&[
             "create",
             xl.to_str().unwrap(),
@@ -130,4 +135,52 @@ pub fn finish(ok: bool) -> ! {
         let _ = lab(&["stop"]);
     }
     std::process::exit(if ok { 0 } else { 1 })
+}
+
+/// Builds our static lab tool `tests/lab-tools/NAME.c` on the host (gcc -static) and copies it
+/// into the lab; returns its path in dom0.
+pub fn tool(name: &str) -> Result<String, String> {
+    let out = root().join("target/lab-tools").join(name);
+    std::fs::create_dir_all(out.parent().unwrap()).map_err(|e| e.to_string())?;
+    let cc = run(Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(root().join(format!("tests/lab-tools/{name}.c"))))?;
+    if cc.code != Some(0) {
+        return Err(format!("building {name} failed: {}", cc.output));
+    }
+    let put = lab(&["put", out.to_str().unwrap()])?;
+    if put.code != Some(0) {
+        return Err(format!("lab put {name} failed: {}", put.output));
+    }
+    Ok(put.output.trim().lines().last().unwrap_or("").to_string())
+}
+
+/// Runs `script` with sh in dom0 (through a file in the share, so it may hold any quoting);
+/// Ok(output) when it exits 0 within `secs`.
+pub fn dom0_sh(script: &str, secs: u32) -> Result<String, String> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "script-{}-{}.sh",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let path = std::path::Path::new(&lab_dir()).join("share").join(&name);
+    std::fs::write(&path, script).map_err(|e| format!("{}: {e}", path.display()))?;
+    let r = lab(&[
+        "exec",
+        "-t",
+        &secs.to_string(),
+        "sh",
+        &format!("/mnt/host/{name}"),
+    ])?;
+    let _ = std::fs::remove_file(&path);
+    if r.code == Some(0) {
+        Ok(r.output)
+    } else {
+        Err(format!(
+            "dom0 script exited {:?}:\n{script}\n--- output:\n{}",
+            r.code, r.output
+        ))
+    }
 }

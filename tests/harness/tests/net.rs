@@ -1,0 +1,201 @@
+//! The lab tier for networking: apps/echo (netfront + smoltcp) as real domUs on the lab's bridge
+//! (xenbr0, dom0 10.0.0.1 runs udhcpd), driven by real clients in dom0 (ping, socat) and by
+//! another of our guests.
+
+use std::sync::OnceLock;
+use xen_tests::case;
+use xen_tests::lab::{dom0_sh, expect, lab, tool, Guest};
+
+/// A guest's MAC for index NN (scripts/lab gives 00:16:3e:00:00:NN the address 10.0.0.(100+NN)).
+fn mac(nn: u8) -> (String, String) {
+    (
+        format!("00:16:3e:00:00:{nn:02x}"),
+        format!("10.0.0.{}", 100 + u32::from(nn)),
+    )
+}
+
+/// Starts echo with a fixed MAC and `extra`; waits for "echo: ready"; returns it and its IP.
+fn start_echo(nn: u8, extra: &str) -> Result<(Guest, String), String> {
+    let (m, ip) = mac(nn);
+    let g = Guest::start_with(
+        "echo",
+        extra,
+        &[&format!("vif=['bridge=xenbr0,mac={m}']"), "memory=16"],
+    )?;
+    g.until("echo: ready on", 90)?;
+    Ok((g, ip))
+}
+
+/// One echo guest (DHCP) shared by the cases that only need a server.
+fn server() -> Result<&'static (Guest, String), String> {
+    static S: OnceLock<Result<(Guest, String), String>> = OnceLock::new();
+    S.get_or_init(|| start_echo(0x30, "log=info ping=10.0.0.1"))
+        .as_ref()
+        .map_err(|e| e.clone())
+}
+
+fn main() {
+    xen_tests::lab::start_or_exit();
+    let cases = vec![
+        case("guest_gets_a_dhcp_lease_from_dom0", || {
+            let (g, ip) = server()?;
+            let c = g.console()?;
+            expect(&c, &format!("net: DHCP lease {ip}/24 router 10.0.0.1"))?;
+            expect(&c, &format!("echo: ready on {ip}/24"))?;
+            let leases = lab(&["exec", "dumpleases -f /run/udhcpd.leases"])?;
+            expect(&leases.output.to_lowercase(), &mac(0x30).0)?;
+            Ok(ip.clone())
+        }),
+        case("ping_dom0_to_guest_and_guest_to_dom0", || {
+            let (g, ip) = server()?;
+            let out = dom0_sh(&format!("ping -c 5 -i 0.2 {ip}"), 60)?;
+            expect(&out, "5 packets received")?;
+            g.until("echo: ping 10.0.0.1 seq=3 rtt=", 30)?;
+            let c = g.console()?;
+            if c.contains("echo: ping 10.0.0.1 seq=") && c.contains("failed") {
+                return Err(format!("a guest ping failed:\n{c}"));
+            }
+            Ok(out.lines().last().unwrap_or("").to_string())
+        }),
+        case("ipv6_link_local_ping", || {
+            let (_, ip) = server()?;
+            let _ = ip;
+            // fe80:: + modified EUI-64 of 00:16:3e:00:00:30.
+            let out = dom0_sh("ping6 -c 3 -i 0.2 -I xenbr0 fe80::216:3eff:fe00:30", 60)?;
+            expect(&out, "3 packets received")?;
+            Ok(String::new())
+        }),
+        case("tcp_echo_of_100_mb_matches_by_checksum", || {
+            let (_, ip) = server()?;
+            let out = dom0_sh(
+                &format!(
+                    "head -c 100000000 /dev/urandom > /tmp/in.bin
+                     a=$(cut -d' ' -f1 /proc/uptime)
+                     got=$(socat -t 60 - TCP:{ip}:7 < /tmp/in.bin | md5sum)
+                     b=$(cut -d' ' -f1 /proc/uptime)
+                     want=$(md5sum < /tmp/in.bin)
+                     rm -f /tmp/in.bin
+                     echo \"sent $want\"; echo \"got  $got\"
+                     echo \"secs $a $b\"
+                     [ \"$want\" = \"$got\" ] && echo SAME"
+                ),
+                600,
+            )?;
+            expect(&out, "SAME")?;
+            let secs = out
+                .lines()
+                .find_map(|l| l.strip_prefix("secs "))
+                .and_then(|t| {
+                    let v: Vec<f64> = t.split(' ').filter_map(|x| x.parse().ok()).collect();
+                    (v.len() == 2).then(|| v[1] - v[0])
+                })
+                .unwrap_or(0.0);
+            Ok(format!("[100 MB each way in {secs:.1} s]"))
+        }),
+        case("thousand_sequential_connections", || {
+            let (_, ip) = server()?;
+            let out = dom0_sh(
+                &format!(
+                    "ok=0; i=0
+                     while [ $i -lt 1000 ]; do
+                       r=$(echo \"conn-$i\" | socat -t 5 - TCP:{ip}:7)
+                       [ \"$r\" = \"conn-$i\" ] && ok=$((ok+1))
+                       i=$((i+1))
+                     done
+                     echo \"ok=$ok\""
+                ),
+                900,
+            )?;
+            expect(&out, "ok=1000")?;
+            Ok(String::new())
+        }),
+        case("hundred_concurrent_connections", || {
+            let (_, ip) = server()?;
+            // Each client holds its connection for 3 s, so all 100 are open at once.
+            let out = dom0_sh(
+                &format!(
+                    "rm -rf /tmp/cc; mkdir /tmp/cc; i=0
+                     while [ $i -lt 100 ]; do
+                       (printf \"client-$i\"; sleep 3) | socat -t 10 - TCP:{ip}:7 > /tmp/cc/$i 2>/tmp/cc/err$i &
+                       i=$((i+1))
+                     done
+                     wait
+                     ok=0; i=0
+                     while [ $i -lt 100 ]; do
+                       if [ \"$(cat /tmp/cc/$i)\" = \"client-$i\" ]; then ok=$((ok+1));
+                       else echo \"client-$i got '$(cat /tmp/cc/$i)'\"; fi
+                       i=$((i+1))
+                     done
+                     rm -rf /tmp/cc
+                     echo \"ok=$ok\""
+                ),
+                300,
+            )?;
+            expect(&out, "ok=100")?;
+            Ok(String::new())
+        }),
+        case("udp_echo", || {
+            let (_, ip) = server()?;
+            let out = dom0_sh(
+                &format!(
+                    "ok=0; i=0
+                     while [ $i -lt 20 ]; do
+                       r=$(echo \"datagram-$i\" | socat -t 1 - UDP:{ip}:7)
+                       [ \"$r\" = \"datagram-$i\" ] && ok=$((ok+1))
+                       i=$((i+1))
+                     done
+                     echo \"ok=$ok\""
+                ),
+                120,
+            )?;
+            expect(&out, "ok=20")?;
+            Ok(String::new())
+        }),
+        case("two_of_our_guests_talk_static_address_and_dhcp", || {
+            let (a, _) = start_echo(0x31, "ip=10.0.0.60/24 gw=10.0.0.1")?;
+            let (b, _) = start_echo(0x32, "peer=10.0.0.60")?;
+            b.until("echo: peer 10.0.0.60", 90)?;
+            let c = b.console()?;
+            let _ = lab(&["destroy", &a.name]);
+            let _ = lab(&["destroy", &b.name]);
+            expect(&c, "echo: peer 10.0.0.60 ok 65536 bytes")?;
+            Ok(String::new())
+        }),
+        case("garbage_frame_storm_leaves_echo_answering", || {
+            let (g, ip) = server()?;
+            let storm = tool("rawstorm")?;
+            let out = dom0_sh(
+                &format!(
+                    "{storm} vif{}.0 {} 20000 1
+                     r=$(echo after-storm | socat -t 5 - TCP:{ip}:7)
+                     echo \"tcp=$r\"
+                     ping -c 2 -i 0.2 {ip} | tail -2",
+                    g.domid,
+                    mac(0x30).0
+                ),
+                600,
+            )?;
+            expect(&out, "rawstorm: sent 20000 frames")?;
+            expect(&out, "tcp=after-storm")?;
+            expect(&out, "2 packets received")?;
+            let c = g.console()?;
+            if c.contains("PANIC") {
+                return Err(format!("guest panicked:\n{c}"));
+            }
+            Ok(String::new())
+        }),
+        case("xl_shutdown_powers_off_a_networked_guest", || {
+            let (g, _) = server()?;
+            let r = lab(&["exec", &format!("xl shutdown {}", g.name)])?;
+            if r.code != Some(0) {
+                return Err(format!("xl shutdown: {}", r.output));
+            }
+            let end = g.wait(60)?;
+            (end == "poweroff")
+                .then_some(String::new())
+                .ok_or(format!("ended with {end}"))
+        }),
+    ];
+    let ok = xen_tests::run_cases("net", cases, 1);
+    xen_tests::lab::finish(ok)
+}
