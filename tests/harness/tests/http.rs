@@ -1,0 +1,256 @@
+//! The lab tier for the main job: apps/httpd as a real domU, driven by curl and wrk in dom0 and
+//! by a plain TCP client on the host through the lab's port forward.
+
+use std::io::{Read, Write};
+use std::sync::OnceLock;
+use xen_tests::lab::{dom0_sh, expect, lab, Guest};
+use xen_tests::{case, root};
+
+const MAC: &str = "00:16:3e:00:00:41";
+const IP: &str = "10.0.0.165";
+
+fn server() -> Result<&'static Guest, String> {
+    static S: OnceLock<Result<Guest, String>> = OnceLock::new();
+    S.get_or_init(|| {
+        let g = Guest::start_with(
+            "httpd",
+            "log=info idle=5",
+            &[&format!("vif=['bridge=xenbr0,mac={MAC}']")],
+        )?;
+        g.until("httpd: serving", 90)?;
+        Ok(g)
+    })
+    .as_ref()
+    .map_err(|e| e.clone())
+}
+
+fn www(file: &str) -> Vec<u8> {
+    std::fs::read(root().join("apps/httpd/www").join(file)).unwrap_or_default()
+}
+
+fn main() {
+    xen_tests::lab::start_or_exit();
+    let cases = vec![
+        case("get_head_404_405_and_etag_from_dom0", || {
+            let g = server()?;
+            expect(&g.console()?, &format!("on http://{IP}:80/"))?;
+            let out = dom0_sh(
+                &format!(
+                    "curl -s http://{IP}/ | md5sum
+                     curl -sI http://{IP}/ | tr -d '\\r'
+                     curl -s -o /dev/null -w 'missing %{{http_code}}\\n' http://{IP}/nope
+                     curl -s -o /dev/null -w 'post %{{http_code}}\\n' -d x=1 http://{IP}/
+                     etag=$(curl -sI http://{IP}/ | tr -d '\\r' | awk -F': ' 'tolower($1)==\"etag\" {{print $2}}')
+                     curl -s -o /dev/null -w 'cached %{{http_code}}\\n' -H \"If-None-Match: $etag\" http://{IP}/"
+                ),
+                60,
+            )?;
+            let want = format!("{:x}", md5_of(&www("index.html")));
+            expect(&out, &want)?;
+            expect(&out, "HTTP/1.1 200 OK")?;
+            expect(
+                &out,
+                &format!("Content-Length: {}", www("index.html").len()),
+            )?;
+            expect(&out, "Content-Type: text/html")?;
+            expect(&out, "missing 404")?;
+            expect(&out, "post 405")?;
+            expect(&out, "cached 304")?;
+            expect(&g.console()?, "GET / 200")?;
+            Ok(String::new())
+        }),
+        case("big_file_is_byte_exact", || {
+            server()?;
+            let out = dom0_sh(&format!("curl -s http://{IP}/big.txt | md5sum"), 60)?;
+            expect(&out, &format!("{:x}", md5_of(&www("big.txt"))))?;
+            Ok(String::new())
+        }),
+        case("keep_alive_serves_many_requests_on_one_connection", || {
+            server()?;
+            let urls: Vec<String> = (0..50).map(|_| format!("http://{IP}/style.css")).collect();
+            let out = dom0_sh(
+                &format!(
+                    "curl -s -o /dev/null -w '%{{http_code}} %{{num_connects}}\\n' {}",
+                    urls.join(" ")
+                ),
+                120,
+            )?;
+            let lines: Vec<&str> = out.lines().collect();
+            let ok = lines.iter().filter(|l| l.starts_with("200 ")).count();
+            let connects: u32 = lines
+                .iter()
+                .filter_map(|l| l.split(' ').nth(1)?.parse::<u32>().ok())
+                .sum();
+            if ok != 50 || connects != 1 {
+                return Err(format!("{ok} of 50 ok over {connects} connections:\n{out}"));
+            }
+            Ok("[50 requests, 1 connection]".into())
+        }),
+        case("pipelined_requests_are_answered_in_order", || {
+            server()?;
+            let out = dom0_sh(
+                &format!(
+                    "printf 'GET /style.css HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nHEAD / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /nope HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' \
+                     | socat -t 5 - TCP:{IP}:80 | grep -a '^HTTP/1.1'"
+                ),
+                60,
+            )?;
+            let status: Vec<&str> = out.lines().map(|l| l.trim()).collect();
+            if status
+                != [
+                    "HTTP/1.1 200 OK",
+                    "HTTP/1.1 200 OK",
+                    "HTTP/1.1 404 Not Found",
+                ]
+            {
+                return Err(format!("responses: {status:?}"));
+            }
+            Ok(String::new())
+        }),
+        case("malformed_requests_get_4xx_and_serving_goes_on", || {
+            server()?;
+            let out = dom0_sh(
+                &format!(
+                    "printf 'garbage\\r\\n\\r\\n' | socat -t 3 - TCP:{IP}:80 | head -1
+                     printf 'GET / HTTP/9.9\\r\\nHost: x\\r\\n\\r\\n' | socat -t 3 - TCP:{IP}:80 | head -1
+                     printf 'GET / HTTP/1.1\\r\\n\\r\\n' | socat -t 3 - TCP:{IP}:80 | head -1
+                     (printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\nX: '; head -c 20000 /dev/zero | tr '\\0' a; printf '\\r\\n\\r\\n') | socat -t 3 - TCP:{IP}:80 | head -1
+                     head -c 3000 /dev/urandom | socat -t 3 - TCP:{IP}:80 | head -c 12; echo
+                     curl -s -o /dev/null -w 'after %{{http_code}}\\n' http://{IP}/"
+                ),
+                120,
+            )?;
+            for want in ["HTTP/1.1 400", "HTTP/1.1 505", "HTTP/1.1 431", "after 200"] {
+                expect(&out, want)?;
+            }
+            if out.matches("HTTP/1.1 400").count() < 2 {
+                return Err(format!("missing Host should be 400 too:\n{out}"));
+            }
+            Ok(String::new())
+        }),
+        case("hundred_concurrent_clients_with_wrk", || {
+            server()?;
+            let out = dom0_sh(&format!("wrk -t 2 -c 100 -d 5 http://{IP}/ 2>&1"), 120)?;
+            if out.contains("Non-2xx") || out.contains("Socket errors") {
+                return Err(format!("errors under load:\n{out}"));
+            }
+            let rps = out
+                .lines()
+                .find_map(|l| l.strip_prefix("Requests/sec:"))
+                .map(|v| v.trim().to_string())
+                .ok_or(format!("no Requests/sec in:\n{out}"))?;
+            let reqs: f64 = rps.parse().map_err(|_| out.clone())?;
+            if reqs <= 0.0 {
+                return Err(format!("no requests served:\n{out}"));
+            }
+            Ok(format!("[{rps} req/s with log=info]"))
+        }),
+        case("a_slow_client_does_not_block_others", || {
+            server()?;
+            // A client that sends half a request and then nothing, for 8 s; meanwhile 20 other
+            // requests must all be served (each with a 4 s cap).
+            let out = dom0_sh(
+                &format!(
+                    "(printf 'GET / HTTP/1.1\\r\\nHo'; sleep 8) | socat -t 10 - TCP:{IP}:80 > /tmp/slow.out &
+                     ok=0; i=0
+                     while [ $i -lt 20 ]; do
+                       c=$(curl -s -o /dev/null -m 4 -w '%{{http_code}}' http://{IP}/)
+                       [ \"$c\" = 200 ] && ok=$((ok+1))
+                       i=$((i+1))
+                     done
+                     echo \"ok=$ok\"
+                     wait"
+                ),
+                60,
+            )?;
+            expect(&out, "ok=20")?;
+            Ok(String::new())
+        }),
+        case("host_reaches_httpd_through_the_port_forward", || {
+            server()?;
+            let port = 18080 + (std::process::id() % 1000) as u16;
+            let f = lab(&["forward", &port.to_string(), &format!("{IP}:80")])?;
+            if f.code != Some(0) {
+                return Err(format!("forward failed: {}", f.output));
+            }
+            let r = (|| {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+                    .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+                s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                    .map_err(|e| e.to_string())?;
+                s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .map_err(|e| e.to_string())?;
+                let mut body = Vec::new();
+                s.read_to_end(&mut body).map_err(|e| e.to_string())?;
+                Ok::<_, String>(String::from_utf8_lossy(&body).to_string())
+            })();
+            let _ = lab(&["unforward", &port.to_string()]);
+            let body = r?;
+            expect(&body, "HTTP/1.1 200 OK")?;
+            expect(&body, &String::from_utf8_lossy(&www("index.html")))?;
+            Ok(format!("[127.0.0.1:{port}]"))
+        }),
+        case("xl_shutdown_stops_httpd_cleanly", || {
+            let g = server()?;
+            let r = lab(&["exec", &format!("xl shutdown {}", g.name)])?;
+            if r.code != Some(0) {
+                return Err(format!("xl shutdown: {}", r.output));
+            }
+            let end = g.wait(60)?;
+            (end == "poweroff")
+                .then_some(String::new())
+                .ok_or(format!("ended with {end}"))
+        }),
+    ];
+    let ok = xen_tests::run_cases("http", cases, 1);
+    xen_tests::lab::finish(ok)
+}
+
+/// MD5 (RFC 1321), to compare with dom0's md5sum without a dependency.
+fn md5_of(data: &[u8]) -> u128 {
+    let s: [u32; 64] = [
+        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5,
+        9, 14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10,
+        15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+    ];
+    let k: Vec<u32> = (0..64)
+        .map(|i| ((i as f64 + 1.0).sin().abs() * 4294967296.0) as u32)
+        .collect();
+    let (mut a0, mut b0, mut c0, mut d0) =
+        (0x67452301u32, 0xefcdab89u32, 0x98badcfeu32, 0x10325476u32);
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&((data.len() as u64).wrapping_mul(8)).to_le_bytes());
+    for chunk in msg.chunks(64) {
+        let m: Vec<u32> = chunk
+            .chunks(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        let (mut a, mut b, mut c, mut d) = (a0, b0, c0, d0);
+        for i in 0..64 {
+            let (f, g) = match i / 16 {
+                0 => ((b & c) | (!b & d), i),
+                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
+                2 => (b ^ c ^ d, (3 * i + 5) % 16),
+                _ => (c ^ (b | !d), (7 * i) % 16),
+            };
+            let f2 = f.wrapping_add(a).wrapping_add(k[i]).wrapping_add(m[g]);
+            a = d;
+            d = c;
+            c = b;
+            b = b.wrapping_add(f2.rotate_left(s[i]));
+        }
+        a0 = a0.wrapping_add(a);
+        b0 = b0.wrapping_add(b);
+        c0 = c0.wrapping_add(c);
+        d0 = d0.wrapping_add(d);
+    }
+    let mut out = [0u8; 16];
+    for (i, v) in [a0, b0, c0, d0].iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    u128::from_be_bytes(out)
+}
