@@ -64,10 +64,13 @@ fn main() -> Result<(), String> {
 }
 
 async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
+    // Requests are small (the core buffers a header section up to its limit itself); responses
+    // stream from the image. Many small sockets: a burst of clients finds a listening socket
+    // ready (see netfront::stack::SynGate) within a few MiB of memory.
     let config = ListenConfig {
-        backlog: 32,
-        rx_buffer: 4 * 1024,
-        tx_buffer: 32 * 1024,
+        backlog: 64,
+        rx_buffer: 2 * 1024,
+        tx_buffer: 16 * 1024,
     };
     let mut listener = net
         .tcp_listen(s.port, config)
