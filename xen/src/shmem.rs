@@ -300,9 +300,15 @@ mod tests {
                 m.write(off, &data[..len]).unwrap();
                 let mut all = vec![0u8; 256];
                 m.read(0, &mut all).unwrap();
-                assert!(all[..off].iter().all(|b| *b == 0), "before, off {off} len {len}");
+                assert!(
+                    all[..off].iter().all(|b| *b == 0),
+                    "before, off {off} len {len}"
+                );
                 assert_eq!(&all[off..off + len], &data[..len], "off {off} len {len}");
-                assert!(all[off + len..].iter().all(|b| *b == 0), "after, off {off} len {len}");
+                assert!(
+                    all[off + len..].iter().all(|b| *b == 0),
+                    "after, off {off} len {len}"
+                );
                 let mut back = vec![0u8; len];
                 m.read(off, &mut back).unwrap();
                 assert_eq!(back, &data[..len]);
