@@ -5,14 +5,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+include!("../../arch/image_build.rs");
+
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script = dir.join("../../arch/link.ld");
-    println!("cargo:rerun-if-changed={}", script.display());
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
-        println!("cargo:rustc-link-arg=-T{}", script.display());
-    }
-    bake_site(dir);
+    link_image();
+    bake_site(Path::new(env!("CARGO_MANIFEST_DIR")));
 }
 
 fn bake_site(manifest_dir: &Path) {

@@ -336,11 +336,7 @@ impl Frontend {
             .publish(xs, keys, XenbusState::Initialised)
             .and_then(|()| self.wait_for_backend(xs, XenbusState::Connected, timeout))
             .and_then(|_| self.set_state(xs, XenbusState::Connected));
-        if let Err(e) = result {
-            let _ = self.close(xs, timeout);
-            return Err(e);
-        }
-        Ok(())
+        self.close_on_error(xs, timeout, result)
     }
 
     /// The connect of a frontend whose backend acts only on Connected (Linux's netback ignores
@@ -354,12 +350,23 @@ impl Frontend {
     ) -> Result<(), XenbusError> {
         let result = self
             .publish(xs, keys, XenbusState::Connected)
-            .and_then(|()| self.wait_for_backend(xs, XenbusState::Connected, timeout));
-        if let Err(e) = result {
+            .and_then(|()| self.wait_for_backend(xs, XenbusState::Connected, timeout))
+            .map(|_| ());
+        self.close_on_error(xs, timeout, result)
+    }
+
+    /// A failed connect leaves the frontend closed: closes it (best effort) and passes `result`
+    /// on.
+    fn close_on_error<T: Transport>(
+        &mut self,
+        xs: &mut Client<T>,
+        timeout: &mut impl Timeout,
+        result: Result<(), XenbusError>,
+    ) -> Result<(), XenbusError> {
+        if result.is_err() {
             let _ = self.close(xs, timeout);
-            return Err(e);
         }
-        Ok(())
+        result
     }
 
     /// Closes: state Closing, wait for the backend to be Closing or Closed (or gone, or

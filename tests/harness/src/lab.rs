@@ -94,6 +94,18 @@ impl Guest {
             .to_string())
     }
 
+    /// Asks the toolstack to shut the guest down (`xl shutdown`) and expects a clean power-off.
+    pub fn shutdown_cleanly(&self) -> Result<String, String> {
+        let r = lab(&["exec", &format!("xl shutdown {}", self.name)])?;
+        if r.code != Some(0) {
+            return Err(format!("xl shutdown: {}", r.output));
+        }
+        let end = self.wait(60)?;
+        (end == "poweroff")
+            .then_some(String::new())
+            .ok_or(format!("ended with {end}"))
+    }
+
     /// The console log so far.
     pub fn console(&self) -> Result<String, String> {
         Ok(lab(&["console", &self.name])?.output)

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use xen_tests::lab::{expect, lab, lab_dir, Guest};
-use xen_tests::{case, root, run};
+use xen_tests::{case, run};
 
 /// A sparse disk image of `mib` MiB made by dom0; returns its dom0 path.
 fn dom0_disk(name: &str, mib: u64) -> Result<String, String> {
@@ -98,17 +98,7 @@ fn main() {
         case("grant_copy_in_and_out_of_a_page_dom0_granted", || {
             // tests/lab-tools/gntshare.c, built static on the host, grants two pages through
             // Linux's gntalloc in dom0 and checks what the guest copied into the writable one.
-            let tool = root().join("target/lab-tools/gntshare");
-            std::fs::create_dir_all(tool.parent().unwrap()).map_err(|e| e.to_string())?;
-            let cc = run(Command::new("gcc")
-                .args(["-static", "-O2", "-o"])
-                .arg(&tool)
-                .arg(root().join("tests/lab-tools/gntshare.c")))?;
-            if cc.code != Some(0) {
-                return Err(format!("building gntshare failed: {}", cc.output));
-            }
-            let put = lab(&["put", tool.to_str().unwrap()])?;
-            let dom0_tool = put.output.trim().lines().last().unwrap_or("").to_string();
+            let dom0_tool = xen_tests::lab::tool("gntshare")?;
             let g = Guest::start("testkernel", "test=grant-copy")?;
             g.until("TEST grant-copy: ready", 60)?;
             let share = lab(&["exec", "-t", "90", &format!("{dom0_tool} {} 60", g.domid)])?;

@@ -191,15 +191,7 @@ fn main() {
             Ok(format!("[127.0.0.1:{port}]"))
         }),
         case("xl_shutdown_stops_httpd_cleanly", || {
-            let g = server()?;
-            let r = lab(&["exec", &format!("xl shutdown {}", g.name)])?;
-            if r.code != Some(0) {
-                return Err(format!("xl shutdown: {}", r.output));
-            }
-            let end = g.wait(60)?;
-            (end == "poweroff")
-                .then_some(String::new())
-                .ok_or(format!("ended with {end}"))
+            server()?.shutdown_cleanly()
         }),
     ];
     let ok = xen_tests::run_cases("http", cases, 1);

@@ -122,17 +122,7 @@ fn main() {
         case("page_granted_to_dom0_is_readable_there", || {
             // Our own tool (tests/lab-tools/gntread.c), built static on the host, maps the grant
             // through Linux's gntdev in dom0.
-            let tool = root().join("target/lab-tools/gntread");
-            std::fs::create_dir_all(tool.parent().unwrap()).map_err(|e| e.to_string())?;
-            let cc = run(Command::new("gcc")
-                .args(["-static", "-O2", "-o"])
-                .arg(&tool)
-                .arg(root().join("tests/lab-tools/gntread.c")))?;
-            if cc.code != Some(0) {
-                return Err(format!("building gntread failed: {}", cc.output));
-            }
-            let put = lab(&["put", tool.to_str().unwrap()])?;
-            let dom0_tool = put.output.trim().lines().last().unwrap_or("").to_string();
+            let dom0_tool = xen_tests::lab::tool("gntread")?;
             let g = Guest::start("testkernel", "test=grant")?;
             g.until("TEST grant: granted gref=", 60)?;
             let c = g.console()?;

@@ -185,15 +185,7 @@ fn main() {
             Ok(String::new())
         }),
         case("xl_shutdown_powers_off_a_networked_guest", || {
-            let (g, _) = server()?;
-            let r = lab(&["exec", &format!("xl shutdown {}", g.name)])?;
-            if r.code != Some(0) {
-                return Err(format!("xl shutdown: {}", r.output));
-            }
-            let end = g.wait(60)?;
-            (end == "poweroff")
-                .then_some(String::new())
-                .ok_or(format!("ended with {end}"))
+            server()?.0.shutdown_cleanly()
         }),
     ];
     let ok = xen_tests::run_cases("net", cases, 1);

@@ -1,0 +1,13 @@
+// Shared by every image's build.rs (`include!("../../arch/image_build.rs")`): link with the
+// runtime's linker script (virtual base 0, W^X segments, Xen notes) when building for the
+// bare-metal target; host builds (tests) link normally.
+
+/// Emits the linker-script argument for an image crate two levels below the workspace root.
+fn link_image() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = dir.join("../../arch/link.ld");
+    println!("cargo:rerun-if-changed={}", script.display());
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
+        println!("cargo:rustc-link-arg=-T{}", script.display());
+    }
+}
