@@ -29,9 +29,9 @@ use core::task::Poll;
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::socket::{icmp, tcp, udp};
+use smoltcp::socket::{dns, icmp, tcp, udp};
 use smoltcp::wire::{
-    Icmpv4Packet, Icmpv4Repr, IpAddress, IpEndpoint, IpListenEndpoint, Ipv4Address,
+    DnsQueryType, Icmpv4Packet, Icmpv4Repr, IpAddress, IpEndpoint, IpListenEndpoint, Ipv4Address,
 };
 
 use crate::stack::{Net, NetError};
@@ -493,6 +493,53 @@ impl Net {
                 .ok_or(NetError::TimedOut),
             Err(e) => Err(e),
         };
+        self.0.borrow_mut().sockets.remove(h);
+        r
+    }
+}
+
+impl Net {
+    /// Resolves `name` to its IPv4 addresses through the first DNS server known (`dns=` on the
+    /// command line, or DHCP's), waiting up to `timeout_ns`.
+    pub async fn resolve(&self, name: &str, timeout_ns: u64) -> Result<Vec<IpAddress>, NetError> {
+        let servers = self.dns_servers();
+        if servers.is_empty() {
+            return Err(NetError::Dns("no DNS server (set dns=ADDR)".into()));
+        }
+        let (h, q) = {
+            let mut g = self.0.borrow_mut();
+            let i = &mut *g;
+            let h = i.sockets.add(dns::Socket::new(&servers, vec![None]));
+            let q = i.sockets.get_mut::<dns::Socket>(h).start_query(
+                i.iface.context(),
+                name,
+                DnsQueryType::A,
+            );
+            match q {
+                Ok(q) => (h, q),
+                Err(e) => {
+                    i.sockets.remove(h);
+                    return Err(NetError::Dns(alloc::format!("{name:?}: {e:?}")));
+                }
+            }
+        };
+        let answer = poll_fn(|cx| {
+            let mut g = self.0.borrow_mut();
+            let s = g.sockets.get_mut::<dns::Socket>(h);
+            match s.get_query_result(q) {
+                Ok(addrs) => Poll::Ready(Ok(addrs.to_vec())),
+                Err(dns::GetQueryResultError::Pending) => {
+                    s.register_query_waker(q, cx.waker());
+                    Poll::Pending
+                }
+                Err(dns::GetQueryResultError::Failed) => {
+                    Poll::Ready(Err(NetError::Dns(alloc::format!("{name:?}: no answer"))))
+                }
+            }
+        });
+        let r = xen::exec::timeout(self.sleep(timeout_ns), answer)
+            .await
+            .unwrap_or(Err(NetError::TimedOut));
         self.0.borrow_mut().sockets.remove(h);
         r
     }

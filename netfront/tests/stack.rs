@@ -73,11 +73,15 @@ struct Pair {
 }
 
 fn pair() -> Pair {
+    pair_with(stat(GUEST_IP))
+}
+
+fn pair_with(guest_config: IpConfig) -> Pair {
     let hal = SimHal::new();
     let mut nf = Netfront::new(hal.clone(), 0, GUEST_MAC, Config::default()).unwrap();
     nf.set_link_up(true);
     let nb = SimNetback::attach(&hal, 0, nf.tx_ring_ref(), nf.rx_ring_ref()).unwrap();
-    let guest = Net::new(Box::new(DevPhy(nf)), GUEST_MAC, &stat(GUEST_IP), 1);
+    let guest = Net::new(Box::new(DevPhy(nf)), GUEST_MAC, &guest_config, 1);
     let peer = Net::new(Box::new(PeerPhy(nb)), PEER_MAC, &stat(PEER_IP), 2);
     Pair {
         guest,
@@ -302,4 +306,64 @@ fn ping_gets_the_peers_echo_reply_and_times_out_without_one() {
     });
     assert!(rtt.unwrap() < 1_000_000_000);
     assert_eq!(lost.unwrap_err(), NetError::TimedOut);
+}
+
+/// A DNS server for one name: answers A queries for `name` with `addr`, NXDOMAIN otherwise.
+fn dns_answer(query: &[u8], name: &str, addr: [u8; 4]) -> Option<Vec<u8>> {
+    if query.len() < 12 {
+        return None;
+    }
+    // The question: labels from byte 12 up to the zero label, then type and class.
+    let mut at = 12;
+    let mut labels = Vec::new();
+    while *query.get(at)? != 0 {
+        let n = query[at] as usize;
+        labels.push(String::from_utf8_lossy(query.get(at + 1..at + 1 + n)?).to_string());
+        at += 1 + n;
+    }
+    let qend = at + 5;
+    let question = query.get(12..qend)?;
+    let found = labels.join(".") == name;
+    let mut r = Vec::new();
+    r.extend_from_slice(&query[0..2]); // id
+    r.extend_from_slice(&[0x81, if found { 0x80 } else { 0x83 }]); // response, RA, rcode
+    r.extend_from_slice(&[0, 1, 0, found as u8, 0, 0, 0, 0]);
+    r.extend_from_slice(question);
+    if found {
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend_from_slice(&addr);
+    }
+    Some(r)
+}
+
+#[test]
+fn resolve_asks_the_configured_dns_server() {
+    // The guest is configured with dns= pointing at the peer, which answers one name.
+    let mut config = stat(GUEST_IP);
+    config.dns = vec![IpAddress::Ipv4(PEER_IP)];
+    let mut p = pair_with(config);
+    let (ok, missing, none) = p.run(|sp, guest, peer| {
+        Box::pin(async move {
+            let mut srv = peer.udp_bind(53, 4, 512).unwrap();
+            sp.spawn(async move {
+                let mut buf = [0u8; 512];
+                loop {
+                    let (n, from) = srv.recv_from(&mut buf).await.unwrap();
+                    if let Some(r) = dns_answer(&buf[..n], "www.example.test", [10, 9, 8, 7]) {
+                        srv.send_to(&r, from).await.unwrap();
+                    }
+                }
+            });
+            let ok = guest.resolve("www.example.test", 2_000_000_000).await;
+            let missing = guest.resolve("nope.example.test", 2_000_000_000).await;
+            let none = peer.resolve("x.test", 1_000_000_000).await;
+            (ok, missing, none)
+        })
+    });
+    assert_eq!(
+        ok.unwrap(),
+        vec![IpAddress::Ipv4(Ipv4Address::new(10, 9, 8, 7))]
+    );
+    assert!(matches!(missing, Err(NetError::Dns(_))), "{missing:?}");
+    assert!(matches!(none, Err(NetError::Dns(e)) if e.contains("no DNS server")));
 }

@@ -11,7 +11,8 @@
 //!
 //! For tests it can also be a client: `ping=ADDR` pings ADDR three times (`echo: ping ...`
 //! lines), `peer=ADDR` sends 64 KiB through ADDR's TCP echo and checks what comes back
-//! (`echo: peer ADDR ok` or `... failed: why`).
+//! (`echo: peer ADDR ok` or `... failed: why`), `resolve=NAME` looks NAME up in DNS
+//! (`echo: resolve NAME -> [addresses]`).
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -44,6 +45,11 @@ const KEYS: &[KeySpec] = &[
                 .map(|_| ())
                 .map_err(|_| "expected an IPv4 address")
         },
+    },
+    KeySpec {
+        name: "resolve",
+        help: "a name to look up (DNS, A record) once up",
+        validate: validate::non_empty,
     },
     KeySpec {
         name: "peer",
@@ -98,6 +104,15 @@ async fn serve(sp: Spawner, net: Net, limit: usize) -> Result<(), String> {
     let cmd = xen::boot::cmdline();
     if let Some(a) = cmd.parsed::<Ipv4Address>("ping") {
         sp.spawn(ping(net.clone(), a));
+    }
+    if let Some(name) = cmd.get("resolve") {
+        match net.resolve(name, 5_000_000_000).await {
+            Ok(addrs) => {
+                let list: alloc::vec::Vec<String> = addrs.iter().map(|a| format!("{a}")).collect();
+                xen::println!("echo: resolve {name} -> [{}]", list.join(", "))
+            }
+            Err(e) => xen::println!("echo: resolve {name} failed: {e}"),
+        }
     }
     if let Some(a) = cmd.parsed::<Ipv4Address>("peer") {
         sp.spawn(peer(net.clone(), a));

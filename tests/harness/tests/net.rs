@@ -161,6 +161,20 @@ fn main() {
             expect(&c, "echo: peer 10.0.0.60 ok 65536 bytes")?;
             Ok(String::new())
         }),
+        case("dns_query_to_a_server_in_dom0", || {
+            // Our one-name DNS server (tests/lab-tools/dnsone.c) on dom0's 10.0.0.1:53.
+            let dns = tool("dnsone")?;
+            lab(&[
+                "exec",
+                &format!("(setsid {dns} www.xenrt.test 10.9.8.7 60 > /tmp/dnsone.log 2>&1 &)"),
+            ])?;
+            let (g, _) = start_echo(0x33, "dns=10.0.0.1 resolve=www.xenrt.test")?;
+            g.until("echo: resolve www.xenrt.test", 60)?;
+            let c = g.console()?;
+            let _ = lab(&["destroy", &g.name]);
+            expect(&c, "echo: resolve www.xenrt.test -> [10.9.8.7]")?;
+            Ok(String::new())
+        }),
         case("garbage_frame_storm_leaves_echo_answering", || {
             let (g, ip) = server()?;
             let storm = tool("rawstorm")?;
