@@ -6,6 +6,8 @@
 //! - TCP **source** on port 19: reads a decimal byte count ending in a newline, sends that many
 //!   bytes, closes (throughput out of the guest).
 //!
+//! With `vifs=all` it serves on every vif (the first takes `ip=`..., the others DHCP).
+//!
 //! It prints `echo: ready on ADDR` once it has an address, then serves until the toolstack shuts
 //! it down (`xl shutdown`). `conns=N` caps concurrent TCP connections (default 256).
 //!
@@ -32,6 +34,11 @@ use xen::cmdline::{validate, KeySpec};
 use xen::exec::Spawner;
 
 const KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: "vifs",
+        help: "all: serve on every vif (default: the first)",
+        validate: |v| (v == "all").then_some(()).ok_or("expected all"),
+    },
     KeySpec {
         name: "conns",
         help: "most concurrent TCP connections (default 256)",
@@ -65,9 +72,32 @@ const KEYS: &[KeySpec] = &[
 xen::main!(main, KEYS, netfront::stack::KEYS);
 
 fn main() -> Result<(), String> {
-    let limit = xen::boot::cmdline().parsed::<usize>("conns").unwrap_or(256);
-    let net = netfront::xen::up().map_err(|e| format!("echo: {e}"))?;
-    xen::exec::run(&[&net], |sp| serve(sp, net.clone(), limit))
+    let cmd = xen::boot::cmdline();
+    let limit = cmd.parsed::<usize>("conns").unwrap_or(256);
+    // The first vif takes the command line's addresses; with vifs=all every other vif is
+    // brought up too, with DHCP, and serves the same services.
+    let mut nets = vec![netfront::xen::up().map_err(|e| format!("echo: {e}"))?];
+    if cmd.get("vifs") == Some("all") {
+        let vifs = netfront::xen::list().map_err(|e| format!("echo: {e}"))?;
+        for node in vifs.iter().skip(1) {
+            let net = netfront::xen::up_on(node, &netfront::IpConfig::default())
+                .map_err(|e| format!("echo: {e}"))?;
+            nets.push(net);
+        }
+    }
+    let sources: alloc::vec::Vec<&dyn xen::exec::Source> =
+        nets.iter().map(|n| n as &dyn xen::exec::Source).collect();
+    let served = nets.clone();
+    xen::exec::run(&sources, |sp| async move {
+        let tasks: alloc::vec::Vec<_> = served
+            .iter()
+            .map(|n| sp.spawn(serve(sp.clone(), n.clone(), limit)))
+            .collect();
+        for t in tasks {
+            t.await?;
+        }
+        Ok(())
+    })
 }
 
 async fn serve(sp: Spawner, net: Net, limit: usize) -> Result<(), String> {

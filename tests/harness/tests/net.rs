@@ -161,6 +161,34 @@ fn main() {
             expect(&c, "echo: peer 10.0.0.60 ok 65536 bytes")?;
             Ok(String::new())
         }),
+        case("two_vifs_each_serve", || {
+            let (m1, ip1) = mac(0x34);
+            let (m2, ip2) = mac(0x35);
+            let g = Guest::start_with(
+                "echo",
+                "vifs=all",
+                &[
+                    &format!("vif=['bridge=xenbr0,mac={m1}', 'bridge=xenbr0,mac={m2}']"),
+                    "memory=16",
+                ],
+            )?;
+            g.until(&format!("echo: ready on {ip2}"), 90)?;
+            g.until(&format!("echo: ready on {ip1}"), 30)?;
+            let out = dom0_sh(
+                &format!(
+                    "for ip in {ip1} {ip2}; do
+                       echo \"$ip $(echo via-$ip | socat -t 5 - TCP:$ip:7)\"
+                       ping -c 1 $ip | grep -c 'bytes from'
+                     done"
+                ),
+                60,
+            );
+            let _ = lab(&["destroy", &g.name]);
+            let out = out?;
+            expect(&out, &format!("{ip1} via-{ip1}"))?;
+            expect(&out, &format!("{ip2} via-{ip2}"))?;
+            Ok(String::new())
+        }),
         case("dns_query_to_a_server_in_dom0", || {
             // Our one-name DNS server (tests/lab-tools/dnsone.c) on dom0's 10.0.0.1:53.
             let dns = tool("dnsone")?;
