@@ -110,6 +110,22 @@ impl<H: Hal> Netfront<H> {
         Ok(self.link_up)
     }
 
+    /// Notices a backend state change without blocking (its watch fired): the link is down
+    /// once the backend leaves Connected. Returns the new state, if it changed.
+    pub fn backend_changed<T: Transport>(
+        &mut self,
+        xs: &mut Client<T>,
+    ) -> Result<Option<XenbusState>, Error> {
+        let Some(fe) = &self.xenbus else {
+            return Ok(None);
+        };
+        let changed = fe.backend_changed(xs)?;
+        if let Some(s) = changed {
+            self.link_up = s == XenbusState::Connected;
+        }
+        Ok(changed)
+    }
+
     /// The xenstore path of our device node, once connected.
     pub fn node(&self) -> Option<&str> {
         self.xenbus.as_ref().map(|fe| fe.node())

@@ -18,7 +18,7 @@ use xen::platform::{with_xenstore, XenHal};
 use xen::xenbus::{Clock, Deadline};
 use xen::xenstore::{self, Tx, XsErrno};
 
-use crate::stack::{DevPhy, IpConfig, Net};
+use crate::stack::{IpConfig, Net};
 use crate::{Config, Error, Netfront};
 
 /// How long connecting a vif waits for the backend's xenbus state changes.
@@ -97,12 +97,76 @@ pub fn up_on(node: &str, config: &IpConfig) -> Result<Net, UpError> {
         vif.backend_id(),
         vif.scatter_gather()
     );
-    Ok(Net::new(
-        Box::new(DevPhy(vif)),
-        mac,
-        config,
-        xen::time::now_ns(),
-    ))
+    let phy = XenVif {
+        vif: Some(vif),
+        node: node.into(),
+    };
+    Ok(Net::new(Box::new(phy), mac, config, xen::time::now_ns()))
+}
+
+/// A vif under a stack, watching its backend: when the backend leaves Connected (`xl
+/// network-detach`, the backend going away) the link is down, the frontend closes as the
+/// protocol asks (so the toolstack's detach completes), and everything it granted is released.
+struct XenVif {
+    vif: Option<Vif>,
+    node: String,
+}
+
+impl XenVif {
+    fn check_backend(&mut self) {
+        let Some(vif) = &mut self.vif else { return };
+        let changed = match with_xenstore(|xs| vif.backend_changed(xs)) {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                log::warn!("net: {}: reading the backend state: {e}", self.node);
+                return;
+            }
+            Err(_) => return,
+        };
+        match changed {
+            None | Some(xen::xenbus::XenbusState::Connected) => {}
+            Some(state) => {
+                log::warn!("net: {} link down (backend {state:?}): closing", self.node);
+                let Some(vif) = self.vif.take() else { return };
+                let closed = with_xenstore(|xs| {
+                    let mut t = Deadline::after(XenClock, 10_000_000_000);
+                    vif.shutdown(xs, &mut t)
+                });
+                match closed {
+                    Ok(Ok(_)) => log::info!("net: {} closed and released", self.node),
+                    Ok(Err(e)) => log::warn!("net: {} closed: {e}", self.node),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}
+
+impl crate::stack::Phy for XenVif {
+    fn poll(
+        &mut self,
+        iface: &mut smoltcp::iface::Interface,
+        sockets: &mut smoltcp::iface::SocketSet<'static>,
+        now: smoltcp::time::Instant,
+        gate: &mut crate::stack::SynGate,
+    ) {
+        if let Some(vif) = &mut self.vif {
+            gate.poll(iface, vif, sockets, now);
+        }
+        self.check_backend();
+    }
+
+    fn make_iface(
+        &mut self,
+        config: smoltcp::iface::Config,
+        now: smoltcp::time::Instant,
+    ) -> smoltcp::iface::Interface {
+        match &mut self.vif {
+            Some(vif) => smoltcp::iface::Interface::new(config, vif, now),
+            // Only called by Net::new, right after up_on connected the vif.
+            None => unreachable!("XenVif without a vif"),
+        }
+    }
 }
 
 /// The first vif, configured from the command line (`ip=`, `gw=`, `dns=`, `ip6=`, `gw6=`; DHCP

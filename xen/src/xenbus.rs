@@ -269,6 +269,20 @@ impl Frontend {
         }
     }
 
+    /// The backend's state if it changed (its watch fired) since the last call, without
+    /// blocking: for a connected device to notice the backend closing (`xl network-detach`,
+    /// `xl block-detach`, a backend crash).
+    pub fn backend_changed<T: Transport>(
+        &self,
+        xs: &mut Client<T>,
+    ) -> Result<Option<XenbusState>, XenbusError> {
+        if xs.poll_event(&self.token)?.is_none() {
+            return Ok(None);
+        }
+        while xs.take_event(&self.token).is_some() {}
+        self.backend_state(xs).map(Some)
+    }
+
     /// Writes our state.
     pub fn set_state<T: Transport>(
         &self,

@@ -161,7 +161,7 @@ fn main() {
             expect(&c, "echo: peer 10.0.0.60 ok 65536 bytes")?;
             Ok(String::new())
         }),
-        case("two_vifs_each_serve", || {
+        case("two_vifs_each_serve_and_one_hot_unplugs", || {
             let (m1, ip1) = mac(0x34);
             let (m2, ip2) = mac(0x35);
             let g = Guest::start_with(
@@ -183,10 +183,29 @@ fn main() {
                 ),
                 60,
             );
-            let _ = lab(&["destroy", &g.name]);
             let out = out?;
             expect(&out, &format!("{ip1} via-{ip1}"))?;
             expect(&out, &format!("{ip2} via-{ip2}"))?;
+            // Hot-unplug the second vif: the guest notices the backend closing, closes its
+            // frontend so the detach completes, and the first vif keeps serving.
+            let detach = lab(&[
+                "exec",
+                "-t",
+                "60",
+                &format!("xl network-detach {} 1", g.name),
+            ])?;
+            let after = dom0_sh(
+                &format!("echo still-$((1+1)) | socat -t 5 - TCP:{ip1}:7"),
+                60,
+            );
+            let c = g.console()?;
+            let _ = lab(&["destroy", &g.name]);
+            if detach.code != Some(0) {
+                return Err(format!("xl network-detach: {}\n{c}", detach.output));
+            }
+            expect(&c, "net: device/vif/1 link down")?;
+            expect(&c, "net: device/vif/1 closed and released")?;
+            expect(&after?, "still-2")?;
             Ok(String::new())
         }),
         case("dns_query_to_a_server_in_dom0", || {
