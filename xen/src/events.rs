@@ -186,6 +186,24 @@ fn set_mask(s: &SharedInfo, port: Port, masked: bool) {
     }
 }
 
+/// Clears exactly `bits` of the pending word at byte `off` of the pending array (Xen may set
+/// other bits meanwhile: each 32-bit half is compare-exchanged until it sticks).
+fn clear_pending(m: &crate::shmem::ShMem, off: usize, bits: u64) {
+    let off = layout::EVTCHN_PENDING + off;
+    for (half, mask) in [(0, bits as u32), (4, (bits >> 32) as u32)] {
+        if mask == 0 {
+            continue;
+        }
+        loop {
+            let cur = m.load_u32(off + half, Ordering::Acquire).unwrap_or(0);
+            match m.compare_exchange_u32(off + half, cur, cur & !mask, Ordering::AcqRel) {
+                Ok(Err(_)) => continue, // changed under us: retry
+                _ => break,             // done, or out of bounds (nothing to clear)
+            }
+        }
+    }
+}
+
 /// Clears and returns every pending, unmasked port, lowest first, calling `f` for each. Pure
 /// logic over the shared_info page (tested on the host).
 pub fn take_pending(s: &SharedInfo, mut f: impl FnMut(Port)) -> usize {
@@ -199,23 +217,7 @@ pub fn take_pending(s: &SharedInfo, mut f: impl FnMut(Port)) -> usize {
         if p == 0 {
             continue;
         }
-        // Clear exactly the bits we handle (Xen may set others concurrently).
-        let off = layout::EVTCHN_PENDING + 8 * word;
-        loop {
-            let cur = m.load_u64(off, Ordering::Acquire).unwrap_or(0);
-            let lo = cur as u32;
-            let hi = (cur >> 32) as u32;
-            let (clo, chi) = ((p as u32) & lo, ((p >> 32) as u32) & hi);
-            let ok_lo = m
-                .compare_exchange_u32(off, lo, lo & !clo, Ordering::AcqRel)
-                .map(|r| r.is_ok());
-            let ok_hi = m
-                .compare_exchange_u32(off + 4, hi, hi & !chi, Ordering::AcqRel)
-                .map(|r| r.is_ok());
-            if ok_lo == Ok(true) && ok_hi == Ok(true) {
-                break;
-            }
-        }
+        clear_pending(m, 8 * word, p);
         let mut bits = p;
         while bits != 0 {
             let b = bits.trailing_zeros();
@@ -266,16 +268,7 @@ pub fn poll_port(port: Port, timeout_ns: u64) {
     let (off, b) = bit(port);
     let m = s.mem();
     // Clear a stale pending bit so that only a new event ends the poll.
-    let cur = m
-        .load_u64(layout::EVTCHN_PENDING + off, Ordering::Acquire)
-        .unwrap_or(0);
-    if cur & b != 0 {
-        let lo_half = port % 64 < 32;
-        let o = layout::EVTCHN_PENDING + off + if lo_half { 0 } else { 4 };
-        let bb = if lo_half { b as u32 } else { (b >> 32) as u32 };
-        let v = m.load_u32(o, Ordering::Acquire).unwrap_or(0);
-        let _ = m.compare_exchange_u32(o, v, v & !bb, Ordering::AcqRel);
-    }
+    clear_pending(m, off, b);
     let ports = [port];
     let mut a = SchedPoll {
         ports: ports.as_ptr(),
