@@ -190,6 +190,93 @@ fn main() {
             expect(&body, &String::from_utf8_lossy(&www("index.html")))?;
             Ok(format!("[127.0.0.1:{port}]"))
         }),
+        case("scripts_run_httpd_serves_the_host_until_ctrl_c", || {
+            // The README's first command, against the running test lab: it must print a URL
+            // that works from this host, and Ctrl-C must shut the guest down (exit 130).
+            use std::io::BufRead;
+            use std::process::{Command, Stdio};
+            let port = 19080 + (std::process::id() % 1000) as u16;
+            let mut child = Command::new("setsid")
+                .arg(root().join("scripts/run"))
+                .arg("httpd")
+                .env("LAB_DIR", xen_tests::lab::lab_dir())
+                .env("RUN_PORT", port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("scripts/run: {e}"))?;
+            let pid = child.id();
+            let (tx, rx) = std::sync::mpsc::channel::<String>();
+            for pipe in [
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                        let _ = tx.send(line);
+                    }
+                });
+            }
+            let mut seen = String::new();
+            let url = format!("http://127.0.0.1:{port}/");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+            let found = loop {
+                match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                    Ok(l) => {
+                        seen.push_str(&l);
+                        seen.push('\n');
+                        if l.contains(&format!("is at {url}")) {
+                            break true;
+                        }
+                    }
+                    Err(_) if std::time::Instant::now() > deadline => break false,
+                    Err(_) => {}
+                }
+            };
+            let body = found.then(|| {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+                s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                    .ok()?;
+                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .ok()?;
+                let mut b = Vec::new();
+                s.read_to_end(&mut b).ok()?;
+                Some(String::from_utf8_lossy(&b).to_string())
+            });
+            // Ctrl-C: SIGINT to the whole process group, as a terminal does.
+            let _ = Command::new("kill")
+                .args(["-INT", "--", &format!("-{pid}")])
+                .status();
+            let code = child.wait().map_err(|e| e.to_string())?.code();
+            while let Ok(l) = rx.try_recv() {
+                seen.push_str(&l);
+                seen.push('\n');
+            }
+            if !found {
+                return Err(format!("no URL line within 180 s:\n{seen}"));
+            }
+            let body = body.flatten().ok_or(format!("GET {url} failed:\n{seen}"))?;
+            expect(&body, "HTTP/1.1 200 OK")?;
+            if code != Some(130) {
+                return Err(format!("exit {code:?} after Ctrl-C:\n{seen}"));
+            }
+            let l = lab(&["exec", "xl list"])?;
+            if l.output.lines().any(|x| x.starts_with("httpd ")) {
+                return Err(format!("httpd still running after Ctrl-C:\n{}", l.output));
+            }
+            Ok(format!("[{url}, exit 130]"))
+        }),
         case("xl_shutdown_stops_httpd_cleanly", || {
             server()?.shutdown_cleanly()
         }),
