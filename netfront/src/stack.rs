@@ -91,11 +91,7 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec {
         name: "gw",
         help: "IPv4 default gateway (with a static ip=)",
-        validate: |v| {
-            v.parse::<Ipv4Address>()
-                .map(|_| ())
-                .map_err(|_| "expected an IPv4 address")
-        },
+        validate: xen::cmdline::validate::ipv4,
     },
     KeySpec {
         name: "dns",

@@ -47,11 +47,7 @@ const KEYS: &[KeySpec] = &[
     KeySpec {
         name: "ping",
         help: "IPv4 address to ping three times once up",
-        validate: |v| {
-            v.parse::<Ipv4Address>()
-                .map(|_| ())
-                .map_err(|_| "expected an IPv4 address")
-        },
+        validate: validate::ipv4,
     },
     KeySpec {
         name: "resolve",
@@ -61,11 +57,7 @@ const KEYS: &[KeySpec] = &[
     KeySpec {
         name: "peer",
         help: "IPv4 address of another echo server to exchange 64 KiB with once up",
-        validate: |v| {
-            v.parse::<Ipv4Address>()
-                .map(|_| ())
-                .map_err(|_| "expected an IPv4 address")
-        },
+        validate: validate::ipv4,
     },
 ];
 
