@@ -227,16 +227,26 @@ impl<D: Device> Phy for DevPhy<D> {
 ///
 /// smoltcp has no accept queue: a SYN that finds no socket in Listen state on its port is
 /// answered with a reset, so a burst of clients larger than a listener's backlog would be
-/// refused. The gate counts each listening port's free sockets before a poll and drops the SYNs
-/// beyond that count (unseen by smoltcp), as Linux does when its accept queue is full: the
-/// client retransmits the SYN and gets in once `accept` has made room. Ports nobody listens on
-/// are not touched (smoltcp refuses those, as it should).
+/// refused. The gate counts each listening port's free sockets before a poll and holds back the
+/// SYNs beyond that count (unseen by smoltcp). A held SYN is replayed as soon as `accept` has
+/// made room (a poll or two later), so a burst of clients waits for turns of the event loop,
+/// not for their SYN retransmission timers; SYNs held longer than a second, or beyond 256, are
+/// dropped as Linux does when its accept queue is full (the client retransmits). Ports nobody
+/// listens on are not touched (smoltcp refuses those, as it should).
 #[derive(Debug, Default)]
 pub struct SynGate {
     free: Vec<(u16, usize)>,
+    held: alloc::collections::VecDeque<(u16, Instant, Vec<u8>)>,
+    now: Option<Instant>,
     /// SYNs held back so far.
     pub dropped: u64,
+    /// Held SYNs later handed to a listener.
+    pub replayed: u64,
 }
+
+/// The most SYNs held at once, and for how long.
+const MAX_HELD: usize = 256;
+const HOLD_MICROS: u64 = 1_000_000;
 
 impl SynGate {
     /// Counts the free listening sockets per port, then polls `iface` over `dev` with the gate
@@ -260,6 +270,28 @@ impl SynGate {
                 }
             }
         }
+        // Replay held SYNs to the ports that have room again.
+        self.now = Some(now);
+        self.held
+            .retain(|(_, at, _)| (now - *at).total_micros() < HOLD_MICROS);
+        let mut k = 0;
+        while k < self.held.len() {
+            let port = self.held[k].0;
+            match self.free.iter_mut().find(|(p, n)| *p == port && *n > 0) {
+                Some((_, n)) => {
+                    *n -= 1;
+                    if let Some((_, _, frame)) = self.held.remove(k) {
+                        let mut replay = Replay {
+                            frame: Some(frame),
+                            dev: &mut *dev,
+                        };
+                        iface.poll(now, &mut replay, sockets);
+                        self.replayed += 1;
+                    }
+                }
+                None => k += 1,
+            }
+        }
         let mut gated = Gated { dev, gate: self };
         iface.poll(now, &mut gated, sockets);
     }
@@ -273,6 +305,9 @@ impl SynGate {
             None => true,
             Some((_, 0)) => {
                 self.dropped += 1;
+                if let (Some(now), true) = (self.now, self.held.len() < MAX_HELD) {
+                    self.held.push_back((port, now, frame.to_vec()));
+                }
                 false
             }
             Some((_, n)) => {
@@ -309,6 +344,44 @@ fn syn_port(frame: &[u8]) -> Option<u16> {
     };
     let t = TcpPacket::new_checked(tcp_bytes).ok()?;
     (t.syn() && !t.ack()).then(|| t.dst_port())
+}
+
+/// A device that receives one given frame (a held SYN) and transmits through `dev`.
+struct Replay<'a, D> {
+    frame: Option<Vec<u8>>,
+    dev: &'a mut D,
+}
+
+struct ReplayRx(Vec<u8>);
+
+impl smoltcp::phy::RxToken for ReplayRx {
+    fn consume<T, F: FnOnce(&[u8]) -> T>(self, f: F) -> T {
+        f(&self.0)
+    }
+}
+
+impl<D: Device> Device for Replay<'_, D> {
+    type RxToken<'b>
+        = ReplayRx
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = D::TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.frame.as_ref()?;
+        let tx = self.dev.transmit(t)?;
+        let frame = self.frame.take()?;
+        Some((ReplayRx(frame), tx))
+    }
+    fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
+        self.dev.transmit(t)
+    }
+    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
+        self.dev.capabilities()
+    }
 }
 
 struct Gated<'a, D> {
@@ -414,7 +487,12 @@ pub(crate) struct Inner {
     next_port: u16,
     pub(crate) now_ns: u64,
     mac: [u8; 6],
+    /// When DHCP started, until a warning about the missing lease is given.
+    dhcp_since: Option<u64>,
 }
+
+/// How long without a DHCP lease before saying so on the console.
+const DHCP_WARN_NS: u64 = 10_000_000_000;
 
 /// The shortest wait [`Net::poll`] asks for.
 const MIN_WAIT_NS: u64 = 1_000_000;
@@ -495,6 +573,7 @@ impl Net {
             next_port: 49152 + seed % 16000,
             now_ns,
             mac,
+            dhcp_since: dhcp.map(|_| now_ns),
         })))
     }
 
@@ -521,6 +600,11 @@ impl Net {
     /// Connection attempts held back because a listener had no free socket (see [`SynGate`]).
     pub fn held_syns(&self) -> u64 {
         self.0.borrow().gate.dropped
+    }
+
+    /// Held connection attempts later handed to a listener (see [`SynGate`]).
+    pub fn replayed_syns(&self) -> u64 {
+        self.0.borrow().gate.replayed
     }
 
     /// The DNS servers known (command line, then DHCP's).
@@ -605,6 +689,18 @@ impl Net {
                     i.v4 = None;
                 }
                 None => {}
+            }
+        }
+        if let Some(since) = i.dhcp_since {
+            if i.v4.is_some() {
+                i.dhcp_since = None;
+            } else if now_ns.saturating_sub(since) > DHCP_WARN_NS {
+                log::warn!(
+                    "net: no DHCP lease after {} s: is a DHCP server on this vif's bridge (or \
+                     give ip=ADDR/PREFIX gw=ADDR)? Still asking.",
+                    DHCP_WARN_NS / 1_000_000_000
+                );
+                i.dhcp_since = None;
             }
         }
         i.reap(now_ns);

@@ -200,6 +200,13 @@ fn fifty_concurrent_connections_beyond_the_backlog_each_get_their_own_echo() {
         assert_eq!(r.unwrap(), want, "connection {i}");
     }
     assert!(p.guest.held_syns() > 0, "the burst exceeded the backlog");
+    assert!(p.guest.replayed_syns() > 0, "held SYNs were replayed");
+    // Replayed, not retransmitted: smoltcp's first SYN retransmission would come after 1 s.
+    assert!(
+        p.clock.0.get() < 1_000_000_000,
+        "took {} ms of simulated time",
+        p.clock.0.get() / 1_000_000
+    );
 }
 
 #[test]
