@@ -544,6 +544,13 @@ impl Net {
             Ipv4Mode::Dhcp => {
                 let mut s = dhcpv4::Socket::new();
                 s.set_max_lease_duration(None);
+                // Ask again after 1 s, not smoltcp's 10 s: the first DISCOVER often goes out
+                // before the backend's bridge port forwards, and a guest booted on demand
+                // should not wait 10 s for its address.
+                let mut retry = dhcpv4::RetryConfig::default();
+                retry.discover_timeout = smoltcp::time::Duration::from_secs(1);
+                retry.initial_request_timeout = smoltcp::time::Duration::from_secs(1);
+                s.set_retry_config(retry);
                 dhcp = Some(sockets.add(s));
             }
             Ipv4Mode::Static { addr, gw } => {
