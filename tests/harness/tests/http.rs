@@ -259,11 +259,29 @@ fn main() {
                 s.read_to_end(&mut b).ok()?;
                 Some(String::from_utf8_lossy(&b).to_string())
             });
-            // Ctrl-C: SIGINT to the whole process group, as a terminal does.
+            // Ctrl-C: SIGINT to the whole process group, as a terminal does. (A test runner
+            // started in the background may have SIGINT ignored, which children inherit and
+            // bash cannot trap: then SIGTERM, which scripts/run handles the same way.)
+            let signal = if sigint_ignored() { "-TERM" } else { "-INT" };
             let _ = Command::new("kill")
-                .args(["-INT", "--", &format!("-{pid}")])
+                .args([signal, "--", &format!("-{pid}")])
                 .status();
-            let code = child.wait().map_err(|e| e.to_string())?.code();
+            let mut code = None;
+            for _ in 0..120 {
+                if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+                    code = Some(st.code());
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            let Some(code) = code else {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status();
+                return Err(format!(
+                    "scripts/run still running 60 s after {signal}:\n{seen}"
+                ));
+            };
             while let Ok(l) = rx.try_recv() {
                 seen.push_str(&l);
                 seen.push('\n');
@@ -280,7 +298,7 @@ fn main() {
             if l.output.lines().any(|x| x.starts_with("httpd ")) {
                 return Err(format!("httpd still running after Ctrl-C:\n{}", l.output));
             }
-            Ok(format!("[{url}, exit 130]"))
+            Ok(format!("[{url}, exit 130 after SIG{}]", &signal[1..]))
         }),
         case("xl_shutdown_stops_httpd_cleanly", || {
             server()?.shutdown_cleanly()
@@ -288,6 +306,21 @@ fn main() {
     ];
     let ok = xen_tests::run_cases("http", cases, 1);
     xen_tests::lab::finish(ok)
+}
+
+/// Whether this process ignores SIGINT (then so do the children it starts).
+fn sigint_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            let hex = st
+                .lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (2 - 1)) != 0)
 }
 
 /// MD5 (RFC 1321), to compare with dom0's md5sum without a dependency.
