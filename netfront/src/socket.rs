@@ -57,13 +57,22 @@ impl Default for ListenConfig {
     }
 }
 
-fn tcp_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
+/// A zeroed buffer, or `NoMemory` (never the allocator's abort): a guest out of memory refuses
+/// new sockets and keeps serving the ones it has.
+fn buffer(n: usize) -> Result<Vec<u8>, NetError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| NetError::NoMemory)?;
+    v.resize(n, 0);
+    Ok(v)
+}
+
+fn tcp_socket(rx: usize, tx: usize) -> Result<tcp::Socket<'static>, NetError> {
     let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; rx]),
-        tcp::SocketBuffer::new(vec![0; tx]),
+        tcp::SocketBuffer::new(buffer(rx)?),
+        tcp::SocketBuffer::new(buffer(tx)?),
     );
     s.set_nagle_enabled(false);
-    s
+    Ok(s)
 }
 
 /// A TCP port accepting connections.
@@ -111,7 +120,7 @@ impl Net {
             let mut g = self.0.borrow_mut();
             let i = &mut *g;
             let local = i.ephemeral_port();
-            let mut s = tcp_socket(rx_buffer, tx_buffer);
+            let mut s = tcp_socket(rx_buffer, tx_buffer)?;
             s.connect(i.iface.context(), (addr, port), local)
                 .map_err(|_| NetError::Unaddressable)?;
             i.sockets.add(s)
@@ -139,8 +148,8 @@ impl Net {
 
 impl TcpListener {
     fn add_listening(&mut self) -> Result<(), NetError> {
+        let mut s = tcp_socket(self.config.rx_buffer, self.config.tx_buffer)?;
         let mut g = self.net.0.borrow_mut();
-        let mut s = tcp_socket(self.config.rx_buffer, self.config.tx_buffer);
         s.listen(IpListenEndpoint {
             addr: None,
             port: self.port,
@@ -155,8 +164,31 @@ impl TcpListener {
         self.port
     }
 
+    /// Refills the listening sockets up to the backlog, as memory allows (short of memory, the
+    /// listener works with fewer and tries again at the next accept).
+    fn top_up(&mut self) {
+        while self.waiting.len() < self.config.backlog {
+            if let Err(e) = self.add_listening() {
+                log::debug!(
+                    "net: listener :{}: {e}: {} ready",
+                    self.port,
+                    self.waiting.len()
+                );
+                break;
+            }
+        }
+    }
+
     /// Waits for the next connection.
     pub async fn accept(&mut self) -> Result<TcpStream, NetError> {
+        // Short of memory for even one listening socket: wait for connections to close.
+        loop {
+            self.top_up();
+            if !self.waiting.is_empty() {
+                break;
+            }
+            xen::exec::timeout(self.net.sleep(50_000_000), core::future::pending::<()>()).await;
+        }
         let h = poll_fn(|cx| {
             let mut g = self.net.0.borrow_mut();
             for (k, &h) in self.waiting.iter().enumerate() {
@@ -173,7 +205,7 @@ impl TcpListener {
         .await;
         let (k, h) = h;
         self.waiting.swap_remove(k);
-        self.add_listening()?;
+        self.top_up();
         Ok(TcpStream {
             net: self.net.clone(),
             handle: h,

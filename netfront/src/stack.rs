@@ -451,6 +451,8 @@ pub enum NetError {
     TimedOut,
     /// Name resolution failed.
     Dns(String),
+    /// No memory left for the socket's buffers.
+    NoMemory,
 }
 
 impl fmt::Display for NetError {
@@ -464,6 +466,7 @@ impl fmt::Display for NetError {
             NetError::TooLarge => f.write_str("datagram too large"),
             NetError::TimedOut => f.write_str("timed out"),
             NetError::Dns(e) => write!(f, "dns: {e}"),
+            NetError::NoMemory => f.write_str("out of memory for socket buffers"),
         }
     }
 }

@@ -29,16 +29,14 @@
 extern crate alloc;
 
 use alloc::boxed::Box;
-use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::rc::Rc;
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use core::cmp::Reverse;
 use core::future::Future;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{Context, Poll, Waker};
 
 /// Something the executor drives between task polls (a network stack): it does the work that
@@ -277,47 +275,31 @@ fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-struct TimerEntry {
-    at: u64,
+/// Pending sleeps by (deadline, sequence): each [`Sleep`] owns at most one entry and removes it
+/// when dropped, so timeouts that never fire (the common case: `timeout(idle, read)`) do not
+/// pile up until their deadlines.
+struct Timers {
+    map: BTreeMap<(u64, u64), Waker>,
     seq: u64,
-    waker: Waker,
-    /// Cleared when the entry leaves the heap, so its [`Sleep`] queues a new one if it is
-    /// polled again before its time (woken early by another executor's turn, or by its task).
-    queued: Arc<AtomicBool>,
 }
 
-impl PartialEq for TimerEntry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for TimerEntry {}
-impl PartialOrd for TimerEntry {
-    fn partial_cmp(&self, o: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for TimerEntry {
-    fn cmp(&self, o: &Self) -> core::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
+static TIMERS: spin::Mutex<Timers> = spin::Mutex::new(Timers {
+    map: BTreeMap::new(),
+    seq: 0,
+});
 
-static TIMERS: spin::Mutex<(BinaryHeap<Reverse<TimerEntry>>, u64)> =
-    spin::Mutex::new((BinaryHeap::new(), 0));
-
-/// Wakes the timers due at `now`; returns the next deadline.
+/// Wakes the timers due at `now` (their entries leave the map); returns the next deadline.
 fn timers_due(now: u64) -> Option<u64> {
     let mut due = Vec::new();
     let next = {
         let mut t = TIMERS.lock();
-        while t.0.peek().is_some_and(|Reverse(e)| e.at <= now) {
-            if let Some(Reverse(e)) = t.0.pop() {
-                e.queued.store(false, Ordering::Release);
-                due.push(e.waker);
+        while let Some(e) = t.map.first_entry() {
+            if e.key().0 > now {
+                break;
             }
+            due.push(e.remove());
         }
-        t.0.peek().map(|Reverse(e)| e.at)
+        t.map.keys().next().map(|k| k.0)
     };
     for w in due {
         w.wake();
@@ -325,41 +307,60 @@ fn timers_due(now: u64) -> Option<u64> {
     next
 }
 
+/// Sleeps pending (for tests and stats).
+pub fn pending_timers() -> usize {
+    TIMERS.lock().map.len()
+}
+
 /// A future that completes once the clock (as given by `now`) reaches `at`.
 pub struct Sleep<C: Fn() -> u64> {
     at: u64,
     now: C,
-    queued: Arc<AtomicBool>,
+    /// Our entry in the timer map, while it may be there.
+    key: Option<(u64, u64)>,
 }
 
 impl<C: Fn() -> u64 + Unpin> Future for Sleep<C> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if (self.now)() >= self.at {
+        let this = self.get_mut();
+        if (this.now)() >= this.at {
+            if let Some(k) = this.key.take() {
+                TIMERS.lock().map.remove(&k);
+            }
             return Poll::Ready(());
         }
-        if !self.queued.swap(true, Ordering::AcqRel) {
-            let mut t = TIMERS.lock();
-            t.1 += 1;
-            let seq = t.1;
-            t.0.push(Reverse(TimerEntry {
-                at: self.at,
-                seq,
-                waker: cx.waker().clone(),
-                queued: self.queued.clone(),
-            }));
+        let mut t = TIMERS.lock();
+        match this.key.and_then(|k| t.map.get_mut(&k)) {
+            // Still queued: keep the newest waker.
+            Some(w) => {
+                if !w.will_wake(cx.waker()) {
+                    *w = cx.waker().clone();
+                }
+            }
+            // Not queued yet, or fired early (woken by another executor's clock): (re)queue.
+            None => {
+                t.seq += 1;
+                let k = (this.at, t.seq);
+                t.map.insert(k, cx.waker().clone());
+                this.key = Some(k);
+            }
         }
         Poll::Pending
     }
 }
 
+impl<C: Fn() -> u64> Drop for Sleep<C> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            TIMERS.lock().map.remove(&k);
+        }
+    }
+}
+
 /// Completes at time `at` of the clock `now` (ns). On Xen use [`sleep`] / [`sleep_until`].
 pub fn sleep_until_with<C: Fn() -> u64 + Unpin>(now: C, at: u64) -> Sleep<C> {
-    Sleep {
-        at,
-        now,
-        queued: Arc::new(AtomicBool::new(false)),
-    }
+    Sleep { at, now, key: None }
 }
 
 /// Completes at system time `at` (ns since boot).
@@ -554,6 +555,40 @@ mod tests {
         });
         assert_eq!(src.left.get(), 0);
         assert_eq!(clock.parks, 4, "parked between source polls, not spun");
+    }
+
+    #[test]
+    fn dropped_sleeps_leave_no_timers_behind() {
+        let now = Rc::new(Cell::new(0u64));
+        let mut clock = Clock {
+            now: now.clone(),
+            parks: 0,
+        };
+        let mut ex = Executor::new();
+        let n = now.clone();
+        let before = pending_timers();
+        ex.block_on(&mut clock, &[], async move {
+            for i in 0..10_000u64 {
+                let n2 = n.clone();
+                // A long timeout around something that completes at once, as a read that has
+                // data: the timeout never fires and must not stay queued.
+                let r = timeout(
+                    sleep_until_with(move || n2.get(), 1_000_000_000 + i),
+                    async {
+                        yield_now().await;
+                        i
+                    },
+                )
+                .await;
+                assert_eq!(r, Some(i));
+            }
+        });
+        // (Other tests running in parallel may hold a few of their own.)
+        let left = pending_timers().saturating_sub(before);
+        assert!(
+            left < 100,
+            "{left} of 10000 never-fired timeouts still queued"
+        );
     }
 
     #[test]

@@ -68,9 +68,9 @@ async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
     // stream from the image. Many small sockets: a burst of clients finds a listening socket
     // ready (see netfront::stack::SynGate) within a few MiB of memory.
     let config = ListenConfig {
-        backlog: 64,
+        backlog: 32,
         rx_buffer: 2 * 1024,
-        tx_buffer: 16 * 1024,
+        tx_buffer: 8 * 1024,
     };
     let mut listener = net
         .tcp_listen(s.port, config)
@@ -140,7 +140,7 @@ async fn connection(s: &mut TcpStream, net: &Net, idle_ns: u64) -> Result<(), En
     let mut conn = Conn::new(Limits::default());
     let mut out = Output::new();
     out.set_logging(log::log_enabled!(log::Level::Info));
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 2048];
     let (mut start, mut end) = (0usize, 0usize);
     let mut eof = false;
     loop {

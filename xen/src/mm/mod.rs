@@ -15,15 +15,19 @@ const HEAP_GROW_MIN: usize = 256 * 1024;
 
 fn grow(min_len: usize) -> Option<(usize, usize)> {
     let want = min_len.max(HEAP_GROW_MIN).div_ceil(4096);
+    let need = min_len.div_ceil(4096);
     crate::boot::with_frames(|f| {
-        // Ask for a generous run first, then exactly what is needed.
-        f.alloc_contiguous(want, 1)
-            .or_else(|_| f.alloc_contiguous(min_len.div_ceil(4096), 1))
-            .ok()
-            .map(|p| (p.addr() as usize, want.min(f.total()) * 4096))
+        // Ask for a generous run first, then exactly what is needed; report the length of the
+        // run actually taken (the heap owns exactly those frames).
+        match f.alloc_contiguous(want, 1) {
+            Ok(p) => Some((p.addr() as usize, want * 4096)),
+            Err(_) => f
+                .alloc_contiguous(need, 1)
+                .ok()
+                .map(|p| (p.addr() as usize, need * 4096)),
+        }
     })
     .flatten()
-    .map(|(start, len)| (start, len.max(min_len)))
 }
 
 /// Lets the heap grow from the frame allocator (boot calls this once, after the frame allocator
