@@ -150,6 +150,36 @@ fn main() {
             }
             Ok(format!("[{rps} req/s with log=info]"))
         }),
+        case("sustained_load_in_4_mib_without_errors", || {
+            // 30 s of wrk -c 100 against a second httpd with memory=4: memory must not grow
+            // (timers, heap) and no packet may be refused by netback (TX slot layout).
+            let g = Guest::start_with(
+                "httpd",
+                "log=warn",
+                &["vif=['bridge=xenbr0,mac=00:16:3e:00:00:42']", "memory=4"],
+            )?;
+            g.until("httpd: serving", 90)?;
+            let out = dom0_sh(
+                "wrk -t 2 -c 100 -d 30 --timeout 10s http://10.0.0.166/ 2>&1
+                 curl -s -o /dev/null -w 'after %{http_code}\n' http://10.0.0.166/",
+                180,
+            );
+            let c = g.console()?;
+            let _ = lab(&["destroy", &g.name]);
+            let out = out?;
+            if out.contains("Non-2xx") || out.contains("Socket errors") {
+                return Err(format!("errors under load:\n{out}"));
+            }
+            expect(&out, "after 200")?;
+            if c.contains("PANIC") || c.contains("backend failed tx") {
+                return Err(format!("guest console:\n{c}"));
+            }
+            Ok(out
+                .lines()
+                .find(|l| l.contains("requests in"))
+                .map(|l| format!("[{}]", l.trim()))
+                .unwrap_or_default())
+        }),
         case("a_slow_client_does_not_block_others", || {
             server()?;
             // A client that sends half a request and then nothing, for 8 s; meanwhile 20 other
