@@ -17,9 +17,8 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use xen::platform::{with_xenstore, XenHal};
-use xen::xenbus::{Clock, Deadline};
-use xen::xenstore::Tx;
+use xen::platform::{with_xenstore, XenClock, XenHal};
+use xen::xenbus::Deadline;
 
 use crate::driver::{Blkfront, Config, Error, Wait};
 
@@ -37,37 +36,15 @@ impl Wait for XenWait {
     }
 }
 
-/// The monotonic clock on Xen.
-#[derive(Debug, Default, Clone, Copy)]
-struct XenClock;
-
-impl Clock for XenClock {
-    fn now_ns(&self) -> u64 {
-        xen::time::now_ns()
-    }
-}
-
 /// A connected disk on Xen.
 pub type Disk = Blkfront<XenHal, XenWait>;
 
 /// The guest's virtual block devices (`device/vbd/ID` nodes), in the order of their ids (so
 /// `xvda` comes before `xvdb`). Empty when the guest has none.
 pub fn list() -> Result<Vec<String>, Error> {
-    let ids =
-        with_xenstore(|xs| xs.directory(Tx::NONE, "device/vbd")).map_err(|_| Error::NoXenstore)?;
-    let mut ids: Vec<(u64, String)> = match ids {
-        Ok(v) => v
-            .into_iter()
-            .map(|id| (id.parse().unwrap_or(u64::MAX), id))
-            .collect(),
-        Err(xen::xenstore::Error::Xs(xen::xenstore::XsErrno::Enoent)) => Vec::new(),
-        Err(e) => return Err(Error::Xenbus(e.into())),
-    };
-    ids.sort();
-    Ok(ids
-        .into_iter()
-        .map(|(_, id)| alloc::format!("device/vbd/{id}"))
-        .collect())
+    with_xenstore(|xs| xen::xenbus::device_nodes(xs, "vbd"))
+        .map_err(|_| Error::NoXenstore)?
+        .map_err(|e| Error::Xenbus(e.into()))
 }
 
 /// Connects to the disk at `node` (e.g. `device/vbd/51712`) with the default [`Config`].

@@ -9,14 +9,13 @@
 //! ```
 
 use alloc::boxed::Box;
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use xen::platform::{with_xenstore, XenHal};
-use xen::xenbus::{Clock, Deadline};
-use xen::xenstore::{self, Tx, XsErrno};
+use xen::platform::{with_xenstore, XenClock, XenHal};
+use xen::xenbus::Deadline;
+use xen::xenstore;
 
 use crate::stack::{IpConfig, Net};
 use crate::{Config, Error, Netfront};
@@ -24,35 +23,14 @@ use crate::{Config, Error, Netfront};
 /// How long connecting a vif waits for the backend's xenbus state changes.
 pub const HANDSHAKE_TIMEOUT_NS: u64 = 30_000_000_000;
 
-#[derive(Debug, Default, Clone, Copy)]
-struct XenClock;
-
-impl Clock for XenClock {
-    fn now_ns(&self) -> u64 {
-        xen::time::now_ns()
-    }
-}
-
 /// A connected vif on Xen.
 pub type Vif = Netfront<XenHal>;
 
 /// The guest's vifs (`device/vif/ID` nodes) in id order; empty when it has none.
 pub fn list() -> Result<Vec<String>, Error> {
-    let ids = with_xenstore(|xs| xs.directory(Tx::NONE, "device/vif"))
-        .map_err(|_| Error::from(xenstore::Error::Broken))?;
-    let mut ids: Vec<(u64, String)> = match ids {
-        Ok(v) => v
-            .into_iter()
-            .map(|id| (id.parse().unwrap_or(u64::MAX), id))
-            .collect(),
-        Err(xenstore::Error::Xs(XsErrno::Enoent)) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    ids.sort();
-    Ok(ids
-        .into_iter()
-        .map(|(_, id)| format!("device/vif/{id}"))
-        .collect())
+    with_xenstore(|xs| xen::xenbus::device_nodes(xs, "vif"))
+        .map_err(|_| Error::from(xenstore::Error::Broken))?
+        .map_err(Error::from)
 }
 
 /// Connects the vif at `node` (e.g. `device/vif/0`).

@@ -35,6 +35,16 @@ impl Transport for XenTransport {
     }
 }
 
+/// The monotonic clock on Xen, for xenbus timeouts (`Deadline::after(XenClock, ns)`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct XenClock;
+
+impl crate::xenbus::Clock for XenClock {
+    fn now_ns(&self) -> u64 {
+        crate::time::now_ns()
+    }
+}
+
 static XS: spin::Mutex<Option<Client<XenTransport>>> = spin::Mutex::new(None);
 
 /// Why the xenstore client is unavailable.

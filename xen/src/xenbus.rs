@@ -198,6 +198,28 @@ impl<C: Clock> Timeout for Deadline<C> {
     }
 }
 
+/// The guest's devices of one kind (`"vif"`, `"vbd"`): its `device/KIND/ID` nodes in the order
+/// of their numeric ids (so xvda comes before xvdb, vif 0 before vif 1). Empty when it has none.
+pub fn device_nodes<T: Transport>(
+    xs: &mut Client<T>,
+    kind: &str,
+) -> Result<alloc::vec::Vec<String>, xenstore::Error> {
+    let dir = format!("device/{kind}");
+    let mut ids: alloc::vec::Vec<(u64, String)> = match xs.directory(Tx::NONE, &dir) {
+        Ok(v) => v
+            .into_iter()
+            .map(|id| (id.parse().unwrap_or(u64::MAX), id))
+            .collect(),
+        Err(xenstore::Error::Xs(XsErrno::Enoent)) => alloc::vec::Vec::new(),
+        Err(e) => return Err(e),
+    };
+    ids.sort();
+    Ok(ids
+        .into_iter()
+        .map(|(_, id)| format!("{dir}/{id}"))
+        .collect())
+}
+
 /// A PV device's frontend, from attach to close.
 #[derive(Debug, Clone)]
 pub struct Frontend {
@@ -446,6 +468,22 @@ mod tests {
         let (fe, be) = xs.transport_mut().store().add_device("vif", 0, 0);
         assert_eq!((fe.as_str(), be.as_str()), (FE, BE));
         xs
+    }
+
+    #[test]
+    fn device_nodes_come_in_id_order() {
+        let mut xs = Sim::client(1);
+        assert_eq!(
+            device_nodes(&mut xs, "vbd").unwrap(),
+            alloc::vec::Vec::<String>::new()
+        );
+        for id in [51728, 51712, 768] {
+            xs.transport_mut().store().add_device("vbd", id, 0);
+        }
+        assert_eq!(
+            device_nodes(&mut xs, "vbd").unwrap(),
+            ["device/vbd/768", "device/vbd/51712", "device/vbd/51728"]
+        );
     }
 
     fn state(store: &Store, path: &str) -> Option<String> {
