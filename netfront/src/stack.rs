@@ -270,30 +270,33 @@ impl SynGate {
                 }
             }
         }
-        // Replay held SYNs to the ports that have room again.
+        // Held SYNs for ports that have room again go to smoltcp first, in the same poll.
         self.now = Some(now);
         self.held
             .retain(|(_, at, _)| (now - *at).total_micros() < HOLD_MICROS);
+        let mut replay = alloc::collections::VecDeque::new();
         let mut k = 0;
         while k < self.held.len() {
             let port = self.held[k].0;
             match self.free.iter_mut().find(|(p, n)| *p == port && *n > 0) {
                 Some((_, n)) => {
                     *n -= 1;
-                    if let Some((_, _, frame)) = self.held.remove(k) {
-                        let mut replay = Replay {
-                            frame: Some(frame),
-                            dev: &mut *dev,
-                        };
-                        iface.poll(now, &mut replay, sockets);
-                        self.replayed += 1;
-                    }
+                    replay.extend(self.held.remove(k));
                 }
                 None => k += 1,
             }
         }
-        let mut gated = Gated { dev, gate: self };
+        let mut gated = Gated {
+            dev,
+            gate: self,
+            replay,
+        };
         iface.poll(now, &mut gated, sockets);
+        // Not delivered (no room to answer): held again, oldest first.
+        let Gated { replay, .. } = gated;
+        for h in replay.into_iter().rev() {
+            self.held.push_front(h);
+        }
     }
 
     /// Whether smoltcp may see `frame` (false: a SYN for a listening port with no free socket).
@@ -346,61 +349,30 @@ fn syn_port(frame: &[u8]) -> Option<u16> {
     (t.syn() && !t.ack()).then(|| t.dst_port())
 }
 
-/// A device that receives one given frame (a held SYN) and transmits through `dev`.
-struct Replay<'a, D> {
-    frame: Option<Vec<u8>>,
-    dev: &'a mut D,
-}
-
-struct ReplayRx(Vec<u8>);
-
-impl smoltcp::phy::RxToken for ReplayRx {
-    fn consume<T, F: FnOnce(&[u8]) -> T>(self, f: F) -> T {
-        f(&self.0)
-    }
-}
-
-impl<D: Device> Device for Replay<'_, D> {
-    type RxToken<'b>
-        = ReplayRx
-    where
-        Self: 'b;
-    type TxToken<'b>
-        = D::TxToken<'b>
-    where
-        Self: 'b;
-
-    fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        self.frame.as_ref()?;
-        let tx = self.dev.transmit(t)?;
-        let frame = self.frame.take()?;
-        Some((ReplayRx(frame), tx))
-    }
-    fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
-        self.dev.transmit(t)
-    }
-    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
-        self.dev.capabilities()
-    }
-}
-
+/// The device as smoltcp sees it behind the gate: held SYNs being replayed come first, then
+/// the device's own frames, each passing the gate.
 struct Gated<'a, D> {
     dev: &'a mut D,
     gate: &'a mut SynGate,
+    replay: alloc::collections::VecDeque<(u16, Instant, Vec<u8>)>,
 }
 
-/// A received frame that passes through the gate when consumed.
-struct GatedRx<'a, R> {
-    rx: R,
-    gate: &'a mut SynGate,
+/// A received frame: a replayed SYN (already admitted), or one of the device's that passes
+/// through the gate when consumed.
+enum GatedRx<'a, R> {
+    Replayed(Vec<u8>),
+    Device { rx: R, gate: &'a mut SynGate },
 }
 
 impl<R: smoltcp::phy::RxToken> smoltcp::phy::RxToken for GatedRx<'_, R> {
     fn consume<T, F: FnOnce(&[u8]) -> T>(self, f: F) -> T {
-        let gate = self.gate;
-        // A held-back frame reaches smoltcp empty, which it discards as malformed.
-        self.rx
-            .consume(|buf| if gate.admit(buf) { f(buf) } else { f(&[]) })
+        match self {
+            GatedRx::Replayed(frame) => f(&frame),
+            // A held-back frame reaches smoltcp empty, which it discards as malformed.
+            GatedRx::Device { rx, gate } => {
+                rx.consume(|buf| if gate.admit(buf) { f(buf) } else { f(&[]) })
+            }
+        }
     }
 }
 
@@ -415,9 +387,17 @@ impl<D: Device> Device for Gated<'_, D> {
         Self: 'b;
 
     fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        // A replayed SYN needs room for its SYN-ACK; without it, it waits for the next poll and
+        // the device's frames go on.
+        if !self.replay.is_empty() && self.dev.transmit(t).is_some() {
+            let tx = self.dev.transmit(t)?;
+            let (_, _, frame) = self.replay.pop_front()?;
+            self.gate.replayed += 1;
+            return Some((GatedRx::Replayed(frame), tx));
+        }
         let (rx, tx) = self.dev.receive(t)?;
         Some((
-            GatedRx {
+            GatedRx::Device {
                 rx,
                 gate: self.gate,
             },
