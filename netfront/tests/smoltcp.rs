@@ -1,6 +1,9 @@
 //! End to end: a smoltcp interface over Netfront (the guest) and one over the simulated netback
 //! (the peer host), talking ARP, ICMP and TCP through the real ring protocol.
 
+mod common;
+use common::data;
+
 use netfront::sim::{Fault, RxCsum, SimNetback};
 use netfront::{Config, Netfront};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
@@ -68,17 +71,6 @@ fn tcp_socket() -> tcp::Socket<'static> {
         tcp::SocketBuffer::new(vec![0; 64 * 1024]),
         tcp::SocketBuffer::new(vec![0; 64 * 1024]),
     )
-}
-
-fn data(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
 }
 
 /// Moves `a` from guest to host and `b` from host to guest over one TCP connection; returns

@@ -3,6 +3,9 @@
 //! through the async socket API: TCP echo of a megabyte, many concurrent connections, UDP echo,
 //! and connections refused or reset.
 
+mod common;
+use common::data;
+
 use std::cell::Cell;
 use std::rc::Rc;
 
@@ -100,17 +103,6 @@ impl Pair {
         let sources: [&dyn Source; 2] = [&self.guest, &self.peer];
         self.ex.block_on(&mut self.clock, &sources, fut)
     }
-}
-
-fn data(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
 }
 
 async fn echo_server(sp: Spawner, net: Net, port: u16) {
