@@ -455,6 +455,28 @@ impl Drop for UdpSocket {
     }
 }
 
+/// A socket owned by one async operation (a ping, a DNS query): removed from the stack when
+/// the operation ends, or when its future is dropped half-way (a caller's timeout).
+struct Scoped {
+    net: Net,
+    handle: SocketHandle,
+}
+
+impl Net {
+    fn scoped<S: smoltcp::socket::AnySocket<'static>>(&self, socket: S) -> Scoped {
+        Scoped {
+            net: self.clone(),
+            handle: self.0.borrow_mut().sockets.add(socket),
+        }
+    }
+}
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        self.net.0.borrow_mut().sockets.remove(self.handle);
+    }
+}
+
 impl Net {
     /// Sends one ICMP echo request to `addr` (IPv4) with sequence number `seq` and waits up to
     /// `timeout_ns` for the reply; returns the round-trip time in nanoseconds.
@@ -475,7 +497,8 @@ impl Net {
         );
         s.bind(icmp::Endpoint::Ident(ident))
             .map_err(|_| NetError::Unaddressable)?;
-        let h = self.0.borrow_mut().sockets.add(s);
+        let scoped = self.scoped(s);
+        let h = scoped.handle;
         let start = self.now_ns();
         let sent = {
             let mut g = self.0.borrow_mut();
@@ -519,14 +542,10 @@ impl Net {
             })
             .await
         };
-        let r = match sent {
-            Ok(()) => xen::exec::timeout(self.sleep(timeout_ns), reply)
-                .await
-                .ok_or(NetError::TimedOut),
-            Err(e) => Err(e),
-        };
-        self.0.borrow_mut().sockets.remove(h);
-        r
+        sent?;
+        xen::exec::timeout(self.sleep(timeout_ns), reply)
+            .await
+            .ok_or(NetError::TimedOut)
     }
 }
 
@@ -538,23 +557,18 @@ impl Net {
         if servers.is_empty() {
             return Err(NetError::Dns("no DNS server (set dns=ADDR)".into()));
         }
-        let (h, q) = {
+        let scoped = self.scoped(dns::Socket::new(&servers, vec![None]));
+        let h = scoped.handle;
+        let q = {
             let mut g = self.0.borrow_mut();
             let i = &mut *g;
-            let h = i.sockets.add(dns::Socket::new(&servers, vec![None]));
-            let q = i.sockets.get_mut::<dns::Socket>(h).start_query(
+            i.sockets.get_mut::<dns::Socket>(h).start_query(
                 i.iface.context(),
                 name,
                 DnsQueryType::A,
-            );
-            match q {
-                Ok(q) => (h, q),
-                Err(e) => {
-                    i.sockets.remove(h);
-                    return Err(NetError::Dns(alloc::format!("{name:?}: {e:?}")));
-                }
-            }
-        };
+            )
+        }
+        .map_err(|e| NetError::Dns(alloc::format!("{name:?}: {e:?}")))?;
         let answer = poll_fn(|cx| {
             let mut g = self.0.borrow_mut();
             let s = g.sockets.get_mut::<dns::Socket>(h);
@@ -569,10 +583,8 @@ impl Net {
                 }
             }
         });
-        let r = xen::exec::timeout(self.sleep(timeout_ns), answer)
+        xen::exec::timeout(self.sleep(timeout_ns), answer)
             .await
-            .unwrap_or(Err(NetError::TimedOut));
-        self.0.borrow_mut().sockets.remove(h);
-        r
+            .unwrap_or(Err(NetError::TimedOut))
     }
 }

@@ -307,6 +307,21 @@ fn ping_gets_the_peers_echo_reply_and_times_out_without_one() {
     assert_eq!(lost.unwrap_err(), NetError::TimedOut);
 }
 
+#[test]
+fn a_ping_abandoned_by_its_caller_leaves_no_socket_behind() {
+    let mut p = pair();
+    let before = p.peer.socket_count();
+    let abandoned = p.run(|_, _, peer| {
+        Box::pin(async move {
+            // The caller gives up (after 10 ms) long before the ping's own 5 s timeout.
+            let lost = peer.ping(Ipv4Address::new(10, 0, 0, 99), 1, 5_000_000_000);
+            xen::exec::timeout(peer.sleep(10_000_000), lost).await
+        })
+    });
+    assert!(abandoned.is_none());
+    assert_eq!(p.peer.socket_count(), before);
+}
+
 /// A DNS server for one name: answers A queries for `name` with `addr`, NXDOMAIN otherwise.
 fn dns_answer(query: &[u8], name: &str, addr: [u8; 4]) -> Option<Vec<u8>> {
     if query.len() < 12 {
