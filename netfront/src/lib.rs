@@ -13,6 +13,8 @@
 //!
 //! - [`stack`]: the smoltcp interface apps use ([`Net`]): DHCPv4 or static addresses, IPv6
 //!   link-local + SLAAC, driven by [`xen::exec`]'s executor as a source.
+//! - [`gate`]: the stack's listeners and the rules that keep them serving under a SYN flood
+//!   (half-open connections expire and are shed, SYNs beyond the backlog wait).
 //! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
 //!
 //! IPv4 checksum offload is accepted on receive, per packet (`NETRXF_csum_blank` /
@@ -34,6 +36,7 @@ mod connect;
 mod device;
 mod driver;
 mod error;
+pub mod gate;
 pub mod sim;
 pub mod socket;
 pub mod stack;

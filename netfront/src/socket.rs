@@ -66,21 +66,33 @@ fn buffer(n: usize) -> Result<Vec<u8>, NetError> {
     Ok(v)
 }
 
+/// How long a connection may go without hearing from its peer (while we have data or
+/// keep-alive probes outstanding) before it is aborted.
+pub const TCP_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(90);
+/// How long a connection stays idle before we probe its peer.
+pub const KEEP_ALIVE: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(30);
+
 fn tcp_socket(rx: usize, tx: usize) -> Result<tcp::Socket<'static>, NetError> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(buffer(rx)?),
         tcp::SocketBuffer::new(buffer(tx)?),
     );
     s.set_nagle_enabled(false);
+    // No connection outlives its peer: a silent peer is probed, and one that answers nothing
+    // for TCP_TIMEOUT (data or probes unacknowledged) is aborted.
+    s.set_keep_alive(Some(KEEP_ALIVE));
+    s.set_timeout(Some(TCP_TIMEOUT));
     Ok(s)
 }
 
-/// A TCP port accepting connections.
+/// A TCP port accepting connections. Its sockets are kept by the stack's [`SynGate`], which
+/// keeps the port serving under a SYN flood (see [`crate::gate`]).
+///
+/// [`SynGate`]: crate::gate::SynGate
 pub struct TcpListener {
     net: Net,
     port: u16,
     config: ListenConfig,
-    waiting: Vec<SocketHandle>,
 }
 
 impl core::fmt::Debug for TcpListener {
@@ -92,7 +104,11 @@ impl core::fmt::Debug for TcpListener {
 impl Net {
     /// Listens on TCP `port` (all addresses).
     pub fn tcp_listen(&self, port: u16, config: ListenConfig) -> Result<TcpListener, NetError> {
-        self.0.borrow_mut().bind(port, true)?;
+        {
+            let mut g = self.0.borrow_mut();
+            g.bind(port, true)?;
+            g.gate.add_listener(port);
+        }
         let mut l = TcpListener {
             net: self.clone(),
             port,
@@ -100,7 +116,6 @@ impl Net {
                 backlog: config.backlog.max(1),
                 ..config
             },
-            waiting: Vec::new(),
         };
         for _ in 0..l.config.backlog {
             l.add_listening()?;
@@ -149,13 +164,14 @@ impl Net {
 impl TcpListener {
     fn add_listening(&mut self) -> Result<(), NetError> {
         let mut s = tcp_socket(self.config.rx_buffer, self.config.tx_buffer)?;
-        let mut g = self.net.0.borrow_mut();
         s.listen(IpListenEndpoint {
             addr: None,
             port: self.port,
         })
         .map_err(|_| NetError::PortInUse(self.port))?;
-        self.waiting.push(g.sockets.add(s));
+        let mut g = self.net.0.borrow_mut();
+        let h = g.sockets.add(s);
+        g.gate.add_slot(self.port, h);
         Ok(())
     }
 
@@ -167,13 +183,13 @@ impl TcpListener {
     /// Refills the listening sockets up to the backlog, as memory allows (short of memory, the
     /// listener works with fewer and tries again at the next accept).
     fn top_up(&mut self) {
-        while self.waiting.len() < self.config.backlog {
+        loop {
+            let have = self.net.0.borrow().gate.slots(self.port);
+            if have >= self.config.backlog {
+                break;
+            }
             if let Err(e) = self.add_listening() {
-                log::debug!(
-                    "net: listener :{}: {e}: {} ready",
-                    self.port,
-                    self.waiting.len()
-                );
+                log::debug!("net: listener :{}: {e}: {have} ready", self.port);
                 break;
             }
         }
@@ -184,27 +200,20 @@ impl TcpListener {
         // Short of memory for even one listening socket: wait for connections to close.
         loop {
             self.top_up();
-            if !self.waiting.is_empty() {
+            if self.net.0.borrow().gate.slots(self.port) > 0 {
                 break;
             }
             xen::exec::timeout(self.net.sleep(50_000_000), core::future::pending::<()>()).await;
         }
         let h = poll_fn(|cx| {
             let mut g = self.net.0.borrow_mut();
-            for (k, &h) in self.waiting.iter().enumerate() {
-                let s = g.sockets.get_mut::<tcp::Socket>(h);
-                match s.state() {
-                    tcp::State::Listen | tcp::State::SynReceived => {
-                        s.register_recv_waker(cx.waker());
-                    }
-                    _ => return Poll::Ready((k, h)),
-                }
+            let i = &mut *g;
+            match i.gate.take_accepted(self.port, &mut i.sockets, cx.waker()) {
+                Some(h) => Poll::Ready(h),
+                None => Poll::Pending,
             }
-            Poll::Pending
         })
         .await;
-        let (k, h) = h;
-        self.waiting.swap_remove(k);
         self.top_up();
         Ok(TcpStream {
             net: self.net.clone(),
@@ -216,7 +225,7 @@ impl TcpListener {
 impl Drop for TcpListener {
     fn drop(&mut self) {
         let mut g = self.net.0.borrow_mut();
-        for h in self.waiting.drain(..) {
+        for h in g.gate.remove_listener(self.port) {
             g.sockets.get_mut::<tcp::Socket>(h).abort();
             g.sockets.remove(h);
         }

@@ -20,6 +20,8 @@ use core::task::Waker;
 use xen::cmdline::KeySpec;
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+
+pub use crate::gate::{ListenStats, SynGate};
 use smoltcp::phy::Device;
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
@@ -223,195 +225,6 @@ impl<D: Device> Phy for DevPhy<D> {
     }
 }
 
-/// Holds back connection attempts a listener has no free socket for.
-///
-/// smoltcp has no accept queue: a SYN that finds no socket in Listen state on its port is
-/// answered with a reset, so a burst of clients larger than a listener's backlog would be
-/// refused. The gate counts each listening port's free sockets before a poll and holds back the
-/// SYNs beyond that count (unseen by smoltcp). A held SYN is replayed as soon as `accept` has
-/// made room (a poll or two later), so a burst of clients waits for turns of the event loop,
-/// not for their SYN retransmission timers; SYNs held longer than a second, or beyond 256, are
-/// dropped as Linux does when its accept queue is full (the client retransmits). Ports nobody
-/// listens on are not touched (smoltcp refuses those, as it should).
-#[derive(Debug, Default)]
-pub struct SynGate {
-    free: Vec<(u16, usize)>,
-    held: alloc::collections::VecDeque<(u16, Instant, Vec<u8>)>,
-    now: Option<Instant>,
-    /// SYNs held back so far.
-    pub dropped: u64,
-    /// Held SYNs later handed to a listener.
-    pub replayed: u64,
-}
-
-/// The most SYNs held at once, and for how long.
-const MAX_HELD: usize = 256;
-const HOLD_MICROS: u64 = 1_000_000;
-
-impl SynGate {
-    /// Counts the free listening sockets per port, then polls `iface` over `dev` with the gate
-    /// in front of its receive path.
-    pub fn poll<D: Device>(
-        &mut self,
-        iface: &mut Interface,
-        dev: &mut D,
-        sockets: &mut SocketSet<'static>,
-        now: Instant,
-    ) {
-        self.free.clear();
-        for (_, s) in sockets.iter() {
-            if let smoltcp::socket::Socket::Tcp(t) = s {
-                if t.state() == tcp::State::Listen {
-                    let port = t.listen_endpoint().port;
-                    match self.free.iter_mut().find(|(p, _)| *p == port) {
-                        Some((_, n)) => *n += 1,
-                        None => self.free.push((port, 1)),
-                    }
-                }
-            }
-        }
-        // Held SYNs for ports that have room again go to smoltcp first, in the same poll.
-        self.now = Some(now);
-        self.held
-            .retain(|(_, at, _)| (now - *at).total_micros() < HOLD_MICROS);
-        let mut replay = alloc::collections::VecDeque::new();
-        let mut k = 0;
-        while k < self.held.len() {
-            let port = self.held[k].0;
-            match self.free.iter_mut().find(|(p, n)| *p == port && *n > 0) {
-                Some((_, n)) => {
-                    *n -= 1;
-                    replay.extend(self.held.remove(k));
-                }
-                None => k += 1,
-            }
-        }
-        let mut gated = Gated {
-            dev,
-            gate: self,
-            replay,
-        };
-        iface.poll(now, &mut gated, sockets);
-        // Not delivered (no room to answer): held again, oldest first.
-        let Gated { replay, .. } = gated;
-        for h in replay.into_iter().rev() {
-            self.held.push_front(h);
-        }
-    }
-
-    /// Whether smoltcp may see `frame` (false: a SYN for a listening port with no free socket).
-    fn admit(&mut self, frame: &[u8]) -> bool {
-        let Some(port) = syn_port(frame) else {
-            return true;
-        };
-        match self.free.iter_mut().find(|(p, _)| *p == port) {
-            None => true,
-            Some((_, 0)) => {
-                self.dropped += 1;
-                if let (Some(now), true) = (self.now, self.held.len() < MAX_HELD) {
-                    self.held.push_back((port, now, frame.to_vec()));
-                }
-                false
-            }
-            Some((_, n)) => {
-                *n -= 1;
-                true
-            }
-        }
-    }
-}
-
-/// The destination port of a TCP SYN (without ACK) in an Ethernet frame.
-fn syn_port(frame: &[u8]) -> Option<u16> {
-    use smoltcp::wire::{
-        EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
-    };
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    let tcp_bytes = match eth.ethertype() {
-        EthernetProtocol::Ipv4 => {
-            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-            if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
-                return None;
-            }
-            let hl = usize::from(ip.header_len());
-            eth.payload().get(hl..usize::from(ip.total_len()))?
-        }
-        EthernetProtocol::Ipv6 => {
-            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
-            if ip.next_header() != IpProtocol::Tcp {
-                return None;
-            }
-            ip.payload()
-        }
-        _ => return None,
-    };
-    let t = TcpPacket::new_checked(tcp_bytes).ok()?;
-    (t.syn() && !t.ack()).then(|| t.dst_port())
-}
-
-/// The device as smoltcp sees it behind the gate: held SYNs being replayed come first, then
-/// the device's own frames, each passing the gate.
-struct Gated<'a, D> {
-    dev: &'a mut D,
-    gate: &'a mut SynGate,
-    replay: alloc::collections::VecDeque<(u16, Instant, Vec<u8>)>,
-}
-
-/// A received frame: a replayed SYN (already admitted), or one of the device's that passes
-/// through the gate when consumed.
-enum GatedRx<'a, R> {
-    Replayed(Vec<u8>),
-    Device { rx: R, gate: &'a mut SynGate },
-}
-
-impl<R: smoltcp::phy::RxToken> smoltcp::phy::RxToken for GatedRx<'_, R> {
-    fn consume<T, F: FnOnce(&[u8]) -> T>(self, f: F) -> T {
-        match self {
-            GatedRx::Replayed(frame) => f(&frame),
-            // A held-back frame reaches smoltcp empty, which it discards as malformed.
-            GatedRx::Device { rx, gate } => {
-                rx.consume(|buf| if gate.admit(buf) { f(buf) } else { f(&[]) })
-            }
-        }
-    }
-}
-
-impl<D: Device> Device for Gated<'_, D> {
-    type RxToken<'b>
-        = GatedRx<'b, D::RxToken<'b>>
-    where
-        Self: 'b;
-    type TxToken<'b>
-        = D::TxToken<'b>
-    where
-        Self: 'b;
-
-    fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        // A replayed SYN needs room for its SYN-ACK; without it, it waits for the next poll and
-        // the device's frames go on.
-        if !self.replay.is_empty() && self.dev.transmit(t).is_some() {
-            let tx = self.dev.transmit(t)?;
-            let (_, _, frame) = self.replay.pop_front()?;
-            self.gate.replayed += 1;
-            return Some((GatedRx::Replayed(frame), tx));
-        }
-        let (rx, tx) = self.dev.receive(t)?;
-        Some((
-            GatedRx::Device {
-                rx,
-                gate: self.gate,
-            },
-            tx,
-        ))
-    }
-    fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
-        self.dev.transmit(t)
-    }
-    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
-        self.dev.capabilities()
-    }
-}
-
 /// Errors of the stack and its sockets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetError {
@@ -455,7 +268,7 @@ pub(crate) struct Inner {
     pub(crate) iface: Interface,
     pub(crate) sockets: SocketSet<'static>,
     phy: Box<dyn Phy>,
-    gate: SynGate,
+    pub(crate) gate: SynGate,
     dhcp: Option<SocketHandle>,
     v4: Option<Ipv4Cidr>,
     pub(crate) dns: Vec<IpAddress>,
@@ -587,14 +400,10 @@ impl Net {
         self.0.borrow().sockets.iter().count()
     }
 
-    /// Connection attempts held back because a listener had no free socket (see [`SynGate`]).
-    pub fn held_syns(&self) -> u64 {
-        self.0.borrow().gate.dropped
-    }
-
-    /// Held connection attempts later handed to a listener (see [`SynGate`]).
-    pub fn replayed_syns(&self) -> u64 {
-        self.0.borrow().gate.replayed
+    /// What the listeners' gate did so far: SYNs held and replayed, half-open connections
+    /// shed or expired (see [`crate::gate`]).
+    pub fn listen_stats(&self) -> ListenStats {
+        self.0.borrow().gate.stats()
     }
 
     /// The DNS servers known (command line, then DHCP's).
@@ -697,9 +506,11 @@ impl Net {
         // The poll above did all the work it could: a deadline still at or before `now` means
         // waiting for room in the device (its event channel will fire), so never ask for an
         // immediate turn (that would spin).
-        i.iface
-            .poll_at(now, &i.sockets)
-            .map(|t| (t.total_micros().max(0) as u64).saturating_mul(1000))
+        let at = match (i.iface.poll_at(now, &i.sockets), i.gate.poll_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        at.map(|t| (t.total_micros().max(0) as u64).saturating_mul(1000))
             .map(|d| d.max(now_ns.saturating_add(MIN_WAIT_NS)))
     }
 }

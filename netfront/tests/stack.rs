@@ -24,7 +24,15 @@ const GUEST_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
 const PEER_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
 
 /// The simulated netback as the peer's device: the backend runs before and after each poll.
-struct PeerPhy(SimNetback);
+/// It also plays an attacker on the wire: it sends the guest `flood.0` spoofed SYNs per
+/// millisecond of simulated time, and a burst of `flood.1` once (valid checksums, on-link
+/// source addresses nobody has, so their SYN-ACKs go nowhere).
+struct PeerPhy {
+    nb: SimNetback,
+    flood: Rc<Cell<(u32, u32)>>,
+    sent: u32,
+    last_ms: i64,
+}
 
 impl Phy for PeerPhy {
     fn poll(
@@ -34,13 +42,73 @@ impl Phy for PeerPhy {
         now: Instant,
         gate: &mut SynGate,
     ) {
-        self.0.step();
-        gate.poll(iface, &mut self.0, sockets, now);
-        self.0.step();
+        let (per_ms, burst) = self.flood.get();
+        let ms = now.total_millis();
+        let n = burst + per_ms * (ms - self.last_ms).clamp(0, 1000) as u32;
+        self.last_ms = ms;
+        self.flood.set((per_ms, 0));
+        for _ in 0..n {
+            self.sent = self.sent.wrapping_add(1);
+            self.nb.send_to_guest(&spoofed_syn(self.sent, 7));
+        }
+        self.nb.step();
+        gate.poll(iface, &mut self.nb, sockets, now);
+        self.nb.step();
     }
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface {
-        Interface::new(config, &mut self.0, now)
+        Interface::new(config, &mut self.nb, now)
     }
+}
+
+/// SYN number `n` of a flood at the guest's `port`: from 10.0.0.(20 + n % 200), port
+/// 1024 + n, with a valid checksum.
+fn spoofed_syn(n: u32, port: u16) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet,
+        Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    };
+    let src = Ipv4Address::new(10, 0, 0, 20 + (n % 200) as u8);
+    let tcp = TcpRepr {
+        src_port: 1024 + (n % 60000) as u16,
+        dst_port: port,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(n.wrapping_mul(2_654_435_761) as i32),
+        ack_number: None,
+        window_len: 64240,
+        window_scale: Some(7),
+        max_seg_size: Some(1460),
+        sack_permitted: true,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: GUEST_IP,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress([0x02, 0xee, 0, 0, (n >> 8) as u8, n as u8]),
+        dst_addr: EthernetAddress(GUEST_MAC),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut buf = vec![0u8; 14 + ip.buffer_len() + tcp.buffer_len()];
+    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut f);
+    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut p, &caps);
+    let mut t = TcpPacket::new_unchecked(p.payload_mut());
+    tcp.emit(
+        &mut t,
+        &IpAddress::Ipv4(src),
+        &IpAddress::Ipv4(GUEST_IP),
+        &caps,
+    );
+    buf
 }
 
 fn stat(ip: Ipv4Address) -> IpConfig {
@@ -73,6 +141,8 @@ struct Pair {
     peer: Net,
     clock: Clock,
     ex: Executor,
+    /// Spoofed SYNs the peer sends the guest: per ms, and a burst once.
+    flood: Rc<Cell<(u32, u32)>>,
 }
 
 fn pair() -> Pair {
@@ -85,12 +155,20 @@ fn pair_with(guest_config: IpConfig) -> Pair {
     nf.set_link_up(true);
     let nb = SimNetback::attach(&hal, 0, nf.tx_ring_ref(), nf.rx_ring_ref()).unwrap();
     let guest = Net::new(Box::new(DevPhy(nf)), GUEST_MAC, &guest_config, 1);
-    let peer = Net::new(Box::new(PeerPhy(nb)), PEER_MAC, &stat(PEER_IP), 2);
+    let flood = Rc::new(Cell::new((0, 0)));
+    let peer_phy = PeerPhy {
+        nb,
+        flood: flood.clone(),
+        sent: 0,
+        last_ms: 0,
+    };
+    let peer = Net::new(Box::new(peer_phy), PEER_MAC, &stat(PEER_IP), 2);
     Pair {
         guest,
         peer,
         clock: Clock(Rc::new(Cell::new(0))),
         ex: Executor::new(),
+        flood,
     }
 }
 
@@ -191,8 +269,14 @@ fn fifty_concurrent_connections_beyond_the_backlog_each_get_their_own_echo() {
         let want = data(3000 + i * 7, i as u64 + 1);
         assert_eq!(r.unwrap(), want, "connection {i}");
     }
-    assert!(p.guest.held_syns() > 0, "the burst exceeded the backlog");
-    assert!(p.guest.replayed_syns() > 0, "held SYNs were replayed");
+    assert!(
+        p.guest.listen_stats().held > 0,
+        "the burst exceeded the backlog"
+    );
+    assert!(
+        p.guest.listen_stats().replayed > 0,
+        "held SYNs were replayed"
+    );
     // Replayed, not retransmitted: smoltcp's first SYN retransmission would come after 1 s.
     assert!(
         p.clock.0.get() < 1_000_000_000,
@@ -380,4 +464,90 @@ fn resolve_asks_the_configured_dns_server() {
     );
     assert!(matches!(missing, Err(NetError::Dns(_))), "{missing:?}");
     assert!(matches!(none, Err(NetError::Dns(e)) if e.contains("no DNS server")));
+}
+
+/// Waits `ns` of simulated time.
+async fn pause(clock: Rc<Cell<u64>>, ns: u64) {
+    let at = clock.get() + ns;
+    let c = clock.clone();
+    xen::exec::sleep_until_with(move || c.get(), at).await;
+}
+
+#[test]
+fn spoofed_syns_beyond_the_backlog_do_not_take_the_listener_off_the_air() {
+    // The report: ~40 spoofed SYNs filled httpd's backlog of 32 for good.
+    let mut p = pair();
+    let (guest, clock, flood) = (p.guest.clone(), p.clock.0.clone(), p.flood.clone());
+    let ok = p.run(move |sp, g, peer| {
+        Box::pin(async move {
+            sp.spawn(echo_server(sp.clone(), g, 7));
+            pause(clock.clone(), 5_000_000).await;
+            flood.set((0, 50)); // one burst of 50 spoofed SYNs (backlog is 8)
+            pause(clock.clone(), 5_000_000).await;
+            let m = data(500, 9);
+            echo_client(peer.clone(), 7, m.clone()).await.unwrap() == m
+        })
+    });
+    assert!(ok, "echo after the burst");
+    let st = guest.listen_stats();
+    assert!(st.shed > 0, "stale half-open slots were shed: {st:?}");
+    assert!(st.held > 0, "SYNs waited for stale slots: {st:?}");
+}
+
+#[test]
+fn half_open_connections_expire_and_give_their_sockets_back() {
+    let mut p = pair();
+    let (guest, clock, flood) = (p.guest.clone(), p.clock.0.clone(), p.flood.clone());
+    let backlog = ListenConfig::default().backlog;
+    p.run(move |sp, g, _| {
+        Box::pin(async move {
+            sp.spawn(echo_server(sp.clone(), g, 7));
+            pause(clock.clone(), 2_000_000).await;
+            flood.set((0, backlog as u32)); // exactly fills the backlog with half-open slots
+            pause(clock.clone(), netfront::gate::HALF_OPEN_NS + 100_000_000).await;
+        })
+    });
+    let st = guest.listen_stats();
+    assert_eq!(st.expired, backlog as u64, "{st:?}");
+    assert_eq!(st.shed, 0, "{st:?}");
+    assert_eq!(
+        guest.socket_count(),
+        backlog,
+        "no socket beyond the backlog"
+    );
+}
+
+#[test]
+fn legitimate_clients_are_served_through_a_sustained_flood() {
+    // 1 spoofed SYN per ms: 1,000 SYN/s of simulated time, 125 times the backlog per second,
+    // while 100 clients connect one after another.
+    let mut p = pair();
+    let (guest, clock, flood) = (p.guest.clone(), p.clock.0.clone(), p.flood.clone());
+    let served = p.run(move |sp, g, peer| {
+        Box::pin(async move {
+            sp.spawn(echo_server(sp.clone(), g, 7));
+            pause(clock.clone(), 2_000_000).await;
+            // A handshake before the flood gives the gate a measure of a real round trip.
+            let m = data(100, 1);
+            assert_eq!(echo_client(peer.clone(), 7, m.clone()).await.unwrap(), m);
+            flood.set((1, 0));
+            let mut served = 0;
+            for i in 0..100u64 {
+                let m = data(200, i + 2);
+                if let Some(Ok(got)) = xen::exec::timeout(
+                    peer.sleep(5_000_000_000),
+                    echo_client(peer.clone(), 7, m.clone()),
+                )
+                .await
+                {
+                    served += usize::from(got == m);
+                }
+            }
+            flood.set((0, 0));
+            served
+        })
+    });
+    let st = guest.listen_stats();
+    assert_eq!(served, 100, "clients served during the flood ({st:?})");
+    assert!(st.shed > 50, "{st:?}");
 }

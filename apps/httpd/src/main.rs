@@ -66,7 +66,7 @@ fn main() -> Result<(), String> {
 async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
     // Requests are small (the core buffers a header section up to its limit itself); responses
     // stream from the image. Many small sockets: a burst of clients finds a listening socket
-    // ready (see netfront::stack::SynGate) within a few MiB of memory.
+    // ready (see netfront::gate) within a few MiB of memory.
     let config = ListenConfig {
         backlog: 32,
         rx_buffer: 2 * 1024,

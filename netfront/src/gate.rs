@@ -1,0 +1,562 @@
+//! Listeners as the stack keeps them, and the gate in front of smoltcp's receive path that
+//! admits connection attempts: the rules that keep a listener serving under a SYN flood.
+//!
+//! smoltcp has no accept queue and no SYN cookies: a listening socket *becomes* the
+//! connection, so each listener keeps `backlog` listening sockets (its *slots*). A SYN takes a
+//! slot into SYN-RECEIVED; a spoofed SYN's SYN-ACK goes nowhere, so without these rules the
+//! slot would stay half-open forever and a few dozen spoofed SYNs would take the port off the
+//! air. The rules, for every app's listener:
+//!
+//! - **Half-open slots expire.** A slot still in SYN-RECEIVED [`HALF_OPEN_NS`] after the SYN
+//!   (smoltcp has retransmitted its SYN-ACK at 1, 3 and 7 s) is given back: it listens again.
+//! - **A full backlog sheds stale half-open slots, oldest first.** A legitimate client
+//!   completes its handshake within a round trip; the gate measures how long handshakes take
+//!   (a moving average) and calls a half-open slot *stale* once it is [`SHED_FACTOR`] times
+//!   older than that (between [`MIN_SHED_NS`] and [`MAX_SHED_NS`]). A SYN that finds no
+//!   listening slot while a stale one exists ends the current smoltcp poll early; the oldest
+//!   stale slot is reset to listening (no RST: its peer is probably spoofed) and the SYN is
+//!   delivered to it. A SYN that finds only young half-open slots is held (below) and gets the
+//!   first slot that goes stale. So a flood can take a slot from a legitimate client only if
+//!   that client's handshake takes many times longer than the others'.
+//! - **SYNs beyond a backlog of established connections wait.** When every slot holds a
+//!   connection the app has not accepted yet, a SYN is held back (unseen by smoltcp, which
+//!   would answer with a reset) and replayed as soon as `accept` makes room: a burst of
+//!   clients waits for turns of the event loop, not for their SYN retransmission timers.
+//!   SYNs held longer than [`HOLD_NS`], or beyond [`MAX_HELD`], are dropped, as Linux does
+//!   when its accept queue is full (the client retransmits).
+//! - **A slot whose connection died before `accept`** (reset, timed out) listens again; the
+//!   app never sees it.
+//!
+//! SYN cookies were considered and not chosen: they need the stack to open a connection in
+//! ESTABLISHED with a sequence number the gate picked, which smoltcp's socket API cannot do
+//! (it would mean forking its TCP state machine). Shedding the oldest half-open slot gives the
+//! same guarantee to clients whose round trip is shorter than the time the flood takes to send
+//! `backlog` SYNs (at 1,000 SYN/s and httpd's backlog of 32: 32 ms).
+//!
+//! Ports nobody listens on are not touched (smoltcp refuses those, as it should).
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::task::Waker;
+
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::phy::Device;
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::IpListenEndpoint;
+
+/// How long a slot may stay half-open (SYN-RECEIVED) before it listens again.
+pub const HALF_OPEN_NS: u64 = 8_000_000_000;
+/// A half-open slot is stale (may be shed) once this many times older than the average
+/// handshake.
+pub const SHED_FACTOR: u64 = 4;
+/// Bounds of the age at which a half-open slot may be shed, and the age used before any
+/// handshake was measured.
+pub const MIN_SHED_NS: u64 = 2_000_000;
+/// See [`MIN_SHED_NS`].
+pub const MAX_SHED_NS: u64 = 1_000_000_000;
+const FIRST_SHED_NS: u64 = 100_000_000;
+/// The most SYNs held at once.
+pub const MAX_HELD: usize = 256;
+/// How long a SYN is held before it is dropped.
+pub const HOLD_NS: u64 = 1_000_000_000;
+
+/// What the gate did so far (see the module doc).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ListenStats {
+    /// SYNs held back because every slot held an unaccepted connection.
+    pub held: u64,
+    /// Held SYNs later handed to a listener.
+    pub replayed: u64,
+    /// Half-open slots reset to make room for a newer SYN.
+    pub shed: u64,
+    /// Half-open slots given back after [`HALF_OPEN_NS`].
+    pub expired: u64,
+    /// Slots whose connection died before it was accepted.
+    pub died: u64,
+    /// The average handshake (SYN to ACK) of the connections seen, in microseconds.
+    pub handshake_us: u64,
+}
+
+/// A slot: a listener's socket, listening or handshaking or waiting for `accept`.
+#[derive(Debug)]
+struct Slot {
+    handle: SocketHandle,
+    /// When the slot was first seen half-open (the poll that delivered its SYN).
+    half_open_since: Option<Instant>,
+}
+
+/// A listening port's slots and the task waiting in its `accept`.
+#[derive(Debug)]
+struct Listener {
+    port: u16,
+    slots: Vec<Slot>,
+    waker: Option<Waker>,
+}
+
+/// Per listening port, before a poll: free (listening) slots and half-open ones.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    port: u16,
+    free: usize,
+    /// When the oldest half-open slot got its SYN.
+    oldest: Option<Instant>,
+}
+
+/// The stack's listeners and the gate in front of smoltcp's receive path (see the module doc).
+#[derive(Debug, Default)]
+pub struct SynGate {
+    listeners: Vec<Listener>,
+    rooms: Vec<Room>,
+    held: VecDeque<(u16, Instant, Vec<u8>)>,
+    now: Option<Instant>,
+    stats: ListenStats,
+    /// Moving average of completed handshakes' durations (SYN to ACK), in ns.
+    handshake_ns: Option<u64>,
+}
+
+/// How the gate judged one received frame.
+enum Verdict {
+    /// Let smoltcp see it.
+    Admit,
+    /// A SYN for a full port with a stale half-open slot: shed it, then deliver this.
+    Shed(u16),
+    /// A SYN for a port whose slots all wait for `accept`.
+    Hold(u16),
+}
+
+fn state_is_acceptable(s: tcp::State) -> bool {
+    !matches!(
+        s,
+        tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed | tcp::State::TimeWait
+    )
+}
+
+impl SynGate {
+    /// What the gate did so far.
+    pub fn stats(&self) -> ListenStats {
+        ListenStats {
+            handshake_us: self.handshake_ns.unwrap_or(0) / 1000,
+            ..self.stats
+        }
+    }
+
+    /// Registers a listener on `port` (its slots come with [`SynGate::add_slot`]).
+    pub(crate) fn add_listener(&mut self, port: u16) {
+        self.listeners.push(Listener {
+            port,
+            slots: Vec::new(),
+            waker: None,
+        });
+    }
+
+    /// Removes the listener on `port`; returns its slots' sockets (for the caller to abort).
+    pub(crate) fn remove_listener(&mut self, port: u16) -> Vec<SocketHandle> {
+        self.held.retain(|(p, _, _)| *p != port);
+        match self.listeners.iter().position(|l| l.port == port) {
+            Some(k) => self
+                .listeners
+                .swap_remove(k)
+                .slots
+                .into_iter()
+                .map(|s| s.handle)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn listener(&mut self, port: u16) -> Option<&mut Listener> {
+        self.listeners.iter_mut().find(|l| l.port == port)
+    }
+
+    /// Adds a listening socket to `port`'s listener.
+    pub(crate) fn add_slot(&mut self, port: u16, handle: SocketHandle) {
+        if let Some(l) = self.listener(port) {
+            l.slots.push(Slot {
+                handle,
+                half_open_since: None,
+            });
+        }
+    }
+
+    /// The slots `port` has (listening, handshaking or waiting for `accept`).
+    pub(crate) fn slots(&self, port: u16) -> usize {
+        self.listeners
+            .iter()
+            .find(|l| l.port == port)
+            .map_or(0, |l| l.slots.len())
+    }
+
+    /// Takes a connection of `port`'s that is ready for the app, if any; else registers `waker`
+    /// to be woken when one is.
+    pub(crate) fn take_accepted(
+        &mut self,
+        port: u16,
+        sockets: &mut SocketSet<'static>,
+        waker: &Waker,
+    ) -> Option<SocketHandle> {
+        let l = self.listener(port)?;
+        let ready = l
+            .slots
+            .iter()
+            .position(|s| state_is_acceptable(sockets.get::<tcp::Socket>(s.handle).state()));
+        match ready {
+            Some(k) => Some(l.slots.swap_remove(k).handle),
+            None => {
+                l.waker = Some(waker.clone());
+                None
+            }
+        }
+    }
+
+    /// Ages the slots at `now`: expires long half-open ones, makes slots whose connection died
+    /// listen again, wakes an `accept` that has a connection. Fills `rooms`.
+    fn maintain(&mut self, sockets: &mut SocketSet<'static>, now: Instant) {
+        self.rooms.clear();
+        for l in &mut self.listeners {
+            let mut room = Room {
+                port: l.port,
+                free: 0,
+                oldest: None,
+            };
+            let mut ready = false;
+            for slot in &mut l.slots {
+                let s = sockets.get_mut::<tcp::Socket>(slot.handle);
+                match s.state() {
+                    tcp::State::Listen => {
+                        slot.half_open_since = None;
+                        room.free += 1;
+                    }
+                    tcp::State::SynReceived => {
+                        let since = *slot.half_open_since.get_or_insert(now);
+                        if (now - since).total_micros() >= HALF_OPEN_NS / 1000 {
+                            relisten(s, l.port);
+                            slot.half_open_since = None;
+                            self.stats.expired += 1;
+                            room.free += 1;
+                        } else {
+                            room.oldest = Some(room.oldest.map_or(since, |o| o.min(since)));
+                        }
+                    }
+                    tcp::State::Closed | tcp::State::TimeWait => {
+                        relisten(s, l.port);
+                        slot.half_open_since = None;
+                        self.stats.died += 1;
+                        room.free += 1;
+                    }
+                    _ => {
+                        if let Some(since) = slot.half_open_since.take() {
+                            let took = (now - since).total_micros() * 1000;
+                            self.handshake_ns = Some(match self.handshake_ns {
+                                Some(avg) => (avg * 7 + took) / 8,
+                                None => took,
+                            });
+                        }
+                        ready = true;
+                    }
+                }
+            }
+            if ready {
+                if let Some(w) = l.waker.take() {
+                    w.wake();
+                }
+            }
+            self.rooms.push(room);
+        }
+    }
+
+    /// The age at which a half-open slot is stale.
+    fn shed_age(&self) -> smoltcp::time::Duration {
+        let ns = self.handshake_ns.map_or(FIRST_SHED_NS, |h| {
+            h.saturating_mul(SHED_FACTOR)
+                .clamp(MIN_SHED_NS, MAX_SHED_NS)
+        });
+        smoltcp::time::Duration::from_micros(ns / 1000)
+    }
+
+    /// Resets `port`'s oldest half-open slot to listening if it is stale. False if it has none.
+    fn shed_oldest(&mut self, port: u16, sockets: &mut SocketSet<'static>, now: Instant) -> bool {
+        let stale_before = now - self.shed_age();
+        let Some(l) = self.listeners.iter_mut().find(|l| l.port == port) else {
+            return false;
+        };
+        let oldest = l
+            .slots
+            .iter_mut()
+            .filter(|s| sockets.get::<tcp::Socket>(s.handle).state() == tcp::State::SynReceived)
+            .filter(|s| s.half_open_since.is_some_and(|t| t <= stale_before))
+            .min_by_key(|s| s.half_open_since);
+        match oldest {
+            Some(slot) => {
+                relisten(sockets.get_mut::<tcp::Socket>(slot.handle), port);
+                slot.half_open_since = None;
+                self.stats.shed += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next time the gate needs a poll without an event (a half-open slot's expiry, or
+    /// its going stale while SYNs wait; a held SYN's drop).
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
+        let wait = if self.held.is_empty() {
+            smoltcp::time::Duration::from_micros(HALF_OPEN_NS / 1000)
+        } else {
+            self.shed_age()
+        };
+        let expiry = self
+            .listeners
+            .iter()
+            .flat_map(|l| l.slots.iter())
+            .filter_map(|s| s.half_open_since)
+            .min()
+            .map(|t| t + wait);
+        let drop = self
+            .held
+            .front()
+            .map(|(_, at, _)| *at + smoltcp::time::Duration::from_micros(HOLD_NS / 1000));
+        match (expiry, drop) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Polls `iface` over `dev` with the gate in front of its receive path, applying the rules
+    /// of the module doc.
+    pub fn poll<D: Device>(
+        &mut self,
+        iface: &mut Interface,
+        dev: &mut D,
+        sockets: &mut SocketSet<'static>,
+        now: Instant,
+    ) {
+        self.now = Some(now);
+        self.held
+            .retain(|(_, at, _)| (now - *at).total_micros() < HOLD_NS / 1000);
+        // A poll ends early at a SYN that needs a slot shed; the next round sheds it and
+        // delivers the SYN first. Each round consumes a frame, so the device bounds the rounds.
+        let mut first: Option<(u16, Vec<u8>)> = None;
+        loop {
+            self.maintain(sockets, now);
+            // Held SYNs get the slots that went stale since.
+            for r in 0..self.rooms.len() {
+                let port = self.rooms[r].port;
+                let mut want = self.held.iter().filter(|h| h.0 == port).count();
+                want = want.saturating_sub(self.rooms[r].free);
+                while want > 0 && self.shed_oldest(port, sockets, now) {
+                    self.rooms[r].free += 1;
+                    want -= 1;
+                }
+            }
+            // A SYN a slot was just shed for goes to smoltcp first, then held SYNs.
+            if let Some((port, _)) = &first {
+                if let Some(r) = self.rooms.iter_mut().find(|r| r.port == *port) {
+                    r.free = r.free.saturating_sub(1);
+                }
+            }
+            let mut replay = VecDeque::new();
+            let mut k = 0;
+            while k < self.held.len() {
+                let port = self.held[k].0;
+                match self.rooms.iter_mut().find(|r| r.port == port && r.free > 0) {
+                    Some(r) => {
+                        r.free -= 1;
+                        replay.extend(self.held.remove(k));
+                    }
+                    None => k += 1,
+                }
+            }
+            let mut gated = Gated {
+                dev,
+                gate: self,
+                first: first.take(),
+                replay,
+                shed: None,
+            };
+            iface.poll(now, &mut gated, sockets);
+            let Gated {
+                first: undelivered,
+                replay,
+                shed,
+                ..
+            } = gated;
+            // Not delivered (no room to answer): held again, oldest first.
+            for h in replay.into_iter().rev() {
+                self.held.push_front(h);
+            }
+            if let Some((port, frame)) = undelivered {
+                self.held.push_front((port, now, frame));
+            }
+            let Some((port, frame)) = shed else {
+                break;
+            };
+            if self.shed_oldest(port, sockets, now) {
+                first = Some((port, frame));
+            } else {
+                self.hold(port, frame);
+            }
+        }
+        self.maintain(sockets, now);
+    }
+
+    /// Holds a SYN; when the queue is full the oldest held SYN makes room (under a flood it is
+    /// most likely spoofed, and a newcomer deserves the same chance).
+    fn hold(&mut self, port: u16, frame: Vec<u8>) {
+        self.stats.held += 1;
+        if let Some(now) = self.now {
+            if self.held.len() >= MAX_HELD {
+                self.held.pop_front();
+            }
+            self.held.push_back((port, now, frame));
+        }
+    }
+
+    /// How a received frame may pass (see [`Verdict`]).
+    fn judge(&mut self, frame: &[u8]) -> Verdict {
+        let Some(port) = syn_port(frame) else {
+            return Verdict::Admit;
+        };
+        let Some(now) = self.now else {
+            return Verdict::Admit;
+        };
+        let stale_before = now - self.shed_age();
+        match self.rooms.iter_mut().find(|r| r.port == port) {
+            None => Verdict::Admit,
+            Some(r) if r.free > 0 => {
+                r.free -= 1;
+                Verdict::Admit
+            }
+            Some(r) if r.oldest.is_some_and(|t| t <= stale_before) => {
+                // Shed once per poll and port: the poll ends here.
+                r.oldest = None;
+                Verdict::Shed(port)
+            }
+            Some(_) => Verdict::Hold(port),
+        }
+    }
+}
+
+fn relisten(s: &mut tcp::Socket<'static>, port: u16) {
+    // abort() then listen() resets the socket without sending anything (no RST to a spoofed
+    // peer); a socket that is not open listens again at once.
+    s.abort();
+    let _ = s.listen(IpListenEndpoint { addr: None, port });
+}
+
+/// The destination port of a TCP SYN (without ACK) in an Ethernet frame.
+fn syn_port(frame: &[u8]) -> Option<u16> {
+    use smoltcp::wire::{
+        EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
+    };
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let tcp_bytes = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 || ip.more_frags() {
+                return None;
+            }
+            let hl = usize::from(ip.header_len());
+            eth.payload().get(hl..usize::from(ip.total_len()))?
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            ip.payload()
+        }
+        _ => return None,
+    };
+    let t = TcpPacket::new_checked(tcp_bytes).ok()?;
+    (t.syn() && !t.ack() && !t.rst()).then(|| t.dst_port())
+}
+
+/// The device as smoltcp sees it behind the gate: replayed SYNs come first, then the device's
+/// own frames, each judged by the gate; a SYN that needs a slot shed ends the poll.
+struct Gated<'a, D> {
+    dev: &'a mut D,
+    gate: &'a mut SynGate,
+    /// A SYN a slot was shed for.
+    first: Option<(u16, Vec<u8>)>,
+    /// Held SYNs whose port has room.
+    replay: VecDeque<(u16, Instant, Vec<u8>)>,
+    /// A SYN that needs a slot shed (the poll ends at it).
+    shed: Option<(u16, Vec<u8>)>,
+}
+
+/// A received frame: a replayed SYN (already admitted), or one of the device's that passes
+/// through the gate when consumed.
+enum GatedRx<'a, R> {
+    Replayed(Vec<u8>),
+    Device {
+        rx: R,
+        gate: &'a mut SynGate,
+        shed: &'a mut Option<(u16, Vec<u8>)>,
+    },
+}
+
+impl<R: smoltcp::phy::RxToken> smoltcp::phy::RxToken for GatedRx<'_, R> {
+    fn consume<T, F: FnOnce(&[u8]) -> T>(self, f: F) -> T {
+        match self {
+            GatedRx::Replayed(frame) => f(&frame),
+            // A frame held back reaches smoltcp empty, which it discards as malformed.
+            GatedRx::Device { rx, gate, shed } => rx.consume(|buf| match gate.judge(buf) {
+                Verdict::Admit => f(buf),
+                Verdict::Shed(port) => {
+                    *shed = Some((port, buf.to_vec()));
+                    f(&[])
+                }
+                Verdict::Hold(port) => {
+                    gate.hold(port, buf.to_vec());
+                    f(&[])
+                }
+            }),
+        }
+    }
+}
+
+impl<D: Device> Device for Gated<'_, D> {
+    type RxToken<'b>
+        = GatedRx<'b, D::RxToken<'b>>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = D::TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        if self.shed.is_some() {
+            return None;
+        }
+        // A replayed SYN needs room for its SYN-ACK; without it, it waits for the next poll and
+        // the device's frames go on.
+        if (self.first.is_some() || !self.replay.is_empty()) && self.dev.transmit(t).is_some() {
+            let tx = self.dev.transmit(t)?;
+            let frame = match self.first.take() {
+                Some((_, frame)) => frame,
+                None => {
+                    self.gate.stats.replayed += 1;
+                    self.replay.pop_front()?.2
+                }
+            };
+            return Some((GatedRx::Replayed(frame), tx));
+        }
+        let (rx, tx) = self.dev.receive(t)?;
+        Some((
+            GatedRx::Device {
+                rx,
+                gate: self.gate,
+                shed: &mut self.shed,
+            },
+            tx,
+        ))
+    }
+    fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
+        self.dev.transmit(t)
+    }
+    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
+        self.dev.capabilities()
+    }
+}
