@@ -55,7 +55,7 @@ pub const SHED_FACTOR: u64 = 4;
 pub const MIN_SHED_NS: u64 = 2_000_000;
 /// See [`MIN_SHED_NS`].
 pub const MAX_SHED_NS: u64 = 1_000_000_000;
-const FIRST_SHED_NS: u64 = 100_000_000;
+const FIRST_SHED_NS: u64 = 10_000_000;
 /// The most SYNs held at once.
 pub const MAX_HELD: usize = 256;
 /// How long a SYN is held before it is dropped.
