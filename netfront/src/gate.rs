@@ -9,15 +9,14 @@
 //!
 //! - **Half-open slots expire.** A slot still in SYN-RECEIVED [`HALF_OPEN_NS`] after the SYN
 //!   (smoltcp has retransmitted its SYN-ACK at 1, 3 and 7 s) is given back: it listens again.
-//! - **A full backlog sheds stale half-open slots, oldest first.** A legitimate client
-//!   completes its handshake within a round trip; the gate measures how long handshakes take
-//!   (a moving average) and calls a half-open slot *stale* once it is [`SHED_FACTOR`] times
-//!   older than that (between [`MIN_SHED_NS`] and [`MAX_SHED_NS`]). A SYN that finds no
-//!   listening slot while a stale one exists ends the current smoltcp poll early; the oldest
-//!   stale slot is reset to listening (no RST: its peer is probably spoofed) and the SYN is
-//!   delivered to it. A SYN that finds only young half-open slots is held (below) and gets the
-//!   first slot that goes stale. So a flood can take a slot from a legitimate client only if
-//!   that client's handshake takes many times longer than the others'.
+//! - **A full backlog sheds stale half-open slots.** A legitimate client completes its
+//!   handshake within a round trip; the gate measures how long handshakes take (a moving
+//!   average) and calls a half-open slot *stale* once it is [`SHED_FACTOR`] times older than
+//!   that (between [`MIN_SHED_NS`] and [`MAX_SHED_NS`]). Before each poll, a port that has no
+//!   listening slot left, or SYNs waiting, resets its stale slots to listening (no RST: their
+//!   peers are probably spoofed). A SYN that finds no listening slot is held (below) and gets
+//!   the next slot that goes stale, a poll later. So a flood can take a slot from a legitimate
+//!   client only if that client's handshake takes many times longer than the others'.
 //! - **SYNs beyond a backlog of established connections wait.** When every slot holds a
 //!   connection the app has not accepted yet, a SYN is held back (unseen by smoltcp, which
 //!   would answer with a reset) and replayed as soon as `accept` makes room: a burst of
@@ -29,9 +28,9 @@
 //!
 //! SYN cookies were considered and not chosen: they need the stack to open a connection in
 //! ESTABLISHED with a sequence number the gate picked, which smoltcp's socket API cannot do
-//! (it would mean forking its TCP state machine). Shedding the oldest half-open slot gives the
-//! same guarantee to clients whose round trip is shorter than the time the flood takes to send
-//! `backlog` SYNs (at 1,000 SYN/s and httpd's backlog of 32: 32 ms).
+//! (it would mean forking its TCP state machine). Shedding stale half-open slots serves
+//! `backlog` connection attempts per stale age (httpd: 32 per ~10 ms), and gives the same
+//! guarantee as cookies to clients whose handshake is not many times slower than the others'.
 //!
 //! Ports nobody listens on are not touched (smoltcp refuses those, as it should).
 
@@ -119,8 +118,6 @@ pub struct SynGate {
 enum Verdict {
     /// Let smoltcp see it.
     Admit,
-    /// A SYN for a full port with a stale half-open slot: shed it, then deliver this.
-    Shed(u16),
     /// A SYN for a port whose slots all wait for `accept`.
     Hold(u16),
 }
@@ -274,26 +271,29 @@ impl SynGate {
         smoltcp::time::Duration::from_micros(ns / 1000)
     }
 
-    /// Resets `port`'s oldest half-open slot to listening if it is stale. False if it has none.
-    fn shed_oldest(&mut self, port: u16, sockets: &mut SocketSet<'static>, now: Instant) -> bool {
+    /// Resets the stale half-open slots of every port that has no listening slot left or SYNs
+    /// waiting (see the module doc); counts them as free in `rooms`.
+    fn shed_stale(&mut self, sockets: &mut SocketSet<'static>, now: Instant) {
         let stale_before = now - self.shed_age();
-        let Some(l) = self.listeners.iter_mut().find(|l| l.port == port) else {
-            return false;
-        };
-        let oldest = l
-            .slots
-            .iter_mut()
-            .filter(|s| sockets.get::<tcp::Socket>(s.handle).state() == tcp::State::SynReceived)
-            .filter(|s| s.half_open_since.is_some_and(|t| t <= stale_before))
-            .min_by_key(|s| s.half_open_since);
-        match oldest {
-            Some(slot) => {
-                relisten(sockets.get_mut::<tcp::Socket>(slot.handle), port);
-                slot.half_open_since = None;
-                self.stats.shed += 1;
-                true
+        for (l, room) in self.listeners.iter_mut().zip(self.rooms.iter_mut()) {
+            let waiting = self.held.iter().any(|h| h.0 == l.port);
+            if room.free > 0 && !waiting {
+                continue;
             }
-            None => false,
+            if room.oldest.is_none_or(|t| t > stale_before) {
+                continue;
+            }
+            for slot in &mut l.slots {
+                if slot.half_open_since.is_some_and(|t| t <= stale_before) {
+                    let s = sockets.get_mut::<tcp::Socket>(slot.handle);
+                    if s.state() == tcp::State::SynReceived {
+                        relisten(s, l.port);
+                        slot.half_open_since = None;
+                        room.free += 1;
+                        self.stats.shed += 1;
+                    }
+                }
+            }
         }
     }
 
@@ -334,74 +334,36 @@ impl SynGate {
         self.now = Some(now);
         self.held
             .retain(|(_, at, _)| (now - *at).total_micros() < HOLD_NS / 1000);
-        // A poll ends early at a SYN that needs a slot shed; the next round sheds it and
-        // delivers the SYN first. Each round consumes a frame, so the device bounds the rounds.
-        let mut first: Option<(u16, Vec<u8>)> = None;
-        loop {
-            self.maintain(sockets, now);
-            // Held SYNs get the slots that went stale since.
-            for r in 0..self.rooms.len() {
-                let port = self.rooms[r].port;
-                let mut want = self.held.iter().filter(|h| h.0 == port).count();
-                want = want.saturating_sub(self.rooms[r].free);
-                while want > 0 && self.shed_oldest(port, sockets, now) {
-                    self.rooms[r].free += 1;
-                    want -= 1;
+        self.maintain(sockets, now);
+        self.shed_stale(sockets, now);
+        // Held SYNs for ports that have room go to smoltcp first, in the same poll.
+        let mut replay = VecDeque::new();
+        let mut k = 0;
+        while k < self.held.len() {
+            let port = self.held[k].0;
+            match self.rooms.iter_mut().find(|r| r.port == port && r.free > 0) {
+                Some(r) => {
+                    r.free -= 1;
+                    replay.extend(self.held.remove(k));
                 }
-            }
-            // A SYN a slot was just shed for goes to smoltcp first, then held SYNs.
-            if let Some((port, _)) = &first {
-                if let Some(r) = self.rooms.iter_mut().find(|r| r.port == *port) {
-                    r.free = r.free.saturating_sub(1);
-                }
-            }
-            let mut replay = VecDeque::new();
-            let mut k = 0;
-            while k < self.held.len() {
-                let port = self.held[k].0;
-                match self.rooms.iter_mut().find(|r| r.port == port && r.free > 0) {
-                    Some(r) => {
-                        r.free -= 1;
-                        replay.extend(self.held.remove(k));
-                    }
-                    None => k += 1,
-                }
-            }
-            let mut gated = Gated {
-                dev,
-                gate: self,
-                first: first.take(),
-                replay,
-                shed: None,
-            };
-            iface.poll(now, &mut gated, sockets);
-            let Gated {
-                first: undelivered,
-                replay,
-                shed,
-                ..
-            } = gated;
-            // Not delivered (no room to answer): held again, oldest first.
-            for h in replay.into_iter().rev() {
-                self.held.push_front(h);
-            }
-            if let Some((port, frame)) = undelivered {
-                self.held.push_front((port, now, frame));
-            }
-            let Some((port, frame)) = shed else {
-                break;
-            };
-            if self.shed_oldest(port, sockets, now) {
-                first = Some((port, frame));
-            } else {
-                self.hold(port, frame);
+                None => k += 1,
             }
         }
+        let mut gated = Gated {
+            dev,
+            gate: self,
+            replay,
+        };
+        iface.poll(now, &mut gated, sockets);
+        // Not delivered (no room to answer): held again, oldest first.
+        let Gated { replay, .. } = gated;
+        for h in replay.into_iter().rev() {
+            self.held.push_front(h);
+        }
+        // Slots that connected in this poll wake their accept now.
         self.maintain(sockets, now);
     }
 
-    /// Holds a SYN; when the queue is full the oldest held SYN makes room (under a flood it is
-    /// most likely spoofed, and a newcomer deserves the same chance).
     fn hold(&mut self, port: u16, frame: Vec<u8>) {
         self.stats.held += 1;
         if let Some(now) = self.now {
@@ -412,25 +374,16 @@ impl SynGate {
         }
     }
 
-    /// How a received frame may pass (see [`Verdict`]).
+    /// How a received frame may pass.
     fn judge(&mut self, frame: &[u8]) -> Verdict {
         let Some(port) = syn_port(frame) else {
             return Verdict::Admit;
         };
-        let Some(now) = self.now else {
-            return Verdict::Admit;
-        };
-        let stale_before = now - self.shed_age();
         match self.rooms.iter_mut().find(|r| r.port == port) {
             None => Verdict::Admit,
             Some(r) if r.free > 0 => {
                 r.free -= 1;
                 Verdict::Admit
-            }
-            Some(r) if r.oldest.is_some_and(|t| t <= stale_before) => {
-                // Shed once per poll and port: the poll ends here.
-                r.oldest = None;
-                Verdict::Shed(port)
             }
             Some(_) => Verdict::Hold(port),
         }
@@ -473,27 +426,19 @@ fn syn_port(frame: &[u8]) -> Option<u16> {
 }
 
 /// The device as smoltcp sees it behind the gate: replayed SYNs come first, then the device's
-/// own frames, each judged by the gate; a SYN that needs a slot shed ends the poll.
+/// own frames, each judged by the gate.
 struct Gated<'a, D> {
     dev: &'a mut D,
     gate: &'a mut SynGate,
-    /// A SYN a slot was shed for.
-    first: Option<(u16, Vec<u8>)>,
     /// Held SYNs whose port has room.
     replay: VecDeque<(u16, Instant, Vec<u8>)>,
-    /// A SYN that needs a slot shed (the poll ends at it).
-    shed: Option<(u16, Vec<u8>)>,
 }
 
 /// A received frame: a replayed SYN (already admitted), or one of the device's that passes
 /// through the gate when consumed.
 enum GatedRx<'a, R> {
     Replayed(Vec<u8>),
-    Device {
-        rx: R,
-        gate: &'a mut SynGate,
-        shed: &'a mut Option<(u16, Vec<u8>)>,
-    },
+    Device { rx: R, gate: &'a mut SynGate },
 }
 
 impl<R: smoltcp::phy::RxToken> smoltcp::phy::RxToken for GatedRx<'_, R> {
@@ -501,12 +446,8 @@ impl<R: smoltcp::phy::RxToken> smoltcp::phy::RxToken for GatedRx<'_, R> {
         match self {
             GatedRx::Replayed(frame) => f(&frame),
             // A frame held back reaches smoltcp empty, which it discards as malformed.
-            GatedRx::Device { rx, gate, shed } => rx.consume(|buf| match gate.judge(buf) {
+            GatedRx::Device { rx, gate } => rx.consume(|buf| match gate.judge(buf) {
                 Verdict::Admit => f(buf),
-                Verdict::Shed(port) => {
-                    *shed = Some((port, buf.to_vec()));
-                    f(&[])
-                }
                 Verdict::Hold(port) => {
                     gate.hold(port, buf.to_vec());
                     f(&[])
@@ -527,20 +468,12 @@ impl<D: Device> Device for Gated<'_, D> {
         Self: 'b;
 
     fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        if self.shed.is_some() {
-            return None;
-        }
         // A replayed SYN needs room for its SYN-ACK; without it, it waits for the next poll and
         // the device's frames go on.
-        if (self.first.is_some() || !self.replay.is_empty()) && self.dev.transmit(t).is_some() {
+        if !self.replay.is_empty() && self.dev.transmit(t).is_some() {
             let tx = self.dev.transmit(t)?;
-            let frame = match self.first.take() {
-                Some((_, frame)) => frame,
-                None => {
-                    self.gate.stats.replayed += 1;
-                    self.replay.pop_front()?.2
-                }
-            };
+            let (_, _, frame) = self.replay.pop_front()?;
+            self.gate.stats.replayed += 1;
             return Some((GatedRx::Replayed(frame), tx));
         }
         let (rx, tx) = self.dev.receive(t)?;
@@ -548,7 +481,6 @@ impl<D: Device> Device for Gated<'_, D> {
             GatedRx::Device {
                 rx,
                 gate: self.gate,
-                shed: &mut self.shed,
             },
             tx,
         ))

@@ -503,12 +503,13 @@ fn half_open_connections_expire_and_give_their_sockets_back() {
         Box::pin(async move {
             sp.spawn(echo_server(sp.clone(), g, 7));
             pause(clock.clone(), 2_000_000).await;
-            flood.set((0, backlog as u32)); // exactly fills the backlog with half-open slots
+            // All slots but one half-open: no pressure, so only expiry gives them back.
+            flood.set((0, backlog as u32 - 1));
             pause(clock.clone(), netfront::gate::HALF_OPEN_NS + 100_000_000).await;
         })
     });
     let st = guest.listen_stats();
-    assert_eq!(st.expired, backlog as u64, "{st:?}");
+    assert_eq!(st.expired, backlog as u64 - 1, "{st:?}");
     assert_eq!(st.shed, 0, "{st:?}");
     assert_eq!(
         guest.socket_count(),
@@ -550,4 +551,32 @@ fn legitimate_clients_are_served_through_a_sustained_flood() {
     let st = guest.listen_stats();
     assert_eq!(served, 100, "clients served during the flood ({st:?})");
     assert!(st.shed > 50, "{st:?}");
+}
+
+#[test]
+fn a_connection_reset_before_accept_gives_its_slot_back() {
+    let mut p = pair();
+    let (guest, clock) = (p.guest.clone(), p.clock.0.clone());
+    let listener = guest.tcp_listen(7, ListenConfig::default()).unwrap();
+    p.run(move |_, _, peer| {
+        Box::pin(async move {
+            // Nobody accepts: the connection waits in its slot, then the client resets it.
+            let c = peer
+                .tcp_connect(IpAddress::Ipv4(GUEST_IP), 7, 4096, 4096)
+                .await
+                .unwrap();
+            pause(clock.clone(), 5_000_000).await;
+            c.abort();
+            pause(clock.clone(), 50_000_000).await;
+        })
+    });
+    let st = guest.listen_stats();
+    assert_eq!(st.died, 1, "{st:?}");
+    assert_eq!(guest.socket_count(), ListenConfig::default().backlog);
+    drop(listener);
+    assert_eq!(
+        guest.socket_count(),
+        0,
+        "dropping the listener removes its slots"
+    );
 }
