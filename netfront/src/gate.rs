@@ -11,12 +11,12 @@
 //!   (smoltcp has retransmitted its SYN-ACK at 1, 3 and 7 s) is given back: it listens again.
 //! - **A full backlog sheds stale half-open slots.** A legitimate client completes its
 //!   handshake within a round trip; the gate measures how long handshakes take (a moving
-//!   average) and calls a half-open slot *stale* once it is [`SHED_FACTOR`] times older than
+//!   average that one slow handshake moves by at most 1/8) and calls a half-open slot *stale* once it is [`SHED_FACTOR`] times older than
 //!   that (between [`MIN_SHED_NS`] and [`MAX_SHED_NS`]). Before each poll, a port that has no
 //!   listening slot left, or SYNs waiting, resets its stale slots to listening (no RST: their
 //!   peers are probably spoofed). A SYN that finds no listening slot is held (below) and gets
 //!   the next slot that goes stale, a poll later. So a flood can take a slot from a legitimate
-//!   client only if that client's handshake takes many times longer than the others'.
+//!   client only if that client's handshake takes over twice as long as the others'.
 //! - **SYNs beyond a backlog of established connections wait.** When every slot holds a
 //!   connection the app has not accepted yet, a SYN is held back (unseen by smoltcp, which
 //!   would answer with a reset) and replayed as soon as `accept` makes room: a burst of
@@ -48,13 +48,13 @@ use smoltcp::wire::IpListenEndpoint;
 pub const HALF_OPEN_NS: u64 = 8_000_000_000;
 /// A half-open slot is stale (may be shed) once this many times older than the average
 /// handshake.
-pub const SHED_FACTOR: u64 = 4;
-/// Bounds of the age at which a half-open slot may be shed, and the age used before any
-/// handshake was measured.
+pub const SHED_FACTOR: u64 = 2;
+/// Bounds of the age at which a half-open slot may be shed.
 pub const MIN_SHED_NS: u64 = 2_000_000;
 /// See [`MIN_SHED_NS`].
 pub const MAX_SHED_NS: u64 = 1_000_000_000;
-const FIRST_SHED_NS: u64 = 10_000_000;
+/// The handshake average assumed before any was measured.
+const FIRST_HANDSHAKE_NS: u64 = 5_000_000;
 /// The most SYNs held at once.
 pub const MAX_HELD: usize = 256;
 /// How long a SYN is held before it is dropped.
@@ -244,10 +244,7 @@ impl SynGate {
                     _ => {
                         if let Some(since) = slot.half_open_since.take() {
                             let took = (now - since).total_micros() * 1000;
-                            self.handshake_ns = Some(match self.handshake_ns {
-                                Some(avg) => (avg * 7 + took) / 8,
-                                None => took,
-                            });
+                            self.handshake_ns = Some(average(self.handshake_ns, took));
                         }
                         ready = true;
                     }
@@ -264,10 +261,11 @@ impl SynGate {
 
     /// The age at which a half-open slot is stale.
     fn shed_age(&self) -> smoltcp::time::Duration {
-        let ns = self.handshake_ns.map_or(FIRST_SHED_NS, |h| {
-            h.saturating_mul(SHED_FACTOR)
-                .clamp(MIN_SHED_NS, MAX_SHED_NS)
-        });
+        let ns = self
+            .handshake_ns
+            .unwrap_or(FIRST_HANDSHAKE_NS)
+            .saturating_mul(SHED_FACTOR)
+            .clamp(MIN_SHED_NS, MAX_SHED_NS);
         smoltcp::time::Duration::from_micros(ns / 1000)
     }
 
@@ -390,6 +388,15 @@ impl SynGate {
     }
 }
 
+/// The handshake average after a handshake that took `took_ns`: a moving average (1/8) of
+/// samples first clamped to half and twice the average, so one slow handshake (the first
+/// one waits for ARP; one client may be far away) moves it by at most 1/8.
+fn average(avg: Option<u64>, took_ns: u64) -> u64 {
+    let avg = avg.unwrap_or(FIRST_HANDSHAKE_NS);
+    let sample = took_ns.clamp(avg / 2, avg.saturating_mul(2));
+    (avg * 7 + sample) / 8
+}
+
 fn relisten(s: &mut tcp::Socket<'static>, port: u16) {
     // abort() then listen() resets the socket without sending anything (no RST to a spoofed
     // peer); a socket that is not open listens again at once.
@@ -490,5 +497,22 @@ impl<D: Device> Device for Gated<'_, D> {
     }
     fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
         self.dev.capabilities()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_slow_handshake_moves_the_average_by_at_most_an_eighth() {
+        let a = average(None, 130_000_000); // the first handshake waited for ARP
+        assert_eq!(a, (FIRST_HANDSHAKE_NS * 7 + FIRST_HANDSHAKE_NS * 2) / 8);
+        let mut a = a;
+        for _ in 0..40 {
+            a = average(Some(a), 20_000_000);
+        }
+        assert!((19_000_000..=20_000_000).contains(&a), "converges: {a}");
+        assert!(average(Some(a), 0) >= a * 7 / 8 + a / 16, "fast ones too");
     }
 }
