@@ -10,13 +10,16 @@
 //! - **Half-open slots expire.** A slot still in SYN-RECEIVED [`HALF_OPEN_NS`] after the SYN
 //!   (smoltcp has retransmitted its SYN-ACK at 1, 3 and 7 s) is given back: it listens again.
 //! - **A full backlog sheds stale half-open slots.** A legitimate client completes its
-//!   handshake within a round trip; the gate measures how long handshakes take (a moving
-//!   average that one slow handshake moves by at most 1/8) and calls a half-open slot *stale* once it is [`SHED_FACTOR`] times older than
-//!   that (between [`MIN_SHED_NS`] and [`MAX_SHED_NS`]). Before each poll, a port that has no
+//!   handshake within a round trip. A half-open slot is *stale* once it is as old as the time
+//!   its port takes to receive `backlog` SYNs (the SYN rate is measured: the slot keeps its
+//!   place as long as the gate can keep up with the flood), but never before [`SHED_FACTOR`]
+//!   times the average handshake (a moving average that one slow handshake moves by at most
+//!   1/8), nor before [`MIN_SHED_NS`] or after [`MAX_SHED_NS`]. Before each poll, a port that has no
 //!   listening slot left, or SYNs waiting, resets its stale slots to listening (no RST: their
 //!   peers are probably spoofed). A SYN that finds no listening slot is held (below) and gets
 //!   the next slot that goes stale, a poll later. So a flood can take a slot from a legitimate
-//!   client only if that client's handshake takes over twice as long as the others'.
+//!   client only if that client's handshake takes longer than the flood needs to cycle every
+//!   slot (httpd, backlog 32, at 1,000 SYN/s: 32 ms) or than four times the others'.
 //! - **SYNs beyond a backlog of established connections wait.** When every slot holds a
 //!   connection the app has not accepted yet, a SYN is held back (unseen by smoltcp, which
 //!   would answer with a reset) and replayed as soon as `accept` makes room: a burst of
@@ -28,9 +31,9 @@
 //!
 //! SYN cookies were considered and not chosen: they need the stack to open a connection in
 //! ESTABLISHED with a sequence number the gate picked, which smoltcp's socket API cannot do
-//! (it would mean forking its TCP state machine). Shedding stale half-open slots serves
-//! `backlog` connection attempts per stale age (httpd: 32 per ~10 ms), and gives the same
-//! guarantee as cookies to clients whose handshake is not many times slower than the others'.
+//! (it would mean forking its TCP state machine). Shedding stale half-open slots gives the
+//! same guarantee as cookies to clients whose handshake is faster than the flood cycles the
+//! backlog; beyond that rate a bigger backlog (more memory) is the remedy.
 //!
 //! Ports nobody listens on are not touched (smoltcp refuses those, as it should).
 
@@ -48,13 +51,15 @@ use smoltcp::wire::IpListenEndpoint;
 pub const HALF_OPEN_NS: u64 = 8_000_000_000;
 /// A half-open slot is stale (may be shed) once this many times older than the average
 /// handshake.
-pub const SHED_FACTOR: u64 = 2;
+pub const SHED_FACTOR: u64 = 4;
 /// Bounds of the age at which a half-open slot may be shed.
 pub const MIN_SHED_NS: u64 = 2_000_000;
 /// See [`MIN_SHED_NS`].
 pub const MAX_SHED_NS: u64 = 1_000_000_000;
 /// The handshake average assumed before any was measured.
 const FIRST_HANDSHAKE_NS: u64 = 5_000_000;
+/// How often each port's SYN rate is measured.
+pub const RATE_WINDOW_NS: u64 = 100_000_000;
 /// The most SYNs held at once.
 pub const MAX_HELD: usize = 256;
 /// How long a SYN is held before it is dropped.
@@ -91,6 +96,10 @@ struct Listener {
     port: u16,
     slots: Vec<Slot>,
     waker: Option<Waker>,
+    /// SYNs for this port in the current rate window.
+    syns: u64,
+    /// SYNs per second (a moving average over [`RATE_WINDOW_NS`] windows).
+    rate: u64,
 }
 
 /// Per listening port, before a poll: free (listening) slots and half-open ones.
@@ -112,6 +121,8 @@ pub struct SynGate {
     stats: ListenStats,
     /// Moving average of completed handshakes' durations (SYN to ACK), in ns.
     handshake_ns: Option<u64>,
+    /// When the current SYN rate window began.
+    window: Option<Instant>,
 }
 
 /// How the gate judged one received frame.
@@ -144,6 +155,8 @@ impl SynGate {
             port,
             slots: Vec::new(),
             waker: None,
+            syns: 0,
+            rate: 0,
         });
     }
 
@@ -259,21 +272,43 @@ impl SynGate {
         }
     }
 
-    /// The age at which a half-open slot is stale.
-    fn shed_age(&self) -> smoltcp::time::Duration {
-        let ns = self
+    /// The age at which a half-open slot of `l` is stale (see the module doc).
+    fn shed_age(&self, l: &Listener) -> smoltcp::time::Duration {
+        let handshakes = self
             .handshake_ns
             .unwrap_or(FIRST_HANDSHAKE_NS)
-            .saturating_mul(SHED_FACTOR)
-            .clamp(MIN_SHED_NS, MAX_SHED_NS);
+            .saturating_mul(SHED_FACTOR);
+        let cycle = (l.slots.len() as u64).saturating_mul(1_000_000_000) / l.rate.max(1);
+        let ns = handshakes.max(cycle).clamp(MIN_SHED_NS, MAX_SHED_NS);
         smoltcp::time::Duration::from_micros(ns / 1000)
+    }
+
+    /// Closes the SYN rate window when it is [`RATE_WINDOW_NS`] old.
+    fn measure_rates(&mut self, now: Instant) {
+        let start = *self.window.get_or_insert(now);
+        let us = (now - start).total_micros();
+        if us < RATE_WINDOW_NS / 1000 {
+            return;
+        }
+        for l in &mut self.listeners {
+            let rate = l.syns.saturating_mul(1_000_000) / us;
+            l.rate = (l.rate * 3 + rate) / 4;
+            l.syns = 0;
+        }
+        self.window = Some(now);
     }
 
     /// Resets the stale half-open slots of every port that has no listening slot left or SYNs
     /// waiting (see the module doc); counts them as free in `rooms`.
     fn shed_stale(&mut self, sockets: &mut SocketSet<'static>, now: Instant) {
-        let stale_before = now - self.shed_age();
-        for (l, room) in self.listeners.iter_mut().zip(self.rooms.iter_mut()) {
+        let ages: Vec<_> = self.listeners.iter().map(|l| self.shed_age(l)).collect();
+        for ((l, room), age) in self
+            .listeners
+            .iter_mut()
+            .zip(self.rooms.iter_mut())
+            .zip(ages)
+        {
+            let stale_before = now - age;
             let waiting = self.held.iter().any(|h| h.0 == l.port);
             if room.free > 0 && !waiting {
                 continue;
@@ -298,18 +333,19 @@ impl SynGate {
     /// The next time the gate needs a poll without an event (a half-open slot's expiry, or
     /// its going stale while SYNs wait; a held SYN's drop).
     pub(crate) fn poll_at(&self) -> Option<Instant> {
-        let wait = if self.held.is_empty() {
-            smoltcp::time::Duration::from_micros(HALF_OPEN_NS / 1000)
-        } else {
-            self.shed_age()
-        };
         let expiry = self
             .listeners
             .iter()
-            .flat_map(|l| l.slots.iter())
-            .filter_map(|s| s.half_open_since)
-            .min()
-            .map(|t| t + wait);
+            .filter_map(|l| {
+                let wait = if self.held.iter().any(|h| h.0 == l.port) {
+                    self.shed_age(l)
+                } else {
+                    smoltcp::time::Duration::from_micros(HALF_OPEN_NS / 1000)
+                };
+                let oldest = l.slots.iter().filter_map(|s| s.half_open_since).min()?;
+                Some(oldest + wait)
+            })
+            .min();
         let drop = self
             .held
             .front()
@@ -330,6 +366,7 @@ impl SynGate {
         now: Instant,
     ) {
         self.now = Some(now);
+        self.measure_rates(now);
         self.held
             .retain(|(_, at, _)| (now - *at).total_micros() < HOLD_NS / 1000);
         self.maintain(sockets, now);
@@ -377,7 +414,11 @@ impl SynGate {
         let Some(port) = syn_port(frame) else {
             return Verdict::Admit;
         };
-        match self.rooms.iter_mut().find(|r| r.port == port) {
+        let Some(k) = self.rooms.iter().position(|r| r.port == port) else {
+            return Verdict::Admit;
+        };
+        self.listeners[k].syns += 1;
+        match self.rooms.get_mut(k) {
             None => Verdict::Admit,
             Some(r) if r.free > 0 => {
                 r.free -= 1;

@@ -9,10 +9,10 @@ use std::sync::OnceLock;
 use xen_tests::case;
 use xen_tests::lab::{dom0_sh, expect, tool, Guest};
 
-const HTTPD_MAC: &str = "00:16:3e:00:00:5a";
-const HTTPD_IP: &str = "10.0.0.190";
-const ECHO_MAC: &str = "00:16:3e:00:00:5b";
-const ECHO_IP: &str = "10.0.0.191";
+const HTTPD_MAC: &str = "00:16:3e:00:00:5c";
+const HTTPD_IP: &str = "10.0.0.192";
+const ECHO_MAC: &str = "00:16:3e:00:00:5d";
+const ECHO_IP: &str = "10.0.0.193";
 /// How long each flood lasts.
 const FLOOD_SECS: u32 = 30;
 
@@ -45,8 +45,10 @@ const MS: &str = "ms() { awk '{ printf \"%d\\n\", $1 * 1000 }' /proc/uptime; }";
 
 /// The dom0 script of one flood at `port` of `guest` (`rate` SYN/s, 0 = as fast as dom0 can)
 /// while `probe` (a shell command that succeeds when the service answered) runs in a loop, and
-/// `extra` (a background client, or nothing) runs beside it. Prints the flood's line, `probe
-/// ok=N of M`, then `back after MS ms` (how long after the flood the first probe succeeded).
+/// `extra` (a background client, or nothing) runs beside it. A probe starts every 0.5 s (each
+/// in the background, so a slow one does not hold the next) until 6 s before the flood ends.
+/// Prints the flood's line, `probe ok=N of M`, then `back after MS ms` (how long after the
+/// flood the first probe succeeded).
 fn flood_script(
     flood: &str,
     guest: &Guest,
@@ -64,12 +66,14 @@ fn flood_script(
          {flood} vif{domid}.0 {mac} {ip} {port} {rate} {FLOOD_SECS} {domid} > /tmp/flood.out &
          fp=$!
          {extra}
-         n=0; ok=0; end=$(( $(ms) + {FLOOD_SECS} * 1000 - 1000 ))
+         n=0; end=$(( $(ms) + {FLOOD_SECS} * 1000 - 6000 ))
+         rm -f /tmp/probe.ok
          while [ $(ms) -lt $end ]; do
-           n=$((n+1)); probe && ok=$((ok+1))
-           sleep 0.2
+           n=$((n+1)); (probe && echo >> /tmp/probe.ok) &
+           sleep 0.5
          done
          wait $fp
+         ok=$(cat /tmp/probe.ok 2>/dev/null | wc -l)
          t0=$(ms); back=none
          for i in $(seq 1 100); do
            if probe; then back=$(( $(ms) - t0 )); break; fi
