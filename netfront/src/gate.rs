@@ -10,16 +10,14 @@
 //! - **Half-open slots expire.** A slot still in SYN-RECEIVED [`HALF_OPEN_NS`] after the SYN
 //!   (smoltcp has retransmitted its SYN-ACK at 1, 3 and 7 s) is given back: it listens again.
 //! - **A full backlog sheds stale half-open slots.** A legitimate client completes its
-//!   handshake within a round trip. A half-open slot is *stale* once it is as old as the time
-//!   its port takes to receive `backlog` SYNs (the SYN rate is measured: the slot keeps its
-//!   place as long as the gate can keep up with the flood), but never before [`SHED_FACTOR`]
-//!   times the average handshake (a moving average that one slow handshake moves by at most
-//!   1/8), nor before [`MIN_SHED_NS`] or after [`MAX_SHED_NS`]. Before each poll, a port that has no
-//!   listening slot left, or SYNs waiting, resets its stale slots to listening (no RST: their
-//!   peers are probably spoofed). A SYN that finds no listening slot is held (below) and gets
+//!   handshake within a round trip; the gate measures how long handshakes take (a moving
+//!   average that one slow handshake moves by at most 1/8) and calls a half-open slot *stale*
+//!   once it is [`SHED_FACTOR`] times older than that (between [`MIN_SHED_NS`] and
+//!   [`MAX_SHED_NS`]). Before each poll, a port that has no listening slot left, or SYNs
+//!   waiting, resets its stale slots to listening (no RST: their peers are probably spoofed;
+//!   each socket re-enters smoltcp's set, see `relisten`). A SYN that finds no listening slot is held (below) and gets
 //!   the next slot that goes stale, a poll later. So a flood can take a slot from a legitimate
-//!   client only if that client's handshake takes longer than the flood needs to cycle every
-//!   slot (httpd, backlog 32, at 1,000 SYN/s: 32 ms) or than four times the others'.
+//!   client only if that client's handshake takes over four times as long as the others'.
 //! - **SYNs beyond a backlog of established connections wait.** When every slot holds a
 //!   connection the app has not accepted yet, a SYN is held back (unseen by smoltcp, which
 //!   would answer with a reset) and replayed as soon as `accept` makes room: a burst of
@@ -31,9 +29,9 @@
 //!
 //! SYN cookies were considered and not chosen: they need the stack to open a connection in
 //! ESTABLISHED with a sequence number the gate picked, which smoltcp's socket API cannot do
-//! (it would mean forking its TCP state machine). Shedding stale half-open slots gives the
-//! same guarantee as cookies to clients whose handshake is faster than the flood cycles the
-//! backlog; beyond that rate a bigger backlog (more memory) is the remedy.
+//! (it would mean forking its TCP state machine). Shedding stale half-open slots serves
+//! `backlog` connection attempts per stale age (httpd: 32 per ~10 ms), and gives the same
+//! guarantee as cookies to clients whose handshake is not many times slower than the others'.
 //!
 //! Ports nobody listens on are not touched (smoltcp refuses those, as it should).
 
@@ -58,8 +56,6 @@ pub const MIN_SHED_NS: u64 = 2_000_000;
 pub const MAX_SHED_NS: u64 = 1_000_000_000;
 /// The handshake average assumed before any was measured.
 const FIRST_HANDSHAKE_NS: u64 = 5_000_000;
-/// How often each port's SYN rate is measured.
-pub const RATE_WINDOW_NS: u64 = 100_000_000;
 /// The most SYNs held at once.
 pub const MAX_HELD: usize = 256;
 /// How long a SYN is held before it is dropped.
@@ -96,10 +92,6 @@ struct Listener {
     port: u16,
     slots: Vec<Slot>,
     waker: Option<Waker>,
-    /// SYNs for this port in the current rate window.
-    syns: u64,
-    /// SYNs per second (a moving average over [`RATE_WINDOW_NS`] windows).
-    rate: u64,
 }
 
 /// Per listening port, before a poll: free (listening) slots and half-open ones.
@@ -121,8 +113,6 @@ pub struct SynGate {
     stats: ListenStats,
     /// Moving average of completed handshakes' durations (SYN to ACK), in ns.
     handshake_ns: Option<u64>,
-    /// When the current SYN rate window began.
-    window: Option<Instant>,
 }
 
 /// How the gate judged one received frame.
@@ -155,8 +145,6 @@ impl SynGate {
             port,
             slots: Vec::new(),
             waker: None,
-            syns: 0,
-            rate: 0,
         });
     }
 
@@ -231,8 +219,7 @@ impl SynGate {
             };
             let mut ready = false;
             for slot in &mut l.slots {
-                let s = sockets.get_mut::<tcp::Socket>(slot.handle);
-                match s.state() {
+                match sockets.get::<tcp::Socket>(slot.handle).state() {
                     tcp::State::Listen => {
                         slot.half_open_since = None;
                         room.free += 1;
@@ -240,8 +227,7 @@ impl SynGate {
                     tcp::State::SynReceived => {
                         let since = *slot.half_open_since.get_or_insert(now);
                         if (now - since).total_micros() >= HALF_OPEN_NS / 1000 {
-                            relisten(s, l.port);
-                            slot.half_open_since = None;
+                            relisten(sockets, slot, l.port);
                             self.stats.expired += 1;
                             room.free += 1;
                         } else {
@@ -249,8 +235,7 @@ impl SynGate {
                         }
                     }
                     tcp::State::Closed | tcp::State::TimeWait => {
-                        relisten(s, l.port);
-                        slot.half_open_since = None;
+                        relisten(sockets, slot, l.port);
                         self.stats.died += 1;
                         room.free += 1;
                     }
@@ -272,43 +257,21 @@ impl SynGate {
         }
     }
 
-    /// The age at which a half-open slot of `l` is stale (see the module doc).
-    fn shed_age(&self, l: &Listener) -> smoltcp::time::Duration {
-        let handshakes = self
+    /// The age at which a half-open slot is stale.
+    fn shed_age(&self) -> smoltcp::time::Duration {
+        let ns = self
             .handshake_ns
             .unwrap_or(FIRST_HANDSHAKE_NS)
-            .saturating_mul(SHED_FACTOR);
-        let cycle = (l.slots.len() as u64).saturating_mul(1_000_000_000) / l.rate.max(1);
-        let ns = handshakes.max(cycle).clamp(MIN_SHED_NS, MAX_SHED_NS);
+            .saturating_mul(SHED_FACTOR)
+            .clamp(MIN_SHED_NS, MAX_SHED_NS);
         smoltcp::time::Duration::from_micros(ns / 1000)
-    }
-
-    /// Closes the SYN rate window when it is [`RATE_WINDOW_NS`] old.
-    fn measure_rates(&mut self, now: Instant) {
-        let start = *self.window.get_or_insert(now);
-        let us = (now - start).total_micros();
-        if us < RATE_WINDOW_NS / 1000 {
-            return;
-        }
-        for l in &mut self.listeners {
-            let rate = l.syns.saturating_mul(1_000_000) / us;
-            l.rate = (l.rate * 3 + rate) / 4;
-            l.syns = 0;
-        }
-        self.window = Some(now);
     }
 
     /// Resets the stale half-open slots of every port that has no listening slot left or SYNs
     /// waiting (see the module doc); counts them as free in `rooms`.
     fn shed_stale(&mut self, sockets: &mut SocketSet<'static>, now: Instant) {
-        let ages: Vec<_> = self.listeners.iter().map(|l| self.shed_age(l)).collect();
-        for ((l, room), age) in self
-            .listeners
-            .iter_mut()
-            .zip(self.rooms.iter_mut())
-            .zip(ages)
-        {
-            let stale_before = now - age;
+        let stale_before = now - self.shed_age();
+        for (l, room) in self.listeners.iter_mut().zip(self.rooms.iter_mut()) {
             let waiting = self.held.iter().any(|h| h.0 == l.port);
             if room.free > 0 && !waiting {
                 continue;
@@ -318,10 +281,9 @@ impl SynGate {
             }
             for slot in &mut l.slots {
                 if slot.half_open_since.is_some_and(|t| t <= stale_before) {
-                    let s = sockets.get_mut::<tcp::Socket>(slot.handle);
+                    let s = sockets.get::<tcp::Socket>(slot.handle);
                     if s.state() == tcp::State::SynReceived {
-                        relisten(s, l.port);
-                        slot.half_open_since = None;
+                        relisten(sockets, slot, l.port);
                         room.free += 1;
                         self.stats.shed += 1;
                     }
@@ -333,19 +295,18 @@ impl SynGate {
     /// The next time the gate needs a poll without an event (a half-open slot's expiry, or
     /// its going stale while SYNs wait; a held SYN's drop).
     pub(crate) fn poll_at(&self) -> Option<Instant> {
+        let wait = if self.held.is_empty() {
+            smoltcp::time::Duration::from_micros(HALF_OPEN_NS / 1000)
+        } else {
+            self.shed_age()
+        };
         let expiry = self
             .listeners
             .iter()
-            .filter_map(|l| {
-                let wait = if self.held.iter().any(|h| h.0 == l.port) {
-                    self.shed_age(l)
-                } else {
-                    smoltcp::time::Duration::from_micros(HALF_OPEN_NS / 1000)
-                };
-                let oldest = l.slots.iter().filter_map(|s| s.half_open_since).min()?;
-                Some(oldest + wait)
-            })
-            .min();
+            .flat_map(|l| l.slots.iter())
+            .filter_map(|s| s.half_open_since)
+            .min()
+            .map(|t| t + wait);
         let drop = self
             .held
             .front()
@@ -366,7 +327,6 @@ impl SynGate {
         now: Instant,
     ) {
         self.now = Some(now);
-        self.measure_rates(now);
         self.held
             .retain(|(_, at, _)| (now - *at).total_micros() < HOLD_NS / 1000);
         self.maintain(sockets, now);
@@ -414,11 +374,7 @@ impl SynGate {
         let Some(port) = syn_port(frame) else {
             return Verdict::Admit;
         };
-        let Some(k) = self.rooms.iter().position(|r| r.port == port) else {
-            return Verdict::Admit;
-        };
-        self.listeners[k].syns += 1;
-        match self.rooms.get_mut(k) {
+        match self.rooms.iter_mut().find(|r| r.port == port) {
             None => Verdict::Admit,
             Some(r) if r.free > 0 => {
                 r.free -= 1;
@@ -438,11 +394,23 @@ fn average(avg: Option<u64>, took_ns: u64) -> u64 {
     (avg * 7 + sample) / 8
 }
 
-fn relisten(s: &mut tcp::Socket<'static>, port: u16) {
-    // abort() then listen() resets the socket without sending anything (no RST to a spoofed
-    // peer); a socket that is not open listens again at once.
-    s.abort();
-    let _ = s.listen(IpListenEndpoint { addr: None, port });
+/// Makes `slot`'s socket listen on `port` again, as a new item of the socket set.
+///
+/// abort() then listen() resets the socket without sending anything (no RST to a spoofed
+/// peer). The socket leaves the set and comes back because smoltcp keeps, beside each socket,
+/// whether it is waiting for a neighbour's address: a slot whose SYN-ACK went to a spoofed
+/// on-link address nobody answers would otherwise stay silent for a second (smoltcp's
+/// discovery silence), and a legitimate client's SYN landing in it got no SYN-ACK in time.
+fn relisten(sockets: &mut SocketSet<'static>, slot: &mut Slot, port: u16) {
+    slot.handle = match sockets.remove(slot.handle) {
+        smoltcp::socket::Socket::Tcp(mut s) => {
+            s.abort();
+            let _ = s.listen(IpListenEndpoint { addr: None, port });
+            sockets.add(s)
+        }
+        other => sockets.add(other),
+    };
+    slot.half_open_since = None;
 }
 
 /// The destination port of a TCP SYN (without ACK) in an Ethernet frame.

@@ -580,3 +580,27 @@ fn a_connection_reset_before_accept_gives_its_slot_back() {
         "dropping the listener removes its slots"
     );
 }
+
+#[test]
+fn a_slot_given_back_by_a_spoofed_syn_answers_the_next_client_at_once() {
+    // Every slot's SYN-ACK went to an on-link address nobody answers, so smoltcp marked each
+    // socket as waiting for that neighbour (silent for 1 s). Slots shed for a newcomer must not
+    // inherit that silence: the client's handshake takes a few ms, not a second.
+    let mut p = pair();
+    let (clock, flood) = (p.clock.0.clone(), p.flood.clone());
+    let took = p.run(move |sp, g, peer| {
+        Box::pin(async move {
+            sp.spawn(echo_server(sp.clone(), g, 7));
+            pause(clock.clone(), 2_000_000).await;
+            flood.set((0, ListenConfig::default().backlog as u32));
+            pause(clock.clone(), 100_000_000).await; // all slots half-open and stale
+            let t0 = clock.get();
+            let m = data(100, 3);
+            assert_eq!(echo_client(peer.clone(), 7, m.clone()).await.unwrap(), m);
+            clock.get() - t0
+        })
+    });
+    let st = p.guest.listen_stats();
+    assert!(st.shed > 0, "{st:?}");
+    assert!(took < 100_000_000, "served after {} ms", took / 1_000_000);
+}
