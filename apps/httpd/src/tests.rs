@@ -1148,3 +1148,272 @@ fn fnv1a64_reference_values() {
     assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
     assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
 }
+
+mod slow_clients {
+    use super::SITE;
+    use crate::guard::{Admit, Expiry, Registry, Standing, Timeouts, Watch};
+    use crate::*;
+
+    const S: u64 = 1_000_000_000;
+    const T: Timeouts = Timeouts {
+        header_ns: 20 * S,
+        idle_ns: 30 * S,
+    };
+
+    /// Feeds `bytes` at `now`, "writes" all output, and updates the watch.
+    fn step(conn: &mut Conn, out: &mut Output, w: &mut Watch, bytes: &[u8], now: u64) -> Vec<u8> {
+        let st = conn.feed(&SITE, bytes, out);
+        assert_eq!(st.consumed, bytes.len());
+        w.update(conn, !out.is_empty(), now);
+        let mut sent = Vec::new();
+        super::drain(out, &mut sent);
+        w.update(conn, !out.is_empty(), now);
+        sent
+    }
+
+    #[test]
+    fn a_head_dribbled_a_byte_every_4_s_meets_its_deadline_20_s_after_accept() {
+        let (mut conn, mut out) = (Conn::new(Limits::default()), Output::new());
+        let mut w = Watch::new(T, 0);
+        assert_eq!(w.wait(0), (20 * S, Expiry::Header));
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for (i, b) in req.iter().take(5).enumerate() {
+            let now = i as u64 * 4 * S;
+            assert!(step(&mut conn, &mut out, &mut w, &[*b], now).is_empty());
+            // Regular bytes do not push the deadline back.
+            assert_eq!(w.wait(now), (20 * S - now, Expiry::Header));
+            assert_eq!(
+                w.standing(),
+                Standing::Head {
+                    since: 0,
+                    bytes: i + 1
+                }
+            );
+        }
+        assert_eq!(w.wait(20 * S), (0, Expiry::Header));
+        assert_eq!(
+            w.wait(25 * S),
+            (0, Expiry::Header),
+            "past it: still expired"
+        );
+    }
+
+    #[test]
+    fn a_silent_new_connection_has_the_header_deadline_too() {
+        let w = Watch::new(
+            Timeouts {
+                header_ns: 60 * S,
+                idle_ns: 30 * S,
+            },
+            5 * S,
+        );
+        // The idle timeout is the nearer one here.
+        assert_eq!(w.wait(5 * S), (30 * S, Expiry::Idle));
+        assert_eq!(w.wait(40 * S), (25 * S, Expiry::Header));
+    }
+
+    #[test]
+    fn between_keep_alive_requests_only_the_idle_timeout_runs_and_the_next_head_restarts_the_clock()
+    {
+        let (mut conn, mut out) = (Conn::new(Limits::default()), Output::new());
+        let mut w = Watch::new(T, 0);
+        let sent = step(
+            &mut conn,
+            &mut out,
+            &mut w,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            S,
+        );
+        assert!(sent.starts_with(b"HTTP/1.1 200 OK"));
+        assert_eq!(w.standing(), Standing::Idle { since: S });
+        assert_eq!(w.wait(100 * S), (30 * S, Expiry::Idle));
+        // Idle since the first time it was seen idle.
+        step(&mut conn, &mut out, &mut w, b"", 50 * S);
+        assert_eq!(w.standing(), Standing::Idle { since: S });
+        step(&mut conn, &mut out, &mut w, b"GET / HT", 60 * S);
+        assert_eq!(w.wait(60 * S), (20 * S, Expiry::Header));
+        assert_eq!(
+            w.standing(),
+            Standing::Head {
+                since: 60 * S,
+                bytes: 8
+            }
+        );
+        let sent = step(
+            &mut conn,
+            &mut out,
+            &mut w,
+            b"TP/1.1\r\nHost: x\r\n\r\n",
+            79 * S,
+        );
+        assert!(sent.starts_with(b"HTTP/1.1 200 OK"));
+        assert_eq!(w.wait(79 * S), (30 * S, Expiry::Idle));
+    }
+
+    #[test]
+    fn a_pipelined_head_gets_its_own_clock_and_pending_output_is_busy() {
+        let (mut conn, mut out) = (Conn::new(Limits::default()), Output::new());
+        let mut w = Watch::new(T, 0);
+        let st = conn.feed(
+            &SITE,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /a.txt HT",
+            &mut out,
+        );
+        assert_eq!(st.consumed, 40);
+        w.update(&conn, !out.is_empty(), 15 * S);
+        assert_eq!(w.standing(), Standing::Busy, "a response is queued");
+        assert_eq!(
+            w.wait(15 * S),
+            (20 * S, Expiry::Header),
+            "clock of request 2"
+        );
+        let mut sent = Vec::new();
+        super::drain(&mut out, &mut sent);
+        w.update(&conn, false, 16 * S);
+        assert_eq!(
+            w.standing(),
+            Standing::Head {
+                since: 15 * S,
+                bytes: 13
+            }
+        );
+    }
+
+    #[test]
+    fn a_body_being_read_is_busy_and_has_no_header_deadline() {
+        let (mut conn, mut out) = (Conn::new(Limits::default()), Output::new());
+        let mut w = Watch::new(T, 0);
+        step(
+            &mut conn,
+            &mut out,
+            &mut w,
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+            19 * S,
+        );
+        assert_eq!(w.standing(), Standing::Busy);
+        assert_eq!(w.wait(40 * S), (30 * S, Expiry::Idle));
+    }
+
+    #[test]
+    fn under_the_cap_everyone_is_admitted_and_ids_go_stale_on_remove() {
+        let mut r = Registry::new(2);
+        let Admit::Open(a) = r.admit('a', 0) else {
+            panic!()
+        };
+        let Admit::Open(b) = r.admit('b', 0) else {
+            panic!()
+        };
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.remove(a), Some('a'));
+        assert_eq!(r.remove(a), None, "already gone");
+        let Admit::Open(c) = r.admit('c', 1) else {
+            panic!()
+        };
+        assert_ne!(a, c, "the slot is reused under a new id");
+        r.set(a, Standing::Busy); // stale: no effect on c
+        assert_eq!(r.victim(), Some(b), "b's clock started first");
+        assert!(r.contains(c) && !r.contains(a));
+    }
+
+    #[test]
+    fn at_the_cap_idle_keep_alive_goes_first_then_the_oldest_head_and_busy_never() {
+        let mut r = Registry::new(4);
+        let ids: Vec<_> = (0..4)
+            .map(|i| match r.admit(i, i as u64) {
+                Admit::Open(id) => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        r.set(ids[0], Standing::Busy);
+        r.set(ids[1], Standing::Head { since: 1, bytes: 9 });
+        r.set(ids[2], Standing::Idle { since: 50 });
+        r.set(ids[3], Standing::Idle { since: 40 });
+        // The longest-idle keep-alive connection, although it is newer than the head.
+        assert_eq!(r.victim(), Some(ids[3]));
+        let Admit::Shed(_, v) = r.admit(10, 60) else {
+            panic!()
+        };
+        assert_eq!(v, 3);
+        assert!(!r.contains(ids[3]));
+        let Admit::Shed(_, v) = r.admit(11, 61) else {
+            panic!()
+        };
+        assert_eq!(v, 2, "the other idle one");
+        // Now: 0 busy, 1 head since 1, two fresh heads since 60 and 61.
+        let Admit::Shed(_, v) = r.admit(12, 62) else {
+            panic!()
+        };
+        assert_eq!(v, 1, "the oldest unfinished head");
+        assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn among_heads_of_the_same_age_the_one_with_fewer_bytes_goes() {
+        let mut r = Registry::new(2);
+        let (Admit::Open(a), Admit::Open(b)) = (r.admit('a', 5), r.admit('b', 5)) else {
+            panic!()
+        };
+        r.set(a, Standing::Head { since: 5, bytes: 7 });
+        r.set(b, Standing::Head { since: 5, bytes: 2 });
+        assert_eq!(r.victim(), Some(b));
+    }
+
+    #[test]
+    fn when_every_connection_is_busy_the_newcomer_is_refused() {
+        let mut r = Registry::new(3);
+        for i in 0..3 {
+            let Admit::Open(id) = r.admit(i, 0) else {
+                panic!()
+            };
+            r.set(id, Standing::Busy);
+        }
+        assert_eq!(r.admit(9, 1), Admit::Full(9));
+        assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn a_slowloris_crowd_larger_than_the_cap_never_locks_a_legitimate_client_out() {
+        // 270 dribbling connections against a cap of 256, each reconnecting as soon as it is
+        // shed, interleaved with a legitimate client every 10 arrivals: every legitimate
+        // client is admitted and never shed before its (instant) request is answered.
+        let mut r: Registry<(bool, u32)> = Registry::new(256);
+        let mut open: Vec<(crate::guard::Id, u64, usize)> = Vec::new();
+        let (mut refused, mut shed_legit) = (0, 0);
+        let mut now = 0;
+        for i in 0..2700u32 {
+            now += 10_000_000;
+            let legit = i % 10 == 9;
+            match r.admit((legit, i), now) {
+                Admit::Open(id) | Admit::Shed(id, _) if legit => {
+                    // Its request arrives whole and is answered: it is busy, then closes.
+                    r.set(id, Standing::Busy);
+                    if !r.contains(id) {
+                        shed_legit += 1;
+                    }
+                    r.remove(id);
+                }
+                Admit::Open(id) => open.push((id, now, 0)),
+                Admit::Shed(id, (was_legit, _)) => {
+                    assert!(!was_legit, "a legitimate client was shed");
+                    open.push((id, now, 0));
+                }
+                Admit::Full(_) => refused += 1,
+            }
+            // Every slow client still open sent one more byte.
+            open.retain(|(id, _, _)| r.contains(*id));
+            for (id, since, bytes) in &mut open {
+                *bytes += 1;
+                r.set(
+                    *id,
+                    Standing::Head {
+                        since: *since,
+                        bytes: *bytes,
+                    },
+                );
+            }
+        }
+        assert_eq!((refused, shed_legit), (0, 0));
+        // The last arrival was a legitimate client, answered and gone: slow ones hold the rest.
+        assert_eq!((r.len(), open.len()), (255, 255));
+    }
+}
