@@ -19,8 +19,10 @@
 //! shed instead (closed with a reset):
 //!
 //! 1. idle keep-alive connections (at least one response sent, nothing of the next request
-//!    received), longest idle first: closing one loses nothing (RFC 9112 §9.3.1: a client
-//!    retries an idempotent request on a closed keep-alive connection);
+//!    received) idle for at least [`IDLE_GRACE_NS`], longest idle first: closing one loses
+//!    nothing (RFC 9112 §9.3.1: a client retries an idempotent request on a closed keep-alive
+//!    connection). One idle for less is a client between two requests (wrk, a browser loading
+//!    a page) and is not shed;
 //! 2. then connections whose request head is still incomplete (including fresh ones that sent
 //!    nothing yet), the one whose head clock started first (the nearest to its deadline), and
 //!    among those the one with the fewest bytes received;
@@ -30,6 +32,10 @@
 use alloc::vec::Vec;
 
 use crate::conn::{Conn, Phase};
+
+/// A keep-alive connection idle for less than this is between two requests of a live client:
+/// it is not shed.
+pub const IDLE_GRACE_NS: u64 = 1_000_000_000;
 
 /// The two timeouts of a connection, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +225,7 @@ impl<T> Registry<T> {
     /// cap (see the module doc).
     pub fn admit(&mut self, value: T, now: u64) -> Admit<T> {
         let shed = if self.live >= self.cap {
-            match self.victim() {
+            match self.victim(now) {
                 Some(v) => self.remove(v),
                 None => return Admit::Full(value),
             }
@@ -283,11 +289,12 @@ impl<T> Registry<T> {
         self.entry(id).is_some()
     }
 
-    /// The connection the policy would shed now, if any.
-    pub fn victim(&self) -> Option<Id> {
+    /// The connection the policy would shed at `now`, if any.
+    pub fn victim(&self, now: u64) -> Option<Id> {
         // Sort key: idle ones first (longest idle), then heads (oldest clock, fewest bytes).
         let key = |s: &Standing| match *s {
             Standing::Busy => None,
+            Standing::Idle { since } if now.saturating_sub(since) < IDLE_GRACE_NS => None,
             Standing::Idle { since } => Some((0u8, since, 0usize)),
             Standing::Head { since, bytes } => Some((1, since, bytes)),
         };

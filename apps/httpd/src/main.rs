@@ -4,8 +4,9 @@
 //!
 //! Command line: `port=N` (default 80), `conns=N` most concurrent connections (default 256; at
 //! the cap a newcomer is served and the open connection that has made the least progress is
-//! reset instead: idle keep-alive ones first, then the oldest unfinished request head; only when
-//! every connection is busy does the newcomer get `503`), `header=SECS` the time a request head
+//! reset instead: keep-alive ones idle for over a second first, then the oldest unfinished
+//! request head; only when every connection is busy does the newcomer get `503`),
+//! `header=SECS` the time a request head
 //! may take to arrive whole (default 20; nginx's `client_header_timeout`, from the accept for
 //! the first request, from the first byte for later ones; then `408` and close), `idle=SECS`
 //! closes a connection that sends nothing (or takes nothing) for that long (default 30),

@@ -1311,7 +1311,7 @@ mod slow_clients {
         };
         assert_ne!(a, c, "the slot is reused under a new id");
         r.set(a, Standing::Busy); // stale: no effect on c
-        assert_eq!(r.victim(), Some(b), "b's clock started first");
+        assert_eq!(r.victim(1), Some(b), "b's clock started first");
         assert!(r.contains(c) && !r.contains(a));
     }
 
@@ -1326,21 +1326,21 @@ mod slow_clients {
             .collect();
         r.set(ids[0], Standing::Busy);
         r.set(ids[1], Standing::Head { since: 1, bytes: 9 });
-        r.set(ids[2], Standing::Idle { since: 50 });
-        r.set(ids[3], Standing::Idle { since: 40 });
+        r.set(ids[2], Standing::Idle { since: 50 * S });
+        r.set(ids[3], Standing::Idle { since: 40 * S });
         // The longest-idle keep-alive connection, although it is newer than the head.
-        assert_eq!(r.victim(), Some(ids[3]));
-        let Admit::Shed(_, v) = r.admit(10, 60) else {
+        assert_eq!(r.victim(60 * S), Some(ids[3]));
+        let Admit::Shed(_, v) = r.admit(10, 60 * S) else {
             panic!()
         };
         assert_eq!(v, 3);
         assert!(!r.contains(ids[3]));
-        let Admit::Shed(_, v) = r.admit(11, 61) else {
+        let Admit::Shed(_, v) = r.admit(11, 61 * S) else {
             panic!()
         };
         assert_eq!(v, 2, "the other idle one");
         // Now: 0 busy, 1 head since 1, two fresh heads since 60 and 61.
-        let Admit::Shed(_, v) = r.admit(12, 62) else {
+        let Admit::Shed(_, v) = r.admit(12, 62 * S) else {
             panic!()
         };
         assert_eq!(v, 1, "the oldest unfinished head");
@@ -1355,7 +1355,32 @@ mod slow_clients {
         };
         r.set(a, Standing::Head { since: 5, bytes: 7 });
         r.set(b, Standing::Head { since: 5, bytes: 2 });
-        assert_eq!(r.victim(), Some(b));
+        assert_eq!(r.victim(6), Some(b));
+    }
+
+    #[test]
+    fn a_keep_alive_client_between_two_requests_is_not_shed() {
+        let mut r = Registry::new(2);
+        let (Admit::Open(a), Admit::Open(b)) = (r.admit('a', 0), r.admit('b', 0)) else {
+            panic!()
+        };
+        // a just got its response (wrk, a browser): its next request is on its way.
+        r.set(a, Standing::Idle { since: 10 * S });
+        r.set(
+            b,
+            Standing::Head {
+                since: 2 * S,
+                bytes: 3,
+            },
+        );
+        assert_eq!(r.victim(10 * S + S / 2), Some(b), "the slow head, not a");
+        r.set(b, Standing::Busy);
+        assert_eq!(r.victim(10 * S + S / 2), None);
+        assert_eq!(
+            r.victim(11 * S),
+            Some(a),
+            "idle for the grace period: fair game"
+        );
     }
 
     #[test]
