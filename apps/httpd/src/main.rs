@@ -28,7 +28,9 @@ use core::future::Future;
 use core::pin::pin;
 use core::task::{Poll, Waker};
 
-use httpd::guard::{Admit, Expiry, Id, Registry, Timeouts, Watch, REQUEST_TIMEOUT, UNAVAILABLE};
+use httpd::guard::{
+    Admit, Expiry, Id, Registry, Timeouts, Watch, PROBATION_NS, REQUEST_TIMEOUT, UNAVAILABLE,
+};
 use httpd::{Conn, Limits, Output, Site};
 use netfront::{ListenConfig, Net, NetError, TcpStream};
 use xen::cmdline::{validate, KeySpec};
@@ -137,7 +139,8 @@ async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
         addr.address(),
         s.port
     );
-    let conns: Conns = Rc::new(RefCell::new(Registry::new(s.conns)));
+    // As many probation places as the listener's backlog: a burst of newcomers at the cap.
+    let conns: Conns = Rc::new(RefCell::new(Registry::new(s.conns, 32)));
     let counters = Rc::new(Counters::default());
     if s.stats_ns > 0 {
         let (conns, counters) = (conns.clone(), counters.clone());
@@ -162,22 +165,19 @@ async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
         };
         let stop = Rc::new(Stop::default());
         let admitted = conns.borrow_mut().admit(stop.clone(), net.now_ns());
-        let id = match admitted {
-            Admit::Open(id) => id,
+        let (id, probation) = match admitted {
+            Admit::Open(id) => (id, false),
+            Admit::Probation(id) => (id, true),
             Admit::Shed(id, victim) => {
+                // Every probation place was taken: the oldest probationer makes room.
                 counters.shed.set(counters.shed.get() + 1);
-                log::debug!(
-                    "httpd: {} connections open: shed one for {:?}",
-                    s.conns,
-                    stream.peer()
-                );
                 victim.stop();
-                id
+                (id, true)
             }
             Admit::Full(_) => {
                 counters.refused.set(counters.refused.get() + 1);
                 log::warn!(
-                    "httpd: {} connections open, all busy: 503 to {:?}",
+                    "httpd: {} connections open: 503 to {:?}",
                     s.conns,
                     stream.peer()
                 );
@@ -193,10 +193,11 @@ async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
             let c = Ctx {
                 net: &net,
                 conns: &conns,
+                counters: &counters,
                 id,
                 stop: &stop,
             };
-            match connection(&mut stream, &c, t).await {
+            match connection(&mut stream, &c, t, probation).await {
                 Ok(()) => {}
                 Err(End::Shed) => {
                     stream.abort();
@@ -223,6 +224,7 @@ async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
 struct Ctx<'a> {
     net: &'a Net,
     conns: &'a Conns,
+    counters: &'a Counters,
     id: Id,
     stop: &'a Stop,
 }
@@ -269,21 +271,43 @@ impl Ctx<'_> {
         }
     }
 
+    /// Tells the registry what the connection does; stops the one it sheds in our favour.
     fn note(&self, w: &Watch) {
-        self.conns.borrow_mut().set(self.id, w.standing());
+        let shed = self
+            .conns
+            .borrow_mut()
+            .set(self.id, w.standing(), self.net.now_ns());
+        if let Some(victim) = shed {
+            self.counters.shed.set(self.counters.shed.get() + 1);
+            victim.stop();
+        }
     }
 }
 
 /// Serves one connection: read, feed the protocol core, write what it queued. Each wait is
 /// bounded by the idle timeout, and waits for a request head by its deadline too (see
 /// `httpd::guard`), so neither a silent, a dribbling nor a non-reading client holds a task
-/// forever; a shed connection ends at its next wait.
-async fn connection(s: &mut TcpStream, c: &Ctx<'_>, t: Timeouts) -> Result<(), End> {
+/// forever; a shed connection ends at its next wait. A connection admitted on `probation` (at
+/// the cap) has `httpd::guard::PROBATION_NS` for its first request head.
+async fn connection(
+    s: &mut TcpStream,
+    c: &Ctx<'_>,
+    t: Timeouts,
+    mut probation: bool,
+) -> Result<(), End> {
     let peer = s.peer();
     let mut conn = Conn::new(Limits::default());
     let mut out = Output::new();
     out.set_logging(log::log_enabled!(log::Level::Info));
-    let mut watch = Watch::new(t, c.net.now_ns());
+    let first = Timeouts {
+        header_ns: if probation {
+            t.header_ns.min(PROBATION_NS)
+        } else {
+            t.header_ns
+        },
+        ..t
+    };
+    let mut watch = Watch::new(first, c.net.now_ns());
     let mut buf = vec![0u8; 2048];
     let (mut start, mut end) = (0usize, 0usize);
     let mut eof = false;
@@ -305,6 +329,10 @@ async fn connection(s: &mut TcpStream, c: &Ctx<'_>, t: Timeouts) -> Result<(), E
         }
         watch.update(&conn, !out.is_empty(), c.net.now_ns());
         c.note(&watch);
+        if probation && conn.requests() > 0 {
+            probation = false;
+            watch.set_timeouts(t);
+        }
         let mut wrote = false;
         while let Some(chunk) = out.front() {
             wrote = true;
