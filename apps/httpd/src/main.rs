@@ -2,17 +2,16 @@
 //! doc: `HTTPD_WWW`) on TCP port 80 of the first vif (DHCP by default, or `ip=`/`gw=`), one task
 //! per connection on xenrt's executor, until the toolstack shuts it down.
 //!
-//! Command line: `port=N` (default 80), `conns=N` most concurrent connections (default 256; at
-//! the cap a newcomer is served and the open connection that has made the least progress is
-//! reset instead: keep-alive ones idle for over a second first, then the oldest unfinished
-//! request head; only when every connection is busy does the newcomer get `503`),
-//! `header=SECS` the time a request head
-//! may take to arrive whole (default 20; nginx's `client_header_timeout`, from the accept for
-//! the first request, from the first byte for later ones; then `408` and close), `idle=SECS`
-//! closes a connection that sends nothing (or takes nothing) for that long (default 30),
-//! `stats=SECS` how often the figures in xenstore `data/xenrt/stats` are refreshed (default 5,
-//! 0 turns them off; see `xen::stats`), `log=warn` turns the per-request access log off (it is
-//! at level info). The policy is `httpd::guard`, host-tested.
+//! Command line: `port=N` (default 80), `conns=N` most concurrent connections (default 256; at the
+//! cap a newcomer is admitted on probation: once its first request head arrives, within 1 s, the
+//! open connection that has made the least progress is reset in its favour, keep-alive ones idle
+//! for over a second first, then the oldest unfinished request head), `header=SECS` the time a
+//! request head may take to arrive whole (default 20; nginx's `client_header_timeout`, from the
+//! accept for the first request, from the first byte for later ones; then `408` and close),
+//! `idle=SECS` closes a connection that sends nothing (or takes nothing) for that long (default
+//! 30), `stats=SECS` how often the figures in xenstore `data/xenrt/stats` are refreshed (default 5,
+//! 0 turns them off; see `xen::stats`), `log=warn` turns the per-request access log off (it is at
+//! level info). The policy is `httpd::guard`, host-tested.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
