@@ -89,7 +89,8 @@ pub struct Watch {
     t: Timeouts,
     /// When the current request head's clock started, and the request number it belongs to.
     head_since: Option<(u64, u32)>,
-    idle_since: Option<u64>,
+    /// When the connection became idle after its last response, and that response's number.
+    idle_since: Option<(u64, u32)>,
     standing: Standing,
 }
 
@@ -119,7 +120,13 @@ impl Watch {
             }
             Phase::Idle if requests > 0 => {
                 self.head_since = None;
-                self.idle_since.get_or_insert(now);
+                match self.idle_since {
+                    // Idle since the same response: still the same idle period.
+                    Some((_, r)) if r == requests && !output_pending => {}
+                    // Idle from the moment its last response is written.
+                    _ if output_pending => self.idle_since = None,
+                    _ => self.idle_since = Some((now, requests)),
+                }
             }
             Phase::Idle | Phase::Head { .. } => {
                 self.idle_since = None;
@@ -136,7 +143,7 @@ impl Watch {
             match (phase, self.head_since, self.idle_since) {
                 (Phase::Head { bytes }, Some((since, _)), _) => Standing::Head { since, bytes },
                 (Phase::Idle, Some((since, _)), _) => Standing::Head { since, bytes: 0 },
-                (Phase::Idle, None, Some(since)) => Standing::Idle { since },
+                (Phase::Idle, None, Some((since, _))) => Standing::Idle { since },
                 _ => Standing::Busy,
             }
         };

@@ -1251,6 +1251,30 @@ mod slow_clients {
     }
 
     #[test]
+    fn a_keep_alive_connection_is_idle_from_its_last_response_not_its_first() {
+        // The lab found this: wrk's connections looked idle since their first response, so
+        // they were shed first at the cap.
+        let (mut conn, mut out) = (Conn::new(Limits::default()), Output::new());
+        let mut w = Watch::new(T, 0);
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        step(&mut conn, &mut out, &mut w, req, S);
+        assert_eq!(w.standing(), Standing::Idle { since: S });
+        // The next request arrives whole and is answered (queued, then written, at 20 s).
+        let st = conn.feed(&SITE, req, &mut out);
+        assert_eq!(st.consumed, req.len());
+        w.update(&conn, true, 20 * S);
+        assert_eq!(w.standing(), Standing::Busy);
+        super::drain(&mut out, &mut Vec::new());
+        w.update(&conn, false, 20 * S);
+        assert_eq!(w.standing(), Standing::Idle { since: 20 * S });
+        // A request answered without the output ever being seen pending still restarts it.
+        let _ = conn.feed(&SITE, req, &mut out);
+        super::drain(&mut out, &mut Vec::new());
+        w.update(&conn, false, 30 * S);
+        assert_eq!(w.standing(), Standing::Idle { since: 30 * S });
+    }
+
+    #[test]
     fn a_pipelined_head_gets_its_own_clock_and_pending_output_is_busy() {
         let (mut conn, mut out) = (Conn::new(Limits::default()), Output::new());
         let mut w = Watch::new(T, 0);
