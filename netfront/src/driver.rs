@@ -105,7 +105,8 @@ pub struct Stats {
     pub tx_completions: u64,
     /// TX slots the backend failed (`NETIF_RSP_ERROR`/`DROPPED`).
     pub tx_failed: u64,
-    /// Frames not sent for lack of room (ring, ids or buffer).
+    /// Frames not sent for lack of room (ring, ids or buffer), and polls that found no room:
+    /// back-pressure, counted and not logged per frame.
     pub tx_full: u64,
     /// Frames received whole and valid.
     pub rx_packets: u64,
@@ -714,7 +715,17 @@ impl<H: Hal> Netfront<H> {
     /// Counts and logs an error.
     pub(crate) fn note(stats: &mut Stats, e: &Error) {
         match e {
-            Error::TxFull => stats.tx_full += 1,
+            // Back-pressure, not a fault: a full ring under load is normal (TCP retransmits
+            // what was not sent). Counted; logged only at 1, 2, 4, 8... so a storm of them
+            // costs a few lines, not one per frame.
+            Error::TxFull => {
+                stats.tx_full += 1;
+                let n = stats.tx_full;
+                if n.is_power_of_two() {
+                    log::info!("netfront: TX ring full {n} times so far (back-pressure)");
+                }
+                return;
+            }
             Error::TxFailed { .. } => stats.tx_failed += 1,
             // A peer on the network (or a corrupted packet), not the backend: counted, and
             // logged quietly (a storm of them must not flood the console).

@@ -204,6 +204,10 @@ pub trait Phy {
     );
     /// Makes the interface for this device.
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface;
+    /// The driver's counters, if it keeps them (slow-clients work, issue 18).
+    fn stats(&self) -> Option<crate::Stats> {
+        None
+    }
 }
 
 /// Any smoltcp [`Device`] as a [`Phy`].
@@ -378,6 +382,12 @@ impl Net {
             mac,
             dhcp_since: dhcp.map(|_| now_ns),
         })))
+    }
+
+    /// The device driver's counters (e.g. [`Stats::tx_full`](crate::Stats::tx_full)), if it
+    /// keeps them.
+    pub fn device_stats(&self) -> Option<crate::Stats> {
+        self.0.borrow().phy.stats()
     }
 
     /// Our MAC address.

@@ -134,6 +134,10 @@ impl crate::stack::Phy for XenVif {
         self.check_backend();
     }
 
+    fn stats(&self) -> Option<crate::Stats> {
+        self.vif.as_ref().map(|v| v.stats())
+    }
+
     fn make_iface(
         &mut self,
         config: smoltcp::iface::Config,
@@ -155,4 +159,31 @@ pub fn up() -> Result<Net, UpError> {
     let vifs = list().map_err(|e| UpError::Vif("device/vif".into(), e))?;
     let first = vifs.first().ok_or(UpError::NoVif)?;
     up_on(first, &config)
+}
+
+/// Publishes the guest's figures to dom0 every `every_ns` (see [`xen::stats`]): memory, then
+/// `sockets` (in the stack), `tx_full` (the driver's full-ring count), `held_syns` (connection
+/// attempts the SYN gate held back), `half_open_shed` and `half_open_expired` (half-open
+/// connections given back under pressure or after 8 s, see [`crate::gate`]), then what `extra`
+/// adds. Spawn it on the executor; the
+/// first write is at once. A failed write is reported once and publishing goes on.
+pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::stats::Line)) {
+    let mut reported = false;
+    loop {
+        let mut line = xen::stats::Line::new(xen::time::now_ns(), xen::stats::memory());
+        line.add("sockets", net.socket_count() as u64);
+        line.add("tx_full", net.device_stats().map_or(0, |s| s.tx_full));
+        let syn = net.listen_stats();
+        line.add("held_syns", syn.held);
+        line.add("half_open_shed", syn.shed);
+        line.add("half_open_expired", syn.expired);
+        extra(&mut line);
+        if let Err(e) = xen::stats::publish(&line) {
+            if !reported {
+                log::warn!("stats: {e}");
+                reported = true;
+            }
+        }
+        net.sleep(every_ns).await;
+    }
 }

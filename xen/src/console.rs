@@ -7,7 +7,7 @@
 
 use crate::shmem::{OutOfBounds, ShMem};
 use core::fmt;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Offsets in `struct xencons_interface` (io/console.h).
 pub mod layout {
@@ -122,30 +122,138 @@ pub fn set_sink(sink: Sink) {
     *SINK.lock() = sink;
 }
 
-/// Writes bytes to the console, waiting for the console daemon when the ring is full (at most
-/// about a second in all, then the rest is dropped rather than hanging the guest).
+/// How a writer waits for the console daemon (Xen: the event channel and `SCHEDOP_poll`; host
+/// tests: a simulated daemon).
+pub trait Daemon {
+    /// Tells the daemon there is output.
+    fn notify(&mut self);
+    /// Blocks until the daemon signals (it consumed output) or a short while passes.
+    fn wait(&mut self);
+    /// The clock, in nanoseconds.
+    fn now_ns(&self) -> u64;
+}
+
+/// A daemon that consumed nothing for this long is taken as stuck: the line waiting is dropped
+/// (whole), and so are later ones until the ring has room again.
+pub const STALL_NS: u64 = 2_000_000_000;
+
+/// Lines dropped (whole) because the console daemon stopped consuming, not yet reported.
+#[derive(Debug, Default)]
+pub struct Dropped {
+    lines: AtomicU64,
+    /// Bytes pending in the ring when the last line was dropped: while the daemon has not
+    /// consumed below that, it is still stuck.
+    level: AtomicUsize,
+}
+
+impl Dropped {
+    /// None dropped.
+    pub const fn new() -> Dropped {
+        Dropped {
+            lines: AtomicU64::new(0),
+            level: AtomicUsize::new(0),
+        }
+    }
+
+    /// Lines dropped and not reported yet.
+    pub fn lines(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
+    }
+
+    fn drop_one(&self, pending: usize) -> Result<bool, BadIndex> {
+        self.lines.fetch_add(1, Ordering::Relaxed);
+        self.level.store(pending, Ordering::Relaxed);
+        Ok(false)
+    }
+}
+
+static DROPPED: Dropped = Dropped::new();
+
+/// Writes `bytes` (one line, normally) to `ring` in one piece: waits for the daemon (without
+/// spinning: [`Daemon::wait`]) until there is room for all of it, so a line is never cut, and
+/// lines keep their order. Only a daemon that consumes nothing for [`STALL_NS`] makes it give
+/// up: then the whole of `bytes` is dropped and counted in `dropped` (and later writes are
+/// dropped at once until the daemon consumes again); the first write after the daemon drained the
+/// ring is preceded by a `[console: N lines dropped]` line. Pieces longer than the ring are
+/// written in ring-sized parts. Returns whether `bytes` was written.
+pub fn write_whole(
+    ring: &ConsRing,
+    bytes: &[u8],
+    daemon: &mut impl Daemon,
+    dropped: &Dropped,
+) -> Result<bool, BadIndex> {
+    for part in bytes.chunks(layout::OUT_SIZE) {
+        let lost = dropped.lines();
+        // A loss is reported before the next line that is written.
+        let mut note = LineBuf {
+            buf: [0; 512],
+            len: 0,
+        };
+        if lost > 0 {
+            let _ = fmt::write(
+                &mut note,
+                format_args!(
+                    "[console: {lost} lines dropped while the console daemon was stuck]\n"
+                ),
+            );
+        }
+        let need = (note.len + part.len()).min(layout::OUT_SIZE);
+        let mut progress_at = daemon.now_ns();
+        let mut seen = ring.pending();
+        loop {
+            if layout::OUT_SIZE - seen >= need {
+                break;
+            }
+            if lost > 0 && seen >= dropped.level.load(Ordering::Relaxed) {
+                // Still stuck since the last drop: drop this one too, without waiting.
+                daemon.notify();
+                return dropped.drop_one(seen);
+            }
+            daemon.notify();
+            daemon.wait();
+            let p = ring.pending();
+            if p < seen {
+                progress_at = daemon.now_ns();
+            }
+            seen = p;
+            if daemon.now_ns().saturating_sub(progress_at) >= STALL_NS {
+                return dropped.drop_one(seen);
+            }
+        }
+        if note.len > 0 && layout::OUT_SIZE - seen >= note.len + part.len() {
+            ring.write(&note.buf[..note.len])?;
+            dropped.lines.fetch_sub(lost, Ordering::Relaxed);
+        }
+        let n = ring.write(part)?;
+        debug_assert_eq!(n, part.len());
+        daemon.notify();
+    }
+    Ok(true)
+}
+
+/// The console daemon of a domU: its event channel.
+struct XenDaemon(u32);
+
+impl Daemon for XenDaemon {
+    fn notify(&mut self) {
+        crate::events::notify_raw(self.0);
+    }
+    fn wait(&mut self) {
+        crate::events::poll_port(self.0, 10_000_000);
+    }
+    fn now_ns(&self) -> u64 {
+        crate::time::now_ns()
+    }
+}
+
+/// Writes bytes to the console; on the PV ring, in one piece (see [`write_whole`]).
 pub fn write_bytes(bytes: &[u8]) {
     let sink = SINK.lock().clone();
     match sink {
         Sink::None => arch::hypercall::console_io_write(bytes),
         Sink::Hypervisor => arch::hypercall::console_io_write(bytes),
         Sink::Ring(ring, port) => {
-            let mut rest = bytes;
-            let mut waits = 0;
-            while !rest.is_empty() {
-                match ring.write(rest) {
-                    Ok(n) => rest = &rest[n..],
-                    Err(_) => return,
-                }
-                crate::events::notify_raw(port);
-                if !rest.is_empty() {
-                    waits += 1;
-                    if waits > 100 {
-                        return;
-                    }
-                    crate::events::poll_port(port, 10_000_000);
-                }
-            }
+            let _ = write_whole(&ring, bytes, &mut XenDaemon(port), &DROPPED);
         }
     }
 }
@@ -186,6 +294,8 @@ pub fn print_fmt(args: fmt::Arguments) {
     }
 }
 
+/// A line being formatted. Lines longer than the buffer go out in buffer-sized pieces, each
+/// written whole.
 struct LineBuf {
     buf: [u8; 512],
     len: usize,
@@ -279,5 +389,152 @@ mod tests {
         m.store_u32(layout::OUT_CONS, 5000, Ordering::Relaxed)
             .unwrap();
         assert!(ConsRing::new(m).write(b"x").is_err());
+    }
+
+    /// A console daemon that consumes `per_wait` bytes each time the writer waits (10 ms of
+    /// simulated time), appending them to `log`; `stuck` consumes nothing.
+    struct SlowDaemon {
+        mem: ShMem,
+        log: Vec<u8>,
+        per_wait: usize,
+        now: u64,
+        waits: u64,
+    }
+
+    impl SlowDaemon {
+        fn new(mem: ShMem, per_wait: usize) -> Self {
+            SlowDaemon {
+                mem,
+                log: Vec::new(),
+                per_wait,
+                now: 0,
+                waits: 0,
+            }
+        }
+
+        fn consume(&mut self, max: usize) {
+            let cons = self
+                .mem
+                .load_u32(layout::OUT_CONS, Ordering::Relaxed)
+                .unwrap();
+            let prod = self
+                .mem
+                .load_u32(layout::OUT_PROD, Ordering::Relaxed)
+                .unwrap();
+            let n = (prod.wrapping_sub(cons) as usize).min(max);
+            for i in 0..n {
+                let mut b = [0u8];
+                let idx = (cons as usize + i) % layout::OUT_SIZE;
+                self.mem.read(layout::OUT + idx, &mut b).unwrap();
+                self.log.push(b[0]);
+            }
+            self.mem
+                .store_u32(
+                    layout::OUT_CONS,
+                    cons.wrapping_add(n as u32),
+                    Ordering::Release,
+                )
+                .unwrap();
+        }
+    }
+
+    impl Daemon for SlowDaemon {
+        fn notify(&mut self) {}
+        fn wait(&mut self) {
+            self.waits += 1;
+            self.now += 10_000_000;
+            let n = self.per_wait;
+            self.consume(n);
+        }
+        fn now_ns(&self) -> u64 {
+            self.now
+        }
+    }
+
+    fn line(i: usize) -> Vec<u8> {
+        // Lengths from 1 to 511 bytes, each line recognisable.
+        let mut l = format!("[{i:5}] ").into_bytes();
+        l.extend(core::iter::repeat_n(b'a' + (i % 26) as u8, (i * 37) % 490));
+        l.push(b'\n');
+        l
+    }
+
+    #[test]
+    fn lines_written_faster_than_a_slow_daemon_drains_arrive_whole_and_in_order() {
+        let m = ShMem::new(4096);
+        let ring = ConsRing::new(m.clone());
+        // 7 bytes per 10 ms: far slower than the writer.
+        let mut d = SlowDaemon::new(m, 7);
+        let dropped = Dropped::new();
+        let mut want = Vec::new();
+        for i in 0..400 {
+            let l = line(i);
+            assert_eq!(write_whole(&ring, &l, &mut d, &dropped), Ok(true));
+            want.extend_from_slice(&l);
+        }
+        d.consume(usize::MAX);
+        assert_eq!(dropped.lines(), 0);
+        assert!(d.waits > 1000, "the writer had to wait: {}", d.waits);
+        assert_eq!(d.log.len(), want.len());
+        assert!(d.log == want, "every line whole, in order");
+    }
+
+    #[test]
+    fn a_stuck_daemon_costs_whole_lines_once_then_none_and_the_loss_is_reported() {
+        let m = ShMem::new(4096);
+        let ring = ConsRing::new(m.clone());
+        let mut d = SlowDaemon::new(m, 0);
+        let dropped = Dropped::new();
+        let mut written = Vec::new();
+        let mut i = 0;
+        // 400-byte lines: once the ring is full, none fits in what is left.
+        let fixed = |i: usize| {
+            let mut l = format!("[{i:5}] ").into_bytes();
+            l.resize(399, b'x');
+            l.push(b'\n');
+            l
+        };
+        // Fill the ring; the first line that does not fit waits STALL_NS, then is dropped.
+        loop {
+            let l = fixed(i);
+            i += 1;
+            if !write_whole(&ring, &l, &mut d, &dropped).unwrap() {
+                break;
+            }
+            written.extend_from_slice(&l);
+        }
+        assert_eq!(d.now, STALL_NS, "waited for the stall limit once");
+        assert_eq!(dropped.lines(), 1);
+        // While stuck, later lines are dropped at once (no more waiting).
+        let waits = d.waits;
+        for _ in 0..50 {
+            let l = fixed(i);
+            i += 1;
+            assert_eq!(write_whole(&ring, &l, &mut d, &dropped), Ok(false));
+        }
+        assert_eq!(d.waits, waits);
+        assert_eq!(dropped.lines(), 51);
+        // The daemon comes back: the next line is preceded by the report, and all is whole.
+        d.per_wait = 100;
+        d.consume(usize::MAX);
+        let l = fixed(i);
+        assert_eq!(write_whole(&ring, &l, &mut d, &dropped), Ok(true));
+        d.consume(usize::MAX);
+        let note = b"[console: 51 lines dropped while the console daemon was stuck]\n";
+        written.extend_from_slice(note);
+        written.extend_from_slice(&l);
+        assert!(d.log == written, "{}", String::from_utf8_lossy(&d.log));
+        assert_eq!(dropped.lines(), 0);
+    }
+
+    #[test]
+    fn a_piece_longer_than_the_ring_goes_out_in_ring_sized_parts() {
+        let m = ShMem::new(4096);
+        let ring = ConsRing::new(m.clone());
+        let mut d = SlowDaemon::new(m, 300);
+        let big: Vec<u8> = (0..5000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        assert_eq!(write_whole(&ring, &big, &mut d, &Dropped::new()), Ok(true));
+        d.consume(usize::MAX);
+        assert!(d.log == big);
     }
 }

@@ -24,6 +24,7 @@ pub mod mm;
 pub mod sched;
 pub mod shmem;
 pub mod start_info;
+pub mod stats;
 pub mod time;
 pub mod xenbus;
 pub mod xenstore;

@@ -47,6 +47,24 @@ pub struct Status {
     pub close: bool,
 }
 
+/// Where a [`Conn`] stands: what it waits for from the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing of the next request received (before the first request, or between keep-alive
+    /// requests).
+    Idle,
+    /// Part of a request head received (`bytes` of it buffered, the head not complete), or
+    /// complete pipelined requests held back while the output queue is full.
+    Head {
+        /// Unparsed bytes buffered.
+        bytes: usize,
+    },
+    /// A request body is being read (and discarded).
+    Body,
+    /// No further response will be produced.
+    Closed,
+}
+
 /// The state of one connection. See the crate documentation for the protocol.
 #[derive(Debug)]
 pub struct Conn {
@@ -147,6 +165,21 @@ impl Conn {
     /// Requests answered on this connection.
     pub fn requests(&self) -> u32 {
         self.requests
+    }
+
+    /// Where the connection stands between calls (for deadlines and shedding: see
+    /// [`crate::guard`]).
+    pub fn phase(&self) -> Phase {
+        if self.closed {
+            Phase::Closed
+        } else if self.body_left > 0 {
+            Phase::Body
+        } else {
+            match self.buf.len().saturating_sub(self.pos) {
+                0 => Phase::Idle,
+                bytes => Phase::Head { bytes },
+            }
+        }
     }
 
     /// Unparsed input bytes held.

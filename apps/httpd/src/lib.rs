@@ -84,12 +84,13 @@
 extern crate alloc;
 
 mod conn;
+pub mod guard;
 mod output;
 mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use conn::{Conn, Limits, Status};
+pub use conn::{Conn, Limits, Phase, Status};
 pub use output::{LogRecord, Output};
 
 /// One file of the site.

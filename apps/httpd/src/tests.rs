@@ -1148,3 +1148,404 @@ fn fnv1a64_reference_values() {
     assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
     assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
 }
+
+mod slow_clients {
+    use super::SITE;
+    use crate::guard::{Admit, Expiry, Registry, Standing, Timeouts, Watch};
+    use crate::*;
+
+    const S: u64 = 1_000_000_000;
+    const T: Timeouts = Timeouts {
+        header_ns: 20 * S,
+        idle_ns: 30 * S,
+    };
+
+    /// Feeds `bytes` at `now`, "writes" all output, and updates the watch.
+    fn step(conn: &mut Conn, out: &mut Output, w: &mut Watch, bytes: &[u8], now: u64) -> Vec<u8> {
+        let st = conn.feed(&SITE, bytes, out);
+        assert_eq!(st.consumed, bytes.len());
+        w.update(conn, !out.is_empty(), now);
+        let mut sent = Vec::new();
+        super::drain(out, &mut sent);
+        w.update(conn, !out.is_empty(), now);
+        sent
+    }
+
+    #[test]
+    fn a_head_dribbled_a_byte_every_4_s_meets_its_deadline_20_s_after_accept() {
+        let (mut conn, mut out) = (Conn::new(Limits::default()), Output::new());
+        let mut w = Watch::new(T, 0);
+        assert_eq!(w.wait(0), (20 * S, Expiry::Header));
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for (i, b) in req.iter().take(5).enumerate() {
+            let now = i as u64 * 4 * S;
+            assert!(step(&mut conn, &mut out, &mut w, &[*b], now).is_empty());
+            // Regular bytes do not push the deadline back.
+            assert_eq!(w.wait(now), (20 * S - now, Expiry::Header));
+            assert_eq!(
+                w.standing(),
+                Standing::Head {
+                    since: 0,
+                    bytes: i + 1
+                }
+            );
+        }
+        assert_eq!(w.wait(20 * S), (0, Expiry::Header));
+        assert_eq!(
+            w.wait(25 * S),
+            (0, Expiry::Header),
+            "past it: still expired"
+        );
+    }
+
+    #[test]
+    fn a_silent_new_connection_has_the_header_deadline_too() {
+        let w = Watch::new(
+            Timeouts {
+                header_ns: 60 * S,
+                idle_ns: 30 * S,
+            },
+            5 * S,
+        );
+        // The idle timeout is the nearer one here.
+        assert_eq!(w.wait(5 * S), (30 * S, Expiry::Idle));
+        assert_eq!(w.wait(40 * S), (25 * S, Expiry::Header));
+    }
+
+    #[test]
+    fn between_keep_alive_requests_only_the_idle_timeout_runs_and_the_next_head_restarts_the_clock()
+    {
+        let (mut conn, mut out) = (Conn::new(Limits::default()), Output::new());
+        let mut w = Watch::new(T, 0);
+        let sent = step(
+            &mut conn,
+            &mut out,
+            &mut w,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            S,
+        );
+        assert!(sent.starts_with(b"HTTP/1.1 200 OK"));
+        assert_eq!(w.standing(), Standing::Idle { since: S });
+        assert_eq!(w.wait(100 * S), (30 * S, Expiry::Idle));
+        // Idle since the first time it was seen idle.
+        step(&mut conn, &mut out, &mut w, b"", 50 * S);
+        assert_eq!(w.standing(), Standing::Idle { since: S });
+        step(&mut conn, &mut out, &mut w, b"GET / HT", 60 * S);
+        assert_eq!(w.wait(60 * S), (20 * S, Expiry::Header));
+        assert_eq!(
+            w.standing(),
+            Standing::Head {
+                since: 60 * S,
+                bytes: 8
+            }
+        );
+        let sent = step(
+            &mut conn,
+            &mut out,
+            &mut w,
+            b"TP/1.1\r\nHost: x\r\n\r\n",
+            79 * S,
+        );
+        assert!(sent.starts_with(b"HTTP/1.1 200 OK"));
+        assert_eq!(w.wait(79 * S), (30 * S, Expiry::Idle));
+    }
+
+    #[test]
+    fn a_keep_alive_connection_is_idle_from_its_last_response_not_its_first() {
+        // The lab found this: wrk's connections looked idle since their first response, so
+        // they were shed first at the cap.
+        let (mut conn, mut out) = (Conn::new(Limits::default()), Output::new());
+        let mut w = Watch::new(T, 0);
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        step(&mut conn, &mut out, &mut w, req, S);
+        assert_eq!(w.standing(), Standing::Idle { since: S });
+        // The next request arrives whole and is answered (queued, then written, at 20 s).
+        let st = conn.feed(&SITE, req, &mut out);
+        assert_eq!(st.consumed, req.len());
+        w.update(&conn, true, 20 * S);
+        assert_eq!(w.standing(), Standing::Busy);
+        super::drain(&mut out, &mut Vec::new());
+        w.update(&conn, false, 20 * S);
+        assert_eq!(w.standing(), Standing::Idle { since: 20 * S });
+        // A request answered without the output ever being seen pending still restarts it.
+        let _ = conn.feed(&SITE, req, &mut out);
+        super::drain(&mut out, &mut Vec::new());
+        w.update(&conn, false, 30 * S);
+        assert_eq!(w.standing(), Standing::Idle { since: 30 * S });
+    }
+
+    #[test]
+    fn a_pipelined_head_gets_its_own_clock_and_pending_output_is_busy() {
+        let (mut conn, mut out) = (Conn::new(Limits::default()), Output::new());
+        let mut w = Watch::new(T, 0);
+        let st = conn.feed(
+            &SITE,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /a.txt HT",
+            &mut out,
+        );
+        assert_eq!(st.consumed, 40);
+        w.update(&conn, !out.is_empty(), 15 * S);
+        assert_eq!(w.standing(), Standing::Busy, "a response is queued");
+        assert_eq!(
+            w.wait(15 * S),
+            (20 * S, Expiry::Header),
+            "clock of request 2"
+        );
+        let mut sent = Vec::new();
+        super::drain(&mut out, &mut sent);
+        w.update(&conn, false, 16 * S);
+        assert_eq!(
+            w.standing(),
+            Standing::Head {
+                since: 15 * S,
+                bytes: 13
+            }
+        );
+    }
+
+    #[test]
+    fn a_body_being_read_is_busy_and_has_no_header_deadline() {
+        let (mut conn, mut out) = (Conn::new(Limits::default()), Output::new());
+        let mut w = Watch::new(T, 0);
+        step(
+            &mut conn,
+            &mut out,
+            &mut w,
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+            19 * S,
+        );
+        assert_eq!(w.standing(), Standing::Busy);
+        assert_eq!(w.wait(40 * S), (30 * S, Expiry::Idle));
+    }
+
+    #[test]
+    fn under_the_cap_everyone_is_admitted_and_ids_go_stale_on_remove() {
+        let mut r = Registry::new(2, 2);
+        let Admit::Open(a) = r.admit('a', 0) else {
+            panic!()
+        };
+        let Admit::Open(b) = r.admit('b', 0) else {
+            panic!()
+        };
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.remove(a), Some('a'));
+        assert_eq!(r.remove(a), None, "already gone");
+        let Admit::Open(c) = r.admit('c', 1) else {
+            panic!()
+        };
+        assert_ne!(a, c, "the slot is reused under a new id");
+        assert_eq!(r.set(a, Standing::Busy, 2), None); // stale: no effect on c
+        assert_eq!(r.victim(2), Some(b), "b's clock started first");
+        assert!(r.contains(c) && !r.contains(a));
+    }
+
+    /// A registry at its cap of 4: 0 busy, 1 a head since 1 s, 2 idle since 50 s, 3 idle
+    /// since 40 s.
+    fn full_of_four() -> (Registry<i32>, Vec<crate::guard::Id>) {
+        let mut r = Registry::new(4, 2);
+        let ids: Vec<_> = (0..4)
+            .map(|i| match r.admit(i, i as u64) {
+                Admit::Open(id) => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        r.set(ids[0], Standing::Busy, 0);
+        r.set(ids[1], Standing::Head { since: S, bytes: 9 }, 0);
+        r.set(ids[2], Standing::Idle { since: 50 * S }, 0);
+        r.set(ids[3], Standing::Idle { since: 40 * S }, 0);
+        (r, ids)
+    }
+
+    #[test]
+    fn at_the_cap_a_newcomer_is_on_probation_and_its_first_head_sheds_the_least_progress() {
+        let (mut r, ids) = full_of_four();
+        let Admit::Probation(n) = r.admit(10, 60 * S) else {
+            panic!()
+        };
+        assert_eq!((r.len(), r.on_probation()), (5, 1));
+        // Nothing is shed while its head has not arrived.
+        assert_eq!(
+            r.set(
+                n,
+                Standing::Head {
+                    since: 60 * S,
+                    bytes: 3
+                },
+                60 * S
+            ),
+            None
+        );
+        assert!(r.is_on_probation(n));
+        // Its head arrived: the longest-idle keep-alive connection makes room.
+        assert_eq!(r.set(n, Standing::Busy, 60 * S), Some(3));
+        assert!(!r.contains(ids[3]) && !r.is_on_probation(n));
+        assert_eq!((r.len(), r.on_probation()), (4, 0));
+        let Admit::Probation(m) = r.admit(11, 61 * S) else {
+            panic!()
+        };
+        assert_eq!(
+            r.set(m, Standing::Busy, 61 * S),
+            Some(2),
+            "the other idle one"
+        );
+        let Admit::Probation(k) = r.admit(12, 62 * S) else {
+            panic!()
+        };
+        assert_eq!(
+            r.set(k, Standing::Busy, 62 * S),
+            Some(1),
+            "the oldest unfinished head"
+        );
+        assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn a_probationer_that_never_completes_its_head_sheds_nobody() {
+        let (mut r, _) = full_of_four();
+        let Admit::Probation(n) = r.admit(10, 60 * S) else {
+            panic!()
+        };
+        // Its probation ran out (408): removed, and the four regular ones are all still there.
+        assert_eq!(r.remove(n), Some(10));
+        assert_eq!((r.len(), r.on_probation()), (4, 0));
+    }
+
+    #[test]
+    fn when_the_probation_places_are_taken_the_oldest_probationer_makes_room() {
+        let (mut r, _) = full_of_four();
+        let (Admit::Probation(p1), Admit::Probation(_)) =
+            (r.admit(10, 60 * S), r.admit(11, 60 * S + 1))
+        else {
+            panic!()
+        };
+        let Admit::Shed(p3, v) = r.admit(12, 60 * S + 2) else {
+            panic!()
+        };
+        assert_eq!(v, 10);
+        assert!(!r.contains(p1) && r.is_on_probation(p3));
+        assert_eq!((r.len(), r.on_probation()), (6, 2));
+    }
+
+    #[test]
+    fn among_heads_of_the_same_age_the_one_with_fewer_bytes_goes() {
+        let mut r = Registry::new(2, 1);
+        let (Admit::Open(a), Admit::Open(b)) = (r.admit('a', 5), r.admit('b', 5)) else {
+            panic!()
+        };
+        r.set(a, Standing::Head { since: 5, bytes: 7 }, 5);
+        r.set(b, Standing::Head { since: 5, bytes: 2 }, 5);
+        assert_eq!(r.victim(6), Some(b));
+    }
+
+    #[test]
+    fn a_keep_alive_client_between_two_requests_is_not_shed() {
+        let mut r = Registry::new(2, 1);
+        let (Admit::Open(a), Admit::Open(b)) = (r.admit('a', 0), r.admit('b', 0)) else {
+            panic!()
+        };
+        // a just got its response (wrk, a browser): its next request is on its way.
+        r.set(a, Standing::Idle { since: 10 * S }, 10 * S);
+        r.set(
+            b,
+            Standing::Head {
+                since: 2 * S,
+                bytes: 3,
+            },
+            10 * S,
+        );
+        assert_eq!(r.victim(10 * S + S / 2), Some(b), "the slow head, not a");
+        r.set(b, Standing::Busy, 10 * S);
+        assert_eq!(r.victim(10 * S + S / 2), None);
+        assert_eq!(
+            r.victim(11 * S),
+            Some(a),
+            "idle for the grace period: fair game"
+        );
+    }
+
+    #[test]
+    fn when_every_connection_is_busy_a_newcomer_is_served_over_the_cap_and_503_needs_no_probation()
+    {
+        let mut r = Registry::new(3, 1);
+        for i in 0..3 {
+            let Admit::Open(id) = r.admit(i, 0) else {
+                panic!()
+            };
+            r.set(id, Standing::Busy, 0);
+        }
+        let Admit::Probation(n) = r.admit(9, 1) else {
+            panic!()
+        };
+        assert_eq!(r.set(n, Standing::Busy, 1), None, "nobody to shed");
+        assert_eq!((r.len(), r.on_probation()), (4, 0));
+        let mut none = Registry::new(1, 0);
+        assert!(matches!(none.admit(1, 0), Admit::Open(_)));
+        assert_eq!(none.admit(2, 0), Admit::Full(2));
+    }
+
+    #[test]
+    fn a_slowloris_crowd_larger_than_the_cap_never_locks_a_legitimate_client_out() {
+        // 270 dribbling connections against a cap of 256 (32 probation places), each
+        // reconnecting as soon as it is closed, interleaved with a legitimate client every 10
+        // arrivals (10 ms apart) whose head arrives at once: every legitimate client is
+        // admitted and served, the slow ones never shed each other (a probationer that never
+        // completes its head sheds nobody), and each lives until its probation or deadline.
+        let mut r: Registry<(bool, u32)> = Registry::new(256, 32);
+        let mut open: Vec<(crate::guard::Id, u64, usize)> = Vec::new();
+        let (mut refused, mut shed_slow, mut expired) = (0, 0, 0);
+        let mut now = 0;
+        for i in 0..2700u32 {
+            now += 10_000_000;
+            let legit = i % 10 == 9;
+            let id = match r.admit((legit, i), now) {
+                Admit::Open(id) | Admit::Probation(id) => id,
+                Admit::Shed(id, (was_legit, _)) => {
+                    assert!(!was_legit, "a legitimate client was shed");
+                    id
+                }
+                Admit::Full(_) => {
+                    refused += 1;
+                    continue;
+                }
+            };
+            if legit {
+                // Its request arrives whole: busy (sheds the least progress if on
+                // probation), answered, then it closes.
+                if let Some((was_legit, _)) = r.set(id, Standing::Busy, now) {
+                    assert!(!was_legit, "a legitimate client was shed");
+                    shed_slow += 1;
+                }
+                assert!(r.contains(id));
+                r.remove(id);
+            } else {
+                open.push((id, now, 0));
+            }
+            // Every slow client still open sent one more byte; probationers past their
+            // probation are closed (408), as the I/O loop does.
+            open.retain(|(id, since, _)| {
+                if r.is_on_probation(*id) && now - since >= crate::guard::PROBATION_NS {
+                    r.remove(*id);
+                    expired += 1;
+                }
+                r.contains(*id)
+            });
+            for (id, since, bytes) in &mut open {
+                *bytes += 1;
+                let head = Standing::Head {
+                    since: *since,
+                    bytes: *bytes,
+                };
+                assert_eq!(r.set(*id, head, now), None);
+            }
+        }
+        assert_eq!(refused, 0);
+        // One slow client shed per legitimate one that came at the cap.
+        assert!(shed_slow > 200, "{shed_slow}");
+        // New slow clients come faster (100/s) than probation ends: they take each other's
+        // probation places, never a regular place.
+        assert_eq!(expired, 0);
+        // The last arrival was legitimate: it took a probation place, shed a regular slow one
+        // when its head arrived, and left.
+        assert_eq!((r.len(), r.on_probation()), (255 + 31, 31));
+    }
+}

@@ -1,0 +1,97 @@
+//! The guest's own figures, published for dom0 while it runs: one `key=value ...` line in the
+//! xenstore node [`NODE`] (`data/xenrt/stats`, under the domain's home, which the toolstack
+//! makes writable by the guest). dom0 reads it with
+//! `xenstore-read /local/domain/DOMID/data/xenrt/stats`.
+//!
+//! [`memory`] gives the fields every guest has (heap and frames); drivers and apps add theirs
+//! (netfront: sockets, TX-full count, held SYNs; httpd: connections, shed, 408s). Each write
+//! is one xenstore round trip (a few milliseconds), so publishers write every few seconds.
+
+use alloc::string::String;
+use core::fmt::Write;
+
+/// The node, relative to the domain's home (`/local/domain/DOMID/`).
+pub const NODE: &str = "data/xenrt/stats";
+
+/// The memory figures, in bytes and frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Memory {
+    /// Heap bytes allocated.
+    pub heap_used: usize,
+    /// Heap bytes free (without growing).
+    pub heap_free: usize,
+    /// Frames (4 KiB pages) left in the frame allocator, beyond the heap.
+    pub frames_free: usize,
+}
+
+/// The memory figures now.
+pub fn memory() -> Memory {
+    let h = crate::mm::HEAP.stats();
+    Memory {
+        heap_used: h.used,
+        heap_free: h.free,
+        frames_free: crate::mm::free_frames(),
+    }
+}
+
+/// A stats line under construction: `uptime_s=.. heap_used=.. ...`.
+#[derive(Debug, Clone, Default)]
+pub struct Line(String);
+
+impl Line {
+    /// A line starting with the uptime (whole seconds since boot, `now_ns`) and `mem`.
+    pub fn new(now_ns: u64, mem: Memory) -> Line {
+        let mut l = Line(String::new());
+        l.add("uptime_s", now_ns / 1_000_000_000);
+        l.add("heap_used", mem.heap_used as u64);
+        l.add("heap_free", mem.heap_free as u64);
+        l.add("frames_free", mem.frames_free as u64);
+        l
+    }
+
+    /// Appends `key=value` (keys are `[a-z0-9_]`, by convention).
+    pub fn add(&mut self, key: &str, value: u64) -> &mut Line {
+        if !self.0.is_empty() {
+            self.0.push(' ');
+        }
+        let _ = write!(self.0, "{key}={value}");
+        self
+    }
+
+    /// The line.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Writes `line` to [`NODE`]. An error (no xenstore, a refused write) is returned for the
+/// caller to report once; publishing is best effort.
+pub fn publish(line: &Line) -> Result<(), String> {
+    crate::platform::with_xenstore(|xs| {
+        xs.write(crate::xenstore::Tx::NONE, NODE, line.as_str().as_bytes())
+    })
+    .map_err(|_| String::from("no xenstore"))?
+    .map_err(|e| alloc::format!("{NODE}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_space_separated_key_values_starting_with_uptime_and_memory() {
+        let mut l = Line::new(
+            12_900_000_000,
+            Memory {
+                heap_used: 1000,
+                heap_free: 24,
+                frames_free: 7,
+            },
+        );
+        l.add("sockets", 33).add("tx_full", 0);
+        assert_eq!(
+            l.as_str(),
+            "uptime_s=12 heap_used=1000 heap_free=24 frames_free=7 sockets=33 tx_full=0"
+        );
+    }
+}
