@@ -13,6 +13,7 @@
 //!
 //! - [`stack`]: the smoltcp interface apps use ([`Net`]): DHCPv4 or static addresses, IPv6
 //!   link-local + SLAAC, driven by [`xen::exec`]'s executor as a source.
+//! - [`filter`]: RFC 5961 §3 reset checks in front of smoltcp (only the exact RST resets).
 //! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
 //!
 //! IPv4 checksum offload is accepted on receive, per packet (`NETRXF_csum_blank` /
@@ -34,6 +35,7 @@ mod connect;
 mod device;
 mod driver;
 mod error;
+pub mod filter;
 pub mod sim;
 pub mod socket;
 pub mod stack;

@@ -242,6 +242,8 @@ pub struct SynGate {
     pub dropped: u64,
     /// Held SYNs later handed to a listener.
     pub replayed: u64,
+    /// Resets that fail RFC 5961's exact sequence number check never reach smoltcp.
+    pub rst: crate::filter::RstFilter,
 }
 
 /// The most SYNs held at once, and for how long.
@@ -270,6 +272,7 @@ impl SynGate {
                 }
             }
         }
+        self.rst.refresh(sockets);
         // Held SYNs for ports that have room again go to smoltcp first, in the same poll.
         self.now = Some(now);
         self.held
@@ -301,6 +304,9 @@ impl SynGate {
 
     /// Whether smoltcp may see `frame` (false: a SYN for a listening port with no free socket).
     fn admit(&mut self, frame: &[u8]) -> bool {
+        if !self.rst.admit(frame) {
+            return false;
+        }
         let Some(port) = syn_port(frame) else {
             return true;
         };
@@ -595,6 +601,11 @@ impl Net {
     /// Held connection attempts later handed to a listener (see [`SynGate`]).
     pub fn replayed_syns(&self) -> u64 {
         self.0.borrow().gate.replayed
+    }
+
+    /// Resets dropped for not carrying the exact next sequence number (see [`crate::filter`]).
+    pub fn dropped_rsts(&self) -> u64 {
+        self.0.borrow().gate.rst.dropped
     }
 
     /// The DNS servers known (command line, then DHCP's).
