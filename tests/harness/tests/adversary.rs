@@ -215,7 +215,14 @@ fn attack(class: &str, count: u64, gen: u32) -> Result<String, String> {
     }
     let total: u64 = sent
         .iter()
-        .filter_map(|l| l.split(" sent ").nth(1)?.split(' ').next()?.parse().ok())
+        .filter_map(|l| {
+            l.split(" sent ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
     if total < 2 * count {
         return Err(format!(
