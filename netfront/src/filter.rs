@@ -52,6 +52,10 @@ struct Track {
 #[derive(Debug, Default)]
 pub struct RstFilter {
     tracks: Vec<Track>,
+    /// Whether TCP checksums are still to be verified (smoltcp will): then a segment with a bad
+    /// one teaches nothing. False when the device has verified or trusted them (netfront with
+    /// checksum offload: dom0's own packets arrive with blank checksums).
+    verify: bool,
     /// Resets dropped so far.
     pub dropped: u64,
 }
@@ -74,7 +78,10 @@ struct Seg {
 impl RstFilter {
     /// Tracks exactly the connections smoltcp has a socket for (any state with a remote end,
     /// so from SYN-RECEIVED / SYN-SENT on), keeping what it learnt about those already known.
-    pub fn refresh(&mut self, sockets: &SocketSet<'_>) {
+    /// `verify`: whether received TCP checksums are still unchecked (the device's
+    /// `capabilities().checksum.tcp.rx()`, which is what smoltcp goes by).
+    pub fn refresh(&mut self, sockets: &SocketSet<'_>, verify: bool) {
+        self.verify = verify;
         let mut live = Vec::new();
         for (_, s) in sockets.iter() {
             if let Socket::Tcp(t) = s {
@@ -100,7 +107,7 @@ impl RstFilter {
     /// Whether smoltcp may see `frame` (false: an RST on a tracked connection with a sequence
     /// number other than the expected one). Learns the expected number from other segments.
     pub fn admit(&mut self, frame: &[u8]) -> bool {
-        let Some(seg) = segment(frame) else {
+        let Some(seg) = segment(frame, self.verify) else {
             return true;
         };
         let Some(k) = self.tracks.iter_mut().find(|k| k.tuple == seg.tuple) else {
@@ -133,9 +140,9 @@ impl RstFilter {
     }
 }
 
-/// The TCP segment in an Ethernet frame, if it is one with a valid checksum (IPv4 unfragmented,
-/// or IPv6 after hop-by-hop, destination-options and routing headers).
-fn segment(frame: &[u8]) -> Option<Seg> {
+/// The TCP segment in an Ethernet frame (IPv4 unfragmented, or IPv6 after hop-by-hop,
+/// destination-options and routing headers), if its checksum is valid or not to be checked.
+fn segment(frame: &[u8], verify: bool) -> Option<Seg> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let (src, dst, bytes): (IpAddress, IpAddress, &[u8]) = match eth.ethertype() {
         EthernetProtocol::Ipv4 => {
@@ -169,7 +176,7 @@ fn segment(frame: &[u8]) -> Option<Seg> {
         _ => return None,
     };
     let t = TcpPacket::new_checked(bytes).ok()?;
-    if !t.verify_checksum(&src, &dst) {
+    if verify && !t.verify_checksum(&src, &dst) {
         return None;
     }
     let len = t.payload().len() as u32 + u32::from(t.syn()) + u32::from(t.fin());
@@ -251,7 +258,10 @@ mod tests {
     }
 
     fn tracking() -> RstFilter {
-        let mut f = RstFilter::default();
+        let mut f = RstFilter {
+            verify: true,
+            ..Default::default()
+        };
         f.tracks.push(Track {
             tuple: tuple(),
             nxt: None,
@@ -321,6 +331,11 @@ mod tests {
         bad[n - 1] ^= 1;
         assert!(f.admit(&bad));
         assert_eq!(f.tracks[0].nxt, Some(7));
+        // A device that verified (or trusts) checksums itself: blank ones count.
+        f.verify = false;
+        assert!(f.admit(&bad));
+        assert_eq!(f.tracks[0].nxt, Some(10));
+        f.verify = true;
         // Not tracked: another client port.
         assert!(f.admit(&frame_from(40001, TcpControl::Rst, 99, b"")));
         assert_eq!(f.dropped, 0);

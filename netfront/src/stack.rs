@@ -272,7 +272,8 @@ impl SynGate {
                 }
             }
         }
-        self.rst.refresh(sockets);
+        self.rst
+            .refresh(sockets, dev.capabilities().checksum.tcp.rx());
         // Held SYNs for ports that have room again go to smoltcp first, in the same poll.
         self.now = Some(now);
         self.held
