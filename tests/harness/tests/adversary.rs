@@ -113,7 +113,7 @@ fn open_prior(gen: u32) -> Result<(), String> {
         let d = format!("/tmp/adv/{}", t.kind);
         script += &format!(
             "pkill -f 'sourceport={old}' 2>/dev/null; rm -f {d}.in {d}.out {d}.err; : > {d}.in
-             setsid sh -c 'tail -f {d}.in | socat - TCP:{ip}:{port},sourceport={cp},reuseaddr > {d}.out 2> {d}.err; echo exit=$? >> {d}.err' < /dev/null > /dev/null 2>&1 &
+             setsid sh -c 'tail -f {d}.in | {{ socat - TCP:{ip}:{port},sourceport={cp},reuseaddr > {d}.out 2> {d}.err; echo exit=$? >> {d}.err; }}' < /dev/null > /dev/null 2>&1 &
             ",
             old = client_port(t, gen.saturating_sub(1)),
             ip = t.ip,
@@ -206,6 +206,19 @@ fn attack(class: &str, count: u64, gen: u32) -> Result<String, String> {
         );
     }
     script += "wait; cat /tmp/adv/run0.log /tmp/adv/run1.log\n";
+    // What netback handed to each guest and what it dropped (the guest could not keep up).
+    let stats = |tag: &str| -> Result<String, String> {
+        let mut s = String::new();
+        for t in targets()? {
+            let d = format!("/sys/class/net/vif{}.0/statistics", t.guest.domid);
+            s += &format!(
+                "echo \"{tag} {} $(cat {d}/tx_packets) $(cat {d}/tx_dropped)\"\n",
+                t.kind
+            );
+        }
+        Ok(s)
+    };
+    let script = format!("{}{script}{}", stats("before")?, stats("after")?);
     let start = std::time::Instant::now();
     let out = dom0_sh(&script, 600)?;
     let secs = start.elapsed().as_secs_f64();
@@ -230,8 +243,26 @@ fn attack(class: &str, count: u64, gen: u32) -> Result<String, String> {
             2 * count
         ));
     }
+    let mut delivered = String::new();
+    for t in targets()? {
+        let nums = |tag: &str| -> Option<(u64, u64)> {
+            let l = out
+                .lines()
+                .find(|l| l.starts_with(&format!("{tag} {} ", t.kind)))?;
+            let mut it = l.split_whitespace().skip(2).map(|v| v.parse::<u64>().ok());
+            Some((it.next()??, it.next()??))
+        };
+        if let (Some(b), Some(a)) = (nums("before"), nums("after")) {
+            delivered += &format!(
+                " | {}: netback delivered {}, dropped {}",
+                t.kind,
+                a.0.saturating_sub(b.0),
+                a.1.saturating_sub(b.1)
+            );
+        }
+    }
     Ok(format!(
-        "[{class}: {total} frames to 2 guests in {secs:.1} s, {:.0} frames/s | {}]",
+        "[{class}: {total} frames to 2 guests in {secs:.1} s, {:.0} frames/s{delivered} | {}]",
         total as f64 / secs,
         sent.iter()
             .map(|l| l.trim_start_matches("adversary: "))
