@@ -128,62 +128,79 @@ fn open_prior(gen: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// dom0 shell that sends a probe on the target's prior connection and prints "prior KIND
+/// answered" once it is answered (within 10 s), else "prior KIND not answered" and socat's end.
+fn prior_script(t: &Target, tag: &str) -> String {
+    let (send, want) = probe(t, tag);
+    let (d, k) = (format!("/tmp/adv/{}", t.kind), t.kind);
+    format!(
+        "before=$(grep -c '{want}' {d}.out)
+         printf '{send}' >> {d}.in
+         ok=
+         for i in $(seq 1 50); do
+           [ $(grep -c '{want}' {d}.out) -gt $before ] && {{ ok=1; break; }}
+           sleep 0.2
+         done
+         if [ -n \"$ok\" ]; then echo 'prior {k} answered'; else
+           echo 'prior {k} not answered; socat:'; cat {d}.err; tail -c 300 {d}.out; echo; fi
+        "
+    )
+}
+
 /// Sends a probe on the target's prior connection; Ok when it is answered within 10 s.
 fn prior_answers(t: &Target, tag: &str) -> Result<(), String> {
-    let (send, want) = probe(t, tag);
-    let d = format!("/tmp/adv/{}", t.kind);
-    let out = dom0_sh(
-        &format!(
-            "before=$(grep -c '{want}' {d}.out)
-             printf '{send}' >> {d}.in
-             for i in $(seq 1 50); do
-               [ $(grep -c '{want}' {d}.out) -gt $before ] && {{ echo answered; exit 0; }}
-               sleep 0.2
-             done
-             echo 'not answered; socat:'; cat {d}.err; tail -c 300 {d}.out"
-        ),
-        30,
-    )?;
-    if out.contains("answered") && !out.contains("not answered") {
+    let out = dom0_sh(&prior_script(t, tag), 30)?;
+    if out.contains(&format!("prior {} answered", t.kind)) {
         Ok(())
     } else {
-        Err(format!("{} prior connection: {out}", t.kind))
+        Err(out)
     }
 }
 
-/// The checks after a class, for both guests: running, no PANIC, new connections served, and
-/// the prior connection alive.
+/// The checks after a class, for both guests: running (`xl list`), no PANIC, new connections
+/// served (echo echoes, httpd answers a GET), and the prior connection alive.
 fn survived(class: &str) -> Result<(), String> {
+    let [echo, httpd] = targets()?;
+    let mut script = String::new();
     for t in targets()? {
-        let g = &t.guest;
-        let state = lab(&[
-            "exec",
-            &format!("xl list {} | awk 'NR==2{{print $5}}'", g.name),
-        ])?;
-        let st = state.output.trim();
-        if state.code != Some(0) || st.is_empty() || st.contains(['c', 's', 'd']) {
-            return Err(format!("{} after {class}: xl list state {st:?}", g.name));
+        script += &format!(
+            "echo \"state {} $(xl list {} | awk 'NR==2{{print $5}}')\"\n",
+            t.kind, t.guest.name
+        );
+    }
+    script += &format!(
+        "r=$(echo fresh-{class} | socat -t 5 - TCP:{}:7)
+         echo \"echo=$r\"
+         echo \"http=$(curl -s -m 10 -o /dev/null -w '%{{http_code}}' http://{}/)\"
+        ",
+        echo.ip, httpd.ip
+    );
+    for t in targets()? {
+        script += &prior_script(t, class);
+    }
+    let out = dom0_sh(&script, 90)?;
+    for t in targets()? {
+        let st = out
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("state {} ", t.kind)))
+            .unwrap_or("")
+            .trim();
+        if st.is_empty() || st.contains(['c', 's', 'd']) {
+            return Err(format!(
+                "{} after {class}: xl list state {st:?}",
+                t.guest.name
+            ));
         }
-        let c = g.console()?;
+        let c = t.guest.console()?;
         if c.contains("PANIC") {
-            return Err(format!("{} panicked after {class}:\n{c}", g.name));
+            return Err(format!("{} panicked after {class}:\n{c}", t.guest.name));
+        }
+        if !out.contains(&format!("prior {} answered", t.kind)) {
+            return Err(format!("{} prior connection after {class}:\n{out}", t.kind));
         }
     }
-    let [echo, httpd] = targets()?;
-    let out = dom0_sh(
-        &format!(
-            "r=$(echo fresh-{class} | socat -t 5 - TCP:{}:7)
-             echo \"echo=$r\"
-             echo \"http=$(curl -s -m 10 -o /dev/null -w '%{{http_code}}' http://{}/)\"",
-            echo.ip, httpd.ip
-        ),
-        60,
-    )?;
     if !out.contains(&format!("echo=fresh-{class}")) || !out.contains("http=200") {
         return Err(format!("new connections after {class}: {out}"));
-    }
-    for t in targets()? {
-        prior_answers(t, class)?;
     }
     Ok(())
 }
@@ -300,16 +317,32 @@ fn main() {
             targets()?;
             PRIOR.get_or_init(|| open_prior(0)).clone()?;
             let note = attack("rst-exact", 1, 0)?;
+            // The guest's side is gone: a probe is answered with a reset, so socat ends (and
+            // the probe is not echoed).
+            let mut script = String::new();
             for t in targets()? {
-                if prior_answers(t, "after-reset").is_ok() {
+                let (send, want) = probe(t, "after-reset");
+                let d = format!("/tmp/adv/{}", t.kind);
+                script += &format!(
+                    "printf '{send}' >> {d}.in
+                     for i in $(seq 1 50); do grep -q exit= {d}.err && break; sleep 0.2; done
+                     grep -q exit= {d}.err && echo 'reset {k} ended' || echo 'reset {k} still connected'
+                     grep -q '{want}' {d}.out && echo 'reset {k} answered'
+                     cat {d}.err
+                    ",
+                    k = t.kind
+                );
+            }
+            let out = dom0_sh(&script, 60)?;
+            for t in targets()? {
+                if !out.contains(&format!("reset {} ended", t.kind)) {
                     return Err(format!(
-                        "{}: the exact RST did not reset the connection",
+                        "{}: the exact RST did not reset it:\n{out}",
                         t.kind
                     ));
                 }
-                let err = dom0_sh(&format!("cat /tmp/adv/{}.err", t.kind), 10)?;
-                if !err.contains("exit=") {
-                    return Err(format!("{}: socat still connected: {err}", t.kind));
+                if t.kind == "echo" && out.contains("reset echo answered") {
+                    return Err(format!("echo answered after the exact RST:\n{out}"));
                 }
             }
             open_prior(1)?;
