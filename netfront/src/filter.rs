@@ -52,6 +52,8 @@ struct Track {
 #[derive(Debug, Default)]
 pub struct RstFilter {
     tracks: Vec<Track>,
+    /// The previous poll's list, kept for its allocation.
+    spare: Vec<Track>,
     /// Whether TCP checksums are still to be verified (smoltcp will): then a segment with a bad
     /// one teaches nothing. False when the device has verified or trusted them (netfront with
     /// checksum offload: dom0's own packets arrive with blank checksums).
@@ -82,31 +84,38 @@ impl RstFilter {
     /// `capabilities().checksum.tcp.rx()`, which is what smoltcp goes by).
     pub fn refresh(&mut self, sockets: &SocketSet<'_>, verify: bool) {
         self.verify = verify;
-        let mut live = Vec::new();
+        // Rebuilt in the socket set's order, which is stable, so the track of each socket is
+        // usually the next one in the old list: linear per poll, plus a scan per new socket.
+        let old = core::mem::take(&mut self.tracks);
+        self.tracks = core::mem::take(&mut self.spare);
+        self.tracks.clear();
+        let mut next = 0;
         for (_, s) in sockets.iter() {
-            if let Socket::Tcp(t) = s {
-                if matches!(t.state(), tcp::State::Closed | tcp::State::Listen) {
-                    continue;
+            let Socket::Tcp(t) = s else { continue };
+            if matches!(t.state(), tcp::State::Closed | tcp::State::Listen) {
+                continue;
+            }
+            let (Some(local), Some(remote)) = (t.local_endpoint(), t.remote_endpoint()) else {
+                continue;
+            };
+            let tuple = Tuple { local, remote };
+            match old[next..].iter().position(|k| k.tuple == tuple) {
+                Some(i) => {
+                    self.tracks.push(old[next + i]);
+                    next += i + 1;
                 }
-                if let (Some(local), Some(remote)) = (t.local_endpoint(), t.remote_endpoint()) {
-                    live.push(Tuple { local, remote });
-                }
+                None => self.tracks.push(Track { tuple, nxt: None }),
             }
         }
-        self.tracks.retain(|k| live.contains(&k.tuple));
-        for t in live {
-            if !self.tracks.iter().any(|k| k.tuple == t) {
-                self.tracks.push(Track {
-                    tuple: t,
-                    nxt: None,
-                });
-            }
-        }
+        self.spare = old;
     }
 
     /// Whether smoltcp may see `frame` (false: an RST on a tracked connection with a sequence
     /// number other than the expected one). Learns the expected number from other segments.
     pub fn admit(&mut self, frame: &[u8]) -> bool {
+        if self.tracks.is_empty() {
+            return true;
+        }
         let Some(seg) = segment(frame, self.verify) else {
             return true;
         };

@@ -100,13 +100,14 @@ fn guest_numbers(tap: &Frames, port: u16) -> Option<(u32, u32, u16)> {
     })
 }
 
-/// The peer's port on the guest's connection from port 7.
-fn client_port(tap: &Frames) -> Option<u16> {
+/// The peer's port on the guest's connection from port 7 that echoed `payload`.
+fn client_port(tap: &Frames, payload: &[u8]) -> Option<u16> {
     tap.borrow().iter().find_map(|f| {
         let e = EthernetFrame::new_checked(&f[..]).ok()?;
         let ip = Ipv4Packet::new_checked(e.payload()).ok()?;
         let t = TcpPacket::new_checked(ip.payload()).ok()?;
-        (ip.next_header() == IpProtocol::Tcp && t.src_port() == 7).then(|| t.dst_port())
+        (ip.next_header() == IpProtocol::Tcp && t.src_port() == 7 && t.payload() == payload)
+            .then(|| t.dst_port())
     })
 }
 
@@ -179,34 +180,56 @@ fn resets_with(mode: RxCsum) {
         &stat(PEER_IP),
         2,
     );
-    let server_end = Rc::new(RefCell::new(None));
+    let server_end: Rc<RefCell<Vec<Option<Result<usize, NetError>>>>> = Default::default();
     let mut clock = Clock(Rc::new(Cell::new(0)));
     let mut ex = Executor::new();
     let sp = ex.spawner();
     let (g, p, end) = (guest.clone(), peer.clone(), server_end.clone());
     let fut = async move {
         let mut l = g.tcp_listen(7, ListenConfig::default()).unwrap();
+        let sp2 = sp.clone();
         sp.spawn(async move {
-            let mut s = l.accept().await.unwrap();
-            let mut buf = [0u8; 64];
-            let why = loop {
-                match s.read(&mut buf).await {
-                    Ok(0) => break Ok(0),
-                    Err(e) => break Err(e),
-                    Ok(n) => s.write_all(&buf[..n]).await.unwrap(),
-                }
-            };
-            *end.borrow_mut() = Some(why);
+            // Echo on every connection; each one's end goes into `end` in accept order.
+            loop {
+                let mut s = l.accept().await.unwrap();
+                let end = end.clone();
+                let i = {
+                    let mut e = end.borrow_mut();
+                    e.push(None);
+                    e.len() - 1
+                };
+                sp2.spawn(async move {
+                    let mut buf = [0u8; 64];
+                    let why = loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) => break Ok(0),
+                            Err(e) => break Err(e),
+                            Ok(n) => s.write_all(&buf[..n]).await.unwrap(),
+                        }
+                    };
+                    end.borrow_mut()[i] = Some(why);
+                });
+            }
         });
+        // Another connection first, so the tracked one is not alone (and this one goes away
+        // while the other is tracked).
+        let mut c0 = p
+            .tcp_connect(IpAddress::Ipv4(GUEST_IP), 7, 4096, 4096)
+            .await
+            .unwrap();
         let mut c = p
             .tcp_connect(IpAddress::Ipv4(GUEST_IP), 7, 4096, 4096)
             .await
             .unwrap();
+        let mut b0 = [0u8; 8];
+        c0.write_all(b"zero").await.unwrap();
+        assert_eq!(c0.read(&mut b0).await.unwrap(), 4);
+        drop(c0);
         let mut buf = [0u8; 64];
         c.write_all(b"one").await.unwrap();
         assert_eq!(c.read(&mut buf).await.unwrap(), 3);
         p.sleep(50_000_000).await;
-        let port = client_port(&tap).expect("the client's port");
+        let port = client_port(&tap, b"one").expect("the client's port");
         let (_, rcv_nxt, win) = guest_numbers(&tap, port).expect("a segment of the guest's");
         // Every other point of the window, spread over it (a blind attacker's best guesses).
         let n = 1000u32;
@@ -235,8 +258,11 @@ fn resets_with(mode: RxCsum) {
     let sources: [&dyn Source; 2] = [&guest, &peer];
     let (after, _port) = ex.block_on(&mut clock, &sources, fut);
     assert_eq!(guest.dropped_rsts(), 1000);
+    let ends = server_end.borrow().clone();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert_eq!(ends[0], Some(Ok(0)), "the first connection closed normally");
     assert_eq!(
-        server_end.borrow().clone(),
+        ends[1],
         Some(Err(NetError::ConnectionReset)),
         "the exact RST reset the guest's connection"
     );
