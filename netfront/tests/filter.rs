@@ -26,6 +26,8 @@ const GUEST_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
 const PEER_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
 
 type Frames = Rc<RefCell<Vec<Vec<u8>>>>;
+/// How each server-side connection ended, in accept order.
+type Ends = Rc<RefCell<Vec<Option<Result<usize, NetError>>>>>;
 
 /// The peer's device: the simulated netback, plus a tap on what the guest sends and a way to
 /// put the attacker's frames on the wire.
@@ -180,7 +182,7 @@ fn resets_with(mode: RxCsum) {
         &stat(PEER_IP),
         2,
     );
-    let server_end: Rc<RefCell<Vec<Option<Result<usize, NetError>>>>> = Default::default();
+    let server_end: Ends = Default::default();
     let mut clock = Clock(Rc::new(Cell::new(0)));
     let mut ex = Executor::new();
     let sp = ex.spawner();
