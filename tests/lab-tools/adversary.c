@@ -15,9 +15,10 @@
  *   -n   frames to send (default 100000); -S seed (deterministic: same seed, same frames)
  *   -r   at most RATE frames per second (0 = as fast as the socket takes them; the default)
  *   -p   the guest's TCP ports to aim at (default 80,7)
- *   -k   a live connection between dom0 port CLIENT_PORT and the guest's SERVER_PORT (classes
- *        established, rst-exact, icmp): its sequence numbers are learnt by sniffing the vif
- *        (the on-path attacker, the strongest model); repeatable
+ *   -k   a live connection between dom0 port CLIENT_PORT and the guest's SERVER_PORT: its
+ *        sequence numbers are learnt by sniffing the vif (the on-path attacker, the strongest
+ *        model) for established, rst-exact and icmp to aim at; the other classes keep their
+ *        random source ports off it; repeatable
  *
  * Classes:
  *   tcpflags     TCP to the ports with each of the 512 flag combinations in turn (the 8 flag bits
@@ -26,7 +27,8 @@
  *                followed by junk, data offsets below 5 and past the segment), some with data
  *   established  on each -k connection: RSTs and RST|ACKs with a sequence number inside the
  *                guest's receive window but never equal to RCV.NXT, SYNs and SYN|ACKs inside the
- *                window, data beyond the window, ACKs of data never sent (RFC 5961 blind attacks)
+ *                window, data 16 MiB or more past RCV.NXT, ACKs of data never sent (RFC 5961's
+ *                blind attacks, each a sixth of the frames)
  *   rst-exact    one RST with seq == RCV.NXT on each -k connection (a reset the guest must
  *                honour: RFC 5961 3.2)
  *   icmp         ICMP errors quoting the -k connections and random flows of ours: frag-needed
