@@ -33,7 +33,8 @@
 //! `backlog` connection attempts per stale age (httpd: 32 per ~10 ms), and gives the same
 //! guarantee as cookies to clients whose handshake is not many times slower than the others'.
 //!
-//! Ports nobody listens on are not touched (smoltcp refuses those, as it should).
+//! Ports nobody listens on are not touched (smoltcp refuses those, as it should). Every frame
+//! also passes [`crate::filter`]'s reset check (RFC 5961) on its way to smoltcp.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -113,6 +114,8 @@ pub struct SynGate {
     stats: ListenStats,
     /// Moving average of completed handshakes' durations (SYN to ACK), in ns.
     handshake_ns: Option<u64>,
+    /// Resets that fail RFC 5961's exact sequence number check never reach smoltcp.
+    pub(crate) rst: crate::filter::RstFilter,
 }
 
 /// How the gate judged one received frame.
@@ -121,6 +124,8 @@ enum Verdict {
     Admit,
     /// A SYN for a port whose slots all wait for `accept`.
     Hold(u16),
+    /// Not for smoltcp (a reset that fails RFC 5961's check, see [`crate::filter`]).
+    Drop,
 }
 
 fn state_is_acceptable(s: tcp::State) -> bool {
@@ -331,6 +336,8 @@ impl SynGate {
             .retain(|(_, at, _)| (now - *at).total_micros() < HOLD_NS / 1000);
         self.maintain(sockets, now);
         self.shed_stale(sockets, now);
+        self.rst
+            .refresh(sockets, dev.capabilities().checksum.tcp.rx());
         // Held SYNs for ports that have room go to smoltcp first, in the same poll.
         let mut replay = VecDeque::new();
         let mut k = 0;
@@ -371,6 +378,9 @@ impl SynGate {
 
     /// How a received frame may pass.
     fn judge(&mut self, frame: &[u8]) -> Verdict {
+        if !self.rst.admit(frame) {
+            return Verdict::Drop;
+        }
         let Some(port) = syn_port(frame) else {
             return Verdict::Admit;
         };
@@ -468,6 +478,7 @@ impl<R: smoltcp::phy::RxToken> smoltcp::phy::RxToken for GatedRx<'_, R> {
                     gate.hold(port, buf.to_vec());
                     f(&[])
                 }
+                Verdict::Drop => f(&[]),
             }),
         }
     }

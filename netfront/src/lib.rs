@@ -15,6 +15,7 @@
 //!   link-local + SLAAC, driven by [`xen::exec`]'s executor as a source.
 //! - [`gate`]: the stack's listeners and the rules that keep them serving under a SYN flood
 //!   (half-open connections expire and are shed, SYNs beyond the backlog wait).
+//! - [`filter`]: RFC 5961 §3 reset checks in front of smoltcp (only the exact RST resets).
 //! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
 //!
 //! IPv4 checksum offload is accepted on receive, per packet (`NETRXF_csum_blank` /
@@ -36,6 +37,7 @@ mod connect;
 mod device;
 mod driver;
 mod error;
+pub mod filter;
 pub mod gate;
 pub mod sim;
 pub mod socket;

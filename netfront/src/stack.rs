@@ -416,6 +416,11 @@ impl Net {
         self.0.borrow().gate.stats()
     }
 
+    /// Resets dropped for not carrying the exact next sequence number (see [`crate::filter`]).
+    pub fn dropped_rsts(&self) -> u64 {
+        self.0.borrow().gate.rst.dropped
+    }
+
     /// The DNS servers known (command line, then DHCP's).
     pub fn dns_servers(&self) -> Vec<IpAddress> {
         self.0.borrow().dns.clone()

@@ -164,8 +164,8 @@ pub fn up() -> Result<Net, UpError> {
 /// Publishes the guest's figures to dom0 every `every_ns` (see [`xen::stats`]): memory, then
 /// `sockets` (in the stack), `tx_full` (the driver's full-ring count), `held_syns` (connection
 /// attempts the SYN gate held back), `half_open_shed` and `half_open_expired` (half-open
-/// connections given back under pressure or after 8 s, see [`crate::gate`]), then what `extra`
-/// adds. Spawn it on the executor; the
+/// connections given back under pressure or after 8 s, see [`crate::gate`]), `rst_dropped`
+/// (resets refused by [`crate::filter`]), then what `extra` adds. Spawn it on the executor; the
 /// first write is at once. A failed write is reported once and publishing goes on.
 pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::stats::Line)) {
     let mut reported = false;
@@ -177,6 +177,7 @@ pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::sta
         line.add("held_syns", syn.held);
         line.add("half_open_shed", syn.shed);
         line.add("half_open_expired", syn.expired);
+        line.add("rst_dropped", net.dropped_rsts());
         extra(&mut line);
         if let Err(e) = xen::stats::publish(&line) {
             if !reported {
