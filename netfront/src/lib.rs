@@ -13,6 +13,7 @@
 //!
 //! - [`stack`]: the smoltcp interface apps use ([`Net`]): DHCPv4 or static addresses, IPv6
 //!   link-local + SLAAC, driven by [`xen::exec`]'s executor as a source.
+//! - [`dhcp`]: the DHCPv4 client (exponential, randomised backoff; one xid per acquisition).
 //! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
 //!
 //! IPv4 checksum offload is accepted on receive, per packet (`NETRXF_csum_blank` /
@@ -32,6 +33,7 @@ extern crate alloc;
 
 mod connect;
 mod device;
+pub mod dhcp;
 mod driver;
 mod error;
 pub mod sim;
