@@ -381,7 +381,7 @@ impl Client {
                 log::debug!(
                     "net: DHCP OFFER {} from {server} after {} ms",
                     r.your_ip,
-                    (now_ns - self.began_ns) / 1_000_000
+                    now_ns.saturating_sub(self.began_ns) / 1_000_000
                 );
                 self.state = State::Requesting {
                     server,
@@ -504,7 +504,7 @@ impl Client {
 
     /// Sends the message the state calls for and sets the retransmission timer.
     fn transmit(&mut self, sockets: &mut SocketSet<'static>, now_ns: u64) {
-        let secs = ((now_ns - self.began_ns) / SEC).min(u64::from(u16::MAX)) as u16;
+        let secs = (now_ns.saturating_sub(self.began_ns) / SEC).min(u64::from(u16::MAX)) as u16;
         let mut d = DhcpRepr {
             message_type: DhcpMessageType::Discover,
             transaction_id: self.xid,
