@@ -4,6 +4,12 @@
 //! 200 from every one), then are destroyed. It prints how long that took, the DHCP traffic on
 //! the bridge (tests/lab-tools/dhcpcount), and how much memory each guest took, so how many
 //! would fit.
+//!
+//! Measured (2026-12-01, two other labs sharing the host's 2 cores): 100 of 100 serving at once,
+//! 98 leased after 1 DISCOVER + 1 REQUEST, 0 stale OFFERs; 4.2 MiB per guest, 1004 MiB free in
+//! the default lab (LAB_MEM=1536, dom0 512), so ~236 fit by memory (udhcpd has 136 addresses
+//! for random MACs). 678 s in all, of which xl create ~4.5 s per guest (451 s), curl 68 s and
+//! the destroys 159 s: xl's domain handling in the emulated dom0, not DHCP, sets the pace.
 
 use xen_tests::case;
 use xen_tests::lab::{dom0_sh, lab, tool};
