@@ -16,6 +16,7 @@
 //! - [`gate`]: the stack's listeners and the rules that keep them serving under a SYN flood
 //!   (half-open connections expire and are shed, SYNs beyond the backlog wait).
 //! - [`filter`]: RFC 5961 §3 reset checks in front of smoltcp (only the exact RST resets).
+//! - [`dhcp`]: the DHCPv4 client (exponential, randomised backoff; one xid per acquisition).
 //! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
 //!
 //! IPv4 checksum offload is accepted on receive, per packet (`NETRXF_csum_blank` /
@@ -35,6 +36,7 @@ extern crate alloc;
 
 mod connect;
 mod device;
+pub mod dhcp;
 mod driver;
 mod error;
 pub mod filter;

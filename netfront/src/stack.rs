@@ -5,7 +5,7 @@
 //! [`Net`] is a cheap handle (`Rc`) shared by the sockets. It is an
 //! [`exec::Source`](xen::exec::Source): the executor calls [`Net::poll`] every turn, which moves
 //! frames between the device and the sockets (waking the tasks waiting on them, through smoltcp's
-//! socket wakers), handles DHCP events, reaps closed sockets, and returns smoltcp's next
+//! socket wakers), runs the DHCP client ([`crate::dhcp`]), reaps closed sockets, and returns smoltcp's next
 //! deadline, so the executor blocks until a frame arrives (the device's event channel) or that
 //! deadline, never spinning.
 
@@ -23,7 +23,7 @@ use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 
 pub use crate::gate::{ListenStats, SynGate};
 use smoltcp::phy::Device;
-use smoltcp::socket::{dhcpv4, tcp};
+use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Address,
@@ -273,7 +273,7 @@ pub(crate) struct Inner {
     pub(crate) sockets: SocketSet<'static>,
     phy: Box<dyn Phy>,
     pub(crate) gate: SynGate,
-    dhcp: Option<SocketHandle>,
+    dhcp: Option<crate::dhcp::Client>,
     v4: Option<Ipv4Cidr>,
     pub(crate) dns: Vec<IpAddress>,
     static_dns: Vec<IpAddress>,
@@ -287,12 +287,7 @@ pub(crate) struct Inner {
     next_port: u16,
     pub(crate) now_ns: u64,
     mac: [u8; 6],
-    /// When DHCP started, until a warning about the missing lease is given.
-    dhcp_since: Option<u64>,
 }
-
-/// How long without a DHCP lease before saying so on the console.
-const DHCP_WARN_NS: u64 = 10_000_000_000;
 
 /// The shortest wait [`Net::poll`] asks for.
 const MIN_WAIT_NS: u64 = 1_000_000;
@@ -342,16 +337,7 @@ impl Net {
         let mut dhcp = None;
         match &config.v4 {
             Ipv4Mode::Dhcp => {
-                let mut s = dhcpv4::Socket::new();
-                s.set_max_lease_duration(None);
-                // Ask again after 1 s, not smoltcp's 10 s: the first DISCOVER often goes out
-                // before the backend's bridge port forwards, and a guest booted on demand
-                // should not wait 10 s for its address.
-                let mut retry = dhcpv4::RetryConfig::default();
-                retry.discover_timeout = smoltcp::time::Duration::from_secs(1);
-                retry.initial_request_timeout = smoltcp::time::Duration::from_secs(1);
-                s.set_retry_config(retry);
-                dhcp = Some(sockets.add(s));
+                dhcp = Some(crate::dhcp::Client::new(&mut sockets, mac, now_ns, now_ns));
             }
             Ipv4Mode::Static { addr, gw } => {
                 iface.update_ip_addrs(|a| {
@@ -380,7 +366,6 @@ impl Net {
             next_port: 49152 + seed % 16000,
             now_ns,
             mac,
-            dhcp_since: dhcp.map(|_| now_ns),
         })))
     }
 
@@ -419,6 +404,11 @@ impl Net {
     /// Resets dropped for not carrying the exact next sequence number (see [`crate::filter`]).
     pub fn dropped_rsts(&self) -> u64 {
         self.0.borrow().gate.rst.dropped
+    }
+
+    /// The DHCP client's message counts (None without DHCP).
+    pub fn dhcp_stats(&self) -> Option<crate::dhcp::Stats> {
+        self.0.borrow().dhcp.as_ref().map(|d| d.stats)
     }
 
     /// The DNS servers known (command line, then DHCP's).
@@ -462,61 +452,7 @@ impl Net {
         i.now_ns = now_ns;
         let now = instant(now_ns);
         i.phy.poll(&mut i.iface, &mut i.sockets, now, &mut i.gate);
-        if let Some(h) = i.dhcp {
-            let ev = i.sockets.get_mut::<dhcpv4::Socket>(h).poll();
-            match ev {
-                Some(dhcpv4::Event::Configured(c)) => {
-                    let addr = c.address;
-                    i.iface.update_ip_addrs(|a| {
-                        a.retain(|c| !matches!(c, IpCidr::Ipv4(_)));
-                        let _ = a.push(IpCidr::Ipv4(addr));
-                    });
-                    i.iface.routes_mut().remove_default_ipv4_route();
-                    if let Some(r) = c.router {
-                        let _ = i.iface.routes_mut().add_default_ipv4_route(r);
-                    }
-                    i.dns = i.static_dns.clone();
-                    i.dns
-                        .extend(c.dns_servers.iter().map(|a| IpAddress::Ipv4(*a)));
-                    let router = c
-                        .router
-                        .map(|r| r.to_string())
-                        .unwrap_or_else(|| "none".into());
-                    log::info!(
-                        "net: DHCP lease {addr} router {router} dns {:?}",
-                        c.dns_servers
-                    );
-                    i.v4 = Some(addr);
-                    for w in i.config_wakers.drain(..) {
-                        w.wake();
-                    }
-                    // Send whatever waited for the address now.
-                    i.phy.poll(&mut i.iface, &mut i.sockets, now, &mut i.gate);
-                }
-                Some(dhcpv4::Event::Deconfigured) => {
-                    if i.v4.is_some() {
-                        log::warn!("net: DHCP lease lost");
-                    }
-                    i.iface
-                        .update_ip_addrs(|a| a.retain(|c| !matches!(c, IpCidr::Ipv4(_))));
-                    i.iface.routes_mut().remove_default_ipv4_route();
-                    i.v4 = None;
-                }
-                None => {}
-            }
-        }
-        if let Some(since) = i.dhcp_since {
-            if i.v4.is_some() {
-                i.dhcp_since = None;
-            } else if now_ns.saturating_sub(since) > DHCP_WARN_NS {
-                log::warn!(
-                    "net: no DHCP lease after {} s: is a DHCP server on this vif's bridge (or \
-                     give ip=ADDR/PREFIX gw=ADDR)? Still asking.",
-                    DHCP_WARN_NS / 1_000_000_000
-                );
-                i.dhcp_since = None;
-            }
-        }
+        i.poll_dhcp(now);
         i.reap(now_ns);
         // The poll above did all the work it could: a deadline still at or before `now` means
         // waiting for room in the device (its event channel will fire), so never ask for an
@@ -525,8 +461,12 @@ impl Net {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        at.map(|t| (t.total_micros().max(0) as u64).saturating_mul(1000))
-            .map(|d| d.max(now_ns.saturating_add(MIN_WAIT_NS)))
+        let at = at.map(|t| (t.total_micros().max(0) as u64).saturating_mul(1000));
+        let at = match (at, i.dhcp.as_ref().map(|d| d.poll_at())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        at.map(|d| d.max(now_ns.saturating_add(MIN_WAIT_NS)))
     }
 }
 
@@ -537,6 +477,62 @@ impl xen::exec::Source for Net {
 }
 
 impl Inner {
+    /// Runs the DHCP client (after an interface poll) and applies its lease; runs the
+    /// interface again if it queued a message or an address arrived (sending what waited).
+    fn poll_dhcp(&mut self, now: Instant) {
+        use crate::dhcp::Event;
+        let Some(d) = self.dhcp.as_mut() else {
+            return;
+        };
+        let ev = d.poll(&mut self.sockets, self.now_ns);
+        let again = d.queued() || ev.is_some();
+        match ev {
+            Some(Event::Configured(l)) => {
+                let addr = l.address;
+                self.iface.update_ip_addrs(|a| {
+                    a.retain(|c| !matches!(c, IpCidr::Ipv4(_)));
+                    let _ = a.push(IpCidr::Ipv4(addr));
+                });
+                self.iface.routes_mut().remove_default_ipv4_route();
+                if let Some(r) = l.router {
+                    let _ = self.iface.routes_mut().add_default_ipv4_route(r);
+                }
+                self.dns = self.static_dns.clone();
+                self.dns.extend(l.dns.iter().map(|a| IpAddress::Ipv4(*a)));
+                let router = l
+                    .router
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "none".into());
+                let st = d.stats;
+                log::info!(
+                    "net: DHCP lease {addr} router {router} dns {:?} ({} DISCOVER, {} REQUEST \
+                     sent)",
+                    l.dns,
+                    st.discovers,
+                    st.requests
+                );
+                self.v4 = Some(addr);
+                for w in self.config_wakers.drain(..) {
+                    w.wake();
+                }
+            }
+            Some(Event::Deconfigured) => {
+                if self.v4.is_some() {
+                    log::warn!("net: DHCP lease lost");
+                }
+                self.iface
+                    .update_ip_addrs(|a| a.retain(|c| !matches!(c, IpCidr::Ipv4(_))));
+                self.iface.routes_mut().remove_default_ipv4_route();
+                self.v4 = None;
+            }
+            None => {}
+        }
+        if again {
+            self.phy
+                .poll(&mut self.iface, &mut self.sockets, now, &mut self.gate);
+        }
+    }
+
     /// Removes dropped sockets that finished closing (or lingered too long).
     fn reap(&mut self, now_ns: u64) {
         let mut k = 0;

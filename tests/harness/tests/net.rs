@@ -166,13 +166,13 @@ fn main() {
             Ok(String::new())
         }),
         case("two_of_our_guests_talk_static_address_and_dhcp", || {
-            let (a, _) = start_echo(0x31, "ip=10.0.0.60/24 gw=10.0.0.1")?;
-            let (b, _) = start_echo(0x32, "peer=10.0.0.60")?;
-            b.until("echo: peer 10.0.0.60", 90)?;
+            let (a, _) = start_echo(0x31, "ip=10.0.0.10/24 gw=10.0.0.1")?;
+            let (b, _) = start_echo(0x32, "peer=10.0.0.10")?;
+            b.until("echo: peer 10.0.0.10", 90)?;
             let c = b.console()?;
             let _ = lab(&["destroy", &a.name]);
             let _ = lab(&["destroy", &b.name]);
-            expect(&c, "echo: peer 10.0.0.60 ok 65536 bytes")?;
+            expect(&c, "echo: peer 10.0.0.10 ok 65536 bytes")?;
             Ok(String::new())
         }),
         case("two_vifs_each_serve_and_one_hot_unplugs", || {
