@@ -123,7 +123,7 @@ async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
     // stream from the image. Many small sockets: a burst of clients finds a listening socket
     // ready (see netfront::gate) within a few MiB of memory.
     let config = ListenConfig {
-        backlog: 32,
+        backlog: 64,
         rx_buffer: 2 * 1024,
         tx_buffer: 8 * 1024,
     };

@@ -82,7 +82,8 @@ fn flood_script(
          wait
          cat /tmp/flood.out
          echo \"probe ok=$ok of $n\"
-         echo \"back after $back ms\"",
+         echo \"back after $back ms\"
+         echo \"guest stats: $(xenstore-read /local/domain/{domid}/data/xenrt/stats 2>/dev/null)\"",
         domid = guest.domid,
     )
 }
@@ -126,7 +127,12 @@ fn judge(out: &str, guest: &Guest) -> Result<(u32, u32, String), String> {
     Ok((
         ok,
         n,
-        format!("{flood}; legitimate {ok}/{n} ({pct:.1}%); back after {back_ms} ms"),
+        format!(
+            "{flood}; legitimate {ok}/{n} ({pct:.1}%); back after {back_ms} ms; {}",
+            out.lines()
+                .find(|l| l.starts_with("guest stats:"))
+                .unwrap_or("")
+        ),
     ))
 }
 
