@@ -138,7 +138,7 @@ async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
         addr.address(),
         s.port
     );
-    // As many probation places as the listener's backlog: a burst of newcomers at the cap.
+    // 32 probation places: room for a burst of newcomers at the cap.
     let conns: Conns = Rc::new(RefCell::new(Registry::new(s.conns, 32)));
     let counters = Rc::new(Counters::default());
     if s.stats_ns > 0 {
