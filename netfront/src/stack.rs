@@ -845,6 +845,36 @@ mod tests {
         assert!(check("gw6", "fe80::1").is_ok());
     }
 
+    fn net(config: &IpConfig) -> Net {
+        let dev = smoltcp::phy::Loopback::new(smoltcp::phy::Medium::Ethernet);
+        Net::new(Box::new(DevPhy(dev)), [0, 0x16, 0x3e, 0, 0, 9], config, 1)
+    }
+
+    #[test]
+    fn static_ipv4_and_ipv6_both_reach_the_interface() {
+        // Found by the `stack` fuzz target: with ip6= the interface's two address slots held
+        // link-local and ip6=, and the static IPv4 address was dropped without a word (the
+        // guest answered nothing on IPv4).
+        let c = IpConfig::from_args(args(&[
+            ("ip", "10.0.0.5/24"),
+            ("gw", "10.0.0.1"),
+            ("ip6", "fd00::5/64"),
+            ("gw6", "fd00::1"),
+        ]))
+        .unwrap();
+        let n = net(&c);
+        let addrs: Vec<String> = n.addresses().iter().map(|a| a.to_string()).collect();
+        for want in ["10.0.0.5/24", "fd00::5/64", "fe80::216:3eff:fe00:9/64"] {
+            assert!(addrs.iter().any(|a| a == want), "{want} not in {addrs:?}");
+        }
+        let mut via = Vec::new();
+        n.0.borrow_mut()
+            .iface
+            .routes_mut()
+            .update(|r| via.extend(r.iter().map(|r| r.via_router.to_string())));
+        assert_eq!(via, ["fd00::1", "10.0.0.1"]);
+    }
+
     #[test]
     fn cmdline_ip6_must_be_unicast() {
         // Found by the `cmdline` fuzz target: ip6=ff00::5/64 passed both checks, then smoltcp
