@@ -109,11 +109,9 @@ pub const KEYS: &[KeySpec] = &[
         name: "ip6",
         help: "IPv6 besides link-local: ADDR/PREFIX or slaac",
         validate: |v| {
-            let ok = v == "slaac"
-                || v.split_once('/').is_some_and(|(a, p)| {
-                    a.parse::<Ipv6Address>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 128)
-                });
-            ok.then_some(()).ok_or("expected ADDR/PREFIX or slaac")
+            let ok = v == "slaac" || parse_v6_cidr(v).is_some();
+            ok.then_some(())
+                .ok_or("expected a unicast ADDR/PREFIX or slaac")
         },
     },
     KeySpec {
@@ -155,16 +153,10 @@ impl IpConfig {
             None => {}
             Some("slaac") => c.slaac = true,
             Some(v) => {
-                let (a, p) = v
-                    .split_once('/')
-                    .ok_or_else(|| bad("ip6", v, "ADDR/PREFIX or slaac"))?;
-                let addr: Ipv6Address = a.parse().map_err(|_| bad("ip6", v, "ADDR/PREFIX"))?;
-                let prefix: u8 = p
-                    .parse()
-                    .ok()
-                    .filter(|p| *p <= 128)
-                    .ok_or_else(|| bad("ip6", v, "a prefix length 0-128"))?;
-                c.v6 = Some(Ipv6Cidr::new(addr, prefix));
+                let cidr = parse_v6_cidr(v).ok_or_else(|| {
+                    bad("ip6", v, "a unicast ADDR/PREFIX (prefix 0-128) or slaac")
+                })?;
+                c.v6 = Some(cidr);
             }
         }
         if let Some(g) = get("gw6") {
@@ -190,6 +182,18 @@ fn parse_v4_cidr(v: &str) -> Option<Ipv4Cidr> {
         return None;
     }
     Some(Ipv4Cidr::new(addr, prefix))
+}
+
+/// `ADDR/PREFIX` for the interface's own IPv6 address: a unicast address (smoltcp panics on a
+/// multicast one; the unspecified address is no address), prefix at most 128.
+fn parse_v6_cidr(v: &str) -> Option<Ipv6Cidr> {
+    let (a, p) = v.split_once('/')?;
+    let addr: Ipv6Address = a.parse().ok()?;
+    let prefix: u8 = p.parse().ok().filter(|p| *p <= 128)?;
+    if addr.is_unspecified() || addr.is_multicast() {
+        return None;
+    }
+    Some(Ipv6Cidr::new(addr, prefix))
 }
 
 /// The device under the stack, type-erased so sockets need no type parameter.
@@ -661,6 +665,53 @@ mod tests {
         assert!(check("ip6", "fd00::1/64").is_ok());
         assert!(check("ip6", "fd00::1/200").is_err());
         assert!(check("gw6", "fe80::1").is_ok());
+    }
+
+    fn net(config: &IpConfig) -> Net {
+        let dev = smoltcp::phy::Loopback::new(smoltcp::phy::Medium::Ethernet);
+        Net::new(Box::new(DevPhy(dev)), [0, 0x16, 0x3e, 0, 0, 9], config, 1)
+    }
+
+    #[test]
+    fn static_ipv4_and_ipv6_both_reach_the_interface() {
+        // Found by the `stack` fuzz target: with ip6= the interface's two address slots held
+        // link-local and ip6=, and the static IPv4 address was dropped without a word (the
+        // guest answered nothing on IPv4).
+        let c = IpConfig::from_args(args(&[
+            ("ip", "10.0.0.5/24"),
+            ("gw", "10.0.0.1"),
+            ("ip6", "fd00::5/64"),
+            ("gw6", "fd00::1"),
+        ]))
+        .unwrap();
+        let n = net(&c);
+        let addrs: Vec<String> = n.addresses().iter().map(|a| a.to_string()).collect();
+        for want in ["10.0.0.5/24", "fd00::5/64", "fe80::216:3eff:fe00:9/64"] {
+            assert!(addrs.iter().any(|a| a == want), "{want} not in {addrs:?}");
+        }
+        let mut via = Vec::new();
+        n.0.borrow_mut()
+            .iface
+            .routes_mut()
+            .update(|r| via.extend(r.iter().map(|r| r.via_router.to_string())));
+        assert_eq!(via, ["fd00::1", "10.0.0.1"]);
+    }
+
+    #[test]
+    fn cmdline_ip6_must_be_unicast() {
+        // Found by the `cmdline` fuzz target: ip6=ff00::5/64 passed both checks, then smoltcp
+        // panicked adding a multicast address to the interface (at boot).
+        let check = |v: &str| (KEYS.iter().find(|s| s.name == "ip6").unwrap().validate)(v);
+        for v in ["ff00::5/64", "ff02::1/128", "::/64", "::/0"] {
+            assert!(check(v).is_err(), "{v} validated");
+            let e = IpConfig::from_args(args(&[("ip6", v)])).unwrap_err();
+            assert!(e.contains(v) && e.contains("unicast"), "{e}");
+        }
+        for v in ["fd00::5/64", "2001:db8::1/0", "fe80::2/10", "::1/128"] {
+            assert!(check(v).is_ok(), "{v} refused");
+            let c = IpConfig::from_args(args(&[("ip6", v)])).unwrap();
+            assert_eq!(c.v6.unwrap().to_string(), v);
+        }
     }
 
     #[test]

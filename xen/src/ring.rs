@@ -17,9 +17,10 @@ const REQ_EVENT: usize = 4;
 const RSP_PROD: usize = 8;
 const RSP_EVENT: usize = 12;
 
-/// Number of slots for entries of `entry_size` bytes in `bytes` of ring memory.
+/// Number of slots for entries of `entry_size` bytes in `bytes` of ring memory (0 when not even
+/// the header fits).
 pub const fn ring_size(bytes: usize, entry_size: usize) -> u32 {
-    let n = (bytes - HEADER) / entry_size;
+    let n = bytes.saturating_sub(HEADER) / entry_size;
     if n == 0 {
         0
     } else {
@@ -272,6 +273,23 @@ mod tests {
         assert_eq!(ring_size(4096, 16), 128);
         assert_eq!(ring_size(4096, 8), 256);
         assert_eq!(ring_size(4 * 4096, 112), 128);
+    }
+
+    #[test]
+    fn memory_too_small_for_a_slot_is_refused() {
+        // Found by the `ring` fuzz target: less memory than the header overflowed.
+        assert_eq!(ring_size(0, 8), 0);
+        assert_eq!(ring_size(9, 8), 0);
+        assert_eq!(ring_size(HEADER + 7, 8), 0);
+        assert_eq!(ring_size(HEADER + 8, 8), 1);
+        for len in [0, 9, HEADER, HEADER + 7] {
+            assert_eq!(
+                FrontRing::new(ShMem::new(len), 8).map(|r| r.size()),
+                Err(RingError::Full),
+                "{len} bytes"
+            );
+        }
+        assert_eq!(FrontRing::new(ShMem::new(HEADER + 8), 8).unwrap().size(), 1);
     }
 
     #[test]
