@@ -4,26 +4,24 @@
 //! attacker over the simulated netback; the attacker learns the numbers by watching the
 //! guest's frames (on-path), then sends RSTs at every other point of the window.
 
+mod common;
+use common::{stat, Clock, GUEST_IP, GUEST_MAC, PEER_IP, PEER_MAC};
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use netfront::sim::{RxCsum, SimNetback};
 use netfront::stack::{DevPhy, Phy, SynGate};
-use netfront::{Config, IpConfig, Ipv4Mode, ListenConfig, Net, NetError, Netfront};
+use netfront::{Config, ListenConfig, Net, NetError, Netfront};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
-    Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
-use xen::exec::{Executor, Park, Source};
+use xen::exec::{Executor, Source};
 use xen::hal::SimHal;
-
-const GUEST_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0, 0, 2];
-const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
-const GUEST_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
-const PEER_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
 
 type Frames = Rc<RefCell<Vec<Vec<u8>>>>;
 /// How each server-side connection ended, in accept order.
@@ -57,29 +55,6 @@ impl Phy for TapPhy {
     }
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface {
         Interface::new(config, &mut self.nb, now)
-    }
-}
-
-struct Clock(Rc<Cell<u64>>);
-
-impl Park for Clock {
-    fn now_ns(&self) -> u64 {
-        self.0.get()
-    }
-    fn park(&mut self, deadline: Option<u64>) {
-        let now = self.0.get();
-        let d = deadline.unwrap_or(u64::MAX).min(now + 1_000_000);
-        self.0.set(d.max(now + 1));
-    }
-}
-
-fn stat(ip: Ipv4Address) -> IpConfig {
-    IpConfig {
-        v4: Ipv4Mode::Static {
-            addr: Ipv4Cidr::new(ip, 24),
-            gw: None,
-        },
-        ..IpConfig::default()
     }
 }
 

@@ -4,24 +4,19 @@
 //! and connections refused or reset.
 
 mod common;
-use common::data;
+use common::{data, stat, Clock, GUEST_IP, GUEST_MAC, PEER_IP, PEER_MAC};
 
 use std::cell::Cell;
 use std::rc::Rc;
 
 use netfront::sim::SimNetback;
 use netfront::stack::{DevPhy, Phy, SynGate};
-use netfront::{Config, IpConfig, Ipv4Mode, ListenConfig, Net, NetError, Netfront};
+use netfront::{Config, IpConfig, ListenConfig, Net, NetError, Netfront};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
-use xen::exec::{Executor, Park, Source, Spawner};
+use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+use xen::exec::{Executor, Source, Spawner};
 use xen::hal::SimHal;
-
-const GUEST_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0, 0, 2];
-const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
-const GUEST_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
-const PEER_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
 
 /// The simulated netback as the peer's device: the backend runs before and after each poll.
 /// It also plays an attacker on the wire: it sends the guest `flood.0` spoofed SYNs per
@@ -109,31 +104,6 @@ fn spoofed_syn(n: u32, port: u16) -> Vec<u8> {
         &caps,
     );
     buf
-}
-
-fn stat(ip: Ipv4Address) -> IpConfig {
-    IpConfig {
-        v4: Ipv4Mode::Static {
-            addr: Ipv4Cidr::new(ip, 24),
-            gw: None,
-        },
-        ..IpConfig::default()
-    }
-}
-
-/// A simulated clock: parking jumps to the deadline (at most 1 ms ahead: the backend is polled).
-struct Clock(Rc<Cell<u64>>);
-
-impl Park for Clock {
-    fn now_ns(&self) -> u64 {
-        self.0.get()
-    }
-    fn park(&mut self, deadline: Option<u64>) {
-        let now = self.0.get();
-
-        let d = deadline.unwrap_or(u64::MAX).min(now + 1_000_000);
-        self.0.set(d.max(now + 1));
-    }
 }
 
 struct Pair {
