@@ -160,6 +160,12 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TestId(u64);
 
+impl core::fmt::Display for TestId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
 /// Which way a stream's data flows, seen from the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
@@ -940,5 +946,7 @@ pub fn denial() -> Vec<u8> {
     vec![state::ACCESS_DENIED]
 }
 
+#[cfg(test)]
+mod real_client;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,12 @@
 //! - TCP and UDP **echo** on port 7 (RFC 862);
 //! - TCP **discard** on port 9 (RFC 863): reads and drops everything (throughput into the guest);
 //! - TCP **source** on port 19: reads a decimal byte count ending in a newline, sends that many
-//!   bytes, closes (throughput out of the guest).
+//!   bytes, closes (throughput out of the guest);
+//! - an **iperf3** server on TCP port 5201 (`iperf3 -c GUEST`, `-R`, `-P N`, `--bidir`; TCP
+//!   only, one test at a time): the protocol is `echo::iperf`'s state machine, host-tested; here
+//!   its connections are tasks: each new connection's cookie is read and handed to it, the control
+//!   connection's bytes go through it, and each data stream reads (and counts) or writes from a
+//!   fixed buffer for as long as it says. One console line per test (`echo: iperf ...`).
 //!
 //! With `vifs=all` it serves on every vif (the first takes `ip=`..., the others DHCP).
 //!
@@ -25,11 +30,16 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
-use core::cell::Cell;
-use core::future::Future;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::future::{poll_fn, Future};
+use core::pin::pin;
+use core::task::{Context, Poll, Waker};
+
+use echo::iperf::{self, Admit, Dir, End, Out, Server, StreamCmd, TestId, COOKIE_SIZE};
 
 use netfront::smoltcp::wire::{IpAddress, Ipv4Address};
-use netfront::{ListenConfig, Net, TcpListener, TcpStream};
+use netfront::{ListenConfig, Net, NetError, TcpListener, TcpStream};
 use xen::cmdline::{validate, KeySpec};
 use xen::exec::Spawner;
 
@@ -108,11 +118,16 @@ async fn serve(sp: Spawner, net: Net, limit: usize) -> Result<(), String> {
             .map_err(|e| format!("echo: tcp port {port}: {e}"))
     };
     let (echo, discard, source) = (listen(7, small)?, listen(9, bulk)?, listen(19, bulk)?);
+    // The control connection and the data streams of iperf3 share the port: bulk buffers.
+    let perf = listen(iperf::PORT, bulk)?;
     let mut udp = net
         .udp_bind(7, 64, 1500)
         .map_err(|e| format!("echo: udp port 7: {e}"))?;
     let addr = net.configured().await;
-    xen::println!("echo: ready on {addr}: tcp+udp 7 echo, tcp 9 discard, tcp 19 source");
+    xen::println!(
+        "echo: ready on {addr}: tcp+udp 7 echo, tcp 9 discard, tcp 19 source, tcp {} iperf3",
+        iperf::PORT
+    );
     let live = Rc::new(Cell::new(0usize));
     sp.spawn(accept_loop(sp.clone(), echo, live.clone(), limit, tcp_echo));
     sp.spawn(accept_loop(
@@ -122,7 +137,17 @@ async fn serve(sp: Spawner, net: Net, limit: usize) -> Result<(), String> {
         limit,
         tcp_discard,
     ));
-    sp.spawn(accept_loop(sp.clone(), source, live, limit, tcp_source));
+    sp.spawn(accept_loop(
+        sp.clone(),
+        source,
+        live.clone(),
+        limit,
+        tcp_source,
+    ));
+    let perf_server = Rc::new(Iperf::new(net.clone()));
+    sp.spawn(accept_loop(sp.clone(), perf, live, limit, move |s| {
+        iperf_conn(perf_server.clone(), s)
+    }));
     let cmd = xen::boot::cmdline();
     if let Some(a) = cmd.parsed::<Ipv4Address>("ping") {
         sp.spawn(ping(net.clone(), a));
@@ -297,5 +322,251 @@ async fn peer(net: Net, addr: Ipv4Address) {
         xen::println!("echo: peer {addr} ok {} bytes", got.len());
     } else {
         xen::println!("echo: peer {addr} failed: echoed bytes differ");
+    }
+}
+
+/// How long a new iperf3 connection may take to send its cookie.
+const COOKIE_NS: u64 = 10_000_000_000;
+/// How long a write to an iperf3 control connection may wait for room.
+const CONTROL_WRITE_NS: u64 = 10_000_000_000;
+
+/// The iperf3 server shared by the tasks of its connections, with a change counter they wait on
+/// (a stream arrived, a test started or ended).
+struct Iperf {
+    net: Net,
+    sm: RefCell<Server>,
+    generation: Cell<u64>,
+    waiting: RefCell<Vec<Waker>>,
+    /// What sending streams send.
+    chunk: Vec<u8>,
+}
+
+impl Iperf {
+    fn new(net: Net) -> Self {
+        Iperf {
+            net,
+            sm: RefCell::new(Server::new(iperf::Limits::default())),
+            generation: Cell::new(0),
+            waiting: RefCell::new(Vec::new()),
+            chunk: (0..iperf::SEND_CHUNK as u32)
+                .map(|i| b'0' + (i % 10) as u8)
+                .collect(),
+        }
+    }
+
+    /// Wakes every task waiting for a change.
+    fn changed(&self) {
+        self.generation.set(self.generation.get().wrapping_add(1));
+        let waiting = core::mem::take(&mut *self.waiting.borrow_mut());
+        for w in waiting {
+            w.wake();
+        }
+    }
+
+    /// Completes at the first change after generation `since`.
+    fn poll_changed(&self, since: u64, cx: &mut Context<'_>) -> Poll<()> {
+        if self.generation.get() != since {
+            return Poll::Ready(());
+        }
+        let mut w = self.waiting.borrow_mut();
+        if !w.iter().any(|x| x.will_wake(cx.waker())) {
+            w.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    async fn changed_since(&self, since: u64) {
+        poll_fn(|cx| self.poll_changed(since, cx)).await
+    }
+}
+
+enum Either<A, B> {
+    A(A),
+    B(B),
+}
+
+/// Runs `a` and `b` until one completes (`a` first).
+async fn either<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+            return Poll::Ready(Either::A(v));
+        }
+        if let Poll::Ready(v) = b.as_mut().poll(cx) {
+            return Poll::Ready(Either::B(v));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+async fn read_exact(s: &mut TcpStream, mut buf: &mut [u8]) -> Result<(), NetError> {
+    while !buf.is_empty() {
+        match s.read(buf).await? {
+            0 => return Err(NetError::Closed),
+            n => buf = &mut buf[n..],
+        }
+    }
+    Ok(())
+}
+
+/// A new connection to the iperf3 port: its cookie decides what it is.
+async fn iperf_conn(ip: Rc<Iperf>, mut s: TcpStream) {
+    let wants = ip.sm.borrow().wants_cookie();
+    let admit = if wants {
+        let mut cookie = [0u8; COOKIE_SIZE];
+        match xen::exec::timeout(ip.net.sleep(COOKIE_NS), read_exact(&mut s, &mut cookie)).await {
+            Some(Ok(())) => {}
+            _ => return, // silent or gone: closed
+        }
+        let now = ip.net.now_ns();
+        let a = ip.sm.borrow_mut().admit(&cookie, now);
+        ip.changed();
+        a
+    } else {
+        // Busy: refused at once, nothing read (as iperf3 does).
+        Admit::Deny
+    };
+    match admit {
+        Admit::Deny => {
+            log::info!("echo: iperf: {:?} denied (a test is running)", s.peer());
+            // Closing sends the queued byte, then FIN.
+            let _ = xen::exec::timeout(
+                ip.net.sleep(CONTROL_WRITE_NS),
+                s.write_all(&iperf::denial()),
+            )
+            .await;
+        }
+        Admit::Control(id) => iperf_control(&ip, s, id).await,
+        Admit::Stream { test, index, dir } => iperf_stream(&ip, s, test, index, dir).await,
+    }
+}
+
+/// Drives the control connection of test `id` until the test ends.
+async fn iperf_control(ip: &Iperf, mut s: TcpStream, id: TestId) {
+    let peer = s.peer();
+    let mut buf = vec![0u8; 4096];
+    let mut out = Out {
+        send: ip.sm.borrow().greeting().to_vec(),
+        end: None,
+    };
+    loop {
+        if !out.send.is_empty() {
+            let wrote =
+                xen::exec::timeout(ip.net.sleep(CONTROL_WRITE_NS), s.write_all(&out.send)).await;
+            if !matches!(wrote, Some(Ok(()))) && out.end.is_none() {
+                out = ip.sm.borrow_mut().control_closed(id, ip.net.now_ns());
+                out.send.clear();
+                ip.changed();
+            }
+        }
+        if let Some(end) = out.end {
+            report(peer, id, &end);
+            // Dropping `s` sends what is queued, then FIN.
+            return;
+        }
+        let since = ip.generation.get();
+        let now = ip.net.now_ns();
+        let wait = ip
+            .sm
+            .borrow()
+            .next_deadline(id)
+            .map_or(0, |d| d.saturating_sub(now));
+        let ev = either(
+            s.read(&mut buf),
+            either(ip.changed_since(since), ip.net.sleep(wait)),
+        )
+        .await;
+        let now = ip.net.now_ns();
+        out = {
+            let mut sm = ip.sm.borrow_mut();
+            match ev {
+                Either::A(Ok(0)) | Either::A(Err(_)) => sm.control_closed(id, now),
+                Either::A(Ok(n)) => sm.control_input(id, &buf[..n], now),
+                Either::B(_) => sm.poll_control(id, now),
+            }
+        };
+        ip.changed();
+    }
+}
+
+/// Runs data stream `index` of test `id`: waits for the test to start, then reads and counts
+/// (or writes) until the test says stop or the connection ends.
+async fn iperf_stream(ip: &Iperf, mut s: TcpStream, id: TestId, index: usize, dir: Dir) {
+    loop {
+        let since = ip.generation.get();
+        match ip.sm.borrow().stream_cmd(id, index) {
+            StreamCmd::Run => break,
+            StreamCmd::Stop => return,
+            StreamCmd::Wait => {}
+        }
+        ip.changed_since(since).await;
+    }
+    let len = ip
+        .sm
+        .borrow()
+        .params(id)
+        .map_or(iperf::SEND_CHUNK, |p| p.len);
+    let mut buf = match dir {
+        Dir::Receive => vec![0u8; 16384],
+        Dir::Send => Vec::new(),
+    };
+    loop {
+        let since = ip.generation.get();
+        let moved = match dir {
+            Dir::Receive => either(s.read(&mut buf), ip.changed_since(since)).await,
+            Dir::Send => either(s.write(&ip.chunk[..len]), ip.changed_since(since)).await,
+        };
+        let cmd = match moved {
+            Either::A(Ok(n @ 1..)) => {
+                ip.sm
+                    .borrow_mut()
+                    .stream_bytes(id, index, n, ip.net.now_ns())
+            }
+            // The client closed or reset this stream: it is over; the test goes on.
+            Either::A(_) => return,
+            Either::B(()) => ip.sm.borrow().stream_cmd(id, index),
+        };
+        if cmd != StreamCmd::Run {
+            // Dropping `s` closes it (FIN after what is queued), as iperf3 closes its streams.
+            return;
+        }
+    }
+}
+
+/// The console line for a test that ended.
+fn report(peer: Option<netfront::smoltcp::wire::IpEndpoint>, id: TestId, end: &End) {
+    let who = match peer {
+        Some(p) => format!("{p}"),
+        None => String::from("?"),
+    };
+    match end {
+        End::Done(s) => {
+            let secs = s.ns as f64 / 1e9;
+            let mut parts = Vec::new();
+            if s.received > 0 || s.sent == 0 {
+                parts.push(format!(
+                    "received {} bytes ({})",
+                    s.received,
+                    iperf::rate(s.received, secs)
+                ));
+            }
+            if s.sent > 0 {
+                parts.push(format!(
+                    "sent {} bytes ({})",
+                    s.sent,
+                    iperf::rate(s.sent, secs)
+                ));
+            }
+            xen::println!(
+                "echo: iperf {who} test {id} done: {} streams, {} in {secs:.2} s",
+                s.streams,
+                parts.join(", ")
+            );
+        }
+        End::ClientGone(why) => xen::println!("echo: iperf {who} test {id}: client {why}"),
+        End::Refused(why) => xen::println!("echo: iperf {who} test {id} refused: {why}"),
+        End::Protocol(why) => xen::println!("echo: iperf {who} test {id}: protocol error: {why}"),
+        End::TimedOut(what) => xen::println!("echo: iperf {who} test {id}: timed out {what}"),
     }
 }
