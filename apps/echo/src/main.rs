@@ -14,7 +14,9 @@
 //! With `vifs=all` it serves on every vif (the first takes `ip=`..., the others DHCP).
 //!
 //! It prints `echo: ready on ADDR` once it has an address, then serves until the toolstack shuts
-//! it down (`xl shutdown`). `conns=N` caps concurrent TCP connections (default 256).
+//! it down (`xl shutdown`). `conns=N` caps concurrent TCP connections (default 256). The first
+//! vif's figures (`sockets=` ...) are in xenstore `data/xenrt/stats`, refreshed every
+//! `stats=SECS` (default 5, 0: off; see `xen::stats`).
 //!
 //! For tests it can also be a client: `ping=ADDR` pings ADDR three times (`echo: ping ...`
 //! lines), `peer=ADDR` sends 64 KiB through ADDR's TCP echo and checks what comes back
@@ -55,6 +57,11 @@ const KEYS: &[KeySpec] = &[
         validate: validate::port,
     },
     KeySpec {
+        name: "stats",
+        help: "seconds between updates of xenstore data/xenrt/stats (default 5, 0: off)",
+        validate: validate::number,
+    },
+    KeySpec {
         name: "ping",
         help: "IPv4 address to ping three times once up",
         validate: validate::ipv4,
@@ -90,7 +97,16 @@ fn main() -> Result<(), String> {
     let sources: alloc::vec::Vec<&dyn xen::exec::Source> =
         nets.iter().map(|n| n as &dyn xen::exec::Source).collect();
     let served = nets.clone();
+    let stats_ns = cmd.parsed::<u64>("stats").unwrap_or(5) * 1_000_000_000;
     xen::exec::run(&sources, |sp| async move {
+        if stats_ns > 0 {
+            // The first vif's figures (sockets alive, ...) in xenstore data/xenrt/stats.
+            sp.spawn(netfront::xen::publish_stats(
+                served[0].clone(),
+                stats_ns,
+                |_| {},
+            ));
+        }
         let tasks: alloc::vec::Vec<_> = served
             .iter()
             .map(|n| sp.spawn(serve(sp.clone(), n.clone(), limit)))
@@ -559,8 +575,9 @@ fn report(peer: Option<netfront::smoltcp::wire::IpEndpoint>, id: TestId, end: &E
                 ));
             }
             xen::println!(
-                "echo: iperf {who} test {id} done: {} streams, {} in {secs:.2} s",
+                "echo: iperf {who} test {id} done: {} stream{}, {} in {secs:.2} s",
                 s.streams,
+                if s.streams == 1 { "" } else { "s" },
                 parts.join(", ")
             );
         }
