@@ -36,6 +36,8 @@ pub struct BootInfo {
     pub start_info: StartInfo,
     /// Nanoseconds from the entry point to the call of `main` (from the TSC).
     pub entry_to_main_ns: u64,
+    /// The TSC at the entry point (see [`since_entry_ns`]).
+    pub entry_tsc: u64,
     /// Frames used for our own page tables.
     pub page_table_frames: usize,
     /// Hypercalls the page-table build took.
@@ -53,6 +55,28 @@ static FRAMES: spin::Mutex<Option<FrameAllocator<'static>>> = spin::Mutex::new(N
 /// Facts from boot (available once `main` runs).
 pub fn info() -> &'static BootInfo {
     BOOT.get().expect("boot info is set before main")
+}
+
+/// Nanoseconds since the guest's entry point, by the TSC (the guest's own clock: it excludes the
+/// toolstack's domain build before the first instruction).
+pub fn since_entry_ns() -> u64 {
+    let hz = crate::time::tsc_hz().max(1);
+    let ticks = arch::cpu::rdtsc().wrapping_sub(info().entry_tsc);
+    (ticks as u128 * 1_000_000_000 / hz as u128) as u64
+}
+
+/// Prints `boot: entry -> listening N.NN ms` once: a network app calls it when its listeners are
+/// up and it has an address (what scripts/bench reports as the guest's own boot time).
+pub fn report_listening() {
+    static DONE: spin::Once<()> = spin::Once::new();
+    DONE.call_once(|| {
+        let us = since_entry_ns() / 1000;
+        crate::println!(
+            "boot: entry -> listening {}.{:02} ms",
+            us / 1000,
+            us % 1000 / 10
+        );
+    });
 }
 
 /// The parsed command line.
@@ -423,6 +447,7 @@ mod pv {
         BOOT.call_once(|| BootInfo {
             start_info: si,
             entry_to_main_ns,
+            entry_tsc,
             page_table_frames,
             page_table_hypercalls,
         });
