@@ -48,11 +48,20 @@ fn sockets(g: &Guest) -> Result<u64, String> {
 }
 
 /// The bitrate (Mbit/s) on the client's final line ending in `role` ("sender" / "receiver"),
-/// e.g. `[SUM]   0.00-3.00   sec  41.2 MBytes   115 Mbits/sec                  receiver`.
+/// e.g. `[SUM]   0.00-3.00   sec  41.2 MBytes   115 Mbits/sec                  receiver`. `tag`
+/// is `[SUM]`, or `[N]` for a stream's line (`[  7]`: the client's socket number).
 fn rate(out: &str, tag: &str, role: &str) -> Result<f64, String> {
+    let tagged = |l: &str| {
+        let t = l.split(']').next().unwrap_or("");
+        if tag == "[N]" {
+            l.starts_with('[') && t[1..].trim().parse::<u32>().is_ok()
+        } else {
+            l.starts_with(tag)
+        }
+    };
     let line = out
         .lines()
-        .rfind(|l| l.starts_with(tag) && l.trim_end().ends_with(role))
+        .rfind(|l| tagged(l) && l.trim_end().ends_with(role))
         .ok_or(format!("no {tag} {role} line in:\n{out}"))?;
     let w: Vec<&str> = line.split_whitespace().collect();
     let i = w
@@ -107,9 +116,9 @@ fn passing(args: &str, tag: &str, streams: usize) -> Result<String, String> {
 fn main() {
     xen_tests::lab::start_or_exit();
     let cases = vec![
-        case("iperf3_forward_3_s", || passing("-t 3", "[  5]", 1)),
+        case("iperf3_forward_3_s", || passing("-t 3", "[N]", 1)),
         case("iperf3_reverse_3_s", || {
-            let r = passing("-R -t 3", "[  5]", 1)?;
+            let r = passing("-R -t 3", "[N]", 1)?;
             expect(&r, "sent ")?;
             Ok(r)
         }),
@@ -171,7 +180,7 @@ fn main() {
                     )
                     .map_err(|e| format!("after killing `iperf3 {args}`: {e}"))?;
                     expect(&out, "iperf Done.")?;
-                    notes.push(format!("{:.1}", rate(&out, "[  5]", "receiver")?));
+                    notes.push(format!("{:.1}", rate(&out, "[N]", "receiver")?));
                 }
                 let c = g.console()?;
                 expect(&c, "client closed the control connection")?;
