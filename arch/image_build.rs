@@ -9,5 +9,8 @@ fn link_image() {
     println!("cargo:rerun-if-changed={}", script.display());
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
         println!("cargo:rustc-link-arg=-T{}", script.display());
+        // No page alignment of file offsets: the segments are packed in the file (their
+        // addresses stay page-aligned; see link.ld).
+        println!("cargo:rustc-link-arg=-n");
     }
 }

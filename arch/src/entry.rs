@@ -43,11 +43,12 @@ _start:
     ud2
     .popsection
 
-    .pushsection .text.hypercall_page, "ax"
-    .p2align 12
+    /* No bytes in the file (nobits): Xen fills the whole page before entry. link.ld puts it on
+       a page of its own; aligning it here too would page-align the text segment in the file. */
+    .pushsection .hypercall_page, "ax", @nobits
     .global hypercall_page
 hypercall_page:
-    .fill 4096, 1, 0xcc
+    .skip 4096
     .popsection
 
     .pushsection .bss.boot_stack, "aw", @nobits

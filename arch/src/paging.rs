@@ -72,7 +72,7 @@ pub struct MmuUpdate {
 /// tests.
 pub trait Machine {
     /// Error from the hypervisor.
-    type Error: core::fmt::Debug;
+    type Error: core::fmt::Debug + core::fmt::Display;
     /// Machine frame of pseudo-physical frame `pfn` (the P2M map).
     fn pfn_to_mfn(&self, pfn: u64) -> u64;
     /// Pseudo-physical frame of machine frame `mfn` (the M2P map).
@@ -98,6 +98,17 @@ pub enum Error<E> {
     TooLarge,
     /// A table the walk needed is missing where Xen's boot tables should have had it.
     MissingTable,
+}
+
+impl<E: core::fmt::Display> core::fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::Hypervisor(e) => write!(f, "Xen refused a page-table update: {e}"),
+            Error::OutOfFrames => f.write_str("no free frame left for a page table"),
+            Error::TooLarge => f.write_str("address beyond the 512 GiB of one L4 slot"),
+            Error::MissingTable => f.write_str("a table missing from Xen's boot page tables"),
+        }
+    }
 }
 
 /// Plans and submits page-table changes in batches.

@@ -1,4 +1,4 @@
-/* blkbench DEV MIB N: the Linux side of scripts/bench-blk, doing what blktest's bench mode does
+/* blkbench DEV MIB N: the Linux side of scripts/bench (blk), doing what blktest's bench mode does
  * on a block device with O_DIRECT (no page cache in the guest): MIB MiB written sequentially in
  * 1 MiB pwrites then fsync, read back in 1 MiB preads, then N random 4 KiB preads and N random
  * 4 KiB pwrites + fsync over that range. Prints the same lines as blktest:

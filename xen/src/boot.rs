@@ -285,8 +285,9 @@ mod pv {
         }
     }
 
-    fn fatal(what: &str, e: impl fmt::Debug) -> ! {
-        crate::println!("xenrt: boot failed: {what}: {e:?}");
+    // Display, not Debug: no derived Debug code in the image for errors boot never expects.
+    fn fatal(what: &str, e: impl fmt::Display) -> ! {
+        crate::println!("xenrt: boot failed: {what}: {e}");
         exit(ExitCode::Crash)
     }
 

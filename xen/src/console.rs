@@ -330,6 +330,41 @@ macro_rules! println {
     };
 }
 
+/// Displays a string in double quotes with the escapes of `{:?}` for ASCII (`\"`, `\\`, `\n`,
+/// `\r`, `\t`, `\0`, `\u{1b}` for other control characters), and every non-ASCII character as
+/// `\u{...}`: what a guest received (a command line, a request from the toolstack) shows exactly,
+/// with no look-alike or invisible characters. For ASCII it prints what `{:?}` does, without the
+/// Unicode tables and machinery `{:?}` brings into every image (~7 KiB).
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        let mut plain = 0; // start of the run of characters printed as they are
+        for (i, c) in self.0.char_indices() {
+            let esc = match c {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                '\0' => "\\0",
+                ' '..='~' => continue,
+                _ => "",
+            };
+            f.write_str(self.0.get(plain..i).unwrap_or(""))?;
+            plain = i + c.len_utf8();
+            if esc.is_empty() {
+                write!(f, "\\u{{{:x}}}", c as u32)?;
+            } else {
+                f.write_str(esc)?;
+            }
+        }
+        f.write_str(self.0.get(plain..).unwrap_or(""))?;
+        f.write_str("\"")
+    }
+}
+
 /// The `log` backend: timestamped lines on the console.
 pub struct Logger;
 
@@ -358,6 +393,19 @@ impl log::Log for Logger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_is_debug_for_ascii_and_escapes_the_rest() {
+        let all: String = (0u8..128).map(char::from).collect();
+        for s in ["", "log=info", "a \"b\" \\ c", &all, "x\u{7f}\u{1b}y\n"] {
+            assert_eq!(Quoted(s).to_string(), format!("{s:?}"), "{s:?}");
+        }
+        assert_eq!(Quoted("caf\u{e9}").to_string(), "\"caf\\u{e9}\"");
+        assert_eq!(
+            Quoted("\u{202e}x\u{1f600}").to_string(),
+            "\"\\u{202e}x\\u{1f600}\""
+        );
+    }
 
     #[test]
     fn ring_wraps_and_stops_when_full() {

@@ -10,9 +10,9 @@ extern crate alloc;
 
 use crate::start_info::{layout, SharedInfo};
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use arch::hypercall::{self, nr, Errno};
 use core::sync::atomic::Ordering;
-use hashbrown::HashMap;
 
 /// An event-channel port.
 pub type Port = u32;
@@ -64,7 +64,21 @@ const DOMID_SELF: u16 = 0x7ff0;
 
 type Handler = Box<dyn FnMut(Port) + Send>;
 
-static HANDLERS: spin::Mutex<Option<HashMap<Port, Handler>>> = spin::Mutex::new(None);
+/// Handlers indexed by port (Xen hands out low port numbers, so the table stays short; a lookup
+/// is one index, no hashing, on every event).
+static HANDLERS: spin::Mutex<Vec<Option<Handler>>> = spin::Mutex::new(Vec::new());
+
+/// The handler slot of `port`, created when missing; None for a port no event can arrive on.
+fn slot(table: &mut Vec<Option<Handler>>, port: Port) -> Option<&mut Option<Handler>> {
+    if port >= NR_PORTS {
+        return None;
+    }
+    let i = port as usize;
+    if table.len() <= i {
+        table.resize_with(i + 1, || None);
+    }
+    table.get_mut(i)
+}
 
 fn shared() -> &'static SharedInfo {
     crate::start_info::shared_info().expect("boot maps shared_info before any event use")
@@ -127,18 +141,18 @@ pub fn close(port: Port) -> Result<(), Errno> {
 }
 
 /// Runs `handler` (in the main context, from [`dispatch`]) whenever `port` fires, and unmasks it.
+/// A port beyond the 2-level ABI's [`NR_PORTS`] never fires: its handler is dropped.
 pub fn set_handler(port: Port, handler: impl FnMut(Port) + Send + 'static) {
-    HANDLERS
-        .lock()
-        .get_or_insert_with(HashMap::new)
-        .insert(port, Box::new(handler));
+    if let Some(s) = slot(&mut HANDLERS.lock(), port) {
+        *s = Some(Box::new(handler));
+    }
     unmask(port);
 }
 
 /// Stops handling `port` (events on it are still cleared by dispatch).
 pub fn remove_handler(port: Port) {
-    if let Some(h) = HANDLERS.lock().as_mut() {
-        h.remove(&port);
+    if let Some(h) = HANDLERS.lock().get_mut(port as usize) {
+        *h = None;
     }
 }
 
@@ -239,14 +253,16 @@ pub fn any_pending() -> bool {
 pub fn dispatch() -> usize {
     take_pending(shared(), |port| {
         // Take the handler out while it runs, so it may (un)register handlers itself.
-        let h = HANDLERS.lock().as_mut().and_then(|h| h.remove(&port));
+        let h = HANDLERS
+            .lock()
+            .get_mut(port as usize)
+            .and_then(Option::take);
         if let Some(mut h) = h {
             h(port);
-            HANDLERS
-                .lock()
-                .get_or_insert_with(HashMap::new)
-                .entry(port)
-                .or_insert(h);
+            // Back in its slot, unless it registered a new handler for its port meanwhile.
+            if let Some(s @ None) = slot(&mut HANDLERS.lock(), port) {
+                *s = Some(h);
+            }
         }
     })
 }
@@ -283,6 +299,23 @@ pub fn poll_port(port: Port, timeout_ns: u64) {
 mod tests {
     use super::*;
     use crate::shmem::ShMem;
+
+    #[test]
+    fn handler_slots_grow_to_the_port_and_stop_at_the_abi_limit() {
+        let mut t: Vec<Option<Handler>> = Vec::new();
+        *slot(&mut t, 5).unwrap() = Some(Box::new(|_| {}));
+        assert_eq!(t.len(), 6);
+        assert!(t[5].is_some() && t[..5].iter().all(Option::is_none));
+        assert!(
+            slot(&mut t, 2).unwrap().is_none(),
+            "a lower port reuses the table"
+        );
+        assert_eq!(t.len(), 6);
+        assert!(slot(&mut t, NR_PORTS - 1).is_some());
+        assert!(slot(&mut t, NR_PORTS).is_none());
+        assert!(slot(&mut t, u32::MAX).is_none(), "no table of 4 G entries");
+        assert_eq!(t.len(), NR_PORTS as usize);
+    }
 
     #[test]
     fn take_pending_clears_only_unmasked_ports_in_order() {

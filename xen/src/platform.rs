@@ -311,6 +311,9 @@ pub fn poll_lifecycle() {
             crate::boot::exit(crate::boot::ExitCode::Reboot)
         }
         "suspend" => log::warn!("lifecycle: suspend requested, but suspend is not supported yet"),
-        other => log::warn!("lifecycle: unknown control/shutdown request {other:?} ignored"),
+        other => log::warn!(
+            "lifecycle: unknown control/shutdown request {} ignored",
+            crate::console::Quoted(other)
+        ),
     }
 }

@@ -15,6 +15,6 @@ fn main() {
         boot.start_info.nr_pages * 4096 / (1024 * 1024)
     );
     let cmdline = core::str::from_utf8(boot.start_info.cmdline()).unwrap_or("(not UTF-8)");
-    xen::println!("command line: {cmdline:?}");
+    xen::println!("command line: {}", xen::console::Quoted(cmdline));
     xen::println!("entry to main: {} us", boot.entry_to_main_ns / 1000);
 }

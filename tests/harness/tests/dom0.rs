@@ -24,8 +24,24 @@ fn test_kernel(name: &str) -> Result<Run, String> {
     boot_dom0("testkernel", &format!("test={name}"))
 }
 
+/// The most bytes the stripped hello image may take (issue 11): the runtime's fixed cost.
+const HELLO_MAX_BYTES: u64 = 64 * 1024;
+
 fn main() {
     let cases = vec![
+        case("hello_image_is_at_most_64_kib", || {
+            let img = xen_tests::image("hello")?;
+            let size = std::fs::metadata(&img)
+                .map_err(|e| format!("{}: {e}", img.display()))?
+                .len();
+            if size > HELLO_MAX_BYTES {
+                return Err(format!(
+                    "{} is {size} bytes, over {HELLO_MAX_BYTES}: `scripts/size hello` shows where they go",
+                    img.display()
+                ));
+            }
+            Ok(format!("[{size} bytes]"))
+        }),
         case("hello_boots_and_prints", || {
             let r = boot_dom0("hello", "log=info")?;
             r.expect("Hello from Xen 4.17")?;
