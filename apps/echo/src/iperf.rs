@@ -304,12 +304,12 @@ fn refuse(code: u32, errno: u32, why: String) -> Refusal {
     Refusal { code, errno, why }
 }
 
-/// A non-negative integer parameter (absent: 0). cJSON reads numbers as doubles and truncates;
-/// so does this, but refuses negative, non-finite and non-number values.
+/// A non-negative integer parameter (absent: 0). cJSON truncates a fraction (`valueint`); so does
+/// this, but refuses negative values, values over `u64` and what is not a number.
 fn uint(v: &Value, key: &str) -> Result<u64, Refusal> {
     match v.get(key) {
         None => Ok(0),
-        Some(Value::Num(n)) if n.is_finite() && *n >= 0.0 && *n < 1.8e19 => Ok(*n as u64),
+        Some(Value::Num(n)) if n.int >= 0 && n.int <= i128::from(u64::MAX) => Ok(n.int as u64),
         Some(other) => Err(refuse(
             ierr::RECV_PARAMS,
             errno::EINVAL,
@@ -866,7 +866,7 @@ impl Test {
 
     /// The server's results JSON (iperf3's `send_results`).
     fn results(&self) -> String {
-        let secs = self.measured_ns() as f64 / SEC as f64;
+        let ns = self.measured_ns();
         let sends = self.dirs.contains(&Dir::Send);
         let mut streams = String::from("[");
         for (i, st) in self.streams.iter().enumerate() {
@@ -881,7 +881,7 @@ impl Test {
                 .int("errors", 0)
                 .int("packets", 0)
                 .int("start_time", 0)
-                .float("end_time", secs)
+                .secs("end_time", ns)
                 .end();
         }
         streams.push(']');
@@ -895,7 +895,7 @@ impl Test {
             .raw("streams", &streams);
         let wants_text = self.params.is_some_and(|p| p.server_output);
         if wants_text {
-            o.str("server_output_text", &self.text(secs)).end();
+            o.str("server_output_text", &self.text(ns)).end();
         } else {
             o.end();
         }
@@ -903,7 +903,7 @@ impl Test {
     }
 
     /// The `--get-server-output` text.
-    fn text(&self, secs: f64) -> String {
+    fn text(&self, ns: u64) -> String {
         let mut t = String::from("xenrt echo: iperf3-compatible server (TCP)\n");
         let mut total = [0u64; 2];
         for (i, (st, d)) in self.streams.iter().zip(&self.dirs).enumerate() {
@@ -911,12 +911,12 @@ impl Test {
             total[(*d == Dir::Send) as usize] += b;
             let _ = writeln!(
                 t,
-                "[{:3}] {} {} bytes in {:.2} s = {}",
+                "[{:3}] {} {} bytes in {} s = {}",
                 stream_id(i),
                 if *d == Dir::Send { "sent" } else { "received" },
                 b,
-                secs,
-                rate(b, secs)
+                secs2(ns),
+                rate(b, ns)
             );
         }
         for (d, what) in [(Dir::Receive, "received"), (Dir::Send, "sent")] {
@@ -924,8 +924,9 @@ impl Test {
                 let n = total[(d == Dir::Send) as usize];
                 let _ = writeln!(
                     t,
-                    "[SUM] {what} {n} bytes in {secs:.2} s = {}",
-                    rate(n, secs)
+                    "[SUM] {what} {n} bytes in {} s = {}",
+                    secs2(ns),
+                    rate(n, ns)
                 );
             }
         }
@@ -933,12 +934,20 @@ impl Test {
     }
 }
 
-/// `bytes` over `secs` as Mbit/s text.
-pub fn rate(bytes: u64, secs: f64) -> String {
-    if secs <= 0.0 {
+/// `bytes` in `ns` nanoseconds as Mbit/s text with one decimal (`86.5 Mbit/s`).
+pub fn rate(bytes: u64, ns: u64) -> String {
+    if ns == 0 {
         return "- Mbit/s".into();
     }
-    format!("{:.1} Mbit/s", bytes as f64 * 8.0 / secs / 1e6)
+    // Mbit/s = bytes * 8 / (ns / 1e9) / 1e6 = bytes * 8000 / ns; in tenths, rounded.
+    let tenths = (u128::from(bytes) * 80_000 + u128::from(ns) / 2) / u128::from(ns);
+    format!("{}.{} Mbit/s", tenths / 10, tenths % 10)
+}
+
+/// `ns` nanoseconds as seconds with two decimals (`3.01`), truncated.
+pub fn secs2(ns: u64) -> String {
+    let cs = ns / 10_000_000;
+    format!("{}.{:02}", cs / 100, cs % 100)
 }
 
 /// A convenience for the I/O side and the tests: the ACCESS_DENIED reply.

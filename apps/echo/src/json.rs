@@ -2,10 +2,16 @@
 //!
 //! Hand-written because the card allows no serde (nor any JSON crate): the messages are a few
 //! hundred bytes of flat objects (the client's parameters, its results with one object per
-//! stream), so a complete RFC 8259 reader into a [`Value`] tree is ~200 lines. The reader takes
-//! any valid JSON text (UTF-8, escapes, `\u` surrogate pairs, exponents) and refuses everything
-//! else with a [`JsonError`]; nesting is limited to [`MAX_DEPTH`] so hostile input cannot exhaust
-//! the stack. The writer ([`Obj`]) appends objects with escaped strings to a `String`.
+//! stream), so a complete RFC 8259 reader into a [`Value`] tree is ~250 lines. The reader takes
+//! any valid JSON text (UTF-8, escapes, `\u` surrogate pairs, fractions, exponents) and refuses
+//! everything else with a [`JsonError`]; nesting is limited to [`MAX_DEPTH`] so hostile input
+//! cannot exhaust the stack. The writer ([`Obj`]) appends objects with escaped strings to a
+//! `String`.
+//!
+//! No floating point: every number the server reads is a count, so a number is kept as its value
+//! truncated to an integer ([`Num`], as cJSON's `valueint`), and times are written as fixed-point
+//! seconds from nanoseconds ([`Obj::secs`]). (core's float parser and printer would add ~30 KiB
+//! to the image.)
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -14,7 +20,24 @@ use core::fmt::Write as _;
 /// Deepest nesting of arrays and objects the reader accepts.
 pub const MAX_DEPTH: usize = 16;
 
-/// A JSON value. Numbers are kept as `f64` (as cJSON, which the iperf3 client uses, does).
+/// A JSON number: its value truncated toward zero to an integer, saturating at `i128`'s bounds,
+/// and whether that is the exact value (no fraction, no saturation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Num {
+    /// The value, truncated.
+    pub int: i128,
+    /// True when `int` is the value.
+    pub exact: bool,
+}
+
+impl Num {
+    /// An exact integer.
+    pub fn of(int: i128) -> Self {
+        Num { int, exact: true }
+    }
+}
+
+/// A JSON value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// `null`.
@@ -22,7 +45,7 @@ pub enum Value {
     /// `true` or `false`.
     Bool(bool),
     /// A number.
-    Num(f64),
+    Num(Num),
     /// A string (unescaped).
     Str(String),
     /// An array.
@@ -260,11 +283,12 @@ impl Parser<'_> {
     }
 
     fn number(&mut self) -> Result<Value, JsonError> {
-        let start = self.i;
-        if self.peek() == Some(b'-') {
+        let neg = self.peek() == Some(b'-');
+        if neg {
             self.i += 1;
         }
         // No leading zeros ("01"), at least one digit.
+        let int_start = self.i;
         match self.peek() {
             Some(b'0') => self.i += 1,
             Some(b'1'..=b'9') => {
@@ -272,28 +296,81 @@ impl Parser<'_> {
             }
             _ => return Err(self.err("bad number")),
         }
+        let int_digits = &self.s[int_start..self.i];
+        let mut frac_digits: &[u8] = &[];
         if self.peek() == Some(b'.') {
             self.i += 1;
+            let start = self.i;
             if self.digits() == 0 {
                 return Err(self.err("bad number"));
             }
+            frac_digits = &self.s[start..self.i];
         }
+        let mut exp: i64 = 0;
         if let Some(b'e' | b'E') = self.peek() {
             self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
+            let eneg = match self.peek() {
+                Some(b'-') => {
+                    self.i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    self.i += 1;
+                    false
+                }
+                _ => false,
+            };
+            let start = self.i;
             if self.digits() == 0 {
                 return Err(self.err("bad number"));
             }
+            for &d in &self.s[start..self.i] {
+                // Clamped: anything beyond 10^±100000 saturates or truncates to 0 anyway.
+                exp = (exp * 10 + i64::from(d - b'0')).min(100_000);
+            }
+            if eneg {
+                exp = -exp;
+            }
         }
-        // The token is ASCII by construction; core's float parser does the rest (huge exponents
-        // become infinity, which the callers treat as out of range).
-        let t = core::str::from_utf8(&self.s[start..self.i]).map_err(|_| self.err("bad number"))?;
-        t.parse::<f64>().map(Value::Num).map_err(|_| JsonError {
-            what: "bad number",
-            at: start,
-        })
+        // The digits d1 d2 ... with the decimal point after `point` of them.
+        let digits = int_digits.iter().chain(frac_digits);
+        let point = int_digits.len() as i64 + exp;
+        let mut int: u128 = 0;
+        let mut exact = true;
+        let mut saturated = false;
+        for (k, &d) in digits.enumerate() {
+            let d = u128::from(d - b'0');
+            if (k as i64) < point {
+                match int.checked_mul(10).and_then(|v| v.checked_add(d)) {
+                    Some(v) => int = v,
+                    None => saturated = true,
+                }
+            } else if d != 0 {
+                exact = false;
+            }
+        }
+        // Zeros the exponent adds after the last digit.
+        let written = (int_digits.len() + frac_digits.len()) as i64;
+        // (Zero stays zero: no loop of 10^5 turns per "0e99999".)
+        for _ in written..if int == 0 { written } else { point } {
+            match int.checked_mul(10) {
+                Some(v) => int = v,
+                None => {
+                    saturated = true;
+                    break;
+                }
+            }
+        }
+        let max = i128::MAX as u128;
+        if saturated || int > max {
+            int = max;
+            exact = false;
+        }
+        let int = int as i128;
+        Ok(Value::Num(Num {
+            int: if neg { -int } else { int },
+            exact,
+        }))
     }
 }
 
@@ -346,12 +423,22 @@ impl<'a> Obj<'a> {
         self
     }
 
-    /// A member with a floating-point value (finite; anything else is written as 0).
-    pub fn float(mut self, k: &str, v: f64) -> Self {
+    /// A member with a time in seconds, from nanoseconds (`3.000125`; `3` when whole).
+    pub fn secs(mut self, k: &str, ns: u64) -> Self {
         let o = self.key(k);
-        let v = if v.is_finite() { v } else { 0.0 };
-        // Rust's Display never uses an exponent and always round-trips: valid JSON.
-        let _ = write!(o, "{v}");
+        let _ = write!(o, "{}", ns / 1_000_000_000);
+        let frac = ns % 1_000_000_000;
+        if frac != 0 {
+            let mut digits = [0u8; 9];
+            let mut f = frac;
+            for d in digits.iter_mut().rev() {
+                *d = b'0' + (f % 10) as u8;
+                f /= 10;
+            }
+            let end = 9 - digits.iter().rev().take_while(|&&d| d == b'0').count();
+            o.push('.');
+            o.push_str(core::str::from_utf8(&digits[..end]).unwrap_or("0"));
+        }
         self
     }
 
@@ -386,8 +473,8 @@ mod tests {
         let t = br#"{"tcp":true,"omit":0,"time":3,"num":0,"blockcount":0,"parallel":2,"reverse":true,"len":131072,"pacing_timer":1000,"client_version":"3.12"}"#;
         let v = parse(t).unwrap();
         assert_eq!(v.get("tcp"), Some(&Value::Bool(true)));
-        assert_eq!(v.get("time"), Some(&Value::Num(3.0)));
-        assert_eq!(v.get("len"), Some(&Value::Num(131072.0)));
+        assert_eq!(v.get("time"), Some(&Value::Num(Num::of(3))));
+        assert_eq!(v.get("len"), Some(&Value::Num(Num::of(131072))));
         assert_eq!(
             v.get("client_version"),
             Some(&Value::Str("3.12".to_string()))
@@ -401,9 +488,9 @@ mod tests {
         assert_eq!(
             v,
             Value::Arr(vec![
-                Value::Num(-50.0),
-                Value::Num(1000.0),
-                Value::Num(0.0),
+                Value::Num(Num::of(-50)),
+                Value::Num(Num::of(1000)),
+                Value::Num(Num::of(0)),
                 Value::Str("a\"\\/\n\u{e9}\u{1f600}".to_string()),
                 Value::Arr(vec![]),
                 Value::Obj(vec![]),
@@ -411,9 +498,46 @@ mod tests {
                 Value::Bool(false),
             ])
         );
-        // 10 GB, as cJSON prints -n 10G.
-        assert_eq!(parse(b"10000000000"), Ok(Value::Num(1e10)));
-        assert_eq!(parse(b"1e999"), Ok(Value::Num(f64::INFINITY)));
+        // 10 GB, as cJSON prints -n 10G; 1e20 as it prints what is over 2^63.
+        assert_eq!(parse(b"10737418240"), Ok(Value::Num(Num::of(10737418240))));
+        assert_eq!(
+            parse(b"1e+20"),
+            Ok(Value::Num(Num::of(100_000_000_000_000_000_000)))
+        );
+        let inexact = |int| Ok(Value::Num(Num { int, exact: false }));
+        for (text, want) in [
+            (&b"3.000124"[..], inexact(3)),
+            (b"-2.5", inexact(-2)),
+            (b"0.001", inexact(0)),
+            (b"12.55e1", inexact(125)),
+            (b"125e-2", inexact(1)),
+            (b"1e999", inexact(i128::MAX)),
+            (b"-1e999", inexact(-i128::MAX)),
+            (
+                b"123456789012345678901234567890123456789012345",
+                inexact(i128::MAX),
+            ),
+        ] {
+            assert_eq!(parse(text), want, "{:?}", core::str::from_utf8(text));
+        }
+        for (text, want) in [
+            (&b"12.50e1"[..], 125),
+            (b"1.5e1", 15),
+            (b"1000e-3", 1),
+            (b"0e5", 0),
+            (b"-0", 0),
+            (b"1e1000000000000000000000", i128::MAX),
+        ] {
+            let got = parse(text).unwrap();
+            let Value::Num(n) = got else { panic!() };
+            assert_eq!(n.int, want, "{:?}", core::str::from_utf8(text));
+            assert_eq!(
+                n.exact,
+                want != i128::MAX,
+                "{:?}",
+                core::str::from_utf8(text)
+            );
+        }
     }
 
     #[test]
@@ -466,20 +590,27 @@ mod tests {
         Obj::new(&mut s)
             .int("id", 1)
             .int("bytes", -1)
-            .float("end_time", 3.000125)
-            .float("nan", f64::NAN)
+            .secs("end_time", 3_000_125_000)
+            .secs("whole", 2_000_000_000)
+            .secs("tiny", 1)
             .str("text", "a \"q\" \\ \n\t\u{1}")
             .raw("streams", "[]")
             .end();
         assert_eq!(
             s,
-            r#"{"id":1,"bytes":-1,"end_time":3.000125,"nan":0,"text":"a \"q\" \\ \n\t\u0001","streams":[]}"#
+            r#"{"id":1,"bytes":-1,"end_time":3.000125,"whole":2,"tiny":0.000000001,"text":"a \"q\" \\ \n\t\u0001","streams":[]}"#
         );
         let v = parse(s.as_bytes()).unwrap();
         assert_eq!(
             v.get("text"),
             Some(&Value::Str("a \"q\" \\ \n\t\u{1}".to_string()))
         );
-        assert_eq!(v.get("end_time"), Some(&Value::Num(3.000125)));
+        assert_eq!(
+            v.get("end_time"),
+            Some(&Value::Num(Num {
+                int: 3,
+                exact: false
+            }))
+        );
     }
 }

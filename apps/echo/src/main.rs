@@ -559,27 +559,27 @@ fn report(peer: Option<netfront::smoltcp::wire::IpEndpoint>, id: TestId, end: &E
     };
     match end {
         End::Done(s) => {
-            let secs = s.ns as f64 / 1e9;
             let mut parts = Vec::new();
             if s.received > 0 || s.sent == 0 {
                 parts.push(format!(
                     "received {} bytes ({})",
                     s.received,
-                    iperf::rate(s.received, secs)
+                    iperf::rate(s.received, s.ns)
                 ));
             }
             if s.sent > 0 {
                 parts.push(format!(
                     "sent {} bytes ({})",
                     s.sent,
-                    iperf::rate(s.sent, secs)
+                    iperf::rate(s.sent, s.ns)
                 ));
             }
             xen::println!(
-                "echo: iperf {who} test {id} done: {} stream{}, {} in {secs:.2} s",
+                "echo: iperf {who} test {id} done: {} stream{}, {} in {} s",
                 s.streams,
                 if s.streams == 1 { "" } else { "s" },
-                parts.join(", ")
+                parts.join(", "),
+                iperf::secs2(s.ns)
             );
         }
         End::ClientGone(why) => xen::println!("echo: iperf {who} test {id}: client {why}"),

@@ -59,9 +59,10 @@ fn results_of(send: &[u8]) -> (Value, Vec<u8>) {
     (v, send[4 + n..].to_vec())
 }
 
-fn num(v: &Value, k: &str) -> f64 {
+/// An exact integer member.
+fn num(v: &Value, k: &str) -> i128 {
     match v.get(k) {
-        Some(Value::Num(n)) => *n,
+        Some(Value::Num(n)) if n.exact => n.int,
         other => panic!("{k}: {other:?}"),
     }
 }
@@ -137,7 +138,7 @@ fn a_forward_test_reports_the_bytes_the_server_read() {
     ] {
         num(&v, k);
     }
-    assert_eq!(num(&v, "sender_has_retransmits"), -1.0);
+    assert_eq!(num(&v, "sender_has_retransmits"), -1);
     let ss = streams(&v);
     assert_eq!(ss.len(), 1);
     for k in [
@@ -152,9 +153,9 @@ fn a_forward_test_reports_the_bytes_the_server_read() {
     ] {
         num(&ss[0], k);
     }
-    assert_eq!(num(&ss[0], "id"), 1.0);
-    assert_eq!(num(&ss[0], "bytes"), 123_456.0);
-    assert_eq!(num(&ss[0], "end_time"), 3.0);
+    assert_eq!(num(&ss[0], "id"), 1);
+    assert_eq!(num(&ss[0], "bytes"), 123_456);
+    assert_eq!(num(&ss[0], "end_time"), 3);
     assert_eq!(v.get("server_output_text"), None);
     assert_eq!(
         sum,
@@ -197,7 +198,7 @@ fn the_whole_conversation_split_into_single_bytes() {
     assert_eq!(got[0], state::EXCHANGE_RESULTS);
     let (v, rest) = results_of(&got[1..]);
     assert_eq!(rest, [state::DISPLAY_RESULTS]);
-    assert_eq!(num(&streams(&v)[0], "bytes"), 777.0);
+    assert_eq!(num(&streams(&v)[0], "bytes"), 777);
     // And all of it in one piece: the same answers.
     let mut s = Server::new(Limits::default());
     let id = control(&mut s, 0);
@@ -215,13 +216,13 @@ fn reverse_with_two_streams_uses_the_clients_stream_ids() {
     s.stream_bytes(id, 0, 1000, SEC);
     s.stream_bytes(id, 1, 2000, SEC);
     let (v, sum) = finish(&mut s, id, 3 * SEC);
-    assert_eq!(num(&v, "sender_has_retransmits"), 0.0);
+    assert_eq!(num(&v, "sender_has_retransmits"), 0);
     let ss = streams(&v);
     assert_eq!(
         ss.iter()
             .map(|x| (num(x, "id"), num(x, "bytes")))
             .collect::<Vec<_>>(),
-        [(1.0, 1000.0), (3.0, 2000.0)]
+        [(1, 1000), (3, 2000)]
     );
     assert_eq!((sum.sent, sum.received, sum.streams), (3000, 0, 2));
     assert_eq!((0..5).map(stream_id).collect::<Vec<_>>(), [1, 3, 4, 5, 6]);
@@ -268,7 +269,7 @@ fn a_second_client_is_denied_while_a_test_runs() {
     // The denials changed nothing.
     s.stream_bytes(id, 1, 5, SEC);
     let (v, _) = finish(&mut s, id, 2 * SEC);
-    assert_eq!(num(&streams(&v)[1], "bytes"), 5.0);
+    assert_eq!(num(&streams(&v)[1], "bytes"), 5);
 }
 
 #[test]
@@ -439,7 +440,7 @@ fn the_client_vanishing_mid_test_frees_the_server() {
     assert!(s.busy());
     s.stream_bytes(id2, 0, 1, 3 * SEC);
     let (v, _) = finish(&mut s, id2, 4 * SEC);
-    assert_eq!(num(&streams(&v)[0], "bytes"), 1.0);
+    assert_eq!(num(&streams(&v)[0], "bytes"), 1);
 }
 
 #[test]
@@ -606,15 +607,15 @@ fn omitted_seconds_are_not_counted() {
     s.stream_bytes(id, 0, 300, 13 * SEC);
     s.stream_bytes(id, 0, 200, 15 * SEC);
     let (v, sum) = finish(&mut s, id, 15 * SEC);
-    assert_eq!(num(&streams(&v)[0], "bytes"), 500.0);
-    assert_eq!(num(&streams(&v)[0], "end_time"), 3.0);
+    assert_eq!(num(&streams(&v)[0], "bytes"), 500);
+    assert_eq!(num(&streams(&v)[0], "end_time"), 3);
     assert_eq!((sum.received, sum.ns), (500, 3 * SEC));
     // Without a poll at the omit time, the first byte after it restarts the counts.
     let (id, _) = start(&mut s, &p, 0);
     s.stream_bytes(id, 0, 1000, SEC);
     s.stream_bytes(id, 0, 7, 3 * SEC);
     let (v, _) = finish(&mut s, id, 5 * SEC);
-    assert_eq!(num(&streams(&v)[0], "bytes"), 7.0);
+    assert_eq!(num(&streams(&v)[0], "bytes"), 7);
 }
 
 #[test]
