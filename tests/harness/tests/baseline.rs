@@ -1,0 +1,121 @@
+//! The lab tier for the Linux PV domU baseline that `scripts/bench` measures xenrt against: the
+//! servers a user would pick, from Debian's packages (scripts/lab.d/build-linux-domu), must start
+//! in the guest and answer dom0's clients, so a broken baseline fails the suite rather than the
+//! next benchmark. nginx serves httpd's own pages on :80 (keep-alive on, sendfile on, one worker),
+//! iperf3 -s measures both directions, redis-server answers redis-cli and redis-benchmark, and
+//! the guest reports when its servers listen (`LAB-DOMU-SERVING uptime_ms=`).
+
+use xen_tests::case;
+use xen_tests::lab::{dom0_sh, expect, lab};
+
+const NAME: &str = "baseline-linux";
+const MAC: &str = "00:16:3e:00:00:62";
+const IP: &str = "10.0.0.198";
+
+fn main() {
+    xen_tests::lab::start_or_exit();
+    let cases = vec![
+        case("the_linux_baseline_starts_nginx_iperf3_and_redis", || {
+            let built = lab(&["build-linux"])?;
+            // It prints the directory (its default) last; stderr's progress lines come with it.
+            let dir = xen_tests::root().join("target/lab-images/linux-domu");
+            if built.code != Some(0) || !dir.join("linux.xl").exists() {
+                return Err(format!("lab build-linux: {}", built.output));
+            }
+            let dir = dir.to_string_lossy().into_owned();
+            // The same pages as httpd's (/srv/www), served from /www as scripts/bench does:
+            // lab.cmd is base64 of `cp /srv/www/* /www/`.
+            let extra = "extra=\"console=hvc0 quiet lab.svc=nginx,iperf3,redis lab.after=stay \
+                         lab.cmd=Y3AgL3Nydi93d3cvKiAvd3d3Lw==\"";
+            let r = lab(&[
+                "create",
+                &format!("{dir}/linux.xl"),
+                &format!("name=\"{NAME}\""),
+                "disk=[]",
+                &format!("vif=['bridge=xenbr0,mac={MAC}']"),
+                extra,
+            ])?;
+            if r.code != Some(0) {
+                return Err(format!("lab create: {}", r.output));
+            }
+            let c = lab(&[
+                "console",
+                NAME,
+                "--until",
+                "LAB-DOMU-CMD-RC",
+                "--follow",
+                "240",
+            ])?;
+            if c.code != Some(0) {
+                return Err(format!("the guest did not come up:\n{}", c.output));
+            }
+            if c.output.contains("failed") {
+                return Err(format!("a server did not start:\n{}", c.output));
+            }
+            let ms: u64 = c
+                .output
+                .lines()
+                .find_map(|l| l.split("LAB-DOMU-SERVING uptime_ms=").nth(1))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .ok_or(format!("no LAB-DOMU-SERVING line:\n{}", c.output))?;
+            Ok(format!(
+                "[servers listening {ms} ms after the kernel started]"
+            ))
+        }),
+        case("nginx_serves_httpds_pages_with_keep_alive", || {
+            let page = std::fs::read(xen_tests::root().join("apps/httpd/www/index.html"))
+                .map_err(|e| format!("apps/httpd/www/index.html: {e}"))?;
+            // Two requests on one connection: both 200, the page's size, nginx named.
+            let out = dom0_sh(
+                &format!(
+                    "curl -s -o /dev/null -o /dev/null -w '%{{http_code}} %{{size_download}} %{{num_connects}}\\n' \
+                     -D /tmp/baseline.h http://{IP}/ http://{IP}/; grep -i '^server:' /tmp/baseline.h | head -1"
+                ),
+                60,
+            )?;
+            expect(&out, &format!("200 {} 1", page.len()))?;
+            expect(&out, &format!("200 {} 0", page.len()))?;
+            expect(&out.to_lowercase(), "server: nginx")?;
+            Ok(String::new())
+        }),
+        case("iperf3_measures_both_directions", || {
+            let out = dom0_sh(
+                &format!("iperf3 -c {IP} -t 2 | tail -4; iperf3 -c {IP} -t 2 -R | tail -4"),
+                90,
+            )?;
+            let rates: Vec<&str> = out.lines().filter(|l| l.contains("receiver")).collect();
+            if rates.len() != 2 || rates.iter().any(|l| !l.contains("bits/sec")) {
+                return Err(format!("want a receiver rate each way:\n{out}"));
+            }
+            Ok(format!(
+                "[{}]",
+                rates
+                    .join(" | ")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))
+        }),
+        case("redis_server_answers_redis_cli_and_redis_benchmark", || {
+            let out = dom0_sh(
+                &format!(
+                    "redis-cli -h {IP} ping; redis-cli -h {IP} set k v; redis-cli -h {IP} get k; \
+                     redis-benchmark -h {IP} -n 200 -c 10 -t set,get --csv"
+                ),
+                120,
+            )?;
+            expect(&out, "PONG")?;
+            expect(&out, "OK")?;
+            let lines: Vec<&str> = out.lines().collect();
+            if !lines.contains(&"v") {
+                return Err(format!("GET k did not answer v:\n{out}"));
+            }
+            expect(&out, "\"SET\"")?;
+            expect(&out, "\"GET\"")?;
+            lab(&["destroy", NAME])?;
+            Ok(String::new())
+        }),
+    ];
+    let ok = xen_tests::run_cases("baseline", cases, 1);
+    xen_tests::lab::finish(ok)
+}
