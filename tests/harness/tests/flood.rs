@@ -49,6 +49,7 @@ const MS: &str = "ms() { awk '{ printf \"%d\\n\", $1 * 1000 }' /proc/uptime; }";
 /// in the background, so a slow one does not hold the next) until 6 s before the flood ends.
 /// Prints the flood's line, `probe ok=N of M`, then `back after MS ms` (how long after the
 /// flood the first probe succeeded).
+#[allow(clippy::too_many_arguments)] // each is one shell variable of the script
 fn flood_script(
     flood: &str,
     guest: &Guest,
