@@ -44,7 +44,8 @@ impl<H: Hal> Netfront<H> {
     /// 5. in one transaction write `tx-ring-ref`, `rx-ring-ref`, `event-channel`,
     ///    `request-rx-copy=1`, `feature-rx-notify=1`, `feature-sg=1`,
     ///    `feature-no-csum-offload` (`0`: IPv4 checksum offload accepted, or `1` when
-    ///    `config.csum_offload` is false; never `feature-ipv6-csum-offload`) and
+    ///    `config.csum_offload` is false; never `feature-ipv6-csum-offload`),
+    ///    `feature-gso-tcpv4` (`1` with `config.gso` and `config.csum_offload`, else `0`) and
     ///    `state=Connected` (as Linux's netfront does: netback acts on Connected, not
     ///    Initialised);
     /// 6. wait for the backend to be Connected: the link is up.
@@ -78,7 +79,7 @@ impl<H: Hal> Netfront<H> {
         let tx_ref = nf.tx_ring_ref().to_string();
         let rx_ref = nf.rx_ring_ref().to_string();
         let port = nf.event_channel().to_string();
-        let keys: [(&str, &str); 7] = [
+        let keys: [(&str, &str); 8] = [
             ("tx-ring-ref", &tx_ref),
             ("rx-ring-ref", &rx_ref),
             ("event-channel", &port),
@@ -90,6 +91,8 @@ impl<H: Hal> Netfront<H> {
                 "feature-no-csum-offload",
                 if nf.csum_offload() { "0" } else { "1" },
             ),
+            // Receive GSO (netback sends TCP/IPv4 super-frames), only with checksum offload.
+            ("feature-gso-tcpv4", if nf.gso() { "1" } else { "0" }),
         ];
         // Linux's netback connects when the frontend says Connected (it ignores Initialised), so
         // publish as Connected and then wait for it. On failure the frontend is closed already.

@@ -56,12 +56,16 @@ use crate::wire::*;
 pub const MTU: usize = 1514;
 /// Shortest frame we accept or send: an Ethernet header.
 pub const MIN_FRAME: usize = 14;
-/// Largest packet we accept from the backend.
-pub const MAX_RX_FRAME: usize = MAX_TX_SIZE;
-/// Most slots one received packet may use.
+/// Largest packet we accept from the backend: an Ethernet header and the largest IP packet (an
+/// IPv6 header and 65,535 bytes of payload), the most a GSO super-frame can be (Linux's TCP
+/// keeps them under 64 KiB).
+pub const MAX_RX_FRAME: usize = 14 + 40 + 0xFFFF;
+/// Most data slots one received packet may use (extra-info slots not counted): a
+/// `MAX_RX_FRAME` packet packed into pages, as netback copies it, takes 17.
 pub const MAX_RX_SLOTS: usize = NR_SLOTS_MIN;
-/// Most extra-info slots one received packet may carry (one per extra type).
-const MAX_EXTRAS: u8 = 4;
+/// Most extra-info slots one received packet may carry: netif.h defines five types (GSO,
+/// multicast add and delete, hash, XDP), each at most once; Linux's netback sends at most three.
+const MAX_EXTRAS: u8 = 8;
 
 /// Sizes and options of a [`Netfront`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,17 +83,23 @@ pub struct Config {
     /// verified by the driver. When false, offload is refused (`feature-no-csum-offload=1`) and
     /// smoltcp verifies every checksum. See the module doc.
     pub csum_offload: bool,
+    /// Accept TCP/IPv4 GSO super-frames on receive (`feature-gso-tcpv4=1`): the backend may hand
+    /// us one TCP segment of up to 64 KiB (several slots and a GSO extra-info slot) where the
+    /// wire carried many. Only with `csum_offload` (Linux's netback cannot do TSO to a vif
+    /// without checksum offload), else not offered.
+    pub gso: bool,
 }
 
 impl Default for Config {
-    /// 64 receive pages (256 KiB) and 16 transmit pages (64 KiB), scatter-gather and checksum
-    /// offload on.
+    /// 64 receive pages (256 KiB) and 16 transmit pages (64 KiB), scatter-gather, checksum
+    /// offload and receive GSO on.
     fn default() -> Self {
         Config {
             rx_buffers: 64,
             tx_pages: 16,
             sg: true,
             csum_offload: true,
+            gso: true,
         }
     }
 }
@@ -114,6 +124,10 @@ pub struct Stats {
     pub rx_bytes: u64,
     /// RX responses consumed.
     pub rx_slots: u64,
+    /// Of `rx_packets`, those that came as GSO super-frames (with a GSO extra-info slot).
+    pub rx_gso: u64,
+    /// Largest frame received whole and valid.
+    pub rx_max_frame: u64,
     /// Received packets dropped (any reason).
     pub rx_dropped: u64,
     /// Received packets dropped because their TCP/UDP checksum did not verify (not flagged
@@ -161,8 +175,13 @@ enum RxState {
     Idle,
     /// After a fragment with `NETRXF_more_data`.
     Frags,
-    /// Reading extra-info slots; `more_data` from the first fragment.
-    Extras { count: u8, more_data: bool },
+    /// Reading extra-info slots (`count` read so far); `more_data` from the first fragment;
+    /// `discard` once the packet failed (the extras are followed, not checked, to stay in step).
+    Extras {
+        count: u8,
+        more_data: bool,
+        discard: bool,
+    },
     /// Dropping the rest of a bad packet, up to a fragment without `NETRXF_more_data`.
     Discard,
 }
@@ -181,6 +200,12 @@ pub(crate) struct RxQueue {
     len: usize,
     slots: usize,
     first_flags: u16,
+    /// The GSO type of the packet being received (from its GSO extra), if any.
+    gso: Option<u8>,
+    /// Extra-info types (below 16) the packet being received carried, as bits.
+    extras_seen: u16,
+    /// Whether the frame `poll` last completed was a GSO one.
+    completed_gso: bool,
     /// `Config::csum_offload`.
     csum_offload: bool,
 }
@@ -204,6 +229,8 @@ pub struct Netfront<H: Hal> {
     pub(crate) frame: RxFrame,
     pub(crate) stats: Stats,
     pub(crate) xenbus: Option<Frontend>,
+    /// Receive GSO offered (`Config::gso` and `Config::csum_offload`).
+    pub(crate) gso: bool,
 }
 
 impl<H: Hal> core::fmt::Debug for Netfront<H> {
@@ -435,19 +462,53 @@ impl RxQueue {
             if self.step(&raw, slot, buf, frame)? {
                 stats.rx_packets += 1;
                 stats.rx_bytes += frame.len as u64;
+                stats.rx_gso += u64::from(self.completed_gso);
+                stats.rx_max_frame = stats.rx_max_frame.max(frame.len as u64);
                 return Ok(true);
             }
         }
     }
 
-    /// Fails the current packet with `e`: its remaining slots are dropped.
-    fn fail(&mut self, e: Error, more_follow: bool) -> Result<bool, Error> {
-        self.state = if more_follow {
-            RxState::Discard
-        } else {
-            RxState::Idle
+    /// Fails the current packet with `e`: its remaining slots are dropped. `extras` and `more`:
+    /// whether extra-info slots and data slots follow the one that failed.
+    fn fail(&mut self, e: Error, extras: bool, more: bool) -> Result<bool, Error> {
+        self.state = match (extras, more) {
+            (true, _) => RxState::Extras {
+                count: 0,
+                more_data: more,
+                discard: true,
+            },
+            (false, true) => RxState::Discard,
+            (false, false) => RxState::Idle,
         };
         Err(e)
+    }
+
+    /// Checks one extra-info slot of a packet not failed yet (unknown types are skipped).
+    fn extra(&mut self, e: &ExtraInfo) -> Result<(), Error> {
+        if e.kind == EXTRA_TYPE_NONE {
+            return Err(Error::RxBadExtra { kind: e.kind });
+        }
+        if let Some(bit) = 1u16.checked_shl(u32::from(e.kind)) {
+            if self.extras_seen & bit != 0 {
+                return Err(Error::RxBadExtra { kind: e.kind });
+            }
+            self.extras_seen |= bit;
+        }
+        if let Some((size, kind, _features)) = e.gso() {
+            if size == 0 {
+                return Err(Error::RxBadGso {
+                    reason: "segment size 0",
+                });
+            }
+            if kind != GSO_TYPE_TCPV4 && kind != GSO_TYPE_TCPV6 {
+                return Err(Error::RxBadGso {
+                    reason: "unknown GSO type",
+                });
+            }
+            self.gso = Some(kind);
+        }
+        Ok(())
     }
 
     /// Handles one response; `Ok(true)` when it completed a frame.
@@ -465,20 +526,46 @@ impl RxQueue {
                 }
                 Ok(false)
             }
-            RxState::Extras { count, more_data } => {
+            RxState::Extras {
+                count,
+                more_data,
+                discard,
+            } => {
                 let e = ExtraInfo::parse(raw);
-                if e.kind == EXTRA_TYPE_NONE || e.kind > EXTRA_TYPE_HASH || count >= MAX_EXTRAS {
-                    return self.fail(Error::RxBadExtra { kind: e.kind }, e.more() || more_data);
-                }
-                self.state = if e.more() {
-                    RxState::Extras {
-                        count: count + 1,
-                        more_data,
-                    }
-                } else if more_data {
-                    RxState::Frags
+                let count = count.saturating_add(1);
+                let checked = if discard {
+                    // Followed without a bound: each slot is consumed as the backend
+                    // produces it, and a chain that never ends keeps the packet failed.
+                    Ok(())
+                } else if count > MAX_EXTRAS {
+                    Err(Error::RxBadExtra { kind: e.kind })
                 } else {
-                    return self.finish(frame);
+                    self.extra(&e)
+                };
+                if let Err(err) = checked {
+                    self.state = if e.more() {
+                        RxState::Extras {
+                            count,
+                            more_data,
+                            discard: true,
+                        }
+                    } else if more_data {
+                        RxState::Discard
+                    } else {
+                        RxState::Idle
+                    };
+                    return Err(err);
+                }
+                self.state = match (e.more(), more_data, discard) {
+                    (true, _, _) => RxState::Extras {
+                        count,
+                        more_data,
+                        discard,
+                    },
+                    (false, true, false) => RxState::Frags,
+                    (false, true, true) => RxState::Discard,
+                    (false, false, true) => RxState::Idle,
+                    (false, false, false) => return self.finish(frame),
                 };
                 Ok(false)
             }
@@ -486,27 +573,33 @@ impl RxQueue {
                 let r = RxResponse::parse(raw);
                 let first = self.state == RxState::Idle;
                 let more = r.flags & NETRXF_MORE_DATA != 0;
+                // Extras follow a packet's first slot only (netback never flags another; like
+                // Linux's netfront we ignore the flag there). But a slot that fails with the
+                // flag may be the first of a packet glued onto ours: its extras are followed
+                // as extras while dropping it, to stay in step.
                 let extra = first && r.flags & NETRXF_EXTRA_INFO != 0;
+                let extras_follow = r.flags & NETRXF_EXTRA_INFO != 0;
                 if first {
                     self.len = 0;
                     self.slots = 0;
                     self.first_flags = r.flags;
+                    self.gso = None;
+                    self.extras_seen = 0;
                 }
                 self.slots += 1;
-                let follow = more || extra;
                 if r.id != slot {
                     let e = Error::RxBadId {
                         id: r.id,
                         expected: slot,
                     };
-                    return self.fail(e, follow);
+                    return self.fail(e, extras_follow, more);
                 }
                 if r.status < 0 {
                     let e = Error::RxStatus {
                         id: r.id,
                         status: r.status,
                     };
-                    return self.fail(e, follow);
+                    return self.fail(e, extras_follow, more);
                 }
                 let size = r.status as usize;
                 if r.offset as usize + size > PAGE_SIZE {
@@ -515,14 +608,14 @@ impl RxQueue {
                         offset: r.offset,
                         size: size as u16,
                     };
-                    return self.fail(e, follow);
+                    return self.fail(e, extras_follow, more);
                 }
                 if self.slots > MAX_RX_SLOTS {
-                    return self.fail(Error::RxTooManySlots, follow);
+                    return self.fail(Error::RxTooManySlots, extras_follow, more);
                 }
                 let end = self.len + size;
                 if end > MAX_RX_FRAME || end > frame.buf.len() {
-                    return self.fail(Error::RxTooLong { len: end }, follow);
+                    return self.fail(Error::RxTooLong { len: end }, extras_follow, more);
                 }
                 let page = self.bufs.get(buf as usize).ok_or(Error::Internal)?;
                 page.page
@@ -533,6 +626,7 @@ impl RxQueue {
                     self.state = RxState::Extras {
                         count: 0,
                         more_data: more,
+                        discard: false,
                     };
                     return Ok(false);
                 }
@@ -555,6 +649,10 @@ impl RxQueue {
         if self.len < MIN_FRAME {
             return Err(Error::RxRunt { len: self.len });
         }
+        if let Some(kind) = self.gso {
+            let bytes = frame.buf.get(..self.len).ok_or(Error::Internal)?;
+            gso_frame_ok(bytes, kind).map_err(|reason| Error::RxBadGso { reason })?;
+        }
         let trusted = flags & (NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED) != 0;
         if self.csum_offload && !trusted {
             let bytes = frame.buf.get(..self.len).ok_or(Error::Internal)?;
@@ -564,6 +662,7 @@ impl RxQueue {
         }
         frame.len = self.len;
         frame.ready = true;
+        self.completed_gso = self.gso.is_some();
         Ok(true)
     }
 }
@@ -642,6 +741,9 @@ impl<H: Hal> Netfront<H> {
                 len: 0,
                 slots: 0,
                 first_flags: 0,
+                gso: None,
+                extras_seen: 0,
+                completed_gso: false,
                 csum_offload: config.csum_offload,
             },
             frame: RxFrame {
@@ -651,6 +753,7 @@ impl<H: Hal> Netfront<H> {
             },
             stats: Stats::default(),
             xenbus: None,
+            gso: config.gso && config.csum_offload,
         };
         nf.rx.refill(&mut nf.hal, nf.port)?;
         Ok(nf)
@@ -702,6 +805,12 @@ impl<H: Hal> Netfront<H> {
         self.rx.csum_offload
     }
 
+    /// Whether receive GSO is offered (`feature-gso-tcpv4`): `Config::gso` and
+    /// `Config::csum_offload`.
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
     /// The counters.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -747,6 +856,7 @@ impl<H: Hal> Netfront<H> {
                         | Error::RxRunt { .. }
                         | Error::RxChecksumBlank
                         | Error::RxBadExtra { .. }
+                        | Error::RxBadGso { .. }
                 ) {
                     stats.rx_dropped += 1;
                 }
@@ -875,6 +985,51 @@ impl<H: Hal> Netfront<H> {
             Err(Error::GrantsStillMapped { count: kept.len() })
         }
     }
+}
+
+/// Whether a frame received with a GSO extra of type `kind` is what the extra says: one whole,
+/// unfragmented TCP packet of that IP version, its IP length exactly the bytes received (so
+/// a super-frame's length cannot disagree with itself). The reason when not.
+fn gso_frame_ok(frame: &[u8], kind: u8) -> Result<(), &'static str> {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet};
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| "not an Ethernet frame")?;
+    let ip_len = frame.len() - 14;
+    // The fixed headers only (read unchecked past that: a length that disagrees is the error
+    // reported, not a truncated packet).
+    let payload = eth.payload();
+    let (proto, len) = match (eth.ethertype(), kind) {
+        (EthernetProtocol::Ipv4, GSO_TYPE_TCPV4) => {
+            if payload.len() < 20 {
+                return Err("bad IPv4 header");
+            }
+            let ip = Ipv4Packet::new_unchecked(payload);
+            if ip.version() != 4 || ip.header_len() < 20 {
+                return Err("bad IPv4 header");
+            }
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return Err("an IPv4 fragment");
+            }
+            (ip.next_header(), usize::from(ip.total_len()))
+        }
+        (EthernetProtocol::Ipv6, GSO_TYPE_TCPV6) => {
+            if payload.len() < 40 {
+                return Err("bad IPv6 header");
+            }
+            let ip = Ipv6Packet::new_unchecked(payload);
+            if ip.version() != 6 {
+                return Err("bad IPv6 header");
+            }
+            (ip.next_header(), 40 + usize::from(ip.payload_len()))
+        }
+        _ => return Err("GSO type does not match the frame's IP version"),
+    };
+    if proto != IpProtocol::Tcp {
+        return Err("not TCP");
+    }
+    if len != ip_len {
+        return Err("IP length disagrees with the bytes received");
+    }
+    Ok(())
 }
 
 /// Whether the TCP or UDP checksum of an Ethernet `frame` verifies, checked as smoltcp would

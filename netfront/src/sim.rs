@@ -11,6 +11,12 @@
 //! Faults ([`Fault`]) make it misbehave on purpose: wrong ids and statuses, data past the end of
 //! a page, garbage response indices, extra-info slots, split packets.
 //!
+//! [`rx_gso`](SimNetback::rx_gso) makes it deliver TCP packets longer than the MTU as Linux's
+//! netback delivers a GSO skb to a frontend that offered `feature-gso-tcpv4`/`-tcpv6`
+//! (`xenvif_rx_skb` in drivers/net/xen-netback/rx.c): the data packed into whole pages from
+//! offset 0, the first slot flagged `NETRXF_extra_info` (and `NETRXF_more_data`), the next slot
+//! a GSO extra (`gso.size` = the MSS, `gso.type` by IP version), then the other data slots.
+//!
 //! [`rx_csum`](SimNetback::rx_csum) chooses how TCP/UDP checksums reach the guest ([`RxCsum`]):
 //! complete and unflagged, blank (a partial checksum flagged `NETRXF_csum_blank`, as Linux's
 //! netback passes on dom0's own packets), flagged `NETRXF_data_validated`, or wrong and
@@ -68,7 +74,12 @@ pub enum Fault {
     RxSplit(usize),
     /// Add these flags to the first slot of the next packet.
     RxFlags(u16),
-    /// Follow the first slot of the next packet with this extra-info slot.
+    /// Add these flags to the last slot of the next packet (`NETRXF_more_data`: the packet
+    /// claims to go on into the next one).
+    RxLastFlags(u16),
+    /// Follow the first slot of the next packet with this extra-info slot (after its GSO extra,
+    /// if it has one). Several accumulate, in order; every one but the last gets
+    /// `XEN_NETIF_EXTRA_FLAG_MORE`, the last keeps its own flags.
     RxExtra(ExtraInfo),
 }
 
@@ -156,6 +167,21 @@ fn apply_rx_csum(mode: RxCsum, frame: &mut [u8]) -> u16 {
     }
 }
 
+/// The `XEN_NETIF_GSO_TYPE_*` of a TCP `frame` longer than the MTU (one netback would send as
+/// a GSO skb), else `None`.
+fn gso_type(frame: &[u8]) -> Option<u8> {
+    // From the headers' bytes alone (as netback knows it from the skb), so that a frame cut
+    // short by a test still goes as GSO.
+    if frame.len() <= MTU {
+        return None;
+    }
+    match (frame.get(12..14)?, frame.get(14)? >> 4) {
+        ([0x08, 0x00], 4) => (*frame.get(14 + 9)? == 6).then_some(GSO_TYPE_TCPV4),
+        ([0x86, 0xdd], 6) => (*frame.get(14 + 6)? == 6).then_some(GSO_TYPE_TCPV6),
+        _ => None,
+    }
+}
+
 /// A frontend mistake the simulated backend noticed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
@@ -201,6 +227,12 @@ pub struct SimNetback {
     pub guest_notifications: u64,
     /// How TCP/UDP checksums go to the guest (default: as they are, unflagged).
     pub rx_csum: RxCsum,
+    /// Deliver TCP frames longer than the MTU as GSO super-frames with this segment size (MSS)
+    /// in their GSO extra, as Linux's netback does (default `None`: no GSO extra; the slot
+    /// layout still follows `rx_slot_size`).
+    pub rx_gso: Option<u16>,
+    /// Packets delivered with a GSO extra.
+    pub gso_sent: u64,
 }
 
 impl core::fmt::Debug for SimNetback {
@@ -258,6 +290,8 @@ impl SimNetback {
             answer_tx: true,
             guest_notifications: 0,
             rx_csum: RxCsum::AsIs,
+            rx_gso: None,
+            gso_sent: 0,
         })
     }
 
@@ -449,13 +483,29 @@ impl SimNetback {
             // This packet's faults: modifiers from the front of the queue, up to and including
             // one fault of its first slot (an index fault waits for the next publish).
             let mut split = self.rx_slot_size.clamp(1, PAGE_SIZE);
-            let mut extra = None;
+            let mut extras = Vec::new();
+            let mut offset = self.rx_offset as usize % PAGE_SIZE;
+            if let Some(mss) = self.rx_gso {
+                if let Some(kind) = gso_type(frame) {
+                    extras.push(ExtraInfo {
+                        kind: EXTRA_TYPE_GSO,
+                        flags: 0,
+                        data: [mss as u8, (mss >> 8) as u8, kind, 0, 0, 0],
+                    });
+                    // netback fills whole pages from offset 0.
+                    split = PAGE_SIZE;
+                    offset = 0;
+                }
+            }
+            let gso = !extras.is_empty();
             let mut first_fault = None;
+            let mut last_flags = 0;
             let mut faults = 0;
             for f in &self.rx_faults {
                 match f {
                     Fault::RxSplit(n) => split = (*n).clamp(1, PAGE_SIZE),
-                    Fault::RxExtra(e) => extra = Some(*e),
+                    Fault::RxExtra(e) => extras.push(*e),
+                    Fault::RxLastFlags(fl) => last_flags |= *fl,
                     Fault::RxRspProd(_) => break,
                     f => first_fault = Some(*f),
                 }
@@ -464,10 +514,15 @@ impl SimNetback {
                     break;
                 }
             }
+            let n_extras = extras.len();
+            for (i, e) in extras.iter_mut().enumerate() {
+                if i + 1 < n_extras {
+                    e.flags |= EXTRA_FLAG_MORE;
+                }
+            }
             // Slots: (offset, len).
             let mut layout = Vec::new();
             let mut pos = 0;
-            let mut offset = self.rx_offset as usize % PAGE_SIZE;
             loop {
                 let n = split.min(PAGE_SIZE - offset).min(frame.len() - pos);
                 layout.push((offset, n));
@@ -477,9 +532,10 @@ impl SimNetback {
                     break;
                 }
             }
-            if self.rx_reqs.len() < layout.len() + extra.is_some() as usize {
+            if self.rx_reqs.len() < layout.len() + extras.len() {
                 break;
             }
+            self.gso_sent += u64::from(gso);
             let mut frame = self.to_guest.pop_front().unwrap_or_default();
             let csum_flags = apply_rx_csum(self.rx_csum, &mut frame);
             self.rx_faults.drain(..faults);
@@ -492,13 +548,17 @@ impl SimNetback {
                 let mut rsp = RxResponse {
                     id: req.id,
                     offset: offset as u16,
-                    flags: if i < last { NETRXF_MORE_DATA } else { 0 },
+                    flags: if i < last {
+                        NETRXF_MORE_DATA
+                    } else {
+                        last_flags
+                    },
                     status: len as i16,
                 };
                 let mut write = true;
                 if i == 0 {
                     rsp.flags |= csum_flags;
-                    if extra.is_some() {
+                    if !extras.is_empty() {
                         rsp.flags |= NETRXF_EXTRA_INFO;
                     }
                     match first_fault {
@@ -522,7 +582,9 @@ impl SimNetback {
                 pos += len;
                 let _ = self.rx.queue_response(|m, o| rsp.write(m, o));
                 if i == 0 {
-                    if let Some(e) = extra {
+                    // Extras go right after the first data slot (netback: "Extras must go
+                    // after the first data slot"), each in a slot of its own.
+                    for e in &extras {
                         if self.rx_reqs.pop_front().is_some() {
                             let _ = self.rx.queue_response(|m, o| m.write(o, &e.emit()));
                         }

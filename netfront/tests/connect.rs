@@ -81,6 +81,7 @@ fn connect_publishes_rings_and_features_then_shutdown_frees_everything() {
         ("feature-rx-notify", "1"),
         ("feature-sg", "1"),
         ("feature-no-csum-offload", "0"),
+        ("feature-gso-tcpv4", "1"),
         ("state", "4"),
     ] {
         assert_eq!(key(&mut s.xs, k).as_deref(), Some(v), "{k}");
@@ -245,6 +246,12 @@ fn without_csum_offload_the_offload_is_refused() {
     assert_eq!(
         read(&mut s.xs, &format!("{}/feature-no-csum-offload", s.fe)).as_deref(),
         Some("1")
+    );
+    // Netback cannot do TSO to a vif without checksum offload: GSO is not offered either.
+    assert!(!nf.gso());
+    assert_eq!(
+        read(&mut s.xs, &format!("{}/feature-gso-tcpv4", s.fe)).as_deref(),
+        Some("0")
     );
 }
 
