@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         sg: true,
         // Offload on: unflagged frames go through the driver's checksum check.
         csum_offload: true,
+        gso: true,
     };
     let Ok(mut nf) = Netfront::new(hal.clone(), 0, [0, 0x16, 0x3e, 0, 0, 1], config) else {
         return;
