@@ -44,8 +44,9 @@ impl<H: Hal> Netfront<H> {
     /// 5. in one transaction write `tx-ring-ref`, `rx-ring-ref`, `event-channel`,
     ///    `request-rx-copy=1`, `feature-rx-notify=1`, `feature-sg=1`,
     ///    `feature-no-csum-offload` (`0`: IPv4 checksum offload accepted, or `1` when
-    ///    `config.csum_offload` is false; never `feature-ipv6-csum-offload`),
-    ///    `feature-gso-tcpv4` (`1` with `config.gso` and `config.csum_offload`, else `0`) and
+    ///    `config.csum_offload` is false), `feature-gso-tcpv4`, `feature-gso-tcpv6` and
+    ///    `feature-ipv6-csum-offload` (each `1` with `config.gso` and `config.csum_offload`,
+    ///    else `0`) and
     ///    `state=Connected` (as Linux's netfront does: netback acts on Connected, not
     ///    Initialised);
     /// 6. wait for the backend to be Connected: the link is up.
@@ -79,7 +80,8 @@ impl<H: Hal> Netfront<H> {
         let tx_ref = nf.tx_ring_ref().to_string();
         let rx_ref = nf.rx_ring_ref().to_string();
         let port = nf.event_channel().to_string();
-        let keys: [(&str, &str); 8] = [
+        let gso = if nf.gso() { "1" } else { "0" };
+        let keys: [(&str, &str); 10] = [
             ("tx-ring-ref", &tx_ref),
             ("rx-ring-ref", &rx_ref),
             ("event-channel", &port),
@@ -91,8 +93,11 @@ impl<H: Hal> Netfront<H> {
                 "feature-no-csum-offload",
                 if nf.csum_offload() { "0" } else { "1" },
             ),
-            // Receive GSO (netback sends TCP/IPv4 super-frames), only with checksum offload.
-            ("feature-gso-tcpv4", if nf.gso() { "1" } else { "0" }),
+            // Receive GSO (netback sends TCP super-frames), only with checksum offload; TSO6
+            // needs IPv6 checksum offload too.
+            ("feature-gso-tcpv4", gso),
+            ("feature-gso-tcpv6", gso),
+            ("feature-ipv6-csum-offload", gso),
         ];
         // Linux's netback connects when the frontend says Connected (it ignores Initialised), so
         // publish as Connected and then wait for it. On failure the frontend is closed already.

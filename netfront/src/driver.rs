@@ -13,11 +13,28 @@
 //! netif.h requires (responses come back in the slot of their request). Each response is copied
 //! out of its slot once, validated, its data copied out of the page into the driver's frame
 //! buffer, and the page reposted. A packet may span several slots (`NETRXF_more_data`, we offer
-//! `feature-sg`) and carry extra-info slots (`NETRXF_extra_info`), which are skipped.
+//! `feature-sg`) and carry extra-info slots after its first slot (`NETRXF_extra_info`).
+//!
+//! **Receive GSO** (`Config::gso`, on by default with checksum offload): we offer
+//! `feature-gso-tcpv4` and `feature-gso-tcpv6`, so Linux's netback hands us a TCP segment of up
+//! to 64 KiB as one packet (what dom0's TCP stack or another guest's TSO produced, never cut to the MTU): its
+//! bytes packed into up to 17 pages, the first slot flagged `NETRXF_extra_info` and followed by
+//! a `XEN_NETIF_EXTRA_TYPE_GSO` slot (segment size and type). It is reassembled into the frame
+//! buffer ([`MAX_RX_FRAME`] bytes) and handed to smoltcp as one IP packet larger than the MTU,
+//! which smoltcp accepts (it checks no received length against the MTU; the TCP receive window
+//! bounds what is kept). A GSO extra must have a non-zero size and type TCPV4 or TCPV6, and the
+//! frame must be one whole TCP packet of that IP version whose IP length is exactly the bytes
+//! received, else [`Error::RxBadGso`]. Other extra types (hash, XDP, unknown) are skipped; type
+//! 0, a duplicate, or a ninth extra is [`Error::RxBadExtra`]. A packet that fails is dropped to
+//! its last slot, its extras followed as extras, so the next packet starts in step. A GSO packet
+//! is checksummed like any other (below): dom0's come `NETRXF_csum_blank`. Linux's netback
+//! enables TSO6 to a vif only with IPv6 checksum offload, so with GSO we offer that too
+//! (`feature-ipv6-csum-offload=1`).
 //!
 //! **Checksums** (`Config::csum_offload`, on by default). We accept the backend's IPv4 checksum
-//! offload (`feature-no-csum-offload=0`; no `feature-ipv6-csum-offload`, so IPv6 packets come
-//! with complete checksums), per packet, by the flags of its first slot:
+//! offload (`feature-no-csum-offload=0`), and IPv6's with GSO (`feature-ipv6-csum-offload=1`;
+//! without it IPv6 packets come with complete checksums), per packet, by the flags of its first
+//! slot:
 //!
 //! - `NETRXF_csum_blank`: the TCP/UDP checksum field is not filled in (a partial checksum: the
 //!   packet comes from dom0's own stack, or from another guest through dom0, and never crossed a
@@ -83,10 +100,11 @@ pub struct Config {
     /// verified by the driver. When false, offload is refused (`feature-no-csum-offload=1`) and
     /// smoltcp verifies every checksum. See the module doc.
     pub csum_offload: bool,
-    /// Accept TCP/IPv4 GSO super-frames on receive (`feature-gso-tcpv4=1`): the backend may hand
-    /// us one TCP segment of up to 64 KiB (several slots and a GSO extra-info slot) where the
-    /// wire carried many. Only with `csum_offload` (Linux's netback cannot do TSO to a vif
-    /// without checksum offload), else not offered.
+    /// Accept TCP GSO super-frames on receive (`feature-gso-tcpv4=1`, `feature-gso-tcpv6=1`, and
+    /// `feature-ipv6-csum-offload=1` which TSO6 needs): the backend may hand us one TCP segment
+    /// of up to 64 KiB (several slots and a GSO extra-info slot) where the wire carried many.
+    /// Only with `csum_offload` (Linux's netback cannot do TSO to a vif without checksum
+    /// offload), else not offered.
     pub gso: bool,
 }
 

@@ -19,10 +19,12 @@
 //! - [`dhcp`]: the DHCPv4 client (exponential, randomised backoff; one xid per acquisition).
 //! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
 //!
-//! IPv4 checksum offload is accepted on receive, per packet (`NETRXF_csum_blank` /
+//! Checksum offload is accepted on receive, per packet (`NETRXF_csum_blank` /
 //! `NETRXF_data_validated` trusted, unflagged packets verified by the driver), so neither dom0
 //! nor we checksum packets that never crossed a wire; we send complete checksums.
-//! `Config::csum_offload: false` refuses it (`feature-no-csum-offload=1`). See `driver`.
+//! `Config::csum_offload: false` refuses it (`feature-no-csum-offload=1`). With it, receive GSO
+//! (`feature-gso-tcpv4`/`-tcpv6`, `Config::gso`): TCP segments of up to 64 KiB arrive as one
+//! packet. See `driver`.
 //!
 //! On Xen, the platform provides a [`Hal`](xen::hal::Hal) (pages, grants, event channels,
 //! notify) and a xenstore [`Transport`](xen::xenstore::Transport); then

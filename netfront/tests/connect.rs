@@ -82,15 +82,12 @@ fn connect_publishes_rings_and_features_then_shutdown_frees_everything() {
         ("feature-sg", "1"),
         ("feature-no-csum-offload", "0"),
         ("feature-gso-tcpv4", "1"),
+        ("feature-gso-tcpv6", "1"),
+        ("feature-ipv6-csum-offload", "1"),
         ("state", "4"),
     ] {
         assert_eq!(key(&mut s.xs, k).as_deref(), Some(v), "{k}");
     }
-    assert_eq!(
-        key(&mut s.xs, "feature-ipv6-csum-offload"),
-        None,
-        "IPv6 checksum offload is not offered"
-    );
     assert!(nf.csum_offload());
     assert_eq!(nf.mac(), [0x00, 0x16, 0x3e, 0, 0, 1]);
     assert!(nf.link_up());
@@ -249,10 +246,17 @@ fn without_csum_offload_the_offload_is_refused() {
     );
     // Netback cannot do TSO to a vif without checksum offload: GSO is not offered either.
     assert!(!nf.gso());
-    assert_eq!(
-        read(&mut s.xs, &format!("{}/feature-gso-tcpv4", s.fe)).as_deref(),
-        Some("0")
-    );
+    for k in [
+        "feature-gso-tcpv4",
+        "feature-gso-tcpv6",
+        "feature-ipv6-csum-offload",
+    ] {
+        assert_eq!(
+            read(&mut s.xs, &format!("{}/{k}", s.fe)).as_deref(),
+            Some("0"),
+            "{k}"
+        );
+    }
 }
 
 #[test]
