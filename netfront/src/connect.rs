@@ -68,6 +68,8 @@ impl<H: Hal> Netfront<H> {
                 return Err(Error::NoRxCopy);
             }
             config.sg &= backend_flag(&fe, xs, "feature-sg")?;
+            // Transmit GSO: netback accepts TCP/IPv4 GSO from us if it offers it.
+            config.tso &= backend_flag(&fe, xs, "feature-gso-tcpv4")?;
             Netfront::new(hal, fe.backend_id(), mac, config)
         })();
         let mut nf = match prepared {

@@ -106,6 +106,11 @@ pub struct Config {
     /// Only with `csum_offload` (Linux's netback cannot do TSO to a vif without checksum
     /// offload), else not offered.
     pub gso: bool,
+    /// Transmit GSO (TSO): let smoltcp hand us TCP/IPv4 segments of up to
+    /// [`Netfront::tso_max`] bytes, sent as one packet with a GSO extra-info slot (netback
+    /// cuts them to the MSS) and a partial checksum (`NETTXF_csum_blank`). Needs `sg`; cleared
+    /// by [`Netfront::connect`] when the backend lacks `feature-gso-tcpv4`.
+    pub tso: bool,
 }
 
 impl Default for Config {
@@ -118,6 +123,7 @@ impl Default for Config {
             sg: true,
             csum_offload: true,
             gso: true,
+            tso: true,
         }
     }
 }
@@ -131,6 +137,8 @@ pub struct Stats {
     pub tx_bytes: u64,
     /// TX slots completed by the backend.
     pub tx_completions: u64,
+    /// Of `tx_packets`, those sent as GSO (one TCP segment over the MTU that netback cuts).
+    pub tx_gso: u64,
     /// TX slots the backend failed (`NETIF_RSP_ERROR`/`DROPPED`).
     pub tx_failed: u64,
     /// Frames not sent for lack of room (ring, ids or buffer), and polls that found no room:
@@ -182,6 +190,10 @@ pub(crate) struct TxQueue {
     packets: VecDeque<TxPacket>,
     next_seq: u64,
     sg: bool,
+    /// Largest TCP segment smoltcp may hand us for transmit GSO; 0 when off.
+    pub(crate) tso_max: usize,
+    /// GSO extra-info slots sent and not answered yet (netback answers each `NETIF_RSP_NULL`).
+    extras_in_flight: u32,
     /// Where a smoltcp TX token builds its frame.
     pub(crate) scratch: Vec<u8>,
 }
@@ -297,26 +309,41 @@ pub(crate) fn end_grants<H: Hal>(hal: &mut H, pages: Vec<Granted>) -> Vec<Grante
 }
 
 impl TxQueue {
-    /// Whether a frame of `len` bytes fits now.
+    /// Whether a frame of `len` bytes fits now (one more ring slot for a GSO extra when it is
+    /// over the MTU).
     fn room(&self, len: usize) -> bool {
         match self.buf.place(len, self.sg) {
             None => false,
             Some(start) => {
                 let n = chunks(self.buf.offset(start), len).count();
-                n <= self.free_ids.len() && n as u32 <= self.ring.free_requests()
+                let extra = usize::from(len > MTU);
+                n <= self.free_ids.len() && (n + extra) as u32 <= self.ring.free_requests()
             }
         }
     }
 
-    /// Copies `frame` into the buffer and queues its slots.
+    /// Copies `frame` into the buffer and queues its slots. With `gso` (the MSS), a TCP/IPv4
+    /// segment over the MTU whose checksum field holds the pseudo-header sum: sent flagged
+    /// `NETTXF_csum_blank | NETTXF_data_validated | NETTXF_extra_info`, a GSO extra-info slot
+    /// after its first slot.
     pub(crate) fn send<H: Hal>(
         &mut self,
         hal: &mut H,
         port: u32,
         stats: &mut Stats,
         frame: &[u8],
+        gso: Option<u16>,
     ) -> Result<(), Error> {
         let len = frame.len();
+        let gso = match gso {
+            Some(mss) if len > MTU => {
+                if self.tso_max == 0 || len > self.tso_max || mss == 0 {
+                    return Err(Error::TxBadLength { len });
+                }
+                Some(mss)
+            }
+            _ => None,
+        };
         if !(MIN_FRAME..=MAX_TX_SIZE).contains(&len)
             || len > self.buf.size()
             || (!self.sg && len > PAGE_SIZE)
@@ -326,7 +353,8 @@ impl TxQueue {
         let start = self.buf.place(len, self.sg).ok_or(Error::TxFull)?;
         let off = self.buf.offset(start);
         let n = chunks(off, len).count();
-        if n > self.free_ids.len() || n as u32 > self.ring.free_requests() {
+        let slots = n + usize::from(gso.is_some());
+        if n > self.free_ids.len() || slots as u32 > self.ring.free_requests() {
             return Err(Error::TxFull);
         }
         let end = self.buf.claim(start, len);
@@ -340,16 +368,34 @@ impl TxQueue {
                 .write(c.offset, &frame[copied..copied + c.len])?;
             let id = self.free_ids.pop().ok_or(Error::Internal)?;
             *self.inflight.get_mut(id as usize).ok_or(Error::Internal)? = Some(seq);
+            let mut flags = if i + 1 < n { NETTXF_MORE_DATA } else { 0 };
+            if i == 0 && gso.is_some() {
+                flags |= NETTXF_EXTRA_INFO | NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED;
+            }
             let req = TxRequest {
                 gref: page.gref,
                 offset: c.offset as u16,
-                flags: if i + 1 < n { NETTXF_MORE_DATA } else { 0 },
+                flags,
                 id,
                 size: if i == 0 { len as u16 } else { c.len as u16 },
             };
             self.ring
                 .queue_request(|m, o| req.write(m, o))
                 .map_err(|_| Error::Internal)?;
+            if let (0, Some(mss)) = (i, gso) {
+                // The extra takes a ring slot and no id; netback answers it NETIF_RSP_NULL.
+                let e = ExtraInfo {
+                    kind: EXTRA_TYPE_GSO,
+                    flags: 0,
+                    data: [mss as u8, (mss >> 8) as u8, GSO_TYPE_TCPV4, 0, 0, 0],
+                };
+                let mut slot = [0u8; TX_ENTRY_SIZE];
+                slot[..8].copy_from_slice(&e.emit());
+                self.ring
+                    .queue_request(|m, o| m.write(o, &slot))
+                    .map_err(|_| Error::Internal)?;
+                self.extras_in_flight += 1;
+            }
             copied += c.len;
         }
         self.packets.push_back(TxPacket {
@@ -362,6 +408,7 @@ impl TxQueue {
         }
         stats.tx_packets += 1;
         stats.tx_bytes += len as u64;
+        stats.tx_gso += u64::from(gso.is_some());
         Ok(())
     }
 
@@ -369,6 +416,9 @@ impl TxQueue {
     /// malformed responses (a wrong id answered in their place) and will never complete: frees
     /// them and their packets' buffer space. Returns how many.
     fn sweep_lost(&mut self) -> usize {
+        if self.ring.in_flight() == 0 {
+            self.extras_in_flight = 0;
+        }
         if self.ring.in_flight() != 0 || self.free_ids.len() == self.inflight.len() {
             return 0;
         }
@@ -393,6 +443,12 @@ impl TxQueue {
             Ok(None) => return Ok(None),
             Err(e) => return Err(Error::TxRing(e)),
         };
+        // The answer to a GSO extra-info slot: no id of ours (netback leaves a stale one). A
+        // NULL beyond those answers nothing we sent: a bad status for the id it names.
+        if rsp.status == NETIF_RSP_NULL && self.extras_in_flight > 0 {
+            self.extras_in_flight -= 1;
+            return Ok(Some(()));
+        }
         let seq = self
             .inflight
             .get_mut(rsp.id as usize)
@@ -745,6 +801,12 @@ impl<H: Hal> Netfront<H> {
                 packets: VecDeque::new(),
                 next_seq: 0,
                 sg: config.sg,
+                extras_in_flight: 0,
+                tso_max: if config.tso && config.sg {
+                    tso_max(config.tx_pages)
+                } else {
+                    0
+                },
                 scratch: Vec::with_capacity(MTU),
             },
             rx: RxQueue {
@@ -816,6 +878,12 @@ impl<H: Hal> Netfront<H> {
     /// Whether TX frames straddling a page are split into slots (else kept within a page).
     pub fn scatter_gather(&self) -> bool {
         self.tx.sg
+    }
+
+    /// Largest frame smoltcp may build for transmit GSO (`Config::tso`; 0 when off): half the TX
+    /// buffer, at most 60 KiB (so a frame never takes more than 16 slots, under netback's 18).
+    pub fn tso_max(&self) -> usize {
+        self.tx.tso_max
     }
 
     /// Whether checksum offload is accepted on receive (`Config::csum_offload`).
@@ -892,9 +960,16 @@ impl<H: Hal> Netfront<H> {
     /// Sends one Ethernet frame (its checksums complete). [`Error::TxFull`] when there is no
     /// room now: call [`reclaim_tx`](Self::reclaim_tx) (or wait for the event channel) and retry.
     pub fn send(&mut self, frame: &[u8]) -> Result<(), Error> {
+        self.send_gso(frame, None)
+    }
+
+    /// Sends one Ethernet frame; with `gso` (the MSS) and over the MTU, a TCP/IPv4 segment for
+    /// netback to cut, whose checksum field holds the pseudo-header sum (see [`fill_tcp_checksum`]).
+    /// [`Error::TxBadLength`] for a GSO frame over [`tso_max`](Self::tso_max).
+    pub fn send_gso(&mut self, frame: &[u8], gso: Option<u16>) -> Result<(), Error> {
         let r = self
             .tx
-            .send(&mut self.hal, self.port, &mut self.stats, frame);
+            .send(&mut self.hal, self.port, &mut self.stats, frame, gso);
         if let Err(e) = &r {
             Self::note(&mut self.stats, e);
         }
@@ -1003,6 +1078,70 @@ impl<H: Hal> Netfront<H> {
             Err(Error::GrantsStillMapped { count: kept.len() })
         }
     }
+}
+
+/// Largest transmit GSO frame for a TX buffer of `pages`: half the buffer, at most 60 KiB (so a
+/// frame never spans more than 16 pages: netback drops packets of more than 18 slots and
+/// disconnects at 20); 0 (off) when that is not above the MTU.
+fn tso_max(pages: usize) -> usize {
+    let n = (pages * PAGE_SIZE / 2).min(60 * 1024);
+    if n > MTU {
+        n
+    } else {
+        0
+    }
+}
+
+/// Fills the TCP checksum of an Ethernet `frame` (IPv4, or IPv6 with TCP right after its
+/// header, as smoltcp builds them): the complete checksum, or with `partial` the pseudo-header
+/// sum alone (folded, not complemented: what Linux's `CHECKSUM_PARTIAL` expects, for netback
+/// to finish after cutting a GSO segment). Anything else is left alone. Returns whether it was
+/// a TCP frame.
+pub fn fill_tcp_checksum(frame: &mut [u8], partial: bool) -> bool {
+    use smoltcp::wire::{
+        checksum, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet,
+        TcpPacket,
+    };
+    let Ok(mut eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let (src, dst, hdr, l4_len): (IpAddress, IpAddress, usize, usize) = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let Ok(ip) = Ipv4Packet::new_checked(eth.payload_mut()) else {
+                return false;
+            };
+            if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
+                return false;
+            }
+            let hl = usize::from(ip.header_len());
+            let len = usize::from(ip.total_len()).saturating_sub(hl);
+            (ip.src_addr().into(), ip.dst_addr().into(), hl, len)
+        }
+        EthernetProtocol::Ipv6 => {
+            let Ok(ip) = Ipv6Packet::new_checked(eth.payload_mut()) else {
+                return false;
+            };
+            if ip.next_header() != IpProtocol::Tcp {
+                return false;
+            }
+            let len = usize::from(ip.payload_len());
+            (ip.src_addr().into(), ip.dst_addr().into(), 40, len)
+        }
+        _ => return false,
+    };
+    let Some(l4) = eth.payload_mut().get_mut(hdr..hdr + l4_len) else {
+        return false;
+    };
+    let Ok(mut tcp) = TcpPacket::new_checked(l4) else {
+        return false;
+    };
+    if partial {
+        let sum = checksum::pseudo_header(&src, &dst, IpProtocol::Tcp, l4_len as u32);
+        tcp.set_checksum(sum);
+    } else {
+        tcp.fill_checksum(&src, &dst);
+    }
+    true
 }
 
 /// Whether a frame received with a GSO extra of type `kind` is what the extra says: one whole,

@@ -53,7 +53,9 @@ pub mod xen;
 
 pub use connect::format_mac;
 pub use device::{NfRxToken, NfTxToken};
-pub use driver::{Config, Netfront, Stats, MAX_RX_FRAME, MAX_RX_SLOTS, MIN_FRAME, MTU};
+pub use driver::{
+    fill_tcp_checksum, Config, Netfront, Stats, MAX_RX_FRAME, MAX_RX_SLOTS, MIN_FRAME, MTU,
+};
 pub use error::Error;
 /// The smoltcp version the stack is built on (its address types appear in the API).
 pub use smoltcp;

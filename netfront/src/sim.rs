@@ -191,8 +191,15 @@ pub enum Violation {
     TxBadTotal(u16),
     /// A grant we could not map (or mapped with the wrong access).
     BadGrant(u32),
-    /// A TX request with `NETTXF_extra_info` or checksum-offload flags (we offered neither).
+    /// A TX request with checksum-offload flags but no GSO extra (only GSO segments are sent
+    /// with a partial checksum), or with `NETTXF_extra_info` on a slot other than a packet's
+    /// first.
     UnexpectedTxFlags(u16),
+    /// A TX extra-info slot that is not a valid TCPV4 GSO one.
+    BadTxExtra(ExtraInfo),
+    /// A GSO packet whose TCP checksum field does not hold the pseudo-header sum, or that is
+    /// not TCP/IPv4.
+    BadPartialChecksum,
 }
 
 /// The simulated backend of one vif.
@@ -213,8 +220,15 @@ pub struct SimNetback {
     pub from_guest: VecDeque<Vec<u8>>,
     /// Frames waiting to go to the guest (delivered when it has posted enough buffers).
     pub to_guest: VecDeque<Vec<u8>>,
-    /// Every TX slot seen, in order.
+    /// Every TX slot seen, in order (extra-info slots not included).
     pub tx_slots: Vec<TxRequest>,
+    /// GSO packets the guest sent: (frame length, MSS). Their checksums are completed (as
+    /// dom0's stack would treat them) before they reach `from_guest`.
+    pub tx_gso: Vec<(usize, u16)>,
+    /// Extra-info slots still to read for the TX packet being received.
+    tx_extras: usize,
+    /// GSO extras of the TX packet being received.
+    tx_extra: Option<ExtraInfo>,
     /// Frontend mistakes seen.
     pub violations: Vec<Violation>,
     /// Most data bytes per RX slot (default 4096: one slot per packet up to a page).
@@ -284,6 +298,9 @@ impl SimNetback {
             from_guest: VecDeque::new(),
             to_guest: VecDeque::new(),
             tx_slots: Vec::new(),
+            tx_gso: Vec::new(),
+            tx_extras: 0,
+            tx_extra: None,
             violations: Vec::new(),
             rx_slot_size: PAGE_SIZE,
             rx_offset: 0,
@@ -382,18 +399,46 @@ impl SimNetback {
         let mut progress = false;
         while let Ok(Some(req)) = self.tx.take_request(TxRequest::read) {
             progress = true;
+            if self.tx_extras > 0 {
+                // An extra-info slot (after a packet's first slot), as netback reads it.
+                let raw = req.emit();
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&raw[..8]);
+                let e = ExtraInfo::parse(&b);
+                self.tx_extras -= 1;
+                if e.more() {
+                    self.tx_extras += 1;
+                }
+                match e.gso() {
+                    Some((size, GSO_TYPE_TCPV4, 0)) if size > 0 && self.tx_extra.is_none() => {
+                        self.tx_extra = Some(e);
+                    }
+                    _ => self.violations.push(Violation::BadTxExtra(e)),
+                }
+                // A one-slot packet ends with its extras.
+                if self.tx_extras == 0
+                    && self
+                        .tx_pending
+                        .last()
+                        .is_some_and(|r| r.flags & NETTXF_MORE_DATA == 0)
+                {
+                    self.finish_tx_packet();
+                }
+                continue;
+            }
             self.tx_slots.push(req);
-            if req.flags & (NETTXF_EXTRA_INFO | NETTXF_CSUM_BLANK) != 0 {
-                self.violations
-                    .push(Violation::UnexpectedTxFlags(req.flags));
+            let first = self.tx_pending.is_empty();
+            if req.flags & NETTXF_EXTRA_INFO != 0 {
+                if first {
+                    self.tx_extras = 1;
+                } else {
+                    self.violations
+                        .push(Violation::UnexpectedTxFlags(req.flags));
+                }
             }
             self.tx_pending.push(req);
-            if req.flags & NETTXF_MORE_DATA == 0 {
-                let slots = core::mem::take(&mut self.tx_pending);
-                let status = self.take_packet(&slots);
-                for s in &slots {
-                    self.held_tx.push_back(TxResponse { id: s.id, status });
-                }
+            if req.flags & NETTXF_MORE_DATA == 0 && self.tx_extras == 0 {
+                self.finish_tx_packet();
             }
         }
         if self.answer_tx {
@@ -417,6 +462,30 @@ impl SimNetback {
             self.guest_notifications += 1;
         }
         progress
+    }
+
+    /// The TX packet in `tx_pending` is complete: takes it and queues its responses.
+    fn finish_tx_packet(&mut self) {
+        let slots = core::mem::take(&mut self.tx_pending);
+        let Some(first) = slots.first().copied() else {
+            return;
+        };
+        let extra = self.tx_extra.take();
+        if first.flags & NETTXF_CSUM_BLANK != 0 && extra.is_none() {
+            self.violations
+                .push(Violation::UnexpectedTxFlags(first.flags));
+        }
+        let status = self.take_packet(&slots, extra);
+        for (i, s) in slots.iter().enumerate() {
+            self.held_tx.push_back(TxResponse { id: s.id, status });
+            if i == 0 && first.flags & NETTXF_EXTRA_INFO != 0 {
+                // netback's make_tx_response: NULL for the extra, its id left stale.
+                self.held_tx.push_back(TxResponse {
+                    id: s.id,
+                    status: NETIF_RSP_NULL,
+                });
+            }
+        }
     }
 
     /// Publishes a ring's responses (healing a forced index), then applies a pending index fault.
@@ -445,8 +514,9 @@ impl SimNetback {
         notify.unwrap_or(false)
     }
 
-    /// Copies a complete TX packet out of the guest's pages; its status.
-    fn take_packet(&mut self, slots: &[TxRequest]) -> i16 {
+    /// Copies a complete TX packet out of the guest's pages (a GSO one checked and its
+    /// checksum completed); its status.
+    fn take_packet(&mut self, slots: &[TxRequest], gso: Option<ExtraInfo>) -> i16 {
         let Some(first) = slots.first() else {
             return NETIF_RSP_ERROR;
         };
@@ -468,6 +538,17 @@ impl SimNetback {
                 return NETIF_RSP_ERROR;
             }
             frame.extend_from_slice(&bytes);
+        }
+        if let Some((mss, _, _)) = gso.and_then(|e| e.gso()) {
+            let mut check = frame.clone();
+            let partial_ok = crate::driver::fill_tcp_checksum(&mut check, true)
+                && gso_type(&frame) == Some(GSO_TYPE_TCPV4)
+                && check == frame;
+            if !partial_ok {
+                self.violations.push(Violation::BadPartialChecksum);
+            }
+            crate::driver::fill_tcp_checksum(&mut frame, false);
+            self.tx_gso.push((frame.len(), mss));
         }
         self.from_guest.push_back(frame);
         NETIF_RSP_OKAY

@@ -561,9 +561,20 @@ fn rx_blank_and_validated_packets_are_trusted() {
 #[test]
 fn device_capabilities_follow_the_offload() {
     use smoltcp::phy::{Checksum, Device};
-    let (nf, _, _) = setup(Config::default());
+    let (nf, _, _) = setup(Config {
+        tso: false,
+        ..Config::default()
+    });
     let c = nf.capabilities().checksum;
     assert!(matches!(c.tcp, Checksum::Tx) && matches!(c.udp, Checksum::Tx));
+    assert_eq!(nf.capabilities().segmentation.tcpv4, None);
+    // Transmit GSO (the default): smoltcp leaves TCP checksums to the driver.
+    let (nf, _, _) = setup(Config::default());
+    let caps = nf.capabilities();
+    assert!(matches!(caps.checksum.tcp, Checksum::None));
+    assert!(matches!(caps.checksum.udp, Checksum::Tx));
+    assert_eq!(caps.segmentation.tcpv4.map(|n| n.get()), Some(32 * 1024));
+    assert_eq!(nf.tso_max(), 32 * 1024, "half of the 16-page TX buffer");
     assert!(matches!(c.ipv4, Checksum::Both) && matches!(c.icmpv4, Checksum::Both));
     assert!(matches!(c.icmpv6, Checksum::Both));
     let (nf, _, _) = setup(Config {
@@ -571,7 +582,7 @@ fn device_capabilities_follow_the_offload() {
         ..Config::default()
     });
     let c = nf.capabilities().checksum;
-    assert!(matches!(c.tcp, Checksum::Both) && matches!(c.udp, Checksum::Both));
+    assert!(matches!(c.tcp, Checksum::Rx) && matches!(c.udp, Checksum::Both));
 }
 
 #[test]
@@ -594,7 +605,7 @@ fn rx_packet_over_too_many_slots() {
 fn rx_packet_too_long() {
     let (r, mut nf, mut nb) = rx_fault(Fault::RxSplit(4096), &frame(70_000, 1));
     assert_eq!(r, Err(Error::RxTooLong { len: 17 * 4096 }));
-    assert!(netfront::MAX_RX_FRAME < 17 * 4096);
+    const { assert!(netfront::MAX_RX_FRAME < 17 * 4096) };
     assert_rx_works(&mut nf, &mut nb, 2);
 }
 
@@ -974,6 +985,77 @@ fn rx_failed_first_slot_skips_its_extras_and_data_in_step() {
     assert!(matches!(r, Err(Error::RxBadId { id: 77, .. })), "{r:?}");
     assert_eq!(nf.receive(), Ok(None));
     assert_gso_recovers(&mut nf, &mut nb, 1);
+}
+
+// ---- Transmit GSO (TSO): segments over the MTU for netback to cut. --------------------------
+
+/// A TCP/IPv4 frame of `payload` bytes whose checksum field holds the pseudo-header sum.
+fn tso_frame(payload: usize) -> Vec<u8> {
+    let (mut f, _) = l4_frame(Ip::V4, IpProtocol::Tcp, &vec![7; payload]);
+    assert!(netfront::fill_tcp_checksum(&mut f, true));
+    f
+}
+
+#[test]
+fn tx_gso_frame_goes_with_an_extra_slot_and_a_partial_checksum() {
+    let (mut nf, mut nb, _) = setup(Config::default());
+    let f = tso_frame(20_000);
+    nf.send_gso(&f, Some(1448)).unwrap();
+    nb.step();
+    assert_eq!(nb.violations, []);
+    assert_eq!(nb.tx_gso, [(f.len(), 1448)]);
+    let first = nb.tx_slots[0];
+    assert_eq!(
+        first.flags & !NETTXF_MORE_DATA,
+        NETTXF_EXTRA_INFO | NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED
+    );
+    // The sim completed the checksum, as dom0 would: the frame is the one with a full checksum.
+    let mut full = f.clone();
+    assert!(netfront::fill_tcp_checksum(&mut full, false));
+    assert_eq!(nb.from_guest.pop_back().unwrap(), full);
+    // The extra's NULL answer (with a stale id) completes nothing; the data slots do.
+    let slots = nb.tx_slots.len();
+    assert_eq!(nf.reclaim_tx().unwrap(), slots + 1);
+    assert_eq!(nf.tx_in_flight(), 0);
+    assert_eq!(nf.stats().tx_gso, 1);
+    assert_eq!(nf.stats().malformed, 0);
+    assert_tx_works(&mut nf, &mut nb, 3);
+}
+
+#[test]
+fn tx_gso_frame_over_tso_max_is_refused() {
+    let (mut nf, _, _) = setup(Config::default());
+    let f = tso_frame(nf.tso_max());
+    assert_eq!(
+        nf.send_gso(&f, Some(1448)),
+        Err(Error::TxBadLength { len: f.len() })
+    );
+    let (mut nf, _, _) = setup(Config {
+        tso: false,
+        ..Config::default()
+    });
+    assert_eq!(nf.tso_max(), 0);
+    let f = tso_frame(5000);
+    assert_eq!(
+        nf.send_gso(&f, Some(1448)),
+        Err(Error::TxBadLength { len: f.len() })
+    );
+}
+
+#[test]
+fn tx_null_response_beyond_the_gso_extras_is_a_bad_status() {
+    // One GSO packet: one NULL is expected; a second, for a data slot, is not.
+    let (mut nf, mut nb, _) = setup(Config::default());
+    nb.inject(Fault::TxStatus(NETIF_RSP_NULL));
+    nf.send_gso(&tso_frame(8000), Some(1448)).unwrap();
+    nb.step();
+    let r = nf.reclaim_tx();
+    assert!(
+        matches!(r, Err(Error::TxBadStatus { status: 1, .. })),
+        "{r:?}"
+    );
+    assert_eq!(nf.tx_in_flight(), 0);
+    assert_tx_works(&mut nf, &mut nb, 4);
 }
 
 // ---- Backpressure. ----------------------------------------------------------------------------
