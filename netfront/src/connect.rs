@@ -37,8 +37,8 @@ impl<H: Hal> Netfront<H> {
     ///
     /// 1. attach: read `backend` and `backend-id`, watch the backend's state;
     /// 2. wait for the backend to reach InitWait (its features are written by then);
-    /// 3. read `mac`, `feature-rx-copy` (required) and `feature-sg` (else TX frames are kept
-    ///    within a page);
+    /// 3. read `mac`, `feature-rx-copy` (required), `feature-sg` (else TX frames are kept
+    ///    within a page) and `feature-gso-tcpv4` (else no transmit GSO, `Config::tso`);
     /// 4. allocate and grant the rings and buffers, allocate the event channel
     ///    ([`Netfront::new`]);
     /// 5. in one transaction write `tx-ring-ref`, `rx-ring-ref`, `event-channel`,

@@ -1,6 +1,8 @@
-//! [`Netfront`] as a smoltcp [`Device`]: Ethernet, 1514-byte frames. smoltcp computes every
-//! checksum we send; on receive it verifies TCP/UDP checksums only when checksum offload is off
-//! (with it on, the driver trusted or verified each packet already: see `driver`).
+//! [`Netfront`] as a smoltcp [`Device`]: Ethernet, 1514-byte frames, and with transmit GSO TCP/IPv4
+//! segments of up to `Netfront::tso_max` bytes (the token then fills TCP checksums, smoltcp
+//! does not). smoltcp computes every other checksum we send; on receive it verifies TCP/UDP
+//! checksums only when checksum offload is off (with it on, the driver trusted or verified each
+//! packet already: see `driver`). Received frames may be larger than the MTU (receive GSO).
 //!
 //! Received bytes cannot be lent straight out of a granted page (the backend could write them
 //! while smoltcp reads), so an [`NfRxToken`] lends the driver's frame buffer, into which the

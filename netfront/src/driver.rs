@@ -6,7 +6,21 @@
 //! one request per page it touches, so no slot crosses a page: the first slot's `size` is the
 //! whole frame, every slot but the last has `NETTXF_more_data`. Request ids come from a free list;
 //! a response returns its id, and the frame's bytes are released once all its slots (and those
-//! of every older frame) are done.
+//! of every older frame) are done. Requests are published per frame, but the backend is
+//! notified only when it asked (`req_event`), so a burst sent while it works costs no
+//! notification.
+//!
+//! **Transmit GSO** (`Config::tso`, when the backend offers `feature-gso-tcpv4`). smoltcp 0.14
+//! (feature `segmentation-offload`) hands us TCP/IPv4 segments of up to [`Netfront::tso_max`]
+//! bytes (32 KiB with the default 16-page buffer) with the MSS in their `PacketMeta`. Such a
+//! segment goes as one packet: its first slot flagged `NETTXF_extra_info | NETTXF_csum_blank |
+//! NETTXF_data_validated`, then a `XEN_NETIF_EXTRA_TYPE_GSO` slot (`gso.size` = MSS, type
+//! TCPV4; a ring slot without an id, which netback answers `NETIF_RSP_NULL` with a stale id:
+//! counted against the extras in flight, it completes nothing), then its other slots; netback
+//! cuts it into MSS-sized segments (or dom0 takes it whole). smoltcp then computes no TCP
+//! checksum (it must not, for a segment to be cut): the TX token fills them
+//! ([`fill_tcp_checksum`]): the pseudo-header sum for a GSO segment (Linux's
+//! `CHECKSUM_PARTIAL`), the complete checksum for every other TCP frame.
 //!
 //! **Receive** (request-rx-copy: the backend copies into our pages). `Config::rx_buffers` pages
 //! are granted writable once, at setup, and posted as requests whose id is their ring slot, as
@@ -45,8 +59,9 @@
 //!   ([`Error::RxBadChecksum`], counted in [`Stats::rx_bad_checksum`]).
 //!
 //! smoltcp is told not to verify TCP/UDP checksums on receive (`Checksum::Tx`): every packet it
-//! sees was trusted or verified above. It still verifies IPv4 header and ICMP checksums, and it
-//! computes every checksum we send: no TX request carries `NETTXF_csum_blank`. Why: refusing
+//! sees was trusted or verified above. It still verifies IPv4 header and ICMP checksums, and
+//! every checksum we send is complete (smoltcp's, or the driver's for TCP with transmit GSO),
+//! except a GSO segment's (`NETTXF_csum_blank`, above). Why accept offload: refusing
 //! offload made dom0's Linux compute a checksum in software for every packet it sent us (its vif
 //! lacked `NETIF_F_IP_CSUM`) and smoltcp verify it again; with offload, a packet from dom0 is
 //! checksummed by nobody, as between two Linux guests.
