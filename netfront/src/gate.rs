@@ -116,19 +116,7 @@ pub struct SynGate {
     handshake_ns: Option<u64>,
     /// Resets that fail RFC 5961's exact sequence number check never reach smoltcp.
     pub(crate) rst: crate::filter::RstFilter,
-    /// Each TCP socket's receive queue before the current poll (see [`QUICK_ACK_BYTES`]).
-    recv_before: Vec<(SocketHandle, usize)>,
-    /// Polls that acknowledged at once (see [`QUICK_ACK_BYTES`]).
-    quick_acks: u64,
 }
-
-/// A TCP socket that took more than this many new bytes in one poll acknowledges them in the
-/// same poll instead of after smoltcp's delayed-ACK timer (10 ms), as Linux's receiver does
-/// for more than one full segment (`__tcp_ack_snd_check`). smoltcp only cuts its delay short
-/// for a second segment arriving while the timer runs, which is enough for MTU-sized frames
-/// but makes a receive-GSO super-frame of 20-60 KiB wait the whole delay when it is the only
-/// one in flight (and the sender, window- or cwnd-limited, waits for that ACK).
-pub const QUICK_ACK_BYTES: usize = 1460;
 
 /// How the gate judged one received frame.
 enum Verdict {
@@ -368,52 +356,11 @@ impl SynGate {
             gate: self,
             replay,
         };
-        let mut before = core::mem::take(&mut gated.gate.recv_before);
-        before.clear();
-        before.extend(sockets.iter().filter_map(|(h, s)| match s {
-            smoltcp::socket::Socket::Tcp(t) => Some((h, t.recv_queue())),
-            _ => None,
-        }));
         iface.poll(now, &mut gated, sockets);
         // Not delivered (no room to answer): held again, oldest first.
         let Gated { replay, .. } = gated;
         for h in replay.into_iter().rev() {
             self.held.push_front(h);
-        }
-        // Quick ACKs: sockets that took over a segment's worth ACK in a second poll, with no
-        // delay just for it (the set of sockets is the same as before the poll: none is added
-        // or removed inside one).
-        let mut delayed = Vec::new();
-        let mut was = before.iter().peekable();
-        for (h, sock) in sockets.iter_mut() {
-            let Some(&&(k, q)) = was.peek() else { break };
-            if k != h {
-                continue;
-            }
-            was.next();
-            if let smoltcp::socket::Socket::Tcp(t) = sock {
-                if t.recv_queue() > q + QUICK_ACK_BYTES && t.ack_delay().is_some() {
-                    delayed.push((h, t.ack_delay()));
-                    t.set_ack_delay(None);
-                }
-            }
-        }
-        self.recv_before = before;
-        if !delayed.is_empty() {
-            self.quick_acks += 1;
-            let mut gated = Gated {
-                dev,
-                gate: self,
-                replay: VecDeque::new(),
-            };
-            iface.poll(now, &mut gated, sockets);
-            for (h, sock) in sockets.iter_mut() {
-                if let (Some(&(_, d)), smoltcp::socket::Socket::Tcp(t)) =
-                    (delayed.iter().find(|(k, _)| *k == h), sock)
-                {
-                    t.set_ack_delay(d);
-                }
-            }
         }
         // Slots that connected in this poll wake their accept now.
         self.maintain(sockets, now);
