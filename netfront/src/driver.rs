@@ -95,6 +95,9 @@ pub const MAX_RX_FRAME: usize = 14 + 40 + 0xFFFF;
 /// Most data slots one received packet may use (extra-info slots not counted): a
 /// `MAX_RX_FRAME` packet packed into pages, as netback copies it, takes 17.
 pub const MAX_RX_SLOTS: usize = NR_SLOTS_MIN;
+/// Fewest receive buffers with which receive GSO is offered: the slots of the largest packet
+/// (17 of data, a GSO and a hash extra), rounded up.
+pub const MIN_GSO_RX_BUFFERS: usize = 20;
 /// Most extra-info slots one received packet may carry: netif.h defines five types (GSO,
 /// multicast add and delete, hash, XDP), each at most once; Linux's netback sends at most three.
 const MAX_EXTRAS: u8 = 8;
@@ -119,7 +122,9 @@ pub struct Config {
     /// `feature-ipv6-csum-offload=1` which TSO6 needs): the backend may hand us one TCP segment
     /// of up to 64 KiB (several slots and a GSO extra-info slot) where the wire carried many.
     /// Only with `csum_offload` (Linux's netback cannot do TSO to a vif without checksum
-    /// offload), else not offered.
+    /// offload) and at least [`MIN_GSO_RX_BUFFERS`] `rx_buffers` (netback waits until the ring
+    /// holds a whole packet's slots, and calls a vif that never has them stalled), else not
+    /// offered.
     pub gso: bool,
     /// Transmit GSO (TSO): let smoltcp hand us TCP/IPv4 segments of up to
     /// [`Netfront::tso_max`] bytes, sent as one packet with a GSO extra-info slot (netback
@@ -848,7 +853,7 @@ impl<H: Hal> Netfront<H> {
             },
             stats: Stats::default(),
             xenbus: None,
-            gso: config.gso && config.csum_offload,
+            gso: config.gso && config.csum_offload && config.rx_buffers >= MIN_GSO_RX_BUFFERS,
         };
         nf.rx.refill(&mut nf.hal, nf.port)?;
         Ok(nf)

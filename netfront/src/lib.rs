@@ -54,7 +54,8 @@ pub mod xen;
 pub use connect::format_mac;
 pub use device::{NfRxToken, NfTxToken};
 pub use driver::{
-    fill_tcp_checksum, Config, Netfront, Stats, MAX_RX_FRAME, MAX_RX_SLOTS, MIN_FRAME, MTU,
+    fill_tcp_checksum, Config, Netfront, Stats, MAX_RX_FRAME, MAX_RX_SLOTS, MIN_FRAME,
+    MIN_GSO_RX_BUFFERS, MTU,
 };
 pub use error::Error;
 /// The smoltcp version the stack is built on (its address types appear in the API).

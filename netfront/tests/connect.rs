@@ -226,6 +226,27 @@ fn without_backend_sg_tx_frames_are_not_split() {
 }
 
 #[test]
+fn gso_is_not_offered_with_too_few_rx_buffers_for_a_whole_packet() {
+    let mut s = setup(BackendConfig::default(), true);
+    let nf = Netfront::connect(
+        &mut s.xs,
+        s.hal.clone(),
+        "device/vif/0",
+        Config {
+            rx_buffers: netfront::MIN_GSO_RX_BUFFERS - 1,
+            ..Config::default()
+        },
+        &mut Never,
+    )
+    .unwrap();
+    assert!(!nf.gso() && nf.csum_offload());
+    assert_eq!(
+        read(&mut s.xs, &format!("{}/feature-gso-tcpv4", s.fe)).as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
 fn without_csum_offload_the_offload_is_refused() {
     let mut s = setup(BackendConfig::default(), true);
     let nf = Netfront::connect(
