@@ -37,14 +37,16 @@ impl<H: Hal> Netfront<H> {
     ///
     /// 1. attach: read `backend` and `backend-id`, watch the backend's state;
     /// 2. wait for the backend to reach InitWait (its features are written by then);
-    /// 3. read `mac`, `feature-rx-copy` (required) and `feature-sg` (else TX frames are kept
-    ///    within a page);
+    /// 3. read `mac`, `feature-rx-copy` (required), `feature-sg` (else TX frames are kept
+    ///    within a page) and `feature-gso-tcpv4` (else no transmit GSO, `Config::tso`);
     /// 4. allocate and grant the rings and buffers, allocate the event channel
     ///    ([`Netfront::new`]);
     /// 5. in one transaction write `tx-ring-ref`, `rx-ring-ref`, `event-channel`,
     ///    `request-rx-copy=1`, `feature-rx-notify=1`, `feature-sg=1`,
     ///    `feature-no-csum-offload` (`0`: IPv4 checksum offload accepted, or `1` when
-    ///    `config.csum_offload` is false; never `feature-ipv6-csum-offload`) and
+    ///    `config.csum_offload` is false), `feature-gso-tcpv4`, `feature-gso-tcpv6` and
+    ///    `feature-ipv6-csum-offload` (each `1` with `config.gso` and `config.csum_offload`,
+    ///    else `0`) and
     ///    `state=Connected` (as Linux's netfront does: netback acts on Connected, not
     ///    Initialised);
     /// 6. wait for the backend to be Connected: the link is up.
@@ -66,6 +68,8 @@ impl<H: Hal> Netfront<H> {
                 return Err(Error::NoRxCopy);
             }
             config.sg &= backend_flag(&fe, xs, "feature-sg")?;
+            // Transmit GSO: netback accepts TCP/IPv4 GSO from us if it offers it.
+            config.tso &= backend_flag(&fe, xs, "feature-gso-tcpv4")?;
             Netfront::new(hal, fe.backend_id(), mac, config)
         })();
         let mut nf = match prepared {
@@ -78,7 +82,8 @@ impl<H: Hal> Netfront<H> {
         let tx_ref = nf.tx_ring_ref().to_string();
         let rx_ref = nf.rx_ring_ref().to_string();
         let port = nf.event_channel().to_string();
-        let keys: [(&str, &str); 7] = [
+        let gso = if nf.gso() { "1" } else { "0" };
+        let keys: [(&str, &str); 10] = [
             ("tx-ring-ref", &tx_ref),
             ("rx-ring-ref", &rx_ref),
             ("event-channel", &port),
@@ -90,6 +95,11 @@ impl<H: Hal> Netfront<H> {
                 "feature-no-csum-offload",
                 if nf.csum_offload() { "0" } else { "1" },
             ),
+            // Receive GSO (netback sends TCP super-frames), only with checksum offload; TSO6
+            // needs IPv6 checksum offload too.
+            ("feature-gso-tcpv4", gso),
+            ("feature-gso-tcpv6", gso),
+            ("feature-ipv6-csum-offload", gso),
         ];
         // Linux's netback connects when the frontend says Connected (it ignores Initialised), so
         // publish as Connected and then wait for it. On failure the frontend is closed already.

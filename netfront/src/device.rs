@@ -1,6 +1,8 @@
-//! [`Netfront`] as a smoltcp [`Device`]: Ethernet, 1514-byte frames. smoltcp computes every
-//! checksum we send; on receive it verifies TCP/UDP checksums only when checksum offload is off
-//! (with it on, the driver trusted or verified each packet already: see `driver`).
+//! [`Netfront`] as a smoltcp [`Device`]: Ethernet, 1514-byte frames, and with transmit GSO TCP/IPv4
+//! segments of up to `Netfront::tso_max` bytes (the token then fills TCP checksums, smoltcp
+//! does not). smoltcp computes every other checksum we send; on receive it verifies TCP/UDP
+//! checksums only when checksum offload is off (with it on, the driver trusted or verified each
+//! packet already: see `driver`). Received frames may be larger than the MTU (receive GSO).
 //!
 //! Received bytes cannot be lent straight out of a granted page (the backend could write them
 //! while smoltcp reads), so an [`NfRxToken`] lends the driver's frame buffer, into which the
@@ -9,13 +11,14 @@
 //! [`Stats`](crate::Stats) and logged; the frame is dropped.
 
 use smoltcp::phy::{
-    Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken,
+    Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, PacketMeta, RxToken,
+    TxToken,
 };
 use smoltcp::time::Instant;
 
 use xen::hal::Hal;
 
-use crate::driver::{Netfront, RxFrame, Stats, TxQueue, MTU};
+use crate::driver::{fill_tcp_checksum, Netfront, RxFrame, Stats, TxQueue, MTU};
 use crate::error::Error;
 
 /// A received frame lent to smoltcp.
@@ -39,9 +42,15 @@ pub struct NfTxToken<'a, H: Hal> {
     hal: &'a mut H,
     port: u32,
     stats: &'a mut Stats,
+    /// The MSS smoltcp asked the device to cut this frame to (transmit GSO).
+    gso: Option<u16>,
 }
 
 impl<H: Hal> TxToken for NfTxToken<'_, H> {
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.gso = meta.segmentation_offload_size.map(|n| n.get());
+    }
+
     fn consume<R, F>(self, len: usize, f: F) -> R
     where
         F: FnOnce(&mut [u8]) -> R,
@@ -50,7 +59,13 @@ impl<H: Hal> TxToken for NfTxToken<'_, H> {
         buf.clear();
         buf.resize(len, 0);
         let r = f(&mut buf);
-        if let Err(e) = self.tx.send(self.hal, self.port, self.stats, &buf) {
+        let gso = self.gso.filter(|_| len > MTU);
+        // With transmit GSO on, smoltcp computes no TCP checksum (it must not, for a GSO
+        // segment): the complete one here, or the pseudo-header sum netback finishes.
+        if self.tx.tso_max > 0 {
+            fill_tcp_checksum(&mut buf, gso.is_some());
+        }
+        if let Err(e) = self.tx.send(self.hal, self.port, self.stats, &buf, gso) {
             Netfront::<H>::note(self.stats, &e);
         }
         self.tx.scratch = buf;
@@ -84,6 +99,7 @@ impl<H: Hal> Netfront<H> {
             hal: &mut self.hal,
             port: self.port,
             stats: &mut self.stats,
+            gso: None,
         }
     }
 }
@@ -111,13 +127,15 @@ impl<H: Hal> Device for Netfront<H> {
             hal: &mut self.hal,
             port: self.port,
             stats: &mut self.stats,
+            gso: None,
         };
         Some((rx, tx))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
         self.reclaim_quietly();
-        if !self.can_send(MTU) {
+        // Room for the largest frame smoltcp may build with this token.
+        if !self.can_send(self.tso_max().max(MTU)) {
             self.stats.tx_full += 1;
             return None;
         }
@@ -135,6 +153,17 @@ impl<H: Hal> Device for Netfront<H> {
             // the driver (`RxQueue::finish`): do not verify again (a blank one would fail).
             caps.checksum.tcp = Checksum::Tx;
             caps.checksum.udp = Checksum::Tx;
+        }
+        if self.tso_max() > 0 {
+            // Transmit GSO: smoltcp hands us TCP/IPv4 segments of up to this size (Ethernet
+            // header included) with their MSS; it must then leave TCP checksums to the device
+            // (the token fills them, see `NfTxToken::consume`).
+            caps.segmentation.tcpv4 = core::num::NonZeroUsize::new(self.tso_max());
+            caps.checksum.tcp = if self.csum_offload() {
+                Checksum::None
+            } else {
+                Checksum::Rx
+            };
         }
         caps
     }

@@ -6,18 +6,49 @@
 //! one request per page it touches, so no slot crosses a page: the first slot's `size` is the
 //! whole frame, every slot but the last has `NETTXF_more_data`. Request ids come from a free list;
 //! a response returns its id, and the frame's bytes are released once all its slots (and those
-//! of every older frame) are done.
+//! of every older frame) are done. Requests are published per frame, but the backend is
+//! notified only when it asked (`req_event`), so a burst sent while it works costs no
+//! notification.
+//!
+//! **Transmit GSO** (`Config::tso`, when the backend offers `feature-gso-tcpv4`). smoltcp 0.14
+//! (feature `segmentation-offload`) hands us TCP/IPv4 segments of up to [`Netfront::tso_max`]
+//! bytes (32 KiB with the default 16-page buffer) with the MSS in their `PacketMeta`. Such a
+//! segment goes as one packet: its first slot flagged `NETTXF_extra_info | NETTXF_csum_blank |
+//! NETTXF_data_validated`, then a `XEN_NETIF_EXTRA_TYPE_GSO` slot (`gso.size` = MSS, type
+//! TCPV4; a ring slot without an id, which netback answers `NETIF_RSP_NULL` with a stale id:
+//! counted against the extras in flight, it completes nothing), then its other slots; netback
+//! cuts it into MSS-sized segments (or dom0 takes it whole). smoltcp then computes no TCP
+//! checksum (it must not, for a segment to be cut): the TX token fills them
+//! ([`fill_tcp_checksum`]): the pseudo-header sum for a GSO segment (Linux's
+//! `CHECKSUM_PARTIAL`), the complete checksum for every other TCP frame.
 //!
 //! **Receive** (request-rx-copy: the backend copies into our pages). `Config::rx_buffers` pages
 //! are granted writable once, at setup, and posted as requests whose id is their ring slot, as
 //! netif.h requires (responses come back in the slot of their request). Each response is copied
 //! out of its slot once, validated, its data copied out of the page into the driver's frame
 //! buffer, and the page reposted. A packet may span several slots (`NETRXF_more_data`, we offer
-//! `feature-sg`) and carry extra-info slots (`NETRXF_extra_info`), which are skipped.
+//! `feature-sg`) and carry extra-info slots after its first slot (`NETRXF_extra_info`).
+//!
+//! **Receive GSO** (`Config::gso`, on by default with checksum offload): we offer
+//! `feature-gso-tcpv4` and `feature-gso-tcpv6`, so Linux's netback hands us a TCP segment of up
+//! to 64 KiB as one packet (what dom0's TCP stack or another guest's TSO produced, never cut to the MTU): its
+//! bytes packed into up to 17 pages, the first slot flagged `NETRXF_extra_info` and followed by
+//! a `XEN_NETIF_EXTRA_TYPE_GSO` slot (segment size and type). It is reassembled into the frame
+//! buffer ([`MAX_RX_FRAME`] bytes) and handed to smoltcp as one IP packet larger than the MTU,
+//! which smoltcp accepts (it checks no received length against the MTU; the TCP receive window
+//! bounds what is kept). A GSO extra must have a non-zero size and type TCPV4 or TCPV6, and the
+//! frame must be one whole TCP packet of that IP version whose IP length is exactly the bytes
+//! received, else [`Error::RxBadGso`]. Other extra types (hash, XDP, unknown) are skipped; type
+//! 0, a duplicate, or a ninth extra is [`Error::RxBadExtra`]. A packet that fails is dropped to
+//! its last slot, its extras followed as extras, so the next packet starts in step. A GSO packet
+//! is checksummed like any other (below): dom0's come `NETRXF_csum_blank`. Linux's netback
+//! enables TSO6 to a vif only with IPv6 checksum offload, so with GSO we offer that too
+//! (`feature-ipv6-csum-offload=1`).
 //!
 //! **Checksums** (`Config::csum_offload`, on by default). We accept the backend's IPv4 checksum
-//! offload (`feature-no-csum-offload=0`; no `feature-ipv6-csum-offload`, so IPv6 packets come
-//! with complete checksums), per packet, by the flags of its first slot:
+//! offload (`feature-no-csum-offload=0`), and IPv6's with GSO (`feature-ipv6-csum-offload=1`;
+//! without it IPv6 packets come with complete checksums), per packet, by the flags of its first
+//! slot:
 //!
 //! - `NETRXF_csum_blank`: the TCP/UDP checksum field is not filled in (a partial checksum: the
 //!   packet comes from dom0's own stack, or from another guest through dom0, and never crossed a
@@ -28,8 +59,9 @@
 //!   ([`Error::RxBadChecksum`], counted in [`Stats::rx_bad_checksum`]).
 //!
 //! smoltcp is told not to verify TCP/UDP checksums on receive (`Checksum::Tx`): every packet it
-//! sees was trusted or verified above. It still verifies IPv4 header and ICMP checksums, and it
-//! computes every checksum we send: no TX request carries `NETTXF_csum_blank`. Why: refusing
+//! sees was trusted or verified above. It still verifies IPv4 header and ICMP checksums, and
+//! every checksum we send is complete (smoltcp's, or the driver's for TCP with transmit GSO),
+//! except a GSO segment's (`NETTXF_csum_blank`, above). Why accept offload: refusing
 //! offload made dom0's Linux compute a checksum in software for every packet it sent us (its vif
 //! lacked `NETIF_F_IP_CSUM`) and smoltcp verify it again; with offload, a packet from dom0 is
 //! checksummed by nobody, as between two Linux guests.
@@ -56,12 +88,19 @@ use crate::wire::*;
 pub const MTU: usize = 1514;
 /// Shortest frame we accept or send: an Ethernet header.
 pub const MIN_FRAME: usize = 14;
-/// Largest packet we accept from the backend.
-pub const MAX_RX_FRAME: usize = MAX_TX_SIZE;
-/// Most slots one received packet may use.
+/// Largest packet we accept from the backend: an Ethernet header and the largest IP packet (an
+/// IPv6 header and 65,535 bytes of payload), the most a GSO super-frame can be (Linux's TCP
+/// keeps them under 64 KiB).
+pub const MAX_RX_FRAME: usize = 14 + 40 + 0xFFFF;
+/// Most data slots one received packet may use (extra-info slots not counted): a
+/// `MAX_RX_FRAME` packet packed into pages, as netback copies it, takes 17.
 pub const MAX_RX_SLOTS: usize = NR_SLOTS_MIN;
-/// Most extra-info slots one received packet may carry (one per extra type).
-const MAX_EXTRAS: u8 = 4;
+/// Fewest receive buffers with which receive GSO is offered: the slots of the largest packet
+/// (17 of data, a GSO and a hash extra), rounded up.
+pub const MIN_GSO_RX_BUFFERS: usize = 20;
+/// Most extra-info slots one received packet may carry: netif.h defines five types (GSO,
+/// multicast add and delete, hash, XDP), each at most once; Linux's netback sends at most three.
+const MAX_EXTRAS: u8 = 8;
 
 /// Sizes and options of a [`Netfront`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,17 +118,32 @@ pub struct Config {
     /// verified by the driver. When false, offload is refused (`feature-no-csum-offload=1`) and
     /// smoltcp verifies every checksum. See the module doc.
     pub csum_offload: bool,
+    /// Accept TCP GSO super-frames on receive (`feature-gso-tcpv4=1`, `feature-gso-tcpv6=1`, and
+    /// `feature-ipv6-csum-offload=1` which TSO6 needs): the backend may hand us one TCP segment
+    /// of up to 64 KiB (several slots and a GSO extra-info slot) where the wire carried many.
+    /// Only with `csum_offload` (Linux's netback cannot do TSO to a vif without checksum
+    /// offload) and at least [`MIN_GSO_RX_BUFFERS`] `rx_buffers` (netback waits until the ring
+    /// holds a whole packet's slots, and calls a vif that never has them stalled), else not
+    /// offered.
+    pub gso: bool,
+    /// Transmit GSO (TSO): let smoltcp hand us TCP/IPv4 segments of up to
+    /// [`Netfront::tso_max`] bytes, sent as one packet with a GSO extra-info slot (netback
+    /// cuts them to the MSS) and a partial checksum (`NETTXF_csum_blank`). Needs `sg`; cleared
+    /// by [`Netfront::connect`] when the backend lacks `feature-gso-tcpv4`.
+    pub tso: bool,
 }
 
 impl Default for Config {
-    /// 64 receive pages (256 KiB) and 16 transmit pages (64 KiB), scatter-gather and checksum
-    /// offload on.
+    /// 64 receive pages (256 KiB) and 16 transmit pages (64 KiB), scatter-gather, checksum
+    /// offload and receive GSO on.
     fn default() -> Self {
         Config {
             rx_buffers: 64,
             tx_pages: 16,
             sg: true,
             csum_offload: true,
+            gso: true,
+            tso: true,
         }
     }
 }
@@ -103,6 +157,8 @@ pub struct Stats {
     pub tx_bytes: u64,
     /// TX slots completed by the backend.
     pub tx_completions: u64,
+    /// Of `tx_packets`, those sent as GSO (one TCP segment over the MTU that netback cuts).
+    pub tx_gso: u64,
     /// TX slots the backend failed (`NETIF_RSP_ERROR`/`DROPPED`).
     pub tx_failed: u64,
     /// Frames not sent for lack of room (ring, ids or buffer), and polls that found no room:
@@ -114,6 +170,10 @@ pub struct Stats {
     pub rx_bytes: u64,
     /// RX responses consumed.
     pub rx_slots: u64,
+    /// Of `rx_packets`, those that came as GSO super-frames (with a GSO extra-info slot).
+    pub rx_gso: u64,
+    /// Largest frame received whole and valid.
+    pub rx_max_frame: u64,
     /// Received packets dropped (any reason).
     pub rx_dropped: u64,
     /// Received packets dropped because their TCP/UDP checksum did not verify (not flagged
@@ -150,6 +210,10 @@ pub(crate) struct TxQueue {
     packets: VecDeque<TxPacket>,
     next_seq: u64,
     sg: bool,
+    /// Largest TCP segment smoltcp may hand us for transmit GSO; 0 when off.
+    pub(crate) tso_max: usize,
+    /// GSO extra-info slots sent and not answered yet (netback answers each `NETIF_RSP_NULL`).
+    extras_in_flight: u32,
     /// Where a smoltcp TX token builds its frame.
     pub(crate) scratch: Vec<u8>,
 }
@@ -161,8 +225,13 @@ enum RxState {
     Idle,
     /// After a fragment with `NETRXF_more_data`.
     Frags,
-    /// Reading extra-info slots; `more_data` from the first fragment.
-    Extras { count: u8, more_data: bool },
+    /// Reading extra-info slots (`count` read so far); `more_data` from the first fragment;
+    /// `discard` once the packet failed (the extras are followed, not checked, to stay in step).
+    Extras {
+        count: u8,
+        more_data: bool,
+        discard: bool,
+    },
     /// Dropping the rest of a bad packet, up to a fragment without `NETRXF_more_data`.
     Discard,
 }
@@ -181,6 +250,12 @@ pub(crate) struct RxQueue {
     len: usize,
     slots: usize,
     first_flags: u16,
+    /// The GSO type of the packet being received (from its GSO extra), if any.
+    gso: Option<u8>,
+    /// Extra-info types (below 16) the packet being received carried, as bits.
+    extras_seen: u16,
+    /// Whether the frame `poll` last completed was a GSO one.
+    completed_gso: bool,
     /// `Config::csum_offload`.
     csum_offload: bool,
 }
@@ -204,6 +279,8 @@ pub struct Netfront<H: Hal> {
     pub(crate) frame: RxFrame,
     pub(crate) stats: Stats,
     pub(crate) xenbus: Option<Frontend>,
+    /// Receive GSO offered (`Config::gso` and `Config::csum_offload`).
+    pub(crate) gso: bool,
 }
 
 impl<H: Hal> core::fmt::Debug for Netfront<H> {
@@ -252,26 +329,41 @@ pub(crate) fn end_grants<H: Hal>(hal: &mut H, pages: Vec<Granted>) -> Vec<Grante
 }
 
 impl TxQueue {
-    /// Whether a frame of `len` bytes fits now.
+    /// Whether a frame of `len` bytes fits now (one more ring slot for a GSO extra when it is
+    /// over the MTU).
     fn room(&self, len: usize) -> bool {
         match self.buf.place(len, self.sg) {
             None => false,
             Some(start) => {
                 let n = chunks(self.buf.offset(start), len).count();
-                n <= self.free_ids.len() && n as u32 <= self.ring.free_requests()
+                let extra = usize::from(len > MTU);
+                n <= self.free_ids.len() && (n + extra) as u32 <= self.ring.free_requests()
             }
         }
     }
 
-    /// Copies `frame` into the buffer and queues its slots.
+    /// Copies `frame` into the buffer and queues its slots. With `gso` (the MSS), a TCP/IPv4
+    /// segment over the MTU whose checksum field holds the pseudo-header sum: sent flagged
+    /// `NETTXF_csum_blank | NETTXF_data_validated | NETTXF_extra_info`, a GSO extra-info slot
+    /// after its first slot.
     pub(crate) fn send<H: Hal>(
         &mut self,
         hal: &mut H,
         port: u32,
         stats: &mut Stats,
         frame: &[u8],
+        gso: Option<u16>,
     ) -> Result<(), Error> {
         let len = frame.len();
+        let gso = match gso {
+            Some(mss) if len > MTU => {
+                if self.tso_max == 0 || len > self.tso_max || mss == 0 {
+                    return Err(Error::TxBadLength { len });
+                }
+                Some(mss)
+            }
+            _ => None,
+        };
         if !(MIN_FRAME..=MAX_TX_SIZE).contains(&len)
             || len > self.buf.size()
             || (!self.sg && len > PAGE_SIZE)
@@ -281,7 +373,8 @@ impl TxQueue {
         let start = self.buf.place(len, self.sg).ok_or(Error::TxFull)?;
         let off = self.buf.offset(start);
         let n = chunks(off, len).count();
-        if n > self.free_ids.len() || n as u32 > self.ring.free_requests() {
+        let slots = n + usize::from(gso.is_some());
+        if n > self.free_ids.len() || slots as u32 > self.ring.free_requests() {
             return Err(Error::TxFull);
         }
         let end = self.buf.claim(start, len);
@@ -295,16 +388,34 @@ impl TxQueue {
                 .write(c.offset, &frame[copied..copied + c.len])?;
             let id = self.free_ids.pop().ok_or(Error::Internal)?;
             *self.inflight.get_mut(id as usize).ok_or(Error::Internal)? = Some(seq);
+            let mut flags = if i + 1 < n { NETTXF_MORE_DATA } else { 0 };
+            if i == 0 && gso.is_some() {
+                flags |= NETTXF_EXTRA_INFO | NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED;
+            }
             let req = TxRequest {
                 gref: page.gref,
                 offset: c.offset as u16,
-                flags: if i + 1 < n { NETTXF_MORE_DATA } else { 0 },
+                flags,
                 id,
                 size: if i == 0 { len as u16 } else { c.len as u16 },
             };
             self.ring
                 .queue_request(|m, o| req.write(m, o))
                 .map_err(|_| Error::Internal)?;
+            if let (0, Some(mss)) = (i, gso) {
+                // The extra takes a ring slot and no id; netback answers it NETIF_RSP_NULL.
+                let e = ExtraInfo {
+                    kind: EXTRA_TYPE_GSO,
+                    flags: 0,
+                    data: [mss as u8, (mss >> 8) as u8, GSO_TYPE_TCPV4, 0, 0, 0],
+                };
+                let mut slot = [0u8; TX_ENTRY_SIZE];
+                slot[..8].copy_from_slice(&e.emit());
+                self.ring
+                    .queue_request(|m, o| m.write(o, &slot))
+                    .map_err(|_| Error::Internal)?;
+                self.extras_in_flight += 1;
+            }
             copied += c.len;
         }
         self.packets.push_back(TxPacket {
@@ -317,6 +428,7 @@ impl TxQueue {
         }
         stats.tx_packets += 1;
         stats.tx_bytes += len as u64;
+        stats.tx_gso += u64::from(gso.is_some());
         Ok(())
     }
 
@@ -324,6 +436,9 @@ impl TxQueue {
     /// malformed responses (a wrong id answered in their place) and will never complete: frees
     /// them and their packets' buffer space. Returns how many.
     fn sweep_lost(&mut self) -> usize {
+        if self.ring.in_flight() == 0 {
+            self.extras_in_flight = 0;
+        }
         if self.ring.in_flight() != 0 || self.free_ids.len() == self.inflight.len() {
             return 0;
         }
@@ -348,6 +463,12 @@ impl TxQueue {
             Ok(None) => return Ok(None),
             Err(e) => return Err(Error::TxRing(e)),
         };
+        // The answer to a GSO extra-info slot: no id of ours (netback leaves a stale one). A
+        // NULL beyond those answers nothing we sent: a bad status for the id it names.
+        if rsp.status == NETIF_RSP_NULL && self.extras_in_flight > 0 {
+            self.extras_in_flight -= 1;
+            return Ok(Some(()));
+        }
         let seq = self
             .inflight
             .get_mut(rsp.id as usize)
@@ -435,19 +556,53 @@ impl RxQueue {
             if self.step(&raw, slot, buf, frame)? {
                 stats.rx_packets += 1;
                 stats.rx_bytes += frame.len as u64;
+                stats.rx_gso += u64::from(self.completed_gso);
+                stats.rx_max_frame = stats.rx_max_frame.max(frame.len as u64);
                 return Ok(true);
             }
         }
     }
 
-    /// Fails the current packet with `e`: its remaining slots are dropped.
-    fn fail(&mut self, e: Error, more_follow: bool) -> Result<bool, Error> {
-        self.state = if more_follow {
-            RxState::Discard
-        } else {
-            RxState::Idle
+    /// Fails the current packet with `e`: its remaining slots are dropped. `extras` and `more`:
+    /// whether extra-info slots and data slots follow the one that failed.
+    fn fail(&mut self, e: Error, extras: bool, more: bool) -> Result<bool, Error> {
+        self.state = match (extras, more) {
+            (true, _) => RxState::Extras {
+                count: 0,
+                more_data: more,
+                discard: true,
+            },
+            (false, true) => RxState::Discard,
+            (false, false) => RxState::Idle,
         };
         Err(e)
+    }
+
+    /// Checks one extra-info slot of a packet not failed yet (unknown types are skipped).
+    fn extra(&mut self, e: &ExtraInfo) -> Result<(), Error> {
+        if e.kind == EXTRA_TYPE_NONE {
+            return Err(Error::RxBadExtra { kind: e.kind });
+        }
+        if let Some(bit) = 1u16.checked_shl(u32::from(e.kind)) {
+            if self.extras_seen & bit != 0 {
+                return Err(Error::RxBadExtra { kind: e.kind });
+            }
+            self.extras_seen |= bit;
+        }
+        if let Some((size, kind, _features)) = e.gso() {
+            if size == 0 {
+                return Err(Error::RxBadGso {
+                    reason: "segment size 0",
+                });
+            }
+            if kind != GSO_TYPE_TCPV4 && kind != GSO_TYPE_TCPV6 {
+                return Err(Error::RxBadGso {
+                    reason: "unknown GSO type",
+                });
+            }
+            self.gso = Some(kind);
+        }
+        Ok(())
     }
 
     /// Handles one response; `Ok(true)` when it completed a frame.
@@ -465,20 +620,46 @@ impl RxQueue {
                 }
                 Ok(false)
             }
-            RxState::Extras { count, more_data } => {
+            RxState::Extras {
+                count,
+                more_data,
+                discard,
+            } => {
                 let e = ExtraInfo::parse(raw);
-                if e.kind == EXTRA_TYPE_NONE || e.kind > EXTRA_TYPE_HASH || count >= MAX_EXTRAS {
-                    return self.fail(Error::RxBadExtra { kind: e.kind }, e.more() || more_data);
-                }
-                self.state = if e.more() {
-                    RxState::Extras {
-                        count: count + 1,
-                        more_data,
-                    }
-                } else if more_data {
-                    RxState::Frags
+                let count = count.saturating_add(1);
+                let checked = if discard {
+                    // Followed without a bound: each slot is consumed as the backend
+                    // produces it, and a chain that never ends keeps the packet failed.
+                    Ok(())
+                } else if count > MAX_EXTRAS {
+                    Err(Error::RxBadExtra { kind: e.kind })
                 } else {
-                    return self.finish(frame);
+                    self.extra(&e)
+                };
+                if let Err(err) = checked {
+                    self.state = if e.more() {
+                        RxState::Extras {
+                            count,
+                            more_data,
+                            discard: true,
+                        }
+                    } else if more_data {
+                        RxState::Discard
+                    } else {
+                        RxState::Idle
+                    };
+                    return Err(err);
+                }
+                self.state = match (e.more(), more_data, discard) {
+                    (true, _, _) => RxState::Extras {
+                        count,
+                        more_data,
+                        discard,
+                    },
+                    (false, true, false) => RxState::Frags,
+                    (false, true, true) => RxState::Discard,
+                    (false, false, true) => RxState::Idle,
+                    (false, false, false) => return self.finish(frame),
                 };
                 Ok(false)
             }
@@ -486,27 +667,33 @@ impl RxQueue {
                 let r = RxResponse::parse(raw);
                 let first = self.state == RxState::Idle;
                 let more = r.flags & NETRXF_MORE_DATA != 0;
+                // Extras follow a packet's first slot only (netback never flags another; like
+                // Linux's netfront we ignore the flag there). But a slot that fails with the
+                // flag may be the first of a packet glued onto ours: its extras are followed
+                // as extras while dropping it, to stay in step.
                 let extra = first && r.flags & NETRXF_EXTRA_INFO != 0;
+                let extras_follow = r.flags & NETRXF_EXTRA_INFO != 0;
                 if first {
                     self.len = 0;
                     self.slots = 0;
                     self.first_flags = r.flags;
+                    self.gso = None;
+                    self.extras_seen = 0;
                 }
                 self.slots += 1;
-                let follow = more || extra;
                 if r.id != slot {
                     let e = Error::RxBadId {
                         id: r.id,
                         expected: slot,
                     };
-                    return self.fail(e, follow);
+                    return self.fail(e, extras_follow, more);
                 }
                 if r.status < 0 {
                     let e = Error::RxStatus {
                         id: r.id,
                         status: r.status,
                     };
-                    return self.fail(e, follow);
+                    return self.fail(e, extras_follow, more);
                 }
                 let size = r.status as usize;
                 if r.offset as usize + size > PAGE_SIZE {
@@ -515,14 +702,14 @@ impl RxQueue {
                         offset: r.offset,
                         size: size as u16,
                     };
-                    return self.fail(e, follow);
+                    return self.fail(e, extras_follow, more);
                 }
                 if self.slots > MAX_RX_SLOTS {
-                    return self.fail(Error::RxTooManySlots, follow);
+                    return self.fail(Error::RxTooManySlots, extras_follow, more);
                 }
                 let end = self.len + size;
                 if end > MAX_RX_FRAME || end > frame.buf.len() {
-                    return self.fail(Error::RxTooLong { len: end }, follow);
+                    return self.fail(Error::RxTooLong { len: end }, extras_follow, more);
                 }
                 let page = self.bufs.get(buf as usize).ok_or(Error::Internal)?;
                 page.page
@@ -533,6 +720,7 @@ impl RxQueue {
                     self.state = RxState::Extras {
                         count: 0,
                         more_data: more,
+                        discard: false,
                     };
                     return Ok(false);
                 }
@@ -555,6 +743,10 @@ impl RxQueue {
         if self.len < MIN_FRAME {
             return Err(Error::RxRunt { len: self.len });
         }
+        if let Some(kind) = self.gso {
+            let bytes = frame.buf.get(..self.len).ok_or(Error::Internal)?;
+            gso_frame_ok(bytes, kind).map_err(|reason| Error::RxBadGso { reason })?;
+        }
         let trusted = flags & (NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED) != 0;
         if self.csum_offload && !trusted {
             let bytes = frame.buf.get(..self.len).ok_or(Error::Internal)?;
@@ -564,6 +756,7 @@ impl RxQueue {
         }
         frame.len = self.len;
         frame.ready = true;
+        self.completed_gso = self.gso.is_some();
         Ok(true)
     }
 }
@@ -628,6 +821,12 @@ impl<H: Hal> Netfront<H> {
                 packets: VecDeque::new(),
                 next_seq: 0,
                 sg: config.sg,
+                extras_in_flight: 0,
+                tso_max: if config.tso && config.sg {
+                    tso_max(config.tx_pages)
+                } else {
+                    0
+                },
                 scratch: Vec::with_capacity(MTU),
             },
             rx: RxQueue {
@@ -642,6 +841,9 @@ impl<H: Hal> Netfront<H> {
                 len: 0,
                 slots: 0,
                 first_flags: 0,
+                gso: None,
+                extras_seen: 0,
+                completed_gso: false,
                 csum_offload: config.csum_offload,
             },
             frame: RxFrame {
@@ -651,6 +853,7 @@ impl<H: Hal> Netfront<H> {
             },
             stats: Stats::default(),
             xenbus: None,
+            gso: config.gso && config.csum_offload && config.rx_buffers >= MIN_GSO_RX_BUFFERS,
         };
         nf.rx.refill(&mut nf.hal, nf.port)?;
         Ok(nf)
@@ -697,9 +900,21 @@ impl<H: Hal> Netfront<H> {
         self.tx.sg
     }
 
+    /// Largest frame smoltcp may build for transmit GSO (`Config::tso`; 0 when off): half the TX
+    /// buffer, at most 60 KiB (so a frame never takes more than 16 slots, under netback's 18).
+    pub fn tso_max(&self) -> usize {
+        self.tx.tso_max
+    }
+
     /// Whether checksum offload is accepted on receive (`Config::csum_offload`).
     pub fn csum_offload(&self) -> bool {
         self.rx.csum_offload
+    }
+
+    /// Whether receive GSO is offered (`feature-gso-tcpv4`): `Config::gso` and
+    /// `Config::csum_offload`.
+    pub fn gso(&self) -> bool {
+        self.gso
     }
 
     /// The counters.
@@ -747,6 +962,7 @@ impl<H: Hal> Netfront<H> {
                         | Error::RxRunt { .. }
                         | Error::RxChecksumBlank
                         | Error::RxBadExtra { .. }
+                        | Error::RxBadGso { .. }
                 ) {
                     stats.rx_dropped += 1;
                 }
@@ -764,9 +980,16 @@ impl<H: Hal> Netfront<H> {
     /// Sends one Ethernet frame (its checksums complete). [`Error::TxFull`] when there is no
     /// room now: call [`reclaim_tx`](Self::reclaim_tx) (or wait for the event channel) and retry.
     pub fn send(&mut self, frame: &[u8]) -> Result<(), Error> {
+        self.send_gso(frame, None)
+    }
+
+    /// Sends one Ethernet frame; with `gso` (the MSS) and over the MTU, a TCP/IPv4 segment for
+    /// netback to cut, whose checksum field holds the pseudo-header sum (see [`fill_tcp_checksum`]).
+    /// [`Error::TxBadLength`] for a GSO frame over [`tso_max`](Self::tso_max).
+    pub fn send_gso(&mut self, frame: &[u8], gso: Option<u16>) -> Result<(), Error> {
         let r = self
             .tx
-            .send(&mut self.hal, self.port, &mut self.stats, frame);
+            .send(&mut self.hal, self.port, &mut self.stats, frame, gso);
         if let Err(e) = &r {
             Self::note(&mut self.stats, e);
         }
@@ -875,6 +1098,115 @@ impl<H: Hal> Netfront<H> {
             Err(Error::GrantsStillMapped { count: kept.len() })
         }
     }
+}
+
+/// Largest transmit GSO frame for a TX buffer of `pages`: half the buffer, at most 60 KiB (so a
+/// frame never spans more than 16 pages: netback drops packets of more than 18 slots and
+/// disconnects at 20); 0 (off) when that is not above the MTU.
+fn tso_max(pages: usize) -> usize {
+    let n = (pages * PAGE_SIZE / 2).min(60 * 1024);
+    if n > MTU {
+        n
+    } else {
+        0
+    }
+}
+
+/// Fills the TCP checksum of an Ethernet `frame` (IPv4, or IPv6 with TCP right after its
+/// header, as smoltcp builds them): the complete checksum, or with `partial` the pseudo-header
+/// sum alone (folded, not complemented: what Linux's `CHECKSUM_PARTIAL` expects, for netback
+/// to finish after cutting a GSO segment). Anything else is left alone. Returns whether it was
+/// a TCP frame.
+pub fn fill_tcp_checksum(frame: &mut [u8], partial: bool) -> bool {
+    use smoltcp::wire::{
+        checksum, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet,
+        TcpPacket,
+    };
+    let Ok(mut eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let (src, dst, hdr, l4_len): (IpAddress, IpAddress, usize, usize) = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let Ok(ip) = Ipv4Packet::new_checked(eth.payload_mut()) else {
+                return false;
+            };
+            if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
+                return false;
+            }
+            let hl = usize::from(ip.header_len());
+            let len = usize::from(ip.total_len()).saturating_sub(hl);
+            (ip.src_addr().into(), ip.dst_addr().into(), hl, len)
+        }
+        EthernetProtocol::Ipv6 => {
+            let Ok(ip) = Ipv6Packet::new_checked(eth.payload_mut()) else {
+                return false;
+            };
+            if ip.next_header() != IpProtocol::Tcp {
+                return false;
+            }
+            let len = usize::from(ip.payload_len());
+            (ip.src_addr().into(), ip.dst_addr().into(), 40, len)
+        }
+        _ => return false,
+    };
+    let Some(l4) = eth.payload_mut().get_mut(hdr..hdr + l4_len) else {
+        return false;
+    };
+    let Ok(mut tcp) = TcpPacket::new_checked(l4) else {
+        return false;
+    };
+    if partial {
+        let sum = checksum::pseudo_header(&src, &dst, IpProtocol::Tcp, l4_len as u32);
+        tcp.set_checksum(sum);
+    } else {
+        tcp.fill_checksum(&src, &dst);
+    }
+    true
+}
+
+/// Whether a frame received with a GSO extra of type `kind` is what the extra says: one whole,
+/// unfragmented TCP packet of that IP version, its IP length exactly the bytes received (so
+/// a super-frame's length cannot disagree with itself). The reason when not.
+fn gso_frame_ok(frame: &[u8], kind: u8) -> Result<(), &'static str> {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet};
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| "not an Ethernet frame")?;
+    let ip_len = frame.len() - 14;
+    // The fixed headers only (read unchecked past that: a length that disagrees is the error
+    // reported, not a truncated packet).
+    let payload = eth.payload();
+    let (proto, len) = match (eth.ethertype(), kind) {
+        (EthernetProtocol::Ipv4, GSO_TYPE_TCPV4) => {
+            if payload.len() < 20 {
+                return Err("bad IPv4 header");
+            }
+            let ip = Ipv4Packet::new_unchecked(payload);
+            if ip.version() != 4 || ip.header_len() < 20 {
+                return Err("bad IPv4 header");
+            }
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return Err("an IPv4 fragment");
+            }
+            (ip.next_header(), usize::from(ip.total_len()))
+        }
+        (EthernetProtocol::Ipv6, GSO_TYPE_TCPV6) => {
+            if payload.len() < 40 {
+                return Err("bad IPv6 header");
+            }
+            let ip = Ipv6Packet::new_unchecked(payload);
+            if ip.version() != 6 {
+                return Err("bad IPv6 header");
+            }
+            (ip.next_header(), 40 + usize::from(ip.payload_len()))
+        }
+        _ => return Err("GSO type does not match the frame's IP version"),
+    };
+    if proto != IpProtocol::Tcp {
+        return Err("not TCP");
+    }
+    if len != ip_len {
+        return Err("IP length disagrees with the bytes received");
+    }
+    Ok(())
 }
 
 /// Whether the TCP or UDP checksum of an Ethernet `frame` verifies, checked as smoltcp would

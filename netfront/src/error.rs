@@ -104,10 +104,19 @@ pub enum Error {
     /// `NETRXF_data_validated`) whose checksum does not verify (or that is too short to hold
     /// one): corrupted, or forged by a peer on the network. Dropped. Not a backend fault.
     RxBadChecksum,
-    /// An RX extra-info slot of an unknown type, or too many of them.
+    /// An RX extra-info slot of type `XEN_NETIF_EXTRA_TYPE_NONE`, a second one of a type the
+    /// packet already carries, or one more than a packet may carry (a chain that never ends).
+    /// Unknown types are skipped, not errors.
     RxBadExtra {
         /// Its type.
         kind: u8,
+    },
+    /// A received GSO packet (`XEN_NETIF_EXTRA_TYPE_GSO`) that is not what its extra says: a
+    /// zero segment size, an unknown GSO type, or a frame that is not one whole TCP packet of
+    /// that IP version (its IP length disagreeing with the bytes received).
+    RxBadGso {
+        /// What is wrong.
+        reason: &'static str,
     },
     /// Teardown: the backend still maps some of our pages; they were leaked, not freed.
     GrantsStillMapped {
@@ -199,7 +208,13 @@ impl fmt::Display for Error {
                 f.write_str("received packet with a blank checksum (offload was refused)")
             }
             Error::RxBadChecksum => f.write_str("received packet with a bad TCP/UDP checksum"),
-            Error::RxBadExtra { kind } => write!(f, "rx extra info of bad type {kind} or too many"),
+            Error::RxBadExtra { kind } => {
+                write!(
+                    f,
+                    "rx extra info of type {kind}: invalid, duplicate or too many"
+                )
+            }
+            Error::RxBadGso { reason } => write!(f, "received bad GSO packet: {reason}"),
             Error::GrantsStillMapped { count } => {
                 write!(
                     f,

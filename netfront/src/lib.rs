@@ -19,10 +19,12 @@
 //! - [`dhcp`]: the DHCPv4 client (exponential, randomised backoff; one xid per acquisition).
 //! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
 //!
-//! IPv4 checksum offload is accepted on receive, per packet (`NETRXF_csum_blank` /
+//! Checksum offload is accepted on receive, per packet (`NETRXF_csum_blank` /
 //! `NETRXF_data_validated` trusted, unflagged packets verified by the driver), so neither dom0
 //! nor we checksum packets that never crossed a wire; we send complete checksums.
-//! `Config::csum_offload: false` refuses it (`feature-no-csum-offload=1`). See `driver`.
+//! `Config::csum_offload: false` refuses it (`feature-no-csum-offload=1`). With it, receive GSO
+//! (`feature-gso-tcpv4`/`-tcpv6`, `Config::gso`): TCP segments of up to 64 KiB arrive as one
+//! packet. See `driver`.
 //!
 //! On Xen, the platform provides a [`Hal`](xen::hal::Hal) (pages, grants, event channels,
 //! notify) and a xenstore [`Transport`](xen::xenstore::Transport); then
@@ -51,7 +53,10 @@ pub mod xen;
 
 pub use connect::format_mac;
 pub use device::{NfRxToken, NfTxToken};
-pub use driver::{Config, Netfront, Stats, MAX_RX_FRAME, MAX_RX_SLOTS, MIN_FRAME, MTU};
+pub use driver::{
+    fill_tcp_checksum, Config, Netfront, Stats, MAX_RX_FRAME, MAX_RX_SLOTS, MIN_FRAME,
+    MIN_GSO_RX_BUFFERS, MTU,
+};
 pub use error::Error;
 /// The smoltcp version the stack is built on (its address types appear in the API).
 pub use smoltcp;

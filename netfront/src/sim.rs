@@ -11,6 +11,12 @@
 //! Faults ([`Fault`]) make it misbehave on purpose: wrong ids and statuses, data past the end of
 //! a page, garbage response indices, extra-info slots, split packets.
 //!
+//! [`rx_gso`](SimNetback::rx_gso) makes it deliver TCP packets longer than the MTU as Linux's
+//! netback delivers a GSO skb to a frontend that offered `feature-gso-tcpv4`/`-tcpv6`
+//! (`xenvif_rx_skb` in drivers/net/xen-netback/rx.c): the data packed into whole pages from
+//! offset 0, the first slot flagged `NETRXF_extra_info` (and `NETRXF_more_data`), the next slot
+//! a GSO extra (`gso.size` = the MSS, `gso.type` by IP version), then the other data slots.
+//!
 //! [`rx_csum`](SimNetback::rx_csum) chooses how TCP/UDP checksums reach the guest ([`RxCsum`]):
 //! complete and unflagged, blank (a partial checksum flagged `NETRXF_csum_blank`, as Linux's
 //! netback passes on dom0's own packets), flagged `NETRXF_data_validated`, or wrong and
@@ -68,7 +74,12 @@ pub enum Fault {
     RxSplit(usize),
     /// Add these flags to the first slot of the next packet.
     RxFlags(u16),
-    /// Follow the first slot of the next packet with this extra-info slot.
+    /// Add these flags to the last slot of the next packet (`NETRXF_more_data`: the packet
+    /// claims to go on into the next one).
+    RxLastFlags(u16),
+    /// Follow the first slot of the next packet with this extra-info slot (after its GSO extra,
+    /// if it has one). Several accumulate, in order; every one but the last gets
+    /// `XEN_NETIF_EXTRA_FLAG_MORE`, the last keeps its own flags.
     RxExtra(ExtraInfo),
 }
 
@@ -156,6 +167,21 @@ fn apply_rx_csum(mode: RxCsum, frame: &mut [u8]) -> u16 {
     }
 }
 
+/// The `XEN_NETIF_GSO_TYPE_*` of a TCP `frame` longer than the MTU (one netback would send as
+/// a GSO skb), else `None`.
+fn gso_type(frame: &[u8]) -> Option<u8> {
+    // From the headers' bytes alone (as netback knows it from the skb), so that a frame cut
+    // short by a test still goes as GSO.
+    if frame.len() <= MTU {
+        return None;
+    }
+    match (frame.get(12..14)?, frame.get(14)? >> 4) {
+        ([0x08, 0x00], 4) => (*frame.get(14 + 9)? == 6).then_some(GSO_TYPE_TCPV4),
+        ([0x86, 0xdd], 6) => (*frame.get(14 + 6)? == 6).then_some(GSO_TYPE_TCPV6),
+        _ => None,
+    }
+}
+
 /// A frontend mistake the simulated backend noticed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
@@ -165,8 +191,15 @@ pub enum Violation {
     TxBadTotal(u16),
     /// A grant we could not map (or mapped with the wrong access).
     BadGrant(u32),
-    /// A TX request with `NETTXF_extra_info` or checksum-offload flags (we offered neither).
+    /// A TX request with checksum-offload flags but no GSO extra (only GSO segments are sent
+    /// with a partial checksum), or with `NETTXF_extra_info` on a slot other than a packet's
+    /// first.
     UnexpectedTxFlags(u16),
+    /// A TX extra-info slot that is not a valid TCPV4 GSO one.
+    BadTxExtra(ExtraInfo),
+    /// A GSO packet whose TCP checksum field does not hold the pseudo-header sum, or that is
+    /// not TCP/IPv4.
+    BadPartialChecksum,
 }
 
 /// The simulated backend of one vif.
@@ -187,8 +220,15 @@ pub struct SimNetback {
     pub from_guest: VecDeque<Vec<u8>>,
     /// Frames waiting to go to the guest (delivered when it has posted enough buffers).
     pub to_guest: VecDeque<Vec<u8>>,
-    /// Every TX slot seen, in order.
+    /// Every TX slot seen, in order (extra-info slots not included).
     pub tx_slots: Vec<TxRequest>,
+    /// GSO packets the guest sent: (frame length, MSS). Their checksums are completed (as
+    /// dom0's stack would treat them) before they reach `from_guest`.
+    pub tx_gso: Vec<(usize, u16)>,
+    /// Extra-info slots still to read for the TX packet being received.
+    tx_extras: usize,
+    /// GSO extras of the TX packet being received.
+    tx_extra: Option<ExtraInfo>,
     /// Frontend mistakes seen.
     pub violations: Vec<Violation>,
     /// Most data bytes per RX slot (default 4096: one slot per packet up to a page).
@@ -201,6 +241,12 @@ pub struct SimNetback {
     pub guest_notifications: u64,
     /// How TCP/UDP checksums go to the guest (default: as they are, unflagged).
     pub rx_csum: RxCsum,
+    /// Deliver TCP frames longer than the MTU as GSO super-frames with this segment size (MSS)
+    /// in their GSO extra, as Linux's netback does (default `None`: no GSO extra; the slot
+    /// layout still follows `rx_slot_size`).
+    pub rx_gso: Option<u16>,
+    /// Packets delivered with a GSO extra.
+    pub gso_sent: u64,
 }
 
 impl core::fmt::Debug for SimNetback {
@@ -252,12 +298,17 @@ impl SimNetback {
             from_guest: VecDeque::new(),
             to_guest: VecDeque::new(),
             tx_slots: Vec::new(),
+            tx_gso: Vec::new(),
+            tx_extras: 0,
+            tx_extra: None,
             violations: Vec::new(),
             rx_slot_size: PAGE_SIZE,
             rx_offset: 0,
             answer_tx: true,
             guest_notifications: 0,
             rx_csum: RxCsum::AsIs,
+            rx_gso: None,
+            gso_sent: 0,
         })
     }
 
@@ -348,18 +399,46 @@ impl SimNetback {
         let mut progress = false;
         while let Ok(Some(req)) = self.tx.take_request(TxRequest::read) {
             progress = true;
+            if self.tx_extras > 0 {
+                // An extra-info slot (after a packet's first slot), as netback reads it.
+                let raw = req.emit();
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&raw[..8]);
+                let e = ExtraInfo::parse(&b);
+                self.tx_extras -= 1;
+                if e.more() {
+                    self.tx_extras += 1;
+                }
+                match e.gso() {
+                    Some((size, GSO_TYPE_TCPV4, 0)) if size > 0 && self.tx_extra.is_none() => {
+                        self.tx_extra = Some(e);
+                    }
+                    _ => self.violations.push(Violation::BadTxExtra(e)),
+                }
+                // A one-slot packet ends with its extras.
+                if self.tx_extras == 0
+                    && self
+                        .tx_pending
+                        .last()
+                        .is_some_and(|r| r.flags & NETTXF_MORE_DATA == 0)
+                {
+                    self.finish_tx_packet();
+                }
+                continue;
+            }
             self.tx_slots.push(req);
-            if req.flags & (NETTXF_EXTRA_INFO | NETTXF_CSUM_BLANK) != 0 {
-                self.violations
-                    .push(Violation::UnexpectedTxFlags(req.flags));
+            let first = self.tx_pending.is_empty();
+            if req.flags & NETTXF_EXTRA_INFO != 0 {
+                if first {
+                    self.tx_extras = 1;
+                } else {
+                    self.violations
+                        .push(Violation::UnexpectedTxFlags(req.flags));
+                }
             }
             self.tx_pending.push(req);
-            if req.flags & NETTXF_MORE_DATA == 0 {
-                let slots = core::mem::take(&mut self.tx_pending);
-                let status = self.take_packet(&slots);
-                for s in &slots {
-                    self.held_tx.push_back(TxResponse { id: s.id, status });
-                }
+            if req.flags & NETTXF_MORE_DATA == 0 && self.tx_extras == 0 {
+                self.finish_tx_packet();
             }
         }
         if self.answer_tx {
@@ -383,6 +462,30 @@ impl SimNetback {
             self.guest_notifications += 1;
         }
         progress
+    }
+
+    /// The TX packet in `tx_pending` is complete: takes it and queues its responses.
+    fn finish_tx_packet(&mut self) {
+        let slots = core::mem::take(&mut self.tx_pending);
+        let Some(first) = slots.first().copied() else {
+            return;
+        };
+        let extra = self.tx_extra.take();
+        if first.flags & NETTXF_CSUM_BLANK != 0 && extra.is_none() {
+            self.violations
+                .push(Violation::UnexpectedTxFlags(first.flags));
+        }
+        let status = self.take_packet(&slots, extra);
+        for (i, s) in slots.iter().enumerate() {
+            self.held_tx.push_back(TxResponse { id: s.id, status });
+            if i == 0 && first.flags & NETTXF_EXTRA_INFO != 0 {
+                // netback's make_tx_response: NULL for the extra, its id left stale.
+                self.held_tx.push_back(TxResponse {
+                    id: s.id,
+                    status: NETIF_RSP_NULL,
+                });
+            }
+        }
     }
 
     /// Publishes a ring's responses (healing a forced index), then applies a pending index fault.
@@ -411,8 +514,9 @@ impl SimNetback {
         notify.unwrap_or(false)
     }
 
-    /// Copies a complete TX packet out of the guest's pages; its status.
-    fn take_packet(&mut self, slots: &[TxRequest]) -> i16 {
+    /// Copies a complete TX packet out of the guest's pages (a GSO one checked and its
+    /// checksum completed); its status.
+    fn take_packet(&mut self, slots: &[TxRequest], gso: Option<ExtraInfo>) -> i16 {
         let Some(first) = slots.first() else {
             return NETIF_RSP_ERROR;
         };
@@ -435,6 +539,17 @@ impl SimNetback {
             }
             frame.extend_from_slice(&bytes);
         }
+        if let Some((mss, _, _)) = gso.and_then(|e| e.gso()) {
+            let mut check = frame.clone();
+            let partial_ok = crate::driver::fill_tcp_checksum(&mut check, true)
+                && gso_type(&frame) == Some(GSO_TYPE_TCPV4)
+                && check == frame;
+            if !partial_ok {
+                self.violations.push(Violation::BadPartialChecksum);
+            }
+            crate::driver::fill_tcp_checksum(&mut frame, false);
+            self.tx_gso.push((frame.len(), mss));
+        }
         self.from_guest.push_back(frame);
         NETIF_RSP_OKAY
     }
@@ -449,13 +564,29 @@ impl SimNetback {
             // This packet's faults: modifiers from the front of the queue, up to and including
             // one fault of its first slot (an index fault waits for the next publish).
             let mut split = self.rx_slot_size.clamp(1, PAGE_SIZE);
-            let mut extra = None;
+            let mut extras = Vec::new();
+            let mut offset = self.rx_offset as usize % PAGE_SIZE;
+            if let Some(mss) = self.rx_gso {
+                if let Some(kind) = gso_type(frame) {
+                    extras.push(ExtraInfo {
+                        kind: EXTRA_TYPE_GSO,
+                        flags: 0,
+                        data: [mss as u8, (mss >> 8) as u8, kind, 0, 0, 0],
+                    });
+                    // netback fills whole pages from offset 0.
+                    split = PAGE_SIZE;
+                    offset = 0;
+                }
+            }
+            let gso = !extras.is_empty();
             let mut first_fault = None;
+            let mut last_flags = 0;
             let mut faults = 0;
             for f in &self.rx_faults {
                 match f {
                     Fault::RxSplit(n) => split = (*n).clamp(1, PAGE_SIZE),
-                    Fault::RxExtra(e) => extra = Some(*e),
+                    Fault::RxExtra(e) => extras.push(*e),
+                    Fault::RxLastFlags(fl) => last_flags |= *fl,
                     Fault::RxRspProd(_) => break,
                     f => first_fault = Some(*f),
                 }
@@ -464,10 +595,15 @@ impl SimNetback {
                     break;
                 }
             }
+            let n_extras = extras.len();
+            for (i, e) in extras.iter_mut().enumerate() {
+                if i + 1 < n_extras {
+                    e.flags |= EXTRA_FLAG_MORE;
+                }
+            }
             // Slots: (offset, len).
             let mut layout = Vec::new();
             let mut pos = 0;
-            let mut offset = self.rx_offset as usize % PAGE_SIZE;
             loop {
                 let n = split.min(PAGE_SIZE - offset).min(frame.len() - pos);
                 layout.push((offset, n));
@@ -477,9 +613,10 @@ impl SimNetback {
                     break;
                 }
             }
-            if self.rx_reqs.len() < layout.len() + extra.is_some() as usize {
+            if self.rx_reqs.len() < layout.len() + extras.len() {
                 break;
             }
+            self.gso_sent += u64::from(gso);
             let mut frame = self.to_guest.pop_front().unwrap_or_default();
             let csum_flags = apply_rx_csum(self.rx_csum, &mut frame);
             self.rx_faults.drain(..faults);
@@ -492,13 +629,17 @@ impl SimNetback {
                 let mut rsp = RxResponse {
                     id: req.id,
                     offset: offset as u16,
-                    flags: if i < last { NETRXF_MORE_DATA } else { 0 },
+                    flags: if i < last {
+                        NETRXF_MORE_DATA
+                    } else {
+                        last_flags
+                    },
                     status: len as i16,
                 };
                 let mut write = true;
                 if i == 0 {
                     rsp.flags |= csum_flags;
-                    if extra.is_some() {
+                    if !extras.is_empty() {
                         rsp.flags |= NETRXF_EXTRA_INFO;
                     }
                     match first_fault {
@@ -522,7 +663,9 @@ impl SimNetback {
                 pos += len;
                 let _ = self.rx.queue_response(|m, o| rsp.write(m, o));
                 if i == 0 {
-                    if let Some(e) = extra {
+                    // Extras go right after the first data slot (netback: "Extras must go
+                    // after the first data slot"), each in a slot of its own.
+                    for e in &extras {
                         if self.rx_reqs.pop_front().is_some() {
                             let _ = self.rx.queue_response(|m, o| m.write(o, &e.emit()));
                         }

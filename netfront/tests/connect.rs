@@ -81,15 +81,13 @@ fn connect_publishes_rings_and_features_then_shutdown_frees_everything() {
         ("feature-rx-notify", "1"),
         ("feature-sg", "1"),
         ("feature-no-csum-offload", "0"),
+        ("feature-gso-tcpv4", "1"),
+        ("feature-gso-tcpv6", "1"),
+        ("feature-ipv6-csum-offload", "1"),
         ("state", "4"),
     ] {
         assert_eq!(key(&mut s.xs, k).as_deref(), Some(v), "{k}");
     }
-    assert_eq!(
-        key(&mut s.xs, "feature-ipv6-csum-offload"),
-        None,
-        "IPv6 checksum offload is not offered"
-    );
     assert!(nf.csum_offload());
     assert_eq!(nf.mac(), [0x00, 0x16, 0x3e, 0, 0, 1]);
     assert!(nf.link_up());
@@ -228,6 +226,27 @@ fn without_backend_sg_tx_frames_are_not_split() {
 }
 
 #[test]
+fn gso_is_not_offered_with_too_few_rx_buffers_for_a_whole_packet() {
+    let mut s = setup(BackendConfig::default(), true);
+    let nf = Netfront::connect(
+        &mut s.xs,
+        s.hal.clone(),
+        "device/vif/0",
+        Config {
+            rx_buffers: netfront::MIN_GSO_RX_BUFFERS - 1,
+            ..Config::default()
+        },
+        &mut Never,
+    )
+    .unwrap();
+    assert!(!nf.gso() && nf.csum_offload());
+    assert_eq!(
+        read(&mut s.xs, &format!("{}/feature-gso-tcpv4", s.fe)).as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
 fn without_csum_offload_the_offload_is_refused() {
     let mut s = setup(BackendConfig::default(), true);
     let nf = Netfront::connect(
@@ -246,6 +265,19 @@ fn without_csum_offload_the_offload_is_refused() {
         read(&mut s.xs, &format!("{}/feature-no-csum-offload", s.fe)).as_deref(),
         Some("1")
     );
+    // Netback cannot do TSO to a vif without checksum offload: GSO is not offered either.
+    assert!(!nf.gso());
+    for k in [
+        "feature-gso-tcpv4",
+        "feature-gso-tcpv6",
+        "feature-ipv6-csum-offload",
+    ] {
+        assert_eq!(
+            read(&mut s.xs, &format!("{}/{k}", s.fe)).as_deref(),
+            Some("0"),
+            "{k}"
+        );
+    }
 }
 
 #[test]

@@ -177,17 +177,21 @@ fn rx_packets_split_across_polls_are_kept() {
 }
 
 #[test]
-fn rx_extra_info_slots_are_skipped() {
+fn rx_extra_info_slots_of_unknown_types_are_skipped() {
     let (mut nf, mut nb, _) = setup(Config::default());
-    let gso = ExtraInfo {
-        kind: EXTRA_TYPE_GSO,
-        flags: 0,
-        data: [0xb4, 0x05, GSO_TYPE_TCPV4, 0, 0, 0],
-    };
-    nb.inject(Fault::RxExtra(gso));
+    // A hash extra, an XDP one (type 5, newer than our netif.h) and one no header defines.
+    for kind in [EXTRA_TYPE_HASH, 5, 200] {
+        nb.inject(Fault::RxExtra(ExtraInfo {
+            kind,
+            flags: 0,
+            data: [kind; 6],
+        }));
+    }
     nb.inject(Fault::RxSplit(1000));
     let f = frame(MTU, 3);
     assert_eq!(deliver(&mut nf, &mut nb, &f).unwrap(), f);
+    assert_eq!(nf.stats().rx_slots, 2 + 3, "two data slots, three extras");
+    assert_eq!(nf.stats().rx_gso, 0);
     nb.step();
     assert_rx_works(&mut nf, &mut nb, 4);
 }
@@ -557,9 +561,20 @@ fn rx_blank_and_validated_packets_are_trusted() {
 #[test]
 fn device_capabilities_follow_the_offload() {
     use smoltcp::phy::{Checksum, Device};
-    let (nf, _, _) = setup(Config::default());
+    let (nf, _, _) = setup(Config {
+        tso: false,
+        ..Config::default()
+    });
     let c = nf.capabilities().checksum;
     assert!(matches!(c.tcp, Checksum::Tx) && matches!(c.udp, Checksum::Tx));
+    assert_eq!(nf.capabilities().segmentation.tcpv4, None);
+    // Transmit GSO (the default): smoltcp leaves TCP checksums to the driver.
+    let (nf, _, _) = setup(Config::default());
+    let caps = nf.capabilities();
+    assert!(matches!(caps.checksum.tcp, Checksum::None));
+    assert!(matches!(caps.checksum.udp, Checksum::Tx));
+    assert_eq!(caps.segmentation.tcpv4.map(|n| n.get()), Some(32 * 1024));
+    assert_eq!(nf.tso_max(), 32 * 1024, "half of the 16-page TX buffer");
     assert!(matches!(c.ipv4, Checksum::Both) && matches!(c.icmpv4, Checksum::Both));
     assert!(matches!(c.icmpv6, Checksum::Both));
     let (nf, _, _) = setup(Config {
@@ -567,7 +582,7 @@ fn device_capabilities_follow_the_offload() {
         ..Config::default()
     });
     let c = nf.capabilities().checksum;
-    assert!(matches!(c.tcp, Checksum::Both) && matches!(c.udp, Checksum::Both));
+    assert!(matches!(c.tcp, Checksum::Rx) && matches!(c.udp, Checksum::Both));
 }
 
 #[test]
@@ -589,7 +604,8 @@ fn rx_packet_over_too_many_slots() {
 #[test]
 fn rx_packet_too_long() {
     let (r, mut nf, mut nb) = rx_fault(Fault::RxSplit(4096), &frame(70_000, 1));
-    assert_eq!(r, Err(Error::RxTooLong { len: 65536 }));
+    assert_eq!(r, Err(Error::RxTooLong { len: 17 * 4096 }));
+    const { assert!(netfront::MAX_RX_FRAME < 17 * 4096) };
     assert_rx_works(&mut nf, &mut nb, 2);
 }
 
@@ -602,6 +618,444 @@ fn rx_bad_extra_info() {
     let (r, mut nf, mut nb) = rx_fault(Fault::RxExtra(bad), &frame(MTU, 1));
     assert_eq!(r, Err(Error::RxBadExtra { kind: 0 }));
     assert_rx_works(&mut nf, &mut nb, 2);
+}
+
+// ---- Receive GSO (feature-gso-tcpv4): super-frames as Linux's netback sends them. ----------
+
+/// The largest TCP super-frame of `ip` (IP length 65,535 for IPv4, payload 65,535 for IPv6).
+fn super_frame(ip: Ip) -> Vec<u8> {
+    let payload = match ip {
+        Ip::V4 => 0xFFFF - 20 - 20,
+        _ => 0xFFFF - 20,
+    };
+    let data: Vec<u8> = (0..payload).map(|i| (i * 7 % 251) as u8).collect();
+    l4_frame(ip, IpProtocol::Tcp, &data).0
+}
+
+/// A driver and a netback delivering TCP frames over the MTU as GSO (MSS 1448).
+fn gso_setup() -> (Netfront<SimHal>, SimNetback) {
+    let (nf, mut nb, _) = setup(Config::default());
+    nb.rx_gso = Some(1448);
+    (nf, nb)
+}
+
+fn gso_extra(size: u16, kind: u8) -> ExtraInfo {
+    ExtraInfo {
+        kind: EXTRA_TYPE_GSO,
+        flags: 0,
+        data: [size as u8, (size >> 8) as u8, kind, 0, 0, 0],
+    }
+}
+
+/// After a bad packet: counted, every buffer reposted, and the ring in step (GSO and plain
+/// frames arrive whole).
+fn assert_gso_recovers(nf: &mut Netfront<SimHal>, nb: &mut SimNetback, malformed: u64) {
+    nb.step();
+    assert_eq!(nf.stats().malformed, malformed, "{:?}", nf.stats());
+    assert_eq!(nf.stats().rx_dropped, malformed);
+    assert_eq!(nf.rx_posted(), 64, "every buffer reposted");
+    nb.rx_csum = RxCsum::Validated;
+    nb.rx_gso = Some(1448);
+    let big = super_frame(Ip::V4);
+    let gso = nf.stats().rx_gso;
+    assert_eq!(
+        deliver(nf, nb, &big).unwrap(),
+        big,
+        "a super-frame still arrives"
+    );
+    assert_eq!(nf.stats().rx_gso, gso + 1);
+    nb.step();
+    assert_rx_works(nf, nb, 9);
+    assert_eq!(nf.rx_posted(), 64);
+}
+
+#[test]
+fn rx_gso_super_frames_are_reassembled_whole() {
+    let (mut nf, mut nb) = gso_setup();
+    for (ip, csum) in [
+        (Ip::V4, RxCsum::Validated),
+        (Ip::V6, RxCsum::Validated),
+        (Ip::V4, RxCsum::AsIs),
+        (Ip::V6, RxCsum::AsIs),
+    ] {
+        nb.rx_csum = csum;
+        let f = super_frame(ip);
+        let slots = nf.stats().rx_slots;
+        assert_eq!(deliver(&mut nf, &mut nb, &f).unwrap(), f, "{ip:?} {csum:?}");
+        // Packed into pages: 17 data slots and the GSO extra.
+        assert_eq!(nf.stats().rx_slots - slots, 17 + 1);
+        nb.step();
+    }
+    assert_eq!(nb.gso_sent, 4);
+    let st = nf.stats();
+    assert_eq!((st.rx_packets, st.rx_gso), (4, 4));
+    assert_eq!(st.rx_max_frame, 14 + 40 + 0xFFFF);
+    assert_eq!(st.malformed + st.rx_dropped, 0);
+    // A plain frame after them: no GSO extra, counted as such.
+    assert_rx_works(&mut nf, &mut nb, 1);
+    assert_eq!(nf.stats().rx_gso, 4);
+}
+
+#[test]
+fn rx_gso_with_a_blank_checksum_is_trusted_and_a_bad_unflagged_one_dropped() {
+    let (mut nf, mut nb) = gso_setup();
+    let f = super_frame(Ip::V4);
+    // Blank (CHECKSUM_PARTIAL, what dom0's own TCP sends): the field holds the pseudo-header
+    // sum only; handed up as is.
+    nb.rx_csum = RxCsum::Blank;
+    let got = deliver(&mut nf, &mut nb, &f).unwrap();
+    assert_eq!(got.len(), f.len());
+    let field = 14 + 20 + 16;
+    assert_eq!(got[..field], f[..field]);
+    assert_eq!(got[field + 2..], f[field + 2..]);
+    nb.step();
+    // Unflagged and wrong: the driver verifies the whole super-frame and drops it.
+    nb.rx_csum = RxCsum::Corrupt;
+    assert_eq!(deliver(&mut nf, &mut nb, &f), Err(Error::RxBadChecksum));
+    assert_eq!(nf.stats().rx_bad_checksum, 1);
+    nb.step();
+    nb.rx_csum = RxCsum::AsIs;
+    assert_eq!(deliver(&mut nf, &mut nb, &f).unwrap(), f);
+}
+
+#[test]
+fn rx_gso_stream_wraps_the_ring_in_order() {
+    // 40 super-frames through 64 buffers (18 slots each): the ring wraps many times and each
+    // packet waits for enough posted buffers, as netback waits.
+    let (mut nf, mut nb) = gso_setup();
+    nb.rx_csum = RxCsum::Validated;
+    let mut sent = vec![];
+    for i in 0..40u8 {
+        let mut f = super_frame(if i % 3 == 0 { Ip::V6 } else { Ip::V4 });
+        let n = f.len();
+        f[n - 1] = i;
+        nb.send_to_guest(&f);
+        sent.push(f);
+    }
+    let mut got = vec![];
+    for _ in 0..1000 {
+        nb.step();
+        while let Some(f) = nf.receive().unwrap() {
+            got.push(f.to_vec());
+        }
+        if got.len() == sent.len() {
+            break;
+        }
+    }
+    assert_eq!(got, sent);
+    assert_eq!(nf.stats().rx_gso, 40);
+    assert_eq!(nf.rx_posted(), 64);
+}
+
+#[test]
+fn rx_gso_followed_by_a_hash_extra() {
+    let (mut nf, mut nb) = gso_setup();
+    nb.rx_csum = RxCsum::Validated;
+    nb.inject(Fault::RxExtra(ExtraInfo {
+        kind: EXTRA_TYPE_HASH,
+        flags: 0,
+        data: [1, 2, 3, 4, 5, 6],
+    }));
+    let f = super_frame(Ip::V4);
+    assert_eq!(deliver(&mut nf, &mut nb, &f).unwrap(), f);
+    assert_eq!(nf.stats().rx_slots, 17 + 2);
+    assert_eq!(nf.stats().rx_gso, 1);
+}
+
+#[test]
+fn rx_gso_extra_with_segment_size_zero() {
+    let (mut nf, mut nb, _) = setup(Config::default());
+    nb.inject(Fault::RxExtra(gso_extra(0, GSO_TYPE_TCPV4)));
+    nb.rx_csum = RxCsum::Validated;
+    let r = deliver(&mut nf, &mut nb, &super_frame(Ip::V4));
+    assert_eq!(
+        r,
+        Err(Error::RxBadGso {
+            reason: "segment size 0"
+        })
+    );
+    assert_gso_recovers(&mut nf, &mut nb, 1);
+}
+
+#[test]
+fn rx_gso_extra_of_an_unknown_gso_type() {
+    let (mut nf, mut nb, _) = setup(Config::default());
+    nb.inject(Fault::RxExtra(gso_extra(1448, 3)));
+    let r = deliver(&mut nf, &mut nb, &super_frame(Ip::V4));
+    assert_eq!(
+        r,
+        Err(Error::RxBadGso {
+            reason: "unknown GSO type"
+        })
+    );
+    assert_gso_recovers(&mut nf, &mut nb, 1);
+}
+
+#[test]
+fn rx_gso_extra_that_does_not_match_the_frame() {
+    let (mut nf, mut nb, _) = setup(Config::default());
+    nb.rx_csum = RxCsum::Validated;
+    let mut malformed = 0;
+    let udp = l4_frame(Ip::V4, IpProtocol::Udp, &[1; 3000]).0;
+    for (f, kind, reason) in [
+        (
+            super_frame(Ip::V4),
+            GSO_TYPE_TCPV6,
+            "GSO type does not match the frame's IP version",
+        ),
+        (
+            super_frame(Ip::V6),
+            GSO_TYPE_TCPV4,
+            "GSO type does not match the frame's IP version",
+        ),
+        (
+            frame(3000, 1),
+            GSO_TYPE_TCPV4,
+            "GSO type does not match the frame's IP version",
+        ),
+        (udp, GSO_TYPE_TCPV4, "not TCP"),
+    ] {
+        nb.inject(Fault::RxExtra(gso_extra(1448, kind)));
+        assert_eq!(
+            deliver(&mut nf, &mut nb, &f),
+            Err(Error::RxBadGso { reason }),
+            "{reason}"
+        );
+        malformed += 1;
+        nb.step();
+    }
+    assert_gso_recovers(&mut nf, &mut nb, malformed);
+}
+
+#[test]
+fn rx_gso_frame_shorter_or_longer_than_its_ip_length() {
+    let (mut nf, mut nb) = gso_setup();
+    nb.rx_csum = RxCsum::Validated;
+    let f = super_frame(Ip::V4);
+    let reason = "IP length disagrees with the bytes received";
+    // Fewer bytes than the IP header says (a backend that lost a slot's worth).
+    let short = &f[..f.len() - 4096];
+    assert_eq!(
+        deliver(&mut nf, &mut nb, short),
+        Err(Error::RxBadGso { reason })
+    );
+    nb.step();
+    // More: a smaller TCP packet with trailing bytes.
+    let mut long = l4_frame(Ip::V4, IpProtocol::Tcp, &[5; 3000]).0;
+    long.extend_from_slice(&[0; 100]);
+    assert_eq!(
+        deliver(&mut nf, &mut nb, &long),
+        Err(Error::RxBadGso { reason })
+    );
+    assert_gso_recovers(&mut nf, &mut nb, 2);
+}
+
+#[test]
+fn rx_gso_extra_twice_in_one_packet() {
+    let (mut nf, mut nb) = gso_setup();
+    nb.inject(Fault::RxExtra(gso_extra(1448, GSO_TYPE_TCPV4)));
+    let r = deliver(&mut nf, &mut nb, &super_frame(Ip::V4));
+    assert_eq!(
+        r,
+        Err(Error::RxBadExtra {
+            kind: EXTRA_TYPE_GSO
+        })
+    );
+    assert_gso_recovers(&mut nf, &mut nb, 1);
+}
+
+#[test]
+fn rx_extra_chain_that_never_ends() {
+    let (mut nf, mut nb) = gso_setup();
+    // Nine extras after the GSO one, the last still saying another follows.
+    for _ in 0..9 {
+        nb.inject(Fault::RxExtra(ExtraInfo {
+            kind: 200,
+            flags: EXTRA_FLAG_MORE,
+            data: [0; 6],
+        }));
+    }
+    nb.rx_csum = RxCsum::Validated;
+    let r = deliver(&mut nf, &mut nb, &super_frame(Ip::V4));
+    assert_eq!(r, Err(Error::RxBadExtra { kind: 200 }));
+    // The rest of that packet is dropped as data, up to its last slot.
+    assert_eq!(nf.receive(), Ok(None));
+    assert_gso_recovers(&mut nf, &mut nb, 1);
+}
+
+#[test]
+fn rx_gso_packet_larger_than_the_buffer() {
+    let (mut nf, mut nb) = gso_setup();
+    nb.rx_csum = RxCsum::Validated;
+    // Its last slot says more follows: the next super-frame is glued on, past 64 KiB.
+    nb.inject(Fault::RxLastFlags(NETRXF_MORE_DATA));
+    let f = super_frame(Ip::V4);
+    nb.send_to_guest(&f);
+    nb.send_to_guest(&f);
+    for _ in 0..4 {
+        nb.step();
+    }
+    let r = nf.receive();
+    assert_eq!(
+        r,
+        Err(Error::RxTooLong {
+            len: f.len() + 4096
+        })
+    );
+    // The glued packet's remaining slots are dropped, up to its true end.
+    assert_eq!(nf.receive(), Ok(None));
+    assert_gso_recovers(&mut nf, &mut nb, 1);
+    // A GSO extra on a frame over the limit: too long, whatever the extra says.
+    nb.inject(Fault::RxExtra(gso_extra(1448, GSO_TYPE_TCPV4)));
+    nb.inject(Fault::RxSplit(4096));
+    let r = deliver(&mut nf, &mut nb, &frame(70_000, 2));
+    assert_eq!(r, Err(Error::RxTooLong { len: 17 * 4096 }));
+    assert_gso_recovers(&mut nf, &mut nb, 2);
+}
+
+#[test]
+fn rx_gso_over_too_many_slots() {
+    let (mut nf, mut nb) = gso_setup();
+    nb.rx_csum = RxCsum::Validated;
+    // 22 data slots of 3000 bytes: more than any backend may use.
+    nb.inject(Fault::RxSplit(3000));
+    let r = deliver(&mut nf, &mut nb, &super_frame(Ip::V4));
+    assert_eq!(r, Err(Error::RxTooManySlots));
+    assert_eq!(nf.receive(), Ok(None));
+    assert_gso_recovers(&mut nf, &mut nb, 1);
+}
+
+#[test]
+fn rx_gso_that_claims_to_go_on_into_the_next_packet() {
+    let (mut nf, mut nb) = gso_setup();
+    nb.rx_csum = RxCsum::Validated;
+    nb.inject(Fault::RxLastFlags(NETRXF_MORE_DATA));
+    let f = super_frame(Ip::V4);
+    nb.send_to_guest(&f[..30_000]);
+    nb.send_to_guest(&frame(600, 1));
+    nb.step();
+    // Not the length of the IP header's: the glued packet is refused, not handed up.
+    assert_eq!(
+        nf.receive(),
+        Err(Error::RxBadGso {
+            reason: "IP length disagrees with the bytes received"
+        })
+    );
+    assert_gso_recovers(&mut nf, &mut nb, 1);
+}
+
+#[test]
+fn rx_slot_chain_that_never_ends() {
+    let (mut nf, mut nb) = gso_setup();
+    // 30 packets, every slot saying more follows.
+    let mut errors = vec![];
+    for i in 0..30 {
+        nb.inject(Fault::RxLastFlags(NETRXF_MORE_DATA));
+        nb.send_to_guest(&frame(MTU, i));
+        nb.step();
+        loop {
+            match nf.receive() {
+                Ok(Some(_)) => panic!("a glued packet was handed up"),
+                Ok(None) => break,
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    assert_eq!(errors, [Error::RxTooManySlots]);
+    // The chain ends with the next packet's last slot (that packet is lost with it).
+    nb.send_to_guest(&frame(MTU, 99));
+    nb.step();
+    assert_eq!(nf.receive(), Ok(None));
+    assert_gso_recovers(&mut nf, &mut nb, 1);
+}
+
+#[test]
+fn rx_failed_first_slot_skips_its_extras_and_data_in_step() {
+    // The first slot fails (bad id) but announces extras and more data: the extras are
+    // followed as extras (not read as data slots) and the data dropped to the packet's end.
+    let (mut nf, mut nb) = gso_setup();
+    nb.rx_csum = RxCsum::Validated;
+    nb.inject(Fault::RxExtra(ExtraInfo {
+        kind: EXTRA_TYPE_HASH,
+        flags: 0,
+        data: [0; 6],
+    }));
+    nb.inject(Fault::RxId(77));
+    let r = deliver(&mut nf, &mut nb, &super_frame(Ip::V4));
+    assert!(matches!(r, Err(Error::RxBadId { id: 77, .. })), "{r:?}");
+    assert_eq!(nf.receive(), Ok(None));
+    assert_gso_recovers(&mut nf, &mut nb, 1);
+}
+
+// ---- Transmit GSO (TSO): segments over the MTU for netback to cut. --------------------------
+
+/// A TCP/IPv4 frame of `payload` bytes whose checksum field holds the pseudo-header sum.
+fn tso_frame(payload: usize) -> Vec<u8> {
+    let (mut f, _) = l4_frame(Ip::V4, IpProtocol::Tcp, &vec![7; payload]);
+    assert!(netfront::fill_tcp_checksum(&mut f, true));
+    f
+}
+
+#[test]
+fn tx_gso_frame_goes_with_an_extra_slot_and_a_partial_checksum() {
+    let (mut nf, mut nb, _) = setup(Config::default());
+    let f = tso_frame(20_000);
+    nf.send_gso(&f, Some(1448)).unwrap();
+    nb.step();
+    assert_eq!(nb.violations, []);
+    assert_eq!(nb.tx_gso, [(f.len(), 1448)]);
+    let first = nb.tx_slots[0];
+    assert_eq!(
+        first.flags & !NETTXF_MORE_DATA,
+        NETTXF_EXTRA_INFO | NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED
+    );
+    // The sim completed the checksum, as dom0 would: the frame is the one with a full checksum.
+    let mut full = f.clone();
+    assert!(netfront::fill_tcp_checksum(&mut full, false));
+    assert_eq!(nb.from_guest.pop_back().unwrap(), full);
+    // The extra's NULL answer (with a stale id) completes nothing; the data slots do.
+    let slots = nb.tx_slots.len();
+    assert_eq!(nf.reclaim_tx().unwrap(), slots + 1);
+    assert_eq!(nf.tx_in_flight(), 0);
+    assert_eq!(nf.stats().tx_gso, 1);
+    assert_eq!(nf.stats().malformed, 0);
+    assert_tx_works(&mut nf, &mut nb, 3);
+}
+
+#[test]
+fn tx_gso_frame_over_tso_max_is_refused() {
+    let (mut nf, _, _) = setup(Config::default());
+    let f = tso_frame(nf.tso_max());
+    assert_eq!(
+        nf.send_gso(&f, Some(1448)),
+        Err(Error::TxBadLength { len: f.len() })
+    );
+    let (mut nf, _, _) = setup(Config {
+        tso: false,
+        ..Config::default()
+    });
+    assert_eq!(nf.tso_max(), 0);
+    let f = tso_frame(5000);
+    assert_eq!(
+        nf.send_gso(&f, Some(1448)),
+        Err(Error::TxBadLength { len: f.len() })
+    );
+}
+
+#[test]
+fn tx_null_response_beyond_the_gso_extras_is_a_bad_status() {
+    // One GSO packet: one NULL is expected; a second, for a data slot, is not.
+    let (mut nf, mut nb, _) = setup(Config::default());
+    nb.inject(Fault::TxStatus(NETIF_RSP_NULL));
+    nf.send_gso(&tso_frame(8000), Some(1448)).unwrap();
+    nb.step();
+    let r = nf.reclaim_tx();
+    assert!(
+        matches!(r, Err(Error::TxBadStatus { status: 1, .. })),
+        "{r:?}"
+    );
+    assert_eq!(nf.tx_in_flight(), 0);
+    assert_tx_works(&mut nf, &mut nb, 4);
 }
 
 // ---- Backpressure. ----------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 //! Fuzzes the receive checks on packet contents: each input is a frame the simulated netback
-//! delivers (first byte: the first slot's checksum flags and whether offload is on; second: the
-//! slot size; the rest: the frame), so the driver's TCP/UDP checksum check parses arbitrary
-//! bytes. It must never panic; a frame handed up is the one sent. Run with
+//! delivers (first byte: the first slot's checksum flags, whether offload is on, whether a GSO
+//! extra follows the first slot and of which type; second: the slot size, or with GSO the
+//! segment size; the rest: the frame), so the driver's TCP/UDP checksum and GSO frame checks
+//! parse arbitrary bytes. It must never panic; a frame handed up is the one sent. Run with
 //! `cargo fuzz run rx_frames` from `netfront/`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use netfront::sim::{Fault, SimNetback};
-use netfront::wire::{NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED};
+use netfront::wire::{ExtraInfo, EXTRA_TYPE_GSO, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED};
 use netfront::{Config, Netfront};
 use xen::hal::SimHal;
 
@@ -28,6 +29,15 @@ fuzz_target!(|data: &[u8]| {
     let flags = u16::from(mode & 3) & (NETRXF_DATA_VALIDATED | NETRXF_CSUM_BLANK);
     nb.inject(Fault::RxFlags(flags));
     nb.inject(Fault::RxSplit(usize::from(*split).max(1) * 16));
+    if mode & 8 != 0 {
+        // A GSO extra as netback writes it: type TCPV4/TCPV6 (or another, from bits 4-5).
+        let kind = (mode >> 4) & 3;
+        nb.inject(Fault::RxExtra(ExtraInfo {
+            kind: EXTRA_TYPE_GSO,
+            flags: 0,
+            data: [*split, 0, kind, 0, 0, 0],
+        }));
+    }
     nb.send_to_guest(frame);
     nb.step();
     match nf.receive() {

@@ -1,6 +1,7 @@
 //! Fuzzes the driver against a backend writing arbitrary bytes: each 10-byte chunk of input is one
-//! backend move (an RX response, a TX response, or a response index), and the driver must never
-//! panic nor leak a buffer. Run with `cargo fuzz run rx_responses` from `netfront/`.
+//! backend move (an RX response, a TX response, or a response index) or a frame sent (plain or
+//! GSO, whose extra slot is answered `NETIF_RSP_NULL`), and the driver must never panic nor
+//! leak a buffer. Run with `cargo fuzz run rx_responses` from `netfront/`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
         sg: true,
         // Offload on: unflagged frames go through the driver's checksum check.
         csum_offload: true,
+        gso: true,
+        // Transmit GSO on: a GSO extra is outstanding whenever a large frame is sent.
+        tso: true,
     };
     let Ok(mut nf) = Netfront::new(hal.clone(), 0, [0, 0x16, 0x3e, 0, 0, 1], config) else {
         return;
@@ -57,8 +61,14 @@ fuzz_target!(|data: &[u8]| {
                 let _ = tx.force_rsp_prod(u32::from_le_bytes(bytes[..4].try_into().unwrap()));
             }
             _ => {
-                let len = 14 + usize::from(op[1]) * 8;
-                let _ = nf.send(&vec![op[1]; len]);
+                if op[1] & 1 == 0 {
+                    let len = 14 + usize::from(op[1]) * 8;
+                    let _ = nf.send(&vec![op[1]; len]);
+                } else {
+                    // A GSO frame: one more ring slot (the extra), answered NETIF_RSP_NULL.
+                    let len = 1515 + usize::from(op[1]) * 10;
+                    let _ = nf.send_gso(&vec![op[1]; len], Some(1448));
+                }
                 let _ = rx.push_responses();
                 let _ = tx.push_responses();
             }
