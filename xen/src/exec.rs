@@ -154,6 +154,7 @@ pub struct Executor {
     ready: Ready,
     tasks: Vec<Option<(Task, Waker)>>,
     free: Vec<usize>,
+    timers: TimerQueue,
 }
 
 impl core::fmt::Debug for Executor {
@@ -178,6 +179,7 @@ impl Executor {
             ready: Arc::new(spin::Mutex::new(VecDeque::new())),
             tasks: Vec::new(),
             free: Vec::new(),
+            timers: TimerQueue::default(),
         }
     }
 
@@ -186,6 +188,11 @@ impl Executor {
         Spawner {
             shared: self.shared.clone(),
         }
+    }
+
+    /// Sleeps queued in this executor's timers (for tests and stats).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.lock().map.len()
     }
 
     /// Tasks spawned and not finished.
@@ -238,6 +245,7 @@ impl Executor {
         main: impl Future<Output = T>,
     ) -> T {
         let mut main = core::pin::pin!(main);
+        let _restore = Restore(set_current(Some(self.timers.clone())));
         let main_waker = self.waker(MAIN);
         self.ready.lock().push_back(MAIN);
         loop {
@@ -256,11 +264,11 @@ impl Executor {
                 }
             }
             let now = park.now_ns();
-            let mut deadline = timers_due(now);
+            let mut deadline = timers_due(&self.timers, now);
             for s in sources {
                 deadline = earliest(deadline, s.poll(now));
             }
-            deadline = earliest(deadline, timers_due(park.now_ns()));
+            deadline = earliest(deadline, timers_due(&self.timers, park.now_ns()));
             if self.ready.lock().is_empty() && self.shared.borrow().new.is_empty() {
                 park.park(deadline);
             }
@@ -278,21 +286,62 @@ fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 /// Pending sleeps by (deadline, sequence): each [`Sleep`] owns at most one entry and removes it
 /// when dropped, so timeouts that never fire (the common case: `timeout(idle, read)`) do not
 /// pile up until their deadlines.
+#[derive(Default)]
 struct Timers {
     map: BTreeMap<(u64, u64), Waker>,
     seq: u64,
 }
 
-static TIMERS: spin::Mutex<Timers> = spin::Mutex::new(Timers {
-    map: BTreeMap::new(),
-    seq: 0,
-});
+/// An executor's timer queue. Each [`Executor`] owns one; a [`Sleep`] queues itself in the queue
+/// of the executor polling it (see [`current`]), so executors with different clocks (tests run
+/// many at once, each on its own simulated clock) never see each other's deadlines.
+type TimerQueue = Arc<spin::Mutex<Timers>>;
 
-/// Wakes the timers due at `now` (their entries leave the map); returns the next deadline.
-fn timers_due(now: u64) -> Option<u64> {
+/// The timer queue of the executor running on this CPU (on the host: on this thread), set by
+/// [`Executor::block_on`] for as long as it runs.
+#[cfg(target_os = "none")]
+static CURRENT: spin::Mutex<Option<TimerQueue>> = spin::Mutex::new(None);
+
+#[cfg(target_os = "none")]
+fn current() -> Option<TimerQueue> {
+    CURRENT.lock().clone()
+}
+
+#[cfg(target_os = "none")]
+fn set_current(q: Option<TimerQueue>) -> Option<TimerQueue> {
+    core::mem::replace(&mut *CURRENT.lock(), q)
+}
+
+#[cfg(not(target_os = "none"))]
+std::thread_local! {
+    static CURRENT: RefCell<Option<TimerQueue>> = const { RefCell::new(None) };
+}
+
+#[cfg(not(target_os = "none"))]
+fn current() -> Option<TimerQueue> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+#[cfg(not(target_os = "none"))]
+fn set_current(q: Option<TimerQueue>) -> Option<TimerQueue> {
+    CURRENT.with(|c| core::mem::replace(&mut *c.borrow_mut(), q))
+}
+
+/// Puts the previous executor's timer queue back when `block_on` returns (or unwinds).
+struct Restore(Option<TimerQueue>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        set_current(self.0.take());
+    }
+}
+
+/// Wakes the timers of `q` due at `now` (their entries leave the map); returns the next
+/// deadline.
+fn timers_due(q: &TimerQueue, now: u64) -> Option<u64> {
     let mut due = Vec::new();
     let next = {
-        let mut t = TIMERS.lock();
+        let mut t = q.lock();
         while let Some(e) = t.map.first_entry() {
             if e.key().0 > now {
                 break;
@@ -307,17 +356,21 @@ fn timers_due(now: u64) -> Option<u64> {
     next
 }
 
-/// Sleeps pending (for tests and stats).
-pub fn pending_timers() -> usize {
-    TIMERS.lock().map.len()
-}
-
-/// A future that completes once the clock (as given by `now`) reaches `at`.
+/// A future that completes once the clock (as given by `now`) reaches `at`. It must be polled
+/// by an [`Executor`] (it queues itself in that executor's timers).
 pub struct Sleep<C: Fn() -> u64> {
     at: u64,
     now: C,
-    /// Our entry in the timer map, while it may be there.
-    key: Option<(u64, u64)>,
+    /// Our entry in an executor's timer queue, while it may be there.
+    key: Option<(TimerQueue, (u64, u64))>,
+}
+
+impl<C: Fn() -> u64> Sleep<C> {
+    fn dequeue(&mut self) {
+        if let Some((q, k)) = self.key.take() {
+            q.lock().map.remove(&k);
+        }
+    }
 }
 
 impl<C: Fn() -> u64 + Unpin> Future for Sleep<C> {
@@ -325,36 +378,36 @@ impl<C: Fn() -> u64 + Unpin> Future for Sleep<C> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         if (this.now)() >= this.at {
-            if let Some(k) = this.key.take() {
-                TIMERS.lock().map.remove(&k);
-            }
+            this.dequeue();
             return Poll::Ready(());
         }
-        let mut t = TIMERS.lock();
-        match this.key.and_then(|k| t.map.get_mut(&k)) {
+        if let Some((q, k)) = &this.key {
             // Still queued: keep the newest waker.
-            Some(w) => {
+            if let Some(w) = q.lock().map.get_mut(k) {
                 if !w.will_wake(cx.waker()) {
                     *w = cx.waker().clone();
                 }
-            }
-            // Not queued yet, or fired early (woken by another executor's clock): (re)queue.
-            None => {
-                t.seq += 1;
-                let k = (this.at, t.seq);
-                t.map.insert(k, cx.waker().clone());
-                this.key = Some(k);
+                return Poll::Pending;
             }
         }
+        // Not queued yet, or woken (its deadline passed on the executor's clock but not on
+        // ours, which may run behind): queue again.
+        let q = current().expect("a Sleep was polled outside xen::exec::Executor::block_on");
+        let k = {
+            let mut t = q.lock();
+            t.seq += 1;
+            let k = (this.at, t.seq);
+            t.map.insert(k, cx.waker().clone());
+            k
+        };
+        this.key = Some((q, k));
         Poll::Pending
     }
 }
 
 impl<C: Fn() -> u64> Drop for Sleep<C> {
     fn drop(&mut self) {
-        if let Some(k) = self.key.take() {
-            TIMERS.lock().map.remove(&k);
-        }
+        self.dequeue();
     }
 }
 
@@ -566,7 +619,6 @@ mod tests {
         };
         let mut ex = Executor::new();
         let n = now.clone();
-        let before = pending_timers();
         ex.block_on(&mut clock, &[], async move {
             for i in 0..10_000u64 {
                 let n2 = n.clone();
@@ -583,12 +635,47 @@ mod tests {
                 assert_eq!(r, Some(i));
             }
         });
-        // (Other tests running in parallel may hold a few of their own.)
-        let left = pending_timers().saturating_sub(before);
-        assert!(
-            left < 100,
-            "{left} of 10000 never-fired timeouts still queued"
+        assert_eq!(ex.pending_timers(), 0, "never-fired timeouts still queued");
+    }
+
+    #[test]
+    fn an_executor_parks_on_its_own_timers_only() {
+        // The suite's flake (netfront stack tests): with one global timer queue, a test's
+        // executor parked until another test's (simulated-clock) deadline, so its clock crept
+        // forward in ns steps and a 100-client run finished in under a simulated ms.
+        let mut ex1 = Executor::new();
+        let sp1 = ex1.spawner();
+        let now1 = Rc::new(Cell::new(0u64));
+        let mut clock1 = Clock {
+            now: now1.clone(),
+            parks: 0,
+        };
+        ex1.block_on(&mut clock1, &[], async move {
+            let n = now1.clone();
+            sp1.spawn(async move { sleep_until_with(move || n.get(), 5).await });
+            // A few turns, so the task runs and queues its sleep.
+            for _ in 0..3 {
+                yield_now().await;
+            }
+        });
+        assert_eq!(ex1.pending_timers(), 1, "the task sleeps on in ex1");
+
+        let now2 = Rc::new(Cell::new(0u64));
+        let mut clock2 = Clock {
+            now: now2.clone(),
+            parks: 0,
+        };
+        let mut ex2 = Executor::new();
+        let n = now2.clone();
+        ex2.block_on(&mut clock2, &[], async move {
+            sleep_until_with(move || n.get(), 1000).await
+        });
+        assert_eq!(now2.get(), 1000);
+        assert_eq!(
+            clock2.parks, 1,
+            "ex2 parked once, straight to its own deadline"
         );
+        assert_eq!(ex1.pending_timers(), 1);
     }
 
     #[test]

@@ -12,6 +12,9 @@
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
+// The host build (tests, simulators) keeps per-thread state (exec's current timer queue).
+#[cfg(all(not(test), not(target_os = "none")))]
+extern crate std;
 
 pub mod boot;
 pub mod cmdline;
