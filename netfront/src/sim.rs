@@ -50,6 +50,18 @@ use xen::xenstore::sim::Store;
 use crate::driver::MTU;
 use crate::wire::*;
 
+/// `len` pseudo-random bytes from `seed` (xorshift), the same for the same seed: test payloads.
+pub fn data(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
 /// A misbehaviour to inject. Faults apply in the order injected: TX faults to the next TX
 /// responses (one each); RX faults to the next packet to the guest (`RxSplit` and `RxExtra`
 /// modify it together with the one first-slot fault that follows them); index faults at the

@@ -40,8 +40,8 @@ use core::task::{Context, Poll, Waker};
 
 use echo::iperf::{self, Admit, Dir, End, Out, Server, StreamCmd, TestId, COOKIE_SIZE};
 
-use netfront::smoltcp::wire::{IpAddress, Ipv4Address};
-use netfront::{ListenConfig, Net, NetError, TcpListener, TcpStream};
+use net::smoltcp::wire::{IpAddress, Ipv4Address};
+use net::{ListenConfig, Net, NetError, TcpListener, TcpStream};
 use xen::cmdline::{validate, KeySpec};
 use xen::exec::Spawner;
 
@@ -78,18 +78,18 @@ const KEYS: &[KeySpec] = &[
     },
 ];
 
-xen::main!(main, KEYS, netfront::stack::KEYS);
+xen::main!(main, KEYS, net::stack::KEYS);
 
 fn main() -> Result<(), String> {
     let cmd = xen::boot::cmdline();
     let limit = cmd.parsed::<usize>("conns").unwrap_or(256);
     // The first vif takes the command line's addresses; with vifs=all every other vif is
     // brought up too, with DHCP, and serves the same services.
-    let mut nets = vec![netfront::xen::up().map_err(|e| format!("echo: {e}"))?];
+    let mut nets = vec![net::xen::up().map_err(|e| format!("echo: {e}"))?];
     if cmd.get("vifs") == Some("all") {
         let vifs = netfront::xen::list().map_err(|e| format!("echo: {e}"))?;
         for node in vifs.iter().skip(1) {
-            let net = netfront::xen::up_on(node, &netfront::IpConfig::default())
+            let net = net::xen::up_on(node, &net::IpConfig::default())
                 .map_err(|e| format!("echo: {e}"))?;
             nets.push(net);
         }
@@ -101,11 +101,7 @@ fn main() -> Result<(), String> {
     xen::exec::run(&sources, |sp| async move {
         if stats_ns > 0 {
             // The first vif's figures (sockets alive, ...) in xenstore data/xenrt/stats.
-            sp.spawn(netfront::xen::publish_stats(
-                served[0].clone(),
-                stats_ns,
-                |_| {},
-            ));
+            sp.spawn(net::xen::publish_stats(served[0].clone(), stats_ns, |_| {}));
         }
         let tasks: alloc::vec::Vec<_> = served
             .iter()
@@ -573,7 +569,7 @@ async fn iperf_stream(ip: &Iperf, mut s: TcpStream, id: TestId, index: usize, di
 }
 
 /// The console line for a test that ended.
-fn report(peer: Option<netfront::smoltcp::wire::IpEndpoint>, id: TestId, end: &End) {
+fn report(peer: Option<net::smoltcp::wire::IpEndpoint>, id: TestId, end: &End) {
     let who = match peer {
         Some(p) => format!("{p}"),
         None => String::from("?"),

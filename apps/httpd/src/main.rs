@@ -31,7 +31,7 @@ use httpd::guard::{
     Admit, Expiry, Id, Registry, Timeouts, Watch, PROBATION_NS, REQUEST_TIMEOUT, UNAVAILABLE,
 };
 use httpd::{Conn, Limits, Output, Site};
-use netfront::{ListenConfig, Net, NetError, TcpStream};
+use net::{ListenConfig, Net, NetError, TcpStream};
 use xen::cmdline::{validate, KeySpec};
 use xen::exec::{timeout, Spawner};
 
@@ -63,7 +63,7 @@ const KEYS: &[KeySpec] = &[
     },
 ];
 
-xen::main!(main, KEYS, netfront::stack::KEYS);
+xen::main!(main, KEYS, net::stack::KEYS);
 
 const SEC: u64 = 1_000_000_000;
 
@@ -88,7 +88,7 @@ fn main() -> Result<(), String> {
         },
         stats_ns: cmd.parsed::<u64>("stats").unwrap_or(5) * SEC,
     };
-    let net = netfront::xen::up().map_err(|e| format!("httpd: {e}"))?;
+    let net = net::xen::up().map_err(|e| format!("httpd: {e}"))?;
     xen::exec::run(&[&net], |sp| serve(sp, net.clone(), settings))
 }
 
@@ -121,7 +121,7 @@ type Conns = Rc<RefCell<Registry<Rc<Stop>>>>;
 async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
     // Requests are small (the core buffers a header section up to its limit itself); responses
     // stream from the image. Many small sockets: a burst of clients finds a listening socket
-    // ready (see netfront::gate) within a few MiB of memory.
+    // ready (see net::gate) within a few MiB of memory.
     let config = ListenConfig {
         backlog: 64,
         rx_buffer: 2 * 1024,
@@ -144,16 +144,12 @@ async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
     let counters = Rc::new(Counters::default());
     if s.stats_ns > 0 {
         let (conns, counters) = (conns.clone(), counters.clone());
-        sp.spawn(netfront::xen::publish_stats(
-            net.clone(),
-            s.stats_ns,
-            move |l| {
-                l.add("conns", conns.borrow().len() as u64);
-                l.add("shed", counters.shed.get());
-                l.add("refused", counters.refused.get());
-                l.add("header_timeouts", counters.header_timeouts.get());
-            },
-        ));
+        sp.spawn(net::xen::publish_stats(net.clone(), s.stats_ns, move |l| {
+            l.add("conns", conns.borrow().len() as u64);
+            l.add("shed", counters.shed.get());
+            l.add("refused", counters.refused.get());
+            l.add("header_timeouts", counters.header_timeouts.get());
+        }));
     }
     loop {
         let mut stream = match listener.accept().await {

@@ -10,9 +10,10 @@ use common::{stat, Clock, GUEST_IP, GUEST_MAC, PEER_IP, PEER_MAC};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use net::stack::{DevPhy, Phy, SynGate};
+use net::{ListenConfig, Net, NetError};
 use netfront::sim::{RxCsum, SimNetback};
-use netfront::stack::{DevPhy, Phy, SynGate};
-use netfront::{Config, ListenConfig, Net, NetError, Netfront};
+use netfront::{Config, Netfront};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::time::Instant;

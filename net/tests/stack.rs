@@ -9,9 +9,10 @@ use common::{data, stat, Clock, GUEST_IP, GUEST_MAC, PEER_IP, PEER_MAC};
 use std::cell::Cell;
 use std::rc::Rc;
 
+use net::stack::{DevPhy, Phy, SynGate};
+use net::{IpConfig, ListenConfig, Net, NetError};
 use netfront::sim::SimNetback;
-use netfront::stack::{DevPhy, Phy, SynGate};
-use netfront::{Config, IpConfig, ListenConfig, Net, NetError, Netfront};
+use netfront::{Config, Netfront};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
@@ -475,7 +476,7 @@ fn half_open_connections_expire_and_give_their_sockets_back() {
             pause(clock.clone(), 2_000_000).await;
             // All slots but one half-open: no pressure, so only expiry gives them back.
             flood.set((0, backlog as u32 - 1));
-            pause(clock.clone(), netfront::gate::HALF_OPEN_NS + 100_000_000).await;
+            pause(clock.clone(), net::gate::HALF_OPEN_NS + 100_000_000).await;
         })
     });
     let st = guest.listen_stats();
