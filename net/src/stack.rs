@@ -196,9 +196,50 @@ fn parse_v6_cidr(v: &str) -> Option<Ipv6Cidr> {
     Some(Ipv6Cidr::new(addr, prefix))
 }
 
-/// The device under the stack, type-erased so sockets need no type parameter.
-pub trait Phy {
-    /// Runs one smoltcp poll over this device, passing received frames through `gate`.
+/// A network device under the stack: a smoltcp [`Device`], and what the device needs done
+/// around each poll of the interface. The stack passes what the device received through its
+/// gate ([`SynGate`] and the reset filter) on the way to smoltcp; the device knows nothing of
+/// either.
+pub trait Link: 'static {
+    /// The smoltcp device the interface polls.
+    type Device: Device;
+    /// The device.
+    fn device(&mut self) -> &mut Self::Device;
+    /// Runs before each poll of the interface (a simulated peer puts its frames on the wire).
+    fn before_poll(&mut self, _now: Instant) {}
+    /// Runs after each poll of the interface (a vif checks its backend's state).
+    fn after_poll(&mut self, _now: Instant) {}
+    /// The driver's counters, if it keeps them.
+    fn stats(&self) -> Option<crate::Stats> {
+        None
+    }
+}
+
+/// Any smoltcp [`Device`] as a [`Link`] (nothing to do around a poll, no counters).
+#[derive(Debug)]
+pub struct DevPhy<D>(pub D);
+
+impl<D: Device + 'static> Link for DevPhy<D> {
+    type Device = D;
+    fn device(&mut self) -> &mut D {
+        &mut self.0
+    }
+}
+
+/// netfront itself, with its counters.
+impl<H: xen::hal::Hal + 'static> Link for netfront::Netfront<H> {
+    type Device = Self;
+    fn device(&mut self) -> &mut Self {
+        self
+    }
+    fn stats(&self) -> Option<crate::Stats> {
+        Some(netfront::Netfront::stats(self))
+    }
+}
+
+/// A [`Link`] with its type erased (so sockets need no type parameter), and the stack's poll of
+/// it: the gate in front of smoltcp's receive path.
+trait Phy {
     fn poll(
         &mut self,
         iface: &mut Interface,
@@ -206,19 +247,11 @@ pub trait Phy {
         now: Instant,
         gate: &mut SynGate,
     );
-    /// Makes the interface for this device.
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface;
-    /// The driver's counters, if it keeps them (slow-clients work, issue 18).
-    fn stats(&self) -> Option<crate::Stats> {
-        None
-    }
+    fn stats(&self) -> Option<crate::Stats>;
 }
 
-/// Any smoltcp [`Device`] as a [`Phy`].
-#[derive(Debug)]
-pub struct DevPhy<D>(pub D);
-
-impl<D: Device> Phy for DevPhy<D> {
+impl<L: Link> Phy for L {
     fn poll(
         &mut self,
         iface: &mut Interface,
@@ -226,10 +259,15 @@ impl<D: Device> Phy for DevPhy<D> {
         now: Instant,
         gate: &mut SynGate,
     ) {
-        gate.poll(iface, &mut self.0, sockets, now);
+        self.before_poll(now);
+        gate.poll(iface, self.device(), sockets, now);
+        self.after_poll(now);
     }
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface {
-        Interface::new(config, &mut self.0, now)
+        Interface::new(config, self.device(), now)
+    }
+    fn stats(&self) -> Option<crate::Stats> {
+        Link::stats(self)
     }
 }
 
@@ -318,8 +356,9 @@ fn instant(ns: u64) -> Instant {
 }
 
 impl Net {
-    /// A stack over `phy` (with MAC `mac`) configured by `config`, at time `now_ns`.
-    pub fn new(mut phy: Box<dyn Phy>, mac: [u8; 6], config: &IpConfig, now_ns: u64) -> Net {
+    /// A stack over `link` (with MAC `mac`) configured by `config`, at time `now_ns`.
+    pub fn new(link: impl Link, mac: [u8; 6], config: &IpConfig, now_ns: u64) -> Net {
+        let mut phy: Box<dyn Phy> = Box::new(link);
         let mut ic = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         // Seed from the MAC and the clock: different guests pick different ports and ISNs.
         ic.random_seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
@@ -669,7 +708,7 @@ mod tests {
 
     fn net(config: &IpConfig) -> Net {
         let dev = smoltcp::phy::Loopback::new(smoltcp::phy::Medium::Ethernet);
-        Net::new(Box::new(DevPhy(dev)), [0, 0x16, 0x3e, 0, 0, 9], config, 1)
+        Net::new(DevPhy(dev), [0, 0x16, 0x3e, 0, 0, 9], config, 1)
     }
 
     #[test]

@@ -9,15 +9,11 @@
 //! }
 //! ```
 
-use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 
-use xen::platform::{with_xenstore, XenClock};
-use xen::xenbus::Deadline;
-
 use crate::stack::{IpConfig, Net};
-use netfront::xen::{list, open, Vif};
+use netfront::xen::{list, open, XenVif};
 use netfront::Error;
 
 /// Why the network could not come up.
@@ -53,79 +49,25 @@ pub fn up_on(node: &str, config: &IpConfig) -> Result<Net, UpError> {
         vif.backend_id(),
         vif.scatter_gather()
     );
-    let phy = XenVif {
-        vif: Some(vif),
-        node: node.into(),
-    };
-    Ok(Net::new(Box::new(phy), mac, config, xen::time::now_ns()))
+    Ok(Net::new(
+        XenVif::new(vif, node),
+        mac,
+        config,
+        xen::time::now_ns(),
+    ))
 }
 
-/// A vif under a stack, watching its backend: when the backend leaves Connected (`xl
-/// network-detach`, the backend going away) the link is down, the frontend closes as the
-/// protocol asks (so the toolstack's detach completes), and everything it granted is released.
-struct XenVif {
-    vif: Option<Vif>,
-    node: String,
-}
-
-impl XenVif {
-    fn check_backend(&mut self) {
-        let Some(vif) = &mut self.vif else { return };
-        let changed = match with_xenstore(|xs| vif.backend_changed(xs)) {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                log::warn!("net: {}: reading the backend state: {e}", self.node);
-                return;
-            }
-            Err(_) => return,
-        };
-        match changed {
-            None | Some(xen::xenbus::XenbusState::Connected) => {}
-            Some(state) => {
-                log::warn!("net: {} link down (backend {state:?}): closing", self.node);
-                let Some(vif) = self.vif.take() else { return };
-                let closed = with_xenstore(|xs| {
-                    let mut t = Deadline::after(XenClock, 10_000_000_000);
-                    vif.shutdown(xs, &mut t)
-                });
-                match closed {
-                    Ok(Ok(_)) => log::info!("net: {} closed and released", self.node),
-                    Ok(Err(e)) => log::warn!("net: {} closed: {e}", self.node),
-                    Err(_) => {}
-                }
-            }
-        }
+/// The vif watches its backend after every poll of the stack (see [`XenVif`]).
+impl crate::stack::Link for XenVif {
+    type Device = XenVif;
+    fn device(&mut self) -> &mut XenVif {
+        self
     }
-}
-
-impl crate::stack::Phy for XenVif {
-    fn poll(
-        &mut self,
-        iface: &mut smoltcp::iface::Interface,
-        sockets: &mut smoltcp::iface::SocketSet<'static>,
-        now: smoltcp::time::Instant,
-        gate: &mut crate::stack::SynGate,
-    ) {
-        if let Some(vif) = &mut self.vif {
-            gate.poll(iface, vif, sockets, now);
-        }
+    fn after_poll(&mut self, _now: smoltcp::time::Instant) {
         self.check_backend();
     }
-
     fn stats(&self) -> Option<crate::Stats> {
-        self.vif.as_ref().map(|v| v.stats())
-    }
-
-    fn make_iface(
-        &mut self,
-        config: smoltcp::iface::Config,
-        now: smoltcp::time::Instant,
-    ) -> smoltcp::iface::Interface {
-        match &mut self.vif {
-            Some(vif) => smoltcp::iface::Interface::new(config, vif, now),
-            // Only called by Net::new, right after up_on connected the vif.
-            None => unreachable!("XenVif without a vif"),
-        }
+        XenVif::stats(self)
     }
 }
 

@@ -355,7 +355,7 @@ impl Lab {
         let mac = [0x00, 0x16, 0x3e, 0x5a, (n >> 8) as u8, n as u8];
         let port = Rc::new(RefCell::new(Port::default()));
         let net = Net::new(
-            Box::new(DevPhy(PortDev(port.clone()))),
+            DevPhy(PortDev(port.clone())),
             mac,
             &IpConfig::default(),
             self.now,

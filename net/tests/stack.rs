@@ -9,11 +9,10 @@ use common::{data, stat, Clock, GUEST_IP, GUEST_MAC, PEER_IP, PEER_MAC};
 use std::cell::Cell;
 use std::rc::Rc;
 
-use net::stack::{DevPhy, Phy, SynGate};
+use net::stack::Link;
 use net::{IpConfig, ListenConfig, Net, NetError};
 use netfront::sim::SimNetback;
 use netfront::{Config, Netfront};
-use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 use xen::exec::{Executor, Source, Spawner};
@@ -30,14 +29,12 @@ struct PeerPhy {
     last_ms: i64,
 }
 
-impl Phy for PeerPhy {
-    fn poll(
-        &mut self,
-        iface: &mut Interface,
-        sockets: &mut SocketSet<'static>,
-        now: Instant,
-        gate: &mut SynGate,
-    ) {
+impl Link for PeerPhy {
+    type Device = SimNetback;
+    fn device(&mut self) -> &mut SimNetback {
+        &mut self.nb
+    }
+    fn before_poll(&mut self, now: Instant) {
         let (per_ms, burst) = self.flood.get();
         let ms = now.total_millis();
         let n = burst + per_ms * (ms - self.last_ms).clamp(0, 1000) as u32;
@@ -48,11 +45,9 @@ impl Phy for PeerPhy {
             self.nb.send_to_guest(&spoofed_syn(self.sent, 7));
         }
         self.nb.step();
-        gate.poll(iface, &mut self.nb, sockets, now);
-        self.nb.step();
     }
-    fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface {
-        Interface::new(config, &mut self.nb, now)
+    fn after_poll(&mut self, _now: Instant) {
+        self.nb.step();
     }
 }
 
@@ -125,7 +120,7 @@ fn pair_with(guest_config: IpConfig) -> Pair {
     let mut nf = Netfront::new(hal.clone(), 0, GUEST_MAC, Config::default()).unwrap();
     nf.set_link_up(true);
     let nb = SimNetback::attach(&hal, 0, nf.tx_ring_ref(), nf.rx_ring_ref()).unwrap();
-    let guest = Net::new(Box::new(DevPhy(nf)), GUEST_MAC, &guest_config, 1);
+    let guest = Net::new(nf, GUEST_MAC, &guest_config, 1);
     let flood = Rc::new(Cell::new((0, 0)));
     let peer_phy = PeerPhy {
         nb,
@@ -133,7 +128,7 @@ fn pair_with(guest_config: IpConfig) -> Pair {
         sent: 0,
         last_ms: 0,
     };
-    let peer = Net::new(Box::new(peer_phy), PEER_MAC, &stat(PEER_IP), 2);
+    let peer = Net::new(peer_phy, PEER_MAC, &stat(PEER_IP), 2);
     Pair {
         guest,
         peer,

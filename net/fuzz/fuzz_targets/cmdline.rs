@@ -146,7 +146,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let wire = Rc::new(RefCell::new(common::Wire::default()));
     let mac = [0x00, 0x16, 0x3e, 0, 0, 1];
-    let net = Net::new(Box::new(DevPhy(common::SimNic(wire))), mac, &config, 1);
+    let net = Net::new(DevPhy(common::SimNic(wire)), mac, &config, 1);
     let addrs = net.addresses();
     if let Ipv4Mode::Static { addr, .. } = config.v4 {
         assert_eq!(net.ipv4(), Some(addr));

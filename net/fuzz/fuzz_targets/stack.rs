@@ -278,12 +278,7 @@ fuzz_target!(|data: &[u8]| {
         v6: Some(Ipv6Cidr::new(guest_v6().into(), 64)),
         ..IpConfig::default()
     };
-    let net = Net::new(
-        Box::new(DevPhy(SimNic(wire.clone()))),
-        GUEST_MAC,
-        &config,
-        S,
-    );
+    let net = Net::new(DevPhy(SimNic(wire.clone())), GUEST_MAC, &config, S);
     let mut w = World {
         net: net.clone(),
         wire,
