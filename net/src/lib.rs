@@ -10,6 +10,8 @@
 //! - [`filter`]: RFC 5961 §3 reset checks in front of smoltcp (only the exact RST resets).
 //! - [`dhcp`]: the DHCPv4 client (exponential, randomised backoff; one xid per acquisition).
 //! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
+//! - [`listen`]: the accept loop servers share: a connection cap (or the app's admission
+//!   policy), one task per connection, and what a connection over the cap gets.
 //! - `xen` (on Xen): bring the first vif up under a stack ([`xen::up`](crate::xen)) and
 //!   publish the stack's figures.
 #![cfg_attr(not(test), no_std)]
@@ -20,6 +22,7 @@ extern crate alloc;
 pub mod dhcp;
 pub mod filter;
 pub mod gate;
+pub mod listen;
 pub mod socket;
 pub mod stack;
 #[cfg(target_os = "none")]
