@@ -30,6 +30,14 @@ pub mod nr {
     pub const PHYSDEV_OP: usize = 33;
 }
 
+/// Hypercalls made since boot (all of them go through [`hypercall`]), for the guest's stats.
+pub static CALLS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Hypercalls made since boot.
+pub fn calls() -> u64 {
+    CALLS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(target_os = "none")]
 mod imp {
     use core::arch::asm;
@@ -54,6 +62,7 @@ mod imp {
         a5: usize,
     ) -> isize {
         let ret: isize;
+        super::CALLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         // SAFETY: the entry is inside the hypercall page Xen filled in before entry.
         let entry = unsafe {
             core::ptr::addr_of!(hypercall_page)

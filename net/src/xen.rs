@@ -82,7 +82,7 @@ pub fn up() -> Result<Net, UpError> {
 }
 
 /// Publishes the guest's figures to dom0 every `every_ns` (see [`xen::stats`]): memory, then
-/// `sockets` (in the stack), `tx_full` (the driver's full-ring count), `held_syns` (connection
+/// `hypercalls` and `blocks` (since boot, see [`xen::stats::Line::add_cpu`]), `sockets` (in the stack), `tx_full` (the driver's full-ring count), `held_syns` (connection
 /// attempts the SYN gate held back), `half_open_shed` and `half_open_expired` (half-open
 /// connections given back under pressure or after 8 s, see [`crate::gate`]), `rst_dropped`
 /// (resets refused by [`crate::filter`]), then what `extra` adds. Spawn it on the executor; the
@@ -91,6 +91,7 @@ pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::sta
     let mut reported = false;
     loop {
         let mut line = xen::stats::Line::new(xen::time::now_ns(), xen::stats::memory());
+        line.add_cpu();
         line.add("sockets", net.socket_count() as u64);
         line.add("tx_full", net.device_stats().map_or(0, |s| s.tx_full));
         let syn = net.listen_stats();

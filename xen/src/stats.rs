@@ -58,6 +58,16 @@ impl Line {
         self
     }
 
+    /// Appends the CPU figures since boot: `hypercalls=` (every hypercall made) and `blocks=`
+    /// (times the idle loop blocked in Xen), so dom0 can count them per request.
+    pub fn add_cpu(&mut self) -> &mut Line {
+        self.add("hypercalls", arch::hypercall::calls());
+        self.add(
+            "blocks",
+            crate::sched::BLOCKS.load(core::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// The line.
     pub fn as_str(&self) -> &str {
         &self.0

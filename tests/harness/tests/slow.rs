@@ -53,6 +53,8 @@ fn stats(g: &Guest) -> Result<(String, HashMap<String, f64>), String> {
         "heap_used",
         "heap_free",
         "frames_free",
+        "hypercalls",
+        "blocks",
         "sockets",
         "tx_full",
         "held_syns",
