@@ -6,7 +6,7 @@
 //! - [`Netfront`] (`driver`): rings, buffers, request ids, and the checks on every response.
 //! - `connect`: the xenbus handshake ([`Netfront::connect`], [`Netfront::shutdown`]).
 //! - `device`: the smoltcp `Device` implementation.
-//! - [`sim`]: a simulated netback speaking the ring protocol over
+//! - `sim` (feature `sim`, for tests): a simulated netback speaking the ring protocol over
 //!   [`SimHal`](xen::hal::SimHal)'s granted pages, with fault injection, that also plays the
 //!   peer host for smoltcp end-to-end tests.
 //! - [`Error`]: every failure, and the policy towards a misbehaving backend.
@@ -36,6 +36,7 @@ mod connect;
 mod device;
 mod driver;
 mod error;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod txbuf;
 pub mod wire;
