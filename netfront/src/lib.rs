@@ -6,18 +6,14 @@
 //! - [`Netfront`] (`driver`): rings, buffers, request ids, and the checks on every response.
 //! - `connect`: the xenbus handshake ([`Netfront::connect`], [`Netfront::shutdown`]).
 //! - `device`: the smoltcp `Device` implementation.
-//! - [`sim`]: a simulated netback speaking the ring protocol over
+//! - `sim` (feature `sim`, for tests): a simulated netback speaking the ring protocol over
 //!   [`SimHal`](xen::hal::SimHal)'s granted pages, with fault injection, that also plays the
 //!   peer host for smoltcp end-to-end tests.
 //! - [`Error`]: every failure, and the policy towards a misbehaving backend.
+//! - `xen` (on Xen): find and connect the guest's vifs.
 //!
-//! - [`stack`]: the smoltcp interface apps use ([`Net`]): DHCPv4 or static addresses, IPv6
-//!   link-local + SLAAC, driven by [`xen::exec`]'s executor as a source.
-//! - [`gate`]: the stack's listeners and the rules that keep them serving under a SYN flood
-//!   (half-open connections expire and are shed, SYNs beyond the backlog wait).
-//! - [`filter`]: RFC 5961 §3 reset checks in front of smoltcp (only the exact RST resets).
-//! - [`dhcp`]: the DHCPv4 client (exponential, randomised backoff; one xid per acquisition).
-//! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
+//! The TCP/IP stack, its sockets and its address configuration are the `net` crate, over any
+//! smoltcp device; this crate is the driver only.
 //!
 //! Checksum offload is accepted on receive, per packet (`NETRXF_csum_blank` /
 //! `NETRXF_data_validated` trusted, unflagged packets verified by the driver), so neither dom0
@@ -38,14 +34,10 @@ extern crate alloc;
 
 mod connect;
 mod device;
-pub mod dhcp;
 mod driver;
 mod error;
-pub mod filter;
-pub mod gate;
+#[cfg(feature = "sim")]
 pub mod sim;
-pub mod socket;
-pub mod stack;
 pub mod txbuf;
 pub mod wire;
 #[cfg(target_os = "none")]
@@ -58,7 +50,5 @@ pub use driver::{
     MIN_GSO_RX_BUFFERS, MTU,
 };
 pub use error::Error;
-/// The smoltcp version the stack is built on (its address types appear in the API).
+/// The smoltcp version the driver is built on (its `Device` trait is the driver's API).
 pub use smoltcp;
-pub use socket::{ListenConfig, TcpListener, TcpStream, UdpSocket};
-pub use stack::{IpConfig, Ipv4Mode, Net, NetError};

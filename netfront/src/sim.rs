@@ -50,6 +50,39 @@ use xen::xenstore::sim::Store;
 use crate::driver::MTU;
 use crate::wire::*;
 
+/// `len` pseudo-random bytes from `seed` (xorshift), the same for the same seed: test payloads.
+pub fn data(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// Deterministic pseudo-random numbers (xorshift64*) for randomized tests: the same seed gives
+/// the same sequence.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
 /// A misbehaviour to inject. Faults apply in the order injected: TX faults to the next TX
 /// responses (one each); RX faults to the next packet to the guest (`RxSplit` and `RxExtra`
 /// modify it together with the one first-slot fault that follows them); index faults at the

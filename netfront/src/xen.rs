@@ -1,24 +1,17 @@
-//! Networking on Xen: find the guest's vifs in xenstore, connect them, and bring up the stack.
-//!
-//! ```ignore
-//! xen::main!(main, netfront::stack::KEYS);
-//! fn main() -> Result<(), netfront::xen::UpError> {
-//!     let net = netfront::xen::up()?; // first vif, ip=/gw=/dns= from the command line
-//!     xen::exec::run(&[&net], |sp| async move { /* listeners, streams... */ })
-//! }
-//! ```
+//! netfront on Xen: find the guest's vifs in xenstore and connect them (the stack on top is
+//! `net::xen::up`).
 
-use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt;
 
 use xen::platform::{with_xenstore, XenClock, XenHal};
 use xen::xenbus::Deadline;
 use xen::xenstore;
 
-use crate::stack::{IpConfig, Net};
-use crate::{Config, Error, Netfront};
+use smoltcp::phy::{Device, DeviceCapabilities};
+use smoltcp::time::Instant;
+
+use crate::{Config, Error, Netfront, NfRxToken, NfTxToken, Stats};
 
 /// How long connecting a vif waits for the backend's xenbus state changes.
 pub const HANDSHAKE_TIMEOUT_NS: u64 = 30_000_000_000;
@@ -42,56 +35,36 @@ pub fn open(node: &str) -> Result<Vif, Error> {
     .map_err(|_| Error::from(xenstore::Error::Broken))?
 }
 
-/// Why the network could not come up.
-#[derive(Debug)]
-pub enum UpError {
-    /// A bad `ip=`/`gw=`/`dns=`/`ip6=` value.
-    Config(String),
-    /// The guest has no vif (add `vif = ['bridge=xenbr0']` to its xl config).
-    NoVif,
-    /// Connecting the vif failed.
-    Vif(String, Error),
-}
-
-impl fmt::Display for UpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpError::Config(e) => write!(f, "network config: {e}"),
-            UpError::NoVif => {
-                f.write_str("no network device: add vif = ['bridge=...'] to the xl config")
-            }
-            UpError::Vif(n, e) => write!(f, "{n}: {e}"),
-        }
-    }
-}
-
-/// Connects vif `node` and starts a stack on it configured by `config`.
-pub fn up_on(node: &str, config: &IpConfig) -> Result<Net, UpError> {
-    let vif = open(node).map_err(|e| UpError::Vif(node.into(), e))?;
-    let mac = vif.mac();
-    log::info!(
-        "net: {node} up, mac {}, backend domain {}, sg {}",
-        crate::format_mac(mac),
-        vif.backend_id(),
-        vif.scatter_gather()
-    );
-    let phy = XenVif {
-        vif: Some(vif),
-        node: node.into(),
-    };
-    Ok(Net::new(Box::new(phy), mac, config, xen::time::now_ns()))
-}
-
 /// A vif under a stack, watching its backend: when the backend leaves Connected (`xl
 /// network-detach`, the backend going away) the link is down, the frontend closes as the
 /// protocol asks (so the toolstack's detach completes), and everything it granted is released.
-struct XenVif {
+///
+/// It is a smoltcp [`Device`]: the vif's, until the link goes down; then it receives and
+/// sends nothing (with the capabilities the vif had).
+pub struct XenVif {
     vif: Option<Vif>,
     node: String,
+    caps: DeviceCapabilities,
 }
 
 impl XenVif {
-    fn check_backend(&mut self) {
+    /// The connected `vif` at xenstore node `node`.
+    pub fn new(vif: Vif, node: &str) -> XenVif {
+        XenVif {
+            caps: vif.capabilities(),
+            vif: Some(vif),
+            node: node.into(),
+        }
+    }
+
+    /// The vif's counters, while it is up.
+    pub fn stats(&self) -> Option<Stats> {
+        self.vif.as_ref().map(|v| v.stats())
+    }
+
+    /// Checks the backend's state (run it after each poll): when it has left Connected, closes
+    /// the frontend and releases the vif.
+    pub fn check_backend(&mut self) {
         let Some(vif) = &mut self.vif else { return };
         let changed = match with_xenstore(|xs| vif.backend_changed(xs)) {
             Ok(Ok(c)) => c,
@@ -120,72 +93,23 @@ impl XenVif {
     }
 }
 
-impl crate::stack::Phy for XenVif {
-    fn poll(
-        &mut self,
-        iface: &mut smoltcp::iface::Interface,
-        sockets: &mut smoltcp::iface::SocketSet<'static>,
-        now: smoltcp::time::Instant,
-        gate: &mut crate::stack::SynGate,
-    ) {
-        if let Some(vif) = &mut self.vif {
-            gate.poll(iface, vif, sockets, now);
-        }
-        self.check_backend();
+impl Device for XenVif {
+    type RxToken<'a>
+        = NfRxToken<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = NfTxToken<'a, XenHal>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        Device::receive(self.vif.as_mut()?, t)
     }
-
-    fn stats(&self) -> Option<crate::Stats> {
-        self.vif.as_ref().map(|v| v.stats())
+    fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
+        Device::transmit(self.vif.as_mut()?, t)
     }
-
-    fn make_iface(
-        &mut self,
-        config: smoltcp::iface::Config,
-        now: smoltcp::time::Instant,
-    ) -> smoltcp::iface::Interface {
-        match &mut self.vif {
-            Some(vif) => smoltcp::iface::Interface::new(config, vif, now),
-            // Only called by Net::new, right after up_on connected the vif.
-            None => unreachable!("XenVif without a vif"),
-        }
-    }
-}
-
-/// The first vif, configured from the command line (`ip=`, `gw=`, `dns=`, `ip6=`, `gw6=`; DHCP
-/// by default).
-pub fn up() -> Result<Net, UpError> {
-    let cmd = xen::boot::cmdline();
-    let config = IpConfig::from_args(|k| cmd.get(k)).map_err(UpError::Config)?;
-    let vifs = list().map_err(|e| UpError::Vif("device/vif".into(), e))?;
-    let first = vifs.first().ok_or(UpError::NoVif)?;
-    up_on(first, &config)
-}
-
-/// Publishes the guest's figures to dom0 every `every_ns` (see [`xen::stats`]): memory, then
-/// `hypercalls` and `blocks` (since boot, see [`xen::stats::Line::add_cpu`]), `sockets` (in the stack), `tx_full` (the driver's full-ring count), `held_syns` (connection
-/// attempts the SYN gate held back), `half_open_shed` and `half_open_expired` (half-open
-/// connections given back under pressure or after 8 s, see [`crate::gate`]), `rst_dropped`
-/// (resets refused by [`crate::filter`]), then what `extra` adds. Spawn it on the executor; the
-/// first write is at once. A failed write is reported once and publishing goes on.
-pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::stats::Line)) {
-    let mut reported = false;
-    loop {
-        let mut line = xen::stats::Line::new(xen::time::now_ns(), xen::stats::memory());
-        line.add_cpu();
-        line.add("sockets", net.socket_count() as u64);
-        line.add("tx_full", net.device_stats().map_or(0, |s| s.tx_full));
-        let syn = net.listen_stats();
-        line.add("held_syns", syn.held);
-        line.add("half_open_shed", syn.shed);
-        line.add("half_open_expired", syn.expired);
-        line.add("rst_dropped", net.dropped_rsts());
-        extra(&mut line);
-        if let Err(e) = xen::stats::publish(&line) {
-            if !reported {
-                log::warn!("stats: {e}");
-                reported = true;
-            }
-        }
-        net.sleep(every_ns).await;
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.caps.clone()
     }
 }

@@ -1,7 +1,7 @@
 //! Driver tests against the simulated netback: TX splitting, RX reassembly, one test per backend
 //! misbehaviour, backpressure, and a fuzz-style stream of random responses.
 
-use netfront::sim::{Fault, RxCsum, SimNetback};
+use netfront::sim::{Fault, Rng, RxCsum, SimNetback};
 use netfront::wire::*;
 use netfront::{Config, Error, Netfront, MTU};
 use smoltcp::wire::{
@@ -1184,21 +1184,6 @@ fn release_while_the_backend_maps_the_rings_leaks_instead_of_freeing() {
 }
 
 // ---- Fuzz-style: thousands of random responses. -----------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[test]
 fn random_rx_and_tx_responses_never_panic_and_never_leak_buffers() {

@@ -1,8 +1,7 @@
 //! End to end: a smoltcp interface over Netfront (the guest) and one over the simulated netback
 //! (the peer host), talking ARP, ICMP and TCP through the real ring protocol.
 
-mod common;
-use common::data;
+use netfront::sim::data;
 
 use netfront::sim::{Fault, RxCsum, SimNetback};
 use netfront::{Config, Netfront};

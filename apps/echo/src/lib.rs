@@ -1,6 +1,6 @@
 //! echo's host-testable parts: the iperf3-protocol server's state machine ([`iperf`]) and the
 //! small JSON reader/writer it needs ([`json`]). No sockets here; `main.rs` wires them to
-//! netfront's TCP sockets in the image.
+//! net's TCP sockets in the image.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 #![deny(missing_docs)]

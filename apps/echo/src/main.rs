@@ -40,8 +40,9 @@ use core::task::{Context, Poll, Waker};
 
 use echo::iperf::{self, Admit, Dir, End, Out, Server, StreamCmd, TestId, COOKIE_SIZE};
 
-use netfront::smoltcp::wire::{IpAddress, Ipv4Address};
-use netfront::{ListenConfig, Net, NetError, TcpListener, TcpStream};
+use net::listen::{self, Cap, Overflow::Abort};
+use net::smoltcp::wire::{IpAddress, Ipv4Address};
+use net::{ListenConfig, Net, NetError, TcpStream};
 use xen::cmdline::{validate, KeySpec};
 use xen::exec::Spawner;
 
@@ -78,18 +79,18 @@ const KEYS: &[KeySpec] = &[
     },
 ];
 
-xen::main!(main, KEYS, netfront::stack::KEYS);
+xen::main!(main, KEYS, net::stack::KEYS);
 
 fn main() -> Result<(), String> {
     let cmd = xen::boot::cmdline();
     let limit = cmd.parsed::<usize>("conns").unwrap_or(256);
     // The first vif takes the command line's addresses; with vifs=all every other vif is
     // brought up too, with DHCP, and serves the same services.
-    let mut nets = vec![netfront::xen::up().map_err(|e| format!("echo: {e}"))?];
+    let mut nets = vec![net::xen::up().map_err(|e| format!("echo: {e}"))?];
     if cmd.get("vifs") == Some("all") {
         let vifs = netfront::xen::list().map_err(|e| format!("echo: {e}"))?;
         for node in vifs.iter().skip(1) {
-            let net = netfront::xen::up_on(node, &netfront::IpConfig::default())
+            let net = net::xen::up_on(node, &net::IpConfig::default())
                 .map_err(|e| format!("echo: {e}"))?;
             nets.push(net);
         }
@@ -101,11 +102,7 @@ fn main() -> Result<(), String> {
     xen::exec::run(&sources, |sp| async move {
         if stats_ns > 0 {
             // The first vif's figures (sockets alive, ...) in xenstore data/xenrt/stats.
-            sp.spawn(netfront::xen::publish_stats(
-                served[0].clone(),
-                stats_ns,
-                |_| {},
-            ));
+            sp.spawn(net::xen::publish_stats(served[0].clone(), stats_ns, |_| {}));
         }
         let tasks: alloc::vec::Vec<_> = served
             .iter()
@@ -155,22 +152,18 @@ async fn serve(sp: Spawner, net: Net, limit: usize) -> Result<(), String> {
         "echo: ready on {addr}: tcp+udp 7 echo, tcp 9 discard, tcp 19 source, tcp {} iperf3",
         iperf::PORT
     );
-    let live = Rc::new(Cell::new(0usize));
-    sp.spawn(accept_loop(sp.clone(), echo, live.clone(), limit, tcp_echo));
-    sp.spawn(accept_loop(
-        sp.clone(),
-        discard,
-        live.clone(),
-        limit,
-        tcp_discard,
-    ));
-    sp.spawn(accept_loop(
-        sp.clone(),
-        source,
-        live.clone(),
-        limit,
-        tcp_source,
-    ));
+    // At most `limit` TCP connections over all the ports; more are reset at once.
+    let cap = Cap::new(limit);
+    let spc = || sp.clone();
+    sp.spawn(listen::serve(spc(), echo, cap.clone(), Abort, |s, _| {
+        tcp_echo(s)
+    }));
+    sp.spawn(listen::serve(spc(), discard, cap.clone(), Abort, |s, _| {
+        tcp_discard(s)
+    }));
+    sp.spawn(listen::serve(spc(), source, cap.clone(), Abort, |s, _| {
+        tcp_source(s)
+    }));
     // As many parallel streams as memory allows once everything above is allocated: each
     // accepted stream costs its buffers and the listening socket that replaces it; 1 MiB stays
     // for everything else. More asked for gets iperf3's "No buffer space available".
@@ -180,7 +173,7 @@ async fn serve(sp: Spawner, net: Net, limit: usize) -> Result<(), String> {
     let max_streams = (avail.saturating_sub(1 << 20) / per_stream).clamp(1, 16);
     xen::println!("echo: iperf3 takes up to {max_streams} parallel streams in this memory");
     let perf_server = Rc::new(Iperf::new(net.clone(), max_streams));
-    sp.spawn(accept_loop(sp.clone(), perf, live, limit, move |s| {
+    sp.spawn(listen::serve(spc(), perf, cap, Abort, move |s, _| {
         iperf_conn(perf_server.clone(), s)
     }));
     let cmd = xen::boot::cmdline();
@@ -209,40 +202,6 @@ async fn serve(sp: Spawner, net: Net, limit: usize) -> Result<(), String> {
             }
             Err(e) => log::debug!("echo: udp: {e}"),
         }
-    }
-}
-
-/// Accepts connections on `l` and runs `handler` on each as its own task, at most `limit` at
-/// once (more are closed at once).
-async fn accept_loop<F, Fut>(
-    sp: Spawner,
-    mut l: TcpListener,
-    live: Rc<Cell<usize>>,
-    limit: usize,
-    handler: F,
-) where
-    F: Fn(TcpStream) -> Fut + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    loop {
-        let s = match l.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("echo: accept on {}: {e}", l.port());
-                continue;
-            }
-        };
-        if live.get() >= limit {
-            log::warn!("echo: {limit} connections open: refusing {:?}", s.peer());
-            s.abort();
-            continue;
-        }
-        live.set(live.get() + 1);
-        let (live, fut) = (live.clone(), handler(s));
-        sp.spawn(async move {
-            fut.await;
-            live.set(live.get() - 1);
-        });
     }
 }
 
@@ -573,7 +532,7 @@ async fn iperf_stream(ip: &Iperf, mut s: TcpStream, id: TestId, index: usize, di
 }
 
 /// The console line for a test that ended.
-fn report(peer: Option<netfront::smoltcp::wire::IpEndpoint>, id: TestId, end: &End) {
+fn report(peer: Option<net::smoltcp::wire::IpEndpoint>, id: TestId, end: &End) {
     let who = match peer {
         Some(p) => format!("{p}"),
         None => String::from("?"),

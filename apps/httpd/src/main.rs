@@ -31,7 +31,8 @@ use httpd::guard::{
     Admit, Expiry, Id, Registry, Timeouts, Watch, PROBATION_NS, REQUEST_TIMEOUT, UNAVAILABLE,
 };
 use httpd::{Conn, Limits, Output, Site};
-use netfront::{ListenConfig, Net, NetError, TcpStream};
+use net::listen::{self, Overflow};
+use net::{ListenConfig, Net, NetError, TcpStream};
 use xen::cmdline::{validate, KeySpec};
 use xen::exec::{timeout, Spawner};
 
@@ -63,7 +64,7 @@ const KEYS: &[KeySpec] = &[
     },
 ];
 
-xen::main!(main, KEYS, netfront::stack::KEYS);
+xen::main!(main, KEYS, net::stack::KEYS);
 
 const SEC: u64 = 1_000_000_000;
 
@@ -88,7 +89,7 @@ fn main() -> Result<(), String> {
         },
         stats_ns: cmd.parsed::<u64>("stats").unwrap_or(5) * SEC,
     };
-    let net = netfront::xen::up().map_err(|e| format!("httpd: {e}"))?;
+    let net = net::xen::up().map_err(|e| format!("httpd: {e}"))?;
     xen::exec::run(&[&net], |sp| serve(sp, net.clone(), settings))
 }
 
@@ -121,13 +122,13 @@ type Conns = Rc<RefCell<Registry<Rc<Stop>>>>;
 async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
     // Requests are small (the core buffers a header section up to its limit itself); responses
     // stream from the image. Many small sockets: a burst of clients finds a listening socket
-    // ready (see netfront::gate) within a few MiB of memory.
+    // ready (see net::gate) within a few MiB of memory.
     let config = ListenConfig {
         backlog: 64,
         rx_buffer: 2 * 1024,
         tx_buffer: 8 * 1024,
     };
-    let mut listener = net
+    let listener = net
         .tcp_listen(s.port, config)
         .map_err(|e| format!("httpd: port {}: {e}", s.port))?;
     let addr = net.configured().await;
@@ -144,65 +145,38 @@ async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
     let counters = Rc::new(Counters::default());
     if s.stats_ns > 0 {
         let (conns, counters) = (conns.clone(), counters.clone());
-        sp.spawn(netfront::xen::publish_stats(
-            net.clone(),
-            s.stats_ns,
-            move |l| {
-                l.add("conns", conns.borrow().len() as u64);
-                l.add("shed", counters.shed.get());
-                l.add("refused", counters.refused.get());
-                l.add("header_timeouts", counters.header_timeouts.get());
-            },
-        ));
+        sp.spawn(net::xen::publish_stats(net.clone(), s.stats_ns, move |l| {
+            l.add("conns", conns.borrow().len() as u64);
+            l.add("shed", counters.shed.get());
+            l.add("refused", counters.refused.get());
+            l.add("header_timeouts", counters.header_timeouts.get());
+        }));
     }
-    loop {
-        let mut stream = match listener.accept().await {
-            Ok(st) => st,
-            Err(e) => {
-                log::warn!("httpd: accept: {e}");
-                continue;
-            }
-        };
-        let stop = Rc::new(Stop::default());
-        let admitted = conns.borrow_mut().admit(stop.clone(), net.now_ns());
-        let (id, probation) = match admitted {
-            Admit::Open(id) => (id, false),
-            Admit::Probation(id) => (id, true),
-            Admit::Shed(id, victim) => {
-                // Every probation place was taken: the oldest probationer makes room.
-                counters.shed.set(counters.shed.get() + 1);
-                victim.stop();
-                (id, true)
-            }
-            Admit::Full(_) => {
-                counters.refused.set(counters.refused.get() + 1);
-                log::warn!(
-                    "httpd: {} connections open: 503 to {:?}",
-                    s.conns,
-                    stream.peer()
-                );
-                let net = net.clone();
-                sp.spawn(async move {
-                    let _ = timeout(net.sleep(SEC), stream.write_all(UNAVAILABLE)).await;
-                });
-                continue;
-            }
-        };
-        let (conns, counters, net, t) = (conns.clone(), counters.clone(), net.clone(), s.timeouts);
-        sp.spawn(async move {
+    let admission = Admission {
+        conns: conns.clone(),
+        counters: counters.clone(),
+        cap: s.conns,
+        net: net.clone(),
+    };
+    let busy = Overflow::Answer {
+        bytes: UNAVAILABLE,
+        within_ns: SEC,
+    };
+    let t = s.timeouts;
+    listen::serve(sp, listener, admission, busy, move |mut stream, ticket| {
+        let (conns, counters, net) = (conns.clone(), counters.clone(), net.clone());
+        async move {
             let c = Ctx {
                 net: &net,
                 conns: &conns,
                 counters: &counters,
-                id,
-                stop: &stop,
+                id: ticket.id,
+                stop: &ticket.stop,
             };
-            match connection(&mut stream, &c, t, probation).await {
+            match connection(&mut stream, &c, t, ticket.probation).await {
                 Ok(()) => {}
-                Err(End::Shed) => {
-                    stream.abort();
-                    return; // already out of the registry
-                }
+                // Already out of the registry.
+                Err(End::Shed) => stream.abort(),
                 Err(End::Header) => {
                     counters
                         .header_timeouts
@@ -215,8 +189,70 @@ async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
                 }
                 Err(e) => log::debug!("httpd: {:?}: {e}", stream.peer()),
             }
-            conns.borrow_mut().remove(id);
-        });
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// httpd's admission at the connection cap (see the module doc): a newcomer over the cap is
+/// admitted on probation, shedding the oldest probationer when every probation place is taken;
+/// with none to shed it gets a 503 (`listen::Overflow`).
+struct Admission {
+    conns: Conns,
+    counters: Rc<Counters>,
+    cap: usize,
+    net: Net,
+}
+
+/// An admitted connection's place in the registry, removed when its task ends.
+struct Ticket {
+    conns: Conns,
+    id: Id,
+    probation: bool,
+    stop: Rc<Stop>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // A shed connection is gone already (then this removes nothing).
+        self.conns.borrow_mut().remove(self.id);
+    }
+}
+
+impl listen::Admission for Admission {
+    type Ticket = Ticket;
+    fn admit(&self, stream: &TcpStream) -> Option<Ticket> {
+        let stop = Rc::new(Stop::default());
+        let admitted = self
+            .conns
+            .borrow_mut()
+            .admit(stop.clone(), self.net.now_ns());
+        let (id, probation) = match admitted {
+            Admit::Open(id) => (id, false),
+            Admit::Probation(id) => (id, true),
+            Admit::Shed(id, victim) => {
+                // Every probation place was taken: the oldest probationer makes room.
+                self.counters.shed.set(self.counters.shed.get() + 1);
+                victim.stop();
+                (id, true)
+            }
+            Admit::Full(_) => {
+                self.counters.refused.set(self.counters.refused.get() + 1);
+                log::warn!(
+                    "httpd: {} connections open: 503 to {:?}",
+                    self.cap,
+                    stream.peer()
+                );
+                return None;
+            }
+        };
+        Some(Ticket {
+            conns: self.conns.clone(),
+            id,
+            probation,
+            stop,
+        })
     }
 }
 

@@ -9,7 +9,7 @@
 //! GET), and the connection opened before still works. The one class that may reset it is
 //! `rst-exact`: an RST carrying exactly the guest's RCV.NXT, which RFC 5961 §3.2 says must reset
 //! (an on-path attacker can always do that); the test asserts that it does. The in-window RSTs
-//! of `established` (any other sequence number) must not (netfront::filter).
+//! of `established` (any other sequence number) must not (net::filter).
 //!
 //! `ADV_FRAMES` (default 100000) frames per class per guest; `ADV_RATE` frames/s per guest
 //! (default 0: as fast as dom0 sends). Each case prints the frames sent and the rate.

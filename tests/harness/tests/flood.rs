@@ -3,7 +3,7 @@
 //! in dom0 keep going (curl making a new connection each time, wrk with a 5 s timeout on kept
 //! connections, socat for echo). Each case prints the flood's rate and the legitimate success
 //! rate during it, and asserts that service is back within 5 s of the flood's end (the rules are
-//! in netfront::gate).
+//! in net::gate).
 
 use std::sync::OnceLock;
 use xen_tests::case;

@@ -188,7 +188,7 @@ fn main() {
             },
         ),
         // Last (the cases run in order): every test's sockets were given back. Closed sockets
-        // linger up to 10 s (netfront's CLOSE_LINGER_NS), so wait up to 30 s.
+        // linger up to 10 s (net::stack's CLOSE_LINGER_NS), so wait up to 30 s.
         case("iperf3_tests_leave_no_sockets_behind", || {
             let (g, rest) = server_and_sockets()?;
             let mut now = 0;

@@ -2,8 +2,8 @@
 //! ([`xen::cmdline::Cmdline`] with the network's keys and a few generic ones), and what is
 //! accepted is well formed: only known keys, each once, each value passing its key's validator,
 //! written back out it parses to the same settings with no problem; the network keys that pass
-//! their validators are accepted by [`netfront::IpConfig::from_args`] (the only error left is
-//! `gw=` without a static `ip=`), and a [`netfront::Net`] built from the result has the
+//! their validators are accepted by [`net::IpConfig::from_args`] (the only error left is
+//! `gw=` without a static `ip=`), and a [`net::Net`] built from the result has the
 //! addresses asked for. Run with `scripts/fuzz 60 cmdline`.
 #![no_main]
 
@@ -13,9 +13,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use libfuzzer_sys::fuzz_target;
-use netfront::smoltcp::wire::IpCidr;
-use netfront::stack::DevPhy;
-use netfront::{IpConfig, Ipv4Mode, Net};
+use net::smoltcp::wire::IpCidr;
+use net::stack::DevPhy;
+use net::{IpConfig, Ipv4Mode, Net};
 use xen::cmdline::{parse_bool, validate, Cmdline, KeySpec, RUNTIME_KEYS};
 
 const APP: &[KeySpec] = &[
@@ -63,7 +63,7 @@ const APP: &[KeySpec] = &[
 ];
 
 fn keys() -> impl Iterator<Item = &'static KeySpec> {
-    RUNTIME_KEYS.iter().chain(netfront::stack::KEYS).chain(APP)
+    RUNTIME_KEYS.iter().chain(net::stack::KEYS).chain(APP)
 }
 
 /// Writes settings back as a command line.
@@ -87,7 +87,7 @@ fn unparse<'a>(settings: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> St
 }
 
 fuzz_target!(|data: &[u8]| {
-    let app: Vec<KeySpec> = netfront::stack::KEYS.iter().chain(APP).copied().collect();
+    let app: Vec<KeySpec> = net::stack::KEYS.iter().chain(APP).copied().collect();
     let c = Cmdline::parse(data, &app);
     for p in c.problems() {
         assert!(!p.to_string().is_empty());
@@ -146,7 +146,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let wire = Rc::new(RefCell::new(common::Wire::default()));
     let mac = [0x00, 0x16, 0x3e, 0, 0, 1];
-    let net = Net::new(Box::new(DevPhy(common::SimNic(wire))), mac, &config, 1);
+    let net = Net::new(DevPhy(common::SimNic(wire)), mac, &config, 1);
     let addrs = net.addresses();
     if let Ipv4Mode::Static { addr, .. } = config.v4 {
         assert_eq!(net.ipv4(), Some(addr));

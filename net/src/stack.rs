@@ -77,103 +77,144 @@ impl Default for IpConfig {
     }
 }
 
+/// An `ip=` value: how the interface gets its IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpArg {
+    /// `ip=dhcp` (the default).
+    Dhcp,
+    /// `ip=off`.
+    Off,
+    /// `ip=ADDR/PREFIX`: a unicast address, prefix at most 32.
+    Static(Ipv4Cidr),
+}
+
+/// An `ip6=` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ip6Arg {
+    /// `ip6=slaac`.
+    Slaac,
+    /// `ip6=ADDR/PREFIX`: a unicast address (smoltcp panics on a multicast one; the unspecified
+    /// address is no address), prefix at most 128.
+    Static(Ipv6Cidr),
+}
+
+/// The parsers of the network's command-line keys, one per key: [`KEYS`] validates with them at
+/// boot and [`IpConfig::from_args`] builds the configuration with them, so what one accepts
+/// the other does. `Err` says what was expected.
+pub mod args {
+    use super::*;
+
+    /// `ip=dhcp|off|ADDR/PREFIX`.
+    pub fn ip(v: &str) -> Result<IpArg, &'static str> {
+        match v {
+            "dhcp" => Ok(IpArg::Dhcp),
+            "off" => Ok(IpArg::Off),
+            v => parse_v4_cidr(v)
+                .map(IpArg::Static)
+                .ok_or("expected dhcp, off or a unicast ADDR/PREFIX"),
+        }
+    }
+
+    /// `gw=ADDR`.
+    pub fn gw(v: &str) -> Result<Ipv4Address, &'static str> {
+        v.parse().map_err(|_| "expected an IPv4 address")
+    }
+
+    /// `dns=ADDR[,ADDR...]`.
+    pub fn dns(v: &str) -> Result<Vec<IpAddress>, &'static str> {
+        v.split(',')
+            .map(|a| a.parse::<IpAddress>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| "expected IP addresses separated by ,")
+    }
+
+    /// `ip6=slaac|ADDR/PREFIX`.
+    pub fn ip6(v: &str) -> Result<Ip6Arg, &'static str> {
+        match v {
+            "slaac" => Ok(Ip6Arg::Slaac),
+            v => parse_v6_cidr(v)
+                .map(Ip6Arg::Static)
+                .ok_or("expected a unicast ADDR/PREFIX (prefix 0-128) or slaac"),
+        }
+    }
+
+    /// `gw6=ADDR`.
+    pub fn gw6(v: &str) -> Result<Ipv6Address, &'static str> {
+        v.parse().map_err(|_| "expected an IPv6 address")
+    }
+}
+
 /// The command-line keys [`IpConfig::from_args`] reads, for `xen::main!`'s key lists:
-/// `xen::main!(main, APP_KEYS, netfront::stack::KEYS)`.
+/// `xen::main!(main, APP_KEYS, net::stack::KEYS)`. Each validates with its parser in [`args`].
 pub const KEYS: &[KeySpec] = &[
     KeySpec {
         name: "ip",
         help: "IPv4: dhcp (default), off, or ADDR/PREFIX",
-        validate: |v| match v {
-            "dhcp" | "off" => Ok(()),
-            v => parse_v4_cidr(v)
-                .map(|_| ())
-                .ok_or("expected dhcp, off or ADDR/PREFIX"),
-        },
+        validate: |v| args::ip(v).map(drop),
     },
     KeySpec {
         name: "gw",
         help: "IPv4 default gateway (with a static ip=)",
-        validate: xen::cmdline::validate::ipv4,
+        validate: |v| args::gw(v).map(drop),
     },
     KeySpec {
         name: "dns",
         help: "DNS servers: ADDR[,ADDR...]",
-        validate: |v| {
-            v.split(',')
-                .all(|a| a.parse::<IpAddress>().is_ok())
-                .then_some(())
-                .ok_or("expected IP addresses separated by ,")
-        },
+        validate: |v| args::dns(v).map(drop),
     },
     KeySpec {
         name: "ip6",
         help: "IPv6 besides link-local: ADDR/PREFIX or slaac",
-        validate: |v| {
-            let ok = v == "slaac" || parse_v6_cidr(v).is_some();
-            ok.then_some(())
-                .ok_or("expected a unicast ADDR/PREFIX or slaac")
-        },
+        validate: |v| args::ip6(v).map(drop),
     },
     KeySpec {
         name: "gw6",
         help: "IPv6 default gateway",
-        validate: |v| {
-            v.parse::<Ipv6Address>()
-                .map(|_| ())
-                .map_err(|_| "expected an IPv6 address")
-        },
+        validate: |v| args::gw6(v).map(drop),
     },
 ];
 
 impl IpConfig {
     /// Reads `ip=ADDR/PREFIX|dhcp|off`, `gw=ADDR`, `dns=ADDR[,ADDR]`, `ip6=ADDR/PREFIX|slaac`
-    /// and `gw6=ADDR` through `get` (a command-line lookup). Errors name the key and value.
+    /// and `gw6=ADDR` through `get` (a command-line lookup), each with its parser in [`args`]
+    /// (the one [`KEYS`] validates with). Errors name the key and value; the only one a
+    /// validated command line can still meet is `gw=` without a static `ip=`.
     pub fn from_args<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<IpConfig, String> {
-        let bad = |k: &str, v: &str, want: &str| alloc::format!("{k}={v}: expected {want}");
-        let mut c = IpConfig::default();
-        match get("ip") {
-            None | Some("dhcp") => {}
-            Some("off") => c.v4 = Ipv4Mode::Off,
-            Some(v) => {
-                let addr =
-                    parse_v4_cidr(v).ok_or_else(|| bad("ip", v, "ADDR/PREFIX, dhcp or off"))?;
-                let gw = match get("gw") {
-                    None => None,
-                    Some(g) => Some(g.parse().map_err(|_| bad("gw", g, "an IPv4 address"))?),
-                };
-                c.v4 = Ipv4Mode::Static { addr, gw };
-            }
+        fn arg<'a, T>(
+            get: &impl Fn(&str) -> Option<&'a str>,
+            key: &str,
+            parse: fn(&str) -> Result<T, &'static str>,
+        ) -> Result<Option<T>, String> {
+            get(key)
+                .map(|v| parse(v).map_err(|e| alloc::format!("{key}={v}: {e}")))
+                .transpose()
         }
-        if matches!(c.v4, Ipv4Mode::Dhcp | Ipv4Mode::Off) {
-            if let Some(g) = get("gw") {
+        let ip = arg(&get, "ip", args::ip)?.unwrap_or(IpArg::Dhcp);
+        let gw = arg(&get, "gw", args::gw)?;
+        let v4 = match ip {
+            IpArg::Static(addr) => Ipv4Mode::Static { addr, gw },
+            _ if gw.is_some() => {
+                let g = get("gw").unwrap_or_default();
                 return Err(alloc::format!("gw={g}: only meaningful with a static ip="));
             }
-        }
-        match get("ip6") {
-            None => {}
-            Some("slaac") => c.slaac = true,
-            Some(v) => {
-                let cidr = parse_v6_cidr(v).ok_or_else(|| {
-                    bad("ip6", v, "a unicast ADDR/PREFIX (prefix 0-128) or slaac")
-                })?;
-                c.v6 = Some(cidr);
-            }
-        }
-        if let Some(g) = get("gw6") {
-            c.gw6 = Some(g.parse().map_err(|_| bad("gw6", g, "an IPv6 address"))?);
-        }
-        if let Some(d) = get("dns") {
-            for a in d.split(',') {
-                c.dns.push(
-                    a.parse()
-                        .map_err(|_| bad("dns", d, "IP addresses separated by ,"))?,
-                );
-            }
-        }
-        Ok(c)
+            IpArg::Dhcp => Ipv4Mode::Dhcp,
+            IpArg::Off => Ipv4Mode::Off,
+        };
+        let ip6 = arg(&get, "ip6", args::ip6)?;
+        Ok(IpConfig {
+            v4,
+            v6: match ip6 {
+                Some(Ip6Arg::Static(c)) => Some(c),
+                _ => None,
+            },
+            gw6: arg(&get, "gw6", args::gw6)?,
+            slaac: ip6 == Some(Ip6Arg::Slaac),
+            dns: arg(&get, "dns", args::dns)?.unwrap_or_default(),
+        })
     }
 }
 
+/// `ADDR/PREFIX` for the interface's own IPv4 address: unicast, prefix at most 32.
 fn parse_v4_cidr(v: &str) -> Option<Ipv4Cidr> {
     let (a, p) = v.split_once('/')?;
     let addr: Ipv4Address = a.parse().ok()?;
@@ -196,9 +237,50 @@ fn parse_v6_cidr(v: &str) -> Option<Ipv6Cidr> {
     Some(Ipv6Cidr::new(addr, prefix))
 }
 
-/// The device under the stack, type-erased so sockets need no type parameter.
-pub trait Phy {
-    /// Runs one smoltcp poll over this device, passing received frames through `gate`.
+/// A network device under the stack: a smoltcp [`Device`], and what the device needs done
+/// around each poll of the interface. The stack passes what the device received through its
+/// gate ([`SynGate`] and the reset filter) on the way to smoltcp; the device knows nothing of
+/// either.
+pub trait Link: 'static {
+    /// The smoltcp device the interface polls.
+    type Device: Device;
+    /// The device.
+    fn device(&mut self) -> &mut Self::Device;
+    /// Runs before each poll of the interface (a simulated peer puts its frames on the wire).
+    fn before_poll(&mut self, _now: Instant) {}
+    /// Runs after each poll of the interface (a vif checks its backend's state).
+    fn after_poll(&mut self, _now: Instant) {}
+    /// The driver's counters, if it keeps them.
+    fn stats(&self) -> Option<crate::Stats> {
+        None
+    }
+}
+
+/// Any smoltcp [`Device`] as a [`Link`] (nothing to do around a poll, no counters).
+#[derive(Debug)]
+pub struct DevPhy<D>(pub D);
+
+impl<D: Device + 'static> Link for DevPhy<D> {
+    type Device = D;
+    fn device(&mut self) -> &mut D {
+        &mut self.0
+    }
+}
+
+/// netfront itself, with its counters.
+impl<H: xen::hal::Hal + 'static> Link for netfront::Netfront<H> {
+    type Device = Self;
+    fn device(&mut self) -> &mut Self {
+        self
+    }
+    fn stats(&self) -> Option<crate::Stats> {
+        Some(netfront::Netfront::stats(self))
+    }
+}
+
+/// A [`Link`] with its type erased (so sockets need no type parameter), and the stack's poll of
+/// it: the gate in front of smoltcp's receive path.
+trait Phy {
     fn poll(
         &mut self,
         iface: &mut Interface,
@@ -206,19 +288,11 @@ pub trait Phy {
         now: Instant,
         gate: &mut SynGate,
     );
-    /// Makes the interface for this device.
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface;
-    /// The driver's counters, if it keeps them (slow-clients work, issue 18).
-    fn stats(&self) -> Option<crate::Stats> {
-        None
-    }
+    fn stats(&self) -> Option<crate::Stats>;
 }
 
-/// Any smoltcp [`Device`] as a [`Phy`].
-#[derive(Debug)]
-pub struct DevPhy<D>(pub D);
-
-impl<D: Device> Phy for DevPhy<D> {
+impl<L: Link> Phy for L {
     fn poll(
         &mut self,
         iface: &mut Interface,
@@ -226,10 +300,15 @@ impl<D: Device> Phy for DevPhy<D> {
         now: Instant,
         gate: &mut SynGate,
     ) {
-        gate.poll(iface, &mut self.0, sockets, now);
+        self.before_poll(now);
+        gate.poll(iface, self.device(), sockets, now);
+        self.after_poll(now);
     }
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface {
-        Interface::new(config, &mut self.0, now)
+        Interface::new(config, self.device(), now)
+    }
+    fn stats(&self) -> Option<crate::Stats> {
+        Link::stats(self)
     }
 }
 
@@ -318,8 +397,9 @@ fn instant(ns: u64) -> Instant {
 }
 
 impl Net {
-    /// A stack over `phy` (with MAC `mac`) configured by `config`, at time `now_ns`.
-    pub fn new(mut phy: Box<dyn Phy>, mac: [u8; 6], config: &IpConfig, now_ns: u64) -> Net {
+    /// A stack over `link` (with MAC `mac`) configured by `config`, at time `now_ns`.
+    pub fn new(link: impl Link, mac: [u8; 6], config: &IpConfig, now_ns: u64) -> Net {
+        let mut phy: Box<dyn Phy> = Box::new(link);
         let mut ic = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         // Seed from the MAC and the clock: different guests pick different ports and ISNs.
         ic.random_seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
@@ -667,9 +747,56 @@ mod tests {
         assert!(check("gw6", "fe80::1").is_ok());
     }
 
+    #[test]
+    fn keys_and_from_args_accept_exactly_the_same_values() {
+        let values = [
+            "",
+            "dhcp",
+            "off",
+            "slaac",
+            "10.0.0.5/24",
+            "10.0.0.5",
+            "10.0.0.5/33",
+            "0.0.0.0/0",
+            "224.0.0.1/4",
+            "255.255.255.255/32",
+            "10.0.0.1",
+            "1.1.1.1,fd00::1",
+            "1.1.1.1,",
+            "fd00::1/64",
+            "fd00::1/129",
+            "ff02::1/128",
+            "::/0",
+            "fe80::1",
+            "x",
+        ];
+        for k in KEYS {
+            for v in values {
+                // gw= alone is refused for want of a static ip=, not for its value.
+                let with: &[(&str, &str)] = match k.name {
+                    "gw" => &[("ip", "10.0.0.5/24"), ("gw", v)],
+                    _ => &[(k.name, v)],
+                };
+                let built = IpConfig::from_args(args(with));
+                assert_eq!(
+                    (k.validate)(v).is_ok(),
+                    built.is_ok(),
+                    "{}={v}: {built:?}",
+                    k.name
+                );
+                if let Err(e) = built {
+                    assert!(
+                        e.starts_with(&alloc::format!("{}={v}: expected", k.name)),
+                        "{e}"
+                    );
+                }
+            }
+        }
+    }
+
     fn net(config: &IpConfig) -> Net {
         let dev = smoltcp::phy::Loopback::new(smoltcp::phy::Medium::Ethernet);
-        Net::new(Box::new(DevPhy(dev)), [0, 0x16, 0x3e, 0, 0, 9], config, 1)
+        Net::new(DevPhy(dev), [0, 0x16, 0x3e, 0, 0, 9], config, 1)
     }
 
     #[test]

@@ -376,14 +376,20 @@ impl SynGate {
         }
     }
 
-    /// How a received frame may pass.
+    /// How a received frame may pass: the reset filter's and the SYN rules' verdict, from one
+    /// parse of its headers (smoltcp parses them again; the driver, before either, only for the
+    /// checksum of a packet the backend did not vouch for).
     fn judge(&mut self, frame: &[u8]) -> Verdict {
-        if !self.rst.admit(frame) {
-            return Verdict::Drop;
-        }
-        let Some(port) = syn_port(frame) else {
+        let Some((src, dst, t)) = crate::filter::tcp_in(frame) else {
             return Verdict::Admit;
         };
+        if !self.rst.admit_tcp(src, dst, &t) {
+            return Verdict::Drop;
+        }
+        if !t.syn() || t.ack() || t.rst() {
+            return Verdict::Admit;
+        }
+        let port = t.dst_port();
         match self.rooms.iter_mut().find(|r| r.port == port) {
             None => Verdict::Admit,
             Some(r) if r.free > 0 => {
@@ -421,34 +427,6 @@ fn relisten(sockets: &mut SocketSet<'static>, slot: &mut Slot, port: u16) {
         other => sockets.add(other),
     };
     slot.half_open_since = None;
-}
-
-/// The destination port of a TCP SYN (without ACK) in an Ethernet frame.
-fn syn_port(frame: &[u8]) -> Option<u16> {
-    use smoltcp::wire::{
-        EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
-    };
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    let tcp_bytes = match eth.ethertype() {
-        EthernetProtocol::Ipv4 => {
-            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-            if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 || ip.more_frags() {
-                return None;
-            }
-            let hl = usize::from(ip.header_len());
-            eth.payload().get(hl..usize::from(ip.total_len()))?
-        }
-        EthernetProtocol::Ipv6 => {
-            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
-            if ip.next_header() != IpProtocol::Tcp {
-                return None;
-            }
-            ip.payload()
-        }
-        _ => return None,
-    };
-    let t = TcpPacket::new_checked(tcp_bytes).ok()?;
-    (t.syn() && !t.ack() && !t.rst()).then(|| t.dst_port())
 }
 
 /// The device as smoltcp sees it behind the gate: replayed SYNs come first, then the device's

@@ -113,10 +113,24 @@ impl RstFilter {
     /// Whether smoltcp may see `frame` (false: an RST on a tracked connection with a sequence
     /// number other than the expected one). Learns the expected number from other segments.
     pub fn admit(&mut self, frame: &[u8]) -> bool {
+        match tcp_in(frame) {
+            Some((src, dst, t)) => self.admit_tcp(src, dst, &t),
+            None => true,
+        }
+    }
+
+    /// [`admit`](Self::admit) for a TCP segment already found in its frame (by [`tcp_in`]):
+    /// the gate parses each frame once for this and its own SYN check.
+    pub(crate) fn admit_tcp(
+        &mut self,
+        src: IpAddress,
+        dst: IpAddress,
+        t: &TcpPacket<&[u8]>,
+    ) -> bool {
         if self.tracks.is_empty() {
             return true;
         }
-        let Some(seg) = segment(frame, self.verify) else {
+        let Some(seg) = segment(src, dst, t, self.verify) else {
             return true;
         };
         let Some(k) = self.tracks.iter_mut().find(|k| k.tuple == seg.tuple) else {
@@ -150,8 +164,8 @@ impl RstFilter {
 }
 
 /// The TCP segment in an Ethernet frame (IPv4 unfragmented, or IPv6 after hop-by-hop,
-/// destination-options and routing headers), if its checksum is valid or not to be checked.
-fn segment(frame: &[u8], verify: bool) -> Option<Seg> {
+/// destination-options and routing headers), with its source and destination addresses.
+pub(crate) fn tcp_in(frame: &[u8]) -> Option<(IpAddress, IpAddress, TcpPacket<&[u8]>)> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let (src, dst, bytes): (IpAddress, IpAddress, &[u8]) = match eth.ethertype() {
         EthernetProtocol::Ipv4 => {
@@ -184,7 +198,11 @@ fn segment(frame: &[u8], verify: bool) -> Option<Seg> {
         }
         _ => return None,
     };
-    let t = TcpPacket::new_checked(bytes).ok()?;
+    Some((src, dst, TcpPacket::new_checked(bytes).ok()?))
+}
+
+/// What the filter needs from a TCP segment, if its checksum is valid or not to be checked.
+fn segment(src: IpAddress, dst: IpAddress, t: &TcpPacket<&[u8]>, verify: bool) -> Option<Seg> {
     if verify && !t.verify_checksum(&src, &dst) {
         return None;
     }

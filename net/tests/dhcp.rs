@@ -1,4 +1,4 @@
-//! The DHCP client ([`netfront::dhcp`]) in the stack against a simulated DHCP server on a
+//! The DHCP client ([`net::dhcp`]) in the stack against a simulated DHCP server on a
 //! simulated bridge, in simulated time: a fast server, lost DISCOVERs (the backoff schedule),
 //! slow OFFERs and ACKs (answers that arrive after the client retransmitted), NAK, renewal and
 //! rebinding, and a hundred guests booting against a server that, like busybox udhcpd, blocks
@@ -8,9 +8,9 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use netfront::dhcp::{retransmit_delay, REQUEST_SENDS};
-use netfront::stack::DevPhy;
-use netfront::{IpConfig, Net};
+use net::dhcp::{retransmit_delay, REQUEST_SENDS};
+use net::stack::DevPhy;
+use net::{IpConfig, Net};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
@@ -355,7 +355,7 @@ impl Lab {
         let mac = [0x00, 0x16, 0x3e, 0x5a, (n >> 8) as u8, n as u8];
         let port = Rc::new(RefCell::new(Port::default()));
         let net = Net::new(
-            Box::new(DevPhy(PortDev(port.clone()))),
+            DevPhy(PortDev(port.clone())),
             mac,
             &IpConfig::default(),
             self.now,

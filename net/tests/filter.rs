@@ -10,10 +10,10 @@ use common::{stat, Clock, GUEST_IP, GUEST_MAC, PEER_IP, PEER_MAC};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use net::stack::Link;
+use net::{ListenConfig, Net, NetError};
 use netfront::sim::{RxCsum, SimNetback};
-use netfront::stack::{DevPhy, Phy, SynGate};
-use netfront::{Config, ListenConfig, Net, NetError, Netfront};
-use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
+use netfront::{Config, Netfront};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::time::Instant;
 use smoltcp::wire::{
@@ -35,14 +35,12 @@ struct TapPhy {
     inject: Frames,
 }
 
-impl Phy for TapPhy {
-    fn poll(
-        &mut self,
-        iface: &mut Interface,
-        sockets: &mut SocketSet<'static>,
-        now: Instant,
-        gate: &mut SynGate,
-    ) {
+impl Link for TapPhy {
+    type Device = SimNetback;
+    fn device(&mut self) -> &mut SimNetback {
+        &mut self.nb
+    }
+    fn before_poll(&mut self, _now: Instant) {
         for f in self.inject.borrow_mut().drain(..) {
             self.nb.send_to_guest(&f);
         }
@@ -50,11 +48,9 @@ impl Phy for TapPhy {
         self.tap
             .borrow_mut()
             .extend(self.nb.from_guest.iter().cloned());
-        gate.poll(iface, &mut self.nb, sockets, now);
-        self.nb.step();
     }
-    fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface {
-        Interface::new(config, &mut self.nb, now)
+    fn after_poll(&mut self, _now: Instant) {
+        self.nb.step();
     }
 }
 
@@ -145,14 +141,14 @@ fn resets_with(mode: RxCsum) {
     nf.set_link_up(true);
     let mut nb = SimNetback::attach(&hal, 0, nf.tx_ring_ref(), nf.rx_ring_ref()).unwrap();
     nb.rx_csum = mode;
-    let guest = Net::new(Box::new(DevPhy(nf)), GUEST_MAC, &stat(GUEST_IP), 1);
+    let guest = Net::new(nf, GUEST_MAC, &stat(GUEST_IP), 1);
     let (tap, inject): (Frames, Frames) = Default::default();
     let peer = Net::new(
-        Box::new(TapPhy {
+        TapPhy {
             nb,
             tap: tap.clone(),
             inject: inject.clone(),
-        }),
+        },
         PEER_MAC,
         &stat(PEER_IP),
         2,

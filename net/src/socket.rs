@@ -235,7 +235,7 @@ impl Drop for TcpListener {
 
 /// A TCP connection.
 pub struct TcpStream {
-    net: Net,
+    pub(crate) net: Net,
     handle: SocketHandle,
 }
 

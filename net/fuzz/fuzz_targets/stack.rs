@@ -1,5 +1,5 @@
 //! Fuzzes the network stack's receive path and the SYN gate as a hostile LAN sees them: a
-//! [`netfront::Net`] (static 10.0.0.2/24 and fd00::2/64) over a simulated NIC that takes every
+//! [`net::Net`] (static 10.0.0.2/24 and fd00::2/64) over a simulated NIC that takes every
 //! checksum as valid, with a TCP listener on port 80 (input-chosen backlog), fed input-chosen
 //! moves: TCP segments over IPv4 or IPv6 from many (spoofed) addresses with any flags, options,
 //! payload and sequence numbers (absolute, or relative to what the guest sent, so handshakes
@@ -11,7 +11,7 @@
 //! sockets closing for at most a minute; and once the app drops everything and two minutes
 //! pass, only the listener's own sockets are left (none leaked); and that a new client can then
 //! connect and be accepted (the listener was not starved by half-open connections: issue 18,
-//! netfront::gate; `STACK_LIVENESS=0` skips this check). Run with `scripts/fuzz 60 stack`.
+//! net::gate; `STACK_LIVENESS=0` skips this check). Run with `scripts/fuzz 60 stack`.
 #![no_main]
 
 mod common;
@@ -26,9 +26,9 @@ use std::task::{Context, Poll, Waker};
 
 use common::{SimNic, Wire};
 use libfuzzer_sys::fuzz_target;
-use netfront::smoltcp::wire::{Ipv4Cidr, Ipv6Cidr};
-use netfront::stack::DevPhy;
-use netfront::{IpConfig, Ipv4Mode, ListenConfig, Net, TcpListener, TcpStream};
+use net::smoltcp::wire::{Ipv4Cidr, Ipv6Cidr};
+use net::stack::DevPhy;
+use net::{IpConfig, Ipv4Mode, ListenConfig, Net, TcpListener, TcpStream};
 
 const GUEST_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0, 0, 2];
 const GUEST_V4: [u8; 4] = [10, 0, 0, 2];
@@ -234,7 +234,7 @@ struct World {
 impl World {
     fn inject(&mut self, frame: Vec<u8>) {
         if debug() {
-            use netfront::smoltcp::wire::{EthernetFrame, PrettyPrinter};
+            use net::smoltcp::wire::{EthernetFrame, PrettyPrinter};
             eprintln!(
                 "to guest {}",
                 PrettyPrinter::<EthernetFrame<&[u8]>>::new("", &frame)
@@ -278,12 +278,7 @@ fuzz_target!(|data: &[u8]| {
         v6: Some(Ipv6Cidr::new(guest_v6().into(), 64)),
         ..IpConfig::default()
     };
-    let net = Net::new(
-        Box::new(DevPhy(SimNic(wire.clone()))),
-        GUEST_MAC,
-        &config,
-        S,
-    );
+    let net = Net::new(DevPhy(SimNic(wire.clone())), GUEST_MAC, &config, S);
     let mut w = World {
         net: net.clone(),
         wire,

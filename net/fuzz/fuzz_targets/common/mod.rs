@@ -1,9 +1,9 @@
-//! A simulated NIC for the fuzz targets that drive a whole [`netfront::stack::Net`]: frames
+//! A simulated NIC for the fuzz targets that drive a whole [`net::stack::Net`]: frames
 //! queued for the guest are received in order, frames the guest sends are collected. Checksums
 //! of received frames are not verified (every frame counts as correct, the worst case: an
 //! adversary computing valid checksums); sent ones are computed, so the tests can parse them.
 
-use netfront::smoltcp;
+use net::smoltcp;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;

@@ -4,21 +4,12 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use netfront::{IpConfig, Ipv4Mode};
+use net::{IpConfig, Ipv4Mode};
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use xen::exec::Park;
 
-/// `len` pseudo-random bytes from `seed` (xorshift), the same for the same seed.
-pub fn data(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
-}
+#[allow(unused_imports)]
+pub use netfront::sim::data;
 
 /// The guest's and the peer's addresses in the two-stack tests (stack, filter).
 pub const GUEST_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0, 0, 2];

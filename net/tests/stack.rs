@@ -9,10 +9,11 @@ use common::{data, stat, Clock, GUEST_IP, GUEST_MAC, PEER_IP, PEER_MAC};
 use std::cell::Cell;
 use std::rc::Rc;
 
+use net::listen::{self, Admission, Cap, Overflow};
+use net::stack::Link;
+use net::{IpConfig, ListenConfig, Net, NetError};
 use netfront::sim::SimNetback;
-use netfront::stack::{DevPhy, Phy, SynGate};
-use netfront::{Config, IpConfig, ListenConfig, Net, NetError, Netfront};
-use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
+use netfront::{Config, Netfront};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 use xen::exec::{Executor, Source, Spawner};
@@ -29,14 +30,12 @@ struct PeerPhy {
     last_ms: i64,
 }
 
-impl Phy for PeerPhy {
-    fn poll(
-        &mut self,
-        iface: &mut Interface,
-        sockets: &mut SocketSet<'static>,
-        now: Instant,
-        gate: &mut SynGate,
-    ) {
+impl Link for PeerPhy {
+    type Device = SimNetback;
+    fn device(&mut self) -> &mut SimNetback {
+        &mut self.nb
+    }
+    fn before_poll(&mut self, now: Instant) {
         let (per_ms, burst) = self.flood.get();
         let ms = now.total_millis();
         let n = burst + per_ms * (ms - self.last_ms).clamp(0, 1000) as u32;
@@ -47,11 +46,9 @@ impl Phy for PeerPhy {
             self.nb.send_to_guest(&spoofed_syn(self.sent, 7));
         }
         self.nb.step();
-        gate.poll(iface, &mut self.nb, sockets, now);
-        self.nb.step();
     }
-    fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface {
-        Interface::new(config, &mut self.nb, now)
+    fn after_poll(&mut self, _now: Instant) {
+        self.nb.step();
     }
 }
 
@@ -124,7 +121,7 @@ fn pair_with(guest_config: IpConfig) -> Pair {
     let mut nf = Netfront::new(hal.clone(), 0, GUEST_MAC, Config::default()).unwrap();
     nf.set_link_up(true);
     let nb = SimNetback::attach(&hal, 0, nf.tx_ring_ref(), nf.rx_ring_ref()).unwrap();
-    let guest = Net::new(Box::new(DevPhy(nf)), GUEST_MAC, &guest_config, 1);
+    let guest = Net::new(nf, GUEST_MAC, &guest_config, 1);
     let flood = Rc::new(Cell::new((0, 0)));
     let peer_phy = PeerPhy {
         nb,
@@ -132,7 +129,7 @@ fn pair_with(guest_config: IpConfig) -> Pair {
         sent: 0,
         last_ms: 0,
     };
-    let peer = Net::new(Box::new(peer_phy), PEER_MAC, &stat(PEER_IP), 2);
+    let peer = Net::new(peer_phy, PEER_MAC, &stat(PEER_IP), 2);
     Pair {
         guest,
         peer,
@@ -475,7 +472,7 @@ fn half_open_connections_expire_and_give_their_sockets_back() {
             pause(clock.clone(), 2_000_000).await;
             // All slots but one half-open: no pressure, so only expiry gives them back.
             flood.set((0, backlog as u32 - 1));
-            pause(clock.clone(), netfront::gate::HALF_OPEN_NS + 100_000_000).await;
+            pause(clock.clone(), net::gate::HALF_OPEN_NS + 100_000_000).await;
         })
     });
     let st = guest.listen_stats();
@@ -573,4 +570,201 @@ fn a_slot_given_back_by_a_spoofed_syn_answers_the_next_client_at_once() {
     let st = p.guest.listen_stats();
     assert!(st.shed > 0, "{st:?}");
     assert!(took < 100_000_000, "served after {} ms", took / 1_000_000);
+}
+
+// ---- net::listen: the accept loop with a connection cap. ------------------------------------
+
+/// Echoes until the peer closes (the listener helper's handler).
+async fn echo_conn(mut s: net::TcpStream) {
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n @ 1..) = s.read(&mut buf).await {
+        if s.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Connects to `port`, sends `msg` and reads until `msg.len()` bytes came back or the
+/// connection ended; returns the connection (still open) and what it read, or how it ended.
+async fn hello(
+    peer: &Net,
+    port: u16,
+    msg: &[u8],
+) -> (Option<net::TcpStream>, Result<Vec<u8>, NetError>) {
+    let mut c = match peer
+        .tcp_connect(IpAddress::Ipv4(GUEST_IP), port, 4096, 4096)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return (None, Err(e)),
+    };
+    if let Err(e) = c.write_all(msg).await {
+        return (None, Err(e));
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.len() < msg.len() {
+        match c.read(&mut buf).await {
+            Ok(0) => return (None, Ok(got)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return (None, Err(e)),
+        }
+    }
+    (Some(c), Ok(got))
+}
+
+#[test]
+fn listener_cap_aborts_the_connection_over_it_and_frees_the_place_when_one_ends() {
+    let mut p = pair();
+    let out = p.run(move |sp, guest, peer| {
+        Box::pin(async move {
+            let cap = Cap::new(2);
+            let l = guest.tcp_listen(7, ListenConfig::default()).unwrap();
+            let sp2 = sp.clone();
+            sp.spawn(listen::serve(
+                sp2,
+                l,
+                cap.clone(),
+                Overflow::Abort,
+                |s, _| echo_conn(s),
+            ));
+            let (a, ra) = hello(&peer, 7, b"one").await;
+            let (b, rb) = hello(&peer, 7, b"two").await;
+            let live_at_cap = cap.live();
+            // The third is accepted by the stack, then reset by the helper.
+            let (_, rc) = hello(&peer, 7, b"three").await;
+            // One of the first two ends: its task ends, its place is free again.
+            a.unwrap().close().await;
+            peer.sleep(500_000_000).await;
+            let live_after = cap.live();
+            let (d, rd) = hello(&peer, 7, b"four").await;
+            drop((b, d));
+            (ra, rb, live_at_cap, rc, live_after, rd)
+        })
+    });
+    let (ra, rb, live_at_cap, rc, live_after, rd) = out;
+    assert_eq!(ra.unwrap(), b"one");
+    assert_eq!(rb.unwrap(), b"two");
+    assert_eq!(live_at_cap, 2);
+    assert_eq!(rc, Err(NetError::ConnectionReset));
+    assert_eq!(live_after, 1);
+    assert_eq!(rd.unwrap(), b"four");
+}
+
+#[test]
+fn listener_overflow_answer_goes_to_the_connection_over_the_cap_then_it_closes() {
+    let mut p = pair();
+    let out = p.run(move |sp, guest, peer| {
+        Box::pin(async move {
+            let busy = Overflow::Answer {
+                bytes: b"busy\n",
+                within_ns: 1_000_000_000,
+            };
+            let l = guest.tcp_listen(80, ListenConfig::default()).unwrap();
+            sp.spawn(listen::serve(sp.clone(), l, Cap::new(1), busy, |s, _| {
+                echo_conn(s)
+            }));
+            let (a, ra) = hello(&peer, 80, b"first").await;
+            // Over the cap: the answer, then the end of the stream (not a reset).
+            let (b, rb) = hello(&peer, 80, b"12345").await;
+            let mut c = b.unwrap();
+            let mut rest = [0u8; 16];
+            let end = c.read(&mut rest).await;
+            drop(a);
+            (ra, rb, end)
+        })
+    });
+    let (ra, rb, end) = out;
+    assert_eq!(ra.unwrap(), b"first");
+    assert_eq!(rb.unwrap(), b"busy\n");
+    assert_eq!(end, Ok(0));
+}
+
+#[test]
+fn one_cap_counts_the_connections_of_every_listener_it_serves() {
+    let mut p = pair();
+    let out = p.run(move |sp, guest, peer| {
+        Box::pin(async move {
+            let cap = Cap::new(1);
+            for port in [7, 9] {
+                let l = guest.tcp_listen(port, ListenConfig::default()).unwrap();
+                sp.spawn(listen::serve(
+                    sp.clone(),
+                    l,
+                    cap.clone(),
+                    Overflow::Abort,
+                    |s, _| echo_conn(s),
+                ));
+            }
+            let (a, ra) = hello(&peer, 7, b"seven").await;
+            let (_, rb) = hello(&peer, 9, b"nine").await;
+            drop(a);
+            (ra, rb)
+        })
+    });
+    assert_eq!(out.0.unwrap(), b"seven");
+    assert_eq!(out.1, Err(NetError::ConnectionReset));
+}
+
+/// An app's own admission policy: admits only even-numbered connections and records its
+/// tickets' ends.
+struct EveryOther {
+    n: Cell<u32>,
+    ended: Rc<Cell<u32>>,
+}
+
+struct Ticket(Rc<Cell<u32>>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+impl Admission for EveryOther {
+    type Ticket = Ticket;
+    fn admit(&self, _: &net::TcpStream) -> Option<Ticket> {
+        self.n.set(self.n.get() + 1);
+        (self.n.get() % 2 == 1).then(|| Ticket(self.ended.clone()))
+    }
+}
+
+#[test]
+fn a_custom_admission_decides_and_its_ticket_lives_as_long_as_the_connection_task() {
+    let mut p = pair();
+    let ended = Rc::new(Cell::new(0));
+    let e2 = ended.clone();
+    let out = p.run(move |sp, guest, peer| {
+        Box::pin(async move {
+            let adm = EveryOther {
+                n: Cell::new(0),
+                ended: e2.clone(),
+            };
+            let l = guest.tcp_listen(7, ListenConfig::default()).unwrap();
+            sp.spawn(listen::serve(
+                sp.clone(),
+                l,
+                adm,
+                Overflow::Abort,
+                |s, _t| echo_conn(s),
+            ));
+            let (a, ra) = hello(&peer, 7, b"a").await;
+            let (_, rb) = hello(&peer, 7, b"b").await;
+            let (c, rc) = hello(&peer, 7, b"c").await;
+            let open_tickets_ended = e2.get();
+            a.unwrap().close().await;
+            c.unwrap().close().await;
+            peer.sleep(500_000_000).await;
+            (ra, rb, rc, open_tickets_ended)
+        })
+    });
+    let (ra, rb, rc, open_tickets_ended) = out;
+    assert_eq!(ra.unwrap(), b"a");
+    assert_eq!(rb, Err(NetError::ConnectionReset));
+    assert_eq!(rc.unwrap(), b"c");
+    assert_eq!(
+        open_tickets_ended, 0,
+        "a ticket ended while its connection was open"
+    );
+    assert_eq!(ended.get(), 2);
 }

@@ -1,0 +1,111 @@
+//! Networking on Xen: bring up the stack on the guest's vifs (found and connected by
+//! `netfront::xen`).
+//!
+//! ```ignore
+//! xen::main!(main, net::stack::KEYS);
+//! fn main() -> Result<(), net::xen::UpError> {
+//!     let net = net::xen::up()?; // first vif, ip=/gw=/dns= from the command line
+//!     xen::exec::run(&[&net], |sp| async move { /* listeners, streams... */ })
+//! }
+//! ```
+
+use alloc::string::String;
+use core::fmt;
+
+use crate::stack::{IpConfig, Net};
+use netfront::xen::{list, open, XenVif};
+use netfront::Error;
+
+/// Why the network could not come up.
+#[derive(Debug)]
+pub enum UpError {
+    /// A bad `ip=`/`gw=`/`dns=`/`ip6=` value.
+    Config(String),
+    /// The guest has no vif (add `vif = ['bridge=xenbr0']` to its xl config).
+    NoVif,
+    /// Connecting the vif failed.
+    Vif(String, Error),
+}
+
+impl fmt::Display for UpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpError::Config(e) => write!(f, "network config: {e}"),
+            UpError::NoVif => {
+                f.write_str("no network device: add vif = ['bridge=...'] to the xl config")
+            }
+            UpError::Vif(n, e) => write!(f, "{n}: {e}"),
+        }
+    }
+}
+
+/// Connects vif `node` and starts a stack on it configured by `config`.
+pub fn up_on(node: &str, config: &IpConfig) -> Result<Net, UpError> {
+    let vif = open(node).map_err(|e| UpError::Vif(node.into(), e))?;
+    let mac = vif.mac();
+    log::info!(
+        "net: {node} up, mac {}, backend domain {}, sg {}",
+        crate::format_mac(mac),
+        vif.backend_id(),
+        vif.scatter_gather()
+    );
+    Ok(Net::new(
+        XenVif::new(vif, node),
+        mac,
+        config,
+        xen::time::now_ns(),
+    ))
+}
+
+/// The vif watches its backend after every poll of the stack (see [`XenVif`]).
+impl crate::stack::Link for XenVif {
+    type Device = XenVif;
+    fn device(&mut self) -> &mut XenVif {
+        self
+    }
+    fn after_poll(&mut self, _now: smoltcp::time::Instant) {
+        self.check_backend();
+    }
+    fn stats(&self) -> Option<crate::Stats> {
+        XenVif::stats(self)
+    }
+}
+
+/// The first vif, configured from the command line (`ip=`, `gw=`, `dns=`, `ip6=`, `gw6=`; DHCP
+/// by default).
+pub fn up() -> Result<Net, UpError> {
+    let cmd = xen::boot::cmdline();
+    let config = IpConfig::from_args(|k| cmd.get(k)).map_err(UpError::Config)?;
+    let vifs = list().map_err(|e| UpError::Vif("device/vif".into(), e))?;
+    let first = vifs.first().ok_or(UpError::NoVif)?;
+    up_on(first, &config)
+}
+
+/// Publishes the guest's figures to dom0 every `every_ns` (see [`xen::stats`]): memory, then
+/// `hypercalls` and `blocks` (since boot, see [`xen::stats::Line::add_cpu`]), `sockets` (in the stack), `tx_full` (the driver's full-ring count), `held_syns` (connection
+/// attempts the SYN gate held back), `half_open_shed` and `half_open_expired` (half-open
+/// connections given back under pressure or after 8 s, see [`crate::gate`]), `rst_dropped`
+/// (resets refused by [`crate::filter`]), then what `extra` adds. Spawn it on the executor; the
+/// first write is at once. A failed write is reported once and publishing goes on.
+pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::stats::Line)) {
+    let mut reported = false;
+    loop {
+        let mut line = xen::stats::Line::new(xen::time::now_ns(), xen::stats::memory());
+        line.add_cpu();
+        line.add("sockets", net.socket_count() as u64);
+        line.add("tx_full", net.device_stats().map_or(0, |s| s.tx_full));
+        let syn = net.listen_stats();
+        line.add("held_syns", syn.held);
+        line.add("half_open_shed", syn.shed);
+        line.add("half_open_expired", syn.expired);
+        line.add("rst_dropped", net.dropped_rsts());
+        extra(&mut line);
+        if let Err(e) = xen::stats::publish(&line) {
+            if !reported {
+                log::warn!("stats: {e}");
+                reported = true;
+            }
+        }
+        net.sleep(every_ns).await;
+    }
+}
