@@ -44,7 +44,7 @@ pub struct Config {
     pub max_ring_page_order: u32,
     /// Data pages granted to the backend for the life of the connection (bounce buffers); they
     /// bound the bytes in flight. At least 2. Indirect descriptor pages come on top (see
-    /// [`descriptor_pages`]), so a pool of 256 moves a 1 MiB transfer in one go.
+    /// `descriptor_pages`), so a pool of 256 moves a 1 MiB transfer in one go.
     pub data_pages: usize,
     /// Most segments per indirect request (0: never use indirect requests); also capped by the
     /// backend's `feature-max-indirect-segments` and by the pool.

@@ -2,7 +2,7 @@
 //! descriptors, and the responses, checked one by one and handed to the operation that made the
 //! request.
 //!
-//! An operation (a read, write, flush, barrier or discard of the block API) is a [`Transfer`]:
+//! An operation (a read, write, flush, barrier or discard of the block API) is a `Transfer`:
 //! it is split into requests of at most 11 pages, or of up to the negotiated number of segments
 //! with indirect descriptor pages when the backend offers them, and as many requests as free
 //! ring slots and pool pages allow are kept in flight. Each request is made visible to the
@@ -12,7 +12,7 @@
 //! copied in when its request is queued, a read's copied out when its future collects the
 //! answer.
 //!
-//! Many operations run at once, from many tasks. [`Engine::harvest`] (the disk's
+//! Many operations run at once, from many tasks. `Engine::harvest` (the disk's
 //! [`Source::poll`](xen::exec::Source::poll)) consumes the responses and wakes exactly the
 //! operations whose requests were answered; each operation collects its answers the next time
 //! it is polled. Ring slots and pool pages are shared in arrival order: an operation that finds

@@ -11,7 +11,7 @@
 //!   [`exec::Source`](xen::exec::Source) for the executor that runs them; [`Blocking`], the
 //!   same calls run to completion.
 //! - [`error`]: every failure ([`Error`]) and the policy towards a misbehaving backend.
-//! - `disk` (on Xen): the disks of a guest ([`disk::list`], [`disk::open`], [`disk::connect`]).
+//! - `disk` (on Xen): the disks of a guest (`disk::list`, `disk::open`, `disk::connect`).
 //! - `sim` (feature `sim`, for tests, doctests and fuzzing): a simulated blkback over
 //!   [`xen::hal::SimHal`] and the simulated xenstore, with fault injection.
 //!

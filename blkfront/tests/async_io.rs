@@ -483,3 +483,53 @@ fn disconnect_fails_the_operations_in_progress() {
     drop(read);
     assert_eq!(disk.operations(), 0);
 }
+
+#[test]
+fn many_tasks_against_pseudo_random_responses_all_finish_and_nothing_leaks() {
+    for seed in 1..=10u64 {
+        let mut sim = SimConfig::disk(1 << 20);
+        sim.max_indirect_segments = Some(32);
+        sim.max_ring_page_order = Some(1);
+        let config = Config {
+            io_timeout_ns: 20_000_000,
+            data_pages: 48,
+            ..Config::default()
+        };
+        let (mut xs, be, disk) = common::connect(sim, config);
+        be.set_chaos(Some(seed));
+        let d = disk.clone();
+        let done = run(&be, &disk, |sp| async move {
+            let hs: Vec<_> = (0..6u64)
+                .map(|t| {
+                    let d = d.clone();
+                    sp.spawn(async move {
+                        let mut rng = Rng(seed * 7919 + t);
+                        for _ in 0..15 {
+                            let len = rng.below(100 * 1024) + 1;
+                            let off = rng.below((1 << 20) - len);
+                            let r = match rng.below(5) {
+                                0 => d.write(off, &rng.bytes(len as usize)).await,
+                                1 => d.flush().await,
+                                2 => d.discard(off / 512 * 512, 512).await,
+                                _ => d.read(off, &mut vec![0; len as usize]).await,
+                            };
+                            if let Err(e) = r {
+                                assert!(!e.to_string().is_empty());
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let n = hs.len();
+            for h in hs {
+                h.await;
+            }
+            n
+        });
+        assert_eq!(done, 6);
+        assert_eq!(disk.operations(), 0);
+        assert!(disk.stats().bad_responses + disk.stats().io_errors > 0);
+        disk.disconnect(&mut xs, &mut Never).unwrap();
+        assert!(!be.connected());
+    }
+}
