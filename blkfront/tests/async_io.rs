@@ -531,5 +531,13 @@ fn many_tasks_against_pseudo_random_responses_all_finish_and_nothing_leaks() {
         assert!(disk.stats().bad_responses + disk.stats().io_errors > 0);
         disk.disconnect(&mut xs, &mut Never).unwrap();
         assert!(!be.connected());
+        assert_eq!(
+            disk.with_hal(|h| {
+                let st = h.state.lock();
+                (st.live_grants(), st.live_pages())
+            }),
+            (0, 0),
+            "seed {seed}: everything released"
+        );
     }
 }
