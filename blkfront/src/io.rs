@@ -390,6 +390,10 @@ impl<H: Hal> Engine<H> {
                 t.error = Some(e);
             }
         }
+        if t.error.is_some() {
+            // It queues nothing more: the next in line need not wait for its last answers.
+            self.leave_queue(t.id);
+        }
         if t.outstanding == 0 && (t.error.is_some() || !t.needs_more()) {
             let r = t.error.take().map_or(Ok(()), Err);
             return self.finish(t, r);
@@ -424,10 +428,18 @@ impl<H: Hal> Engine<H> {
         for slot in live.answered {
             self.release_slot(slot, id);
         }
+        self.leave_queue(id);
+        self.wake_head();
+    }
+
+    /// Takes transfer `id` out of the queue for room (waking the next if it was first).
+    fn leave_queue(&mut self, id: u64) {
         if let Some(pos) = self.queue.iter().position(|&q| q == id) {
             self.queue.remove(pos);
+            if pos == 0 {
+                self.wake_head();
+            }
         }
-        self.wake_head();
     }
 
     /// Counts a transfer dropped before it finished.
