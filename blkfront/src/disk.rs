@@ -1,5 +1,6 @@
-//! Disks on Xen: find the guest's virtual block devices in xenstore and open them as
-//! [`Disk`]s, blocking until the backend answers (the vCPU blocks in Xen; nothing spins).
+//! Disks on Xen: find the guest's virtual block devices in xenstore and connect them, as an
+//! async [`AsyncDisk`] (run it on `xen::exec` with the disk among the sources) or as a blocking
+//! [`Disk`] (the vCPU blocks in Xen until the disk's event channel fires; nothing spins).
 //!
 //! ```no_run
 //! let nodes = blkfront::disk::list()?;              // ["device/vbd/51712", ...]
@@ -10,34 +11,37 @@
 //!     disk.write(4096, b"hello")?;
 //!     disk.flush()?;
 //! }
-//! blkfront::disk::close(&mut disk)?;
+//! blkfront::disk::close(&disk)?;
+//!
+//! // Async: many operations in flight from many tasks.
+//! let disk = blkfront::disk::connect(&nodes[0])?;
+//! let d = disk.clone();
+//! xen::exec::run(&[&disk], |sp| async move {
+//!     let t = sp.spawn({ let d = d.clone(); async move { d.flush().await } });
+//!     let mut buf = [0u8; 4096];
+//!     d.read(0, &mut buf).await?;
+//!     t.await
+//! })?;
 //! # Ok::<(), blkfront::Error>(())
 //! ```
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use xen::exec::XenPark;
 use xen::platform::{with_xenstore, XenClock, XenHal};
 use xen::xenbus::Deadline;
 
-use crate::driver::{Blkfront, Config, Error, Wait};
+use crate::{Blkfront, Blocking, Config, Error};
 
 /// How long [`open`] and [`close`] wait for the backend's xenbus state changes.
 pub const HANDSHAKE_TIMEOUT_NS: u64 = 30_000_000_000;
 
-/// Waiting on Xen: run the idle loop once, which blocks the vCPU until an event (the disk's
-/// among them) arrives or the deadline passes.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct XenWait;
+/// A connected disk on Xen: the async API.
+pub type AsyncDisk = Blkfront<XenHal>;
 
-impl Wait for XenWait {
-    fn wait(&mut self, _port: u32, deadline_ns: u64) {
-        xen::sched::poll_once(Some(deadline_ns));
-    }
-}
-
-/// A connected disk on Xen.
-pub type Disk = Blkfront<XenHal, XenWait>;
+/// A connected disk on Xen: blocking calls.
+pub type Disk = Blocking<XenHal, XenPark>;
 
 /// The guest's virtual block devices (`device/vbd/ID` nodes), in the order of their ids (so
 /// `xvda` comes before `xvdb`). Empty when the guest has none.
@@ -47,25 +51,36 @@ pub fn list() -> Result<Vec<String>, Error> {
         .map_err(|e| Error::Xenbus(e.into()))
 }
 
-/// Connects to the disk at `node` (e.g. `device/vbd/51712`) with the default [`Config`].
+/// Connects to the disk at `node` (e.g. `device/vbd/51712`) with the default [`Config`], for
+/// blocking calls.
 pub fn open(node: &str) -> Result<Disk, Error> {
     open_with(node, Config::default())
 }
 
-/// Connects to the disk at `node` with `config`.
+/// Connects to the disk at `node` with `config`, for blocking calls.
 pub fn open_with(node: &str, config: Config) -> Result<Disk, Error> {
+    Ok(Blocking::new(connect_with(node, config)?, XenPark))
+}
+
+/// Connects to the disk at `node` with the default [`Config`], for async calls.
+pub fn connect(node: &str) -> Result<AsyncDisk, Error> {
+    connect_with(node, Config::default())
+}
+
+/// Connects to the disk at `node` with `config`, for async calls.
+pub fn connect_with(node: &str, config: Config) -> Result<AsyncDisk, Error> {
     with_xenstore(|xs| {
         let mut timeout = Deadline::after(XenClock, HANDSHAKE_TIMEOUT_NS);
-        Blkfront::connect(XenHal, XenWait, xs, node, config, &mut timeout)
+        Blkfront::connect(XenHal, xs, node, config, &mut timeout)
     })
     .map_err(|_| Error::NoXenstore)?
 }
 
-/// Disconnects `disk` (see [`Blkfront::disconnect`]).
-pub fn close(disk: &mut Disk) -> Result<(), Error> {
+/// Disconnects a disk, blocking or async (see [`Blkfront::disconnect`]).
+pub fn close(disk: &impl AsRef<AsyncDisk>) -> Result<(), Error> {
     with_xenstore(|xs| {
         let mut timeout = Deadline::after(XenClock, HANDSHAKE_TIMEOUT_NS);
-        disk.disconnect(xs, &mut timeout)
+        disk.as_ref().disconnect(xs, &mut timeout)
     })
     .map_err(|_| Error::NoXenstore)?
 }

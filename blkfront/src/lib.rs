@@ -1,27 +1,40 @@
 //! Xen block frontend (blkfront): the split driver that talks to a blkback over a shared ring,
-//! with a blocking block API for applications.
+//! with an async block API and blocking wrappers for applications.
 //!
 //! - [`wire`]: the blkif ring ABI as byte images, checked against `<xen/io/blkif.h>`.
-//! - [`driver`]: [`Blkfront`], the connection (xenbus handshake, ring, data pool) and the block
-//!   API (`read`/`write` at any byte offset, `read_blocks`/`write_blocks`, `flush`, `barrier`,
-//!   `discard`), with every backend response checked.
-//! - [`disk`]: the disks of a guest on Xen ([`disk::list`], [`disk::open`]): the driver over
-//!   [`xen::platform::XenHal`], waiting in Xen's idle loop.
-//! - [`sim`]: a simulated blkback over [`xen::hal::SimHal`] and the simulated xenstore, with fault
-//!   injection, for tests, doctests and fuzzing.
+//! - `connect`: the xenbus handshake ([`Blkfront::connect`], [`Blkfront::disconnect`]) and
+//!   what it negotiates ([`Config`], [`Features`]).
+//! - [`io`]: the transfer engine: requests, grants, indirect descriptors, responses, and how
+//!   the ring is shared between operations in flight.
+//! - `api`: the block API: [`Blkfront`], whose operations are futures
+//!   (`disk.read(offset, buf).await`, `write`, `flush`, ...) and which is an
+//!   [`exec::Source`](xen::exec::Source) for the executor that runs them; [`Blocking`], the
+//!   same calls run to completion.
+//! - [`error`]: every failure ([`Error`]) and the policy towards a misbehaving backend.
+//! - `disk` (on Xen): the disks of a guest (`disk::list`, `disk::open`, `disk::connect`).
+//! - `sim` (feature `sim`, for tests, doctests and fuzzing): a simulated blkback over
+//!   [`xen::hal::SimHal`] and the simulated xenstore, with fault injection.
 //!
-//! The platform comes in through [`xen::hal::Hal`] (pages, grants, event channel, clock), the
-//! xenstore [`Transport`](xen::xenstore::Transport) and [`Wait`] (how to block until the backend
-//! answers).
+//! The platform comes in through [`xen::hal::Hal`] (pages, grants, event channel, clock) and
+//! the xenstore [`Transport`](xen::xenstore::Transport); the blocking calls wait with
+//! [`xen::exec::Park`].
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 extern crate alloc;
 
+mod api;
+mod connect;
+#[cfg(target_os = "none")]
 pub mod disk;
-pub mod driver;
+pub mod error;
+pub mod io;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod wire;
 
-pub use driver::{BackendError, Blkfront, Config, Error, Features, Stats, Wait};
+pub use api::{Blkfront, Blocking, Io};
+pub use connect::{Config, Features, MAX_RING_PAGE_ORDER};
+pub use error::{BackendError, Error};
+pub use io::Stats;

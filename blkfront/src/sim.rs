@@ -12,8 +12,8 @@
 //! final check finds no more), through [`SimHal`] grant mappings: data
 //! moves between granted pages and the disk, every segment, grant and range checked as a real
 //! backend would; what the frontend gets wrong is counted in [`SimStats::frontend_errors`].
-//! [`SimWait`] is the frontend's [`Wait`]: each wait advances the simulated clock and runs the
-//! backend one step.
+//! [`SimPark`] is how the frontend's executor waits ([`Park`]): each park advances the simulated
+//! clock and runs the backend one step.
 //!
 //! Misbehaviour is injected with [`Fault`]s, applied to the next requests in order, or with
 //! [`SimBlkback::set_chaos`], which answers every request with pseudo-random responses.
@@ -34,11 +34,11 @@ use xen::shmem::ShMem;
 use xen::xenstore::sim::{Sim, Store};
 use xen::xenstore::Client;
 
-use crate::driver::Wait;
 use crate::wire::{
     self, status, Op, Request, Response, Segment, ENTRY_LEN, PAGE_SIZE, REQUEST_LEN,
     SEGMENTS_PER_INDIRECT_PAGE, SEGMENT_LEN, WIRE_SECTOR,
 };
+use xen::exec::Park;
 
 /// What the simulated disk looks like and offers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +108,9 @@ pub enum Fault {
     Delay(u32),
     /// Never answer.
     Drop,
+    /// Instead of answering, publish a copy of the previous response (a duplicate answer; this
+    /// request is never answered).
+    Duplicate,
 }
 
 /// What the simulated backend saw.
@@ -249,6 +252,7 @@ struct Inner {
     held: Vec<Held>,
     restore_rsp_prod: bool,
     chaos: Option<u64>,
+    last: Option<Response>,
     stats: SimStats,
     connect_error: Option<String>,
 }
@@ -259,17 +263,24 @@ pub struct SimBlkback {
     inner: Rc<RefCell<Inner>>,
 }
 
-/// The frontend's [`Wait`] on the host: advances the simulated clock by a millisecond and runs
-/// the backend one step.
+/// How an executor driving the frontend waits on the host ([`Park`]): each park advances the
+/// simulated clock by [`tick_ns`](Self::tick_ns) (a millisecond) and runs the backend one step.
 #[derive(Clone)]
-pub struct SimWait {
+pub struct SimPark {
     backend: SimBlkback,
-    /// Nanoseconds each wait advances the clock.
+    /// Nanoseconds each park advances the clock.
     pub tick_ns: u64,
+    /// Parks so far.
+    pub parks: u64,
 }
 
-impl Wait for SimWait {
-    fn wait(&mut self, _port: u32, _deadline_ns: u64) {
+impl Park for SimPark {
+    fn now_ns(&self) -> u64 {
+        self.backend.inner.borrow().hal.lock().now_ns
+    }
+
+    fn park(&mut self, _deadline: Option<u64>) {
+        self.parks += 1;
         self.backend.inner.borrow().hal.lock().now_ns += self.tick_ns;
         self.backend.step();
     }
@@ -300,6 +311,7 @@ impl SimBlkback {
             held: Vec::new(),
             restore_rsp_prod: false,
             chaos: None,
+            last: None,
             stats: SimStats::default(),
             connect_error: None,
         };
@@ -312,11 +324,12 @@ impl SimBlkback {
         backend
     }
 
-    /// The frontend's wait: one step of this backend per call.
-    pub fn waiter(&self) -> SimWait {
-        SimWait {
+    /// The frontend's executor's wait: one step of this backend per park.
+    pub fn parker(&self) -> SimPark {
+        SimPark {
             backend: self.clone(),
             tick_ns: 1_000_000,
+            parks: 0,
         }
     }
 
@@ -656,6 +669,13 @@ impl Inner {
         };
         match fault {
             Some(Fault::Drop) => {}
+            Some(Fault::Duplicate) => {
+                if let Some(last) = self.last {
+                    ring.queue_response(&last);
+                    ring.push_responses();
+                }
+                return;
+            }
             Some(Fault::Delay(n)) => self.held.push(Held { steps: n, rsp }),
             Some(Fault::GarbageRspProd) => {
                 ring.queue_response(&rsp);
@@ -672,6 +692,7 @@ impl Inner {
                 ring.push_responses();
             }
         }
+        self.last = Some(rsp);
     }
 
     /// Does a well-formed request against the disk; returns its status.

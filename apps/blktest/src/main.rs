@@ -11,7 +11,12 @@
 //! - `blk=readonly`: reads, and expects writes to be refused;
 //! - `blk=errors`: expects reads, writes and flushes to fail with errors (a failing device);
 //! - `blk=two-disks`: a different pattern on each of two disks, read back from both;
-//! - `blk=bench`: sequential MB/s and random 4 KiB IOPS (`BLK MB/s ...`, `BLK IOPS ...`).
+//! - `blk=bench`: sequential MB/s and random 4 KiB IOPS (`BLK MB/s ...`, `BLK IOPS ...`);
+//! - `blk=async`: the async API on `xen::exec`, `tasks` tasks at once: the pattern written
+//!   over `mib` MiB in pieces of mixed sizes, flushed, `n` random reads verified, a read
+//!   cancelled by dropping its future, then queue-depth `tasks` random 4 KiB reads and 1 MiB
+//!   sequential reads timed: `BLK async ... bad=0 sha=HEX` (the SHA-256 of the pattern written)
+//!   and `BLK async-rate ...`.
 //!
 //! Success ends with `BLK ok MODE` and a power-off; a failure prints `BLK FAIL MODE: why` and
 //! the domain crashes.
@@ -25,8 +30,9 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use core::future::Future;
 
-use blkfront::disk::{self, Disk};
+use blkfront::disk::{self, AsyncDisk, Disk};
 use sha2::{Digest, Sha256};
 use xen::cmdline::{validate, KeySpec};
 use xen::println;
@@ -35,7 +41,7 @@ use xen::time::now_ns;
 const KEYS: &[KeySpec] = &[
     KeySpec {
         name: "blk",
-        help: "mode: info|read|write-flush|seq|random|readonly|errors|two-disks|bench",
+        help: "mode: info|read|write-flush|seq|random|readonly|errors|two-disks|bench|async",
         validate: validate::non_empty,
     },
     KeySpec {
@@ -50,12 +56,12 @@ const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         name: "mib",
-        help: "MiB streamed by seq (default 256) and bench (default 64)",
+        help: "MiB streamed by seq (default 256), bench (default 64) and async (default 16)",
         validate: validate::number,
     },
     KeySpec {
         name: "n",
-        help: "random 4 KiB operations (random: default 1000; bench: 2000 of each)",
+        help: "random operations (random: default 1000; bench: 2000 of each; async: 800)",
         validate: validate::number,
     },
     KeySpec {
@@ -71,6 +77,11 @@ const KEYS: &[KeySpec] = &[
     KeySpec {
         name: "ring-order",
         help: "largest ring, log2 pages (default: blkfront's Config)",
+        validate: validate::number,
+    },
+    KeySpec {
+        name: "tasks",
+        help: "tasks doing I/O at once in async mode (default 8)",
         validate: validate::number,
     },
     KeySpec {
@@ -129,6 +140,7 @@ fn main() -> Result<(), Fail> {
         "errors" => errors(),
         "two-disks" => two_disks(seed),
         "bench" => bench(num("mib", 64), num("n", 2000), seed),
+        "async" => async_io(num("mib", 16), num("tasks", 8), num("n", 800), seed),
         other => Err(Fail::Check(alloc::format!("unknown mode {other:?}"))),
     };
     match &r {
@@ -187,13 +199,13 @@ fn open_first() -> Result<Disk, Fail> {
     Ok(d.swap_remove(0))
 }
 
-fn close(mut d: Disk) -> Result<(), Fail> {
+fn close(d: Disk) -> Result<(), Fail> {
     let s = d.stats();
     println!(
         "BLK stats requests={} indirect={} responses={} io_errors={} bad={} timeouts={}",
         s.requests, s.indirect_requests, s.responses, s.io_errors, s.bad_responses, s.timeouts
     );
-    disk::close(&mut d).map_err(disk_err("close"))
+    disk::close(&d).map_err(disk_err("close"))
 }
 
 // ---- Data -------------------------------------------------------------------------------------
@@ -499,4 +511,180 @@ fn bench(mib: u64, n: u64, seed: u64) -> Result<(), Fail> {
         n as f64 / trw
     );
     close(d)
+}
+
+// ---- Async ------------------------------------------------------------------------------------
+
+/// Reads `len` bytes at `pos` asynchronously and compares them with pattern `seed`.
+async fn read_check(d: &AsyncDisk, pos: u64, len: usize, seed: u64) -> Result<bool, Fail> {
+    let mut buf = alloc::vec![0u8; len];
+    d.read(pos, &mut buf)
+        .await
+        .map_err(disk_err("async read"))?;
+    let skew = (pos % 8) as usize;
+    let mut want = alloc::vec![0u8; len + skew];
+    fill(&mut want, seed, pos - skew as u64);
+    Ok(buf[..] == want[skew..])
+}
+
+/// The async API from `tasks` tasks at once (see the crate documentation).
+fn async_io(mib: u64, tasks: u64, n: u64, seed: u64) -> Result<(), Fail> {
+    let d: AsyncDisk = open_first()?.into_inner();
+    let len = mib * MIB as u64;
+    check!(
+        len <= d.capacity(),
+        "{mib} MiB do not fit the {}-byte disk",
+        d.capacity()
+    );
+    check!(tasks >= 1, "tasks=0");
+    let chunks = len / MIB as u64;
+    let disk = d.clone();
+    let r = xen::exec::run(&[&disk], |sp| async move {
+        // 1. Task t writes the pattern over chunks t, t + tasks, ... in pieces of 4 KiB to
+        //    256 KiB (some at byte offsets), all tasks at once.
+        let t0 = now_ns();
+        let mut hs = Vec::new();
+        for t in 0..tasks {
+            let d = d.clone();
+            hs.push(sp.spawn(async move {
+                let mut rng = Rng(seed ^ (t << 40));
+                let mut pieces = 0u64;
+                let mut buf = Vec::new();
+                for c in (t..chunks).step_by(tasks as usize) {
+                    let end = (c + 1) * MIB as u64;
+                    let mut pos = c * MIB as u64;
+                    while pos < end {
+                        let n = if rng.below(8) == 0 {
+                            rng.below(5000) + 1
+                        } else {
+                            (rng.below(64) + 1) * 4096
+                        }
+                        .min(end - pos) as usize;
+                        let skew = (pos % 8) as usize;
+                        buf.resize(n + skew, 0);
+                        fill(&mut buf, seed, pos - skew as u64);
+                        d.write(pos, &buf[skew..])
+                            .await
+                            .map_err(disk_err("async write"))?;
+                        pos += n as u64;
+                        pieces += 1;
+                    }
+                }
+                Ok::<u64, Fail>(pieces)
+            }));
+        }
+        let mut writes = 0;
+        for h in hs {
+            writes += h.await?;
+        }
+        d.flush().await.map_err(disk_err("async flush"))?;
+        let tw = secs_since(t0);
+
+        // 2. `n` random reads of 1 byte to 64 KiB, verified, from all tasks at once.
+        let mut hs = Vec::new();
+        for t in 0..tasks {
+            let d = d.clone();
+            let per = n / tasks + u64::from(t < n % tasks);
+            hs.push(sp.spawn(async move {
+                let mut rng = Rng(seed ^ (t << 32) ^ 0x5eed);
+                let mut bad = 0u64;
+                for _ in 0..per {
+                    let l = rng.below(64 * 1024) + 1;
+                    let pos = rng.below(len - l + 1);
+                    bad += u64::from(!read_check(&d, pos, l as usize, seed).await?);
+                }
+                Ok::<u64, Fail>(bad)
+            }));
+        }
+        let mut bad = 0;
+        for h in hs {
+            bad += h.await?;
+        }
+
+        // 3. A 1 MiB read cancelled once on the ring; then a read of the same range.
+        {
+            let mut big = alloc::vec![0u8; MIB];
+            let mut f = core::pin::pin!(d.read(0, &mut big));
+            core::future::poll_fn(|cx| {
+                let _ = f.as_mut().poll(cx);
+                core::task::Poll::Ready(())
+            })
+            .await;
+        }
+        bad += u64::from(!read_check(&d, 0, MIB, seed).await?);
+
+        // 4. Rates: queue depth `tasks`.
+        let t1 = now_ns();
+        let blocks = len / BLOCK as u64;
+        let mut hs = Vec::new();
+        for t in 0..tasks {
+            let d = d.clone();
+            hs.push(sp.spawn(async move {
+                let mut rng = Rng(seed ^ (t << 24) ^ 0xabc);
+                let mut b = alloc::vec![0u8; BLOCK];
+                for _ in 0..n / tasks {
+                    d.read(rng.below(blocks) * BLOCK as u64, &mut b)
+                        .await
+                        .map_err(disk_err("async random read"))?;
+                }
+                Ok::<(), Fail>(())
+            }));
+        }
+        for h in hs {
+            h.await?;
+        }
+        let iops = (n / tasks * tasks) as f64 / secs_since(t1);
+        let t2 = now_ns();
+        let mut hs = Vec::new();
+        for t in 0..tasks {
+            let d = d.clone();
+            hs.push(sp.spawn(async move {
+                let mut b = alloc::vec![0u8; MIB];
+                for c in (t..chunks).step_by(tasks as usize) {
+                    d.read(c * MIB as u64, &mut b)
+                        .await
+                        .map_err(disk_err("async sequential read"))?;
+                }
+                Ok::<(), Fail>(())
+            }));
+        }
+        for h in hs {
+            h.await?;
+        }
+        let mbs = len as f64 / 1e6 / secs_since(t2);
+        d.flush().await.map_err(disk_err("async flush"))?;
+        Ok::<_, Fail>((writes, bad, tw, iops, mbs))
+    });
+    let (writes, bad, tw, iops, mbs) = r?;
+    // What the disk should now hold: the pattern over `len` bytes.
+    let mut h = Sha256::new();
+    let mut buf = alloc::vec![0u8; MIB];
+    for c in 0..chunks {
+        fill(&mut buf, seed, c * MIB as u64);
+        h.update(&buf);
+    }
+    let s = disk.stats();
+    println!(
+        "BLK async tasks={tasks} writes={writes} reads={} bad={bad} max_in_flight={} \
+         cancelled={} late={} in_flight={} write_s={tw:.1} sha={}",
+        n + 1,
+        s.max_in_flight,
+        s.cancelled,
+        s.late_responses,
+        disk.in_flight(),
+        digest(h)
+    );
+    println!("BLK async-rate qd={tasks} randread_iops={iops:.0} seqread_mbs={mbs:.1}");
+    check!(bad == 0, "{bad} async reads did not match the pattern");
+    check!(
+        tasks == 1 || s.max_in_flight > 1,
+        "never more than one request in flight"
+    );
+    check!(s.cancelled >= 1, "the cancelled read was not counted");
+    check!(
+        disk.in_flight() == 0,
+        "{} requests never answered",
+        disk.in_flight()
+    );
+    disk::close(&disk).map_err(disk_err("close"))
 }

@@ -4,7 +4,7 @@
 #![no_main]
 
 use blkfront::sim::{SimBlkback, SimConfig};
-use blkfront::{Blkfront, Config};
+use blkfront::{Blkfront, Blocking, Config};
 use libfuzzer_sys::fuzz_target;
 use xen::hal::SimHal;
 use xen::xenbus::Never;
@@ -25,16 +25,10 @@ fuzz_target!(|data: &[u8]| {
         data_pages: 48,
         ..Config::default()
     };
-    let Ok(mut disk) = Blkfront::connect(
-        hal,
-        be.waiter(),
-        &mut xs,
-        "device/vbd/768",
-        config,
-        &mut Never,
-    ) else {
+    let Ok(disk) = Blkfront::connect(hal, &mut xs, "device/vbd/768", config, &mut Never) else {
         return;
     };
+    let mut disk = Blocking::new(disk, be.parker());
     be.set_chaos(Some(u64::from_le_bytes(*seed)));
     for op in ops.chunks(4) {
         let off = u64::from(u16::from_le_bytes([op[0], *op.get(1).unwrap_or(&0)])) * 3;

@@ -225,6 +225,37 @@ fn main() {
                 .unwrap_or("")
                 .to_string())
         }),
+        case("async_tasks_write_and_read_at_once_verified", || {
+            // blktest's async mode: 8 tasks write the pattern over 16 MiB in pieces of mixed
+            // sizes at once, flush, read 800 random ranges back verified, cancel a read on the
+            // ring; dom0 finds the pattern's SHA-256 in the backing file.
+            let img = dom0_disk("async", 64)?;
+            let c = blktest(
+                "blk=async mib=16 tasks=8 n=800 seed=21",
+                &disks(&[("xvda", "rw", &img)]),
+                900,
+            )?;
+            expect(&c, "bad=0")?;
+            let want = field(&c, "BLK async ", "sha")?;
+            let found = dom0_sha(&img, 0, 16 << 20)?;
+            sh(&format!("rm -f {img}"))?;
+            if found != want {
+                return Err(format!(
+                    "the guest wrote pattern sha {want}, dom0 finds {found} in the backing file"
+                ));
+            }
+            let line = |p: &str| {
+                c.lines()
+                    .find(|l| l.starts_with(p))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            Ok(format!(
+                "[{}] [{}]",
+                line("BLK async "),
+                line("BLK async-rate")
+            ))
+        }),
         case("read_only_disk_refuses_writes_with_an_error", || {
             let img = dom0_disk("ro", 8)?;
             sh(&format!(
