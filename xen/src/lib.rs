@@ -16,26 +16,18 @@ extern crate alloc;
 #[cfg(all(not(test), not(target_os = "none")))]
 extern crate std;
 
-pub mod boot;
-pub mod cmdline;
-pub mod console;
-pub mod events;
 pub mod exec;
-pub mod fault;
-pub mod grant;
-pub mod mm;
-pub mod sched;
+pub mod proto;
+pub mod pv;
 pub mod shmem;
-pub mod start_info;
 pub mod stats;
-pub mod time;
-pub mod xenbus;
-pub mod xenstore;
+
+// The crate's paths from before the split (`xen::xenstore`, `xen::events`, ...) stay the public
+// ones, and the modules use them among themselves (`crate::events`).
+pub use proto::{cmdline, grant, hal, ring, xenbus, xenstore};
+pub use pv::{boot, console, events, fault, mm, platform, sched, start_info, time};
 
 /// The Xen version we run on, as (major, minor).
 pub fn version() -> (u16, u16) {
     arch::hypercall::xen_version()
 }
-pub mod hal;
-pub mod platform;
-pub mod ring;
