@@ -1,7 +1,7 @@
 //! The PV platform glue: what only makes sense inside a Xen PV guest. The boot sequence
 //! ([`boot`]), start_info and shared_info, guest memory ([`mm`]: the P2M map, frame allocator,
 //! heap), event channels, the clock and timers ([`time`], [`sched`]), the console, fault and
-//! panic reports, and [`platform`]: the Xen side of the
+//! panic reports, how the domain ends ([`domain`]), and [`platform`]: the Xen side of the
 //! services whose logic is in [`crate::proto`] (the xenstore transport, grant-table frames,
 //! `XenHal`, lifecycle control).
 //!
@@ -11,6 +11,7 @@
 
 pub mod boot;
 pub mod console;
+pub mod domain;
 pub mod events;
 pub mod fault;
 pub mod mm;

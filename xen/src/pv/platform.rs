@@ -101,7 +101,7 @@ pub fn init_grant_table(max_frames: u32) -> Result<(u32, u32), HalError> {
         return Err(HalError::Hypercall(s.status as i32));
     }
     // A virtual range for the table: contiguous frames whose own memory we give up.
-    let base = crate::boot::with_frames(|f| f.alloc_contiguous(n as usize, 1))
+    let base = crate::mm::with_frames(|f| f.alloc_contiguous(n as usize, 1))
         .ok_or(HalError::OutOfMemory)?
         .map_err(|_| HalError::OutOfMemory)?;
     for (i, &mfn) in frames.iter().enumerate() {
@@ -216,7 +216,7 @@ impl Hal for XenHal {
         if n == 0 {
             return Err(HalError::OutOfMemory);
         }
-        let first = crate::boot::with_frames(|f| f.alloc_contiguous(n, 1))
+        let first = crate::mm::with_frames(|f| f.alloc_contiguous(n, 1))
             .ok_or(HalError::OutOfMemory)?
             .map_err(|_| HalError::OutOfMemory)?;
         let base = NonNull::new(first.addr() as *mut u8).ok_or(HalError::OutOfMemory)?;
@@ -226,14 +226,14 @@ impl Hal for XenHal {
         let mem = unsafe { ShMem::from_raw(base, n * 4096) };
         mem.zero(0, n * 4096).map_err(|_| HalError::OutOfMemory)?;
         let mfns = (0..n as u64)
-            .map(|i| crate::boot::pfn_to_mfn(first.0 + i))
+            .map(|i| crate::mm::pfn_to_mfn(first.0 + i))
             .collect();
         Ok((mem, mfns))
     }
 
     fn free_page(&mut self, page: SharedPage) {
-        let pfn = crate::boot::mfn_to_pfn(page.mfn);
-        let _ = crate::boot::with_frames(|f| f.free(crate::mm::frames::Pfn(pfn)));
+        let pfn = crate::mm::mfn_to_pfn(page.mfn);
+        let _ = crate::mm::with_frames(|f| f.free(crate::mm::frames::Pfn(pfn)));
     }
 
     fn grant(&mut self, domid: u16, mfn: u64, readonly: bool) -> Result<u32, HalError> {
@@ -304,11 +304,11 @@ pub fn poll_lifecycle() {
     match req.as_str() {
         "poweroff" | "halt" => {
             log::info!("lifecycle: shutdown requested by the toolstack");
-            crate::boot::exit(crate::boot::ExitCode::Poweroff)
+            crate::domain::exit(crate::domain::ExitCode::Poweroff)
         }
         "reboot" => {
             log::info!("lifecycle: reboot requested by the toolstack");
-            crate::boot::exit(crate::boot::ExitCode::Reboot)
+            crate::domain::exit(crate::domain::ExitCode::Reboot)
         }
         "suspend" => log::warn!("lifecycle: suspend requested, but suspend is not supported yet"),
         other => log::warn!(
