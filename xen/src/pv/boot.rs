@@ -96,37 +96,13 @@ mod pv {
         }
 
         fn mmu_update(&mut self, updates: &[MmuUpdate]) -> Result<(), hypercall::Errno> {
-            let mut done = 0u32;
-            // SAFETY: `updates` is an array of mmu_update; `done` receives the count; DOMID_SELF.
-            let r = unsafe {
-                hypercall::hypercall(
-                    hypercall::nr::MMU_UPDATE,
-                    updates.as_ptr() as usize,
-                    updates.len(),
-                    &mut done as *mut u32 as usize,
-                    0x7ff0,
-                    0,
-                )
-            };
-            hypercall::check(r).map(|_| ())
+            // SAFETY: the builder's updates map every frame of the domain at pfn * 4096 with the
+            // permissions boot chose (the image, stack and tables stay mapped).
+            unsafe { hypercall::mmu_update(updates) }.map(|_| ())
         }
 
         fn flush_tlb(&mut self) -> Result<(), hypercall::Errno> {
-            // struct mmuext_op { cmd, arg1, arg2 }: MMUEXT_TLB_FLUSH_LOCAL = 6.
-            let op: [u64; 3] = [6, 0, 0];
-            let mut done = 0u32;
-            // SAFETY: one mmuext_op; `done` receives the count.
-            let r = unsafe {
-                hypercall::hypercall(
-                    hypercall::nr::MMUEXT_OP,
-                    op.as_ptr() as usize,
-                    1,
-                    &mut done as *mut u32 as usize,
-                    0x7ff0,
-                    0,
-                )
-            };
-            hypercall::check(r).map(|_| ())
+            hypercall::tlb_flush_local()
         }
     }
 
@@ -218,18 +194,9 @@ mod pv {
         static SHARED_PAGE: Page = Page([0; 4096]);
         let shared_va = core::ptr::addr_of!(SHARED_PAGE) as u64;
         let pte = Perm::ReadWrite.pte(si.shared_info >> 12);
-        // SAFETY: update_va_mapping(va, pte, UVMF_INVLPG) of a page we own and never touch otherwise.
-        let r = unsafe {
-            hypercall::hypercall(
-                hypercall::nr::UPDATE_VA_MAPPING,
-                shared_va as usize,
-                pte as usize,
-                2,
-                0,
-                0,
-            )
-        };
-        if let Err(e) = hypercall::check(r) {
+        // SAFETY: a page of our bss that nothing uses but through the ShMem below.
+        let r = unsafe { hypercall::update_va_mapping(shared_va, pte, hypercall::UVMF_INVLPG) };
+        if let Err(e) = r {
             fatal("map shared_info", e);
         }
         // SAFETY: the page now maps shared_info, accessed only through this ShMem from here on.
