@@ -20,6 +20,8 @@ pub mod exec;
 pub mod proto;
 pub mod pv;
 pub mod shmem;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod stats;
 
 // The crate's paths from before the split (`xen::xenstore`, `xen::events`, ...) stay the public
