@@ -1,7 +1,7 @@
 //! The domain's own facts and its end: what boot learned ([`info`], [`cmdline`]), and how the
 //! guest stops ([`exit`] with an [`ExitCode`], what an app's `main` returns through [`Exit`]).
 //!
-//! Boot sets the facts once ([`set_info`], [`set_cmdline`]); everything else only reads them,
+//! Boot sets the facts once (`set_info`, `set_cmdline`); everything else only reads them,
 //! so the modules that end the domain (faults, lifecycle control) need nothing from boot.
 
 use crate::cmdline::Cmdline;
