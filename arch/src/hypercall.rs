@@ -1,5 +1,8 @@
-//! Hypercalls: the raw entry through the hypercall page, and typed wrappers for the calls the
-//! runtime makes.
+//! Hypercalls: the raw entry through the hypercall page (private to arch), and a typed function
+//! for each call the runtime makes, here and in [`gnttab`] (grant tables) and [`evtchn`] (event
+//! channels, SCHEDOP_poll). No hypercall number or raw call exists outside this crate; each
+//! argument structure's layout is tested against xen-sys (or the Xen header where xen-sys has
+//! none).
 //!
 //! 64-bit PV ABI: the call goes to `hypercall_page + 32 * nr`; arguments in rdi, rsi, rdx, r10,
 //! r8; the result in rax (negative errno on failure). Xen clobbers rcx and r11 (it returns with
@@ -7,11 +10,16 @@
 //! than use xen-sys's: its hypercall_5 passes argument 5 in r9, and it marks a `call` as
 //! `nostack`, which is wrong (the call pushes a return address on our stack).
 
+use crate::paging::MmuUpdate;
 use core::ffi::c_void;
 
-/// Hypercall numbers (public/xen.h).
-#[allow(missing_docs)]
-pub mod nr {
+pub mod evtchn;
+pub mod gnttab;
+
+/// Hypercall numbers (public/xen.h). Only arch makes hypercalls: everything above calls the typed
+/// functions of this module (and of [`gnttab`], [`evtchn`]).
+#[allow(missing_docs, dead_code)]
+pub(crate) mod nr {
     pub const SET_TRAP_TABLE: usize = 0;
     pub const MMU_UPDATE: usize = 1;
     pub const SET_CALLBACKS: usize = 4;
@@ -99,7 +107,7 @@ mod imp {
     }
 }
 
-pub use imp::hypercall;
+pub(crate) use imp::hypercall;
 
 /// A Xen error code (the positive errno value of a failed hypercall).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +165,7 @@ pub fn check(ret: isize) -> Result<usize, Errno> {
 /// # Safety
 /// `T` must be the argument structure Xen expects for `cmd` of hypercall `nr`, and any pointers or
 /// guest handles inside it must be valid for what Xen does with them.
-pub unsafe fn op<T>(nr: usize, cmd: usize, arg: &mut T) -> Result<usize, Errno> {
+pub(crate) unsafe fn op<T>(nr: usize, cmd: usize, arg: &mut T) -> Result<usize, Errno> {
     // SAFETY: forwarded to the caller.
     check(unsafe { hypercall(nr, cmd, arg as *mut T as usize, 0, 0, 0) })
 }
@@ -180,7 +188,7 @@ pub fn console_io_write(bytes: &[u8]) {
 
 /// SCHEDOP_* sub-commands (public/sched.h).
 #[allow(missing_docs)]
-pub mod schedop {
+pub(crate) mod schedop {
     pub const YIELD: usize = 0;
     pub const BLOCK: usize = 1;
     pub const SHUTDOWN: usize = 2;
@@ -238,5 +246,151 @@ pub fn xen_version() -> (u16, u16) {
     ((v >> 16) as u16, v as u16)
 }
 
+/// `update_va_mapping` flag `UVMF_INVLPG`: invalidate the TLB entry of that address.
+pub const UVMF_INVLPG: usize = 2;
+
+/// `MMUEXT_TLB_FLUSH_LOCAL` (public/xen.h): flush this vCPU's TLB.
+pub const MMUEXT_TLB_FLUSH_LOCAL: u32 = 6;
+
+/// `struct mmuext_op` (public/xen.h): the unions `arg1`/`arg2` are `u64`s here (a machine frame,
+/// a linear address or a count, by command).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MmuextOp {
+    /// `MMUEXT_*`.
+    pub cmd: u32,
+    /// First argument.
+    pub arg1: u64,
+    /// Second argument.
+    pub arg2: u64,
+}
+
+/// `mmu_update`: applies the page-table writes `updates` (for this domain) in one call; returns
+/// how many were done.
+///
+/// # Safety
+/// Each update must leave every mapping the program still relies on in place (the code, the
+/// stack, every live reference), and map nothing writable that Xen or the program expects
+/// read-only.
+pub unsafe fn mmu_update(updates: &[MmuUpdate]) -> Result<u32, Errno> {
+    let mut done = 0u32;
+    // SAFETY: `updates` is an array of mmu_update Xen reads; `done` receives the count; the
+    // mappings' effect is the caller's contract.
+    let r = unsafe {
+        hypercall(
+            nr::MMU_UPDATE,
+            updates.as_ptr() as usize,
+            updates.len(),
+            &mut done as *mut u32 as usize,
+            gnttab::DOMID_SELF as usize,
+            0,
+        )
+    };
+    check(r).map(|_| done)
+}
+
+/// `mmuext_op(MMUEXT_TLB_FLUSH_LOCAL)`: flushes this vCPU's TLB (after page-table updates).
+pub fn tlb_flush_local() -> Result<(), Errno> {
+    let op = MmuextOp {
+        cmd: MMUEXT_TLB_FLUSH_LOCAL,
+        ..Default::default()
+    };
+    let mut done = 0u32;
+    // SAFETY: one mmuext_op Xen reads; `done` receives the count; a TLB flush changes no mapping.
+    let r = unsafe {
+        hypercall(
+            nr::MMUEXT_OP,
+            &op as *const MmuextOp as usize,
+            1,
+            &mut done as *mut u32 as usize,
+            gnttab::DOMID_SELF as usize,
+            0,
+        )
+    };
+    check(r).map(|_| ())
+}
+
+/// `update_va_mapping(va, pte, flags)`: points the page-table entry of virtual address `va` at
+/// `pte` (flags: [`UVMF_INVLPG`]).
+///
+/// # Safety
+/// `va` must be a page of ours that nothing refers to through its old mapping any more, and
+/// `pte` a mapping the program may use there (e.g. a frame Xen handed us for it).
+pub unsafe fn update_va_mapping(va: u64, pte: u64, flags: usize) -> Result<(), Errno> {
+    // SAFETY: takes plain integers; the mapping's effect is the caller's contract.
+    check(unsafe {
+        hypercall(
+            nr::UPDATE_VA_MAPPING,
+            va as usize,
+            pte as usize,
+            flags,
+            0,
+            0,
+        )
+    })
+    .map(|_| ())
+}
+
 /// Anything passed by pointer to a hypercall.
 pub type Arg = *mut c_void;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn numbers_agree_with_xen_sys() {
+        let ours = [
+            (nr::SET_TRAP_TABLE, xen_sys::__HYPERVISOR_set_trap_table),
+            (nr::MMU_UPDATE, xen_sys::__HYPERVISOR_mmu_update),
+            (nr::SET_CALLBACKS, xen_sys::__HYPERVISOR_set_callbacks),
+            (nr::STACK_SWITCH, xen_sys::__HYPERVISOR_stack_switch),
+            (nr::SET_TIMER_OP, xen_sys::__HYPERVISOR_set_timer_op),
+            (nr::XEN_VERSION, xen_sys::__HYPERVISOR_xen_version),
+            (nr::CONSOLE_IO, xen_sys::__HYPERVISOR_console_io),
+            (nr::GRANT_TABLE_OP, xen_sys::__HYPERVISOR_grant_table_op),
+            (nr::VM_ASSIST, xen_sys::__HYPERVISOR_vm_assist),
+            (
+                nr::UPDATE_VA_MAPPING,
+                xen_sys::__HYPERVISOR_update_va_mapping,
+            ),
+            (nr::MEMORY_OP, xen_sys::__HYPERVISOR_memory_op),
+            (nr::VCPU_OP, xen_sys::__HYPERVISOR_vcpu_op),
+            (nr::MMUEXT_OP, xen_sys::__HYPERVISOR_mmuext_op),
+            (nr::SCHED_OP, xen_sys::__HYPERVISOR_sched_op),
+            (nr::EVENT_CHANNEL_OP, xen_sys::__HYPERVISOR_event_channel_op),
+            (nr::PHYSDEV_OP, xen_sys::__HYPERVISOR_physdev_op),
+        ];
+        for (a, b) in ours {
+            assert_eq!(a, b as usize);
+        }
+        assert_eq!(MMUEXT_TLB_FLUSH_LOCAL, xen_sys::MMUEXT_TLB_FLUSH_LOCAL);
+    }
+
+    #[test]
+    fn mmu_structures_agree_with_xen_sys() {
+        assert_eq!(size_of::<MmuUpdate>(), size_of::<xen_sys::mmu_update>());
+        assert_eq!(
+            offset_of!(MmuUpdate, ptr),
+            offset_of!(xen_sys::mmu_update, ptr)
+        );
+        assert_eq!(
+            offset_of!(MmuUpdate, val),
+            offset_of!(xen_sys::mmu_update, val)
+        );
+        assert_eq!(size_of::<MmuextOp>(), size_of::<xen_sys::mmuext_op>());
+        assert_eq!(
+            offset_of!(MmuextOp, cmd),
+            offset_of!(xen_sys::mmuext_op, cmd)
+        );
+        assert_eq!(
+            offset_of!(MmuextOp, arg1),
+            offset_of!(xen_sys::mmuext_op, arg1)
+        );
+        assert_eq!(
+            offset_of!(MmuextOp, arg2),
+            offset_of!(xen_sys::mmuext_op, arg2)
+        );
+    }
+}

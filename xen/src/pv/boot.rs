@@ -19,140 +19,19 @@
 //!     and lifecycle control (`xl shutdown` / `xl reboot` through `control/shutdown`).
 //! 11. The app's `main`; its result becomes the domain's shutdown reason.
 
-use crate::cmdline::{Cmdline, KeySpec};
-use crate::console;
-use crate::mm::frames::FrameAllocator;
-use crate::start_info::StartInfo;
-use arch::hypercall::{self, ShutdownReason};
-use core::fmt;
-
-/// Virtual address of Xen's read-only machine-to-physical table in every 64-bit PV guest.
-const M2P_BASE: u64 = 0xffff_8000_0000_0000;
-
-/// What boot learned, for the app.
-#[derive(Clone, Copy)]
-pub struct BootInfo {
-    /// start_info as Xen wrote it.
-    pub start_info: StartInfo,
-    /// Nanoseconds from the entry point to the call of `main` (from the TSC).
-    pub entry_to_main_ns: u64,
-    /// The TSC at the entry point (see [`since_entry_ns`]).
-    pub entry_tsc: u64,
-    /// Frames used for our own page tables.
-    pub page_table_frames: usize,
-    /// Hypercalls the page-table build took.
-    pub page_table_hypercalls: usize,
-}
+use crate::cmdline::KeySpec;
+// What boot learns and how the domain ends live in `domain`; their `xen::boot::` paths stay.
+pub use crate::domain::{
+    cmdline, exit, info, report_listening, since_entry_ns, BootInfo, Exit, ExitCode,
+};
 
 /// Grant-table frames to set up (512 grants each), if Xen allows that many.
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 const GRANT_FRAMES: u32 = 8;
 
-static BOOT: spin::Once<BootInfo> = spin::Once::new();
-static CMDLINE: spin::Once<Cmdline> = spin::Once::new();
-static FRAMES: spin::Mutex<Option<FrameAllocator<'static>>> = spin::Mutex::new(None);
-
-/// Facts from boot (available once `main` runs).
-pub fn info() -> &'static BootInfo {
-    BOOT.get().expect("boot info is set before main")
-}
-
-/// Nanoseconds since the guest's entry point, by the TSC (the guest's own clock: it excludes the
-/// toolstack's domain build before the first instruction).
-pub fn since_entry_ns() -> u64 {
-    let hz = crate::time::tsc_hz().max(1);
-    let ticks = arch::cpu::rdtsc().wrapping_sub(info().entry_tsc);
-    (ticks as u128 * 1_000_000_000 / hz as u128) as u64
-}
-
-/// Prints `boot: entry -> listening N.NN ms` once: a network app calls it when its listeners are
-/// up and it has an address (what scripts/bench reports as the guest's own boot time).
-pub fn report_listening() {
-    static DONE: spin::Once<()> = spin::Once::new();
-    DONE.call_once(|| {
-        let us = since_entry_ns() / 1000;
-        crate::println!(
-            "boot: entry -> listening {}.{:02} ms",
-            us / 1000,
-            us % 1000 / 10
-        );
-    });
-}
-
-/// The parsed command line.
-pub fn cmdline() -> &'static Cmdline {
-    CMDLINE
-        .get()
-        .expect("the command line is parsed before main")
-}
-
 /// Command-line keys the app accepts besides the runtime's (`log=`), as one or more lists (the
 /// app's own, a library's such as the network's `ip=`...); set by [`main!`](crate::main).
 pub struct AppKeys(pub &'static [&'static [KeySpec]]);
-
-/// How the guest ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitCode {
-    /// Clean power-off (exit status 0 for `scripts/run`).
-    Poweroff,
-    /// Reboot (xl restarts the domain, or follows `on_reboot`).
-    Reboot,
-    /// The domain crashed (non-zero for `scripts/run`).
-    Crash,
-}
-
-/// What `main` may return.
-pub trait Exit {
-    /// Reports anything worth saying and gives the exit code.
-    fn exit_code(self) -> ExitCode;
-}
-
-impl Exit for () {
-    fn exit_code(self) -> ExitCode {
-        ExitCode::Poweroff
-    }
-}
-
-impl Exit for ExitCode {
-    fn exit_code(self) -> ExitCode {
-        self
-    }
-}
-
-impl<E: fmt::Display> Exit for Result<(), E> {
-    fn exit_code(self) -> ExitCode {
-        match self {
-            Ok(()) => ExitCode::Poweroff,
-            Err(e) => {
-                crate::println!("xenrt: main failed: {e}");
-                ExitCode::Crash
-            }
-        }
-    }
-}
-
-/// Ends the domain: flushes the console, then SCHEDOP_shutdown. As dom0 (the fast test tier) a
-/// poweroff is turned into a reboot so that QEMU (`-no-reboot`) exits.
-pub fn exit(code: ExitCode) -> ! {
-    let what = match code {
-        ExitCode::Poweroff => "poweroff",
-        ExitCode::Reboot => "reboot",
-        ExitCode::Crash => "crash",
-    };
-    crate::println!("xenrt: exit {what}");
-    console::flush(1_000_000_000);
-    let dom0 = BOOT.get().is_some_and(|b| b.start_info.is_dom0());
-    let reason = match code {
-        ExitCode::Poweroff if dom0 => ShutdownReason::Reboot,
-        ExitCode::Poweroff => ShutdownReason::Poweroff,
-        ExitCode::Reboot => ShutdownReason::Reboot,
-        ExitCode::Crash => ShutdownReason::Crash,
-    };
-    loop {
-        hypercall::shutdown(reason);
-        hypercall::yield_cpu();
-    }
-}
 
 /// Declares the application's entry function: `xen::main!(main)`, or with extra command-line
 /// keys `xen::main!(main, KEYS)` where `KEYS: &[xen::cmdline::KeySpec]` (several lists:
@@ -173,39 +52,19 @@ macro_rules! main {
     };
 }
 
-/// Runs `f` with the frame allocator.
-pub(crate) fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator<'static>) -> R) -> Option<R> {
-    FRAMES.lock().as_mut().map(f)
-}
-
-/// Machine frame of a pseudo-physical frame.
-pub fn pfn_to_mfn(pfn: u64) -> u64 {
-    let b = info();
-    // SAFETY: the P2M list is mapped for the life of the domain with nr_pages entries.
-    let p2m = unsafe {
-        core::slice::from_raw_parts(
-            b.start_info.mfn_list as *const u64,
-            b.start_info.nr_pages as usize,
-        )
-    };
-    p2m[pfn as usize]
-}
-
-/// Pseudo-physical frame of a machine frame (through Xen's M2P table).
-pub fn mfn_to_pfn(mfn: u64) -> u64 {
-    // SAFETY: see PvMachine::mfn_to_pfn.
-    unsafe { core::ptr::read_volatile((M2P_BASE + mfn * 8) as *const u64) }
-}
-
 /// The steps that only exist on Xen (the host build of this crate is for tests).
 #[cfg(target_os = "none")]
 mod pv {
     use super::*;
-    use crate::console::{ConsRing, Sink};
-    use crate::mm::frames::Pfn;
+    use crate::cmdline::Cmdline;
+    use crate::console::{self, ConsRing, Sink};
+    use crate::mm::frames::{FrameAllocator, Pfn};
     use crate::shmem::ShMem;
     use crate::start_info::SharedInfo;
+    use crate::start_info::StartInfo;
+    use arch::hypercall;
     use arch::paging::{Builder, Machine, MmuUpdate, Perm, ENTRIES};
+    use core::fmt;
     use core::ptr::NonNull;
 
     /// Guest memory as boot sees it: P2M list from start_info, M2P from Xen's fixed mapping.
@@ -221,9 +80,7 @@ mod pv {
         }
 
         fn mfn_to_pfn(&self, mfn: u64) -> u64 {
-            // SAFETY: Xen maps the M2P table read-only at M2P_BASE in every 64-bit PV guest; an mfn
-            // we got from our own page tables is inside it.
-            unsafe { core::ptr::read_volatile((M2P_BASE + mfn * 8) as *const u64) }
+            crate::mm::mfn_to_pfn(mfn)
         }
 
         fn read_entry(&self, pfn: u64, index: usize) -> u64 {
@@ -239,37 +96,13 @@ mod pv {
         }
 
         fn mmu_update(&mut self, updates: &[MmuUpdate]) -> Result<(), hypercall::Errno> {
-            let mut done = 0u32;
-            // SAFETY: `updates` is an array of mmu_update; `done` receives the count; DOMID_SELF.
-            let r = unsafe {
-                hypercall::hypercall(
-                    hypercall::nr::MMU_UPDATE,
-                    updates.as_ptr() as usize,
-                    updates.len(),
-                    &mut done as *mut u32 as usize,
-                    0x7ff0,
-                    0,
-                )
-            };
-            hypercall::check(r).map(|_| ())
+            // SAFETY: the builder's updates map every frame of the domain at pfn * 4096 with the
+            // permissions boot chose (the image, stack and tables stay mapped).
+            unsafe { hypercall::mmu_update(updates) }.map(|_| ())
         }
 
         fn flush_tlb(&mut self) -> Result<(), hypercall::Errno> {
-            // struct mmuext_op { cmd, arg1, arg2 }: MMUEXT_TLB_FLUSH_LOCAL = 6.
-            let op: [u64; 3] = [6, 0, 0];
-            let mut done = 0u32;
-            // SAFETY: one mmuext_op; `done` receives the count.
-            let r = unsafe {
-                hypercall::hypercall(
-                    hypercall::nr::MMUEXT_OP,
-                    op.as_ptr() as usize,
-                    1,
-                    &mut done as *mut u32 as usize,
-                    0x7ff0,
-                    0,
-                )
-            };
-            hypercall::check(r).map(|_| ())
+            hypercall::tlb_flush_local()
         }
     }
 
@@ -361,18 +194,9 @@ mod pv {
         static SHARED_PAGE: Page = Page([0; 4096]);
         let shared_va = core::ptr::addr_of!(SHARED_PAGE) as u64;
         let pte = Perm::ReadWrite.pte(si.shared_info >> 12);
-        // SAFETY: update_va_mapping(va, pte, UVMF_INVLPG) of a page we own and never touch otherwise.
-        let r = unsafe {
-            hypercall::hypercall(
-                hypercall::nr::UPDATE_VA_MAPPING,
-                shared_va as usize,
-                pte as usize,
-                2,
-                0,
-                0,
-            )
-        };
-        if let Err(e) = hypercall::check(r) {
+        // SAFETY: a page of our bss that nothing uses but through the ShMem below.
+        let r = unsafe { hypercall::update_va_mapping(shared_va, pte, hypercall::UVMF_INVLPG) };
+        if let Err(e) = r {
             fatal("map shared_info", e);
         }
         // SAFETY: the page now maps shared_info, accessed only through this ShMem from here on.
@@ -398,7 +222,7 @@ mod pv {
             fatal("frame allocator", e);
         }
         // The guard page and the shared_info page have no memory behind them any more.
-        *FRAMES.lock() = Some(frames);
+        crate::mm::init_frames(frames, p2m);
         crate::mm::init_heap();
 
         // 7. Command line.
@@ -409,7 +233,7 @@ mod pv {
         let key_lists = unsafe { XENRT_APP_KEYS.0 };
         let app_keys: alloc::vec::Vec<KeySpec> =
             key_lists.iter().flat_map(|l| l.iter().copied()).collect();
-        let cmd = CMDLINE.call_once(|| Cmdline::parse(si.cmdline(), &app_keys));
+        let cmd = crate::domain::set_cmdline(Cmdline::parse(si.cmdline(), &app_keys));
 
         // 8. Logging.
         static LOGGER: console::Logger = console::Logger;
@@ -445,7 +269,7 @@ mod pv {
         let hz = crate::time::tsc_hz().max(1);
         let entry_to_main_ns =
             ((arch::cpu::rdtsc() - entry_tsc) as u128 * 1_000_000_000 / hz as u128) as u64;
-        BOOT.call_once(|| BootInfo {
+        crate::domain::set_info(BootInfo {
             start_info: si,
             entry_to_main_ns,
             entry_tsc,

@@ -564,12 +564,12 @@ mod tests {
 
     #[test]
     fn random_ops_match_a_model() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = crate::sim::Rng(0x9e37_79b9_7f4a_7c15);
         with(77, 1000, |a| {
             let mut model = vec![false; 1000]; // true = used
             let mut live: Vec<(Pfn, usize)> = vec![];
             for _ in 0..20_000 {
-                let r = xorshift(&mut seed);
+                let r = rng.next();
                 if r.is_multiple_of(3) && !live.is_empty() {
                     let (p, n) = live.swap_remove((r as usize / 3) % live.len());
                     a.free_contiguous(p, n).unwrap();
@@ -603,12 +603,5 @@ mod tests {
             }
             assert_eq!(recount(a), a.free_count());
         });
-    }
-
-    fn xorshift(s: &mut u64) -> u64 {
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        *s
     }
 }

@@ -571,11 +571,11 @@ mod tests {
         const LEN: usize = 1 << 20;
         let a = Arena::new(LEN);
         let h = a.heap(0, LEN);
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = crate::sim::Rng(0x2545_f491_4f6c_dd1d);
         // start → (size, align, fill byte)
         let mut live: BTreeMap<usize, (usize, usize, u8)> = BTreeMap::new();
         for step in 0..50_000u32 {
-            let r = xorshift(&mut seed);
+            let r = rng.next();
             if r % 5 < 2 && !live.is_empty() {
                 let key = *live.keys().nth((r >> 8) as usize % live.len()).unwrap();
                 let (size, align, fill) = live.remove(&key).unwrap();
@@ -651,12 +651,5 @@ mod tests {
         });
         assert_eq!(HEAP.stats().free_blocks, 1);
         assert_eq!(HEAP.stats().used, 0);
-    }
-
-    fn xorshift(s: &mut u64) -> u64 {
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        *s
     }
 }

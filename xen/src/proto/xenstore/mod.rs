@@ -4,7 +4,7 @@
 //! - [`ring`]: moving bytes through the two 1 KiB rings of the page, validating the peer's indices.
 //! - [`Client`]: requests and replies (read, write, mkdir, rm, directory, permissions, watches,
 //!   transactions with retry), watch events queued by token.
-//! - [`sim`]: a simulated xenstored speaking the real wire format from the other side of a
+//! - `sim` (feature `sim`): a simulated xenstored speaking the real wire format from the other side of a
 //!   [`ShMem`](crate::shmem::ShMem) page, with scripted peers and fault injection, for tests here
 //!   and in the drivers.
 //!
@@ -23,6 +23,7 @@ use crate::shmem::OutOfBounds;
 
 pub mod client;
 pub mod ring;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod wire;
 
@@ -39,7 +40,7 @@ pub use client::Client;
 /// `Ok`. Spurious returns are fine: the client re-checks the ring after every `wait`. `wait` may
 /// return [`Error::TimedOut`] if the peer looks dead; the client then gives up the request.
 ///
-/// On the host, [`sim::Sim`] implements it by running the simulated daemon one step per `wait`.
+/// On the host, `sim::Sim` (feature `sim`) implements it by running the simulated daemon one step per `wait`.
 pub trait Transport {
     /// Tells the peer that the ring has new requests or free space for replies.
     fn notify(&mut self);

@@ -792,11 +792,11 @@ mod tests {
     #[test]
     fn random_lines_never_panic() {
         let alphabet = b"ab=\" \tlog=info\xffport7\0";
-        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut rng = crate::sim::Rng(0x1234_5678_9abc_def0);
         for _ in 0..5000 {
-            let len = (xorshift(&mut seed) % 40) as usize;
+            let len = (rng.next() % 40) as usize;
             let line: Vec<u8> = (0..len)
-                .map(|_| alphabet[(xorshift(&mut seed) % alphabet.len() as u64) as usize])
+                .map(|_| alphabet[(rng.next() % alphabet.len() as u64) as usize])
                 .collect();
             let c = Cmdline::parse(&line, APP);
             for (k, v) in c.iter() {
@@ -808,12 +808,5 @@ mod tests {
                 assert!((spec.validate)(v.unwrap_or("")).is_ok());
             }
         }
-    }
-
-    fn xorshift(s: &mut u64) -> u64 {
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        *s
     }
 }

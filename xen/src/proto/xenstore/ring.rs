@@ -2,7 +2,7 @@
 //!
 //! Each ring is a 1 KiB byte array with free-running `u32` producer and consumer indices
 //! (`MASK_XENSTORE_IDX`). The same two functions serve both sides: the guest produces on
-//! [`REQ`] and consumes [`RSP`], xenstored (or [`super::sim::Sim`]) the reverse. Indices are read
+//! [`REQ`] and consumes [`RSP`], xenstored (or `super::sim::Sim`) the reverse. Indices are read
 //! once per call and rejected if they are more than a ring apart.
 
 use core::sync::atomic::Ordering;

@@ -5,15 +5,12 @@
 extern crate alloc;
 
 use crate::events::{self, Port};
-use crate::grant::{
-    CopyError, GnttabQuerySize, GnttabSetupTable, GrantCopy, GrantTable, DOMID_SELF, GNTTABOP_COPY,
-    GNTTABOP_QUERY_SIZE, GNTTABOP_SETUP_TABLE,
-};
+use crate::grant::{CopyError, GrantCopy, GrantTable, DOMID_SELF};
 use crate::hal::{Hal, HalError, SharedPage};
 use crate::shmem::ShMem;
 use crate::xenstore::{self, Client, Transport, Tx};
 use alloc::vec::Vec;
-use arch::hypercall::{self, nr};
+use arch::hypercall::{self, gnttab};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -76,42 +73,28 @@ static GNTTAB: spin::Mutex<Option<GrantTable>> = spin::Mutex::new(None);
 /// Sets up the grant table: as many frames as Xen allows (capped at `max_frames`), mapped over
 /// pages taken from the frame allocator. Returns (frames, max frames Xen allows).
 pub fn init_grant_table(max_frames: u32) -> Result<(u32, u32), HalError> {
-    let mut q = GnttabQuerySize {
-        dom: DOMID_SELF,
-        nr_frames: 0,
-        max_nr_frames: 0,
-        status: 0,
-    };
-    // SAFETY: `q` is the gnttab_query_size argument.
-    unsafe { gnttab_op(GNTTABOP_QUERY_SIZE, &mut q) }?;
+    let q = gnttab::query_size(DOMID_SELF).map_err(|e| HalError::Hypercall(e.0))?;
     if q.status != 0 {
         return Err(HalError::Hypercall(q.status as i32));
     }
     let n = q.max_nr_frames.clamp(1, max_frames);
     let mut frames: Vec<u64> = alloc::vec![0; n as usize];
-    let mut s = GnttabSetupTable {
-        dom: DOMID_SELF,
-        nr_frames: n,
-        status: 0,
-        frame_list: frames.as_mut_ptr() as u64,
-    };
-    // SAFETY: `s` is the gnttab_setup_table argument and frame_list has room for n frames.
-    unsafe { gnttab_op(GNTTABOP_SETUP_TABLE, &mut s) }?;
-    if s.status != 0 {
-        return Err(HalError::Hypercall(s.status as i32));
+    let status =
+        gnttab::setup_table(DOMID_SELF, &mut frames).map_err(|e| HalError::Hypercall(e.0))?;
+    if status != 0 {
+        return Err(HalError::Hypercall(status as i32));
     }
     // A virtual range for the table: contiguous frames whose own memory we give up.
-    let base = crate::boot::with_frames(|f| f.alloc_contiguous(n as usize, 1))
+    let base = crate::mm::with_frames(|f| f.alloc_contiguous(n as usize, 1))
         .ok_or(HalError::OutOfMemory)?
         .map_err(|_| HalError::OutOfMemory)?;
     for (i, &mfn) in frames.iter().enumerate() {
         let va = base.addr() + i as u64 * 4096;
         let pte = arch::paging::Perm::ReadWrite.pte(mfn);
-        // SAFETY: remaps a page we own (taken above) onto a grant-table frame Xen gave us.
-        let r = unsafe {
-            hypercall::hypercall(nr::UPDATE_VA_MAPPING, va as usize, pte as usize, 2, 0, 0)
-        };
-        hypercall::check(r).map_err(|e| HalError::Hypercall(e.0))?;
+        // SAFETY: remaps a page we own (taken above, used by nobody) onto a grant-table frame
+        // Xen gave us.
+        unsafe { hypercall::update_va_mapping(va, pte, hypercall::UVMF_INVLPG) }
+            .map_err(|e| HalError::Hypercall(e.0))?;
     }
     // SAFETY: n pages at `base` now map the grant table, accessed only through this ShMem.
     let mem = unsafe {
@@ -125,27 +108,6 @@ pub fn init_grant_table(max_frames: u32) -> Result<(u32, u32), HalError> {
     Ok((n, q.max_nr_frames))
 }
 
-/// One GNTTABOP_* call with a single argument structure.
-///
-/// # Safety
-/// `arg` must be the structure `cmd` takes, with valid guest handles inside.
-unsafe fn gnttab_op<T>(cmd: u32, arg: &mut T) -> Result<(), HalError> {
-    // SAFETY: forwarded to the caller; count 1.
-    let r = unsafe {
-        hypercall::hypercall(
-            nr::GRANT_TABLE_OP,
-            cmd as usize,
-            arg as *mut T as usize,
-            1,
-            0,
-            0,
-        )
-    };
-    hypercall::check(r)
-        .map(|_| ())
-        .map_err(|e| HalError::Hypercall(e.0))
-}
-
 /// Copies with `GNTTABOP_copy`: each [`GrantCopy`] moves bytes between a page another domain
 /// granted us and one of our own frames (or between two such pages), without mapping anything.
 /// Every copy's status is checked: the first failure comes back as [`CopyError::Failed`] (the
@@ -155,19 +117,9 @@ pub fn grant_copy(copies: &[GrantCopy]) -> Result<(), CopyError> {
     let mut ops = crate::grant::copy_ops(copies)?;
     // Xen takes the whole array at once and continues the hypercall itself when preempted.
     for chunk in ops.chunks_mut(COPY_BATCH) {
-        // SAFETY: `chunk` is an array of `chunk.len()` gnttab_copy structures Xen reads and
-        // writes (status) for the duration of the call; the frames they name are checked by Xen.
-        let r = unsafe {
-            hypercall::hypercall(
-                nr::GRANT_TABLE_OP,
-                GNTTABOP_COPY as usize,
-                chunk.as_mut_ptr() as usize,
-                chunk.len(),
-                0,
-                0,
-            )
-        };
-        hypercall::check(r).map_err(|e| CopyError::Hypercall(e.0))?;
+        // SAFETY: the local ends are frames the caller handed over for the copy (its drivers'
+        // granted buffers, accessed only through ShMem); the rest Xen checks.
+        unsafe { gnttab::copy(chunk) }.map_err(|e| CopyError::Hypercall(e.0))?;
     }
     crate::grant::copy_result(&ops)
 }
@@ -216,7 +168,7 @@ impl Hal for XenHal {
         if n == 0 {
             return Err(HalError::OutOfMemory);
         }
-        let first = crate::boot::with_frames(|f| f.alloc_contiguous(n, 1))
+        let first = crate::mm::with_frames(|f| f.alloc_contiguous(n, 1))
             .ok_or(HalError::OutOfMemory)?
             .map_err(|_| HalError::OutOfMemory)?;
         let base = NonNull::new(first.addr() as *mut u8).ok_or(HalError::OutOfMemory)?;
@@ -226,14 +178,14 @@ impl Hal for XenHal {
         let mem = unsafe { ShMem::from_raw(base, n * 4096) };
         mem.zero(0, n * 4096).map_err(|_| HalError::OutOfMemory)?;
         let mfns = (0..n as u64)
-            .map(|i| crate::boot::pfn_to_mfn(first.0 + i))
+            .map(|i| crate::mm::pfn_to_mfn(first.0 + i))
             .collect();
         Ok((mem, mfns))
     }
 
     fn free_page(&mut self, page: SharedPage) {
-        let pfn = crate::boot::mfn_to_pfn(page.mfn);
-        let _ = crate::boot::with_frames(|f| f.free(crate::mm::frames::Pfn(pfn)));
+        let pfn = crate::mm::mfn_to_pfn(page.mfn);
+        let _ = crate::mm::with_frames(|f| f.free(crate::mm::frames::Pfn(pfn)));
     }
 
     fn grant(&mut self, domid: u16, mfn: u64, readonly: bool) -> Result<u32, HalError> {
@@ -304,11 +256,11 @@ pub fn poll_lifecycle() {
     match req.as_str() {
         "poweroff" | "halt" => {
             log::info!("lifecycle: shutdown requested by the toolstack");
-            crate::boot::exit(crate::boot::ExitCode::Poweroff)
+            crate::domain::exit(crate::domain::ExitCode::Poweroff)
         }
         "reboot" => {
             log::info!("lifecycle: reboot requested by the toolstack");
-            crate::boot::exit(crate::boot::ExitCode::Reboot)
+            crate::domain::exit(crate::domain::ExitCode::Reboot)
         }
         "suspend" => log::warn!("lifecycle: suspend requested, but suspend is not supported yet"),
         other => log::warn!(

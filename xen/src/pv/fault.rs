@@ -62,7 +62,7 @@ pub fn on_fault(f: &TrapFrame) -> ! {
         f.rflags
     );
     print_backtrace(f.rip, f.rbp);
-    crate::boot::exit(crate::boot::ExitCode::Crash)
+    crate::domain::exit(crate::domain::ExitCode::Crash)
 }
 
 #[cfg(all(target_os = "none", not(test)))]
@@ -83,5 +83,5 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         None => crate::println!("xenrt: PANIC: {}", info.message()),
     }
     print_backtrace(0, arch::cpu::frame_pointer());
-    crate::boot::exit(crate::boot::ExitCode::Crash)
+    crate::domain::exit(crate::domain::ExitCode::Crash)
 }

@@ -4,10 +4,10 @@
 //! bytes of `grant_entry_v1`): it allocates grant references from a free list (the first
 //! [`GNTTAB_NR_RESERVED_ENTRIES`] are reserved, as in Linux and Mini-OS), fills entries in the
 //! order Xen requires (frame and domid, a release fence, then flags), and revokes them only when
-//! the peer holds no mapping. The hypercall side (`GNTTABOP_query_size`, `setup_table`, `copy`)
-//! lives with the platform code; this module defines the ABI structures it passes
-//! ([`GnttabSetupTable`], [`GnttabQuerySize`], [`GnttabCopy`]), with layout tests against
-//! `xen/grant_table.h`.
+//! the peer holds no mapping. The hypercalls (`GNTTABOP_query_size`, `setup_table`, `copy`) and
+//! their ABI structures ([`GnttabSetupTable`], [`GnttabQuerySize`], [`GnttabCopy`], with layout
+//! tests against `xen/grant_table.h`) are arch's (`arch::hypercall::gnttab`, re-exported here);
+//! the platform code calls them.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -15,15 +15,15 @@ use core::sync::atomic::{fence, Ordering};
 
 use crate::shmem::{OutOfBounds, ShMem};
 
-/// A grant reference: an index into the grant table, handed to the peer (`grant_ref_t`).
-pub type GrantRef = u32;
-/// A domain id (`domid_t`).
-pub type DomId = u16;
-/// A guest frame number (`xen_pfn_t` on x86_64).
-pub type XenPfn = u64;
+// The ABI structures and numbers of GNTTABOP_* live with the hypercalls in arch.
+pub use arch::hypercall::gnttab::{
+    DomId, GnttabCopy, GnttabCopyPtr, GnttabQuerySize, GnttabSetupTable, GrantRef, XenPfn,
+    DOMID_SELF, GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GNTTABOP_COPY, GNTTABOP_DUMP_TABLE,
+    GNTTABOP_GET_STATUS_FRAMES, GNTTABOP_GET_VERSION, GNTTABOP_MAP_GRANT_REF, GNTTABOP_QUERY_SIZE,
+    GNTTABOP_SETUP_TABLE, GNTTABOP_SET_VERSION, GNTTABOP_TRANSFER, GNTTABOP_UNMAP_AND_REPLACE,
+    GNTTABOP_UNMAP_GRANT_REF,
+};
 
-/// `DOMID_SELF`.
-pub const DOMID_SELF: DomId = 0x7ff0;
 /// References reserved for the toolstack (console, xenstore), never handed out.
 pub const GNTTAB_NR_RESERVED_ENTRIES: u32 = 8;
 /// Size of one `grant_entry_v1`.
@@ -39,34 +39,6 @@ pub const GTF_READONLY: u16 = 1 << 2;
 pub const GTF_READING: u16 = 1 << 3;
 /// `GTF_writing`: set by Xen while the peer has the frame mapped for writing.
 pub const GTF_WRITING: u16 = 1 << 4;
-
-/// `GNTTABOP_map_grant_ref`.
-pub const GNTTABOP_MAP_GRANT_REF: u32 = 0;
-/// `GNTTABOP_unmap_grant_ref`.
-pub const GNTTABOP_UNMAP_GRANT_REF: u32 = 1;
-/// `GNTTABOP_setup_table`: takes [`GnttabSetupTable`].
-pub const GNTTABOP_SETUP_TABLE: u32 = 2;
-/// `GNTTABOP_dump_table`.
-pub const GNTTABOP_DUMP_TABLE: u32 = 3;
-/// `GNTTABOP_transfer`.
-pub const GNTTABOP_TRANSFER: u32 = 4;
-/// `GNTTABOP_copy`: takes an array of [`GnttabCopy`].
-pub const GNTTABOP_COPY: u32 = 5;
-/// `GNTTABOP_query_size`: takes [`GnttabQuerySize`].
-pub const GNTTABOP_QUERY_SIZE: u32 = 6;
-/// `GNTTABOP_unmap_and_replace`.
-pub const GNTTABOP_UNMAP_AND_REPLACE: u32 = 7;
-/// `GNTTABOP_set_version`.
-pub const GNTTABOP_SET_VERSION: u32 = 8;
-/// `GNTTABOP_get_status_frames`.
-pub const GNTTABOP_GET_STATUS_FRAMES: u32 = 9;
-/// `GNTTABOP_get_version`.
-pub const GNTTABOP_GET_VERSION: u32 = 10;
-
-/// `GNTCOPY_source_gref`: the copy's source is a grant reference, not a frame.
-pub const GNTCOPY_SOURCE_GREF: u16 = 1 << 0;
-/// `GNTCOPY_dest_gref`: the copy's destination is a grant reference, not a frame.
-pub const GNTCOPY_DEST_GREF: u16 = 1 << 1;
 
 /// `GNTST_okay`.
 pub const GNTST_OKAY: i16 = 0;
@@ -84,85 +56,6 @@ pub const GNTST_BAD_PAGE: i16 = -9;
 pub const GNTST_BAD_COPY_ARG: i16 = -10;
 /// `GNTST_eagain`.
 pub const GNTST_EAGAIN: i16 = -12;
-
-/// `struct gnttab_setup_table` (`GNTTABOP_setup_table`): Xen fills `frame_list` with the
-/// `nr_frames` frames of `dom`'s grant table.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct GnttabSetupTable {
-    /// IN: the domain, normally [`DOMID_SELF`].
-    pub dom: DomId,
-    /// IN: frames wanted.
-    pub nr_frames: u32,
-    /// OUT: a `GNTST_*` status.
-    pub status: i16,
-    /// IN: guest address of an array of `nr_frames` [`XenPfn`]s (`XEN_GUEST_HANDLE(xen_pfn_t)`).
-    pub frame_list: u64,
-}
-
-/// `struct gnttab_query_size` (`GNTTABOP_query_size`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GnttabQuerySize {
-    /// IN: the domain, normally [`DOMID_SELF`].
-    pub dom: DomId,
-    /// OUT: frames in the table now.
-    pub nr_frames: u32,
-    /// OUT: the most frames the table may have.
-    pub max_nr_frames: u32,
-    /// OUT: a `GNTST_*` status.
-    pub status: i16,
-}
-
-/// `struct gnttab_copy_ptr`: one end of a copy. The C union `{ grant_ref_t ref; xen_pfn_t gmfn; }`
-/// is a `u64` here (a reference occupies its low 32 bits, little-endian), so building one needs
-/// no `unsafe`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GnttabCopyPtr {
-    /// A grant reference (with `GNTCOPY_*_gref`) or a frame number.
-    pub u: u64,
-    /// The domain owning the page.
-    pub domid: DomId,
-    /// Byte offset in the page.
-    pub offset: u16,
-}
-
-impl GnttabCopyPtr {
-    /// The page granted to us by `domid` as `gref`.
-    pub fn gref(gref: GrantRef, domid: DomId, offset: u16) -> Self {
-        GnttabCopyPtr {
-            u: u64::from(gref),
-            domid,
-            offset,
-        }
-    }
-
-    /// Frame `gmfn` of `domid` (normally [`DOMID_SELF`]).
-    pub fn frame(gmfn: XenPfn, domid: DomId, offset: u16) -> Self {
-        GnttabCopyPtr {
-            u: gmfn,
-            domid,
-            offset,
-        }
-    }
-}
-
-/// `struct gnttab_copy` (`GNTTABOP_copy`): copy `len` bytes from `source` to `dest`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GnttabCopy {
-    /// IN: where from.
-    pub source: GnttabCopyPtr,
-    /// IN: where to.
-    pub dest: GnttabCopyPtr,
-    /// IN: bytes (neither end may cross its page).
-    pub len: u16,
-    /// IN: `GNTCOPY_*`.
-    pub flags: u16,
-    /// OUT: a `GNTST_*` status.
-    pub status: i16,
-}
 
 /// A `GNTST_*` failure status of one grant operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -528,7 +421,6 @@ impl GrantTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::{offset_of, size_of};
 
     fn table(frames: usize) -> (GrantTable, ShMem) {
         let mem = ShMem::new(frames * FRAME_SIZE);
@@ -774,30 +666,5 @@ mod tests {
             assert_eq!(GntStatus::check(code), Err(st));
         }
         assert_eq!(copy_result(&[]), Ok(()));
-    }
-
-    /// Sizes and offsets from `offsetof` on xen/grant_table.h (x86_64).
-    #[test]
-    fn abi_layout_matches_grant_table_h() {
-        assert_eq!(size_of::<GnttabSetupTable>(), 24);
-        assert_eq!(offset_of!(GnttabSetupTable, nr_frames), 4);
-        assert_eq!(offset_of!(GnttabSetupTable, status), 8);
-        assert_eq!(offset_of!(GnttabSetupTable, frame_list), 16);
-        assert_eq!(size_of::<GnttabQuerySize>(), 16);
-        assert_eq!(offset_of!(GnttabQuerySize, nr_frames), 4);
-        assert_eq!(offset_of!(GnttabQuerySize, max_nr_frames), 8);
-        assert_eq!(offset_of!(GnttabQuerySize, status), 12);
-        assert_eq!(size_of::<GnttabCopyPtr>(), 16);
-        assert_eq!(offset_of!(GnttabCopyPtr, domid), 8);
-        assert_eq!(offset_of!(GnttabCopyPtr, offset), 10);
-        assert_eq!(size_of::<GnttabCopy>(), 40);
-        assert_eq!(offset_of!(GnttabCopy, dest), 16);
-        assert_eq!(offset_of!(GnttabCopy, len), 32);
-        assert_eq!(offset_of!(GnttabCopy, flags), 34);
-        assert_eq!(offset_of!(GnttabCopy, status), 36);
-        assert_eq!(
-            GnttabCopyPtr::gref(7, 0, 0).u.to_le_bytes()[..4],
-            7u32.to_le_bytes()
-        );
     }
 }

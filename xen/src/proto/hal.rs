@@ -1,12 +1,15 @@
 //! What a split-driver frontend needs from the platform, as one small trait: pages to share,
 //! grants on them, an event channel, notification, and the clock. Netfront and blkfront are
 //! written against [`Hal`], so the same driver code runs on Xen ([`XenHal`]) and in host tests
-//! against a simulated backend ([`SimHal`], which lets the backend "map" what was granted).
+//! against a simulated backend (`SimHal`, feature `sim`, which lets the backend "map" what was
+//! granted).
 
 extern crate alloc;
 
 use crate::shmem::ShMem;
+#[cfg(any(test, feature = "sim"))]
 use alloc::collections::BTreeMap;
+#[cfg(any(test, feature = "sim"))]
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
@@ -78,6 +81,8 @@ pub trait Hal {
     fn now_ns(&self) -> u64;
 }
 
+// Feature `sim` (and this crate's tests) only.
+#[cfg(any(test, feature = "sim"))]
 /// Shared state of the simulated platform: what the frontend granted, so a simulated backend
 /// can reach it, and the notifications sent.
 #[derive(Debug, Default)]
@@ -96,6 +101,7 @@ pub struct SimState {
     pub max_grants: usize,
 }
 
+#[cfg(any(test, feature = "sim"))]
 impl SimState {
     /// The memory behind grant `gref` as the backend `domid` would map it: `(page, readonly)`.
     pub fn map_grant(&mut self, gref: u32, domid: u16) -> Option<(ShMem, bool)> {
@@ -128,6 +134,7 @@ impl SimState {
     }
 }
 
+#[cfg(any(test, feature = "sim"))]
 /// The simulated platform for host tests; clones share one [`SimState`].
 #[derive(Debug, Clone, Default)]
 pub struct SimHal {
@@ -135,6 +142,7 @@ pub struct SimHal {
     pub state: Arc<spin::Mutex<SimState>>,
 }
 
+#[cfg(any(test, feature = "sim"))]
 impl SimHal {
     /// A fresh simulated platform (no grant limit).
     pub fn new() -> Self {
@@ -151,6 +159,7 @@ impl SimHal {
     }
 }
 
+#[cfg(any(test, feature = "sim"))]
 impl Hal for SimHal {
     fn alloc_page(&mut self) -> Result<SharedPage, HalError> {
         let mut s = self.state.lock();

@@ -11,7 +11,7 @@ extern crate alloc;
 use crate::start_info::{layout, SharedInfo};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use arch::hypercall::{self, nr, Errno};
+use arch::hypercall::{evtchn, Errno};
 use core::sync::atomic::Ordering;
 
 /// An event-channel port.
@@ -27,40 +27,6 @@ pub mod virq {
     /// Debug key pressed on the Xen console.
     pub const DEBUG: u32 = 1;
 }
-
-mod op {
-    pub const BIND_INTERDOMAIN: usize = 0;
-    pub const BIND_VIRQ: usize = 1;
-    pub const CLOSE: usize = 3;
-    pub const SEND: usize = 4;
-    pub const ALLOC_UNBOUND: usize = 6;
-}
-
-/// `struct evtchn_bind_virq`.
-#[repr(C)]
-struct BindVirq {
-    virq: u32,
-    vcpu: u32,
-    port: u32,
-}
-
-/// `struct evtchn_alloc_unbound`.
-#[repr(C)]
-struct AllocUnbound {
-    dom: u16,
-    remote_dom: u16,
-    port: u32,
-}
-
-/// `struct evtchn_bind_interdomain`.
-#[repr(C)]
-struct BindInterdomain {
-    remote_dom: u16,
-    remote_port: u32,
-    local_port: u32,
-}
-
-const DOMID_SELF: u16 = 0x7ff0;
 
 type Handler = Box<dyn FnMut(Port) + Send>;
 
@@ -86,45 +52,22 @@ fn shared() -> &'static SharedInfo {
 
 /// Binds VIRQ `virq` of vCPU 0 to a new port.
 pub fn bind_virq(virq: u32) -> Result<Port, Errno> {
-    let mut a = BindVirq {
-        virq,
-        vcpu: 0,
-        port: 0,
-    };
-    // SAFETY: `a` is the argument structure EVTCHNOP_bind_virq takes.
-    unsafe { hypercall::op(nr::EVENT_CHANNEL_OP, op::BIND_VIRQ, &mut a) }?;
-    Ok(a.port)
+    evtchn::bind_virq(virq, 0)
 }
 
 /// Allocates a port that domain `remote` may bind to.
 pub fn alloc_unbound(remote: u16) -> Result<Port, Errno> {
-    let mut a = AllocUnbound {
-        dom: DOMID_SELF,
-        remote_dom: remote,
-        port: 0,
-    };
-    // SAFETY: `a` is the argument structure EVTCHNOP_alloc_unbound takes.
-    unsafe { hypercall::op(nr::EVENT_CHANNEL_OP, op::ALLOC_UNBOUND, &mut a) }?;
-    Ok(a.port)
+    evtchn::alloc_unbound(remote)
 }
 
 /// Binds to port `remote_port` of domain `remote` (which allocated it unbound for us).
 pub fn bind_interdomain(remote: u16, remote_port: Port) -> Result<Port, Errno> {
-    let mut a = BindInterdomain {
-        remote_dom: remote,
-        remote_port,
-        local_port: 0,
-    };
-    // SAFETY: `a` is the argument structure EVTCHNOP_bind_interdomain takes.
-    unsafe { hypercall::op(nr::EVENT_CHANNEL_OP, op::BIND_INTERDOMAIN, &mut a) }?;
-    Ok(a.local_port)
+    evtchn::bind_interdomain(remote, remote_port)
 }
 
 /// Signals the other end of `port`.
 pub fn notify(port: Port) -> Result<(), Errno> {
-    let mut p = port;
-    // SAFETY: EVTCHNOP_send takes one u32.
-    unsafe { hypercall::op(nr::EVENT_CHANNEL_OP, op::SEND, &mut p) }.map(|_| ())
+    evtchn::send(port)
 }
 
 /// [`notify`] for paths that cannot report an error (the console).
@@ -135,9 +78,7 @@ pub fn notify_raw(port: Port) {
 /// Closes `port` and drops its handler.
 pub fn close(port: Port) -> Result<(), Errno> {
     remove_handler(port);
-    let mut p = port;
-    // SAFETY: EVTCHNOP_close takes one u32.
-    unsafe { hypercall::op(nr::EVENT_CHANNEL_OP, op::CLOSE, &mut p) }.map(|_| ())
+    evtchn::close(port)
 }
 
 /// Runs `handler` (in the main context, from [`dispatch`]) whenever `port` fires, and unmasks it.
@@ -267,14 +208,6 @@ pub fn dispatch() -> usize {
     })
 }
 
-/// `struct sched_poll`.
-#[repr(C)]
-struct SchedPoll {
-    ports: *const Port,
-    nr_ports: u32,
-    timeout: u64,
-}
-
 /// Waits until `port` is pending or `timeout_ns` passed (SCHEDOP_poll), then clears it. Used where
 /// the main loop cannot run (the console waiting for its daemon).
 pub fn poll_port(port: Port, timeout_ns: u64) {
@@ -285,14 +218,7 @@ pub fn poll_port(port: Port, timeout_ns: u64) {
     let m = s.mem();
     // Clear a stale pending bit so that only a new event ends the poll.
     clear_pending(m, off, b);
-    let ports = [port];
-    let mut a = SchedPoll {
-        ports: ports.as_ptr(),
-        nr_ports: 1,
-        timeout: crate::time::now_ns() + timeout_ns,
-    };
-    // SAFETY: `a` is a sched_poll whose `ports` points at one live port.
-    let _ = unsafe { hypercall::op(nr::SCHED_OP, hypercall::schedop::POLL, &mut a) };
+    let _ = evtchn::poll(&[port], crate::time::now_ns() + timeout_ns);
 }
 
 #[cfg(test)]

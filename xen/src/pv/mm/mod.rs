@@ -1,10 +1,44 @@
 //! Guest memory management: the page-frame allocator ([`frames`]) that hands out pseudo-physical
-//! frames, and the global heap ([`heap`]) that `alloc` allocates from, grown with those frames.
+//! frames, the global heap ([`heap`]) that `alloc` allocates from, grown with those frames, and
+//! the frame maps (pseudo-physical to machine through start_info's P2M list, back through Xen's
+//! M2P table).
 
 pub mod frames;
 pub mod heap;
 
-use frames::Pfn;
+use frames::{FrameAllocator, Pfn};
+
+/// Virtual address of Xen's read-only machine-to-physical table in every 64-bit PV guest.
+const M2P_BASE: u64 = 0xffff_8000_0000_0000;
+
+static FRAMES: spin::Mutex<Option<FrameAllocator<'static>>> = spin::Mutex::new(None);
+static P2M: spin::Once<&'static [u64]> = spin::Once::new();
+
+/// Hands the frame allocator and the P2M list (start_info's `mfn_list`, `nr_pages` entries) to
+/// this module (boot calls this once).
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+pub(crate) fn init_frames(frames: FrameAllocator<'static>, p2m: &'static [u64]) {
+    P2M.call_once(|| p2m);
+    *FRAMES.lock() = Some(frames);
+}
+
+/// Runs `f` with the frame allocator.
+pub(crate) fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator<'static>) -> R) -> Option<R> {
+    FRAMES.lock().as_mut().map(f)
+}
+
+/// Machine frame of a pseudo-physical frame.
+pub fn pfn_to_mfn(pfn: u64) -> u64 {
+    P2M.get()
+        .expect("boot hands over the P2M list before any frame use")[pfn as usize]
+}
+
+/// Pseudo-physical frame of a machine frame (through Xen's M2P table).
+pub fn mfn_to_pfn(mfn: u64) -> u64 {
+    // SAFETY: Xen maps the M2P table read-only at M2P_BASE in every 64-bit PV guest; an mfn
+    // of our own memory is inside it.
+    unsafe { core::ptr::read_volatile((M2P_BASE + mfn * 8) as *const u64) }
+}
 
 /// The global heap (registered as `#[global_allocator]` only on the bare-metal target).
 #[cfg_attr(all(target_os = "none", not(test)), global_allocator)]
@@ -16,7 +50,7 @@ const HEAP_GROW_MIN: usize = 256 * 1024;
 fn grow(min_len: usize) -> Option<(usize, usize)> {
     let want = min_len.max(HEAP_GROW_MIN).div_ceil(4096);
     let need = min_len.div_ceil(4096);
-    crate::boot::with_frames(|f| {
+    with_frames(|f| {
         // Ask for a generous run first, then exactly what is needed; report the length of the
         // run actually taken (the heap owns exactly those frames).
         match f.alloc_contiguous(want, 1) {
@@ -40,7 +74,7 @@ pub fn init_heap() {
 
 /// Free frames left in the frame allocator (the heap's free space not included).
 pub fn free_frames() -> usize {
-    crate::boot::with_frames(|f| f.free_count()).unwrap_or(0)
+    with_frames(|f| f.free_count()).unwrap_or(0)
 }
 
 /// A zeroed page of guest memory, for rings and granted buffers: mapped at `pfn * 4096`.
@@ -62,7 +96,7 @@ impl core::fmt::Display for OutOfMemory {
 impl Page {
     /// Takes a frame from the frame allocator and zeroes it.
     pub fn alloc() -> Result<Page, OutOfMemory> {
-        let pfn = crate::boot::with_frames(|f| f.alloc())
+        let pfn = with_frames(|f| f.alloc())
             .ok_or(OutOfMemory)?
             .map_err(|_| OutOfMemory)?;
         let page = Page { pfn };
@@ -77,7 +111,7 @@ impl Page {
 
     /// Machine frame number (what grants and backends see).
     pub fn mfn(&self) -> u64 {
-        crate::boot::pfn_to_mfn(self.pfn.0)
+        pfn_to_mfn(self.pfn.0)
     }
 
     /// The page as shared memory.
@@ -95,6 +129,6 @@ impl Page {
 
 impl Drop for Page {
     fn drop(&mut self) {
-        let _ = crate::boot::with_frames(|f| f.free(self.pfn));
+        let _ = with_frames(|f| f.free(self.pfn));
     }
 }

@@ -1,0 +1,139 @@
+//! The domain's own facts and its end: what boot learned ([`info`], [`cmdline`]), and how the
+//! guest stops ([`exit`] with an [`ExitCode`], what an app's `main` returns through [`Exit`]).
+//!
+//! Boot sets the facts once (`set_info`, `set_cmdline`); everything else only reads them,
+//! so the modules that end the domain (faults, lifecycle control) need nothing from boot.
+
+use crate::cmdline::Cmdline;
+use crate::console;
+use crate::start_info::StartInfo;
+use arch::hypercall::{self, ShutdownReason};
+use core::fmt;
+
+/// What boot learned, for the app.
+#[derive(Clone, Copy)]
+pub struct BootInfo {
+    /// start_info as Xen wrote it.
+    pub start_info: StartInfo,
+    /// Nanoseconds from the entry point to the call of `main` (from the TSC).
+    pub entry_to_main_ns: u64,
+    /// The TSC at the entry point (see [`since_entry_ns`]).
+    pub entry_tsc: u64,
+    /// Frames used for our own page tables.
+    pub page_table_frames: usize,
+    /// Hypercalls the page-table build took.
+    pub page_table_hypercalls: usize,
+}
+
+static BOOT: spin::Once<BootInfo> = spin::Once::new();
+static CMDLINE: spin::Once<Cmdline> = spin::Once::new();
+
+/// Facts from boot (available once `main` runs).
+pub fn info() -> &'static BootInfo {
+    BOOT.get().expect("boot info is set before main")
+}
+
+/// Nanoseconds since the guest's entry point, by the TSC (the guest's own clock: it excludes the
+/// toolstack's domain build before the first instruction).
+pub fn since_entry_ns() -> u64 {
+    let hz = crate::time::tsc_hz().max(1);
+    let ticks = arch::cpu::rdtsc().wrapping_sub(info().entry_tsc);
+    (ticks as u128 * 1_000_000_000 / hz as u128) as u64
+}
+
+/// Prints `boot: entry -> listening N.NN ms` once: a network app calls it when its listeners are
+/// up and it has an address (what scripts/bench reports as the guest's own boot time).
+pub fn report_listening() {
+    static DONE: spin::Once<()> = spin::Once::new();
+    DONE.call_once(|| {
+        let us = since_entry_ns() / 1000;
+        crate::println!(
+            "boot: entry -> listening {}.{:02} ms",
+            us / 1000,
+            us % 1000 / 10
+        );
+    });
+}
+
+/// The parsed command line.
+pub fn cmdline() -> &'static Cmdline {
+    CMDLINE
+        .get()
+        .expect("the command line is parsed before main")
+}
+
+/// Records what boot learned (boot calls this once, just before `main`).
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+pub(crate) fn set_info(b: BootInfo) {
+    BOOT.call_once(|| b);
+}
+
+/// Records the parsed command line (boot calls this once).
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+pub(crate) fn set_cmdline(c: Cmdline) -> &'static Cmdline {
+    CMDLINE.call_once(|| c)
+}
+
+/// How the guest ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Clean power-off (exit status 0 for `scripts/run`).
+    Poweroff,
+    /// Reboot (xl restarts the domain, or follows `on_reboot`).
+    Reboot,
+    /// The domain crashed (non-zero for `scripts/run`).
+    Crash,
+}
+
+/// What `main` may return.
+pub trait Exit {
+    /// Reports anything worth saying and gives the exit code.
+    fn exit_code(self) -> ExitCode;
+}
+
+impl Exit for () {
+    fn exit_code(self) -> ExitCode {
+        ExitCode::Poweroff
+    }
+}
+
+impl Exit for ExitCode {
+    fn exit_code(self) -> ExitCode {
+        self
+    }
+}
+
+impl<E: fmt::Display> Exit for Result<(), E> {
+    fn exit_code(self) -> ExitCode {
+        match self {
+            Ok(()) => ExitCode::Poweroff,
+            Err(e) => {
+                crate::println!("xenrt: main failed: {e}");
+                ExitCode::Crash
+            }
+        }
+    }
+}
+
+/// Ends the domain: flushes the console, then SCHEDOP_shutdown. As dom0 (the fast test tier) a
+/// poweroff is turned into a reboot so that QEMU (`-no-reboot`) exits.
+pub fn exit(code: ExitCode) -> ! {
+    let what = match code {
+        ExitCode::Poweroff => "poweroff",
+        ExitCode::Reboot => "reboot",
+        ExitCode::Crash => "crash",
+    };
+    crate::println!("xenrt: exit {what}");
+    console::flush(1_000_000_000);
+    let dom0 = BOOT.get().is_some_and(|b| b.start_info.is_dom0());
+    let reason = match code {
+        ExitCode::Poweroff if dom0 => ShutdownReason::Reboot,
+        ExitCode::Poweroff => ShutdownReason::Poweroff,
+        ExitCode::Reboot => ShutdownReason::Reboot,
+        ExitCode::Crash => ShutdownReason::Crash,
+    };
+    loop {
+        hypercall::shutdown(reason);
+        hypercall::yield_cpu();
+    }
+}
