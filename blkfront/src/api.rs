@@ -30,9 +30,8 @@ use xen::hal::Hal;
 use xen::xenbus::Timeout;
 use xen::xenstore::{Client, Transport};
 
-use crate::connect::Features;
 use crate::error::Error;
-use crate::io::{Buf, Engine, Stats, Transfer};
+use crate::io::{Buf, Engine, Features, Stats, Transfer};
 use crate::wire::{self, Op, WIRE_SECTOR};
 
 /// A connected block device: its async API. Clones share the connection.

@@ -28,7 +28,7 @@ use xen::xenstore::{Client, Transport, Tx};
 
 use crate::api::Blkfront;
 use crate::error::Error;
-use crate::io::{descriptor_pages, Engine, Page, Parts};
+use crate::io::{descriptor_pages, Engine, Features, Page, Parts};
 use crate::wire::{self, MAX_SEGMENTS, PAGE_SIZE, SEGMENTS_PER_INDIRECT_PAGE, WIRE_SECTOR};
 
 /// Largest ring we ask for: 2^4 pages (Linux's `XENBUS_MAX_RING_GRANT_ORDER`).
@@ -63,25 +63,6 @@ impl Default for Config {
             io_timeout_ns: 30_000_000_000,
         }
     }
-}
-
-/// What the connection supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Features {
-    /// `BLKIF_OP_FLUSH_DISKCACHE` offered (and not refused since).
-    pub flush: bool,
-    /// `BLKIF_OP_WRITE_BARRIER` offered (and not refused since).
-    pub barrier: bool,
-    /// `BLKIF_OP_DISCARD` offered (and not refused since).
-    pub discard: bool,
-    /// The backend keeps our (always persistent) grants mapped.
-    pub persistent: bool,
-    /// The backend's `feature-max-indirect-segments` (0: no indirect requests).
-    pub backend_indirect_segments: u32,
-    /// Ring pages in use.
-    pub ring_pages: u32,
-    /// Most pages one request of ours carries.
-    pub segments_per_request: usize,
 }
 
 /// Pages, grants and the event channel, while the connection is being set up.

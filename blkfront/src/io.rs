@@ -34,12 +34,30 @@ use xen::ring::{FrontRing, RingError};
 use xen::shmem::{OutOfBounds, ShMem};
 use xen::xenbus::Frontend;
 
-use crate::connect::Features;
 use crate::error::{BackendError, Error};
 use crate::wire::{
     self, status, DiscardRequest, IndirectRequest, Op, Request, Response, RwRequest, Segment,
     MAX_SEGMENTS, PAGE_SIZE, SEGMENTS_PER_INDIRECT_PAGE, SEGMENT_LEN, WIRE_SECTOR,
 };
+
+/// What the connection supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// `BLKIF_OP_FLUSH_DISKCACHE` offered (and not refused since).
+    pub flush: bool,
+    /// `BLKIF_OP_WRITE_BARRIER` offered (and not refused since).
+    pub barrier: bool,
+    /// `BLKIF_OP_DISCARD` offered (and not refused since).
+    pub discard: bool,
+    /// The backend keeps our (always persistent) grants mapped.
+    pub persistent: bool,
+    /// The backend's `feature-max-indirect-segments` (0: no indirect requests).
+    pub backend_indirect_segments: u32,
+    /// Ring pages in use.
+    pub ring_pages: u32,
+    /// Most pages one request of ours carries.
+    pub segments_per_request: usize,
+}
 
 /// Indirect descriptor pages granted next to a pool of `data_pages` used in requests of at most
 /// `per_request` segments: enough for every request the pool can have in flight at full size,

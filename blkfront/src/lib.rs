@@ -35,6 +35,7 @@ pub mod sim;
 pub mod wire;
 
 pub use api::{Blkfront, Blocking, Io};
-pub use connect::{Config, Features, MAX_RING_PAGE_ORDER};
+pub use connect::{Config, MAX_RING_PAGE_ORDER};
 pub use error::{BackendError, Error};
+pub use io::Features;
 pub use io::Stats;
