@@ -13,7 +13,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use xen::platform::{with_xenstore, XenClock, XenHal};
+use xen::events::Channel;
+use xen::platform::{with_xenstore, Watch, XenClock, XenHal};
 use xen::xenbus::Deadline;
 use xen::xenstore;
 
@@ -76,6 +77,8 @@ pub fn up_on(node: &str, config: &IpConfig) -> Result<Net, UpError> {
         vif.scatter_gather()
     );
     let phy = XenVif {
+        chan: Channel::bind(vif.event_channel()),
+        watch: Watch::new(&xen::xenbus::watch_token(node)),
         vif: Some(vif),
         node: node.into(),
     };
@@ -85,9 +88,16 @@ pub fn up_on(node: &str, config: &IpConfig) -> Result<Net, UpError> {
 /// A vif under a stack, watching its backend: when the backend leaves Connected (`xl
 /// network-detach`, the backend going away) the link is down, the frontend closes as the
 /// protocol asks (so the toolstack's detach completes), and everything it granted is released.
+///
+/// The stack is woken by the vif's event channel (frames, TX room) and by its backend's state
+/// watch; the backend's state is read only when that watch fired.
 struct XenVif {
     vif: Option<Vif>,
     node: String,
+    /// The vif's event channel (re-pointed with `rebind` if the port changes).
+    chan: Channel,
+    /// The backend state watch's readiness.
+    watch: Watch,
 }
 
 impl XenVif {
@@ -128,10 +138,19 @@ impl crate::stack::Phy for XenVif {
         now: smoltcp::time::Instant,
         gate: &mut crate::stack::SynGate,
     ) {
+        let _ = self.chan.take();
         if let Some(vif) = &mut self.vif {
             gate.poll(iface, vif, sockets, now);
         }
-        self.check_backend();
+        if self.watch.take() {
+            self.check_backend();
+        }
+    }
+
+    fn register(&mut self, waker: &core::task::Waker) -> bool {
+        self.chan.register(waker);
+        self.watch.register(waker);
+        true
     }
 
     fn stats(&self) -> Option<crate::Stats> {
@@ -165,7 +184,8 @@ pub fn up() -> Result<Net, UpError> {
 /// `sockets` (in the stack), `tx_full` (the driver's full-ring count), `held_syns` (connection
 /// attempts the SYN gate held back), `half_open_shed` and `half_open_expired` (half-open
 /// connections given back under pressure or after 8 s, see [`crate::gate`]), `rst_dropped`
-/// (resets refused by [`crate::filter`]), then what `extra` adds. Spawn it on the executor; the
+/// (resets refused by [`crate::filter`]), the event loop's counters
+/// ([`xen::stats::Line::add_loop`]), then what `extra` adds. Spawn it on the executor; the
 /// first write is at once. A failed write is reported once and publishing goes on.
 pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::stats::Line)) {
     let mut reported = false;
@@ -178,6 +198,7 @@ pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::sta
         line.add("half_open_shed", syn.shed);
         line.add("half_open_expired", syn.expired);
         line.add("rst_dropped", net.dropped_rsts());
+        line.add_loop();
         extra(&mut line);
         if let Err(e) = xen::stats::publish(&line) {
             if !reported {
