@@ -218,6 +218,10 @@ pub trait Phy {
     fn register(&mut self, _waker: &Waker) -> bool {
         false
     }
+    /// When the device must be polled again without an event (ns), if ever.
+    fn poll_at(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Any smoltcp [`Device`] as a [`Phy`].
@@ -504,6 +508,10 @@ impl Net {
         };
         let at = at.map(|t| (t.total_micros().max(0) as u64).saturating_mul(1000));
         let at = match (at, i.dhcp.as_ref().map(|d| d.poll_at())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let at = match (at, i.phy.poll_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

@@ -19,7 +19,7 @@ use xen::xenbus::Deadline;
 use xen::xenstore;
 
 use crate::stack::{IpConfig, Net};
-use crate::{Config, Error, Netfront};
+use crate::{Closing, Config, Error, Netfront};
 
 /// How long connecting a vif waits for the backend's xenbus state changes.
 pub const HANDSHAKE_TIMEOUT_NS: u64 = 30_000_000_000;
@@ -81,6 +81,7 @@ pub fn up_on(node: &str, config: &IpConfig) -> Result<Net, UpError> {
         watch: Watch::new(&xen::xenbus::watch_token(node)),
         vif: Some(vif),
         node: node.into(),
+        closing: None,
     };
     Ok(Net::new(Box::new(phy), mac, config, xen::time::now_ns()))
 }
@@ -90,7 +91,9 @@ pub fn up_on(node: &str, config: &IpConfig) -> Result<Net, UpError> {
 /// protocol asks (so the toolstack's detach completes), and everything it granted is released.
 ///
 /// The stack is woken by the vif's event channel (frames, TX room) and by its backend's state
-/// watch; the backend's state is read only when that watch fired.
+/// watch; the backend's state is read only when that watch fired, and the close never blocks
+/// a poll: it is stepped on the watch's events and every [`CLOSE_RETRY_NS`] until released or
+/// [`CLOSE_TIMEOUT_NS`] passed.
 struct XenVif {
     vif: Option<Vif>,
     node: String,
@@ -98,7 +101,14 @@ struct XenVif {
     chan: Channel,
     /// The backend state watch's readiness.
     watch: Watch,
+    /// A close under way, and when to give up on it.
+    closing: Option<(Closing<XenHal>, u64)>,
 }
+
+/// How long a closing vif waits for the backend to close and unmap its pages.
+const CLOSE_TIMEOUT_NS: u64 = 10_000_000_000;
+/// How often a closing vif looks whether the backend unmapped its pages.
+const CLOSE_RETRY_NS: u64 = 20_000_000;
 
 impl XenVif {
     fn check_backend(&mut self) {
@@ -116,16 +126,38 @@ impl XenVif {
             Some(state) => {
                 log::warn!("net: {} link down (backend {state:?}): closing", self.node);
                 let Some(vif) = self.vif.take() else { return };
-                let closed = with_xenstore(|xs| {
-                    let mut t = Deadline::after(XenClock, 10_000_000_000);
-                    vif.shutdown(xs, &mut t)
-                });
-                match closed {
-                    Ok(Ok(_)) => log::info!("net: {} closed and released", self.node),
-                    Ok(Err(e)) => log::warn!("net: {} closed: {e}", self.node),
-                    Err(_) => {}
-                }
+                let Ok(c) = with_xenstore(|xs| vif.begin_shutdown(xs)) else {
+                    return;
+                };
+                self.closing = Some((c, xen::time::now_ns().saturating_add(CLOSE_TIMEOUT_NS)));
             }
+        }
+    }
+
+    /// Moves a close on (never waits).
+    fn step_close(&mut self) {
+        let Some((mut c, give_up_at)) = self.closing.take() else {
+            return;
+        };
+        let Ok(step) = with_xenstore(|xs| c.step(xs)) else {
+            return;
+        };
+        let done = match step {
+            Some(r) => r,
+            None if xen::time::now_ns() >= give_up_at => {
+                let Ok(r) = with_xenstore(|xs| c.give_up(xs)) else {
+                    return;
+                };
+                r
+            }
+            None => {
+                self.closing = Some((c, give_up_at));
+                return;
+            }
+        };
+        match done {
+            Ok(_) => log::info!("net: {} closed and released", self.node),
+            Err(e) => log::warn!("net: {} closed: {e}", self.node),
         }
     }
 }
@@ -145,12 +177,19 @@ impl crate::stack::Phy for XenVif {
         if self.watch.take() {
             self.check_backend();
         }
+        self.step_close();
     }
 
     fn register(&mut self, waker: &core::task::Waker) -> bool {
         self.chan.register(waker);
         self.watch.register(waker);
         true
+    }
+
+    fn poll_at(&self) -> Option<u64> {
+        self.closing
+            .as_ref()
+            .map(|_| xen::time::now_ns().saturating_add(CLOSE_RETRY_NS))
     }
 
     fn stats(&self) -> Option<crate::Stats> {
