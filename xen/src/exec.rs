@@ -12,10 +12,12 @@
 //! executor is safe Rust and runs the same on the host (tests park on a simulated clock).
 //!
 //! ```
-//! use xen::exec::{Executor, Park};
+//! use xen::exec::{Clock, Executor, Park};
 //! struct NoPark;
-//! impl Park for NoPark {
+//! impl Clock for NoPark {
 //!     fn now_ns(&self) -> u64 { 0 }
+//! }
+//! impl Park for NoPark {
 //!     fn park(&mut self, _deadline: Option<u64>) {}
 //! }
 //! let mut ex = Executor::new();
@@ -40,6 +42,8 @@ use core::future::Future;
 use core::pin::Pin;
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::{Context, Poll, Waker};
+
+pub use crate::time::Clock;
 
 /// Something the executor drives between task polls (a network stack, a disk): it does the
 /// work that arrived (frames, responses, timers) waking the tasks concerned, and says when it
@@ -99,10 +103,8 @@ impl Stats {
     }
 }
 
-/// How the executor waits when no task is ready.
-pub trait Park {
-    /// Monotonic nanoseconds.
-    fn now_ns(&self) -> u64;
+/// How the executor waits when no task is ready: a [`Clock`] that can wait for its next event.
+pub trait Park: Clock {
     /// Waits until an event arrives or `deadline` (ns) passes (at once if it has).
     fn park(&mut self, deadline: Option<u64>);
 }
@@ -545,10 +547,14 @@ pub fn sleep(ns: u64) -> Sleep<fn() -> u64> {
 pub struct XenPark;
 
 #[cfg(target_os = "none")]
-impl Park for XenPark {
+impl Clock for XenPark {
     fn now_ns(&self) -> u64 {
         crate::time::now_ns()
     }
+}
+
+#[cfg(target_os = "none")]
+impl Park for XenPark {
     fn park(&mut self, deadline: Option<u64>) {
         crate::sched::poll_once(deadline);
     }
@@ -609,10 +615,12 @@ mod tests {
         now: Rc<Cell<u64>>,
         parks: usize,
     }
-    impl Park for Clock {
+    impl super::Clock for Clock {
         fn now_ns(&self) -> u64 {
             self.now.get()
         }
+    }
+    impl Park for Clock {
         fn park(&mut self, deadline: Option<u64>) {
             self.parks += 1;
             // Jump to the deadline (a simulated idle wait).

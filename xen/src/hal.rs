@@ -78,6 +78,13 @@ pub trait Hal {
     fn now_ns(&self) -> u64;
 }
 
+/// Every platform is a clock (its [`Hal::now_ns`]), for xenbus deadlines and the like.
+impl<H: Hal> crate::time::Clock for H {
+    fn now_ns(&self) -> u64 {
+        Hal::now_ns(self)
+    }
+}
+
 /// Shared state of the simulated platform: what the frontend granted, so a simulated backend
 /// can reach it, and the notifications sent.
 #[derive(Debug, Default)]

@@ -53,7 +53,7 @@ impl Transport for XenTransport {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct XenClock;
 
-impl crate::xenbus::Clock for XenClock {
+impl crate::time::Clock for XenClock {
     fn now_ns(&self) -> u64 {
         crate::time::now_ns()
     }

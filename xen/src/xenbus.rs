@@ -172,11 +172,8 @@ impl Timeout for Never {
     }
 }
 
-/// A monotonic clock in nanoseconds.
-pub trait Clock {
-    /// Nanoseconds since some fixed point.
-    fn now_ns(&self) -> u64;
-}
+/// A monotonic clock in nanoseconds: the one clock trait, [`crate::time::Clock`].
+pub use crate::time::Clock;
 
 /// A [`Timeout`] that expires `ns` nanoseconds after its creation on `clock`.
 pub struct Deadline<C: Clock> {
