@@ -511,10 +511,14 @@ impl Net {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let at = match (at, i.phy.poll_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // The device's own deadline, and the closing sockets' (aborted once it passes).
+        let linger = i.closing.iter().map(|c| c.1).min();
+        let at = [i.phy.poll_at(), linger]
+            .into_iter()
+            .fold(at, |a, b| match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            });
         at.map(|d| d.max(now_ns.saturating_add(MIN_WAIT_NS)))
     }
 }
