@@ -142,8 +142,8 @@ impl Drop for Watch {
 
 /// Run by the idle loop after it dispatched events (see the module doc): when the xenstore
 /// port fired, reads the ring, handles lifecycle requests and wakes the watches with events.
-/// Never runs inside a xenstore call (the transport does not run the idle loop). Returns
-/// whether it woke a watch.
+/// The transport never runs the idle loop, so this never runs inside a xenstore call unless
+/// the app sleeps inside `with_xenstore` (then it is put off). Returns whether it woke a watch.
 fn after_events() -> bool {
     let fired = XS_CHAN.lock().as_ref().is_some_and(Channel::take);
     if !fired {
@@ -151,7 +151,15 @@ fn after_events() -> bool {
     }
     let mut wake = Vec::new();
     let request = {
-        let mut g = XS.lock();
+        // Held only if the app blocks in the idle loop inside `with_xenstore` (a
+        // `sched::sleep` in the closure; `xs.wait()` is the wait to use there): look again at
+        // the next turn, outside.
+        let Some(mut g) = XS.try_lock() else {
+            if let Some(c) = XS_CHAN.lock().as_ref() {
+                c.fire();
+            }
+            return false;
+        };
         let Some(xs) = g.as_mut() else {
             return false;
         };
