@@ -25,6 +25,7 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
+use xen::events::Channel;
 use xen::exec::{Executor, Park, Source};
 use xen::hal::Hal;
 use xen::xenbus::Timeout;
@@ -75,12 +76,15 @@ use crate::wire::{self, Op, WIRE_SECTOR};
 /// ```
 pub struct Blkfront<H: Hal> {
     engine: Rc<RefCell<Engine<H>>>,
+    /// The event channel that wakes the disk's [`Source`] (see [`bind_channel`](Self::bind_channel)).
+    channel: Rc<RefCell<Option<Channel>>>,
 }
 
 impl<H: Hal> Clone for Blkfront<H> {
     fn clone(&self) -> Self {
         Blkfront {
             engine: self.engine.clone(),
+            channel: self.channel.clone(),
         }
     }
 }
@@ -98,6 +102,7 @@ impl<H: Hal> Blkfront<H> {
     pub(crate) fn new(engine: Engine<H>) -> Self {
         Blkfront {
             engine: Rc::new(RefCell::new(engine)),
+            channel: Rc::new(RefCell::new(None)),
         }
     }
 
@@ -111,6 +116,14 @@ impl<H: Hal> Blkfront<H> {
     /// [`Source`] impl calls it.
     pub fn poll(&self, now_ns: u64) -> Option<u64> {
         self.engine().harvest(now_ns)
+    }
+
+    /// Lets `channel` (bound to [`port`](Self::port)) wake the executor that drives the disk, so
+    /// it is polled only when responses arrived or an operation's deadline passed
+    /// (`disk::connect` does this on Xen). Without one (a simulated backend) the disk is polled
+    /// on every executor turn.
+    pub fn bind_channel(&self, channel: Channel) {
+        *self.channel.borrow_mut() = Some(channel);
     }
 
     // ---- What the connection is ---------------------------------------------------------------
@@ -372,9 +385,25 @@ impl<H: Hal> Blkfront<H> {
     }
 }
 
+/// The disk as an executor source: polled when its event channel fired (responses), or at the
+/// earliest operation deadline. Operations put their requests on the ring themselves.
 impl<H: Hal> Source for Blkfront<H> {
-    fn poll(&self, now_ns: u64) -> Option<u64> {
-        Blkfront::poll(self, now_ns)
+    fn poll(&self, cx: &mut Context<'_>, now_ns: u64) -> Option<u64> {
+        // Take the event and register before reading the ring: an event after this wakes us.
+        let signalled = match &*self.channel.borrow() {
+            Some(ch) => {
+                let _ = ch.take();
+                ch.register(cx.waker());
+                true
+            }
+            None => false,
+        };
+        let next = Blkfront::poll(self, now_ns);
+        if !signalled {
+            // Nothing can signal us: poll every turn.
+            cx.waker().wake_by_ref();
+        }
+        next
     }
 }
 

@@ -69,11 +69,14 @@ pub fn connect(node: &str) -> Result<AsyncDisk, Error> {
 
 /// Connects to the disk at `node` with `config`, for async calls.
 pub fn connect_with(node: &str, config: Config) -> Result<AsyncDisk, Error> {
-    with_xenstore(|xs| {
+    let disk = with_xenstore(|xs| {
         let mut timeout = Deadline::after(XenClock, HANDSHAKE_TIMEOUT_NS);
         Blkfront::connect(XenHal, xs, node, config, &mut timeout)
     })
-    .map_err(|_| Error::NoXenstore)?
+    .map_err(|_| Error::NoXenstore)??;
+    // The executor polls the disk when its event channel fires (or at a deadline).
+    disk.bind_channel(xen::events::Channel::bind(disk.port()));
+    Ok(disk)
 }
 
 /// Disconnects a disk, blocking or async (see [`Blkfront::disconnect`]).

@@ -274,11 +274,13 @@ pub struct SimPark {
     pub parks: u64,
 }
 
-impl Park for SimPark {
+impl xen::exec::Clock for SimPark {
     fn now_ns(&self) -> u64 {
         self.backend.inner.borrow().hal.lock().now_ns
     }
+}
 
+impl Park for SimPark {
     fn park(&mut self, _deadline: Option<u64>) {
         self.parks += 1;
         self.backend.inner.borrow().hal.lock().now_ns += self.tick_ns;

@@ -203,7 +203,7 @@ impl TcpListener {
             if self.net.0.borrow().gate.slots(self.port) > 0 {
                 break;
             }
-            xen::exec::timeout(self.net.sleep(50_000_000), core::future::pending::<()>()).await;
+            self.net.sleep(50_000_000).await;
         }
         let h = poll_fn(|cx| {
             let mut g = self.net.0.borrow_mut();

@@ -13,9 +13,9 @@ use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use core::cell::{Cell, Ref, RefCell, RefMut};
 use core::fmt;
-use core::task::Waker;
+use core::task::{Context, Waker};
 
 use xen::cmdline::KeySpec;
 
@@ -254,6 +254,16 @@ pub trait Link: 'static {
     fn stats(&self) -> Option<crate::Stats> {
         None
     }
+    /// Asks the device to wake `waker` when it has work (a frame, room in its ring, a link
+    /// change: on Xen, its event channel and its backend's xenstore watch). Returns false if it
+    /// cannot (a simulated device): the stack is then polled on every executor turn.
+    fn register(&mut self, _waker: &Waker) -> bool {
+        false
+    }
+    /// When the device must be polled again without an event (ns), if ever.
+    fn poll_at(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Any smoltcp [`Device`] as a [`Link`] (nothing to do around a poll, no counters).
@@ -290,6 +300,8 @@ trait Phy {
     );
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface;
     fn stats(&self) -> Option<crate::Stats>;
+    fn register(&mut self, waker: &Waker) -> bool;
+    fn poll_at(&self) -> Option<u64>;
 }
 
 impl<L: Link> Phy for L {
@@ -309,6 +321,12 @@ impl<L: Link> Phy for L {
     }
     fn stats(&self) -> Option<crate::Stats> {
         Link::stats(self)
+    }
+    fn register(&mut self, waker: &Waker) -> bool {
+        Link::register(self, waker)
+    }
+    fn poll_at(&self) -> Option<u64> {
+        Link::poll_at(self)
     }
 }
 
@@ -380,7 +398,32 @@ const CLOSE_LINGER_NS: u64 = 10_000_000_000;
 
 /// A handle to the network stack (clone it freely; not `Send`).
 #[derive(Clone)]
-pub struct Net(pub(crate) Rc<RefCell<Inner>>);
+pub struct Net(pub(crate) Rc<Shared>);
+
+/// The stack's state, and the executor's waker for it: any change a task makes to the stack
+/// (a write, a close, a new socket: every `borrow_mut` outside [`Net::poll`]) wakes the stack's
+/// [`Source`](xen::exec::Source) once, so the executor polls it at the end of that turn.
+pub(crate) struct Shared {
+    inner: RefCell<Inner>,
+    kicked: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Shared {
+    pub(crate) fn borrow(&self) -> Ref<'_, Inner> {
+        self.inner.borrow()
+    }
+
+    /// The state, for a change the stack must act on (wakes its source).
+    pub(crate) fn borrow_mut(&self) -> RefMut<'_, Inner> {
+        if !self.kicked.replace(true) {
+            if let Some(w) = &*self.waker.borrow() {
+                w.wake_by_ref();
+            }
+        }
+        self.inner.borrow_mut()
+    }
+}
 
 impl fmt::Debug for Net {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -435,22 +478,26 @@ impl Net {
             Ipv4Mode::Off => {}
         }
         let seed = (now_ns as u16) ^ u16::from_le_bytes([mac[4], mac[5]]);
-        Net(Rc::new(RefCell::new(Inner {
-            iface,
-            sockets,
-            phy,
-            gate: SynGate::default(),
-            dhcp,
-            v4,
-            dns: config.dns.clone(),
-            static_dns: config.dns.clone(),
-            config_wakers: Vec::new(),
-            closing: Vec::new(),
-            bound: Vec::new(),
-            next_port: 49152 + seed % 16000,
-            now_ns,
-            mac,
-        })))
+        Net(Rc::new(Shared {
+            kicked: Cell::new(false),
+            waker: RefCell::new(None),
+            inner: RefCell::new(Inner {
+                iface,
+                sockets,
+                phy,
+                gate: SynGate::default(),
+                dhcp,
+                v4,
+                dns: config.dns.clone(),
+                static_dns: config.dns.clone(),
+                config_wakers: Vec::new(),
+                closing: Vec::new(),
+                bound: Vec::new(),
+                next_port: 49152 + seed % 16000,
+                now_ns,
+                mac,
+            }),
+        }))
     }
 
     /// The device driver's counters (e.g. [`Stats::tx_full`](crate::Stats::tx_full)), if it
@@ -500,13 +547,14 @@ impl Net {
         self.0.borrow().dns.clone()
     }
 
-    /// The stack's clock: nanoseconds at its last poll (the executor polls it every turn).
+    /// The stack's clock: the executor's, as of its current turn ([`xen::exec::now_ns`]);
+    /// outside an executor, the time of the stack's last poll.
     pub fn now_ns(&self) -> u64 {
-        self.0.borrow().now_ns
+        xen::exec::now_ns().unwrap_or_else(|| self.0.borrow().now_ns)
     }
 
-    /// A future that completes `ns` nanoseconds from now on the stack's clock (for timeouts:
-    /// `xen::exec::timeout(net.sleep(ns), fut)`).
+    /// A future that completes `ns` nanoseconds from now on the stack's clock: `.await` it to
+    /// sleep, or race it (`xen::exec::timeout(net.sleep(ns), fut)`).
     pub fn sleep(&self, ns: u64) -> xen::exec::Sleep<impl Fn() -> u64 + Unpin> {
         let net = self.clone();
         let at = self.now_ns().saturating_add(ns);
@@ -531,7 +579,8 @@ impl Net {
     /// Moves frames and timers along at `now_ns` (see the module doc); returns when it next
     /// needs to run without an event.
     pub fn poll(&self, now_ns: u64) -> Option<u64> {
-        let mut g = self.0.borrow_mut();
+        self.0.kicked.set(false);
+        let mut g = self.0.inner.borrow_mut();
         let i = &mut *g;
         i.now_ns = now_ns;
         let now = instant(now_ns);
@@ -550,13 +599,36 @@ impl Net {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // The device's own deadline, and the closing sockets' (aborted once it passes).
+        let linger = i.closing.iter().map(|c| c.1).min();
+        let at = [i.phy.poll_at(), linger]
+            .into_iter()
+            .fold(at, |a, b| match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            });
         at.map(|d| d.max(now_ns.saturating_add(MIN_WAIT_NS)))
     }
 }
 
+/// The stack as the executor's source: polled when its device signals (event channel, backend
+/// watch), when a task changed it (see [`Shared`]), or at its deadline (smoltcp's timers, the
+/// SYN gate's, DHCP's).
 impl xen::exec::Source for Net {
-    fn poll(&self, now_ns: u64) -> Option<u64> {
-        Net::poll(self, now_ns)
+    fn poll(&self, cx: &mut Context<'_>, now_ns: u64) -> Option<u64> {
+        {
+            let mut w = self.0.waker.borrow_mut();
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+        }
+        let signals = self.0.inner.borrow_mut().phy.register(cx.waker());
+        let next = Net::poll(self, now_ns);
+        if !signals {
+            // A device that cannot wake us: poll it every turn.
+            cx.waker().wake_by_ref();
+        }
+        next
     }
 }
 

@@ -57,17 +57,27 @@ pub fn up_on(node: &str, config: &IpConfig) -> Result<Net, UpError> {
     ))
 }
 
-/// The vif watches its backend after every poll of the stack (see [`XenVif`]).
+/// The vif wakes the stack by its event channel and backend watch, and watches its backend
+/// after each poll of the stack (see [`XenVif`]).
 impl crate::stack::Link for XenVif {
     type Device = XenVif;
     fn device(&mut self) -> &mut XenVif {
         self
     }
+    fn before_poll(&mut self, _now: smoltcp::time::Instant) {
+        XenVif::before_poll(self);
+    }
     fn after_poll(&mut self, _now: smoltcp::time::Instant) {
-        self.check_backend();
+        XenVif::after_poll(self);
     }
     fn stats(&self) -> Option<crate::Stats> {
         XenVif::stats(self)
+    }
+    fn register(&mut self, waker: &core::task::Waker) -> bool {
+        XenVif::register(self, waker)
+    }
+    fn poll_at(&self) -> Option<u64> {
+        XenVif::poll_at(self)
     }
 }
 
@@ -82,7 +92,7 @@ pub fn up() -> Result<Net, UpError> {
 }
 
 /// Publishes the guest's figures to dom0 every `every_ns` (see [`xen::stats`]): memory, then
-/// `hypercalls` and `blocks` (since boot, see [`xen::stats::Line::add_cpu`]), `sockets` (in the stack), `tx_full` (the driver's full-ring count), `held_syns` (connection
+/// the event loop's counters (`hypercalls`, `turns`, `blocks`..., see [`xen::stats::Line::add_loop`]), `sockets` (in the stack), `tx_full` (the driver's full-ring count), `held_syns` (connection
 /// attempts the SYN gate held back), `half_open_shed` and `half_open_expired` (half-open
 /// connections given back under pressure or after 8 s, see [`crate::gate`]), `rst_dropped`
 /// (resets refused by [`crate::filter`]), then what `extra` adds. Spawn it on the executor; the
@@ -91,7 +101,7 @@ pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::sta
     let mut reported = false;
     loop {
         let mut line = xen::stats::Line::new(xen::time::now_ns(), xen::stats::memory());
-        line.add_cpu();
+        line.add_loop();
         line.add("sockets", net.socket_count() as u64);
         line.add("tx_full", net.device_stats().map_or(0, |s| s.tx_full));
         let syn = net.listen_stats();

@@ -5,11 +5,13 @@
 use alloc::format;
 use alloc::string::{String, ToString};
 
+use alloc::vec::Vec;
 use xen::hal::Hal;
-use xen::xenbus::{Frontend, Timeout, XenbusState};
+
+use xen::xenbus::{Frontend, Never, Timeout, XenbusState};
 use xen::xenstore::{self, Client, Transport, Tx, XsErrno};
 
-use crate::driver::{end_grants, Config, Netfront};
+use crate::driver::{end_grants, Config, Granted, Netfront};
 use crate::error::Error;
 use crate::wire::parse_mac;
 
@@ -145,33 +147,132 @@ impl<H: Hal> Netfront<H> {
     /// `timeout`), state Closed; close the event channel; end every grant, retrying (between
     /// xenstore waits) while the backend still maps a page, until `timeout`; free the pages.
     /// Pages still mapped at the deadline are leaked, never freed
-    /// ([`Error::GrantsStillMapped`]). Returns the platform, or the first error.
+    /// ([`Error::GrantsStillMapped`]). Returns the platform, or the first error. Blocks: inside
+    /// an event loop, use [`begin_shutdown`](Self::begin_shutdown) and step it instead.
     pub fn shutdown<T: Transport>(
-        mut self,
+        self,
         xs: &mut Client<T>,
         timeout: &mut impl Timeout,
     ) -> Result<H, Error> {
+        let mut c = self.begin_shutdown(xs);
+        loop {
+            if let Some(r) = c.step(xs) {
+                return r;
+            }
+            if timeout.expired() {
+                return c.give_up(xs);
+            }
+            // Give the backend a chance to move (on Xen `wait` also returns every 100 ms).
+            let _ = xs.wait();
+        }
+    }
+
+    /// Starts a shutdown that never blocks: sets our state Closing and stops the device (the
+    /// link is down). Move it on with [`Closing::step`] whenever the backend's state watch
+    /// fires, and every few tens of ms while it is not done (the backend unmaps our pages
+    /// without telling us); [`Closing::give_up`] at the caller's deadline.
+    pub fn begin_shutdown<T: Transport>(mut self, xs: &mut Client<T>) -> Closing<H> {
+        let fe = self.xenbus.take();
         let mut first: Option<Error> = None;
-        if let Some(mut fe) = self.xenbus.take() {
-            if let Err(e) = fe.close(xs, timeout) {
+        if let Some(fe) = &fe {
+            if let Err(e) = fe.set_state(xs, XenbusState::Closing) {
                 first = Some(e.into());
             }
         }
         self.link_up = false;
-        let (mut hal, mut pages, port) = self.dismantle();
-        hal.close_evtchn(port);
-        loop {
-            pages = end_grants(&mut hal, pages);
-            if pages.is_empty() || timeout.expired() {
-                break;
+        let (hal, pages, port) = self.dismantle();
+        Closing {
+            fe,
+            hal: Some(hal),
+            pages,
+            port: Some(port),
+            first,
+        }
+    }
+}
+
+/// A vif shutting down without blocking (from [`Netfront::begin_shutdown`]).
+pub struct Closing<H: Hal> {
+    /// Our frontend, until our state is Closed.
+    fe: Option<Frontend>,
+    /// The platform, until handed back.
+    hal: Option<H>,
+    /// Pages whose grant has not ended yet.
+    pages: Vec<Granted>,
+    /// The event channel, open until our state is Closed.
+    port: Option<u32>,
+    first: Option<Error>,
+}
+
+impl<H: Hal> core::fmt::Debug for Closing<H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Closing")
+            .field("closed", &self.fe.is_none())
+            .field("pages", &self.pages.len())
+            .finish()
+    }
+}
+
+impl<H: Hal> Closing<H> {
+    /// Moves the close on without waiting: once the backend is Closing or Closed (or gone, or
+    /// unreadable), sets our state Closed and closes the event channel; then ends the grants the
+    /// backend no longer maps and frees their pages. The platform (or the first error) once
+    /// everything is released (the close is then over: later steps return `None`); `None`
+    /// while something is left to wait for.
+    pub fn step<T: Transport>(&mut self, xs: &mut Client<T>) -> Option<Result<H, Error>> {
+        let hal = self.hal.as_mut()?;
+        if let Some(mut fe) = self.fe.take() {
+            match fe.backend_state(xs) {
+                Ok(s) if s != XenbusState::Unknown && s < XenbusState::Closing => {
+                    self.fe = Some(fe);
+                    return None;
+                }
+                _ => {}
             }
-            // Give the backend a chance to unmap (on Xen `wait` also returns on timer events).
-            let _ = xs.wait();
+            // The backend is closing (or gone): close() does not wait, it only sets our state
+            // Closed and drops the watch.
+            if let Err(e) = fe.close(xs, &mut Never) {
+                self.first.get_or_insert(e.into());
+            }
         }
-        if !pages.is_empty() {
-            first.get_or_insert(Error::GrantsStillMapped { count: pages.len() });
+        if let Some(port) = self.port.take() {
+            hal.close_evtchn(port);
         }
-        match first {
+        self.pages = end_grants(hal, core::mem::take(&mut self.pages));
+        if !self.pages.is_empty() {
+            return None;
+        }
+        let hal = self.hal.take()?;
+        Some(match self.first.take() {
+            Some(e) => Err(e),
+            None => Ok(hal),
+        })
+    }
+
+    /// Ends it at the caller's deadline: our state Closed if it is not yet (the backend never
+    /// closed), the grants the backend still maps leaked, never freed
+    /// ([`Error::GrantsStillMapped`]). Returns the platform, or the first error.
+    /// Giving up a close that is over already (a step returned it) is [`Error::Internal`].
+    pub fn give_up<T: Transport>(mut self, xs: &mut Client<T>) -> Result<H, Error> {
+        let Some(mut hal) = self.hal.take() else {
+            return Err(Error::Internal);
+        };
+        if let Some(mut fe) = self.fe.take() {
+            let mut expired = || true;
+            if let Err(e) = fe.close(xs, &mut expired) {
+                self.first.get_or_insert(e.into());
+            }
+        }
+        if let Some(port) = self.port.take() {
+            hal.close_evtchn(port);
+        }
+        let kept = end_grants(&mut hal, core::mem::take(&mut self.pages));
+        if !kept.is_empty() {
+            self.first
+                .get_or_insert(Error::GrantsStillMapped { count: kept.len() });
+            core::mem::forget(kept);
+        }
+        match self.first {
             Some(e) => Err(e),
             None => Ok(hal),
         }

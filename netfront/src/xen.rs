@@ -4,14 +4,15 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use xen::platform::{with_xenstore, XenClock, XenHal};
+use xen::events::Channel;
+use xen::platform::{with_xenstore, Watch, XenClock, XenHal};
 use xen::xenbus::Deadline;
 use xen::xenstore;
 
 use smoltcp::phy::{Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 
-use crate::{Config, Error, Netfront, NfRxToken, NfTxToken, Stats};
+use crate::{Closing, Config, Error, Netfront, NfRxToken, NfTxToken, Stats};
 
 /// How long connecting a vif waits for the backend's xenbus state changes.
 pub const HANDSHAKE_TIMEOUT_NS: u64 = 30_000_000_000;
@@ -41,19 +42,38 @@ pub fn open(node: &str) -> Result<Vif, Error> {
 ///
 /// It is a smoltcp [`Device`]: the vif's, until the link goes down; then it receives and
 /// sends nothing (with the capabilities the vif had).
+///
+/// The stack is woken by the vif's event channel (frames, TX room) and by its backend's state
+/// watch ([`register`](Self::register)); the backend's state is read only when that watch fired,
+/// and the close never blocks a poll: it is stepped on the watch's events and every
+/// [`CLOSE_RETRY_NS`] until released or [`CLOSE_TIMEOUT_NS`] passed.
 pub struct XenVif {
     vif: Option<Vif>,
     node: String,
     caps: DeviceCapabilities,
+    /// The vif's event channel (re-pointed with `rebind` if the port changes).
+    chan: Channel,
+    /// The backend state watch's readiness.
+    watch: Watch,
+    /// A close under way, and when to give up on it.
+    closing: Option<(Closing<XenHal>, u64)>,
 }
+
+/// How long a closing vif waits for the backend to close and unmap its pages.
+pub const CLOSE_TIMEOUT_NS: u64 = 10_000_000_000;
+/// How often a closing vif looks whether the backend unmapped its pages.
+pub const CLOSE_RETRY_NS: u64 = 20_000_000;
 
 impl XenVif {
     /// The connected `vif` at xenstore node `node`.
     pub fn new(vif: Vif, node: &str) -> XenVif {
         XenVif {
             caps: vif.capabilities(),
+            chan: Channel::bind(vif.event_channel()),
+            watch: Watch::new(&xen::xenbus::watch_token(node)),
             vif: Some(vif),
             node: node.into(),
+            closing: None,
         }
     }
 
@@ -62,8 +82,37 @@ impl XenVif {
         self.vif.as_ref().map(|v| v.stats())
     }
 
-    /// Checks the backend's state (run it after each poll): when it has left Connected, closes
-    /// the frontend and releases the vif.
+    /// Asks for `waker` to be woken by the vif's event channel and its backend's state watch.
+    pub fn register(&mut self, waker: &core::task::Waker) -> bool {
+        self.chan.register(waker);
+        self.watch.register(waker);
+        true
+    }
+
+    /// Run before each poll of the stack: consumes the event that woke it (the frames and
+    /// responses themselves are read by the poll).
+    pub fn before_poll(&mut self) {
+        let _ = self.chan.take();
+    }
+
+    /// Run after each poll of the stack: reads the backend's state if its watch fired, and
+    /// moves a close along.
+    pub fn after_poll(&mut self) {
+        if self.watch.take() {
+            self.check_backend();
+        }
+        self.step_close();
+    }
+
+    /// When the vif must be polled without an event: while it closes, every [`CLOSE_RETRY_NS`].
+    pub fn poll_at(&self) -> Option<u64> {
+        self.closing
+            .as_ref()
+            .map(|_| xen::time::now_ns().saturating_add(CLOSE_RETRY_NS))
+    }
+
+    /// Checks the backend's state: when it has left Connected, starts closing the frontend
+    /// (without waiting; [`after_poll`](Self::after_poll) moves the close along).
     pub fn check_backend(&mut self) {
         let Some(vif) = &mut self.vif else { return };
         let changed = match with_xenstore(|xs| vif.backend_changed(xs)) {
@@ -79,16 +128,38 @@ impl XenVif {
             Some(state) => {
                 log::warn!("net: {} link down (backend {state:?}): closing", self.node);
                 let Some(vif) = self.vif.take() else { return };
-                let closed = with_xenstore(|xs| {
-                    let mut t = Deadline::after(XenClock, 10_000_000_000);
-                    vif.shutdown(xs, &mut t)
-                });
-                match closed {
-                    Ok(Ok(_)) => log::info!("net: {} closed and released", self.node),
-                    Ok(Err(e)) => log::warn!("net: {} closed: {e}", self.node),
-                    Err(_) => {}
-                }
+                let Ok(c) = with_xenstore(|xs| vif.begin_shutdown(xs)) else {
+                    return;
+                };
+                self.closing = Some((c, xen::time::now_ns().saturating_add(CLOSE_TIMEOUT_NS)));
             }
+        }
+    }
+
+    /// Moves a close on (never waits).
+    fn step_close(&mut self) {
+        let Some((mut c, give_up_at)) = self.closing.take() else {
+            return;
+        };
+        let Ok(step) = with_xenstore(|xs| c.step(xs)) else {
+            return;
+        };
+        let done = match step {
+            Some(r) => r,
+            None if xen::time::now_ns() >= give_up_at => {
+                let Ok(r) = with_xenstore(|xs| c.give_up(xs)) else {
+                    return;
+                };
+                r
+            }
+            None => {
+                self.closing = Some((c, give_up_at));
+                return;
+            }
+        };
+        match done {
+            Ok(_) => log::info!("net: {} closed and released", self.node),
+            Err(e) => log::warn!("net: {} closed: {e}", self.node),
         }
     }
 }

@@ -155,6 +155,75 @@ fn shutdown_leaks_pages_the_backend_never_unmaps() {
 }
 
 #[test]
+fn a_stepped_shutdown_never_waits_and_releases_everything() {
+    let mut s = setup(BackendConfig::default(), true);
+    let nf = Netfront::connect(
+        &mut s.xs,
+        s.hal.clone(),
+        "device/vif/0",
+        Config::default(),
+        &mut Never,
+    )
+    .unwrap();
+    let nb = SimNetback::from_store(s.xs.transport_mut().store(), &s.fe, &s.hal, 0).unwrap();
+    *s.nb.borrow_mut() = Some(nb);
+    let mut c = nf.begin_shutdown(&mut s.xs);
+    assert_eq!(
+        read(&mut s.xs, &format!("{}/state", s.fe)).as_deref(),
+        Some("5"),
+        "Closing at once"
+    );
+    // Each step returns at once; between steps the simulated daemon and backend move on
+    // (as the watch events would wake the stack on Xen).
+    let mut steps = 0;
+    let hal = loop {
+        if let Some(r) = c.step(&mut s.xs) {
+            break r.unwrap();
+        }
+        steps += 1;
+        assert!(steps < 100, "never released");
+        s.xs.poll().unwrap();
+        s.xs.wait().unwrap();
+    };
+    drop(hal);
+    assert_eq!(
+        read(&mut s.xs, &format!("{}/state", s.fe)).as_deref(),
+        Some("6")
+    );
+    assert!(!s.nb.borrow().as_ref().unwrap().is_attached());
+    assert_eq!(s.hal.state.lock().live_grants(), 0);
+    assert_eq!(s.hal.state.lock().live_pages(), 0);
+}
+
+#[test]
+fn a_stepped_shutdown_given_up_leaks_what_the_backend_maps() {
+    let mut s = setup(BackendConfig::default(), false);
+    let nf = Netfront::connect(
+        &mut s.xs,
+        s.hal.clone(),
+        "device/vif/0",
+        Config::default(),
+        &mut Never,
+    )
+    .unwrap();
+    let nb = SimNetback::from_store(s.xs.transport_mut().store(), &s.fe, &s.hal, 0).unwrap();
+    *s.nb.borrow_mut() = Some(nb);
+    let mut c = nf.begin_shutdown(&mut s.xs);
+    for _ in 0..20 {
+        assert!(c.step(&mut s.xs).is_none(), "the backend never unmaps");
+        s.xs.wait().unwrap();
+    }
+    let r = c.give_up(&mut s.xs);
+    assert_eq!(r.err(), Some(Error::GrantsStillMapped { count: 2 }));
+    assert_eq!(
+        read(&mut s.xs, &format!("{}/state", s.fe)).as_deref(),
+        Some("6")
+    );
+    assert_eq!(s.hal.state.lock().live_grants(), 2, "the two ring grants");
+    assert_eq!(s.hal.state.lock().live_pages(), 2, "leaked, not freed");
+}
+
+#[test]
 fn a_backend_without_rx_copy_is_refused_and_nothing_leaks() {
     let mut s = setup(
         BackendConfig {

@@ -2,19 +2,22 @@
 //! on.
 //!
 //! One [`Executor`] runs the app's main future and the tasks it [`spawn`](Spawner::spawn)s. Each
-//! turn it polls the tasks that were woken, then asks every [`Source`] (a network stack, ...) to
-//! make progress; when no task is ready it *parks*: on Xen it blocks in the hypervisor until an
-//! event channel fires or the earliest deadline (a source's or a [`sleep`]'s) passes. Nothing
-//! busy-polls.
+//! turn it polls the tasks that were woken, then the [`Source`]s (a network stack, a disk) that
+//! were woken (their event channel fired, or a task handed them work) or whose deadline passed;
+//! when no task is ready it *parks*: on Xen it blocks in the hypervisor until an event channel
+//! fires or the earliest deadline (a source's or a [`sleep`]'s) passes. Nothing busy-polls, and
+//! nothing is polled that has nothing to do. [`Stats`] counts turns, source polls and parks.
 //!
 //! Wakers are plain `Arc`s (`alloc::task::Wake`) pushing a task id onto a ready queue, so the
 //! executor is safe Rust and runs the same on the host (tests park on a simulated clock).
 //!
 //! ```
-//! use xen::exec::{Executor, Park};
+//! use xen::exec::{Clock, Executor, Park};
 //! struct NoPark;
-//! impl Park for NoPark {
+//! impl Clock for NoPark {
 //!     fn now_ns(&self) -> u64 { 0 }
+//! }
+//! impl Park for NoPark {
 //!     fn park(&mut self, _deadline: Option<u64>) {}
 //! }
 //! let mut ex = Executor::new();
@@ -37,19 +40,71 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::future::Future;
 use core::pin::Pin;
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::{Context, Poll, Waker};
 
-/// Something the executor drives between task polls (a network stack): it does the work that
-/// arrived (frames, timers) waking the tasks concerned, and says when it next needs to run.
+pub use crate::time::Clock;
+
+/// Something the executor drives between task polls (a network stack, a disk): it does the
+/// work that arrived (frames, responses, timers) waking the tasks concerned, and says when it
+/// next needs to run.
+///
+/// The executor polls a source once when it starts, then only when the source's waker (the
+/// one in `cx`) was woken or the deadline it returned passed. So a source must, in `poll`:
+/// - register `cx.waker()` with whatever signals it new work: its event channel
+///   ([`crate::events::Channel::register`]), its xenstore [`Watch`](crate::platform::Watch);
+/// - wake that waker itself when a task hands it work outside `poll` (a socket write, a queued
+///   request), so it runs at the end of the turn;
+/// - return the next time it must run without an event (`None`: only on events).
+///
+/// A source that cannot be signalled (a simulated device on the host) wakes `cx.waker()` from
+/// `poll`: it is then polled on every turn (after each park), as before this model.
 pub trait Source {
     /// Makes progress at `now_ns`; returns the next time it must run without an event, if any.
-    fn poll(&self, now_ns: u64) -> Option<u64>;
+    fn poll(&self, cx: &mut Context<'_>, now_ns: u64) -> Option<u64>;
 }
 
-/// How the executor waits when no task is ready.
-pub trait Park {
-    /// Monotonic nanoseconds.
-    fn now_ns(&self) -> u64;
+/// The executor's counters (for the before/after measurement, published by `xen::stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Turns of the loop: each polls the ready tasks, then the due sources.
+    pub turns: u64,
+    /// Source polls.
+    pub source_polls: u64,
+    /// Times it parked (on Xen: ran the idle loop, which blocks unless an event is pending).
+    pub parks: u64,
+    /// Task polls.
+    pub task_polls: u64,
+}
+
+/// The counters of every executor since boot (on the host: of this process).
+static TOTAL: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// The executors' counters since boot.
+pub fn stats() -> Stats {
+    let g = |i: usize| TOTAL[i].load(Ordering::Relaxed);
+    Stats {
+        turns: g(0),
+        source_polls: g(1),
+        parks: g(2),
+        task_polls: g(3),
+    }
+}
+
+impl Stats {
+    fn count(&mut self, i: usize) {
+        TOTAL[i].fetch_add(1, Ordering::Relaxed);
+        match i {
+            0 => self.turns += 1,
+            1 => self.source_polls += 1,
+            2 => self.parks += 1,
+            _ => self.task_polls += 1,
+        }
+    }
+}
+
+/// How the executor waits when no task is ready: a [`Clock`] that can wait for its next event.
+pub trait Park: Clock {
     /// Waits until an event arrives or `deadline` (ns) passes (at once if it has).
     fn park(&mut self, deadline: Option<u64>);
 }
@@ -60,6 +115,25 @@ type Task = Pin<Box<dyn Future<Output = ()>>>;
 type Ready = Arc<spin::Mutex<VecDeque<usize>>>;
 
 const MAIN: usize = usize::MAX;
+
+/// Which sources were woken (by index in `block_on`'s slice).
+type SourceFlags = Arc<spin::Mutex<Vec<bool>>>;
+
+struct SourceWaker {
+    index: usize,
+    flags: SourceFlags,
+}
+
+impl Wake for SourceWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(f) = self.flags.lock().get_mut(self.index) {
+            *f = true;
+        }
+    }
+}
 
 struct TaskWaker {
     id: usize,
@@ -155,6 +229,7 @@ pub struct Executor {
     tasks: Vec<Option<(Task, Waker)>>,
     free: Vec<usize>,
     timers: TimerQueue,
+    stats: Stats,
 }
 
 impl core::fmt::Debug for Executor {
@@ -180,6 +255,7 @@ impl Executor {
             tasks: Vec::new(),
             free: Vec::new(),
             timers: TimerQueue::default(),
+            stats: Stats::default(),
         }
     }
 
@@ -193,6 +269,11 @@ impl Executor {
     /// Sleeps queued in this executor's timers (for tests and stats).
     pub fn pending_timers(&self) -> usize {
         self.timers.lock().map.len()
+    }
+
+    /// This executor's counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
     /// Tasks spawned and not finished.
@@ -248,12 +329,26 @@ impl Executor {
         let _restore = Restore(set_current(Some(self.timers.clone())));
         let main_waker = self.waker(MAIN);
         self.ready.lock().push_back(MAIN);
+        // Every source runs once at the start (woken), then on its waker or its deadline.
+        let flags: SourceFlags = Arc::new(spin::Mutex::new(alloc::vec![true; sources.len()]));
+        let source_wakers: Vec<Waker> = (0..sources.len())
+            .map(|index| {
+                Waker::from(Arc::new(SourceWaker {
+                    index,
+                    flags: flags.clone(),
+                }))
+            })
+            .collect();
+        let mut due: Vec<Option<u64>> = alloc::vec![None; sources.len()];
         loop {
+            self.stats.count(0);
+            self.timers.lock().now = park.now_ns();
             // Poll everything that is ready, main first when it was woken.
             loop {
                 self.admit();
                 let next = self.ready.lock().pop_front();
                 let Some(id) = next else { break };
+                self.stats.count(3);
                 if id == MAIN {
                     let mut cx = Context::from_waker(&main_waker);
                     if let Poll::Ready(v) = main.as_mut().poll(&mut cx) {
@@ -264,12 +359,20 @@ impl Executor {
                 }
             }
             let now = park.now_ns();
+            self.timers.lock().now = now;
             let mut deadline = timers_due(&self.timers, now);
-            for s in sources {
-                deadline = earliest(deadline, s.poll(now));
+            for (i, s) in sources.iter().enumerate() {
+                let woken = core::mem::take(&mut flags.lock()[i]);
+                if woken || due[i].is_some_and(|d| d <= now) {
+                    self.stats.count(1);
+                    let mut cx = Context::from_waker(&source_wakers[i]);
+                    due[i] = s.poll(&mut cx, now);
+                }
+                deadline = earliest(deadline, due[i]);
             }
             deadline = earliest(deadline, timers_due(&self.timers, park.now_ns()));
             if self.ready.lock().is_empty() && self.shared.borrow().new.is_empty() {
+                self.stats.count(2);
                 park.park(deadline);
             }
         }
@@ -290,6 +393,8 @@ fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 struct Timers {
     map: BTreeMap<(u64, u64), Waker>,
     seq: u64,
+    /// The executor's clock as of its current turn.
+    now: u64,
 }
 
 /// An executor's timer queue. Each [`Executor`] owns one; a [`Sleep`] queues itself in the queue
@@ -325,6 +430,13 @@ fn current() -> Option<TimerQueue> {
 #[cfg(not(target_os = "none"))]
 fn set_current(q: Option<TimerQueue>) -> Option<TimerQueue> {
     CURRENT.with(|c| core::mem::replace(&mut *c.borrow_mut(), q))
+}
+
+/// The clock of the executor running on this CPU (thread), as of its current turn: the one
+/// clock tasks should read (a task's deadlines then agree with its executor's timers). None
+/// outside [`Executor::block_on`].
+pub fn now_ns() -> Option<u64> {
+    current().map(|q| q.lock().now)
 }
 
 /// Puts the previous executor's timer queue back when `block_on` returns (or unwinds).
@@ -435,10 +547,14 @@ pub fn sleep(ns: u64) -> Sleep<fn() -> u64> {
 pub struct XenPark;
 
 #[cfg(target_os = "none")]
-impl Park for XenPark {
+impl Clock for XenPark {
     fn now_ns(&self) -> u64 {
         crate::time::now_ns()
     }
+}
+
+#[cfg(target_os = "none")]
+impl Park for XenPark {
     fn park(&mut self, deadline: Option<u64>) {
         crate::sched::poll_once(deadline);
     }
@@ -499,10 +615,12 @@ mod tests {
         now: Rc<Cell<u64>>,
         parks: usize,
     }
-    impl Park for Clock {
+    impl super::Clock for Clock {
         fn now_ns(&self) -> u64 {
             self.now.get()
         }
+    }
+    impl Park for Clock {
         fn park(&mut self, deadline: Option<u64>) {
             self.parks += 1;
             // Jump to the deadline (a simulated idle wait).
@@ -569,7 +687,7 @@ mod tests {
         waker: RefCell<Option<Waker>>,
     }
     impl Source for Countdown {
-        fn poll(&self, now: u64) -> Option<u64> {
+        fn poll(&self, _cx: &mut Context<'_>, now: u64) -> Option<u64> {
             let l = self.left.get();
             if l > 0 {
                 self.left.set(l - 1);
@@ -608,6 +726,62 @@ mod tests {
         });
         assert_eq!(src.left.get(), 0);
         assert_eq!(clock.parks, 4, "parked between source polls, not spun");
+    }
+
+    /// A source that counts its polls, keeps its waker, and asks for a deadline of its own.
+    struct Counted {
+        polls: Cell<u32>,
+        waker: RefCell<Option<Waker>>,
+        next: Cell<Option<u64>>,
+    }
+    impl Source for Counted {
+        fn poll(&self, cx: &mut Context<'_>, now: u64) -> Option<u64> {
+            self.polls.set(self.polls.get() + 1);
+            if self.next.get().is_some_and(|d| now >= d) {
+                self.next.set(None);
+            }
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            self.next.get()
+        }
+    }
+
+    #[test]
+    fn a_source_is_polled_only_when_woken_or_due() {
+        let now = Rc::new(Cell::new(0u64));
+        let mut clock = Clock {
+            now: now.clone(),
+            parks: 0,
+        };
+        let a = Rc::new(Counted {
+            polls: Cell::new(0),
+            waker: RefCell::new(None),
+            next: Cell::new(None),
+        });
+        let b = Rc::new(Counted {
+            polls: Cell::new(0),
+            waker: RefCell::new(None),
+            next: Cell::new(Some(5_000)),
+        });
+        let mut ex = Executor::new();
+        let (a2, n) = (a.clone(), now.clone());
+        ex.block_on(&mut clock, &[&*a, &*b], async move {
+            // 100 turns of timers: neither source has anything to do.
+            for i in 1..=100u64 {
+                let n2 = n.clone();
+                sleep_until_with(move || n2.get(), i * 10).await;
+            }
+            assert_eq!(a2.polls.get(), 1, "a: only its first poll");
+            // A task hands `a` work: it runs once at the end of the turn.
+            a2.waker.borrow().as_ref().unwrap().wake_by_ref();
+            let n2 = n.clone();
+            sleep_until_with(move || n2.get(), 2_000).await;
+            assert_eq!(a2.polls.get(), 2);
+            let n2 = n.clone();
+            sleep_until_with(move || n2.get(), 6_000).await;
+        });
+        assert_eq!(a.polls.get(), 2);
+        // b: its first poll, then at its deadline (5000), after which it asks for nothing.
+        assert_eq!(b.polls.get(), 2);
     }
 
     #[test]

@@ -49,6 +49,27 @@ impl Line {
         l
     }
 
+    /// Appends the event loop's counters since boot: `hypercalls` (every hypercall made),
+    /// `turns` (executor turns), `source_polls` (sources polled: a network stack, a disk),
+    /// `parks` (times the executor had nothing ready and ran the idle loop), `blocks` (times the
+    /// idle loop blocked in Xen) and `events` (event-channel events dispatched). Per request:
+    /// divide their change by the requests served meanwhile.
+    pub fn add_loop(&mut self) -> &mut Line {
+        let e = crate::exec::stats();
+        self.add("hypercalls", arch::hypercall::calls());
+        self.add("turns", e.turns);
+        self.add("source_polls", e.source_polls);
+        self.add("parks", e.parks);
+        self.add(
+            "blocks",
+            crate::sched::BLOCKS.load(core::sync::atomic::Ordering::Relaxed),
+        );
+        self.add(
+            "events",
+            crate::events::DISPATCHED.load(core::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Appends `key=value` (keys are `[a-z0-9_]`, by convention).
     pub fn add(&mut self, key: &str, value: u64) -> &mut Line {
         if !self.0.is_empty() {
@@ -56,16 +77,6 @@ impl Line {
         }
         let _ = write!(self.0, "{key}={value}");
         self
-    }
-
-    /// Appends the CPU figures since boot: `hypercalls=` (every hypercall made) and `blocks=`
-    /// (times the idle loop blocked in Xen), so dom0 can count them per request.
-    pub fn add_cpu(&mut self) -> &mut Line {
-        self.add("hypercalls", arch::hypercall::calls());
-        self.add(
-            "blocks",
-            crate::sched::BLOCKS.load(core::sync::atomic::Ordering::Relaxed),
-        )
     }
 
     /// The line.

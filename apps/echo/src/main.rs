@@ -268,7 +268,7 @@ async fn ping(net: Net, addr: Ipv4Address) {
             Ok(rtt) => xen::println!("echo: ping {addr} seq={seq} rtt={} us", rtt / 1000),
             Err(e) => xen::println!("echo: ping {addr} seq={seq} failed: {e}"),
         }
-        xen::exec::timeout(net.sleep(200_000_000), core::future::pending::<()>()).await;
+        net.sleep(200_000_000).await;
     }
 }
 
@@ -286,7 +286,7 @@ async fn peer(net: Net, addr: Ipv4Address) {
             Err(e) if tries < 60 => {
                 log::debug!("echo: peer {addr}: {e}, retrying");
                 tries += 1;
-                xen::exec::timeout(net.sleep(1_000_000_000), core::future::pending::<()>()).await;
+                net.sleep(1_000_000_000).await;
             }
             Err(e) => {
                 xen::println!("echo: peer {addr} failed: {e}");

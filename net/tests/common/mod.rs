@@ -34,10 +34,13 @@ pub fn stat(ip: Ipv4Address) -> IpConfig {
 /// A simulated clock: parking jumps to the deadline (at most 1 ms ahead: the backend is polled).
 pub struct Clock(pub Rc<Cell<u64>>);
 
-impl Park for Clock {
+impl xen::exec::Clock for Clock {
     fn now_ns(&self) -> u64 {
         self.0.get()
     }
+}
+
+impl Park for Clock {
     fn park(&mut self, deadline: Option<u64>) {
         let now = self.0.get();
         let d = deadline.unwrap_or(u64::MAX).min(now + 1_000_000);

@@ -81,6 +81,13 @@ pub trait Hal {
     fn now_ns(&self) -> u64;
 }
 
+/// Every platform is a clock (its [`Hal::now_ns`]), for xenbus deadlines and the like.
+impl<H: Hal> crate::time::Clock for H {
+    fn now_ns(&self) -> u64 {
+        Hal::now_ns(self)
+    }
+}
+
 // Feature `sim` (and this crate's tests) only.
 #[cfg(any(test, feature = "sim"))]
 /// Shared state of the simulated platform: what the frontend granted, so a simulated backend

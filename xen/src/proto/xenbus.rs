@@ -172,11 +172,8 @@ impl Timeout for Never {
     }
 }
 
-/// A monotonic clock in nanoseconds.
-pub trait Clock {
-    /// Nanoseconds since some fixed point.
-    fn now_ns(&self) -> u64;
-}
+/// A monotonic clock in nanoseconds: the one clock trait, [`crate::time::Clock`].
+pub use crate::time::Clock;
 
 /// A [`Timeout`] that expires `ns` nanoseconds after its creation on `clock`.
 pub struct Deadline<C: Clock> {
@@ -220,6 +217,12 @@ pub fn device_nodes<T: Transport>(
         .collect())
 }
 
+/// The token of the watch a [`Frontend`] at `node` sets on its backend's state (for a
+/// [`crate::platform::Watch`] on it).
+pub fn watch_token(node: &str) -> String {
+    format!("xenbus:{}", node.trim_end_matches('/'))
+}
+
 /// A PV device's frontend, from attach to close.
 #[derive(Debug, Clone)]
 pub struct Frontend {
@@ -244,7 +247,7 @@ impl Frontend {
             .ok()
             .and_then(|n| u16::try_from(n).ok())
             .ok_or(XenbusError::BadBackendId)?;
-        let token = format!("xenbus:{node}");
+        let token = watch_token(&node);
         xs.watch(&format!("{backend}/state"), &token)?;
         Ok(Frontend {
             node,

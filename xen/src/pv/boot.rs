@@ -243,13 +243,12 @@ mod pv {
             crate::println!("xenrt: cmdline: {p}");
         }
 
-        // 9. Events.
+        // 9. Events. The timer VIRQ only ends the idle loop's block (whoever set the deadline
+        // checks the clock), so it needs no channel, only to be unmasked; the console waits on
+        // its own port with SCHEDOP_poll.
         match crate::events::bind_virq(crate::events::virq::TIMER) {
-            Ok(port) => crate::events::set_handler(port, |_| {}),
+            Ok(port) => crate::events::unmask(port),
             Err(e) => fatal("bind VIRQ_TIMER", e),
-        }
-        if !si.is_dom0() {
-            crate::events::set_handler(si.console_evtchn, |_| {});
         }
 
         // 10. Grant table, xenstore, lifecycle.

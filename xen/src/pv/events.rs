@@ -1,18 +1,26 @@
 //! Event channels: binding (VIRQs, unbound ports for a peer, interdomain), notifying, masking,
-//! and dispatch of pending events to handlers.
+//! and dispatch of pending events to whoever waits on them.
 //!
 //! Events are polled, never taken as interrupts: upcalls stay masked (see `arch::traps`), the idle
-//! loop blocks in Xen until something is pending, then [`dispatch`] clears and handles each pending,
-//! unmasked port in the main context. Handlers therefore need no locking against the code they
-//! interrupt: nothing is ever interrupted.
+//! loop blocks in Xen until something is pending, then [`dispatch`] clears each pending, unmasked
+//! port in the main context and fires its [`Channel`]: the channel's flag is set and the one
+//! waker waiting on it (a task, or an executor [`Source`](crate::exec::Source)) is woken. Nothing
+//! else runs; a port nobody holds a channel for is just cleared.
+//!
+//! A [`Channel`] is a handle, not a port: [`Channel::rebind`] re-points it at a new port number
+//! (save/restore and migration rebind every event channel), and whatever waits on it keeps
+//! waiting on the same handle.
 
 extern crate alloc;
 
 use crate::start_info::{layout, SharedInfo};
-use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use arch::hypercall::{evtchn, Errno};
-use core::sync::atomic::Ordering;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::task::{Context, Poll, Waker};
 
 /// An event-channel port.
 pub type Port = u32;
@@ -28,22 +36,177 @@ pub mod virq {
     pub const DEBUG: u32 = 1;
 }
 
-type Handler = Box<dyn FnMut(Port) + Send>;
+/// What waits on one port: the flag [`dispatch`] sets and the waker it wakes.
+#[derive(Debug)]
+struct State {
+    port: AtomicU32,
+    fired: AtomicBool,
+    waker: spin::Mutex<Option<Waker>>,
+}
 
-/// Handlers indexed by port (Xen hands out low port numbers, so the table stays short; a lookup
-/// is one index, no hashing, on every event).
-static HANDLERS: spin::Mutex<Vec<Option<Handler>>> = spin::Mutex::new(Vec::new());
+impl State {
+    /// Records an event and takes the waker to wake (woken by the caller, outside any lock).
+    fn fire(&self) -> Option<Waker> {
+        self.fired.store(true, Ordering::Release);
+        self.waker.lock().take()
+    }
+}
 
-/// The handler slot of `port`, created when missing; None for a port no event can arrive on.
-fn slot(table: &mut Vec<Option<Handler>>, port: Port) -> Option<&mut Option<Handler>> {
-    if port >= NR_PORTS {
-        return None;
+/// Ports and the channel bound to each, indexed by port (Xen hands out low port numbers, so the
+/// table stays short; a lookup is one index, no hashing, on every event). Pure logic: the
+/// global [`TABLE`] is the guest's; tests make their own.
+#[derive(Debug, Default)]
+pub struct Table {
+    slots: Vec<Option<Arc<State>>>,
+}
+
+impl Table {
+    /// An empty table.
+    pub const fn new() -> Table {
+        Table { slots: Vec::new() }
     }
-    let i = port as usize;
-    if table.len() <= i {
-        table.resize_with(i + 1, || None);
+
+    /// The slot of `port`, created when missing; None for a port no event can arrive on.
+    fn slot(&mut self, port: Port) -> Option<&mut Option<Arc<State>>> {
+        if port >= NR_PORTS {
+            return None;
+        }
+        let i = port as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots.get_mut(i)
     }
-    table.get_mut(i)
+
+    /// A channel on `port` (replacing any channel bound to it before, which then never fires).
+    pub fn bind(&mut self, port: Port) -> Channel {
+        let st = Arc::new(State {
+            port: AtomicU32::new(port),
+            fired: AtomicBool::new(false),
+            waker: spin::Mutex::new(None),
+        });
+        if let Some(s) = self.slot(port) {
+            *s = Some(st.clone());
+        }
+        Channel(st)
+    }
+
+    /// Moves `ch` to `port`.
+    pub fn rebind(&mut self, ch: &Channel, port: Port) {
+        self.unbind(ch);
+        ch.0.port.store(port, Ordering::Release);
+        if let Some(s) = self.slot(port) {
+            *s = Some(ch.0.clone());
+        }
+    }
+
+    /// Takes `ch` out of the table (if it is still bound where it says).
+    fn unbind(&mut self, ch: &Channel) {
+        let old = ch.0.port.load(Ordering::Acquire) as usize;
+        if let Some(s) = self.slots.get_mut(old) {
+            if s.as_ref().is_some_and(|x| Arc::ptr_eq(x, &ch.0)) {
+                *s = None;
+            }
+        }
+    }
+
+    /// An event on `port`: fires its channel; returns the waker to wake, if one waits.
+    pub fn fire(&self, port: Port) -> Option<Waker> {
+        self.slots.get(port as usize)?.as_ref()?.fire()
+    }
+
+    /// Whether a channel is bound to `port`.
+    pub fn is_bound(&self, port: Port) -> bool {
+        self.slots.get(port as usize).is_some_and(Option::is_some)
+    }
+}
+
+/// The guest's channels, fired by [`dispatch`].
+static TABLE: spin::Mutex<Table> = spin::Mutex::new(Table::new());
+
+/// A handle on an event-channel port that something waits on: [`dispatch`] sets its flag and
+/// wakes its waker when the port fires. Cheap to clone (clones are the same channel). Dropping
+/// the last handle does not unbind the port: call [`Channel::unbind`] or [`close`].
+#[derive(Debug, Clone)]
+pub struct Channel(Arc<State>);
+
+impl Channel {
+    /// Binds a channel to `port` in the guest's table and unmasks the port.
+    pub fn bind(port: Port) -> Channel {
+        let ch = TABLE.lock().bind(port);
+        unmask(port);
+        ch
+    }
+
+    /// The port it is bound to now.
+    pub fn port(&self) -> Port {
+        self.0.port.load(Ordering::Acquire)
+    }
+
+    /// Re-points the channel at `port` (after save/restore rebound the event channel): its
+    /// waiters keep waiting, now for events on `port`. The old port is no longer watched.
+    pub fn rebind(&self, port: Port) {
+        TABLE.lock().rebind(self, port);
+        unmask(port);
+    }
+
+    /// Stops watching its port (events on it are still cleared by dispatch).
+    pub fn unbind(&self) {
+        TABLE.lock().unbind(self);
+    }
+
+    /// True (once) if the port fired since the last `take`.
+    pub fn take(&self) -> bool {
+        self.0.fired.swap(false, Ordering::AcqRel)
+    }
+
+    /// Wakes `w` at the next event on the port (the one waker per channel: a newer
+    /// registration replaces it). An event that fired before is not lost: check [`take`](Self::take)
+    /// after registering.
+    pub fn register(&self, w: &Waker) {
+        let mut g = self.0.waker.lock();
+        match &*g {
+            Some(old) if old.will_wake(w) => {}
+            _ => *g = Some(w.clone()),
+        }
+    }
+
+    /// Fires the channel by hand, as an event on its port would (for transports that see the
+    /// port pending without dispatch, and for tests).
+    pub fn fire(&self) {
+        if let Some(w) = self.0.fire() {
+            w.wake();
+        }
+    }
+
+    /// Signals the other end.
+    pub fn notify(&self) {
+        notify_raw(self.port());
+    }
+
+    /// A future that completes at the next event on the port (at once if one fired since the
+    /// last `take`), consuming it.
+    pub fn wait(&self) -> Wait<'_> {
+        Wait(self)
+    }
+}
+
+/// The future of [`Channel::wait`].
+#[derive(Debug)]
+pub struct Wait<'a>(&'a Channel);
+
+impl Future for Wait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.take() {
+            return Poll::Ready(());
+        }
+        self.0.register(cx.waker());
+        if self.0.take() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
 }
 
 fn shared() -> &'static SharedInfo {
@@ -75,26 +238,15 @@ pub fn notify_raw(port: Port) {
     let _ = notify(port);
 }
 
-/// Closes `port` and drops its handler.
+/// Closes `port` and unbinds its channel, if any.
 pub fn close(port: Port) -> Result<(), Errno> {
-    remove_handler(port);
+    {
+        let mut t = TABLE.lock();
+        if let Some(s) = t.slots.get_mut(port as usize) {
+            *s = None;
+        }
+    }
     evtchn::close(port)
-}
-
-/// Runs `handler` (in the main context, from [`dispatch`]) whenever `port` fires, and unmasks it.
-/// A port beyond the 2-level ABI's [`NR_PORTS`] never fires: its handler is dropped.
-pub fn set_handler(port: Port, handler: impl FnMut(Port) + Send + 'static) {
-    if let Some(s) = slot(&mut HANDLERS.lock(), port) {
-        *s = Some(Box::new(handler));
-    }
-    unmask(port);
-}
-
-/// Stops handling `port` (events on it are still cleared by dispatch).
-pub fn remove_handler(port: Port) {
-    if let Some(h) = HANDLERS.lock().get_mut(port as usize) {
-        *h = None;
-    }
 }
 
 fn bit(port: Port) -> (usize, u64) {
@@ -103,12 +255,18 @@ fn bit(port: Port) -> (usize, u64) {
 
 /// Masks `port`: it stays pending but is not dispatched.
 pub fn mask(port: Port) {
-    set_mask(shared(), port, true);
+    if let Some(s) = crate::start_info::shared_info() {
+        set_mask(s, port, true);
+    }
 }
 
-/// Unmasks `port`; an event that arrived while masked is dispatched on the next pass.
+/// Unmasks `port`, so that an event on it ends the idle loop's block; an event that arrived
+/// while masked is dispatched on the next pass. (No-op before shared_info is mapped, and on
+/// the host.)
 pub fn unmask(port: Port) {
-    set_mask(shared(), port, false);
+    if let Some(s) = crate::start_info::shared_info() {
+        set_mask(s, port, false);
+    }
 }
 
 fn set_mask(s: &SharedInfo, port: Port, masked: bool) {
@@ -190,35 +348,74 @@ pub fn any_pending() -> bool {
     (0..64).any(|w| s.pending(w).unwrap_or(0) & !s.mask(w).unwrap_or(u64::MAX) != 0)
 }
 
-/// Handles every pending event; returns how many there were.
+/// Events dispatched since boot (for stats).
+pub static DISPATCHED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Clears every pending event and fires the channel bound to each port (waking its waiter);
+/// returns how many there were.
 pub fn dispatch() -> usize {
-    take_pending(shared(), |port| {
-        // Take the handler out while it runs, so it may (un)register handlers itself.
-        let h = HANDLERS
-            .lock()
-            .get_mut(port as usize)
-            .and_then(Option::take);
-        if let Some(mut h) = h {
-            h(port);
-            // Back in its slot, unless it registered a new handler for its port meanwhile.
-            if let Some(s @ None) = slot(&mut HANDLERS.lock(), port) {
-                *s = Some(h);
+    let mut wake: Vec<Waker> = Vec::new();
+    let n = {
+        let t = TABLE.lock();
+        take_pending(shared(), |port| {
+            if let Some(w) = t.fire(port) {
+                wake.push(w);
             }
-        }
-    })
+        })
+    };
+    DISPATCHED.fetch_add(n as u64, Ordering::Relaxed);
+    // Outside the table's lock: a woken waiter may bind or rebind channels.
+    for w in wake {
+        w.wake();
+    }
+    n
 }
 
-/// Waits until `port` is pending or `timeout_ns` passed (SCHEDOP_poll), then clears it. Used where
-/// the main loop cannot run (the console waiting for its daemon).
+/// Clears `port`'s pending bit and fires its channel if it was pending: for a wait on one port
+/// ([`poll_port`]) that must not dispatch the others. Returns whether it was pending.
+pub fn take_port(port: Port) -> bool {
+    let Some(s) = crate::start_info::shared_info() else {
+        return false;
+    };
+    let (off, b) = bit(port);
+    let m = s.mem();
+    let pending = m
+        .load_u64(layout::EVTCHN_PENDING + off, Ordering::Acquire)
+        .unwrap_or(0)
+        & b
+        != 0;
+    if pending {
+        clear_pending(m, off, b);
+        let w = TABLE.lock().fire(port);
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+    pending
+}
+
+/// Waits until `port` is pending or `timeout_ns` passed (SCHEDOP_poll). A stale pending bit is
+/// cleared first, so that only a new event ends the poll. Used where the main loop cannot run
+/// (the console waiting for its daemon).
 pub fn poll_port(port: Port, timeout_ns: u64) {
     let Some(s) = crate::start_info::shared_info() else {
         return;
     };
     let (off, b) = bit(port);
-    let m = s.mem();
-    // Clear a stale pending bit so that only a new event ends the poll.
-    clear_pending(m, off, b);
-    let _ = evtchn::poll(&[port], crate::time::now_ns() + timeout_ns);
+    clear_pending(s.mem(), off, b);
+    wait_port(port, crate::time::now_ns().saturating_add(timeout_ns));
+}
+
+/// Blocks until `port` is pending (returns at once if it is) or system time `deadline_ns`
+/// passes (SCHEDOP_poll); other ports stay pending for [`dispatch`]. Then [`take_port`]s it.
+/// The wait of code that must not run the idle loop (the xenstore transport, which the idle
+/// loop itself uses).
+pub fn wait_port(port: Port, deadline_ns: u64) -> bool {
+    if crate::start_info::shared_info().is_none() {
+        return false;
+    }
+    let _ = evtchn::poll(&[port], deadline_ns);
+    take_port(port)
 }
 
 #[cfg(test)]
@@ -227,20 +424,87 @@ mod tests {
     use crate::shmem::ShMem;
 
     #[test]
-    fn handler_slots_grow_to_the_port_and_stop_at_the_abi_limit() {
-        let mut t: Vec<Option<Handler>> = Vec::new();
-        *slot(&mut t, 5).unwrap() = Some(Box::new(|_| {}));
-        assert_eq!(t.len(), 6);
-        assert!(t[5].is_some() && t[..5].iter().all(Option::is_none));
-        assert!(
-            slot(&mut t, 2).unwrap().is_none(),
-            "a lower port reuses the table"
+    fn table_slots_grow_to_the_port_and_stop_at_the_abi_limit() {
+        let mut t = Table::new();
+        let _a = t.bind(5);
+        assert_eq!(t.slots.len(), 6);
+        assert!(t.is_bound(5) && (0..5).all(|p| !t.is_bound(p)));
+        let _b = t.bind(2);
+        assert_eq!(t.slots.len(), 6, "a lower port reuses the table");
+        let _c = t.bind(NR_PORTS - 1);
+        let d = t.bind(NR_PORTS);
+        let _e = t.bind(u32::MAX);
+        assert_eq!(t.slots.len(), NR_PORTS as usize, "no table of 4 G entries");
+        assert!(t.fire(NR_PORTS).is_none() && !d.take());
+    }
+
+    struct Count(core::sync::atomic::AtomicUsize);
+    impl alloc::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn an_event_wakes_exactly_the_waker_on_its_port() {
+        let mut t = Table::new();
+        let (a, b) = (t.bind(3), t.bind(9));
+        let (wa, wb) = (
+            Arc::new(Count(Default::default())),
+            Arc::new(Count(Default::default())),
         );
-        assert_eq!(t.len(), 6);
-        assert!(slot(&mut t, NR_PORTS - 1).is_some());
-        assert!(slot(&mut t, NR_PORTS).is_none());
-        assert!(slot(&mut t, u32::MAX).is_none(), "no table of 4 G entries");
-        assert_eq!(t.len(), NR_PORTS as usize);
+        a.register(&Waker::from(wa.clone()));
+        b.register(&Waker::from(wb.clone()));
+        t.fire(9).unwrap().wake();
+        assert_eq!(wa.0.load(Ordering::SeqCst), 0);
+        assert_eq!(wb.0.load(Ordering::SeqCst), 1);
+        assert!(b.take() && !b.take(), "fired once, taken once");
+        assert!(!a.take());
+        assert!(
+            t.fire(9).is_none(),
+            "a waker is woken once per registration"
+        );
+        assert!(b.take(), "... but the event is still recorded");
+        assert!(t.fire(4).is_none(), "an unbound port fires nothing");
+    }
+
+    #[test]
+    fn a_rebound_channel_keeps_its_waiter_on_the_new_port() {
+        let mut t = Table::new();
+        let ch = t.bind(7);
+        let w = Arc::new(Count(Default::default()));
+        ch.register(&Waker::from(w.clone()));
+        t.rebind(&ch, 12);
+        assert_eq!(ch.port(), 12);
+        assert!(!t.is_bound(7), "the old port is no longer watched");
+        assert!(t.fire(7).is_none() && !ch.take());
+        t.fire(12).unwrap().wake();
+        assert_eq!(w.0.load(Ordering::SeqCst), 1);
+        assert!(ch.take());
+        // Moving a channel off a port another channel took over since leaves that one bound.
+        let old = t.bind(30);
+        let new = t.bind(30);
+        t.rebind(&old, 31);
+        let _ = t.fire(30);
+        assert!(new.take() && !old.take());
+        let _ = t.fire(31);
+        assert!(old.take() && !new.take());
+    }
+
+    #[test]
+    fn wait_completes_on_an_event_fired_before_or_after_it_is_polled() {
+        let mut t = Table::new();
+        let ch = t.bind(1);
+        let w = Arc::new(Count(Default::default()));
+        let waker = Waker::from(w.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut f = core::pin::pin!(ch.wait());
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        t.fire(1).unwrap().wake();
+        assert_eq!(w.0.load(Ordering::SeqCst), 1);
+        assert!(f.as_mut().poll(&mut cx).is_ready());
+        let _ = t.fire(1);
+        assert!(core::pin::pin!(ch.wait()).poll(&mut cx).is_ready());
     }
 
     #[test]

@@ -1,33 +1,47 @@
 //! The Xen side of the services whose logic lives elsewhere: the xenstore transport (event
 //! channel + idle loop), the grant table's frames (GNTTABOP_query_size / setup_table), [`XenHal`]
-//! for split drivers, and lifecycle control (`control/shutdown`: `xl shutdown`, `xl reboot`).
+//! for split drivers, lifecycle control (`control/shutdown`: `xl shutdown`, `xl reboot`) and
+//! [`Watch`]es that wake a waker when their xenstore watch fires.
+//!
+//! Xenstore and the idle loop: the transport waits on the xenstore port alone
+//! ([`events::wait_port`]), never in the idle loop, so no xenstore call runs the idle loop.
+//! The idle loop, after dispatching events, runs [`after_events`]: if the xenstore port fired,
+//! it reads the ring, acts on lifecycle requests and wakes the [`Watch`]es whose tokens have
+//! events queued. Nothing reads xenstore on a turn where its port did not fire.
 
 extern crate alloc;
 
-use crate::events::{self, Port};
+use crate::events::{self, Channel, Port};
 use crate::grant::{CopyError, GrantCopy, GrantTable, DOMID_SELF};
 use crate::hal::{Hal, HalError, SharedPage};
 use crate::shmem::ShMem;
 use crate::xenstore::{self, Client, Transport, Tx};
+use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use arch::hypercall::{self, gnttab};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
+use core::task::Waker;
 
-/// The xenstore ring's transport on Xen: notify through the event channel; wait by running the
-/// idle loop once (it blocks in Xen until some event, ours included, arrives).
+/// The xenstore ring's transport on Xen: notify through the event channel; wait on that port
+/// alone (SCHEDOP_poll, at most 100 ms, so callers' deadlines get checked), leaving every other
+/// event pending for the idle loop.
 #[derive(Debug)]
 pub struct XenTransport {
-    port: Port,
+    chan: Channel,
 }
 
 impl Transport for XenTransport {
     fn notify(&mut self) {
-        events::notify_raw(self.port);
+        self.chan.notify();
     }
 
     fn wait(&mut self) -> Result<(), xenstore::Error> {
-        crate::sched::poll_once(Some(crate::time::now_ns() + 100_000_000));
+        events::wait_port(
+            self.chan.port(),
+            crate::time::now_ns().saturating_add(100_000_000),
+        );
         Ok(())
     }
 }
@@ -36,7 +50,7 @@ impl Transport for XenTransport {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct XenClock;
 
-impl crate::xenbus::Clock for XenClock {
+impl crate::time::Clock for XenClock {
     fn now_ns(&self) -> u64 {
         crate::time::now_ns()
     }
@@ -62,10 +76,109 @@ pub fn with_xenstore<R>(f: impl FnOnce(&mut Client<XenTransport>) -> R) -> Resul
 
 /// Connects the xenstore client to the ring page (pfn) and port from start_info.
 pub fn init_xenstore(page: ShMem, port: Port) -> Result<(), xenstore::Error> {
-    events::set_handler(port, |_| {});
-    let c = Client::new(page, XenTransport { port })?;
+    let chan = Channel::bind(port);
+    let c = Client::new(page, XenTransport { chan: chan.clone() })?;
     *XS.lock() = Some(c);
+    *XS_CHAN.lock() = Some(chan);
     Ok(())
+}
+
+/// The xenstore port's channel, fired by dispatch (and by the transport's own waits).
+static XS_CHAN: spin::Mutex<Option<Channel>> = spin::Mutex::new(None);
+
+/// What a [`Watch`] shares with the idle loop.
+#[derive(Debug)]
+struct WatchState {
+    token: String,
+    fired: AtomicBool,
+    waker: spin::Mutex<Option<Waker>>,
+}
+
+/// The watches the idle loop wakes (by token).
+static WATCHES: spin::Mutex<Vec<Arc<WatchState>>> = spin::Mutex::new(Vec::new());
+
+/// The readiness of one xenstore watch token (the watch itself is set with
+/// [`Client::watch`]): [`after_events`] fires it, waking its waker, when an event for the token
+/// is queued in the client. Its owner then takes the events (`take_event`, `backend_changed`)
+/// under [`with_xenstore`]. Dropping it stops the wake-ups.
+#[derive(Debug)]
+pub struct Watch(Arc<WatchState>);
+
+impl Watch {
+    /// Readiness for watch events carrying `token`. It starts fired, so the owner looks once.
+    pub fn new(token: &str) -> Watch {
+        let st = Arc::new(WatchState {
+            token: token.into(),
+            fired: AtomicBool::new(true),
+            waker: spin::Mutex::new(None),
+        });
+        WATCHES.lock().push(st.clone());
+        Watch(st)
+    }
+
+    /// Wakes `w` at the next event for the token (one waker: a newer one replaces it).
+    pub fn register(&self, w: &Waker) {
+        let mut g = self.0.waker.lock();
+        match &*g {
+            Some(old) if old.will_wake(w) => {}
+            _ => *g = Some(w.clone()),
+        }
+    }
+
+    /// True (once) if an event for the token was queued since the last `take`.
+    pub fn take(&self) -> bool {
+        self.0.fired.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        WATCHES.lock().retain(|w| !Arc::ptr_eq(w, &self.0));
+    }
+}
+
+/// Run by the idle loop after it dispatched events (see the module doc): when the xenstore
+/// port fired, reads the ring, handles lifecycle requests and wakes the watches with events.
+/// The transport never runs the idle loop, so this never runs inside a xenstore call unless
+/// the app sleeps inside `with_xenstore` (then it is put off). Returns whether it woke a watch.
+fn after_events() -> bool {
+    let fired = XS_CHAN.lock().as_ref().is_some_and(Channel::take);
+    if !fired {
+        return false;
+    }
+    let mut wake = Vec::new();
+    let request = {
+        // Held only if the app blocks in the idle loop inside `with_xenstore` (a
+        // `sched::sleep` in the closure; `xs.wait()` is the wait to use there): look again at
+        // the next turn, outside.
+        let Some(mut g) = XS.try_lock() else {
+            if let Some(c) = XS_CHAN.lock().as_ref() {
+                c.fire();
+            }
+            return false;
+        };
+        let Some(xs) = g.as_mut() else {
+            return false;
+        };
+        let _ = xs.poll();
+        for w in WATCHES.lock().iter() {
+            if xs.has_event(&w.token) {
+                w.fired.store(true, Ordering::Release);
+                if let Some(k) = w.waker.lock().take() {
+                    wake.push(k);
+                }
+            }
+        }
+        lifecycle_request(xs)
+    };
+    let woke = !wake.is_empty();
+    for w in wake {
+        w.wake();
+    }
+    if let Some(req) = request {
+        lifecycle(&req);
+    }
+    woke
 }
 
 static GNTTAB: spin::Mutex<Option<GrantTable>> = spin::Mutex::new(None);
@@ -198,7 +311,9 @@ impl Hal for XenHal {
 
     fn alloc_evtchn(&mut self, remote: u16) -> Result<u32, HalError> {
         let p = events::alloc_unbound(remote).map_err(|e| HalError::Hypercall(e.0))?;
-        events::set_handler(p, |_| {});
+        // Unmasked, so that its events end the idle loop's block; the driver's glue binds a
+        // Channel to it to be woken.
+        events::unmask(p);
         Ok(p)
     }
 
@@ -227,33 +342,30 @@ pub fn init_lifecycle() -> Result<(), xenstore::Error> {
     })
     .map_err(|_| xenstore::Error::Broken)??;
     CONTROL_READY.store(true, Ordering::Release);
+    crate::sched::set_after_events(after_events);
     Ok(())
 }
 
-/// Checks for a shutdown request from the toolstack (called from the idle loop). `poweroff`
-/// and `reboot` end the domain; `suspend` is acknowledged as unsupported.
-pub fn poll_lifecycle() {
+/// A shutdown request from the toolstack, if the control watch fired with one (acknowledged
+/// by clearing it, as Linux does).
+fn lifecycle_request(xs: &mut Client<XenTransport>) -> Option<String> {
     if !CONTROL_READY.load(Ordering::Acquire) {
-        return;
+        return None;
     }
-    // Never wait for the lock: the idle loop may run inside a xenstore call.
-    let Some(mut g) = XS.try_lock() else { return };
-    let Some(xs) = g.as_mut() else { return };
-    let Ok(Some(_)) = xs.poll_event(CONTROL_TOKEN) else {
-        return;
-    };
+    xs.take_event(CONTROL_TOKEN)?;
     while xs.take_event(CONTROL_TOKEN).is_some() {}
-    let req = match xs.read_string(Tx::NONE, "control/shutdown") {
-        Ok(s) => s,
-        Err(_) => return,
-    };
+    let req = xs.read_string(Tx::NONE, "control/shutdown").ok()?;
     if req.is_empty() {
-        return;
+        return None;
     }
-    // Acknowledge by clearing the request, as Linux does.
     let _ = xs.write(Tx::NONE, "control/shutdown", b"");
-    drop(g);
-    match req.as_str() {
+    Some(req)
+}
+
+/// Acts on a `control/shutdown` request: `poweroff` and `reboot` end the domain; `suspend` is
+/// acknowledged as unsupported.
+fn lifecycle(req: &str) {
+    match req {
         "poweroff" | "halt" => {
             log::info!("lifecycle: shutdown requested by the toolstack");
             crate::domain::exit(crate::domain::ExitCode::Poweroff)

@@ -1,92 +1,47 @@
 //! Waiting: the idle loop that blocks in Xen until the next event or deadline (never a busy
-//! loop), `sleep`, one-shot timers, and `wait_until` for code that waits on a condition that
-//! event handlers make true.
-
-extern crate alloc;
+//! loop), `sleep`, and `wait_until` for code that waits on a condition that events make true.
+//!
+//! [`poll_once`] is the one wait primitive of the guest: dispatch pending events (each fires
+//! its [`Channel`](crate::events::Channel), waking the task or source waiting on it), and if
+//! there were none, block in Xen until an event or the deadline. The executor parks with it
+//! ([`crate::exec::XenPark`]); blocking code (`sleep`, `wait_until`, blkfront's waits) calls it
+//! in a loop. Timers are deadlines: the executor's sleeps, or the caller's own.
 
 use crate::events;
 use crate::time::now_ns;
-use alloc::boxed::Box;
-use alloc::collections::BinaryHeap;
-use core::cmp::Reverse;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-type Callback = Box<dyn FnOnce() + Send>;
-
-struct Timer {
-    deadline: u64,
-    id: u64,
-    f: Callback,
-}
-
-impl PartialEq for Timer {
-    fn eq(&self, o: &Self) -> bool {
-        (self.deadline, self.id) == (o.deadline, o.id)
-    }
-}
-impl Eq for Timer {}
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, o: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Timer {
-    fn cmp(&self, o: &Self) -> core::cmp::Ordering {
-        (self.deadline, self.id).cmp(&(o.deadline, o.id))
-    }
-}
-
-static TIMERS: spin::Mutex<BinaryHeap<Reverse<Timer>>> = spin::Mutex::new(BinaryHeap::new());
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Times the idle loop actually blocked in Xen (for tests and stats).
 pub static BLOCKS: AtomicU64 = AtomicU64::new(0);
 
-/// Runs `f` once, from the main loop, at system time `deadline_ns` or soon after.
-pub fn at(deadline_ns: u64, f: impl FnOnce() + Send + 'static) -> u64 {
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    TIMERS.lock().push(Reverse(Timer {
-        deadline: deadline_ns,
-        id,
-        f: Box::new(f),
-    }));
-    id
+/// What the idle loop runs after dispatching events (the platform's xenstore watches:
+/// lifecycle control, watch wakers), set by [`set_after_events`].
+static AFTER_EVENTS: spin::Mutex<Option<fn() -> bool>> = spin::Mutex::new(None);
+
+/// Makes the idle loop run `f` after each dispatch of events; `f` says whether it did anything
+/// (woke a waiter), in which case the loop does not block. Set once by
+/// [`crate::platform::init_lifecycle`]: the idle loop knows nothing of xenstore (no import
+/// circle), and `f` never runs inside a xenstore call (the xenstore transport waits on its own
+/// port, not in the idle loop).
+pub fn set_after_events(f: fn() -> bool) {
+    *AFTER_EVENTS.lock() = Some(f);
 }
 
-/// Runs `f` once after `ns` nanoseconds.
-pub fn after(ns: u64, f: impl FnOnce() + Send + 'static) -> u64 {
-    at(now_ns().saturating_add(ns), f)
+fn after_events() -> bool {
+    let f = *AFTER_EVENTS.lock();
+    f.is_some_and(|f| f())
 }
 
-fn run_expired() -> Option<u64> {
-    loop {
-        let now = now_ns();
-        let due = {
-            let mut t = TIMERS.lock();
-            match t.peek() {
-                Some(Reverse(x)) if x.deadline <= now => t.pop(),
-                Some(Reverse(x)) => return Some(x.deadline),
-                None => return None,
-            }
-        };
-        if let Some(Reverse(timer)) = due {
-            (timer.f)();
-        }
-    }
-}
-
-/// One turn of the idle loop: run due timers and pending events; if there was nothing to do,
-/// block in Xen until an event arrives or `deadline_ns` (or the next timer) passes.
+/// One turn of the idle loop: dispatch pending events; if there were none, block in Xen until
+/// an event arrives or `deadline_ns` passes (at once if it has).
 pub fn poll_once(deadline_ns: Option<u64>) {
-    let next_timer = run_expired();
-    if events::dispatch() > 0 {
-        crate::platform::poll_lifecycle();
+    // after_events also runs when nothing was dispatched: the xenstore transport may have
+    // taken the xenstore port's event itself (inside a request) and left its channel fired.
+    let n = events::dispatch();
+    if after_events() || n > 0 {
         return;
     }
-    let wake = match (deadline_ns, next_timer) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    if let Some(w) = wake {
+    if let Some(w) = deadline_ns {
         if w <= now_ns() {
             return;
         }
@@ -97,8 +52,7 @@ pub fn poll_once(deadline_ns: Option<u64>) {
     BLOCKS.fetch_add(1, Ordering::Relaxed);
     arch::hypercall::block();
     events::dispatch();
-    crate::platform::poll_lifecycle();
-    run_expired();
+    after_events();
 }
 
 /// Sleeps until system time `deadline_ns`, handling events meanwhile.

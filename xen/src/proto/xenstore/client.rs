@@ -230,6 +230,11 @@ impl<T: Transport> Client<T> {
         self.events.remove(i)
     }
 
+    /// Whether an event for `token` is queued (without reading the ring or taking it).
+    pub fn has_event(&self, token: &str) -> bool {
+        self.events.iter().any(|e| e.token == token)
+    }
+
     /// Takes the oldest queued event for any token, without reading the ring.
     pub fn next_event(&mut self) -> Option<WatchEvent> {
         self.events.pop_front()
