@@ -82,7 +82,7 @@ pub trait Hal {
 }
 
 /// Every platform is a clock (its [`Hal::now_ns`]), for xenbus deadlines and the like.
-impl<H: Hal> crate::time::Clock for H {
+impl<H: Hal> crate::proto::xenbus::Clock for H {
     fn now_ns(&self) -> u64 {
         Hal::now_ns(self)
     }

@@ -172,8 +172,13 @@ impl Timeout for Never {
     }
 }
 
-/// A monotonic clock in nanoseconds: the one clock trait, [`crate::time::Clock`].
-pub use crate::time::Clock;
+/// The one clock interface: monotonic nanoseconds. The executor's [`Park`](crate::exec::Park),
+/// xenbus [`Deadline`]s and every [`Hal`](crate::hal::Hal) are clocks; `xen::time::Clock` is
+/// this trait.
+pub trait Clock {
+    /// Nanoseconds since some fixed point; never goes backwards.
+    fn now_ns(&self) -> u64;
+}
 
 /// A [`Timeout`] that expires `ns` nanoseconds after its creation on `clock`.
 pub struct Deadline<C: Clock> {

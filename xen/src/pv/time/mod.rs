@@ -6,10 +6,6 @@ pub mod pvclock;
 mod clock;
 pub use clock::{now_ns, tsc_hz, wallclock_ns};
 
-/// The one clock interface: monotonic nanoseconds. The executor's [`Park`](crate::exec::Park),
-/// xenbus [`Deadline`](crate::xenbus::Deadline)s and every [`Hal`](crate::hal::Hal) are clocks;
-/// on Xen it is [`now_ns`] ([`crate::platform::XenClock`]), on the host a simulated one.
-pub trait Clock {
-    /// Nanoseconds since some fixed point; never goes backwards.
-    fn now_ns(&self) -> u64;
-}
+/// The one clock interface (defined with the protocol logic, which needs it without the PV
+/// glue): on Xen it is [`now_ns`] ([`crate::platform::XenClock`]), on the host a simulated one.
+pub use crate::proto::xenbus::Clock;
