@@ -35,7 +35,7 @@ pub struct AppKeys(pub &'static [&'static [KeySpec]]);
 
 /// Declares the application's entry function: `xen::main!(main)`, or with extra command-line
 /// keys `xen::main!(main, KEYS)` where `KEYS: &[xen::cmdline::KeySpec]` (several lists:
-/// `xen::main!(main, KEYS, netfront::stack::KEYS)`). `main` takes no
+/// `xen::main!(main, KEYS, net::stack::KEYS)`). `main` takes no
 /// arguments and returns `()`, `Result<(), E: Display>` or [`ExitCode`].
 #[macro_export]
 macro_rules! main {
