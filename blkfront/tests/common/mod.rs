@@ -24,22 +24,5 @@ pub fn connect(sim: SimConfig, config: Config) -> (Client<Sim>, SimBlkback, Blkf
     (xs, be, disk)
 }
 
-/// xorshift64: deterministic test data and workloads.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+/// xorshift64: deterministic test data and workloads (the one the tests share).
+pub use xen::sim::Rng;
