@@ -47,6 +47,24 @@ fn setup(config: BackendConfig, detach_on_close: bool) -> Setup {
     }
 }
 
+/// Connects the frontend at `device/vif/0` (the simulated daemon plays the backend's side).
+fn connect(s: &mut Setup) -> Netfront<SimHal> {
+    Netfront::connect(
+        &mut s.xs,
+        s.hal.clone(),
+        "device/vif/0",
+        Config::default(),
+        &mut Never,
+    )
+    .unwrap()
+}
+
+/// Attaches the simulated netback to what the frontend published.
+fn attach(s: &mut Setup) {
+    let nb = SimNetback::from_store(s.xs.transport_mut().store(), &s.fe, &s.hal, 0).unwrap();
+    *s.nb.borrow_mut() = Some(nb);
+}
+
 fn read(xs: &mut Client<Sim>, path: &str) -> Option<String> {
     xs.transport_mut().store().read_str(path)
 }
@@ -54,14 +72,7 @@ fn read(xs: &mut Client<Sim>, path: &str) -> Option<String> {
 #[test]
 fn connect_publishes_rings_and_features_then_shutdown_frees_everything() {
     let mut s = setup(BackendConfig::default(), true);
-    let mut nf = Netfront::connect(
-        &mut s.xs,
-        s.hal.clone(),
-        "device/vif/0",
-        Config::default(),
-        &mut Never,
-    )
-    .unwrap();
+    let mut nf = connect(&mut s);
     let fe = s.fe.clone();
     let key = |xs: &mut Client<Sim>, k: &str| read(xs, &format!("{fe}/{k}"));
     assert_eq!(
@@ -95,8 +106,7 @@ fn connect_publishes_rings_and_features_then_shutdown_frees_everything() {
     assert_eq!(nf.node(), Some("device/vif/0"));
 
     // The backend attaches to what was published; a frame each way.
-    let nb = SimNetback::from_store(s.xs.transport_mut().store(), &s.fe, &s.hal, 0).unwrap();
-    *s.nb.borrow_mut() = Some(nb);
+    attach(&mut s);
     let f: Vec<u8> = (0..200u8).collect();
     nf.send(&f).unwrap();
     {
@@ -133,16 +143,8 @@ fn connect_publishes_rings_and_features_then_shutdown_frees_everything() {
 #[test]
 fn shutdown_leaks_pages_the_backend_never_unmaps() {
     let mut s = setup(BackendConfig::default(), false);
-    let nf = Netfront::connect(
-        &mut s.xs,
-        s.hal.clone(),
-        "device/vif/0",
-        Config::default(),
-        &mut Never,
-    )
-    .unwrap();
-    let nb = SimNetback::from_store(s.xs.transport_mut().store(), &s.fe, &s.hal, 0).unwrap();
-    *s.nb.borrow_mut() = Some(nb);
+    let nf = connect(&mut s);
+    attach(&mut s);
     let mut polls = 0;
     let mut timeout = move || {
         polls += 1;
@@ -157,16 +159,8 @@ fn shutdown_leaks_pages_the_backend_never_unmaps() {
 #[test]
 fn a_stepped_shutdown_never_waits_and_releases_everything() {
     let mut s = setup(BackendConfig::default(), true);
-    let nf = Netfront::connect(
-        &mut s.xs,
-        s.hal.clone(),
-        "device/vif/0",
-        Config::default(),
-        &mut Never,
-    )
-    .unwrap();
-    let nb = SimNetback::from_store(s.xs.transport_mut().store(), &s.fe, &s.hal, 0).unwrap();
-    *s.nb.borrow_mut() = Some(nb);
+    let nf = connect(&mut s);
+    attach(&mut s);
     let mut c = nf.begin_shutdown(&mut s.xs);
     assert_eq!(
         read(&mut s.xs, &format!("{}/state", s.fe)).as_deref(),
@@ -198,16 +192,8 @@ fn a_stepped_shutdown_never_waits_and_releases_everything() {
 #[test]
 fn a_stepped_shutdown_given_up_leaks_what_the_backend_maps() {
     let mut s = setup(BackendConfig::default(), false);
-    let nf = Netfront::connect(
-        &mut s.xs,
-        s.hal.clone(),
-        "device/vif/0",
-        Config::default(),
-        &mut Never,
-    )
-    .unwrap();
-    let nb = SimNetback::from_store(s.xs.transport_mut().store(), &s.fe, &s.hal, 0).unwrap();
-    *s.nb.borrow_mut() = Some(nb);
+    let nf = connect(&mut s);
+    attach(&mut s);
     let mut c = nf.begin_shutdown(&mut s.xs);
     for _ in 0..20 {
         assert!(c.step(&mut s.xs).is_none(), "the backend never unmaps");
@@ -283,14 +269,7 @@ fn without_backend_sg_tx_frames_are_not_split() {
         },
         true,
     );
-    let nf = Netfront::connect(
-        &mut s.xs,
-        s.hal.clone(),
-        "device/vif/0",
-        Config::default(),
-        &mut Never,
-    )
-    .unwrap();
+    let nf = connect(&mut s);
     assert!(!nf.scatter_gather());
 }
 
