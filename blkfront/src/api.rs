@@ -190,25 +190,16 @@ impl<H: Hal> Blkfront<H> {
     pub async fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         self.check_range(offset, buf.len() as u64)?;
         let ss = self.sector_size() as u64;
-        let mut pos = offset;
-        let mut done = 0usize;
         let mut bounce = alloc::vec::Vec::new();
-        while done < buf.len() {
-            let in_sector = (pos % ss) as usize;
-            let left = buf.len() - done;
-            if in_sector == 0 && left as u64 >= ss {
-                let whole = left - left % ss as usize;
-                self.read_blocks(pos / ss, &mut buf[done..done + whole])
-                    .await?;
-                done += whole;
-                pos += whole as u64;
-            } else {
-                let n = (ss as usize - in_sector).min(left);
-                bounce.resize(ss as usize, 0);
-                self.read_blocks(pos / ss, &mut bounce).await?;
-                buf[done..done + n].copy_from_slice(&bounce[in_sector..in_sector + n]);
-                done += n;
-                pos += n as u64;
+        for p in Pieces::new(offset, buf.len(), ss) {
+            match p.in_sector {
+                None => self.read_blocks(p.lba, &mut buf[p.range]).await?,
+                Some(at) => {
+                    bounce.resize(ss as usize, 0);
+                    self.read_blocks(p.lba, &mut bounce).await?;
+                    let n = p.range.len();
+                    buf[p.range].copy_from_slice(&bounce[at..at + n]);
+                }
             }
         }
         Ok(())
@@ -220,26 +211,17 @@ impl<H: Hal> Blkfront<H> {
         self.check_writable()?;
         self.check_range(offset, data.len() as u64)?;
         let ss = self.sector_size() as u64;
-        let mut pos = offset;
-        let mut done = 0usize;
         let mut bounce = alloc::vec::Vec::new();
-        while done < data.len() {
-            let in_sector = (pos % ss) as usize;
-            let left = data.len() - done;
-            if in_sector == 0 && left as u64 >= ss {
-                let whole = left - left % ss as usize;
-                self.write_blocks(pos / ss, &data[done..done + whole])
-                    .await?;
-                done += whole;
-                pos += whole as u64;
-            } else {
-                let n = (ss as usize - in_sector).min(left);
-                bounce.resize(ss as usize, 0);
-                self.read_blocks(pos / ss, &mut bounce).await?;
-                bounce[in_sector..in_sector + n].copy_from_slice(&data[done..done + n]);
-                self.write_blocks(pos / ss, &bounce).await?;
-                done += n;
-                pos += n as u64;
+        for p in Pieces::new(offset, data.len(), ss) {
+            match p.in_sector {
+                None => self.write_blocks(p.lba, &data[p.range]).await?,
+                Some(at) => {
+                    bounce.resize(ss as usize, 0);
+                    self.read_blocks(p.lba, &mut bounce).await?;
+                    let n = p.range.len();
+                    bounce[at..at + n].copy_from_slice(&data[p.range]);
+                    self.write_blocks(p.lba, &bounce).await?;
+                }
             }
         }
         Ok(())
@@ -615,5 +597,83 @@ impl<H: Hal, P: Park> Blocking<H, P> {
     /// The waiting strategy (for tests).
     pub fn park_mut(&mut self) -> &mut P {
         &mut self.park
+    }
+}
+
+/// One run of a byte range split at sector boundaries: whole sectors from `lba`, or part of
+/// sector `lba` starting `in_sector` bytes into it; `range` is where the run sits in the
+/// caller's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Piece {
+    lba: u64,
+    range: core::ops::Range<usize>,
+    in_sector: Option<usize>,
+}
+
+/// The runs of `len` bytes at byte `offset` on a disk of `ss`-byte sectors, in order: a partial
+/// head, whole sectors, a partial tail (what [`Blkfront::read`] and [`Blkfront::write`] do).
+struct Pieces {
+    pos: u64,
+    done: usize,
+    len: usize,
+    ss: u64,
+}
+
+impl Pieces {
+    fn new(offset: u64, len: usize, ss: u64) -> Pieces {
+        Pieces {
+            pos: offset,
+            done: 0,
+            len,
+            ss,
+        }
+    }
+}
+
+impl Iterator for Pieces {
+    type Item = Piece;
+    fn next(&mut self) -> Option<Piece> {
+        if self.done >= self.len {
+            return None;
+        }
+        let ss = self.ss as usize;
+        let in_sector = (self.pos % self.ss) as usize;
+        let left = self.len - self.done;
+        let (n, in_sector) = if in_sector == 0 && left >= ss {
+            (left - left % ss, None)
+        } else {
+            ((ss - in_sector).min(left), Some(in_sector))
+        };
+        let p = Piece {
+            lba: self.pos / self.ss,
+            range: self.done..self.done + n,
+            in_sector,
+        };
+        self.done += n;
+        self.pos += n as u64;
+        Some(p)
+    }
+}
+
+#[cfg(test)]
+mod pieces_tests {
+    use super::{Piece, Pieces};
+
+    #[test]
+    fn a_range_splits_into_head_whole_sectors_and_tail() {
+        let p: Vec<Piece> = Pieces::new(1000, 2000, 512).collect();
+        let want = [
+            (1, 0..24, Some(488)),
+            (2, 24..1560, None),
+            (5, 1560..2000, Some(0)),
+        ];
+        assert_eq!(p.len(), want.len());
+        for (p, (lba, range, at)) in p.iter().zip(want) {
+            assert_eq!((p.lba, p.range.clone(), p.in_sector), (lba, range, at));
+        }
+        let inside: Vec<Piece> = Pieces::new(10, 5, 512).collect();
+        assert_eq!(inside.len(), 1);
+        assert_eq!((inside[0].lba, inside[0].in_sector), (0, Some(10)));
+        assert_eq!(Pieces::new(4096, 0, 512).count(), 0);
     }
 }
