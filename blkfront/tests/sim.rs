@@ -127,6 +127,9 @@ impl Hal for NoContiguous {
     fn now_ns(&self) -> u64 {
         self.0.now_ns()
     }
+    fn frame(&self, mem: &xen::shmem::ShMem) -> u64 {
+        self.0.frame(mem)
+    }
 }
 
 #[test]

@@ -37,7 +37,9 @@ pub mod stats;
 // The crate's paths from before the split (`xen::xenstore`, `xen::events`, ...) stay the public
 // ones, and the modules use them among themselves (`crate::events`).
 pub use proto::{cmdline, grant, hal, ring, xenbus, xenstore};
-pub use pv::{boot, console, domain, events, fault, mm, platform, sched, start_info, time};
+pub use pv::{
+    boot, console, domain, events, fault, mm, platform, sched, start_info, suspend, time,
+};
 
 /// The Xen version we run on, as (major, minor).
 pub fn version() -> (u16, u16) {

@@ -79,6 +79,21 @@ pub trait Hal {
     fn notify(&mut self, port: u32);
     /// Monotonic nanoseconds.
     fn now_ns(&self) -> u64;
+    /// The machine frame now behind the page that starts `mem` (a page from
+    /// [`alloc_page`](Self::alloc_page) or [`alloc_pages`](Self::alloc_pages)). A page's frame
+    /// changes when the [`generation`](Self::generation) does, so a driver that grants a page
+    /// again after a restore asks here rather than reusing the frame it was given.
+    fn frame(&self, mem: &ShMem) -> u64;
+    /// How many times the domain has moved into a new domain so far (restored from `xl save`,
+    /// or live-migrated; a cancelled suspend such as `xl save -c` does not count). When it
+    /// changes, every grant reference, event-channel port and machine frame number a driver
+    /// holds is void: it forgets them (it must not end or close them: the numbers may belong to
+    /// someone else now), reconnects to its backend as at boot, and asks [`frame`](Self::frame)
+    /// for its pages' new frames. The platform wakes every task after a restore, so a driver
+    /// sees the change at its next poll.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// Every platform is a clock (its [`Hal::now_ns`]), for xenbus deadlines and the like.
@@ -106,6 +121,8 @@ pub struct SimState {
     pub now_ns: u64,
     /// Grant limit (to test exhaustion).
     pub max_grants: usize,
+    /// Restores so far ([`Hal::generation`]), counted by [`new_domain`](Self::new_domain).
+    pub generation: u64,
 }
 
 #[cfg(any(test, feature = "sim"))]
@@ -138,6 +155,35 @@ impl SimState {
     /// Pages currently allocated.
     pub fn live_pages(&self) -> usize {
         self.pages.len()
+    }
+
+    /// What a restore (or a live migration) does to the frontend's world: the domain is a new
+    /// one, so every grant is gone (with the backend's mappings of them), every allocated page
+    /// sits on a new machine frame (its contents kept), event-channel ports start over and the
+    /// [`generation`](Hal::generation) goes up. A simulated backend that lived through it
+    /// reattaches as a new one would.
+    pub fn new_domain(&mut self) {
+        self.generation += 1;
+        self.grants.clear();
+        self.mapped.clear();
+        let pages = core::mem::take(&mut self.pages);
+        // New frames far from the old ones, so a stale frame number is caught.
+        self.next_mfn += 0x10_0000;
+        for (_, mem) in pages {
+            let mfn = self.next_mfn;
+            self.next_mfn += 1;
+            self.pages.insert(mfn, mem);
+        }
+        self.next_port = 10;
+        self.notifications.clear();
+    }
+
+    /// The frame now behind the page starting at `mem` (see [`Hal::frame`]).
+    pub fn frame_of(&self, mem: &ShMem) -> Option<u64> {
+        self.pages
+            .iter()
+            .find(|(_, m)| m.as_ptr() == mem.as_ptr())
+            .map(|(&mfn, _)| mfn)
     }
 }
 
@@ -230,5 +276,50 @@ impl Hal for SimHal {
 
     fn now_ns(&self) -> u64 {
         self.state.lock().now_ns
+    }
+
+    /// Panics for memory this platform never handed out (a driver bug).
+    fn frame(&self, mem: &ShMem) -> u64 {
+        self.state
+            .lock()
+            .frame_of(mem)
+            .expect("frame() of a page the simulated platform did not allocate")
+    }
+
+    fn generation(&self) -> u64 {
+        self.state.lock().generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_domain_voids_grants_and_moves_every_page_to_a_new_frame() {
+        let mut hal = SimHal::new();
+        let page = hal.alloc_page().unwrap();
+        page.mem.write(0, b"kept").unwrap();
+        let gref = hal.grant(0, page.mfn, false).unwrap();
+        assert!(hal.state.lock().map_grant(gref, 0).is_some());
+        assert_eq!(hal.frame(&page.mem), page.mfn);
+        assert_eq!(hal.generation(), 0);
+
+        hal.state.lock().new_domain();
+
+        assert_eq!(hal.generation(), 1);
+        assert_eq!(hal.state.lock().live_grants(), 0);
+        assert!(hal.state.lock().map_grant(gref, 0).is_none());
+        assert_eq!(hal.end_grant(gref), Err(HalError::BadGrant));
+        let new = hal.frame(&page.mem);
+        assert_ne!(new, page.mfn);
+        let mut b = [0; 4];
+        page.mem.read(0, &mut b).unwrap();
+        assert_eq!(&b, b"kept");
+        // Granting the page again names its new frame, which the backend can map.
+        let g2 = hal.grant(0, new, false).unwrap();
+        let (m, ro) = hal.state.lock().map_grant(g2, 0).unwrap();
+        assert!(!ro);
+        assert_eq!(m.as_ptr(), page.mem.as_ptr());
     }
 }

@@ -18,4 +18,5 @@ pub mod mm;
 pub mod platform;
 pub mod sched;
 pub mod start_info;
+pub mod suspend;
 pub mod time;

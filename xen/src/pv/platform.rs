@@ -296,9 +296,19 @@ impl Hal for XenHal {
         Ok((mem, mfns))
     }
 
+    /// By the page's address (every frame is mapped at `pfn * 4096`), not its frame number,
+    /// which a restore changes.
     fn free_page(&mut self, page: SharedPage) {
-        let pfn = crate::mm::mfn_to_pfn(page.mfn);
+        let pfn = page.mem.as_ptr() as u64 >> 12;
         let _ = crate::mm::with_frames(|f| f.free(crate::mm::frames::Pfn(pfn)));
+    }
+
+    fn frame(&self, mem: &ShMem) -> u64 {
+        crate::mm::pfn_to_mfn(mem.as_ptr() as u64 >> 12)
+    }
+
+    fn generation(&self) -> u64 {
+        crate::suspend::generation()
     }
 
     fn grant(&mut self, domid: u16, mfn: u64, readonly: bool) -> Result<u32, HalError> {
