@@ -423,10 +423,7 @@ impl<H: Hal> Engine<H> {
             self.stats.timeouts += 1;
             return self.finish(t, Err(Error::TimedOut));
         }
-        match &mut live.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            w => *w = Some(cx.waker().clone()),
-        }
+        xen::signal::remember(&mut live.waker, cx.waker());
         Poll::Pending
     }
 

@@ -616,12 +616,7 @@ impl Net {
 /// SYN gate's, DHCP's).
 impl xen::exec::Source for Net {
     fn poll(&self, cx: &mut Context<'_>, now_ns: u64) -> Option<u64> {
-        {
-            let mut w = self.0.waker.borrow_mut();
-            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *w = Some(cx.waker().clone());
-            }
-        }
+        xen::signal::remember(&mut self.0.waker.borrow_mut(), cx.waker());
         let signals = self.0.inner.borrow_mut().phy.register(cx.waker());
         let next = Net::poll(self, now_ns);
         if !signals {

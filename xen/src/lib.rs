@@ -30,6 +30,7 @@ pub mod exec;
 pub mod proto;
 pub mod pv;
 pub mod shmem;
+pub mod signal;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod stats;

@@ -239,11 +239,19 @@ impl Daemon for XenDaemon {
         crate::events::notify_raw(self.0);
     }
     fn wait(&mut self) {
-        crate::events::poll_port(self.0, 10_000_000);
+        poll_port(self.0, 10_000_000);
     }
     fn now_ns(&self) -> u64 {
         crate::time::now_ns()
     }
+}
+
+/// Waits up to `timeout_ns` for a new event from the console daemon (a stale one is cleared
+/// first), on its port alone: printing must never run the idle loop.
+fn poll_port(port: u32, timeout_ns: u64) {
+    crate::events::clear_port(port);
+    let deadline = crate::time::now_ns().saturating_add(timeout_ns);
+    crate::sched::block(crate::sched::Until::Port(port), Some(deadline));
 }
 
 /// Writes bytes to the console; on the PV ring, in one piece (see [`write_whole`]).
@@ -266,7 +274,7 @@ pub fn flush(timeout_ns: u64) {
         let deadline = crate::time::now_ns() + timeout_ns;
         while ring.pending() > 0 && crate::time::now_ns() < deadline {
             crate::events::notify_raw(port);
-            crate::events::poll_port(port, 5_000_000);
+            poll_port(port, 5_000_000);
         }
     }
 }

@@ -13,14 +13,13 @@
 
 extern crate alloc;
 
+use crate::signal::Signal;
 use crate::start_info::{layout, SharedInfo};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use arch::hypercall::{evtchn, Errno};
-use core::future::Future;
-use core::pin::Pin;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use core::task::{Context, Poll, Waker};
+use core::sync::atomic::{AtomicU32, Ordering};
+use core::task::Waker;
 
 /// An event-channel port.
 pub type Port = u32;
@@ -36,20 +35,11 @@ pub mod virq {
     pub const DEBUG: u32 = 1;
 }
 
-/// What waits on one port: the flag [`dispatch`] sets and the waker it wakes.
+/// What waits on one port: the port it names now and the [`Signal`] [`dispatch`] fires.
 #[derive(Debug)]
 struct State {
     port: AtomicU32,
-    fired: AtomicBool,
-    waker: spin::Mutex<Option<Waker>>,
-}
-
-impl State {
-    /// Records an event and takes the waker to wake (woken by the caller, outside any lock).
-    fn fire(&self) -> Option<Waker> {
-        self.fired.store(true, Ordering::Release);
-        self.waker.lock().take()
-    }
+    signal: Signal,
 }
 
 /// Ports and the channel bound to each, indexed by port (Xen hands out low port numbers, so the
@@ -82,8 +72,7 @@ impl Table {
     pub fn bind(&mut self, port: Port) -> Channel {
         let st = Arc::new(State {
             port: AtomicU32::new(port),
-            fired: AtomicBool::new(false),
-            waker: spin::Mutex::new(None),
+            signal: Signal::new(false),
         });
         if let Some(s) = self.slot(port) {
             *s = Some(st.clone());
@@ -112,7 +101,7 @@ impl Table {
 
     /// An event on `port`: fires its channel; returns the waker to wake, if one waits.
     pub fn fire(&self, port: Port) -> Option<Waker> {
-        self.slots.get(port as usize)?.as_ref()?.fire()
+        self.slots.get(port as usize)?.as_ref()?.signal.fire_take()
     }
 
     /// Whether a channel is bound to `port`.
@@ -157,26 +146,20 @@ impl Channel {
 
     /// True (once) if the port fired since the last `take`.
     pub fn take(&self) -> bool {
-        self.0.fired.swap(false, Ordering::AcqRel)
+        self.0.signal.take()
     }
 
     /// Wakes `w` at the next event on the port (the one waker per channel: a newer
     /// registration replaces it). An event that fired before is not lost: check [`take`](Self::take)
     /// after registering.
     pub fn register(&self, w: &Waker) {
-        let mut g = self.0.waker.lock();
-        match &*g {
-            Some(old) if old.will_wake(w) => {}
-            _ => *g = Some(w.clone()),
-        }
+        self.0.signal.register(w)
     }
 
     /// Fires the channel by hand, as an event on its port would (for transports that see the
     /// port pending without dispatch, and for tests).
     pub fn fire(&self) {
-        if let Some(w) = self.0.fire() {
-            w.wake();
-        }
+        self.0.signal.fire()
     }
 
     /// Signals the other end.
@@ -186,26 +169,8 @@ impl Channel {
 
     /// A future that completes at the next event on the port (at once if one fired since the
     /// last `take`), consuming it.
-    pub fn wait(&self) -> Wait<'_> {
-        Wait(self)
-    }
-}
-
-/// The future of [`Channel::wait`].
-#[derive(Debug)]
-pub struct Wait<'a>(&'a Channel);
-
-impl Future for Wait<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.take() {
-            return Poll::Ready(());
-        }
-        self.0.register(cx.waker());
-        if self.0.take() {
-            return Poll::Ready(());
-        }
-        Poll::Pending
+    pub fn wait(&self) -> crate::signal::Wait<'_> {
+        self.0.signal.wait()
     }
 }
 
@@ -372,7 +337,8 @@ pub fn dispatch() -> usize {
 }
 
 /// Clears `port`'s pending bit and fires its channel if it was pending: for a wait on one port
-/// ([`poll_port`]) that must not dispatch the others. Returns whether it was pending.
+/// ([`sched::block`](crate::sched::block) with `Until::Port`) that must not dispatch the
+/// others. Returns whether it was pending.
 pub fn take_port(port: Port) -> bool {
     let Some(s) = crate::start_info::shared_info() else {
         return false;
@@ -394,34 +360,21 @@ pub fn take_port(port: Port) -> bool {
     pending
 }
 
-/// Waits until `port` is pending or `timeout_ns` passed (SCHEDOP_poll). A stale pending bit is
-/// cleared first, so that only a new event ends the poll. Used where the main loop cannot run
-/// (the console waiting for its daemon).
-pub fn poll_port(port: Port, timeout_ns: u64) {
-    let Some(s) = crate::start_info::shared_info() else {
-        return;
-    };
-    let (off, b) = bit(port);
-    clear_pending(s.mem(), off, b);
-    wait_port(port, crate::time::now_ns().saturating_add(timeout_ns));
-}
-
-/// Blocks until `port` is pending (returns at once if it is) or system time `deadline_ns`
-/// passes (SCHEDOP_poll); other ports stay pending for [`dispatch`]. Then [`take_port`]s it.
-/// The wait of code that must not run the idle loop (the xenstore transport, which the idle
-/// loop itself uses).
-pub fn wait_port(port: Port, deadline_ns: u64) -> bool {
-    if crate::start_info::shared_info().is_none() {
-        return false;
+/// Clears a stale pending bit of `port` without firing anything, so that only a new event
+/// ends a wait on it (the console waiting for its daemon).
+pub fn clear_port(port: Port) {
+    if let Some(s) = crate::start_info::shared_info() {
+        let (off, b) = bit(port);
+        clear_pending(s.mem(), off, b);
     }
-    let _ = evtchn::poll(&[port], deadline_ns);
-    take_port(port)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::shmem::ShMem;
+    use core::future::Future;
+    use core::task::Context;
 
     #[test]
     fn table_slots_grow_to_the_port_and_stop_at_the_abi_limit() {

@@ -4,7 +4,7 @@
 //! [`Watch`]es that wake a waker when their xenstore watch fires.
 //!
 //! Xenstore and the idle loop: the transport waits on the xenstore port alone
-//! ([`events::wait_port`]), never in the idle loop, so no xenstore call runs the idle loop.
+//! ([`crate::sched::block`] with `Until::Port`), never in the idle loop, so no xenstore call runs the idle loop.
 //! The idle loop, after dispatching events, runs [`after_events`]: if the xenstore port fired,
 //! it reads the ring, acts on lifecycle requests and wakes the [`Watch`]es whose tokens have
 //! events queued. Nothing reads xenstore on a turn where its port did not fire.
@@ -15,6 +15,7 @@ use crate::events::{self, Channel, Port};
 use crate::grant::{CopyError, GrantCopy, GrantTable, DOMID_SELF};
 use crate::hal::{Hal, HalError, SharedPage};
 use crate::shmem::ShMem;
+use crate::signal::Signal;
 use crate::xenstore::{self, Client, Transport, Tx};
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -38,10 +39,8 @@ impl Transport for XenTransport {
     }
 
     fn wait(&mut self) -> Result<(), xenstore::Error> {
-        events::wait_port(
-            self.chan.port(),
-            crate::time::now_ns().saturating_add(100_000_000),
-        );
+        let deadline = crate::time::now_ns().saturating_add(100_000_000);
+        crate::sched::block(crate::sched::Until::Port(self.chan.port()), Some(deadline));
         Ok(())
     }
 }
@@ -86,12 +85,11 @@ pub fn init_xenstore(page: ShMem, port: Port) -> Result<(), xenstore::Error> {
 /// The xenstore port's channel, fired by dispatch (and by the transport's own waits).
 static XS_CHAN: spin::Mutex<Option<Channel>> = spin::Mutex::new(None);
 
-/// What a [`Watch`] shares with the idle loop.
+/// What a [`Watch`] shares with the idle loop: its token and its [`Signal`].
 #[derive(Debug)]
 struct WatchState {
     token: String,
-    fired: AtomicBool,
-    waker: spin::Mutex<Option<Waker>>,
+    signal: Signal,
 }
 
 /// The watches the idle loop wakes (by token).
@@ -109,8 +107,7 @@ impl Watch {
     pub fn new(token: &str) -> Watch {
         let st = Arc::new(WatchState {
             token: token.into(),
-            fired: AtomicBool::new(true),
-            waker: spin::Mutex::new(None),
+            signal: Signal::new(true),
         });
         WATCHES.lock().push(st.clone());
         Watch(st)
@@ -118,16 +115,12 @@ impl Watch {
 
     /// Wakes `w` at the next event for the token (one waker: a newer one replaces it).
     pub fn register(&self, w: &Waker) {
-        let mut g = self.0.waker.lock();
-        match &*g {
-            Some(old) if old.will_wake(w) => {}
-            _ => *g = Some(w.clone()),
-        }
+        self.0.signal.register(w)
     }
 
     /// True (once) if an event for the token was queued since the last `take`.
     pub fn take(&self) -> bool {
-        self.0.fired.swap(false, Ordering::AcqRel)
+        self.0.signal.take()
     }
 }
 
@@ -163,8 +156,7 @@ fn after_events() -> bool {
         let _ = xs.poll();
         for w in WATCHES.lock().iter() {
             if xs.has_event(&w.token) {
-                w.fired.store(true, Ordering::Release);
-                if let Some(k) = w.waker.lock().take() {
+                if let Some(k) = w.signal.fire_take() {
                     wake.push(k);
                 }
             }

@@ -1,18 +1,65 @@
 //! Waiting: the idle loop that blocks in Xen until the next event or deadline (never a busy
 //! loop), `sleep`, and `wait_until` for code that waits on a condition that events make true.
 //!
-//! [`poll_once`] is the one wait primitive of the guest: dispatch pending events (each fires
-//! its [`Channel`](crate::events::Channel), waking the task or source waiting on it), and if
-//! there were none, block in Xen until an event or the deadline. The executor parks with it
-//! ([`crate::exec::XenPark`]); blocking code (`sleep`, `wait_until`, blkfront's waits) calls it
-//! in a loop. Timers are deadlines: the executor's sleeps, or the caller's own.
+//! [`block`] is the one wait primitive of the guest, the only place that gives the vCPU to
+//! Xen: until any event (SCHEDOP_block, with the one-shot timer at the deadline) or until one
+//! port's event (SCHEDOP_poll). [`poll_once`], the idle loop's turn, is built on it: dispatch
+//! pending events (each fires its [`Channel`](crate::events::Channel), waking the task or
+//! source waiting on it), and if there were none, block until an event or the deadline. The
+//! executor parks with it ([`crate::exec::XenPark`]); blocking code (`sleep`, `wait_until`,
+//! blkfront's waits) calls it in a loop. The two waits that must not run the idle loop — the
+//! xenstore transport (the idle loop reads xenstore) and the console (anything may print) —
+//! block on their own port. Timers are deadlines: the executor's sleeps, or the caller's own.
 
-use crate::events;
+use crate::events::{self, Port};
 use crate::time::now_ns;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Times the idle loop actually blocked in Xen (for tests and stats).
+/// Times the guest gave its vCPU to Xen in [`block`] (for tests and stats).
 pub static BLOCKS: AtomicU64 = AtomicU64::new(0);
+
+/// What ends a [`block`] (besides its deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// An event on any unmasked port (the idle loop).
+    AnyEvent,
+    /// An event on this port; the others stay pending for the idle loop's dispatch.
+    Port(Port),
+}
+
+/// Gives the vCPU to Xen until `until` happens or system time `deadline_ns` passes (at once if
+/// it has). For [`Until::Port`], the port's event is then taken ([`events::take_port`]: its
+/// channel fires) and the result says whether it came; for [`Until::AnyEvent`], the caller
+/// dispatches, and the result is true.
+pub fn block(until: Until, deadline_ns: Option<u64>) -> bool {
+    if deadline_ns.is_some_and(|d| d <= now_ns()) {
+        return match until {
+            Until::AnyEvent => true,
+            Until::Port(p) => events::take_port(p),
+        };
+    }
+    match until {
+        Until::AnyEvent => {
+            BLOCKS.fetch_add(1, Ordering::Relaxed);
+            if let Some(d) = deadline_ns {
+                let _ = arch::hypercall::set_timer(d);
+            }
+            // SCHEDOP_block unmasks event delivery and checks for pending events atomically,
+            // so an event that arrived since the last dispatch ends the block at once.
+            arch::hypercall::block();
+            true
+        }
+        Until::Port(p) => {
+            if crate::start_info::shared_info().is_none() {
+                return false;
+            }
+            BLOCKS.fetch_add(1, Ordering::Relaxed);
+            // SCHEDOP_poll returns at once if the port is pending already.
+            let _ = arch::hypercall::evtchn::poll(&[p], deadline_ns.unwrap_or(0));
+            events::take_port(p)
+        }
+    }
+}
 
 /// What the idle loop runs after dispatching events (the platform's xenstore watches:
 /// lifecycle control, watch wakers), set by [`set_after_events`].
@@ -41,16 +88,10 @@ pub fn poll_once(deadline_ns: Option<u64>) {
     if after_events() || n > 0 {
         return;
     }
-    if let Some(w) = deadline_ns {
-        if w <= now_ns() {
-            return;
-        }
-        let _ = arch::hypercall::set_timer(w);
+    if deadline_ns.is_some_and(|d| d <= now_ns()) {
+        return;
     }
-    // SCHEDOP_block unmasks event delivery and checks for pending events atomically, so an event
-    // that arrived since dispatch() ends the block at once.
-    BLOCKS.fetch_add(1, Ordering::Relaxed);
-    arch::hypercall::block();
+    block(Until::AnyEvent, deadline_ns);
     events::dispatch();
     after_events();
 }
