@@ -69,14 +69,14 @@ mod pv {
 
     /// Guest memory as boot sees it: P2M list from start_info, M2P from Xen's fixed mapping.
     struct PvMachine {
-        p2m: &'static [u64],
+        p2m: crate::mm::P2m,
     }
 
     impl Machine for PvMachine {
         type Error = hypercall::Errno;
 
         fn pfn_to_mfn(&self, pfn: u64) -> u64 {
-            self.p2m[pfn as usize]
+            self.p2m.get(pfn)
         }
 
         fn mfn_to_pfn(&self, mfn: u64) -> u64 {
@@ -134,9 +134,14 @@ mod pv {
         // SAFETY: Xen passes a mapped start_info; we copy it once.
         let si: StartInfo = unsafe { core::ptr::read(start_info) };
         let nr_pages = si.nr_pages;
-        // SAFETY: the P2M list is mapped at mfn_list with nr_pages entries for the life of the domain.
-        let p2m: &'static [u64] =
-            unsafe { core::slice::from_raw_parts(si.mfn_list as *const u64, nr_pages as usize) };
+        // SAFETY: the P2M list is mapped at mfn_list with nr_pages entries for the life of the
+        // domain, and nothing in the guest writes it.
+        let p2m = unsafe {
+            crate::mm::P2m::new(
+                NonNull::new(si.mfn_list as *mut u64).expect("Xen maps the P2M list"),
+                nr_pages as usize,
+            )
+        };
         let mut machine = PvMachine { p2m };
 
         // 2. Console.
