@@ -530,7 +530,11 @@ mod tests {
         let w = Arc::new(Count(Default::default()));
         a.register(&Waker::from(w.clone()));
         let wake = t.void_all();
-        assert_eq!(wake.len(), 1, "the one registered waker, to wake after the rebinds");
+        assert_eq!(
+            wake.len(),
+            1,
+            "the one registered waker, to wake after the rebinds"
+        );
         for k in wake {
             k.wake();
         }
@@ -542,7 +546,10 @@ mod tests {
         assert!(t.fire(3).is_none());
         assert!(c.take() && !a.take());
         assert!(!t.is_bound(9) && t.fire(9).is_none() && !b.take());
-        assert!(notify(VOID).is_err() && close(VOID).is_err(), "no call for a void port");
+        assert!(
+            notify(VOID).is_err() && close(VOID).is_err(),
+            "no call for a void port"
+        );
         // A void channel rebinds like any other.
         t.rebind(&a, 12);
         let _ = t.fire(12);

@@ -159,7 +159,11 @@ fn rewatch_sets_every_watch_again_after_the_daemon_forgot_them() {
     assert_eq!(xs.wait_event("be").unwrap().path, "/backend/vif");
     xs.write(Tx::NONE, "control/shutdown", b"").unwrap();
     assert_eq!(xs.wait_event("ctl").unwrap().path, "control/shutdown");
-    assert_eq!(xs.take_event("g"), None, "an unwatched path stays unwatched");
+    assert_eq!(
+        xs.take_event("g"),
+        None,
+        "an unwatched path stays unwatched"
+    );
     assert_eq!(xs.watches().len(), 2, "rewatch records nothing twice");
 }
 

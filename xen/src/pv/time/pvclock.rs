@@ -256,12 +256,20 @@ mod tests {
     #[test]
     fn continuity_resumes_where_the_clock_stopped_whatever_xen_time_did() {
         let c = Continuity::default();
-        assert_eq!((c.guest_ns(5), c.xen_ns(5)), (5, 5), "no offset before a suspend");
+        assert_eq!(
+            (c.guest_ns(5), c.xen_ns(5)),
+            (5, 5),
+            "no offset before a suspend"
+        );
         // Stopped at guest 100 s; the new host's Xen time is 3 s (a younger host) or 5000 s.
         for xen_now in [3_000_000_000u64, 5_000_000_000_000] {
             let c = Continuity::resumed(100_000_000_000, xen_now);
             assert_eq!(c.guest_ns(xen_now), 100_000_000_000);
-            assert_eq!(c.guest_ns(xen_now + 7), 100_000_000_007, "and runs at Xen's rate");
+            assert_eq!(
+                c.guest_ns(xen_now + 7),
+                100_000_000_007,
+                "and runs at Xen's rate"
+            );
             // A deadline 1 s ahead of the guest is 1 s ahead of Xen too.
             assert_eq!(c.xen_ns(101_000_000_000), xen_now + 1_000_000_000);
             // A second resume composes: stop at guest 150 s, come back at Xen 10 s.
@@ -272,7 +280,11 @@ mod tests {
         assert_eq!(c.guest_ns(0), 0, "saturates instead of wrapping below 0");
         assert_eq!(c.xen_ns(0), 990);
         let c = Continuity::resumed(1_000, 10);
-        assert_eq!(c.xen_ns(0), 1, "a past deadline is never Xen's 0 (no timeout)");
+        assert_eq!(
+            c.xen_ns(0),
+            1,
+            "a past deadline is never Xen's 0 (no timeout)"
+        );
         assert_eq!(c.guest_ns(u64::MAX), u64::MAX, "saturates at the top");
         let c = Continuity::resumed(u64::MAX, 0);
         assert_eq!(c.offset, i64::MAX);
