@@ -422,6 +422,11 @@ static CONTROL_READY: AtomicBool = AtomicBool::new(false);
 /// path (which uses the platform), only that there is one.
 static SUSPEND: spin::Mutex<Option<fn()>> = spin::Mutex::new(None);
 
+/// The handler, copied out: the lock is not held while it runs (it writes the features).
+fn suspend_handler() -> Option<fn()> {
+    *SUSPEND.lock()
+}
+
 /// Makes `f` the handler of suspend requests, and `control/feature-suspend` advertised (by
 /// [`init_lifecycle`], and again after each restore).
 pub fn set_suspend_handler(f: fn()) {
@@ -433,7 +438,7 @@ pub fn set_suspend_handler(f: fn()) {
 fn write_features(xs: &mut Client<XenTransport>) -> Result<(), xenstore::Error> {
     xs.write(Tx::NONE, "control/feature-poweroff", b"1")?;
     xs.write(Tx::NONE, "control/feature-reboot", b"1")?;
-    if SUSPEND.lock().is_some() {
+    if suspend_handler().is_some() {
         xs.write(Tx::NONE, "control/feature-suspend", b"1")?;
     }
     Ok(())
@@ -479,7 +484,7 @@ fn lifecycle(req: &str) {
             log::info!("lifecycle: reboot requested by the toolstack");
             crate::domain::exit(crate::domain::ExitCode::Reboot)
         }
-        "suspend" => match *SUSPEND.lock() {
+        "suspend" => match suspend_handler() {
             Some(f) => f(),
             None => log::warn!("lifecycle: suspend requested, but this guest cannot suspend"),
         },
