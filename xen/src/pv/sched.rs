@@ -42,7 +42,8 @@ pub fn block(until: Until, deadline_ns: Option<u64>) -> bool {
         Until::AnyEvent => {
             BLOCKS.fetch_add(1, Ordering::Relaxed);
             if let Some(d) = deadline_ns {
-                let _ = arch::hypercall::set_timer(d);
+                // Xen's timers count Xen's system time, which a restore moves under ours.
+                let _ = arch::hypercall::set_timer(crate::time::to_xen_ns(d));
             }
             // SCHEDOP_block unmasks event delivery and checks for pending events atomically,
             // so an event that arrived since the last dispatch ends the block at once.
@@ -50,12 +51,13 @@ pub fn block(until: Until, deadline_ns: Option<u64>) -> bool {
             true
         }
         Until::Port(p) => {
-            if crate::start_info::shared_info().is_none() {
+            if crate::start_info::shared_info().is_none() || p >= events::NR_PORTS {
                 return false;
             }
             BLOCKS.fetch_add(1, Ordering::Relaxed);
             // SCHEDOP_poll returns at once if the port is pending already.
-            let _ = arch::hypercall::evtchn::poll(&[p], deadline_ns.unwrap_or(0));
+            let xen_deadline = deadline_ns.map_or(0, crate::time::to_xen_ns);
+            let _ = arch::hypercall::evtchn::poll(&[p], xen_deadline);
             events::take_port(p)
         }
     }
