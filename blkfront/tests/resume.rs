@@ -67,12 +67,6 @@ fn world(sim: SimConfig, config: Config) -> World {
 }
 
 impl World {
-    /// What a restore does: a new domain, then a new backend with `sim` on the same disk.
-    fn restore(&self, sim: SimConfig) {
-        self.hal.state.lock().new_domain();
-        self.attach(sim);
-    }
-
     /// The toolstack attaches the new backend (after a `new_domain`).
     fn attach(&self, sim: SimConfig) {
         let old = self.be.borrow().clone();
