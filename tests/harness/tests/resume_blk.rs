@@ -84,9 +84,13 @@ fn main() {
                 .lines()
                 .find(|l| l.contains("reconnected after a restore"))
                 .unwrap_or("");
+            let failed: Vec<&str> = c
+                .lines()
+                .filter(|l| l.contains("reconnect after a restore failed"))
+                .collect();
             Ok(format!(
                 "[xl save {:.1} s, xl restore {:.1} s; resubmitted={} reconnect_ms={} \
-                 reconnect_failures={} bad={}] [{resumed}] [{reconnected}]",
+                 reconnect_failures={} bad={}] [{resumed}] [{reconnected}] {failed:?}",
                 saved.as_secs_f64(),
                 restored.as_secs_f64(),
                 field(&c, "BLK soak secs=", "resubmitted")?,
