@@ -470,3 +470,23 @@ fn a_move_during_a_close_or_before_release_ends_nothing_void() {
     assert_eq!(s.hal.state.lock().live_pages(), 0);
     let _ = s.hal.generation();
 }
+
+#[test]
+fn a_new_mac_after_the_move_is_reported_and_used() {
+    let mut s = setup(BackendConfig::default());
+    let mut nf = connect(&mut s);
+    assert_eq!(nf.mac(), [0, 0x16, 0x3e, 0, 0, 1]);
+    restore(
+        &mut s,
+        2,
+        BackendConfig {
+            mac: "00:16:3e:00:00:2a".into(),
+            ..BackendConfig::default()
+        },
+    );
+    match nf.resume(&mut s.xs, &mut Never) {
+        Resume::Reconnected(r) => assert_eq!(r.old_mac, Some([0, 0x16, 0x3e, 0, 0, 1])),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(nf.mac(), [0, 0x16, 0x3e, 0, 0, 0x2a]);
+}
