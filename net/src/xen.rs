@@ -101,7 +101,7 @@ pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::sta
     let mut reported = false;
     loop {
         let mut line = xen::stats::Line::new(xen::time::now_ns(), xen::stats::memory());
-        line.add_loop();
+        line.add_loop().add_xen();
         line.add("sockets", net.socket_count() as u64);
         line.add("tx_full", net.device_stats().map_or(0, |s| s.tx_full));
         let syn = net.listen_stats();
