@@ -90,6 +90,8 @@ boot_stack_top:
 1:  .quad hypercall_page
 2:  xen_note 10, 1f, 2f         /* FEATURES */
 1:  .asciz "!writable_page_tables"
+2:  xen_note 14, 1f, 2f         /* SUSPEND_CANCEL: a cancelled suspend returns 1 */
+1:  .long 1
 2:  .p2align 2
     .popsection
     "#,

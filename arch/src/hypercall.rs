@@ -219,6 +219,45 @@ pub fn shutdown(reason: ShutdownReason) -> Errno {
     }
 }
 
+/// How `SCHEDOP_shutdown(SHUTDOWN_suspend)` came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// In a new domain (`xl restore`, the target of a migration): everything Xen gave is new.
+    NewDomain,
+    /// In the same domain (`xl save -c`, a checkpoint, a failed migration): the toolstack
+    /// cancelled the suspend and nothing Xen gave changed.
+    Cancelled,
+}
+
+/// SCHEDOP_shutdown(SHUTDOWN_suspend): the domain stops here, the toolstack saves it, and the
+/// call returns when it runs again. For a PV guest the toolstack finds start_info through the
+/// third argument (rdx), `start_info_mfn`; it returns 0 in a new domain, 1 when the toolstack
+/// cancelled the suspend (it writes rax itself), or an error when Xen refused.
+///
+/// # Safety
+/// Whatever maps a frame that is not the domain's own (shared_info, grant-table frames) must
+/// be unmapped first (the toolstack refuses to save such page tables), and start_info's
+/// xenstore and console frames must be PFNs; in a new domain, every frame, port and grant the
+/// guest held is void when this returns.
+pub unsafe fn suspend(start_info_mfn: u64) -> Result<Resumed, Errno> {
+    let mut arg: u32 = ShutdownReason::Suspend as u32;
+    // SAFETY: sched_shutdown is one u32; the third argument is a plain integer.
+    let r = unsafe {
+        hypercall(
+            nr::SCHED_OP,
+            schedop::SHUTDOWN,
+            &mut arg as *mut u32 as usize,
+            start_info_mfn as usize,
+            0,
+            0,
+        )
+    };
+    match check(r)? {
+        0 => Ok(Resumed::NewDomain),
+        _ => Ok(Resumed::Cancelled),
+    }
+}
+
 /// SCHEDOP_block: sleep until an event is pending. Events must be unmasked by the caller in the
 /// same breath (Xen clears the upcall mask atomically with blocking).
 pub fn block() {

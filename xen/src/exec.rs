@@ -103,6 +103,35 @@ impl Stats {
     }
 }
 
+/// Bumped by [`wake_all`]; each executor compares it with the value it last saw every turn.
+#[cfg(target_os = "none")]
+static WAKE_ALL: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(target_os = "none")]
+fn wake_all_count() -> u64 {
+    WAKE_ALL.load(Ordering::Acquire)
+}
+
+/// Wakes every task and source of every executor at its next turn (after a restore into a new
+/// domain: each driver must see the new generation, whatever it was waiting for). On the host,
+/// the executors of this thread (tests run side by side).
+pub fn wake_all() {
+    #[cfg(target_os = "none")]
+    WAKE_ALL.fetch_add(1, Ordering::AcqRel);
+    #[cfg(not(target_os = "none"))]
+    WAKE_ALL.with(|w| w.set(w.get() + 1));
+}
+
+#[cfg(not(target_os = "none"))]
+std::thread_local! {
+    static WAKE_ALL: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+#[cfg(not(target_os = "none"))]
+fn wake_all_count() -> u64 {
+    WAKE_ALL.with(|w| w.get())
+}
+
 /// How the executor waits when no task is ready: a [`Clock`] that can wait for its next event.
 pub trait Park: Clock {
     /// Waits until an event arrives or `deadline` (ns) passes (at once if it has).
@@ -317,6 +346,26 @@ impl Executor {
         }
     }
 
+    /// After a [`wake_all`] since `seen`: every task and `main` ready, every source woken.
+    fn wake_all_if_asked(&mut self, seen: &mut u64, flags: &SourceFlags) {
+        let w = wake_all_count();
+        if w == *seen {
+            return;
+        }
+        *seen = w;
+        let mut q = self.ready.lock();
+        for id in (0..self.tasks.len())
+            .filter(|&i| self.tasks[i].is_some())
+            .chain([MAIN])
+        {
+            if !q.contains(&id) {
+                q.push_back(id);
+            }
+        }
+        drop(q);
+        flags.lock().iter_mut().for_each(|f| *f = true);
+    }
+
     /// Runs `main` (and every spawned task) until `main` completes; returns its output. Tasks
     /// still running then stay in the executor (a later `block_on` continues them).
     pub fn block_on<T>(
@@ -340,12 +389,14 @@ impl Executor {
             })
             .collect();
         let mut due: Vec<Option<u64>> = alloc::vec![None; sources.len()];
+        let mut wake_all_seen = wake_all_count();
         loop {
             self.stats.count(0);
             self.timers.lock().now = park.now_ns();
             // Poll everything that is ready, main first when it was woken.
             loop {
                 self.admit();
+                self.wake_all_if_asked(&mut wake_all_seen, &flags);
                 let next = self.ready.lock().pop_front();
                 let Some(id) = next else { break };
                 self.stats.count(3);
@@ -850,6 +901,50 @@ mod tests {
             "ex2 parked once, straight to its own deadline"
         );
         assert_eq!(ex1.pending_timers(), 1);
+    }
+
+    #[test]
+    fn wake_all_polls_every_waiting_task_and_source_again() {
+        use core::sync::atomic::AtomicUsize;
+        // Two tasks that wait forever (nothing wakes them) count their polls, a source its.
+        let polls = Rc::new([const { AtomicUsize::new(0) }; 2]);
+        let source = Counted {
+            polls: Cell::new(0),
+            waker: RefCell::new(None),
+            next: Cell::new(None),
+        };
+        let mut ex = Executor::new();
+        let sp = ex.spawner();
+        let mut clock = Clock {
+            now: Rc::new(Cell::new(0)),
+            parks: 0,
+        };
+        let p = polls.clone();
+        let src = &source;
+        let now = clock.now.clone();
+        let n = ex.block_on(&mut clock, &[&source], async move {
+            for i in 0..2 {
+                let p = p.clone();
+                sp.spawn(core::future::poll_fn(move |_| {
+                    p[i].fetch_add(1, Ordering::SeqCst);
+                    Poll::<()>::Pending
+                }));
+            }
+            // Let both run once and the source go quiet, then wake everything.
+            yield_now().await;
+            yield_now().await;
+            let before = [0, 1].map(|i| p[i].load(Ordering::SeqCst));
+            let source_before = src.polls.get();
+            wake_all();
+            // Wait for a turn to end (the sources run at its end), on the simulated clock.
+            sleep_until_with(move || now.get(), 1).await;
+            (
+                [0, 1].map(|i| p[i].load(Ordering::SeqCst) - before[i]),
+                src.polls.get() - source_before,
+            )
+        });
+        assert_eq!(n.0, [1, 1], "each waiting task polled exactly once more");
+        assert_eq!(n.1, 1, "the source was polled again too, once");
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         "invalid-opcode" => invalid_opcode(),
         "exit-crash" => ExitCode::Crash,
         "idle" => idle(),
+        "suspend" => suspend_ticks(),
         "xenstore" => xenstore_basics(),
         "watch" => watch(),
         "transaction" => transaction(),
@@ -244,6 +245,32 @@ fn invalid_opcode() -> ExitCode {
 }
 
 /// Runs until destroyed, printing a tick a second (blocked in Xen in between).
+/// Ticks every 500 ms on the executor (a timer across save/restore), printing the guest's
+/// monotonic clock, the step since the last tick by it and by the wall clock, and the
+/// generation; fails if the monotonic clock ever goes backwards. Runs until `xl shutdown`.
+fn suspend_ticks() -> ExitCode {
+    xen::exec::run(&[], |_| async move {
+        let (mut prev, mut prev_wall) = (now_ns(), xen::time::wallclock_ns());
+        for i in 0u64.. {
+            xen::exec::sleep(500_000_000).await;
+            let (now, wall) = (now_ns(), xen::time::wallclock_ns());
+            if now < prev {
+                println!("TEST suspend: FAIL monotonic went backwards: {prev} -> {now}");
+                return ExitCode::Crash;
+            }
+            println!(
+                "TEST suspend: tick {i} gen={} mono_ms={} step_ms={} wall_step_ms={}",
+                xen::suspend::generation(),
+                now / 1_000_000,
+                (now - prev) / 1_000_000,
+                wall.saturating_sub(prev_wall) / 1_000_000
+            );
+            (prev, prev_wall) = (now, wall);
+        }
+        ExitCode::Poweroff
+    })
+}
+
 fn idle() -> ExitCode {
     for i in 0.. {
         println!("TEST idle: tick {i}");

@@ -15,8 +15,9 @@
 //! 7. The command line (`extra=` in the xl config): unknown or malformed keys are reported.
 //! 8. Logging at the level from `log=`.
 //! 9. Events: VIRQ_TIMER bound, the console ring's event channel, so the idle loop can block.
-//! 10. Grant table frames; for a domU, xenstore (ring page and event channel from start_info)
-//!     and lifecycle control (`xl shutdown` / `xl reboot` through `control/shutdown`).
+//! 10. Grant table frames; for a domU, xenstore (ring page and event channel from start_info),
+//!     the P2M frame lists save/restore needs ([`crate::suspend`]) and lifecycle control
+//!     (`xl shutdown` / `xl reboot` / `xl save` through `control/shutdown`).
 //! 11. The app's `main`; its result becomes the domain's shutdown reason.
 
 use crate::cmdline::KeySpec;
@@ -69,14 +70,14 @@ mod pv {
 
     /// Guest memory as boot sees it: P2M list from start_info, M2P from Xen's fixed mapping.
     struct PvMachine {
-        p2m: &'static [u64],
+        p2m: crate::mm::P2m,
     }
 
     impl Machine for PvMachine {
         type Error = hypercall::Errno;
 
         fn pfn_to_mfn(&self, pfn: u64) -> u64 {
-            self.p2m[pfn as usize]
+            self.p2m.get(pfn)
         }
 
         fn mfn_to_pfn(&self, mfn: u64) -> u64 {
@@ -133,10 +134,25 @@ mod pv {
         let entry_tsc = arch::cpu::rdtsc();
         // SAFETY: Xen passes a mapped start_info; we copy it once.
         let si: StartInfo = unsafe { core::ptr::read(start_info) };
+        // SAFETY: the start_info page is ours (inside the domain's memory, mapped at its
+        // pfn * 4096 for good once step 4 is done); only a suspend and the toolstack's restore
+        // write it afterwards, through this ShMem.
+        let si_page = unsafe {
+            ShMem::from_raw(
+                NonNull::new(start_info as *mut u8).expect("Xen passes start_info"),
+                4096,
+            )
+        };
+        crate::start_info::set_page(si_page, si);
         let nr_pages = si.nr_pages;
-        // SAFETY: the P2M list is mapped at mfn_list with nr_pages entries for the life of the domain.
-        let p2m: &'static [u64] =
-            unsafe { core::slice::from_raw_parts(si.mfn_list as *const u64, nr_pages as usize) };
+        // SAFETY: the P2M list is mapped at mfn_list with nr_pages entries for the life of the
+        // domain, and nothing in the guest writes it.
+        let p2m = unsafe {
+            crate::mm::P2m::new(
+                NonNull::new(si.mfn_list as *mut u64).expect("Xen maps the P2M list"),
+                nr_pages as usize,
+            )
+        };
         let mut machine = PvMachine { p2m };
 
         // 2. Console.
@@ -259,6 +275,9 @@ mod pv {
             let pfn = machine.mfn_to_pfn(si.store_mfn);
             if let Err(e) = crate::platform::init_xenstore(page_mem(pfn), si.store_evtchn) {
                 fatal("xenstore", e);
+            }
+            if let Err(e) = crate::suspend::init() {
+                log::warn!("save/restore unavailable: {e}");
             }
             if let Err(e) = crate::platform::init_lifecycle() {
                 log::warn!("lifecycle control unavailable: {e}");

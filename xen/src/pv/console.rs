@@ -122,6 +122,13 @@ pub fn set_sink(sink: Sink) {
     *SINK.lock() = sink;
 }
 
+/// In a new domain: the console ring (the same page) has a new event channel.
+pub(crate) fn rebind(port: u32) {
+    if let Sink::Ring(_, p) = &mut *SINK.lock() {
+        *p = port;
+    }
+}
+
 /// How a writer waits for the console daemon (Xen: the event channel and `SCHEDOP_poll`; host
 /// tests: a simulated daemon).
 pub trait Daemon {

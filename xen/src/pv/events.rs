@@ -28,6 +28,11 @@ pub type Port = u32;
 /// Number of ports the 2-level ABI supports on 64-bit guests.
 pub const NR_PORTS: u32 = 64 * 64;
 
+/// The port of a channel a restore into a new domain made void (no port has this number):
+/// notifying it does nothing, no event arrives on it. Its owner rebinds it
+/// ([`Channel::rebind`]) or drops it.
+pub const VOID: Port = u32::MAX;
+
 /// VIRQ numbers (public/xen.h).
 pub mod virq {
     /// The one-shot timer (set_timer_op) expired.
@@ -113,6 +118,21 @@ impl Table {
     /// An event on `port`: fires its channel; returns the waker to wake, if one waits.
     pub fn fire(&self, port: Port) -> Option<Waker> {
         self.slots.get(port as usize)?.as_ref()?.fire()
+    }
+
+    /// A restore into a new domain: every port number is void (the new domain's ports are
+    /// new, and the old numbers may already name someone else's). Empties the table, points
+    /// every channel at [`VOID`] and fires it, so its owner looks (and sees the new
+    /// generation); returns the wakers to wake.
+    pub fn void_all(&mut self) -> Vec<Waker> {
+        let mut wake = Vec::new();
+        for st in self.slots.drain(..).flatten() {
+            st.port.store(VOID, Ordering::Release);
+            if let Some(w) = st.fire() {
+                wake.push(w);
+            }
+        }
+        wake
     }
 
     /// Whether a channel is bound to `port`.
@@ -239,9 +259,18 @@ pub fn bind_interdomain(remote: u16, remote_port: Port) -> Result<Port, Errno> {
     evtchn::bind_interdomain(remote, remote_port)
 }
 
-/// Signals the other end of `port`.
+/// Signals the other end of `port` ([`VOID`] and other impossible ports: `EINVAL`, no call).
 pub fn notify(port: Port) -> Result<(), Errno> {
+    if port >= NR_PORTS {
+        return Err(Errno::EINVAL);
+    }
     evtchn::send(port)
+}
+
+/// A restore into a new domain: every channel is moved to [`VOID`] and fired (see
+/// [`Table::void_all`]); returns the wakers to wake once the platform rebound its own.
+pub(crate) fn void_all() -> Vec<Waker> {
+    TABLE.lock().void_all()
 }
 
 /// [`notify`] for paths that cannot report an error (the console).
@@ -251,6 +280,9 @@ pub fn notify_raw(port: Port) {
 
 /// Closes `port` and unbinds its channel, if any.
 pub fn close(port: Port) -> Result<(), Errno> {
+    if port >= NR_PORTS {
+        return Err(Errno::EINVAL);
+    }
     {
         let mut t = TABLE.lock();
         if let Some(s) = t.slots.get_mut(port as usize) {
@@ -422,10 +454,10 @@ pub fn poll_port(port: Port, timeout_ns: u64) {
 /// The wait of code that must not run the idle loop (the xenstore transport, which the idle
 /// loop itself uses).
 pub fn wait_port(port: Port, deadline_ns: u64) -> bool {
-    if crate::start_info::shared_info().is_none() {
+    if crate::start_info::shared_info().is_none() || port >= NR_PORTS {
         return false;
     }
-    let _ = evtchn::poll(&[port], deadline_ns);
+    let _ = evtchn::poll(&[port], crate::time::to_xen_ns(deadline_ns));
     take_port(port)
 }
 
@@ -503,6 +535,40 @@ mod tests {
         assert!(new.take() && !old.take());
         let _ = t.fire(31);
         assert!(old.take() && !new.take());
+    }
+
+    #[test]
+    fn void_all_fires_every_channel_once_and_no_old_port_reaches_it() {
+        let mut t = Table::new();
+        let (a, b) = (t.bind(3), t.bind(9));
+        let w = Arc::new(Count(Default::default()));
+        a.register(&Waker::from(w.clone()));
+        let wake = t.void_all();
+        assert_eq!(
+            wake.len(),
+            1,
+            "the one registered waker, to wake after the rebinds"
+        );
+        for k in wake {
+            k.wake();
+        }
+        assert_eq!(w.0.load(Ordering::SeqCst), 1);
+        assert!(a.take() && b.take(), "both fired, so both owners look");
+        assert_eq!((a.port(), b.port()), (VOID, VOID));
+        // The new domain hands out the old numbers again: they reach the new channels only.
+        let c = t.bind(3);
+        assert!(t.fire(3).is_none());
+        assert!(c.take() && !a.take());
+        assert!(!t.is_bound(9) && t.fire(9).is_none() && !b.take());
+        assert!(
+            notify(VOID).is_err() && close(VOID).is_err(),
+            "no call for a void port"
+        );
+        // A void channel rebinds like any other.
+        t.rebind(&a, 12);
+        let _ = t.fire(12);
+        assert!(a.take() && a.port() == 12);
+        assert!(t.void_all().is_empty() && !t.is_bound(12) && !t.is_bound(3));
     }
 
     #[test]

@@ -189,9 +189,19 @@ pub fn grants_in_use() -> usize {
     GNTTAB.lock().as_ref().map_or(0, GrantTable::granted_count)
 }
 
-/// Sets up the grant table: as many frames as Xen allows (capped at `max_frames`), mapped over
-/// pages taken from the frame allocator. Returns (frames, max frames Xen allows).
-pub fn init_grant_table(max_frames: u32) -> Result<(u32, u32), HalError> {
+/// Where the grant table is mapped: a virtual range of pages we gave up, and the machine
+/// frames Xen gave for it (kept for a suspend: unmapped before, mapped again after).
+#[derive(Debug)]
+struct GrantFrames {
+    base: u64,
+    mfns: Vec<u64>,
+}
+
+static GNT_FRAMES: spin::Mutex<Option<GrantFrames>> = spin::Mutex::new(None);
+
+/// GNTTABOP_setup_table for `n` frames (capped by what Xen allows): their machine frames, and
+/// the most Xen allows.
+fn setup_grant_frames(max_frames: u32) -> Result<(Vec<u64>, u32), HalError> {
     let q = gnttab::query_size(DOMID_SELF).map_err(|e| HalError::Hypercall(e.0))?;
     if q.status != 0 {
         return Err(HalError::Hypercall(q.status as i32));
@@ -203,28 +213,92 @@ pub fn init_grant_table(max_frames: u32) -> Result<(u32, u32), HalError> {
     if status != 0 {
         return Err(HalError::Hypercall(status as i32));
     }
+    Ok((frames, q.max_nr_frames))
+}
+
+/// Points page `i` of the range at `base` at machine frame `mfn`.
+fn map_frame(base: u64, i: usize, mfn: u64) -> Result<(), HalError> {
+    let va = base + i as u64 * 4096;
+    let pte = arch::paging::Perm::ReadWrite.pte(mfn);
+    // SAFETY: remaps a page of the range we gave up for the grant table (nothing refers to its
+    // old contents) onto a grant-table frame Xen gave us, or back onto its own frame.
+    unsafe { hypercall::update_va_mapping(va, pte, hypercall::UVMF_INVLPG) }
+        .map_err(|e| HalError::Hypercall(e.0))
+}
+
+/// Sets up the grant table: as many frames as Xen allows (capped at `max_frames`), mapped over
+/// pages taken from the frame allocator. Returns (frames, max frames Xen allows).
+pub fn init_grant_table(max_frames: u32) -> Result<(u32, u32), HalError> {
+    let (frames, max) = setup_grant_frames(max_frames)?;
+    let n = frames.len();
     // A virtual range for the table: contiguous frames whose own memory we give up.
-    let base = crate::mm::with_frames(|f| f.alloc_contiguous(n as usize, 1))
+    let base = crate::mm::with_frames(|f| f.alloc_contiguous(n, 1))
         .ok_or(HalError::OutOfMemory)?
         .map_err(|_| HalError::OutOfMemory)?;
     for (i, &mfn) in frames.iter().enumerate() {
-        let va = base.addr() + i as u64 * 4096;
-        let pte = arch::paging::Perm::ReadWrite.pte(mfn);
-        // SAFETY: remaps a page we own (taken above, used by nobody) onto a grant-table frame
-        // Xen gave us.
-        unsafe { hypercall::update_va_mapping(va, pte, hypercall::UVMF_INVLPG) }
-            .map_err(|e| HalError::Hypercall(e.0))?;
+        map_frame(base.addr(), i, mfn)?;
     }
     // SAFETY: n pages at `base` now map the grant table, accessed only through this ShMem.
     let mem = unsafe {
         ShMem::from_raw(
             NonNull::new(base.addr() as *mut u8).ok_or(HalError::OutOfMemory)?,
-            n as usize * 4096,
+            n * 4096,
         )
     };
     let t = GrantTable::new(mem).map_err(|_| HalError::OutOfMemory)?;
     *GNTTAB.lock() = Some(t);
-    Ok((n, q.max_nr_frames))
+    *GNT_FRAMES.lock() = Some(GrantFrames {
+        base: base.addr(),
+        mfns: frames,
+    });
+    Ok((n as u32, max))
+}
+
+/// Before a suspend: the grant table's pages point back at their own frames (the toolstack
+/// refuses to save page tables that map frames not the domain's own).
+pub(crate) fn unmap_grant_table() -> Result<(), HalError> {
+    let g = GNT_FRAMES.lock();
+    let Some(f) = g.as_ref() else { return Ok(()) };
+    for i in 0..f.mfns.len() {
+        let own = crate::mm::pfn_to_mfn((f.base >> 12) + i as u64);
+        map_frame(f.base, i, own)?;
+    }
+    Ok(())
+}
+
+/// After a cancelled suspend: the same grant-table frames again, every grant as it was.
+pub(crate) fn remap_grant_table() -> Result<(), HalError> {
+    let g = GNT_FRAMES.lock();
+    let Some(f) = g.as_ref() else { return Ok(()) };
+    for (i, &mfn) in f.mfns.iter().enumerate() {
+        map_frame(f.base, i, mfn)?;
+    }
+    Ok(())
+}
+
+/// In a new domain: a new grant table (new frames from Xen, mapped where the old ones were)
+/// and fresh bookkeeping: every old grant reference is void.
+pub(crate) fn new_grant_table() -> Result<(), HalError> {
+    let mut g = GNT_FRAMES.lock();
+    let Some(f) = g.as_mut() else { return Ok(()) };
+    let (frames, _) = setup_grant_frames(f.mfns.len() as u32)?;
+    // Xen allows at least as many as before on a sane host; map what it gave, the rest of
+    // the range stays on its own frames.
+    for (i, &mfn) in frames.iter().enumerate() {
+        map_frame(f.base, i, mfn)?;
+    }
+    // SAFETY: frames.len() pages at f.base map the new grant table, accessed only through
+    // this ShMem (the old table's ShMem goes with the old GrantTable below).
+    let mem = unsafe {
+        ShMem::from_raw(
+            NonNull::new(f.base as *mut u8).ok_or(HalError::OutOfMemory)?,
+            frames.len() * 4096,
+        )
+    };
+    let t = GrantTable::new(mem).map_err(|_| HalError::OutOfMemory)?;
+    *GNTTAB.lock() = Some(t);
+    f.mfns = frames;
+    Ok(())
 }
 
 /// Copies with `GNTTABOP_copy`: each [`GrantCopy`] moves bytes between a page another domain
@@ -349,11 +423,21 @@ impl Hal for XenHal {
 const CONTROL_TOKEN: &str = "xenrt-control";
 static CONTROL_READY: AtomicBool = AtomicBool::new(false);
 
-/// Advertises poweroff and reboot support and watches `control/shutdown`.
+/// The control features we support: poweroff, reboot, and suspend (save, restore, migration)
+/// when [`crate::suspend`] could set up what the toolstack needs for it.
+fn write_features(xs: &mut Client<XenTransport>) -> Result<(), xenstore::Error> {
+    xs.write(Tx::NONE, "control/feature-poweroff", b"1")?;
+    xs.write(Tx::NONE, "control/feature-reboot", b"1")?;
+    if crate::suspend::supported() {
+        xs.write(Tx::NONE, "control/feature-suspend", b"1")?;
+    }
+    Ok(())
+}
+
+/// Advertises poweroff, reboot (and suspend) support and watches `control/shutdown`.
 pub fn init_lifecycle() -> Result<(), xenstore::Error> {
     with_xenstore(|xs| {
-        xs.write(Tx::NONE, "control/feature-poweroff", b"1")?;
-        xs.write(Tx::NONE, "control/feature-reboot", b"1")?;
+        write_features(xs)?;
         xs.watch("control/shutdown", CONTROL_TOKEN)
     })
     .map_err(|_| xenstore::Error::Broken)??;
@@ -378,8 +462,8 @@ fn lifecycle_request(xs: &mut Client<XenTransport>) -> Option<String> {
     Some(req)
 }
 
-/// Acts on a `control/shutdown` request: `poweroff` and `reboot` end the domain; `suspend` is
-/// acknowledged as unsupported.
+/// Acts on a `control/shutdown` request: `poweroff` and `reboot` end the domain; `suspend`
+/// saves it ([`crate::suspend::suspend`]: it returns in place or in a new domain).
 fn lifecycle(req: &str) {
     match req {
         "poweroff" | "halt" => {
@@ -390,10 +474,40 @@ fn lifecycle(req: &str) {
             log::info!("lifecycle: reboot requested by the toolstack");
             crate::domain::exit(crate::domain::ExitCode::Reboot)
         }
-        "suspend" => log::warn!("lifecycle: suspend requested, but suspend is not supported yet"),
+        "suspend" if crate::suspend::supported() => crate::suspend::suspend(),
+        "suspend" => log::warn!("lifecycle: suspend requested, but this guest cannot suspend"),
         other => log::warn!(
             "lifecycle: unknown control/shutdown request {} ignored",
             crate::console::Quoted(other)
         ),
     }
+}
+
+/// In a new domain: the xenstore channel moves to the new port from start_info (the ring page
+/// is the same), every watch is set again, the control features written again (the toolstack
+/// built the new domain's tree afresh), and every [`Watch`] fires so its owner looks.
+pub(crate) fn xenstore_new_domain(port: Port) -> Result<(), xenstore::Error> {
+    if let Some(c) = XS_CHAN.lock().as_ref() {
+        c.rebind(port);
+    }
+    let r = with_xenstore(|xs| {
+        xs.rewatch()?;
+        write_features(xs)
+    })
+    .map_err(|_| xenstore::Error::Broken)?;
+    let mut wake = Vec::new();
+    for w in WATCHES.lock().iter() {
+        w.fired.store(true, Ordering::Release);
+        if let Some(k) = w.waker.lock().take() {
+            wake.push(k);
+        }
+    }
+    for k in wake {
+        k.wake();
+    }
+    // The idle loop reads what the new watches queued.
+    if let Some(c) = XS_CHAN.lock().as_ref() {
+        c.fire();
+    }
+    r
 }

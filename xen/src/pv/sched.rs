@@ -45,7 +45,7 @@ pub fn poll_once(deadline_ns: Option<u64>) {
         if w <= now_ns() {
             return;
         }
-        let _ = arch::hypercall::set_timer(w);
+        let _ = arch::hypercall::set_timer(crate::time::to_xen_ns(w));
     }
     // SCHEDOP_block unmasks event delivery and checks for pending events atomically, so an event
     // that arrived since dispatch() ends the block at once.

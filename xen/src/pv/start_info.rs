@@ -97,6 +97,52 @@ pub mod layout {
     pub const WC_NSEC: usize = WC_VERSION + 8;
     /// `shared_info.wc_sec_hi` (u32).
     pub const WC_SEC_HI: usize = WC_VERSION + 12;
+    /// `shared_info.arch.max_pfn` (u64): entries in the P2M, for the toolstack's save.
+    pub const MAX_PFN: usize = WC_VERSION + 16;
+    /// `shared_info.arch.pfn_to_mfn_frame_list_list` (u64): the machine frame of the page
+    /// listing the frames that list the P2M's frames.
+    pub const FRAME_LIST_LIST: usize = MAX_PFN + 8;
+    /// `shared_info.arch.p2m_cr3` (u64): 0 says "find the P2M through the frame list list".
+    pub const P2M_CR3: usize = MAX_PFN + 24;
+}
+
+/// Offsets of the fields of `struct start_info` a save or restore rewrites.
+pub mod fields {
+    use super::StartInfo;
+    use core::mem::offset_of;
+    /// `store_mfn`.
+    pub const STORE_MFN: usize = offset_of!(StartInfo, store_mfn);
+    /// `console.domU.mfn`.
+    pub const CONSOLE_MFN: usize = offset_of!(StartInfo, console_mfn);
+}
+
+/// Before a suspend: the xenstore and console frames in the start_info page (`page`) become
+/// PFNs, as the toolstack's save requires of a PV guest (it checks them against the P2M and
+/// makes them the new domain's MFNs on restore). Mini-OS' `arch_pre_suspend`.
+pub fn canonicalise(page: &ShMem, mfn_to_pfn: impl Fn(u64) -> u64) -> Result<(), OutOfBounds> {
+    for off in [fields::STORE_MFN, fields::CONSOLE_MFN] {
+        let mfn = page.load_u64(off, Ordering::Acquire)?;
+        page.store_u64(off, mfn_to_pfn(mfn), Ordering::Release)?;
+    }
+    Ok(())
+}
+
+/// After a cancelled suspend (the same domain): the PFNs [`canonicalise`] wrote become MFNs
+/// again. (In a new domain the toolstack wrote new MFNs itself.)
+pub fn uncanonicalise(page: &ShMem, pfn_to_mfn: impl Fn(u64) -> u64) -> Result<(), OutOfBounds> {
+    for off in [fields::STORE_MFN, fields::CONSOLE_MFN] {
+        let pfn = page.load_u64(off, Ordering::Acquire)?;
+        page.store_u64(off, pfn_to_mfn(pfn), Ordering::Release)?;
+    }
+    Ok(())
+}
+
+/// start_info as it is in `page` now (after a restore the toolstack rewrote it).
+pub fn read(page: &ShMem) -> Result<StartInfo, OutOfBounds> {
+    let mut buf = [0u8; core::mem::size_of::<StartInfo>()];
+    page.read(0, &mut buf)?;
+    // SAFETY: StartInfo is plain old data (integers and byte arrays): any bytes are a value.
+    Ok(unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<StartInfo>()) })
 }
 
 /// The shared_info page, as mapped at boot.
@@ -142,6 +188,16 @@ impl SharedInfo {
             .load_u64(layout::EVTCHN_MASK + 8 * i, Ordering::Acquire)
     }
 
+    /// Publishes where the P2M is for the toolstack: `max_pfn` entries, listed through the
+    /// frame list list at machine frame `fll_mfn` (Linux's and Mini-OS' three-level tree;
+    /// `p2m_cr3` stays 0, so libxc walks the tree). A restore zeroes `fll_mfn`: publish again.
+    pub fn set_p2m_frame_list(&self, max_pfn: u64, fll_mfn: u64) {
+        let m = &self.mem;
+        let _ = m.store_u64(layout::MAX_PFN, max_pfn, Ordering::Release);
+        let _ = m.store_u64(layout::P2M_CR3, 0, Ordering::Release);
+        let _ = m.store_u64(layout::FRAME_LIST_LIST, fll_mfn, Ordering::Release);
+    }
+
     /// Wall clock at system time 0: (seconds, nanoseconds) since the epoch, read consistently.
     pub fn wallclock_base(&self) -> (u64, u32) {
         loop {
@@ -173,6 +229,33 @@ impl SharedInfo {
 }
 
 static SHARED: spin::Once<SharedInfo> = spin::Once::new();
+
+/// The start_info page itself (where Xen wrote it; a restore rewrites it in place).
+static PAGE: spin::Once<ShMem> = spin::Once::new();
+/// start_info as of the last boot or restore.
+static CURRENT: spin::Mutex<Option<StartInfo>> = spin::Mutex::new(None);
+
+/// Records the start_info page and its contents (boot, once).
+pub fn set_page(page: ShMem, si: StartInfo) {
+    PAGE.call_once(|| page);
+    *CURRENT.lock() = Some(si);
+}
+
+/// The start_info page, once boot recorded it.
+pub fn page() -> Option<&'static ShMem> {
+    PAGE.get()
+}
+
+/// start_info as of the last boot or restore into a new domain (the store and console
+/// frames and ports, shared_info's address, `nr_pages` change with the domain).
+pub fn current() -> Option<StartInfo> {
+    *CURRENT.lock()
+}
+
+/// Records start_info after a restore.
+pub(crate) fn set_current(si: StartInfo) {
+    *CURRENT.lock() = Some(si);
+}
 
 /// Publishes the mapped shared_info page (once, at boot).
 pub fn set_shared_info(s: SharedInfo) {
@@ -227,6 +310,76 @@ mod tests {
         assert_eq!(offset_of!(shared_info, evtchn_mask), layout::EVTCHN_MASK);
         assert_eq!(offset_of!(shared_info, wc_version), layout::WC_VERSION);
         assert_eq!(offset_of!(shared_info, wc_sec_hi), layout::WC_SEC_HI);
+        use xen_sys::arch_shared_info as A;
+        let arch = offset_of!(shared_info, arch);
+        assert_eq!(arch + offset_of!(A, max_pfn), layout::MAX_PFN);
+        assert_eq!(
+            arch + offset_of!(A, pfn_to_mfn_frame_list_list),
+            layout::FRAME_LIST_LIST
+        );
+        assert_eq!(arch + offset_of!(A, p2m_cr3), layout::P2M_CR3);
+        assert_eq!(
+            fields::STORE_MFN,
+            offset_of!(xen_sys::start_info, store_mfn)
+        );
+        assert_eq!(
+            fields::CONSOLE_MFN,
+            offset_of!(xen_sys::start_info, console)
+        );
+    }
+
+    #[test]
+    fn canonicalise_turns_store_and_console_frames_into_pfns_and_back() {
+        let page = ShMem::new(4096);
+        // SAFETY: StartInfo is plain old data; all-zero is a valid value.
+        let mut si: StartInfo = unsafe { core::mem::zeroed() };
+        si.nr_pages = 2048;
+        si.store_mfn = 0x9_1234;
+        si.console_mfn = 0x9_1235;
+        si.store_evtchn = 1;
+        si.console_evtchn = 2;
+        si.cmd_line[..5].copy_from_slice(b"log=x");
+        // SAFETY: a StartInfo is plain bytes.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(
+                (&si as *const StartInfo).cast::<u8>(),
+                core::mem::size_of::<StartInfo>(),
+            )
+        };
+        page.write(0, bytes).unwrap();
+        // A made-up M2P: mfn 0x9_0000 + pfn.
+        canonicalise(&page, |mfn| mfn - 0x9_0000).unwrap();
+        let c = read(&page).unwrap();
+        assert_eq!((c.store_mfn, c.console_mfn), (0x1234, 0x1235));
+        assert_eq!(
+            (c.nr_pages, c.store_evtchn, c.console_evtchn, c.cmdline()),
+            (2048, 1, 2, &b"log=x"[..]),
+            "nothing else changes"
+        );
+        uncanonicalise(&page, |pfn| pfn + 0x9_0000).unwrap();
+        let u = read(&page).unwrap();
+        assert_eq!((u.store_mfn, u.console_mfn), (si.store_mfn, si.console_mfn));
+        assert!(
+            canonicalise(&ShMem::new(64), |m| m).is_err(),
+            "a short page is an error"
+        );
+    }
+
+    #[test]
+    fn the_p2m_frame_list_is_published_where_libxc_reads_it() {
+        let m = ShMem::new(4096);
+        m.store_u64(layout::P2M_CR3, 7, Ordering::Relaxed).unwrap();
+        SharedInfo::new(m.clone()).set_p2m_frame_list(2048, 0x4242);
+        let get = |o| m.load_u64(o, Ordering::Relaxed).unwrap();
+        assert_eq!(
+            (
+                get(layout::MAX_PFN),
+                get(layout::FRAME_LIST_LIST),
+                get(layout::P2M_CR3)
+            ),
+            (2048, 0x4242, 0)
+        );
+        assert_eq!(get(layout::WC_VERSION), 0, "the wall clock is untouched");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Client<T: Transport> {
     events: VecDeque<WatchEvent>,
     dropped_events: u64,
     broken: bool,
+    /// The watches set (path, token), to set again in a new domain ([`Client::rewatch`]).
+    watches: Vec<(String, String)>,
 }
 
 /// What one received message turned out to be.
@@ -57,6 +59,7 @@ impl<T: Transport> Client<T> {
             events: VecDeque::new(),
             dropped_events: 0,
             broken: false,
+            watches: Vec::new(),
         })
     }
 
@@ -139,15 +142,39 @@ impl<T: Transport> Client<T> {
     /// once right away.
     pub fn watch(&mut self, path: &str, token: &str) -> Result<(), Error> {
         let parts: [&[u8]; 4] = [arg(path)?, b"\0", arg(token)?, b"\0"];
-        self.request(MsgType::Watch, Tx::NONE, &parts).map(drop)
+        self.request(MsgType::Watch, Tx::NONE, &parts)?;
+        if !self.watches.iter().any(|(p, t)| p == path && t == token) {
+            self.watches.push((path.into(), token.into()));
+        }
+        Ok(())
     }
 
     /// Removes a watch, and drops its queued events.
     pub fn unwatch(&mut self, path: &str, token: &str) -> Result<(), Error> {
         let parts: [&[u8]; 4] = [arg(path)?, b"\0", arg(token)?, b"\0"];
+        // Forgotten whatever the daemon says: a watch it does not know is no watch either.
+        self.watches.retain(|(p, t)| !(p == path && t == token));
         self.request(MsgType::Unwatch, Tx::NONE, &parts)?;
         self.events.retain(|e| e.token != token);
         Ok(())
+    }
+
+    /// The watches set, as (path, token), in the order they were set.
+    pub fn watches(&self) -> &[(String, String)] {
+        &self.watches
+    }
+
+    /// Sets every watch again, after a restore into a new domain (the toolstack built the new
+    /// domain's xenstore connection afresh, without our watches). Each fires once, as a new
+    /// watch does, so whoever waits on it looks. Returns how many were set; the first error
+    /// stops it (the connection is then unusable anyway).
+    pub fn rewatch(&mut self) -> Result<usize, Error> {
+        let watches = self.watches.clone();
+        for (path, token) in &watches {
+            let parts: [&[u8]; 4] = [arg(path)?, b"\0", arg(token)?, b"\0"];
+            self.request(MsgType::Watch, Tx::NONE, &parts)?;
+        }
+        Ok(watches.len())
     }
 
     /// Starts a transaction.

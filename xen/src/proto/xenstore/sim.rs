@@ -414,6 +414,11 @@ impl Store {
         String::from_utf8(self.read(path)?).ok()
     }
 
+    /// Forgets every watch, as a new domain's connection starts with none (a restore).
+    pub fn forget_watches(&mut self) {
+        self.watches.clear();
+    }
+
     /// Writes absolute `path` (creating parents), firing watches.
     pub fn write(&mut self, path: &str, value: &[u8]) {
         let _ = self.apply(0, 0, |v| v.write(path, value));

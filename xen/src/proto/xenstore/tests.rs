@@ -134,6 +134,40 @@ fn watches_fire_on_registration_writes_children_and_removal() {
 }
 
 #[test]
+fn rewatch_sets_every_watch_again_after_the_daemon_forgot_them() {
+    let mut xs = client();
+    xs.watch("control/shutdown", "ctl").unwrap();
+    xs.watch("/backend/vif", "be").unwrap();
+    xs.watch("gone", "g").unwrap();
+    xs.unwatch("gone", "g").unwrap();
+    while xs.poll_event("ctl").unwrap().is_some() || xs.poll_event("be").unwrap().is_some() {}
+    assert_eq!(
+        xs.watches(),
+        [
+            ("control/shutdown".into(), "ctl".into()),
+            ("/backend/vif".into(), "be".into())
+        ]
+    );
+    // A restore: the new domain's connection has no watches.
+    xs.transport_mut().store().forget_watches();
+    xs.write(Tx::NONE, "control/shutdown", b"poweroff").unwrap();
+    xs.poll().unwrap();
+    assert_eq!(xs.take_event("ctl"), None, "the daemon forgot it");
+    assert_eq!(xs.rewatch(), Ok(2));
+    // Each fires once at once, as a new watch does, then on changes again.
+    assert_eq!(xs.wait_event("ctl").unwrap().path, "control/shutdown");
+    assert_eq!(xs.wait_event("be").unwrap().path, "/backend/vif");
+    xs.write(Tx::NONE, "control/shutdown", b"").unwrap();
+    assert_eq!(xs.wait_event("ctl").unwrap().path, "control/shutdown");
+    assert_eq!(
+        xs.take_event("g"),
+        None,
+        "an unwatched path stays unwatched"
+    );
+    assert_eq!(xs.watches().len(), 2, "rewatch records nothing twice");
+}
+
+#[test]
 fn watch_on_a_child_fires_when_its_parent_is_removed() {
     let mut xs = client();
     xs.write(Tx::NONE, "a/b/c", b"1").unwrap();

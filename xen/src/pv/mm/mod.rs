@@ -12,14 +12,67 @@ use frames::{FrameAllocator, Pfn};
 const M2P_BASE: u64 = 0xffff_8000_0000_0000;
 
 static FRAMES: spin::Mutex<Option<FrameAllocator<'static>>> = spin::Mutex::new(None);
-static P2M: spin::Once<&'static [u64]> = spin::Once::new();
+static P2M: spin::Once<P2m> = spin::Once::new();
 
-/// Hands the frame allocator and the P2M list (start_info's `mfn_list`, `nr_pages` entries) to
-/// this module (boot calls this once).
+/// The P2M list: start_info's `mfn_list`, `nr_pages` entries in our own memory. Not a `&[u64]`:
+/// a restore into a new domain rewrites every entry under us (the toolstack writes the new
+/// machine frames while the guest is suspended), so each entry is read volatile, never assumed
+/// to stay what it was.
+#[derive(Debug, Clone, Copy)]
+pub struct P2m {
+    base: core::ptr::NonNull<u64>,
+    len: usize,
+}
+
+// SAFETY: a read-only view of memory that stays mapped for the life of the domain; entries are
+// read with volatile loads, and the only writer is the toolstack while the guest is suspended.
+unsafe impl Send for P2m {}
+// SAFETY: as above.
+unsafe impl Sync for P2m {}
+
+impl P2m {
+    /// The list at `base`, `len` entries.
+    ///
+    /// # Safety
+    /// `base` must point at `len` u64s mapped for the life of the domain, which no Rust
+    /// reference aliases mutably.
+    pub unsafe fn new(base: core::ptr::NonNull<u64>, len: usize) -> P2m {
+        P2m { base, len }
+    }
+
+    /// Entries (pseudo-physical frames of the domain).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false for a domain's P2M (it has at least one page).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The machine frame of `pfn` now (panics past the end: a bug, as an index would).
+    pub fn get(&self, pfn: u64) -> u64 {
+        assert!((pfn as usize) < self.len, "pfn {pfn} outside the P2M");
+        // SAFETY: inside the list (checked above), mapped for the life of the domain.
+        unsafe { core::ptr::read_volatile(self.base.as_ptr().add(pfn as usize)) }
+    }
+
+    /// Virtual address of the list's first entry.
+    pub fn addr(&self) -> u64 {
+        self.base.as_ptr() as u64
+    }
+}
+
+/// Hands the frame allocator and the P2M list to this module (boot calls this once).
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
-pub(crate) fn init_frames(frames: FrameAllocator<'static>, p2m: &'static [u64]) {
+pub(crate) fn init_frames(frames: FrameAllocator<'static>, p2m: P2m) {
     P2M.call_once(|| p2m);
     *FRAMES.lock() = Some(frames);
+}
+
+/// The P2M list, once boot handed it over.
+pub fn p2m() -> Option<P2m> {
+    P2M.get().copied()
 }
 
 /// Runs `f` with the frame allocator.
@@ -30,7 +83,8 @@ pub(crate) fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator<'static>) -> R) 
 /// Machine frame of a pseudo-physical frame.
 pub fn pfn_to_mfn(pfn: u64) -> u64 {
     P2M.get()
-        .expect("boot hands over the P2M list before any frame use")[pfn as usize]
+        .expect("boot hands over the P2M list before any frame use")
+        .get(pfn)
 }
 
 /// Pseudo-physical frame of a machine frame (through Xen's M2P table).

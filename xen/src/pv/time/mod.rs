@@ -4,7 +4,8 @@
 pub mod pvclock;
 
 mod clock;
-pub use clock::{now_ns, tsc_hz, wallclock_ns};
+pub(crate) use clock::resume;
+pub use clock::{now_ns, to_xen_ns, tsc_hz, wallclock_ns};
 
 /// The one clock interface (defined with the protocol logic, which needs it without the PV
 /// glue): on Xen it is [`now_ns`] ([`crate::platform::XenClock`]), on the host a simulated one.

@@ -211,11 +211,84 @@ pub fn read_consistent<T>(mut version: impl FnMut() -> u32, mut fields: impl FnM
     }
 }
 
+/// The guest's monotonic clock across save/restore: Xen's system time plus an offset, so
+/// that after a restore (where Xen's system time is another host's, or this host's later) the
+/// guest's clock continues from where it stopped: no step back, and no jump forward by the time
+/// spent saved (which would fire every TCP and keep-alive timer at once). 0 until a suspend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Continuity {
+    /// Guest time minus Xen system time, in ns.
+    pub offset: i64,
+}
+
+impl Continuity {
+    /// Guest time at Xen system time `xen_ns` (saturating at 0 and `u64::MAX`).
+    pub fn guest_ns(&self, xen_ns: u64) -> u64 {
+        clamp_u64(i128::from(xen_ns) + i128::from(self.offset))
+    }
+
+    /// Xen system time at guest time `guest_ns`, for Xen's timers (`set_timer_op`,
+    /// `SCHEDOP_poll`); never 0 (which means "no timeout" to Xen).
+    pub fn xen_ns(&self, guest_ns: u64) -> u64 {
+        clamp_u64(i128::from(guest_ns) - i128::from(self.offset)).max(1)
+    }
+
+    /// The continuity after a resume: guest time `stopped_at` (the last reading before the
+    /// suspend) is now Xen system time `xen_now`.
+    pub fn resumed(stopped_at: u64, xen_now: u64) -> Continuity {
+        let d = i128::from(stopped_at) - i128::from(xen_now);
+        Continuity {
+            offset: d.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+        }
+    }
+}
+
+fn clamp_u64(v: i128) -> u64 {
+    v.clamp(0, i128::from(u64::MAX)) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use core::cell::Cell;
     use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn continuity_resumes_where_the_clock_stopped_whatever_xen_time_did() {
+        let c = Continuity::default();
+        assert_eq!(
+            (c.guest_ns(5), c.xen_ns(5)),
+            (5, 5),
+            "no offset before a suspend"
+        );
+        // Stopped at guest 100 s; the new host's Xen time is 3 s (a younger host) or 5000 s.
+        for xen_now in [3_000_000_000u64, 5_000_000_000_000] {
+            let c = Continuity::resumed(100_000_000_000, xen_now);
+            assert_eq!(c.guest_ns(xen_now), 100_000_000_000);
+            assert_eq!(
+                c.guest_ns(xen_now + 7),
+                100_000_000_007,
+                "and runs at Xen's rate"
+            );
+            // A deadline 1 s ahead of the guest is 1 s ahead of Xen too.
+            assert_eq!(c.xen_ns(101_000_000_000), xen_now + 1_000_000_000);
+            // A second resume composes: stop at guest 150 s, come back at Xen 10 s.
+            let c2 = Continuity::resumed(c.guest_ns(xen_now + 50_000_000_000), 10_000_000_000);
+            assert_eq!(c2.guest_ns(10_000_000_000), 150_000_000_000);
+        }
+        let c = Continuity::resumed(10, 1_000);
+        assert_eq!(c.guest_ns(0), 0, "saturates instead of wrapping below 0");
+        assert_eq!(c.xen_ns(0), 990);
+        let c = Continuity::resumed(1_000, 10);
+        assert_eq!(
+            c.xen_ns(0),
+            1,
+            "a past deadline is never Xen's 0 (no timeout)"
+        );
+        assert_eq!(c.guest_ns(u64::MAX), u64::MAX, "saturates at the top");
+        let c = Continuity::resumed(u64::MAX, 0);
+        assert_eq!(c.offset, i64::MAX);
+    }
 
     /// Offsets from `struct vcpu_time_info` in /usr/include/xen/xen.h (interface > 0x040600).
     #[test]
