@@ -8,6 +8,8 @@
 //! - [`gate`]: the stack's listeners and the rules that keep them serving under a SYN flood
 //!   (half-open connections expire and are shed, SYNs beyond the backlog wait).
 //! - [`filter`]: RFC 5961 §3 reset checks in front of smoltcp (only the exact RST resets).
+//! - [`announce`]: the gratuitous ARP and unsolicited neighbour advertisements sent after the
+//!   vif reconnected to a new backend (restore, live migration).
 //! - [`dhcp`]: the DHCPv4 client (exponential, randomised backoff; one xid per acquisition).
 //! - [`socket`]: async [`TcpListener`], [`TcpStream`] and [`UdpSocket`] over [`Net`].
 //! - [`listen`]: the accept loop servers share: a connection cap (or the app's admission
@@ -19,6 +21,7 @@
 
 extern crate alloc;
 
+pub mod announce;
 pub mod dhcp;
 pub mod filter;
 pub mod gate;

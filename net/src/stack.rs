@@ -264,6 +264,27 @@ pub trait Link: 'static {
     fn poll_at(&self) -> Option<u64> {
         None
     }
+    /// True once after the device reconnected to a new backend (the domain moved: `xl
+    /// restore`, `xl migrate`; see `netfront::Netfront::resume`): the stack then takes the
+    /// device's capabilities and MAC again and announces its addresses
+    /// ([`crate::announce`]) before anything else is sent.
+    fn reconnected(&mut self) -> bool {
+        false
+    }
+    /// Sends one complete Ethernet frame, ahead of anything the device keeps queued (the
+    /// announcements). False if it could not be sent now.
+    fn send_raw(&mut self, frame: &[u8], now: Instant) -> bool {
+        use smoltcp::phy::TxToken;
+        let Some(t) = self.device().transmit(now) else {
+            return false;
+        };
+        t.consume(frame.len(), |b| b.copy_from_slice(frame));
+        true
+    }
+    /// The device's MAC now, if it knows it (it may change when it reconnects).
+    fn mac(&self) -> Option<[u8; 6]> {
+        None
+    }
 }
 
 /// Any smoltcp [`Device`] as a [`Link`] (nothing to do around a poll, no counters).
@@ -286,18 +307,32 @@ impl<H: xen::hal::Hal + 'static> Link for netfront::Netfront<H> {
     fn stats(&self) -> Option<crate::Stats> {
         Some(netfront::Netfront::stats(self))
     }
+    fn reconnected(&mut self) -> bool {
+        self.take_reconnected()
+    }
+    fn send_raw(&mut self, frame: &[u8], _now: Instant) -> bool {
+        self.send(frame).is_ok()
+    }
+    fn mac(&self) -> Option<[u8; 6]> {
+        Some(netfront::Netfront::mac(self))
+    }
 }
 
 /// A [`Link`] with its type erased (so sockets need no type parameter), and the stack's poll of
 /// it: the gate in front of smoltcp's receive path.
 trait Phy {
+    /// Polls the device through the gate; returns true, without polling, when the device
+    /// just reconnected (the caller announces, then polls again).
     fn poll(
         &mut self,
         iface: &mut Interface,
         sockets: &mut SocketSet<'static>,
         now: Instant,
         gate: &mut SynGate,
-    );
+    ) -> bool;
+    fn capabilities(&mut self) -> smoltcp::phy::DeviceCapabilities;
+    fn send_raw(&mut self, frame: &[u8], now: Instant) -> bool;
+    fn mac(&self) -> Option<[u8; 6]>;
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface;
     fn stats(&self) -> Option<crate::Stats>;
     fn register(&mut self, waker: &Waker) -> bool;
@@ -311,10 +346,23 @@ impl<L: Link> Phy for L {
         sockets: &mut SocketSet<'static>,
         now: Instant,
         gate: &mut SynGate,
-    ) {
+    ) -> bool {
         self.before_poll(now);
+        if self.reconnected() {
+            return true;
+        }
         gate.poll(iface, self.device(), sockets, now);
         self.after_poll(now);
+        false
+    }
+    fn capabilities(&mut self) -> smoltcp::phy::DeviceCapabilities {
+        self.device().capabilities()
+    }
+    fn send_raw(&mut self, frame: &[u8], now: Instant) -> bool {
+        Link::send_raw(self, frame, now)
+    }
+    fn mac(&self) -> Option<[u8; 6]> {
+        Link::mac(self)
     }
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface {
         Interface::new(config, self.device(), now)
@@ -388,6 +436,34 @@ pub(crate) struct Inner {
     next_port: u16,
     pub(crate) now_ns: u64,
     mac: [u8; 6],
+    /// `IpConfig::slaac`, for an interface built again.
+    slaac: bool,
+    /// What the interface was built with ([`Caps::of`]).
+    caps: Caps,
+}
+
+/// The device capabilities smoltcp's interface keeps from its creation (smoltcp 0.14 has no
+/// way to change them): the ones a reconnected backend may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Caps {
+    mtu: usize,
+    tso4: Option<core::num::NonZeroUsize>,
+    tso6: Option<core::num::NonZeroUsize>,
+    /// (computed on transmit, verified on receive) by smoltcp, for TCP and UDP.
+    tcp: (bool, bool),
+    udp: (bool, bool),
+}
+
+impl Caps {
+    fn of(c: &smoltcp::phy::DeviceCapabilities) -> Caps {
+        Caps {
+            mtu: c.max_transmission_unit,
+            tso4: c.segmentation.tcpv4,
+            tso6: c.segmentation.tcpv6,
+            tcp: (c.checksum.tcp.tx(), c.checksum.tcp.rx()),
+            udp: (c.checksum.udp.tx(), c.checksum.udp.rx()),
+        }
+    }
 }
 
 /// The shortest wait [`Net::poll`] asks for.
@@ -448,6 +524,7 @@ impl Net {
         ic.random_seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
             ^ now_ns.rotate_left(17);
         ic.slaac = config.slaac;
+        let caps = Caps::of(&phy.capabilities());
         let mut iface = phy.make_iface(ic, instant(now_ns));
         let ll = link_local(mac);
         iface.update_ip_addrs(|a| {
@@ -496,6 +573,8 @@ impl Net {
                 next_port: 49152 + seed % 16000,
                 now_ns,
                 mac,
+                slaac: config.slaac,
+                caps,
             }),
         }))
     }
@@ -584,7 +663,7 @@ impl Net {
         let i = &mut *g;
         i.now_ns = now_ns;
         let now = instant(now_ns);
-        i.phy.poll(&mut i.iface, &mut i.sockets, now, &mut i.gate);
+        i.poll_phy(now);
         i.poll_dhcp(now);
         i.reap(now_ns);
         // The poll above did all the work it could: a deadline still at or before `now` means
@@ -684,9 +763,85 @@ impl Inner {
             None => {}
         }
         if again {
+            self.poll_phy(now);
+        }
+    }
+
+    /// Polls the device through the gate; after it reconnected, first takes its capabilities
+    /// and MAC again and announces our addresses ([`moved`](Self::moved)).
+    fn poll_phy(&mut self, now: Instant) {
+        if self
+            .phy
+            .poll(&mut self.iface, &mut self.sockets, now, &mut self.gate)
+        {
+            self.moved(now);
             self.phy
                 .poll(&mut self.iface, &mut self.sockets, now, &mut self.gate);
         }
+    }
+
+    /// The device reconnected to a new backend (the domain moved). The sockets stay as they
+    /// are: TCP connections survive, the IP addresses and (normally) the MAC being the same.
+    /// If the backend's features changed the device's capabilities (e.g. no transmit GSO any
+    /// more), the interface is built again with them (smoltcp keeps capabilities from an
+    /// interface's creation), with the same addresses and routes; if the toolstack gave the
+    /// vif a new MAC, it is used (and the link-local address follows it). Then a gratuitous
+    /// ARP and an unsolicited NA per IPv6 address go out, before anything else.
+    fn moved(&mut self, now: Instant) {
+        let mut mac = self.mac;
+        if let Some(m) = self.phy.mac().filter(|m| *m != self.mac) {
+            log::warn!(
+                "net: the MAC changed across the move: {} -> {} (using the new one)",
+                crate::format_mac(self.mac),
+                crate::format_mac(m)
+            );
+            mac = m;
+        }
+        let caps = Caps::of(&self.phy.capabilities());
+        if caps != self.caps {
+            log::info!(
+                "net: the new backend changed the device (transmit GSO {:?} -> {:?}):                  interface rebuilt, sockets kept",
+                self.caps.tso4,
+                caps.tso4
+            );
+            let mut ic = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+            ic.random_seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], 0, 0, 0, 0])
+                ^ self.now_ns.rotate_left(23);
+            ic.slaac = self.slaac;
+            let mut iface = self.phy.make_iface(ic, now);
+            let addrs = self.iface.ip_addrs().to_vec();
+            iface.update_ip_addrs(|a| {
+                for c in addrs {
+                    let _ = a.push(c);
+                }
+            });
+            let mut routes = None;
+            self.iface.routes_mut().update(|r| routes = Some(r.clone()));
+            if let Some(saved) = routes {
+                iface.routes_mut().update(|r| *r = saved);
+            }
+            self.iface = iface;
+            self.caps = caps;
+        }
+        if mac != self.mac {
+            let (old_ll, new_ll) = (link_local(self.mac), link_local(mac));
+            self.iface
+                .set_hardware_addr(HardwareAddress::Ethernet(EthernetAddress(mac)));
+            self.iface.update_ip_addrs(|a| {
+                for c in a.iter_mut() {
+                    if *c == IpCidr::Ipv6(Ipv6Cidr::new(old_ll, 64)) {
+                        *c = IpCidr::Ipv6(Ipv6Cidr::new(new_ll, 64));
+                    }
+                }
+            });
+            self.mac = mac;
+        }
+        let frames = crate::announce::frames(self.mac, self.iface.ip_addrs());
+        let sent = frames.iter().filter(|f| self.phy.send_raw(f, now)).count();
+        log::info!(
+            "net: announced {sent} of {} addresses at the new location",
+            frames.len()
+        );
     }
 
     /// Removes dropped sockets that finished closing (or lingered too long).

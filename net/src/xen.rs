@@ -79,6 +79,15 @@ impl crate::stack::Link for XenVif {
     fn poll_at(&self) -> Option<u64> {
         XenVif::poll_at(self)
     }
+    fn reconnected(&mut self) -> bool {
+        XenVif::take_reconnected(self)
+    }
+    fn send_raw(&mut self, frame: &[u8], _now: smoltcp::time::Instant) -> bool {
+        XenVif::send_raw(self, frame)
+    }
+    fn mac(&self) -> Option<[u8; 6]> {
+        XenVif::mac(self)
+    }
 }
 
 /// The first vif, configured from the command line (`ip=`, `gw=`, `dns=`, `ip6=`, `gw6=`; DHCP
@@ -92,7 +101,8 @@ pub fn up() -> Result<Net, UpError> {
 }
 
 /// Publishes the guest's figures to dom0 every `every_ns` (see [`xen::stats`]): memory, then
-/// the event loop's counters (`hypercalls`, `turns`, `blocks`..., see [`xen::stats::Line::add_loop`]), `sockets` (in the stack), `tx_full` (the driver's full-ring count), `held_syns` (connection
+/// the event loop's counters (`hypercalls`, `turns`, `blocks`..., see [`xen::stats::Line::add_loop`]), `sockets` (in the stack), `tx_full` (the driver's full-ring count), `reconnects` and `tx_resent` (the vif's
+/// reconnections after the domain moved, and the frames it sent again then), `held_syns` (connection
 /// attempts the SYN gate held back), `half_open_shed` and `half_open_expired` (half-open
 /// connections given back under pressure or after 8 s, see [`crate::gate`]), `rst_dropped`
 /// (resets refused by [`crate::filter`]), then what `extra` adds. Spawn it on the executor; the
@@ -103,7 +113,10 @@ pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::sta
         let mut line = xen::stats::Line::new(xen::time::now_ns(), xen::stats::memory());
         line.add_loop().add_xen();
         line.add("sockets", net.socket_count() as u64);
-        line.add("tx_full", net.device_stats().map_or(0, |s| s.tx_full));
+        let dev = net.device_stats().unwrap_or_default();
+        line.add("tx_full", dev.tx_full);
+        line.add("reconnects", dev.reconnects);
+        line.add("tx_resent", dev.tx_resent);
         let syn = net.listen_stats();
         line.add("held_syns", syn.held);
         line.add("half_open_shed", syn.shed);

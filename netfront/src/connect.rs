@@ -11,7 +11,7 @@ use xen::hal::Hal;
 use xen::xenbus::{Frontend, Never, Timeout, XenbusState};
 use xen::xenstore::{self, Client, Transport, Tx, XsErrno};
 
-use crate::driver::{end_grants, Config, Granted, Netfront};
+use crate::driver::{end_grants, Config, Granted, Netfront, ResumeState};
 use crate::error::Error;
 use crate::wire::parse_mac;
 
@@ -32,6 +32,105 @@ fn read_mac<T: Transport>(fe: &Frontend, xs: &mut Client<T>) -> Result<[u8; 6], 
         Err(e) => return Err(e.into()),
     };
     parse_mac(&text).ok_or_else(|| Error::BadMac(text.chars().take(32).collect()))
+}
+
+/// Steps 2 and 3 of the handshake (see [`Netfront::connect`]): waits for the backend's
+/// InitWait, reads our MAC and the backend's features, and cuts `config` down to them.
+fn negotiate<T: Transport>(
+    fe: &Frontend,
+    xs: &mut Client<T>,
+    mut config: Config,
+    timeout: &mut impl Timeout,
+) -> Result<([u8; 6], Config), Error> {
+    fe.wait_for_backend(xs, XenbusState::InitWait, timeout)?;
+    let mac = read_mac(fe, xs)?;
+    if !backend_flag(fe, xs, "feature-rx-copy")? {
+        return Err(Error::NoRxCopy);
+    }
+    config.sg &= backend_flag(fe, xs, "feature-sg")?;
+    // Transmit GSO: netback accepts TCP/IPv4 GSO from us if it offers it.
+    config.tso &= backend_flag(fe, xs, "feature-gso-tcpv4")?;
+    Ok((mac, config))
+}
+
+/// Step 5 of the handshake: what the frontend publishes with state Connected, then waits for
+/// the backend to connect (the frontend is closed on failure).
+fn publish<H: Hal, T: Transport>(
+    nf: &Netfront<H>,
+    fe: &mut Frontend,
+    xs: &mut Client<T>,
+    timeout: &mut impl Timeout,
+) -> Result<(), Error> {
+    let tx_ref = nf.tx_ring_ref().to_string();
+    let rx_ref = nf.rx_ring_ref().to_string();
+    let port = nf.event_channel().to_string();
+    let gso = if nf.gso() { "1" } else { "0" };
+    let keys: [(&str, &str); 10] = [
+        ("tx-ring-ref", &tx_ref),
+        ("rx-ring-ref", &rx_ref),
+        ("event-channel", &port),
+        ("request-rx-copy", "1"),
+        ("feature-rx-notify", "1"),
+        ("feature-sg", "1"),
+        // netif.h: absent means offload on; write it either way, to be explicit.
+        (
+            "feature-no-csum-offload",
+            if nf.csum_offload() { "0" } else { "1" },
+        ),
+        // Receive GSO (netback sends TCP super-frames), only with checksum offload; TSO6
+        // needs IPv6 checksum offload too.
+        ("feature-gso-tcpv4", gso),
+        ("feature-gso-tcpv6", gso),
+        ("feature-ipv6-csum-offload", gso),
+    ];
+    // Linux's netback connects when the frontend says Connected (it ignores Initialised), so
+    // publish as Connected and then wait for it. On failure the frontend is closed already.
+    fe.connect_first(xs, &keys, timeout)?;
+    Ok(())
+}
+
+/// The first wait before retrying a reconnect that failed; doubled at each failure up to
+/// [`RETRY_MAX_NS`].
+pub const RETRY_MIN_NS: u64 = 100_000_000;
+/// The longest wait between reconnect attempts.
+pub const RETRY_MAX_NS: u64 = 10_000_000_000;
+
+/// A reconnect that succeeded (see [`Netfront::resume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnected {
+    /// The platform's generation it reconnected in.
+    pub generation: u64,
+    /// The new backend's domain.
+    pub backend_id: u16,
+    /// From noticing the move to the backend Connected (every attempt, and the waits between).
+    pub took_ns: u64,
+    /// Attempts it took (1 when the first one worked).
+    pub attempts: u32,
+    /// Frames kept to be sent again (the old backend had not acknowledged them).
+    pub resend: usize,
+    /// The MAC before, when the toolstack gave the vif another one (the new one is in use).
+    pub old_mac: Option<[u8; 6]>,
+}
+
+/// What [`Netfront::resume`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// Nothing to do: the domain did not move.
+    Live,
+    /// Reconnected to the (new) backend: the link is up.
+    Reconnected(Reconnected),
+    /// An attempt failed with this error (logged); the next one is due at `retry_at` (ns).
+    Failed {
+        /// Why.
+        error: Error,
+        /// When to try again.
+        retry_at: u64,
+    },
+    /// Waiting until `retry_at` (ns) before the next attempt.
+    Waiting {
+        /// When to try again.
+        retry_at: u64,
+    },
 }
 
 impl<H: Hal> Netfront<H> {
@@ -59,20 +158,16 @@ impl<H: Hal> Netfront<H> {
         xs: &mut Client<T>,
         hal: H,
         node: &str,
-        mut config: Config,
+        config: Config,
         timeout: &mut impl Timeout,
     ) -> Result<Self, Error> {
         let mut fe = Frontend::attach(xs, node)?;
         let prepared = (|| {
-            fe.wait_for_backend(xs, XenbusState::InitWait, timeout)?;
-            let mac = read_mac(&fe, xs)?;
-            if !backend_flag(&fe, xs, "feature-rx-copy")? {
-                return Err(Error::NoRxCopy);
-            }
-            config.sg &= backend_flag(&fe, xs, "feature-sg")?;
-            // Transmit GSO: netback accepts TCP/IPv4 GSO from us if it offers it.
-            config.tso &= backend_flag(&fe, xs, "feature-gso-tcpv4")?;
-            Netfront::new(hal, fe.backend_id(), mac, config)
+            let (mac, cut) = negotiate(&fe, xs, config, timeout)?;
+            let mut nf = Netfront::new(hal, fe.backend_id(), mac, cut)?;
+            // A reconnect negotiates from what was asked for, not from this backend's cut.
+            nf.config = config;
+            Ok(nf)
         })();
         let mut nf = match prepared {
             Ok(nf) => nf,
@@ -81,37 +176,166 @@ impl<H: Hal> Netfront<H> {
                 return Err(e);
             }
         };
-        let tx_ref = nf.tx_ring_ref().to_string();
-        let rx_ref = nf.rx_ring_ref().to_string();
-        let port = nf.event_channel().to_string();
-        let gso = if nf.gso() { "1" } else { "0" };
-        let keys: [(&str, &str); 10] = [
-            ("tx-ring-ref", &tx_ref),
-            ("rx-ring-ref", &rx_ref),
-            ("event-channel", &port),
-            ("request-rx-copy", "1"),
-            ("feature-rx-notify", "1"),
-            ("feature-sg", "1"),
-            // netif.h: absent means offload on; write it either way, to be explicit.
-            (
-                "feature-no-csum-offload",
-                if nf.csum_offload() { "0" } else { "1" },
-            ),
-            // Receive GSO (netback sends TCP super-frames), only with checksum offload; TSO6
-            // needs IPv6 checksum offload too.
-            ("feature-gso-tcpv4", gso),
-            ("feature-gso-tcpv6", gso),
-            ("feature-ipv6-csum-offload", gso),
-        ];
-        // Linux's netback connects when the frontend says Connected (it ignores Initialised), so
-        // publish as Connected and then wait for it. On failure the frontend is closed already.
-        if let Err(e) = fe.connect_first(xs, &keys, timeout) {
+        if let Err(e) = publish(&nf, &mut fe, xs, timeout) {
             let _ = nf.release();
-            return Err(e.into());
+            return Err(e);
         }
         nf.link_up = true;
+        nf.node = Some(fe.node().into());
         nf.xenbus = Some(fe);
         Ok(nf)
+    }
+
+    /// Reconnects after the domain moved (restored or migrated), if it did: forgets the old
+    /// grants, port and rings ([`needs_reconnect`](Self::needs_reconnect)), and makes one
+    /// attempt at the handshake of [`connect`](Self::connect) on the node's (possibly new)
+    /// backend — the toolstack recreated the device's nodes, the backend path and domain may
+    /// differ — with the pages the driver has (granted again at their new frames), a new event
+    /// channel, features negotiated again (the new backend may offer less), and every RX buffer
+    /// posted. Frames the old backend had not acknowledged are sent again first, in order, as
+    /// soon as the device transmits. A failed attempt (logged, with the same errors as at boot)
+    /// is retried no sooner than 100 ms later, then 200 ms... up to 10 s apart: call this at
+    /// every poll. Blocks in the handshake as [`connect`](Self::connect) does (up to
+    /// `timeout`).
+    pub fn resume<T: Transport>(
+        &mut self,
+        xs: &mut Client<T>,
+        timeout: &mut impl Timeout,
+    ) -> Resume {
+        if !self.needs_reconnect() {
+            return Resume::Live;
+        }
+        let now = self.hal.now_ns();
+        if self.live || self.hal.generation() != self.generation {
+            // Noticed now (or moved again while reconnecting): start over.
+            self.forget();
+            self.resume = ResumeState {
+                since_ns: now,
+                ..Default::default()
+            };
+        }
+        if now < self.resume.retry_at {
+            return Resume::Waiting {
+                retry_at: self.resume.retry_at,
+            };
+        }
+        self.resume.attempts += 1;
+        let old_mac = self.mac;
+        match self.reconnect(xs, timeout) {
+            Ok(()) => {
+                let r = Reconnected {
+                    generation: self.generation,
+                    backend_id: self.backend_id,
+                    took_ns: self.hal.now_ns().saturating_sub(self.resume.since_ns),
+                    attempts: self.resume.attempts,
+                    resend: self.tx.resend.len(),
+                    old_mac: (old_mac != self.mac).then_some(old_mac),
+                };
+                self.stats.reconnects += 1;
+                self.resume.announce = true;
+                if let Some(m) = r.old_mac {
+                    log::warn!(
+                        "netfront: the MAC changed across the move: {} -> {}",
+                        format_mac(m),
+                        format_mac(self.mac)
+                    );
+                }
+                log::info!(
+                    "netfront: {} reconnected after the move (generation {}, backend domain                      {}) in {} ms, {} attempt(s), {} frames to resend",
+                    self.node.as_deref().unwrap_or("vif"),
+                    r.generation,
+                    r.backend_id,
+                    r.took_ns / 1_000_000,
+                    r.attempts,
+                    r.resend
+                );
+                Resume::Reconnected(r)
+            }
+            Err(error) => {
+                let b = (self.resume.backoff_ns * 2).clamp(RETRY_MIN_NS, RETRY_MAX_NS);
+                self.resume.backoff_ns = b;
+                self.resume.retry_at = self.hal.now_ns().saturating_add(b);
+                log::warn!(
+                    "netfront: {}: reconnect attempt {} failed: {error}; retrying in {} ms",
+                    self.node.as_deref().unwrap_or("vif"),
+                    self.resume.attempts,
+                    b / 1_000_000
+                );
+                Resume::Failed {
+                    error,
+                    retry_at: self.resume.retry_at,
+                }
+            }
+        }
+    }
+
+    /// When the next reconnect attempt is due (ns), while one is needed.
+    pub fn retry_at(&self) -> Option<u64> {
+        self.needs_reconnect().then_some(self.resume.retry_at)
+    }
+
+    /// True once after each reconnect: the caller announces the guest's new location (a
+    /// gratuitous ARP, unsolicited neighbour advertisements) through [`send`](Self::send)
+    /// before anything else goes out.
+    pub fn take_reconnected(&mut self) -> bool {
+        core::mem::take(&mut self.resume.announce)
+    }
+
+    /// One reconnect attempt (see [`resume`](Self::resume)); the driver is not live on error.
+    fn reconnect<T: Transport>(
+        &mut self,
+        xs: &mut Client<T>,
+        timeout: &mut impl Timeout,
+    ) -> Result<(), Error> {
+        if let Some(old) = self.xenbus.take() {
+            // Its watch, if the platform kept it, names the old backend: drop it (best effort).
+            let _ = xs.unwatch(
+                &format!("{}/state", old.backend()),
+                &xen::xenbus::watch_token(old.node()),
+            );
+            self.node.get_or_insert_with(|| old.node().into());
+        }
+        let node = self.node.clone().ok_or(Error::BadConfig)?;
+        let mut fe = Frontend::attach(xs, &node)?;
+        // The toolstack recreated our node as Initialising; after a failed attempt closed it,
+        // Initialising again is what asks the backend for another round (as Linux's netback
+        // reads it).
+        let cut = fe
+            .set_state(xs, XenbusState::Initialising)
+            .map_err(Error::from)
+            .and_then(|()| negotiate(&fe, xs, self.config, timeout));
+        let cut = match cut {
+            Ok((mac, cut)) => {
+                self.mac = mac;
+                cut
+            }
+            Err(e) => {
+                let _ = fe.close(xs, timeout);
+                return Err(e);
+            }
+        };
+        self.tx.sg = cut.sg;
+        self.tx.tso_max = if cut.tso && cut.sg {
+            crate::driver::tso_max(self.tx.pages.len())
+        } else {
+            0
+        };
+        if let Err(e) = self.regrant(fe.backend_id()) {
+            let _ = fe.close(xs, timeout);
+            return Err(e);
+        }
+        if let Err(e) = publish(self, &mut fe, xs, timeout) {
+            // The backend may have mapped the rings: end what it let go, leak the rest.
+            self.hal.close_evtchn(self.port);
+            self.end_attempt(usize::MAX);
+            self.tx.reset();
+            self.rx.reset();
+            return Err(e);
+        }
+        self.live = true;
+        self.link_up = true;
+        self.xenbus = Some(fe);
+        Ok(())
     }
 
     /// Re-reads the backend state: the link is up while it is Connected.
@@ -172,6 +396,20 @@ impl<H: Hal> Netfront<H> {
     /// fires, and every few tens of ms while it is not done (the backend unmaps our pages
     /// without telling us); [`Closing::give_up`] at the caller's deadline.
     pub fn begin_shutdown<T: Transport>(mut self, xs: &mut Client<T>) -> Closing<H> {
+        if self.needs_reconnect() {
+            // Every grant and the port are void (the domain moved), the frontend node is the
+            // toolstack's new one: nothing to close, only pages to free.
+            self.link_up = false;
+            self.xenbus = None;
+            return Closing {
+                fe: None,
+                generation: self.generation,
+                hal: Some(self.discard()),
+                pages: Vec::new(),
+                port: None,
+                first: None,
+            };
+        }
         let fe = self.xenbus.take();
         let mut first: Option<Error> = None;
         if let Some(fe) = &fe {
@@ -183,6 +421,7 @@ impl<H: Hal> Netfront<H> {
         let (hal, pages, port) = self.dismantle();
         Closing {
             fe,
+            generation: hal.generation(),
             hal: Some(hal),
             pages,
             port: Some(port),
@@ -195,6 +434,9 @@ impl<H: Hal> Netfront<H> {
 pub struct Closing<H: Hal> {
     /// Our frontend, until our state is Closed.
     fe: Option<Frontend>,
+    /// The generation the grants and port belong to: if the domain moves during the close,
+    /// they are void and the close ends at once (the pages freed, nothing ended or closed).
+    generation: u64,
     /// The platform, until handed back.
     hal: Option<H>,
     /// Pages whose grant has not ended yet.
@@ -214,12 +456,28 @@ impl<H: Hal> core::fmt::Debug for Closing<H> {
 }
 
 impl<H: Hal> Closing<H> {
+    /// The domain moved during the close: forgets the frontend, the port and the grants (all
+    /// void) and frees the pages.
+    fn if_moved(&mut self) {
+        let Some(hal) = self.hal.as_mut() else { return };
+        if hal.generation() == self.generation {
+            return;
+        }
+        self.fe = None;
+        self.port = None;
+        for mut g in core::mem::take(&mut self.pages) {
+            g.page.mfn = hal.frame(&g.page.mem);
+            hal.free_page(g.page);
+        }
+    }
+
     /// Moves the close on without waiting: once the backend is Closing or Closed (or gone, or
     /// unreadable), sets our state Closed and closes the event channel; then ends the grants the
     /// backend no longer maps and frees their pages. The platform (or the first error) once
     /// everything is released (the close is then over: later steps return `None`); `None`
     /// while something is left to wait for.
     pub fn step<T: Transport>(&mut self, xs: &mut Client<T>) -> Option<Result<H, Error>> {
+        self.if_moved();
         let hal = self.hal.as_mut()?;
         if let Some(mut fe) = self.fe.take() {
             match fe.backend_state(xs) {
@@ -254,6 +512,7 @@ impl<H: Hal> Closing<H> {
     /// ([`Error::GrantsStillMapped`]). Returns the platform, or the first error.
     /// Giving up a close that is over already (a step returned it) is [`Error::Internal`].
     pub fn give_up<T: Transport>(mut self, xs: &mut Client<T>) -> Result<H, Error> {
+        self.if_moved();
         let Some(mut hal) = self.hal.take() else {
             return Err(Error::Internal);
         };

@@ -74,9 +74,11 @@ impl<H: Hal> TxToken for NfTxToken<'_, H> {
 }
 
 impl<H: Hal> Netfront<H> {
-    /// Reclaims TX completions, ignoring (after counting) the backend's errors.
-    fn reclaim_quietly(&mut self) {
+    /// Reclaims TX completions, ignoring (after counting) the backend's errors, then sends
+    /// what is left to resend after a move. Whether all of that was sent.
+    fn reclaim_quietly(&mut self) -> bool {
         let _ = self.reclaim_tx();
+        self.flush_resend()
     }
 
     /// Polls RX until a frame is ready or nothing is left (bad responses are skipped, a bad ring
@@ -86,7 +88,7 @@ impl<H: Hal> Netfront<H> {
         for _ in 0..4096 {
             match self.poll_rx() {
                 Ok(ready) => return ready,
-                Err(Error::RxRing(_) | Error::Internal) => return false,
+                Err(Error::RxRing(_) | Error::Internal | Error::Moved) => return false,
                 Err(_) => continue,
             }
         }
@@ -115,6 +117,10 @@ impl<H: Hal> Device for Netfront<H> {
         Self: 'a;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        // After a move, nothing until reconnected: the rings and the port are void.
+        if self.needs_reconnect() {
+            return None;
+        }
         self.reclaim_quietly();
         if !self.rx_ready() {
             return None;
@@ -133,9 +139,12 @@ impl<H: Hal> Device for Netfront<H> {
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
-        self.reclaim_quietly();
-        // Room for the largest frame smoltcp may build with this token.
-        if !self.can_send(self.tso_max().max(MTU)) {
+        if self.needs_reconnect() {
+            return None;
+        }
+        // Frames kept from before a move go first, in order; room for the largest frame
+        // smoltcp may build with this token.
+        if !self.reclaim_quietly() || !self.can_send(self.tso_max().max(MTU)) {
             self.stats.tx_full += 1;
             return None;
         }

@@ -181,6 +181,22 @@ pub struct Stats {
     pub rx_bad_checksum: u64,
     /// Backend protocol violations seen (malformed responses, bad ring indices).
     pub malformed: u64,
+    /// Reconnections to a new backend after the domain moved (restore, live migration).
+    pub reconnects: u64,
+    /// Frames the old backend had not acknowledged when the domain moved, sent again on the
+    /// new ring (in their order, before any new frame).
+    pub tx_resent: u64,
+}
+
+/// A reconnect's bookkeeping: when the move was noticed, attempts, the backoff.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ResumeState {
+    pub(crate) since_ns: u64,
+    pub(crate) attempts: u32,
+    pub(crate) retry_at: u64,
+    pub(crate) backoff_ns: u64,
+    /// A reconnect succeeded and nobody asked yet (`Netfront::take_reconnected`).
+    pub(crate) announce: bool,
 }
 
 /// A page granted to the backend.
@@ -190,12 +206,18 @@ pub(crate) struct Granted {
     pub(crate) gref: u32,
 }
 
+/// A frame kept to be sent again after a move, with its MSS (transmit GSO).
+pub(crate) type Kept = (Vec<u8>, Option<u16>);
+
 /// A frame in the TX buffer whose slots are not all completed.
 #[derive(Debug)]
 struct TxPacket {
     seq: u64,
     end: u64,
     outstanding: u16,
+    /// Its length and MSS (transmit GSO): what resending it after a move takes.
+    len: usize,
+    gso: Option<u16>,
 }
 
 /// The transmit side.
@@ -209,13 +231,16 @@ pub(crate) struct TxQueue {
     inflight: Vec<Option<u64>>,
     packets: VecDeque<TxPacket>,
     next_seq: u64,
-    sg: bool,
+    pub(crate) sg: bool,
     /// Largest TCP segment smoltcp may hand us for transmit GSO; 0 when off.
     pub(crate) tso_max: usize,
     /// GSO extra-info slots sent and not answered yet (netback answers each `NETIF_RSP_NULL`).
     extras_in_flight: u32,
     /// Where a smoltcp TX token builds its frame.
     pub(crate) scratch: Vec<u8>,
+    /// Frames (and their MSS) to send again on a new ring before any new one: those the old
+    /// backend had not acknowledged when the domain moved.
+    pub(crate) resend: VecDeque<Kept>,
 }
 
 /// Where the RX state machine is within a packet.
@@ -281,6 +306,18 @@ pub struct Netfront<H: Hal> {
     pub(crate) xenbus: Option<Frontend>,
     /// Receive GSO offered (`Config::gso` and `Config::csum_offload`).
     pub(crate) gso: bool,
+    /// The configuration asked for (before the backend's features cut it down): what a
+    /// reconnect negotiates again.
+    pub(crate) config: Config,
+    /// Our device node (`device/vif/N`), once connected through xenstore.
+    pub(crate) node: Option<alloc::string::String>,
+    /// The platform's [`generation`](Hal::generation) our grants, port and rings belong to.
+    pub(crate) generation: u64,
+    /// Whether the grants, the port and the rings are valid (false from the moment the domain
+    /// moved until a reconnect succeeded).
+    pub(crate) live: bool,
+    /// Reconnect bookkeeping (see `Netfront::resume`).
+    pub(crate) resume: ResumeState,
 }
 
 impl<H: Hal> core::fmt::Debug for Netfront<H> {
@@ -422,6 +459,8 @@ impl TxQueue {
             seq,
             end,
             outstanding: n as u16,
+            len,
+            gso,
         });
         if self.ring.push_requests().map_err(|_| Error::Internal)? {
             hal.notify(port);
@@ -430,6 +469,33 @@ impl TxQueue {
         stats.tx_bytes += len as u64;
         stats.tx_gso += u64::from(gso.is_some());
         Ok(())
+    }
+
+    /// The frames the backend has not acknowledged (every slot answered), oldest first, copied
+    /// out of the buffer with their MSS.
+    fn unacknowledged(&self) -> Result<Vec<Kept>, Error> {
+        let mut out = Vec::new();
+        for p in self.packets.iter().filter(|p| p.outstanding > 0) {
+            let start = p.end - p.len as u64;
+            let mut frame = vec![0u8; p.len];
+            let mut at = 0;
+            for c in chunks(self.buf.offset(start), p.len) {
+                let page = self.pages.get(c.page).ok_or(Error::Internal)?;
+                page.page.mem.read(c.offset, &mut frame[at..at + c.len])?;
+                at += c.len;
+            }
+            out.push((frame, p.gso));
+        }
+        Ok(out)
+    }
+
+    /// Forgets everything in flight (the ring is void): every id free, the buffer empty.
+    pub(crate) fn reset(&mut self) {
+        self.free_ids = (0..self.inflight.len() as u16).rev().collect();
+        self.inflight.iter_mut().for_each(|s| *s = None);
+        self.packets.clear();
+        self.buf = TxBuffer::new(self.pages.len());
+        self.extras_in_flight = 0;
     }
 
     /// Once the backend has answered every request we made, ids still in flight were lost to
@@ -501,6 +567,18 @@ impl TxQueue {
 impl RxQueue {
     fn mask(&self) -> u32 {
         self.ring.size() - 1
+    }
+
+    /// Forgets every posted buffer and the packet being received (the ring is void): every
+    /// buffer free, to be posted again on a new ring.
+    pub(crate) fn reset(&mut self) {
+        self.free = (0..self.bufs.len() as u16).rev().collect();
+        self.posted.iter_mut().for_each(|s| *s = None);
+        self.req_prod = 0;
+        self.rsp_cons = 0;
+        self.state = RxState::Idle;
+        self.len = 0;
+        self.slots = 0;
     }
 
     /// Posts every free buffer the ring has room for.
@@ -828,6 +906,7 @@ impl<H: Hal> Netfront<H> {
                     0
                 },
                 scratch: Vec::with_capacity(MTU),
+                resend: VecDeque::new(),
             },
             rx: RxQueue {
                 ring: rx_ring,
@@ -854,7 +933,13 @@ impl<H: Hal> Netfront<H> {
             stats: Stats::default(),
             xenbus: None,
             gso: config.gso && config.csum_offload && config.rx_buffers >= MIN_GSO_RX_BUFFERS,
+            config,
+            node: None,
+            generation: 0,
+            live: true,
+            resume: Default::default(),
         };
+        nf.generation = nf.hal.generation();
         nf.rx.refill(&mut nf.hal, nf.port)?;
         Ok(nf)
     }
@@ -862,6 +947,152 @@ impl<H: Hal> Netfront<H> {
     /// Our MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
+    }
+
+    /// Whether the domain moved (restored, migrated) since the rings were set up, or a
+    /// reconnect has not succeeded yet: every grant, the port and the rings are void, the
+    /// device sends and receives nothing, and [`resume`](Self::resume) must reconnect it.
+    pub fn needs_reconnect(&self) -> bool {
+        !self.live || self.hal.generation() != self.generation
+    }
+
+    /// The domain moved: forgets every grant reference, the event channel and the rings (never
+    /// ending or closing them: the numbers may belong to someone else now). Frames the old
+    /// backend had not acknowledged are kept to be sent again first; every RX buffer is free
+    /// to be posted again. A frame received whole and not yet taken is kept. Idempotent within
+    /// a generation.
+    pub(crate) fn forget(&mut self) {
+        let generation = self.hal.generation();
+        if !self.live && generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        if self.live {
+            self.live = false;
+            // What the old backend answered before the move (its responses are in our own
+            // ring page) is not sent again.
+            let _ = self.take_tx_responses();
+            // Older frames first: those on the ring now were sent after any still queued.
+            let mut frames: VecDeque<_> = self.tx.unacknowledged().unwrap_or_default().into();
+            frames.extend(self.tx.resend.drain(..));
+            self.tx.resend = frames;
+            self.tx.reset();
+            self.rx.reset();
+        }
+        self.link_up = false;
+    }
+
+    /// Grants every page again (at the frame it is on now, [`Hal::frame`]) to `backend_id`,
+    /// allocates a new event channel and sets up empty rings on the same pages, then posts
+    /// every RX buffer: what [`new`](Self::new) does, on the pages the driver already has.
+    /// On error, what this call granted is ended and the port closed (they are of this
+    /// generation), and the driver stays not live.
+    pub(crate) fn regrant(&mut self, backend_id: u16) -> Result<(), Error> {
+        let hal = &mut self.hal;
+        let mut granted = 0usize;
+        let pages = core::iter::once((&mut self.tx.ring_page, false))
+            .chain(core::iter::once((&mut self.rx.ring_page, false)))
+            .chain(self.tx.pages.iter_mut().map(|g| (g, true)))
+            .chain(self.rx.bufs.iter_mut().map(|g| (g, false)));
+        let mut failed = None;
+        for (g, readonly) in pages {
+            g.page.mfn = hal.frame(&g.page.mem);
+            match hal.grant(backend_id, g.page.mfn, readonly) {
+                Ok(r) => {
+                    g.gref = r;
+                    granted += 1;
+                }
+                Err(e) => {
+                    failed = Some(Error::from(e));
+                    break;
+                }
+            }
+        }
+        let port = match failed {
+            None => hal.alloc_evtchn(backend_id).map_err(Error::from),
+            Some(e) => Err(e),
+        };
+        let port = match port {
+            Ok(p) => p,
+            Err(e) => {
+                self.end_attempt(granted);
+                return Err(e);
+            }
+        };
+        let rings =
+            FrontRing::new(self.tx.ring_page.page.mem.clone(), TX_ENTRY_SIZE).and_then(|t| {
+                FrontRing::new(self.rx.ring_page.page.mem.clone(), RX_ENTRY_SIZE).map(|r| (t, r))
+            });
+        let Ok((tx_ring, rx_ring)) = rings else {
+            self.hal.close_evtchn(port);
+            self.end_attempt(granted);
+            return Err(Error::Internal);
+        };
+        self.tx.ring = tx_ring;
+        self.rx.ring = rx_ring;
+        self.port = port;
+        self.backend_id = backend_id;
+        self.rx.refill(&mut self.hal, self.port)
+    }
+
+    /// Ends the grants of the first `n` pages (in [`regrant`](Self::regrant)'s order), granted
+    /// in this generation by an attempt that failed. A page the backend still maps (it was
+    /// told the refs, then the handshake failed) is never freed or granted again: it is
+    /// swapped for a fresh page and leaked, as at teardown.
+    pub(crate) fn end_attempt(&mut self, n: usize) {
+        let hal = &mut self.hal;
+        let pages = core::iter::once(&mut self.tx.ring_page)
+            .chain(core::iter::once(&mut self.rx.ring_page))
+            .chain(self.tx.pages.iter_mut())
+            .chain(self.rx.bufs.iter_mut())
+            .take(n);
+        let mut leaked = 0;
+        for g in pages {
+            if hal.end_grant(g.gref) == Err(xen::hal::HalError::GrantInUse) {
+                match hal.alloc_page() {
+                    Ok(fresh) => {
+                        core::mem::forget(core::mem::replace(&mut g.page, fresh));
+                        leaked += 1;
+                    }
+                    Err(_) => log::warn!("netfront: no page to replace one still mapped"),
+                }
+            }
+        }
+        if leaked > 0 {
+            log::warn!("netfront: {leaked} pages still mapped by a failed backend; leaked");
+        }
+    }
+
+    /// Sends the frames kept from before the move ([`forget`](Self::forget)), oldest first,
+    /// while there is room; returns whether none is left. A transmit GSO frame the new backend
+    /// cannot take (no `feature-gso-tcpv4`) is dropped and counted in `tx_failed` (TCP sends
+    /// its bytes again, cut to the MTU).
+    pub fn flush_resend(&mut self) -> bool {
+        if self.needs_reconnect() {
+            return false;
+        }
+        while let Some((frame, gso)) = self.tx.resend.pop_front() {
+            let r = self
+                .tx
+                .send(&mut self.hal, self.port, &mut self.stats, &frame, gso);
+            match r {
+                Err(Error::TxFull) => {
+                    self.tx.resend.push_front((frame, gso));
+                    return false;
+                }
+                Ok(()) => self.stats.tx_resent += 1,
+                Err(e) => {
+                    log::warn!("netfront: not resending a frame after the move: {e}");
+                    self.stats.tx_failed += 1;
+                }
+            }
+        }
+        true
+    }
+
+    /// Frames still to be sent again after a move.
+    pub fn resend_pending(&self) -> usize {
+        self.tx.resend.len()
     }
 
     /// Whether the link is up: the backend was Connected when last looked at
@@ -987,6 +1218,9 @@ impl<H: Hal> Netfront<H> {
     /// netback to cut, whose checksum field holds the pseudo-header sum (see [`fill_tcp_checksum`]).
     /// [`Error::TxBadLength`] for a GSO frame over [`tso_max`](Self::tso_max).
     pub fn send_gso(&mut self, frame: &[u8], gso: Option<u16>) -> Result<(), Error> {
+        if self.needs_reconnect() {
+            return Err(Error::Moved);
+        }
         let r = self
             .tx
             .send(&mut self.hal, self.port, &mut self.stats, frame, gso);
@@ -1000,6 +1234,15 @@ impl<H: Hal> Netfront<H> {
     /// Returns the number of responses consumed, or the first error among them (all are
     /// consumed and counted, see [`crate::error`]).
     pub fn reclaim_tx(&mut self) -> Result<usize, Error> {
+        if self.needs_reconnect() {
+            return Err(Error::Moved);
+        }
+        self.take_tx_responses()
+    }
+
+    /// [`reclaim_tx`](Self::reclaim_tx)'s work: reads the TX ring (our own page) and notifies
+    /// nobody, so it is also what tells, after a move, which frames the old backend answered.
+    fn take_tx_responses(&mut self) -> Result<usize, Error> {
         let mut n = 0;
         let mut first = None;
         loop {
@@ -1040,6 +1283,9 @@ impl<H: Hal> Netfront<H> {
         if self.frame.ready {
             return Ok(true);
         }
+        if self.needs_reconnect() {
+            return Err(Error::Moved);
+        }
         let r = self.rx.poll(&mut self.frame, &mut self.stats);
         let refill = self.rx.refill(&mut self.hal, self.port);
         match r {
@@ -1071,6 +1317,17 @@ impl<H: Hal> Netfront<H> {
         self.tx.inflight.len() - self.tx.free_ids.len()
     }
 
+    /// Frees every page without ending a grant or closing the port: for a driver whose
+    /// grants and port are void (the domain moved).
+    pub(crate) fn discard(self) -> H {
+        let (mut hal, pages, _) = self.dismantle();
+        for mut g in pages {
+            g.page.mfn = hal.frame(&g.page.mem);
+            hal.free_page(g.page);
+        }
+        hal
+    }
+
     /// Takes the driver apart: the platform, every granted page, the event channel.
     pub(crate) fn dismantle(self) -> (H, Vec<Granted>, u32) {
         let Netfront {
@@ -1089,6 +1346,9 @@ impl<H: Hal> Netfront<H> {
     /// frees the pages. Pages the backend still maps are leaked, not freed
     /// ([`Error::GrantsStillMapped`]).
     pub fn release(self) -> Result<H, Error> {
+        if self.needs_reconnect() {
+            return Ok(self.discard());
+        }
         let (mut hal, pages, port) = self.dismantle();
         hal.close_evtchn(port);
         let kept = end_grants(&mut hal, pages);
@@ -1103,7 +1363,7 @@ impl<H: Hal> Netfront<H> {
 /// Largest transmit GSO frame for a TX buffer of `pages`: half the buffer, at most 60 KiB (so a
 /// frame never spans more than 16 pages: netback drops packets of more than 18 slots and
 /// disconnects at 20); 0 (off) when that is not above the MTU.
-fn tso_max(pages: usize) -> usize {
+pub(crate) fn tso_max(pages: usize) -> usize {
     let n = (pages * PAGE_SIZE / 2).min(60 * 1024);
     if n > MTU {
         n

@@ -123,6 +123,9 @@ pub enum Error {
         /// How many grants could not be ended.
         count: usize,
     },
+    /// The domain moved (restored or migrated) and the vif has not reconnected yet: nothing
+    /// can be sent or received until [`Netfront::resume`](crate::Netfront::resume) succeeded.
+    Moved,
     /// A slot access fell outside our own ring or buffer memory: a driver bug, never the
     /// backend's doing.
     Internal,
@@ -143,6 +146,7 @@ impl Error {
                 | Error::TxFull
                 | Error::RxBadChecksum
                 | Error::GrantsStillMapped { .. }
+                | Error::Moved
                 | Error::Internal
         )
     }
@@ -221,6 +225,7 @@ impl fmt::Display for Error {
                     "{count} grants still mapped by the backend; pages leaked"
                 )
             }
+            Error::Moved => f.write_str("the domain moved; the vif is not reconnected yet"),
             Error::Internal => f.write_str("internal error: access outside our own memory"),
         }
     }

@@ -43,7 +43,7 @@ pub mod wire;
 #[cfg(target_os = "none")]
 pub mod xen;
 
-pub use connect::{format_mac, Closing};
+pub use connect::{format_mac, Closing, Reconnected, Resume, RETRY_MAX_NS, RETRY_MIN_NS};
 pub use device::{NfRxToken, NfTxToken};
 pub use driver::{
     fill_tcp_checksum, Config, Netfront, Stats, MAX_RX_FRAME, MAX_RX_SLOTS, MIN_FRAME,

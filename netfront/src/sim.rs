@@ -781,6 +781,8 @@ pub struct BackendConfig {
     pub sg: bool,
     /// `feature-rx-copy`.
     pub rx_copy: bool,
+    /// `feature-gso-tcpv4` (transmit GSO accepted from the guest).
+    pub gso: bool,
 }
 
 impl Default for BackendConfig {
@@ -789,6 +791,7 @@ impl Default for BackendConfig {
             mac: String::from("00:16:3e:00:00:01"),
             sg: true,
             rx_copy: true,
+            gso: false,
         }
     }
 }
@@ -813,6 +816,7 @@ pub fn xenstore_backend(
                 let flag = |b: bool| if b { &b"1"[..] } else { &b"0"[..] };
                 st.write(&format!("{be}/feature-sg"), flag(config.sg));
                 st.write(&format!("{be}/feature-rx-copy"), flag(config.rx_copy));
+                st.write(&format!("{be}/feature-gso-tcpv4"), flag(config.gso));
                 st.write(&format!("{be}/feature-rx-flip"), b"0");
                 st.write(&format!("{be}/state"), b"2");
             }

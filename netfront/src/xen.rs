@@ -47,6 +47,13 @@ pub fn open(node: &str) -> Result<Vif, Error> {
 /// watch ([`register`](Self::register)); the backend's state is read only when that watch fired,
 /// and the close never blocks a poll: it is stepped on the watch's events and every
 /// [`CLOSE_RETRY_NS`] until released or [`CLOSE_TIMEOUT_NS`] passed.
+///
+/// After the domain moved (`xl restore`, `xl migrate`: [`xen::suspend::generation`] went up;
+/// the platform wakes every task then), the next poll reconnects the vif
+/// ([`Netfront::resume`]: the xenbus handshake as at boot, blocking up to
+/// [`HANDSHAKE_TIMEOUT_NS`]), re-points the event channel and watches the new backend; a failed
+/// attempt is retried with backoff. [`take_reconnected`](Self::take_reconnected) then tells the
+/// stack to announce the guest's new location.
 pub struct XenVif {
     vif: Option<Vif>,
     node: String,
@@ -90,9 +97,38 @@ impl XenVif {
     }
 
     /// Run before each poll of the stack: consumes the event that woke it (the frames and
-    /// responses themselves are read by the poll).
+    /// responses themselves are read by the poll); after a move, reconnects (or retries).
     pub fn before_poll(&mut self) {
         let _ = self.chan.take();
+        let Some(vif) = &mut self.vif else { return };
+        if !vif.needs_reconnect() {
+            return;
+        }
+        let r = with_xenstore(|xs| {
+            let mut t = Deadline::after(XenClock, HANDSHAKE_TIMEOUT_NS);
+            vif.resume(xs, &mut t)
+        });
+        if let Ok(crate::Resume::Reconnected(_)) = r {
+            self.chan.rebind(vif.event_channel());
+            self.watch = Watch::new(&xen::xenbus::watch_token(&self.node));
+            self.caps = vif.capabilities();
+        }
+    }
+
+    /// True once after each reconnect (see [`Netfront::take_reconnected`]).
+    pub fn take_reconnected(&mut self) -> bool {
+        self.vif.as_mut().is_some_and(|v| v.take_reconnected())
+    }
+
+    /// Sends one complete frame, ahead of anything queued to resend (the announcements after
+    /// a reconnect). False if it could not be sent now.
+    pub fn send_raw(&mut self, frame: &[u8]) -> bool {
+        self.vif.as_mut().is_some_and(|v| v.send(frame).is_ok())
+    }
+
+    /// Our MAC (it may change across a move), while the vif is up.
+    pub fn mac(&self) -> Option<[u8; 6]> {
+        self.vif.as_ref().map(|v| v.mac())
     }
 
     /// Run after each poll of the stack: reads the backend's state if its watch fired, and
@@ -104,8 +140,12 @@ impl XenVif {
         self.step_close();
     }
 
-    /// When the vif must be polled without an event: while it closes, every [`CLOSE_RETRY_NS`].
+    /// When the vif must be polled without an event: at the next reconnect attempt after a
+    /// failed one; while it closes, every [`CLOSE_RETRY_NS`].
     pub fn poll_at(&self) -> Option<u64> {
+        if let Some(at) = self.vif.as_ref().and_then(|v| v.retry_at()) {
+            return Some(at);
+        }
         self.closing
             .as_ref()
             .map(|_| xen::time::now_ns().saturating_add(CLOSE_RETRY_NS))
@@ -115,6 +155,10 @@ impl XenVif {
     /// (without waiting; [`after_poll`](Self::after_poll) moves the close along).
     pub fn check_backend(&mut self) {
         let Some(vif) = &mut self.vif else { return };
+        // After a move the old backend's nodes are gone: that is no link down.
+        if vif.needs_reconnect() {
+            return;
+        }
         let changed = match with_xenstore(|xs| vif.backend_changed(xs)) {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
