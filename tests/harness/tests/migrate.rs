@@ -210,7 +210,8 @@ fn main() {
                 )?;
                 let file = save_file(&g);
                 let (saved, restore_s) = g.save_restore(&file)?;
-                let end = g.wait(600)?;
+                // 128 MiB written and read back take ~25 s here; a disk that never reconnects ends it.
+                let end = g.wait(240)?;
                 let c = g.console()?;
                 expect(&c, "BLK ok seq")?;
                 if end != "poweroff" {
