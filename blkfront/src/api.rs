@@ -76,15 +76,12 @@ use crate::wire::{self, Op, WIRE_SECTOR};
 /// ```
 pub struct Blkfront<H: Hal> {
     engine: Rc<RefCell<Engine<H>>>,
-    /// The event channel that wakes the disk's [`Source`] (see [`bind_channel`](Self::bind_channel)).
-    channel: Rc<RefCell<Option<Channel>>>,
 }
 
 impl<H: Hal> Clone for Blkfront<H> {
     fn clone(&self) -> Self {
         Blkfront {
             engine: self.engine.clone(),
-            channel: self.channel.clone(),
         }
     }
 }
@@ -102,7 +99,6 @@ impl<H: Hal> Blkfront<H> {
     pub(crate) fn new(engine: Engine<H>) -> Self {
         Blkfront {
             engine: Rc::new(RefCell::new(engine)),
-            channel: Rc::new(RefCell::new(None)),
         }
     }
 
@@ -121,9 +117,9 @@ impl<H: Hal> Blkfront<H> {
     /// Lets `channel` (bound to [`port`](Self::port)) wake the executor that drives the disk, so
     /// it is polled only when responses arrived or an operation's deadline passed
     /// (`disk::connect` does this on Xen). Without one (a simulated backend) the disk is polled
-    /// on every executor turn.
+    /// on every executor turn. After a restore the disk rebinds it to its new port itself.
     pub fn bind_channel(&self, channel: Channel) {
-        *self.channel.borrow_mut() = Some(channel);
+        self.engine().channel = Some(channel);
     }
 
     // ---- What the connection is ---------------------------------------------------------------
@@ -257,9 +253,9 @@ impl<H: Hal> Blkfront<H> {
         }
         let f = self.features();
         if f.flush {
-            self.io(Transfer::new(Op::FlushDiskcache, 0, Buf::None, 0))
+            self.io(Transfer::flush(Op::FlushDiskcache))
         } else if f.barrier {
-            self.io(Transfer::new(Op::WriteBarrier, 0, Buf::None, 0))
+            self.io(Transfer::flush(Op::WriteBarrier))
         } else {
             Io::done(self, Ok(()))
         }
@@ -316,10 +312,11 @@ impl<H: Hal> Blkfront<H> {
     // ---- Checks -------------------------------------------------------------------------------
 
     fn check_connected(&self) -> Result<(), Error> {
-        if self.engine.borrow().connected {
+        let e = self.engine.borrow();
+        if e.connected {
             Ok(())
         } else {
-            Err(Error::Disconnected)
+            Err(e.failed.clone().unwrap_or(Error::Disconnected))
         }
     }
 
@@ -372,7 +369,8 @@ impl<H: Hal> Blkfront<H> {
 impl<H: Hal> Source for Blkfront<H> {
     fn poll(&self, cx: &mut Context<'_>, now_ns: u64) -> Option<u64> {
         // Take the event and register before reading the ring: an event after this wakes us.
-        let signalled = match &*self.channel.borrow() {
+        let mut e = self.engine();
+        let signalled = match &e.channel {
             Some(ch) => {
                 let _ = ch.take();
                 ch.register(cx.waker());
@@ -380,7 +378,8 @@ impl<H: Hal> Source for Blkfront<H> {
             }
             None => false,
         };
-        let next = Blkfront::poll(self, now_ns);
+        let next = e.harvest(now_ns);
+        drop(e);
         if !signalled {
             // Nothing can signal us: poll every turn.
             cx.waker().wake_by_ref();

@@ -16,6 +16,8 @@
 //! // Async: many operations in flight from many tasks.
 //! let disk = blkfront::disk::connect(&nodes[0])?;
 //! let d = disk.clone();
+//! // A restore or migration needs nothing from the app: the disk reconnects to its new backend
+//! // at its next poll and resubmits what was in flight (see `blkfront::io`).
 //! xen::exec::run(&[&disk], |sp| async move {
 //!     let t = sp.spawn({ let d = d.clone(); async move { d.flush().await } });
 //!     let mut buf = [0u8; 4096];
@@ -29,13 +31,18 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use xen::exec::XenPark;
-use xen::platform::{with_xenstore, XenClock, XenHal};
-use xen::xenbus::Deadline;
+use xen::platform::{with_xenstore, XenClock, XenHal, XenTransport};
+use xen::xenbus::{Deadline, Timeout};
+use xen::xenstore::Client;
 
 use crate::{Blkfront, Blocking, Config, Error};
 
 /// How long [`open`] and [`close`] wait for the backend's xenbus state changes.
 pub const HANDSHAKE_TIMEOUT_NS: u64 = 30_000_000_000;
+
+/// How long one reconnect attempt after a restore waits for the new backend (a failed attempt
+/// is retried with a backoff; operations wait meanwhile).
+pub const RECONNECT_TIMEOUT_NS: u64 = 10_000_000_000;
 
 /// A connected disk on Xen: the async API.
 pub type AsyncDisk = Blkfront<XenHal>;
@@ -76,6 +83,14 @@ pub fn connect_with(node: &str, config: Config) -> Result<AsyncDisk, Error> {
     .map_err(|_| Error::NoXenstore)??;
     // The executor polls the disk when its event channel fires (or at a deadline).
     disk.bind_channel(xen::events::Channel::bind(disk.port()));
+    // After a restore or migration the disk reconnects by itself at its next poll.
+    disk.on_restore(
+        |run: &mut dyn FnMut(&mut Client<XenTransport>, &mut dyn Timeout)| {
+            let _ = with_xenstore(|xs| {
+                run(xs, &mut Deadline::after(XenClock, RECONNECT_TIMEOUT_NS));
+            });
+        },
+    );
     Ok(disk)
 }
 

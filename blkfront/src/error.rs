@@ -128,6 +128,19 @@ pub enum Error {
     Hal(HalError),
     /// A ring access outside the ring memory (a driver bug).
     Memory(OutOfBounds),
+    /// After a restore or migration the backend offers another disk than before (its size or
+    /// sector size changed): the disk is not reconnected and every operation fails, rather than
+    /// resubmit requests to a disk they were not made for.
+    DiskChanged {
+        /// Size before, in wire (512-byte) sectors.
+        sectors: u64,
+        /// Sector size before.
+        sector_size: u32,
+        /// What the new backend offers: size in wire sectors.
+        new_sectors: u64,
+        /// And sector size.
+        new_sector_size: u32,
+    },
 }
 
 impl fmt::Display for Error {
@@ -162,6 +175,16 @@ impl fmt::Display for Error {
             Error::NoXenstore => f.write_str("no xenstore to find the disk through"),
             Error::Hal(e) => write!(f, "platform: {e}"),
             Error::Memory(e) => write!(f, "ring memory: {e}"),
+            Error::DiskChanged {
+                sectors,
+                sector_size,
+                new_sectors,
+                new_sector_size,
+            } => write!(
+                f,
+                "after the restore the backend offers another disk ({new_sectors} sectors of \
+                 {new_sector_size} bytes, was {sectors} of {sector_size}): not reconnected"
+            ),
         }
     }
 }

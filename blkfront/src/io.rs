@@ -23,13 +23,32 @@
 //! An operation whose future is dropped, or that times out, is *abandoned*: the answers it
 //! already has are released, and its requests still in flight keep their slots and pages until
 //! the backend answers them (see [`crate::error`]).
+//!
+//! ## Restore and migration
+//!
+//! When [`Hal::generation`] changes (the domain was restored or migrated into a new domain), the
+//! engine notices it at its next poll (`harvest`, or an operation's poll) and reconnects before it
+//! touches the ring again: every grant reference, the event channel and every frame number are
+//! forgotten (never ended or closed: they may be someone else's now), the old ring's pages freed,
+//! and the handshake run again through the hook the platform registered
+//! ([`Blkfront::on_restore`](crate::Blkfront::on_restore)): new ring, new event channel, the pool
+//! re-granted on its pages' new frames, the features read again. Every request that was on the
+//! old ring without an answer is then resubmitted on the new one in the order it was first
+//! made, its data still in its pool pages (a write is idempotent at the block level), re-split for
+//! the new backend's limits; a flush or barrier waits until the resubmitted requests before it are
+//! answered. Responses the old backend left on the old ring are never read. Until the reconnect
+//! succeeds operations wait (their deadlines and cancellation still apply); a failed attempt is
+//! logged and retried with a doubling backoff; a backend offering another disk (size or sector
+//! size) is refused for good ([`Error::DiskChanged`]).
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use core::task::{Context, Poll, Waker};
 
-use xen::hal::Hal;
+use xen::events::Channel;
+use xen::hal::{Hal, SharedPage};
 use xen::ring::{FrontRing, RingError};
 use xen::shmem::{OutOfBounds, ShMem};
 use xen::xenbus::Frontend;
@@ -39,6 +58,43 @@ use crate::wire::{
     self, status, DiscardRequest, IndirectRequest, Op, Request, Response, RwRequest, Segment,
     MAX_SEGMENTS, PAGE_SIZE, SEGMENTS_PER_INDIRECT_PAGE, SEGMENT_LEN, WIRE_SECTOR,
 };
+
+/// Tunables of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Largest ring we use, as log2(pages); capped by the backend and
+    /// [`MAX_RING_PAGE_ORDER`](crate::MAX_RING_PAGE_ORDER).
+    pub max_ring_page_order: u32,
+    /// Data pages granted to the backend for the life of the connection (bounce buffers); they
+    /// bound the bytes in flight. At least 2. Indirect descriptor pages come on top (see
+    /// `descriptor_pages`), so a pool of 256 moves a 1 MiB transfer in one go.
+    pub data_pages: usize,
+    /// Most segments per indirect request (0: never use indirect requests); also capped by the
+    /// backend's `feature-max-indirect-segments` and by the pool.
+    pub max_indirect_segments: usize,
+    /// How long an operation may wait for the backend.
+    pub io_timeout_ns: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_ring_page_order: 2,
+            data_pages: 256,
+            // Linux's blkback offers 256: a 1 MiB transfer is then one request.
+            max_indirect_segments: 256,
+            io_timeout_ns: 30_000_000_000,
+        }
+    }
+}
+
+/// First wait before a failed reconnect is tried again (it doubles up to [`RESUME_BACKOFF_MAX_NS`]).
+pub(crate) const RESUME_BACKOFF_NS: u64 = 10_000_000;
+/// Longest wait between reconnect attempts.
+pub(crate) const RESUME_BACKOFF_MAX_NS: u64 = 2_000_000_000;
+
+/// How the engine runs the handshake again after a restore (it reaches xenstore through it).
+pub(crate) type ResumeHook<H> = Box<dyn FnMut(&mut Engine<H>) -> Result<(), Error>>;
 
 /// What the connection supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -141,6 +197,16 @@ pub struct Stats {
     pub cancelled: u64,
     /// Most requests in flight at once.
     pub max_in_flight: u32,
+    /// Reconnects after a restore or migration.
+    pub reconnects: u64,
+    /// Reconnect attempts that failed (retried).
+    pub reconnect_failures: u64,
+    /// Requests that were in flight on the old ring at a restore and were resubmitted on the
+    /// new one (counted as they were first made, before any re-split).
+    pub requests_resubmitted: u64,
+    /// How long the last reconnect took, from noticing the restore to the new ring being ready
+    /// (nanoseconds, the platform clock).
+    pub last_reconnect_ns: u64,
 }
 
 /// A granted page of the data pool.
@@ -182,10 +248,19 @@ struct Pending {
     /// Bytes of the transfer's buffer it covers.
     buf_off: usize,
     len: usize,
+    /// For a discard: how many wire sectors.
+    discard_sectors: u64,
     pages: Vec<u16>,
     indirect: Vec<u16>,
     /// The backend's answer, judged, waiting for the transfer to collect it.
     answer: Option<Result<(), Error>>,
+    /// Order of the operation's requests as first made (kept across a resubmission).
+    seq: u64,
+    /// It was made by [`flush`](crate::Blkfront::flush) (a flush or a barrier standing in for
+    /// one): after a restore it may go as whichever of the two the new backend offers.
+    flush: bool,
+    /// Resubmitted after a restore.
+    resubmitted: bool,
 }
 
 /// The engine's side of a live transfer.
@@ -200,6 +275,11 @@ struct Live {
     deadline: u64,
     /// Set when the transfer must end at once (the response index broke).
     failed: Option<Error>,
+    /// Requests added by re-splitting a resubmitted one (the transfer counts them as its own).
+    extra: usize,
+    /// Answers settled without the backend (a resubmitted flush the new backend has no cache
+    /// for), waiting for the transfer to collect them.
+    settled: Vec<Result<(), Error>>,
 }
 
 /// An operation of the block API in progress: the state its future keeps between polls.
@@ -210,6 +290,8 @@ pub(crate) struct Transfer<'a> {
     buf: Buf<'a>,
     /// For discards: how many wire sectors.
     discard_sectors: u64,
+    /// Made by `flush` (see [`Pending::flush`]).
+    flush: bool,
     /// 0 until first polled.
     id: u64,
     submitted: usize,
@@ -226,6 +308,7 @@ impl<'a> Transfer<'a> {
             sector,
             buf,
             discard_sectors,
+            flush: false,
             id: 0,
             submitted: 0,
             started: false,
@@ -233,6 +316,13 @@ impl<'a> Transfer<'a> {
             error: None,
             finished: false,
         }
+    }
+
+    /// The flush of [`flush`](crate::Blkfront::flush), as `op` (a cache flush or a barrier).
+    pub(crate) fn flush(op: Op) -> Self {
+        let mut t = Transfer::new(op, 0, Buf::None, 0);
+        t.flush = true;
+        t
     }
 
     fn data(&self) -> bool {
@@ -269,6 +359,8 @@ pub(crate) struct Engine<H: Hal> {
     pub(crate) port: u32,
     /// The data pool, then the indirect descriptor pages.
     pub(crate) pages: Vec<Page>,
+    /// How many of `pages` are data pages.
+    pub(crate) ndata: usize,
     free_pages: Vec<u16>,
     free_desc: Vec<u16>,
     slots: Vec<Option<Pending>>,
@@ -288,6 +380,30 @@ pub(crate) struct Engine<H: Hal> {
     queue: VecDeque<u64>,
     /// The response index was out of range at the last look (counted once per episode).
     ring_broken: bool,
+    /// Requests made so far (orders them for a resubmission).
+    seq: u64,
+    /// The tunables the connection was made with (a reconnect uses them again).
+    pub(crate) config: Config,
+    /// The device node (`device/vbd/768`), to attach to again after a restore.
+    pub(crate) node: alloc::string::String,
+    /// The event channel that wakes the disk's executor source, rebound after a reconnect.
+    pub(crate) channel: Option<Channel>,
+    /// [`Hal::generation`] when the ring was set up.
+    domain_generation: u64,
+    /// The domain moved: the ring, grants and port are gone, and the handshake must be run
+    /// again before any I/O.
+    pub(crate) resuming: bool,
+    /// When the next reconnect attempt may run, and the wait after the next failure.
+    resume_at: u64,
+    backoff_ns: u64,
+    /// When the restore was noticed.
+    restored_at: u64,
+    /// Runs the handshake again (see [`Blkfront::on_restore`](crate::Blkfront::on_restore)).
+    pub(crate) resume: Option<ResumeHook<H>>,
+    /// The disk cannot be used any more (the backend offers another disk after a restore).
+    pub(crate) failed: Option<Error>,
+    /// Requests of the old ring waiting to be resubmitted on the new one, in their first order.
+    resubmit: VecDeque<Pending>,
 }
 
 /// What the handshake hands the engine.
@@ -304,7 +420,20 @@ pub(crate) struct Parts<H: Hal> {
     pub(crate) sector_size: u32,
     pub(crate) info: u32,
     pub(crate) features: Features,
-    pub(crate) timeout_ns: u64,
+    pub(crate) config: Config,
+    pub(crate) node: alloc::string::String,
+}
+
+/// What a reconnect hands the engine (see `Engine::adopt`).
+pub(crate) struct Adopted {
+    pub(crate) ring: FrontRing,
+    pub(crate) ring_pages: Vec<(u64, u32)>,
+    pub(crate) port: u32,
+    pub(crate) pages: Vec<Page>,
+    pub(crate) data_pages: usize,
+    pub(crate) features: Features,
+    pub(crate) info: u32,
+    pub(crate) handle: u16,
 }
 
 impl<H: Hal> Engine<H> {
@@ -312,6 +441,7 @@ impl<H: Hal> Engine<H> {
         let slots = p.ring.size() as usize;
         let npages = p.pages.len();
         let ndata = p.data_pages.min(npages);
+        let domain_generation = p.hal.generation();
         Engine {
             hal: p.hal,
             fe: p.fe,
@@ -320,6 +450,7 @@ impl<H: Hal> Engine<H> {
             ring_pages: p.ring_pages,
             port: p.port,
             pages: p.pages,
+            ndata,
             free_pages: (0..ndata as u16).rev().collect(),
             free_desc: (ndata as u16..npages as u16).rev().collect(),
             slots: (0..slots).map(|_| None).collect(),
@@ -332,19 +463,33 @@ impl<H: Hal> Engine<H> {
             features: p.features,
             stats: Stats::default(),
             next_transfer: 1,
-            timeout_ns: p.timeout_ns,
+            timeout_ns: p.config.io_timeout_ns,
             transfers: BTreeMap::new(),
             queue: VecDeque::new(),
             ring_broken: false,
+            seq: 0,
+            config: p.config,
+            node: p.node,
+            channel: None,
+            domain_generation,
+            resuming: false,
+            resume_at: 0,
+            backoff_ns: RESUME_BACKOFF_NS,
+            restored_at: 0,
+            resume: None,
+            failed: None,
+            resubmit: VecDeque::new(),
         }
     }
 
-    /// Requests on the ring and not yet answered (including those of abandoned operations).
+    /// Requests on the ring and not yet answered (including those of abandoned operations),
+    /// and those waiting to be resubmitted after a restore.
     pub(crate) fn in_flight(&self) -> usize {
         self.slots
             .iter()
             .filter(|s| s.as_ref().is_some_and(|p| p.answer.is_none()))
             .count()
+            + self.resubmit.len()
     }
 
     /// Operations in progress (started and not finished).
@@ -361,6 +506,7 @@ impl<H: Hal> Engine<H> {
         self.slots.iter_mut().for_each(|s| *s = None);
         self.free_slots.clear();
         self.queue.clear();
+        self.resubmit.clear();
         for t in self.transfers.values_mut() {
             if let Some(w) = t.waker.take() {
                 w.wake();
@@ -380,10 +526,12 @@ impl<H: Hal> Engine<H> {
         if t.finished {
             return Poll::Ready(Err(Error::Disconnected));
         }
-        if !self.connected {
-            return self.finish(t, Err(Error::Disconnected));
-        }
         let now = self.hal.now_ns();
+        self.check_generation(now);
+        if !self.connected {
+            let e = self.failed.clone().unwrap_or(Error::Disconnected);
+            return self.finish(t, Err(e));
+        }
         if t.id == 0 {
             t.id = self.next_transfer;
             self.next_transfer += 1;
@@ -395,10 +543,13 @@ impl<H: Hal> Engine<H> {
                     in_flight: 0,
                     deadline: now.saturating_add(self.timeout_ns),
                     failed: None,
+                    extra: 0,
+                    settled: Vec::new(),
                 },
             );
         }
         self.collect(t);
+        self.drain_resubmit();
         if let Some(e) = self.transfers.get_mut(&t.id).and_then(|l| l.failed.take()) {
             // The ring broke: give up on what is in flight.
             return self.finish(t, Err(e));
@@ -492,8 +643,20 @@ impl<H: Hal> Engine<H> {
     /// first one is the transfer's), slots and pages freed.
     fn collect(&mut self, t: &mut Transfer<'_>) {
         let answered = match self.transfers.get_mut(&t.id) {
-            Some(l) if !l.answered.is_empty() => core::mem::take(&mut l.answered),
-            _ => return,
+            Some(l) => {
+                t.outstanding += core::mem::take(&mut l.extra);
+                for r in l.settled.drain(..) {
+                    t.outstanding = t.outstanding.saturating_sub(1);
+                    if let Err(e) = r {
+                        t.error.get_or_insert(e);
+                    }
+                }
+                if l.answered.is_empty() {
+                    return;
+                }
+                core::mem::take(&mut l.answered)
+            }
+            None => return,
         };
         for slot in answered {
             let Some(p) = self.release_slot(slot, t.id) else {
@@ -525,6 +688,13 @@ impl<H: Hal> Engine<H> {
             return Ok(());
         }
         let id = t.id;
+        if self.resuming || !self.resubmit.is_empty() {
+            // The old ring's requests go first (and there is no ring while reconnecting).
+            if !self.queue.contains(&id) {
+                self.queue.push_back(id);
+            }
+            return Ok(());
+        }
         if let Some(&head) = self.queue.front() {
             if head != id {
                 if !self.queue.contains(&id) {
@@ -590,9 +760,13 @@ impl<H: Hal> Engine<H> {
             owner: t.id,
             buf_off: off,
             len: 0,
+            discard_sectors: t.discard_sectors,
             pages: Vec::new(),
             indirect: Vec::new(),
             answer: None,
+            seq: self.seq,
+            flush: t.flush,
+            resubmitted: false,
         };
         let req = match op {
             Op::Read | Op::Write => {
@@ -647,6 +821,7 @@ impl<H: Hal> Engine<H> {
         }
         self.free_slots.pop();
         self.generation = self.generation.wrapping_add(1).max(1);
+        self.seq += 1;
         self.stats.requests += 1;
         if matches!(req, Request::Indirect(_)) {
             self.stats.indirect_requests += 1;
@@ -726,8 +901,16 @@ impl<H: Hal> Engine<H> {
     /// and wakes the transfers whose deadline passed; returns the next deadline. This is the
     /// disk's [`Source::poll`](xen::exec::Source::poll).
     pub(crate) fn harvest(&mut self, now: u64) -> Option<u64> {
+        self.check_generation(now);
         if !self.connected {
             return None;
+        }
+        if self.resuming {
+            // No ring to read: wake at the next attempt, or an operation's deadline.
+            return self
+                .deadlines(now)
+                .map(|d| d.min(self.resume_at))
+                .or(Some(self.resume_at));
         }
         loop {
             let rsp = match self.ring.take_response(|m, o| {
@@ -752,6 +935,12 @@ impl<H: Hal> Engine<H> {
             self.ring_broken = false;
             self.answer(rsp);
         }
+        self.drain_resubmit();
+        self.deadlines(now)
+    }
+
+    /// Wakes the transfers whose deadline passed at `now`; returns the earliest one to come.
+    fn deadlines(&mut self, now: u64) -> Option<u64> {
         let mut next: Option<u64> = None;
         for live in self.transfers.values_mut() {
             if now >= live.deadline {
@@ -821,6 +1010,385 @@ impl<H: Hal> Engine<H> {
                 self.wake_head();
             }
         }
+    }
+
+    // ---- Restore and migration -----------------------------------------------------------
+
+    /// Notices a move into a new domain (forgetting the old ring) and, while one is pending,
+    /// tries to reconnect when the backoff allows.
+    pub(crate) fn check_generation(&mut self, now: u64) {
+        self.note_generation(now);
+        if self.resuming && self.connected && now >= self.resume_at {
+            self.try_resume(now);
+        }
+    }
+
+    /// Notices a move into a new domain: forgets the old ring and schedules a reconnect.
+    pub(crate) fn note_generation(&mut self, now: u64) {
+        let g = self.hal.generation();
+        if g != self.domain_generation {
+            self.domain_generation = g;
+            if self.connected {
+                self.forget_domain();
+                self.resuming = true;
+                self.restored_at = now;
+                self.resume_at = now;
+                self.backoff_ns = RESUME_BACKOFF_NS;
+            }
+        }
+    }
+
+    /// The domain moved: every grant, the port and every frame number are void. Frees the old
+    /// ring's pages (no grant is ended: the numbers may be someone else's now), and moves every
+    /// request that had no answer to the resubmission queue, in the order it was first made;
+    /// those of abandoned operations just give their pages back.
+    fn forget_domain(&mut self) {
+        let ring_mem = self.ring.mem().clone();
+        for (i, _) in core::mem::take(&mut self.ring_pages)
+            .into_iter()
+            .enumerate()
+        {
+            if let Ok(mem) = ring_mem.slice(i * PAGE_SIZE, PAGE_SIZE) {
+                let mfn = self.hal.frame(&mem);
+                self.hal.free_page(SharedPage { mem, mfn });
+            }
+        }
+        let mut redo: Vec<Pending> = core::mem::take(&mut self.resubmit).into();
+        for slot in 0..self.slots.len() {
+            let Some(p) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            // Descriptor pages are chosen again for the new backend's limits.
+            p.indirect.clear();
+            if p.answer.is_some() {
+                continue;
+            }
+            let Some(mut p) = self.slots[slot].take() else {
+                continue;
+            };
+            if self.transfers.contains_key(&p.owner) {
+                p.resubmitted = true;
+                self.stats.requests_resubmitted += 1;
+                redo.push(p);
+            } else {
+                self.free_pages.extend(p.pages.iter().rev());
+            }
+        }
+        redo.sort_by_key(|p| p.seq);
+        self.resubmit = redo.into();
+        self.free_desc.clear();
+        self.free_slots.clear();
+        self.ring_broken = false;
+    }
+
+    /// One reconnect attempt through the platform's hook; on failure the next one is due after
+    /// the backoff (or never, for another disk).
+    fn try_resume(&mut self, _now: u64) {
+        let Some(mut hook) = self.resume.take() else {
+            log::error!(
+                "blkfront: {}: restored into a new domain, but nothing can reach xenstore to reconnect (Blkfront::on_restore)",
+                self.node
+            );
+            self.fail_for_good(Error::NoXenstore);
+            return;
+        };
+        let r = hook(self);
+        if self.resume.is_none() {
+            self.resume = Some(hook);
+        }
+        let done = self.hal.now_ns();
+        match r {
+            Ok(()) => {
+                self.resuming = false;
+                self.stats.reconnects += 1;
+                self.stats.last_reconnect_ns = done.saturating_sub(self.restored_at);
+                log::info!(
+                    "blkfront: {}: reconnected after a restore in {} us ({} requests to resubmit, {} ring pages, {} segments per request)",
+                    self.node,
+                    self.stats.last_reconnect_ns / 1000,
+                    self.resubmit.len(),
+                    self.features.ring_pages,
+                    self.features.segments_per_request
+                );
+                self.drain_resubmit();
+                self.wake_all();
+                if let Some(ch) = &self.channel {
+                    // Polled at once: a response may have come before the rebind.
+                    ch.fire();
+                }
+            }
+            Err(e @ Error::DiskChanged { .. }) => {
+                log::error!("blkfront: {}: {e}", self.node);
+                self.fail_for_good(e);
+            }
+            Err(e) => {
+                self.stats.reconnect_failures += 1;
+                log::warn!(
+                    "blkfront: {}: reconnect after a restore failed: {e}; retrying in {} ms",
+                    self.node,
+                    self.backoff_ns / 1_000_000
+                );
+                self.resume_at = done.saturating_add(self.backoff_ns);
+                self.backoff_ns = (self.backoff_ns * 2).min(RESUME_BACKOFF_MAX_NS);
+            }
+        }
+    }
+
+    /// The disk cannot be reconnected: every operation fails with `e` (the pool's memory is
+    /// given back; its grants are void already).
+    fn fail_for_good(&mut self, e: Error) {
+        self.failed = Some(e);
+        self.resuming = false;
+        for p in core::mem::take(&mut self.pages) {
+            let mfn = self.hal.frame(&p.mem);
+            self.hal.free_page(SharedPage { mem: p.mem, mfn });
+        }
+        self.drop_everything();
+    }
+
+    /// Wakes every operation in progress.
+    fn wake_all(&mut self) {
+        for live in self.transfers.values_mut() {
+            if let Some(w) = live.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// A reconnect succeeded: the new ring, port, grants and features replace the old ones.
+    /// `pages` is the new pool (the data pages first, in their old order, then the descriptor
+    /// pages for the new limits).
+    pub(crate) fn adopt(&mut self, new: Adopted) {
+        self.ring = new.ring;
+        self.ring_pages = new.ring_pages;
+        self.port = new.port;
+        let ndata = new.data_pages;
+        self.ndata = ndata;
+        self.pages = new.pages;
+        self.features = new.features;
+        self.info = new.info;
+        self.handle = new.handle;
+        self.free_desc = (ndata as u16..self.pages.len() as u16).rev().collect();
+        let size = self.ring.size() as usize;
+        if self.slots.len() < size {
+            self.slots.resize_with(size, || None);
+        }
+        self.free_slots = (0..self.slots.len() as u32)
+            .rev()
+            .filter(|&s| self.slots[s as usize].is_none())
+            .collect();
+        if let Some(ch) = &self.channel {
+            ch.rebind(self.port);
+        }
+    }
+
+    /// Puts the old ring's requests on the new one, in order, as far as room allows: each is
+    /// re-split for the new backend's limits (its data is still in its pool pages); a flush or
+    /// barrier waits for the resubmitted requests made before it, and goes as whichever of the
+    /// two the new backend offers (or is done at once if it offers neither: it has no cache).
+    fn drain_resubmit(&mut self) {
+        if self.resuming || !self.connected || self.resubmit.is_empty() {
+            return;
+        }
+        let mut pushed = false;
+        while let Some(front) = self.resubmit.front() {
+            if !self.transfers.contains_key(&front.owner) {
+                // Its operation gave up (timed out or dropped) meanwhile.
+                if let Some(p) = self.resubmit.pop_front() {
+                    self.free_pages.extend(p.pages.iter().rev());
+                }
+                continue;
+            }
+            let ordering = matches!(front.op, Op::FlushDiskcache | Op::WriteBarrier);
+            if ordering && self.earlier_unanswered(front.seq) {
+                break;
+            }
+            if self.ring.free_requests() == 0 || self.free_slots.is_empty() {
+                break;
+            }
+            let Some(mut p) = self.resubmit.pop_front() else {
+                break;
+            };
+            match self.resubmit_one(&mut p) {
+                Ok(true) => pushed = true,
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!("blkfront: resubmitting a request: {e}");
+                    self.settle(p.owner, Err(e));
+                    self.free_pages.extend(p.pages.iter().rev());
+                }
+            }
+        }
+        if pushed {
+            match self.ring.push_requests() {
+                Ok(true) => self.hal.notify(self.port),
+                Ok(false) => {}
+                Err(e) => self.ring_fault(e),
+            }
+            let in_flight = self.ring.in_flight();
+            self.stats.max_in_flight = self.stats.max_in_flight.max(in_flight);
+        }
+        if self.resubmit.is_empty() {
+            self.wake_head();
+        }
+    }
+
+    /// True while a resubmitted request made before `seq` has no answer.
+    fn earlier_unanswered(&self, seq: u64) -> bool {
+        self.slots
+            .iter()
+            .flatten()
+            .any(|p| p.resubmitted && p.answer.is_none() && p.seq < seq)
+    }
+
+    /// Ends one request of transfer `owner` without the backend.
+    fn settle(&mut self, owner: u64, r: Result<(), Error>) {
+        if let Some(live) = self.transfers.get_mut(&owner) {
+            live.settled.push(r);
+            live.in_flight = live.in_flight.saturating_sub(1);
+            if let Some(w) = live.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Queues resubmitted request `p` (or its first part, the rest going back to the front of
+    /// the queue); false when it was settled without the ring.
+    fn resubmit_one(&mut self, p: &mut Pending) -> Result<bool, Error> {
+        let Some(&slot) = self.free_slots.last() else {
+            return Ok(false);
+        };
+        let id = (u64::from(self.generation) << 32) | u64::from(slot);
+        p.id = id;
+        let req = match p.op {
+            Op::Read | Op::Write => {
+                let n = p.pages.len();
+                let (segs, desc) = request_shape(
+                    n,
+                    self.features.segments_per_request,
+                    n,
+                    self.free_desc.len(),
+                );
+                if segs == 0 {
+                    self.settle(p.owner, Err(Error::Disconnected));
+                    return Ok(false);
+                }
+                if segs < n {
+                    // Re-split: the rest goes next.
+                    let done = segs * PAGE_SIZE;
+                    let rest = Pending {
+                        id: 0,
+                        wire_op: p.op as u8,
+                        op: p.op,
+                        sector: p.sector + (done / WIRE_SECTOR) as u64,
+                        owner: p.owner,
+                        buf_off: p.buf_off + done,
+                        len: p.len - done,
+                        discard_sectors: 0,
+                        pages: p.pages.split_off(segs),
+                        indirect: Vec::new(),
+                        answer: None,
+                        seq: p.seq,
+                        flush: false,
+                        resubmitted: true,
+                    };
+                    p.len = done;
+                    if let Some(l) = self.transfers.get_mut(&p.owner) {
+                        l.extra += 1;
+                        l.in_flight += 1;
+                    }
+                    self.resubmit.push_front(rest);
+                }
+                p.indirect = (0..desc).filter_map(|_| self.free_desc.pop()).collect();
+                p.wire_op = if desc > 0 {
+                    Op::Indirect as u8
+                } else {
+                    p.op as u8
+                };
+                match self.fill(p, &Buf::None, segs) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.free_desc.extend(p.indirect.iter().rev());
+                        p.indirect.clear();
+                        return Err(e);
+                    }
+                }
+            }
+            Op::Discard => {
+                if !self.features.discard {
+                    self.settle(p.owner, Err(Error::Unsupported(Op::Discard)));
+                    return Ok(false);
+                }
+                p.wire_op = Op::Discard as u8;
+                Request::Discard(DiscardRequest {
+                    secure: false,
+                    handle: self.handle,
+                    id,
+                    sector: p.sector,
+                    nr_sectors: p.discard_sectors,
+                })
+            }
+            op => {
+                let f = self.features;
+                let op = match op {
+                    _ if p.flush && f.flush => Op::FlushDiskcache,
+                    _ if p.flush && f.barrier => Op::WriteBarrier,
+                    // No cache to flush: every write before it was answered.
+                    _ if p.flush => {
+                        self.settle(p.owner, Ok(()));
+                        return Ok(false);
+                    }
+                    Op::WriteBarrier if !f.barrier => {
+                        self.settle(p.owner, Err(Error::Unsupported(Op::WriteBarrier)));
+                        return Ok(false);
+                    }
+                    op => op,
+                };
+                p.op = op;
+                p.wire_op = op as u8;
+                Request::Rw(RwRequest {
+                    op,
+                    handle: self.handle,
+                    id,
+                    sector: 0,
+                    nr_segments: 0,
+                    segments: [Segment::default(); MAX_SEGMENTS],
+                })
+            }
+        };
+        let image = req.emit();
+        if let Err(e) = self.ring.queue_request(|m, o| m.write(o, &image)) {
+            self.free_desc.extend(p.indirect.iter().rev());
+            p.indirect.clear();
+            return Err(e.into());
+        }
+        self.free_slots.pop();
+        self.generation = self.generation.wrapping_add(1).max(1);
+        self.stats.requests += 1;
+        if matches!(req, Request::Indirect(_)) {
+            self.stats.indirect_requests += 1;
+        }
+        let taken = core::mem::replace(
+            p,
+            Pending {
+                id: 0,
+                wire_op: 0,
+                op: Op::Read,
+                sector: 0,
+                owner: 0,
+                buf_off: 0,
+                len: 0,
+                discard_sectors: 0,
+                pages: Vec::new(),
+                indirect: Vec::new(),
+                answer: None,
+                seq: 0,
+                flush: false,
+                resubmitted: false,
+            },
+        );
+        self.slots[slot as usize] = Some(taken);
+        Ok(true)
     }
 
     /// The outcome a response reports for its request.

@@ -35,7 +35,8 @@ pub mod sim;
 pub mod wire;
 
 pub use api::{Blkfront, Blocking, Io};
-pub use connect::{Config, MAX_RING_PAGE_ORDER};
+pub use connect::MAX_RING_PAGE_ORDER;
 pub use error::{BackendError, Error};
+pub use io::Config;
 pub use io::Features;
 pub use io::Stats;

@@ -255,6 +255,16 @@ struct Inner {
     last: Option<Response>,
     stats: SimStats,
     connect_error: Option<String>,
+    /// The device number.
+    vdev: u32,
+    /// The platform's generation when attached: once it changes this backend is gone (its
+    /// domain's grants, mappings and event channel died with it) and does nothing more.
+    domain: u64,
+    /// The backend attached in its place after a restore ([`SimBlkback::reattach`]): this one's
+    /// parkers step it.
+    successor: Option<SimBlkback>,
+    /// Requests served, as (operation byte, sector), while recording.
+    served: Option<Vec<(u8, u64)>>,
 }
 
 /// The simulated backend; clones share one.
@@ -316,6 +326,10 @@ impl SimBlkback {
             last: None,
             stats: SimStats::default(),
             connect_error: None,
+            vdev,
+            domain: hal.state.lock().generation,
+            successor: None,
+            served: None,
         };
         let backend = SimBlkback {
             inner: Rc::new(RefCell::new(inner)),
@@ -336,8 +350,59 @@ impl SimBlkback {
     }
 
     /// Serves the ring once (if notified, or still working); returns whether anything happened.
+    /// A backend that a restore left behind steps its successor instead.
     pub fn step(&self) -> bool {
-        self.inner.borrow_mut().step()
+        let successor = {
+            let mut inner = self.inner.borrow_mut();
+            if !inner.gone() {
+                return inner.step();
+            }
+            inner.ring = None;
+            inner.port = None;
+            inner.successor.clone()
+        };
+        successor.is_some_and(|s| s.step())
+    }
+
+    /// What the toolstack does after a restore (call it after `SimState::new_domain`): a new
+    /// backend for the same device, serving the same disk contents with `config` (the features
+    /// may differ; a different size is the test of a disk that changed), the device's xenstore
+    /// nodes made again (frontend and backend state Initialising, then InitWait). This backend
+    /// is gone: it never touches the old ring again, and its parkers step the new one.
+    pub fn reattach(&self, xs: &mut Client<Sim>, hal: &SimHal, config: SimConfig) -> SimBlkback {
+        let (vdev, mut disk) = {
+            let inner = self.inner.borrow();
+            (inner.vdev, inner.disk.clone())
+        };
+        let bytes = config.wire_sectors.saturating_mul(WIRE_SECTOR as u64);
+        disk.resize(usize::try_from(bytes).unwrap_or(0).min(1 << 30), 0);
+        // The old backend's nodes go with it (its domain may differ from the new one's).
+        let old_be = self.inner.borrow().be.clone();
+        xs.transport_mut().store().rm(&old_be);
+        let new = SimBlkback::attach(xs, hal, vdev, config);
+        new.inner.borrow_mut().disk = disk;
+        if self.inner.borrow().served.is_some() {
+            new.record();
+        }
+        self.inner.borrow_mut().successor = Some(new.clone());
+        new
+    }
+
+    /// Starts recording the requests served, in order (see [`served`](Self::served)); a backend
+    /// attached by [`reattach`](Self::reattach) records too.
+    pub fn record(&self) {
+        self.inner.borrow_mut().served.get_or_insert_with(Vec::new);
+    }
+
+    /// The requests served since [`record`](Self::record), in order: (operation byte, the inner
+    /// one for an indirect request; first sector, 0 for a flush or barrier).
+    pub fn served(&self) -> Vec<(u8, u64)> {
+        self.inner.borrow().served.clone().unwrap_or_default()
+    }
+
+    /// Changes what the backend offers from now on (e.g. to stop refusing a connection).
+    pub fn configure(&self, f: impl FnOnce(&mut SimConfig)) {
+        f(&mut self.inner.borrow_mut().config);
     }
 
     /// Queues a fault for the next request served.
@@ -392,11 +457,25 @@ fn xorshift(state: &mut u64) -> u64 {
 impl Inner {
     // ---- xenbus -------------------------------------------------------------------------------
 
+    /// True once a restore moved the frontend into a new domain (this backend is gone).
+    fn gone(&self) -> bool {
+        self.hal.lock().generation != self.domain
+    }
+
     fn on_store(&mut self, st: &mut Store) {
+        if self.gone() {
+            // Its mappings died with the old domain: nothing to unmap.
+            self.ring = None;
+            self.port = None;
+            return;
+        }
         let fe = st.read_str(&format!("{}/state", self.fe));
         let be = st.read_str(&format!("{}/state", self.be));
         match (fe.as_deref(), be.as_deref()) {
             (_, Some("1")) => self.publish_features(st),
+            // Linux's blkback: a frontend back in Initialising after Closed is ready to connect
+            // again ("prepare for reconnect").
+            (Some("1"), Some("6")) => self.publish_features(st),
             (Some("3"), Some("2")) => match self.connect(st) {
                 Ok(()) => st.write(&format!("{}/state", self.be), b"4"),
                 Err(e) => {
@@ -595,6 +674,16 @@ impl Inner {
     /// Serves one request image, faults and chaos applied.
     fn serve(&mut self, image: &[u8; REQUEST_LEN]) {
         self.stats.requests += 1;
+        if let Some(log) = self.served.as_mut() {
+            let sector = u64::from_le_bytes(image[16..24].try_into().unwrap_or_default());
+            // An indirect request is logged as its inner operation.
+            let op = if image[0] == Op::Indirect as u8 {
+                image[1]
+            } else {
+                image[0]
+            };
+            log.push((op, sector));
+        }
         let (id, op_byte, mut status) = match Request::parse(image) {
             // Like Linux's blkback, an indirect request is answered with its inner operation.
             Ok(Request::Indirect(r)) => (r.id, r.op as u8, self.execute(&Request::Indirect(r))),

@@ -17,6 +17,12 @@
 //!   cancelled by dropping its future, then queue-depth `tasks` random 4 KiB reads and 1 MiB
 //!   sequential reads timed: `BLK async ... bad=0 sha=HEX` (the SHA-256 of the pattern written)
 //!   and `BLK async-rate ...`.
+//! - `blk=soak`: `tasks` tasks keep rewriting their 256 KiB chunks of the first `mib` MiB (8 by
+//!   default) with a new pattern each pass, each chunk read back and checked at once, for
+//!   `secs` seconds of guest time (so an `xl save` + `xl restore` or `xl migrate` lands in the
+//!   middle of writes); then a flush and the whole range read back against the last pattern of
+//!   each chunk: `BLK soak ... bad=0 reconnects=N resubmitted=N reconnect_ms=X sha=HEX` (the
+//!   SHA-256 the range must now have, for the host to check the backing file).
 //!
 //! Success ends with `BLK ok MODE` and a power-off; a failure prints `BLK FAIL MODE: why` and
 //! the domain crashes.
@@ -41,7 +47,7 @@ use xen::time::now_ns;
 const KEYS: &[KeySpec] = &[
     KeySpec {
         name: "blk",
-        help: "mode: info|read|write-flush|seq|random|readonly|errors|two-disks|bench|async",
+        help: "mode: info|read|write-flush|seq|random|readonly|errors|two-disks|bench|async|soak",
         validate: validate::non_empty,
     },
     KeySpec {
@@ -56,7 +62,7 @@ const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         name: "mib",
-        help: "MiB streamed by seq (default 256), bench (default 64) and async (default 16)",
+        help: "MiB streamed by seq (default 256), bench (default 64), async (default 16), soak (8)",
         validate: validate::number,
     },
     KeySpec {
@@ -81,7 +87,12 @@ const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         name: "tasks",
-        help: "tasks doing I/O at once in async mode (default 8)",
+        help: "tasks doing I/O at once in async mode (default 8) and soak (default 4)",
+        validate: validate::number,
+    },
+    KeySpec {
+        name: "secs",
+        help: "seconds of guest time soak keeps writing (default 20)",
         validate: validate::number,
     },
     KeySpec {
@@ -141,6 +152,7 @@ fn main() -> Result<(), Fail> {
         "two-disks" => two_disks(seed),
         "bench" => bench(num("mib", 64), num("n", 2000), seed),
         "async" => async_io(num("mib", 16), num("tasks", 8), num("n", 800), seed),
+        "soak" => soak(num("mib", 8), num("tasks", 4), num("secs", 20), seed),
         other => Err(Fail::Check(alloc::format!("unknown mode {other:?}"))),
     };
     match &r {
@@ -681,6 +693,115 @@ fn async_io(mib: u64, tasks: u64, n: u64, seed: u64) -> Result<(), Fail> {
         "never more than one request in flight"
     );
     check!(s.cancelled >= 1, "the cancelled read was not counted");
+    check!(
+        disk.in_flight() == 0,
+        "{} requests never answered",
+        disk.in_flight()
+    );
+    disk::close(&disk).map_err(disk_err("close"))
+}
+
+// ---- Soak: writing across a save/restore or migration ---------------------------------------------
+
+/// Bytes each soak write covers.
+const SOAK_CHUNK: usize = 256 << 10;
+
+/// The pattern seed of chunk `c` in pass `pass`.
+fn soak_seed(seed: u64, pass: u64, c: u64) -> u64 {
+    seed ^ ((pass + 1) << 32) ^ c
+}
+
+/// Keeps writing and verifying for `secs` seconds (see the crate documentation).
+fn soak(mib: u64, tasks: u64, secs: u64, seed: u64) -> Result<(), Fail> {
+    let d: AsyncDisk = open_first()?.into_inner();
+    let len = mib * MIB as u64;
+    check!(
+        len <= d.capacity() && len >= SOAK_CHUNK as u64,
+        "{mib} MiB do not fit the {}-byte disk",
+        d.capacity()
+    );
+    check!(tasks >= 1, "tasks=0");
+    let chunks = len / SOAK_CHUNK as u64;
+    // The seed each chunk was last written with.
+    let last = alloc::rc::Rc::new(core::cell::RefCell::new(alloc::vec![0u64; chunks as usize]));
+    let disk = d.clone();
+    let t0 = now_ns();
+    let end = t0 + secs * 1_000_000_000;
+    println!("BLK soak writing mib={mib} tasks={tasks} secs={secs}");
+    let l = last.clone();
+    let r = xen::exec::run(&[&disk], |sp| async move {
+        let mut hs = Vec::new();
+        for t in 0..tasks {
+            let (d, l) = (d.clone(), l.clone());
+            hs.push(sp.spawn(async move {
+                let mut buf = alloc::vec![0u8; SOAK_CHUNK];
+                let mut back = alloc::vec![0u8; SOAK_CHUNK];
+                let (mut writes, mut bad, mut pass) = (0u64, 0u64, 0u64);
+                let mut report = t0 + 2_000_000_000;
+                while pass == 0 || now_ns() < end {
+                    for c in (t..chunks).step_by(tasks as usize) {
+                        let pos = c * SOAK_CHUNK as u64;
+                        let s = soak_seed(seed, pass, c);
+                        fill(&mut buf, s, pos);
+                        d.write(pos, &buf).await.map_err(disk_err("soak write"))?;
+                        l.borrow_mut()[c as usize] = s;
+                        writes += 1;
+                        d.read(pos, &mut back)
+                            .await
+                            .map_err(disk_err("soak read"))?;
+                        bad += u64::from(back != buf);
+                    }
+                    pass += 1;
+                    if t == 0 && now_ns() >= report {
+                        report += 2_000_000_000;
+                        let st = d.stats();
+                        println!(
+                            "BLK soak t={:.1}s passes={pass} reconnects={} resubmitted={}",
+                            secs_since(t0),
+                            st.reconnects,
+                            st.requests_resubmitted
+                        );
+                    }
+                }
+                Ok::<_, Fail>((writes, bad))
+            }));
+        }
+        let (mut writes, mut bad) = (0, 0);
+        for h in hs {
+            let (w, b) = h.await?;
+            writes += w;
+            bad += b;
+        }
+        d.flush().await.map_err(disk_err("soak flush"))?;
+        // The whole range against each chunk's last pattern.
+        let mut h = Sha256::new();
+        let mut want = alloc::vec![0u8; SOAK_CHUNK];
+        let mut back = alloc::vec![0u8; SOAK_CHUNK];
+        for c in 0..chunks {
+            let pos = c * SOAK_CHUNK as u64;
+            fill(&mut want, l.borrow()[c as usize], pos);
+            d.read(pos, &mut back)
+                .await
+                .map_err(disk_err("soak final read"))?;
+            bad += u64::from(back != want);
+            h.update(&want);
+        }
+        Ok::<_, Fail>((writes, bad, digest(h)))
+    });
+    let (writes, bad, sha) = r?;
+    let s = disk.stats();
+    println!(
+        "BLK soak secs={:.1} writes={writes} bad={bad} reconnects={} reconnect_failures={} \
+         resubmitted={} reconnect_ms={:.1} requests={} in_flight={} sha={sha}",
+        secs_since(t0),
+        s.reconnects,
+        s.reconnect_failures,
+        s.requests_resubmitted,
+        s.last_reconnect_ns as f64 / 1e6,
+        s.requests,
+        disk.in_flight()
+    );
+    check!(bad == 0, "{bad} soak chunks did not read back as written");
     check!(
         disk.in_flight() == 0,
         "{} requests never answered",
