@@ -3,7 +3,8 @@
  *   gapprobe http IP PORT SECS [INTERVAL_MS] [STOPFILE]
  *       One keep-alive HTTP/1.1 connection: `GET / ` every INTERVAL_MS (default 10) once the
  *       previous answer is complete (so at most one request is outstanding), for SECS seconds or
- *       until STOPFILE exists. A reset or EOF counts as an error and the probe reconnects (so a
+ *       until STOPFILE exists and one more answer came (at most 30 s more: a connection still
+ *       paused at the stop is measured to the end of its pause). A reset or EOF counts as an error and the probe reconnects (so a
  *       downtime is still measured when a connection does not survive); an answer with
  *       `Connection: close` (nginx closes after keepalive_requests, 1000) is counted in closes
  *       and the probe reconnects without an error. Prints one line: `gapprobe: answers=N
@@ -93,13 +94,16 @@ static int http(double secs, double interval, const char *stop) {
     static char buf[1 << 17];
     size_t have = 0;
     long answers = 0, non200 = 0, reconnects = 0, closes = 0;
-    double t0 = now(), last = t0, max_gap = 0, gap_from = 0, next_send = t0;
+    double t0 = now(), last = t0, max_gap = 0, gap_from = 0, next_send = t0, stop_at = 0;
     int outstanding = 0, s = dial();
     while (1) {
         double t = now();
         if (t - t0 >= secs) break;
         struct stat st;
-        if (stop && stat(stop, &st) == 0) break;
+        if (stop && !stop_at && stat(stop, &st) == 0) stop_at = t;
+        /* Stopping: one more answer (on the connection as it is), so that a pause that is still
+         * going on when the stop comes is measured to its end; at most 30 s. */
+        if (stop_at && (last >= stop_at || t - stop_at > 30)) break;
         if (s < 0) {
             usleep(10000);
             if ((s = dial()) >= 0) reconnects++;

@@ -425,16 +425,17 @@ impl Probe {
         Ok(Probe { stop, out })
     }
 
-    /// Stops the probe and reads its report.
+    /// Stops the probe and reads its report: the probe ends at its next answer (up to 30 s
+    /// later, so a pause still going on is measured to its end).
     pub fn stop(self) -> Result<ProbeReport, String> {
         let out = dom0_sh(
             &format!(
-                "touch {s}; i=0; while [ $i -lt 50 ] && ! grep -q '^gapprobe:' {o} 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+                "touch {s}; i=0; while [ $i -lt 400 ] && ! grep -q '^gapprobe:' {o} 2>/dev/null; do sleep 0.1; i=$((i+1)); done
                  cat {o}; rm -f {s} {o}",
                 s = self.stop,
                 o = self.out
             ),
-            30,
+            60,
         )?;
         ProbeReport::parse(&out)
     }
