@@ -13,7 +13,7 @@ use core::fmt;
 /// What boot learned, for the app.
 #[derive(Clone, Copy)]
 pub struct BootInfo {
-    /// start_info as Xen wrote it.
+    /// start_info as Xen wrote it at boot (after a restore, see `xen::start_info::current`).
     pub start_info: StartInfo,
     /// Nanoseconds from the entry point to the call of `main` (from the TSC).
     pub entry_to_main_ns: u64,
@@ -26,6 +26,18 @@ pub struct BootInfo {
 }
 
 static BOOT: spin::Once<BootInfo> = spin::Once::new();
+static GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Restores into a new domain so far (`xen::suspend::generation`, kept here with the domain's
+/// other facts so that the platform can read it without the suspend path).
+pub fn generation() -> u64 {
+    GENERATION.load(core::sync::atomic::Ordering::Acquire)
+}
+
+/// A restore into a new domain happened: returns the new generation.
+pub(crate) fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, core::sync::atomic::Ordering::AcqRel) + 1
+}
 static CMDLINE: spin::Once<Cmdline> = spin::Once::new();
 
 /// Facts from boot (available once `main` runs).

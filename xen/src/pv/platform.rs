@@ -388,7 +388,7 @@ impl Hal for XenHal {
     }
 
     fn generation(&self) -> u64 {
-        crate::suspend::generation()
+        crate::domain::generation()
     }
 
     fn grant(&mut self, domid: u16, mfn: u64, readonly: bool) -> Result<u32, HalError> {
@@ -423,12 +423,28 @@ impl Hal for XenHal {
 const CONTROL_TOKEN: &str = "xenrt-control";
 static CONTROL_READY: AtomicBool = AtomicBool::new(false);
 
+/// What handles `control/shutdown = suspend` (`xen::suspend`, once it set up what the
+/// toolstack needs); set with [`set_suspend_handler`]. The platform does not know the suspend
+/// path (which uses the platform), only that there is one.
+static SUSPEND: spin::Mutex<Option<fn()>> = spin::Mutex::new(None);
+
+/// The handler, copied out: the lock is not held while it runs (it writes the features).
+fn suspend_handler() -> Option<fn()> {
+    *SUSPEND.lock()
+}
+
+/// Makes `f` the handler of suspend requests, and `control/feature-suspend` advertised (by
+/// [`init_lifecycle`], and again after each restore).
+pub fn set_suspend_handler(f: fn()) {
+    *SUSPEND.lock() = Some(f);
+}
+
 /// The control features we support: poweroff, reboot, and suspend (save, restore, migration)
-/// when [`crate::suspend`] could set up what the toolstack needs for it.
+/// when a suspend handler is set.
 fn write_features(xs: &mut Client<XenTransport>) -> Result<(), xenstore::Error> {
     xs.write(Tx::NONE, "control/feature-poweroff", b"1")?;
     xs.write(Tx::NONE, "control/feature-reboot", b"1")?;
-    if crate::suspend::supported() {
+    if suspend_handler().is_some() {
         xs.write(Tx::NONE, "control/feature-suspend", b"1")?;
     }
     Ok(())
@@ -463,7 +479,7 @@ fn lifecycle_request(xs: &mut Client<XenTransport>) -> Option<String> {
 }
 
 /// Acts on a `control/shutdown` request: `poweroff` and `reboot` end the domain; `suspend`
-/// saves it ([`crate::suspend::suspend`]: it returns in place or in a new domain).
+/// runs the suspend handler (`xen::suspend::suspend`: it returns in place or in a new domain).
 fn lifecycle(req: &str) {
     match req {
         "poweroff" | "halt" => {
@@ -474,8 +490,10 @@ fn lifecycle(req: &str) {
             log::info!("lifecycle: reboot requested by the toolstack");
             crate::domain::exit(crate::domain::ExitCode::Reboot)
         }
-        "suspend" if crate::suspend::supported() => crate::suspend::suspend(),
-        "suspend" => log::warn!("lifecycle: suspend requested, but this guest cannot suspend"),
+        "suspend" => match suspend_handler() {
+            Some(f) => f(),
+            None => log::warn!("lifecycle: suspend requested, but this guest cannot suspend"),
+        },
         other => log::warn!(
             "lifecycle: unknown control/shutdown request {} ignored",
             crate::console::Quoted(other)

@@ -31,14 +31,13 @@
 use crate::mm::{self, Page};
 use crate::shmem::{OutOfBounds, ShMem};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
-static GENERATION: AtomicU64 = AtomicU64::new(0);
 static SUPPORTED: AtomicBool = AtomicBool::new(false);
 
 /// Restores into a new domain so far (0 until the first `xl restore` or migration).
 pub fn generation() -> u64 {
-    GENERATION.load(Ordering::Acquire)
+    crate::domain::generation()
 }
 
 /// Whether this guest can be suspended (a domU whose P2M tree is published): then it writes
@@ -201,6 +200,7 @@ pub fn init() -> Result<(), InitError> {
     publish(&tree).map_err(InitError::Tree)?;
     *TREE.lock() = Some(tree);
     SUPPORTED.store(true, Ordering::Release);
+    crate::platform::set_suspend_handler(suspend);
     Ok(())
 }
 
@@ -346,7 +346,7 @@ fn new_domain(page: &ShMem, stopped_at: u64, t0: u64, wall0: u64) {
             crate::println!("suspend: P2M frame lists: {e} (this domain cannot be saved again)");
         }
     }
-    let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+    let generation = crate::domain::next_generation();
     if let Err(e) = crate::platform::xenstore_new_domain(si.store_evtchn) {
         crate::println!("suspend: xenstore: {e}");
     }
@@ -430,7 +430,7 @@ mod tests {
         }
         let (fll, fl) = (ShMem::new(4096), ShMem::new(4096));
         assert_eq!(
-            fill_frame_lists(512 * 512 + 1, |_| 1, &fll, &[fl.clone()], &[1]),
+            fill_frame_lists(512 * 512 + 1, |_| 1, &fll, core::slice::from_ref(&fl), &[1]),
             Err(FrameListError::WrongCount { need: 2, got: 1 })
         );
         assert!(matches!(
