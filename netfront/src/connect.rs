@@ -241,7 +241,8 @@ impl<H: Hal> Netfront<H> {
                     );
                 }
                 log::info!(
-                    "netfront: {} reconnected after the move (generation {}, backend domain                      {}) in {} ms, {} attempt(s), {} frames to resend",
+                    "netfront: {} reconnected after the move (generation {}, backend domain {}) in {} \
+                     ms, {} attempt(s), {} frames to resend",
                     self.node.as_deref().unwrap_or("vif"),
                     r.generation,
                     r.backend_id,

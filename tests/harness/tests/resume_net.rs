@@ -32,13 +32,20 @@ fn reconnect_line(g: &Guest) -> Result<String, String> {
     Ok(line)
 }
 
+/// The last 40 lines of the guest's console.
+fn tail(g: &Guest) -> String {
+    let c = g.console().unwrap_or_default();
+    let lines: Vec<&str> = c.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 fn main() {
     xen_tests::lab::start_or_exit();
     let cases = vec![
         case(
             "httpd_keep_alive_connection_survives_save_and_restore",
             || {
-                let (mac, ip) = ("00:16:3e:00:00:70", "10.0.0.212");
+                let (mac, ip) = ("00:16:3e:00:00:4a", "10.0.0.174");
                 let g = Guest::start_with(
                     "httpd",
                     "log=info idle=120",
@@ -49,7 +56,7 @@ fn main() {
                 let out = dom0_sh(
                     &format!(
                         "rm -f /tmp/ka.in /tmp/ka.out; mkfifo /tmp/ka.in
-                     socat -t 200 - TCP:{ip}:80 < /tmp/ka.in > /tmp/ka.out 2>/tmp/ka.err &
+                     socat -t 5 - TCP:{ip}:80 < /tmp/ka.in > /tmp/ka.out 2>/tmp/ka.err &
                      exec 3>/tmp/ka.in
                      {req}
                      sleep 2; echo before $(grep -ac '^HTTP/1.1 200' /tmp/ka.out)
@@ -76,7 +83,7 @@ fn main() {
             },
         ),
         case("echo_carries_a_tcp_stream_across_save_and_restore", || {
-            let (mac, ip) = ("00:16:3e:00:00:71", "10.0.0.213");
+            let (mac, ip) = ("00:16:3e:00:00:4b", "10.0.0.175");
             let g = Guest::start_with(
                 "echo",
                 "log=info",
@@ -85,14 +92,15 @@ fn main() {
             g.until("echo: ready on", 90)?;
             let out = dom0_sh(
                 &format!(
-                    "head -c 20000000 /dev/urandom > /tmp/stream
+                    "head -c 2000000 /dev/urandom > /tmp/chunk
+                     for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/chunk; done > /tmp/stream
                      echo want $(md5sum < /tmp/stream)
-                     (socat -t 120 - TCP:{ip}:7 < /tmp/stream | md5sum > /tmp/stream.md5) &
+                     (socat -t 30 - TCP:{ip}:7 < /tmp/stream | md5sum > /tmp/stream.md5) &
                      sleep 2
                      {sr}
                      wait
                      echo got $(cat /tmp/stream.md5)
-                     rm -f /tmp/stream /tmp/stream.md5",
+                     rm -f /tmp/chunk /tmp/stream /tmp/stream.md5",
                     sr = save_restore(&g.name)
                 ),
                 300,
@@ -107,7 +115,10 @@ fn main() {
             };
             let (want, got) = (sum("want "), sum("got "));
             if want.is_none() || want != got {
-                return Err(format!("stream differs: {want:?} vs {got:?}:\n{out}"));
+                return Err(format!(
+                    "stream differs: {want:?} vs {got:?}:\n{out}\n--- console:\n{}",
+                    tail(&g)
+                ));
             }
             let line = reconnect_line(&g)?;
             g.shutdown_cleanly()?;
