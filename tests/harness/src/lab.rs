@@ -74,29 +74,36 @@ impl Guest {
         })
     }
 
+    /// A handle on the running domain NAME with `domid` (e.g. one a test adopted itself).
+    pub fn named(name: String, domid: u32) -> Guest {
+        Guest {
+            name,
+            domid: AtomicU32::new(domid),
+        }
+    }
+
     /// Its domid now (as of its last start, restore or migration through these methods).
     pub fn domid(&self) -> u32 {
         self.domid.load(Ordering::SeqCst)
     }
 
-    /// Looks the guest's domid up by name (`xl domid`) and remembers it, here and in
-    /// scripts/lab's bookkeeping (so `console --follow` and `wait` follow the new domain); after
-    /// `xl restore` or `xl migrate` the same name has a new domid.
+    /// Looks the guest's domid up by name and remembers it, here and in scripts/lab's
+    /// bookkeeping (`scripts/lab adopt`: `console --follow` and `wait` follow the new domain,
+    /// its logs under a migrated domain's `NAME--incoming` names, and a checkpoint's logged
+    /// suspend is not taken for its end); after `xl restore` or `xl migrate` the same name has a
+    /// new domid.
     pub fn refresh_domid(&self) -> Result<u32, String> {
-        let out = dom0_sh(&format!("xl domid {}", self.name), 30)?;
-        let domid: u32 = out
-            .trim()
-            .parse()
-            .map_err(|_| format!("xl domid {}: {out:?}", self.name))?;
-        let dir = std::path::Path::new(&lab_dir()).join("guests");
-        // Offset 0 into xl's log is right whether xl rotated it or appends: a shutdown is
-        // matched by domid, and domids are not reused within one lab boot.
-        std::fs::write(
-            dir.join(format!("{}.domid", self.name)),
-            format!("{domid}\n"),
-        )
-        .and_then(|_| std::fs::write(dir.join(format!("{}.off", self.name)), "0\n"))
-        .map_err(|e| format!("lab bookkeeping for {}: {e}", self.name))?;
+        let r = lab(&["adopt", &self.name])?;
+        let domid: u32 = r
+            .output
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{} ", self.name))?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .ok_or(format!("lab adopt {}: {}", self.name, r.output.trim()))?;
         self.domid.store(domid, Ordering::SeqCst);
         Ok(domid)
     }
