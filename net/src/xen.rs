@@ -111,7 +111,7 @@ pub async fn publish_stats(net: Net, every_ns: u64, extra: impl Fn(&mut xen::sta
     let mut reported = false;
     loop {
         let mut line = xen::stats::Line::new(xen::time::now_ns(), xen::stats::memory());
-        line.add_loop();
+        line.add_loop().add_xen();
         line.add("sockets", net.socket_count() as u64);
         let dev = net.device_stats().unwrap_or_default();
         line.add("tx_full", dev.tx_full);

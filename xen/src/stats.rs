@@ -70,6 +70,14 @@ impl Line {
         )
     }
 
+    /// Appends what the guest holds from Xen: `grants` (grant references granted now) and
+    /// `channels` (event-channel ports with a channel bound). Neither may grow while nothing
+    /// new is connected, e.g. across save/restore cycles.
+    pub fn add_xen(&mut self) -> &mut Line {
+        self.add("grants", crate::platform::grants_in_use() as u64);
+        self.add("channels", crate::events::channels_bound() as u64)
+    }
+
     /// Appends `key=value` (keys are `[a-z0-9_]`, by convention).
     pub fn add(&mut self, key: &str, value: u64) -> &mut Line {
         if !self.0.is_empty() {

@@ -4,6 +4,7 @@
 use crate::{image, root, run, Run};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
 
 /// The test lab's state directory.
 pub fn lab_dir() -> String {
@@ -24,8 +25,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub struct Guest {
     /// Its unique name.
     pub name: String,
-    /// Its domid.
-    pub domid: u32,
+    /// Its domid: a restore or a migration gives the guest a new one ([`Guest::domid`]).
+    domid: AtomicU32,
 }
 
 impl Guest {
@@ -67,7 +68,119 @@ impl Guest {
                     .and_then(|d| d.trim().parse().ok())
             })
             .ok_or(format!("no domid in: {}", r.output))?;
-        Ok(Guest { name, domid })
+        Ok(Guest {
+            name,
+            domid: AtomicU32::new(domid),
+        })
+    }
+
+    /// A handle on the running domain NAME with `domid` (e.g. one a test adopted itself).
+    pub fn named(name: String, domid: u32) -> Guest {
+        Guest {
+            name,
+            domid: AtomicU32::new(domid),
+        }
+    }
+
+    /// Its domid now (as of its last start, restore or migration through these methods).
+    pub fn domid(&self) -> u32 {
+        self.domid.load(Ordering::SeqCst)
+    }
+
+    /// Looks the guest's domid up by name and remembers it, here and in scripts/lab's
+    /// bookkeeping (`scripts/lab adopt`: `console --follow` and `wait` follow the new domain,
+    /// its logs under a migrated domain's `NAME--incoming` names, and a checkpoint's logged
+    /// suspend is not taken for its end); after `xl restore` or `xl migrate` the same name has a
+    /// new domid.
+    pub fn refresh_domid(&self) -> Result<u32, String> {
+        let r = lab(&["adopt", &self.name])?;
+        let domid: u32 = r
+            .output
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{} ", self.name))?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .ok_or(format!("lab adopt {}: {}", self.name, r.output.trim()))?;
+        self.domid.store(domid, Ordering::SeqCst);
+        Ok(domid)
+    }
+
+    /// `xl save NAME FILE` (a dom0 path): the guest suspends, its memory goes to FILE and the
+    /// domain is gone. Returns how long xl took and FILE's size.
+    pub fn save(&self, file: &str) -> Result<Saved, String> {
+        let start = Instant::now();
+        let out = dom0_sh(
+            &format!(
+                "xl save {} {file} 2>&1 && stat -c 'SIZE %s' {file}",
+                self.name
+            ),
+            300,
+        )?;
+        let secs = start.elapsed().as_secs_f64();
+        let bytes = out
+            .lines()
+            .find_map(|l| l.strip_prefix("SIZE ")?.trim().parse().ok())
+            .ok_or(format!("xl save {}: no file size in:\n{out}", self.name))?;
+        Ok(Saved { secs, bytes })
+    }
+
+    /// `xl restore FILE`: the guest runs again, in a new domain (its new domid is looked up).
+    /// Returns how long xl took.
+    pub fn restore(&self, file: &str) -> Result<f64, String> {
+        let start = Instant::now();
+        dom0_sh(&format!("xl restore {file} 2>&1"), 300)?;
+        let secs = start.elapsed().as_secs_f64();
+        self.refresh_domid()?;
+        Ok(secs)
+    }
+
+    /// [`Guest::save`] then [`Guest::restore`], FILE removed afterwards.
+    pub fn save_restore(&self, file: &str) -> Result<(Saved, f64), String> {
+        let saved = self.save(file)?;
+        let restored = self.restore(file);
+        let _ = dom0_sh(&format!("rm -f {file}"), 30);
+        Ok((saved, restored?))
+    }
+
+    /// `xl save -c NAME FILE`: a checkpoint; the guest goes on in the same domain (its suspend
+    /// is cancelled). FILE is removed afterwards. Returns how long xl took and FILE's size.
+    pub fn checkpoint(&self, file: &str) -> Result<Saved, String> {
+        let start = Instant::now();
+        let out = dom0_sh(
+            &format!(
+                "xl save -c {} {file} 2>&1 && stat -c 'SIZE %s' {file}; rc=$?; rm -f {file}; exit $rc",
+                self.name
+            ),
+            300,
+        )?;
+        let secs = start.elapsed().as_secs_f64();
+        let bytes = out
+            .lines()
+            .find_map(|l| l.strip_prefix("SIZE ")?.trim().parse().ok())
+            .ok_or(format!("xl save -c {}: no file size in:\n{out}", self.name))?;
+        let before = self.domid();
+        let domid = self.refresh_domid()?;
+        if domid != before {
+            return Err(format!("xl save -c moved the guest to domid {domid}"));
+        }
+        Ok(Saved { secs, bytes })
+    }
+
+    /// `xl migrate` to this same dom0 (`xl migrate -s '' NAME 'xl migrate-receive'`: the
+    /// stream goes through a pipe instead of ssh); the guest runs on in a new domain of the
+    /// same name. Returns how long xl took.
+    pub fn migrate_local(&self) -> Result<f64, String> {
+        let start = Instant::now();
+        dom0_sh(
+            &format!("xl migrate -s '' {} 'xl migrate-receive' 2>&1", self.name),
+            300,
+        )?;
+        let secs = start.elapsed().as_secs_f64();
+        self.refresh_domid()?;
+        Ok(secs)
     }
 
     /// Follows the console until a line containing `text` (or `secs` pass).
@@ -110,6 +223,15 @@ impl Guest {
     pub fn console(&self) -> Result<String, String> {
         Ok(lab(&["console", &self.name])?.output)
     }
+}
+
+/// What `xl save` took and left.
+#[derive(Debug, Clone, Copy)]
+pub struct Saved {
+    /// Seconds `xl save` took (as seen from the host, so with one `lab exec` round trip).
+    pub secs: f64,
+    /// The save file's size.
+    pub bytes: u64,
 }
 
 /// Ok when `hay` contains `needle`, else an error showing `hay`.
@@ -194,5 +316,134 @@ pub fn dom0_sh(script: &str, secs: u32) -> Result<String, String> {
             "dom0 script exited {:?}:\n{script}\n--- output:\n{}",
             r.code, r.output
         ))
+    }
+}
+
+/// A client-visible downtime prober running in dom0 (`tests/lab-tools/gapprobe.c`): one
+/// keep-alive HTTP connection with a `GET /` every few milliseconds, from [`Probe::http`] until
+/// [`Probe::stop`], which reports the longest gap between answers and every error.
+pub struct Probe {
+    stop: String,
+    out: String,
+}
+
+/// What a [`Probe`] saw.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeReport {
+    /// Complete answers.
+    pub answers: u64,
+    /// Answers that were not 200.
+    pub non200: u64,
+    /// Resets, EOFs and failed connects.
+    pub errors: u64,
+    /// New connections after the first (after an error or a `Connection: close`).
+    pub reconnects: u64,
+    /// Answers with `Connection: close` (nginx's keepalive_requests): not errors.
+    pub closes: u64,
+    /// The longest time between two answers (or from the start to the first), ms.
+    pub max_gap_ms: f64,
+    /// When that gap began, seconds after the probe started.
+    pub gap_from_s: f64,
+    /// From the last answer to the stop, ms (long when the guest never came back).
+    pub tail_gap_ms: f64,
+    /// The first error (`none`).
+    pub first_error: String,
+    /// The probe's whole line.
+    pub line: String,
+}
+
+impl ProbeReport {
+    /// Parses gapprobe's `gapprobe: key=value ...` line.
+    pub fn parse(out: &str) -> Result<ProbeReport, String> {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("gapprobe: answers="))
+            .ok_or(format!("no gapprobe line in:\n{out}"))?;
+        let mut r = ProbeReport {
+            line: line.to_string(),
+            ..Default::default()
+        };
+        for kv in line.split_whitespace().skip(1) {
+            let (k, v) = kv.split_once('=').ok_or(format!("bad field {kv:?}"))?;
+            let num = || v.parse::<f64>().map_err(|_| format!("bad {k}={v:?}"));
+            match k {
+                "answers" => r.answers = num()? as u64,
+                "non200" => r.non200 = num()? as u64,
+                "errors" => r.errors = num()? as u64,
+                "reconnects" => r.reconnects = num()? as u64,
+                "closes" => r.closes = num()? as u64,
+                "max_gap_ms" => r.max_gap_ms = num()?,
+                "gap_from_s" => r.gap_from_s = num()?,
+                "tail_gap_ms" => r.tail_gap_ms = num()?,
+                "first_error" => r.first_error = v.to_string(),
+                _ => {}
+            }
+        }
+        Ok(r)
+    }
+
+    /// Ok when every request was answered 200 on the first connection (no error, no close, no
+    /// reconnect), one came in the last second before the stop (so after the pause) and there
+    /// were at least `min_answers`.
+    pub fn clean(&self, min_answers: u64) -> Result<(), String> {
+        if self.errors > 0 || self.reconnects > 0 || self.closes > 0 || self.non200 > 0 {
+            return Err(format!("the client saw errors: {}", self.line));
+        }
+        if self.answers < min_answers {
+            return Err(format!("only {} answers: {}", self.answers, self.line));
+        }
+        if self.tail_gap_ms > 1000.0 {
+            return Err(format!("no answer in the last second: {}", self.line));
+        }
+        Ok(())
+    }
+}
+
+/// The gapprobe tool's dom0 path (built and copied once per test binary).
+pub fn gapprobe() -> Result<String, String> {
+    static T: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    T.get_or_init(|| tool("gapprobe")).clone()
+}
+
+impl Probe {
+    /// Starts probing http://IP:PORT/ every `interval_ms` in the background (for at most 10
+    /// minutes); returns once the first answer has come.
+    pub fn http(ip: &str, port: u16, interval_ms: u32) -> Result<Probe, String> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let (stop, out) = (
+            format!("/tmp/probe-{id}.stop"),
+            format!("/tmp/probe-{id}.out"),
+        );
+        let tool = gapprobe()?;
+        // The probe prints its line only at the end; its first answer shows as an established
+        // connection to the port.
+        dom0_sh(
+            &format!(
+                "rm -f {stop}; setsid {tool} http {ip} {port} 600 {interval_ms} {stop} </dev/null >{out} 2>&1 &
+                 sleep 0.3; curl -s -m 5 -o /dev/null http://{ip}:{port}/"
+            ),
+            30,
+        )?;
+        Ok(Probe { stop, out })
+    }
+
+    /// Stops the probe and reads its report: the probe ends at its next answer (up to 30 s
+    /// later, so a pause still going on is measured to its end).
+    pub fn stop(self) -> Result<ProbeReport, String> {
+        let out = dom0_sh(
+            &format!(
+                "touch {s}; i=0; while [ $i -lt 400 ] && ! grep -q '^gapprobe:' {o} 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+                 cat {o}; rm -f {s} {o}",
+                s = self.stop,
+                o = self.out
+            ),
+            60,
+        )?;
+        ProbeReport::parse(&out)
     }
 }

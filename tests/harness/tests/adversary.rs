@@ -214,7 +214,7 @@ fn attack(class: &str, count: u64, gen: u32) -> Result<String, String> {
         let k = format!("-k {}:{}", t.port, client_port(t, gen));
         script += &format!(
             "{adv} -i vif{}.0 -m {} -a {} -c {class} -n {count} -S {} -r {} -p {} {k} > /tmp/adv/run{i}.log 2>&1 &\n",
-            t.guest.domid,
+            t.guest.domid(),
             t.mac,
             t.ip,
             i + 1,
@@ -227,7 +227,7 @@ fn attack(class: &str, count: u64, gen: u32) -> Result<String, String> {
     let stats = |tag: &str| -> Result<String, String> {
         let mut s = String::new();
         for t in targets()? {
-            let d = format!("/sys/class/net/vif{}.0/statistics", t.guest.domid);
+            let d = format!("/sys/class/net/vif{}.0/statistics", t.guest.domid());
             s += &format!(
                 "echo \"{tag} {} $(cat {d}/tx_packets) $(cat {d}/tx_dropped)\"\n",
                 t.kind

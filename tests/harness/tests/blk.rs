@@ -101,7 +101,7 @@ fn main() {
             let dom0_tool = xen_tests::lab::tool("gntshare")?;
             let g = Guest::start("testkernel", "test=grant-copy")?;
             g.until("TEST grant-copy: ready", 60)?;
-            let share = lab(&["exec", "-t", "90", &format!("{dom0_tool} {} 60", g.domid)])?;
+            let share = lab(&["exec", "-t", "90", &format!("{dom0_tool} {} 60", g.domid())])?;
             let end = g.wait(60)?;
             let c = g.console()?;
             expect(&share.output, "gntshare: PASS")
@@ -148,8 +148,8 @@ fn main() {
                 let c = g.console()?;
                 let written = field(&c, "BLK flushed", "sha")?;
                 // What each side offered and chose, while the device is connected.
-                let be = format!("/local/domain/0/backend/vbd/{}/51712", g.domid);
-                let fe = format!("/local/domain/{}/device/vbd/51712", g.domid);
+                let be = format!("/local/domain/0/backend/vbd/{}/51712", g.domid());
+                let fe = format!("/local/domain/{}/device/vbd/51712", g.domid());
                 let offer = sh(&format!(
                 "for k in max-ring-page-order feature-max-indirect-segments feature-persistent \
                  feature-flush-cache feature-barrier feature-discard; do \

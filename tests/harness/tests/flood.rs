@@ -85,7 +85,7 @@ fn flood_script(
          echo \"probe ok=$ok of $n\"
          echo \"back after $back ms\"
          echo \"guest stats: $(xenstore-read /local/domain/{domid}/data/xenrt/stats 2>/dev/null)\"",
-        domid = guest.domid,
+        domid = guest.domid(),
     )
 }
 

@@ -38,7 +38,7 @@ fn server() -> Result<&'static Guest, String> {
 /// `sockets=` from the guest's xenstore stats line.
 fn sockets(g: &Guest) -> Result<u64, String> {
     let line = dom0_sh(
-        &format!("xenstore-read /local/domain/{}/data/xenrt/stats", g.domid),
+        &format!("xenstore-read /local/domain/{}/data/xenrt/stats", g.domid()),
         30,
     )?;
     line.split_whitespace()

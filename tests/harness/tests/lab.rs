@@ -76,7 +76,7 @@ fn main() {
             let end = g.wait(60)?;
             expect(
                 &g.console()?,
-                &format!("TEST xenstore: domid={} name={}", g.domid, g.name),
+                &format!("TEST xenstore: domid={} name={}", g.domid(), g.name),
             )?;
             (end == "poweroff")
                 .then_some(String::new())
@@ -89,7 +89,7 @@ fn main() {
                 "exec",
                 &format!(
                     "xenstore-write /local/domain/{}/data/test-key hello-from-dom0",
-                    g.domid
+                    g.domid()
                 ),
             ])?;
             if w.code != Some(0) {
@@ -109,7 +109,7 @@ fn main() {
                 g.until("TEST transaction: in transaction", 60)?;
                 lab(&[
                     "exec",
-                    &format!("xenstore-write /local/domain/{}/data/counter 5", g.domid),
+                    &format!("xenstore-write /local/domain/{}/data/counter 5", g.domid()),
                 ])?;
                 let end = g.wait(60)?;
                 let c = g.console()?;
@@ -132,7 +132,7 @@ fn main() {
                 .ok_or("no gref")?
                 .trim()
                 .to_string();
-            let read = lab(&["exec", &format!("{dom0_tool} {} {gref} 28", g.domid)])?;
+            let read = lab(&["exec", &format!("{dom0_tool} {} {gref} 28", g.domid())])?;
             if read.code != Some(0) {
                 return Err(format!("gntread failed: {}", read.output));
             }
@@ -141,7 +141,7 @@ fn main() {
                 "exec",
                 &format!(
                     "xenstore-write /local/domain/{}/data/read '{text}'",
-                    g.domid
+                    g.domid()
                 ),
             ])?;
             let end = g.wait(60)?;
@@ -178,7 +178,7 @@ fn main() {
             for _ in 0..60 {
                 let d = lab(&["exec", &format!("xl domid {}", g.name)])?;
                 match d.output.trim().parse::<u32>() {
-                    Ok(id) if id != g.domid => {
+                    Ok(id) if id != g.domid() => {
                         new_domid = Some(id);
                         break;
                     }
@@ -188,7 +188,7 @@ fn main() {
             let _ = lab(&["exec", &format!("xl destroy {}", g.name)]);
             let new_domid = new_domid.ok_or("no restarted domain")?;
             expect(&g.console()?, "xenrt: exit reboot")?;
-            Ok(format!("[domid {} -> {new_domid}]", g.domid))
+            Ok(format!("[domid {} -> {new_domid}]", g.domid()))
         }),
         case("ten_guests_in_one_lab_boot", || {
             let guests: Vec<Guest> = (0..10)

@@ -237,7 +237,7 @@ fn main() {
                      r=$(echo after-storm | socat -t 5 - TCP:{ip}:7)
                      echo \"tcp=$r\"
                      ping -c 2 -i 0.2 {ip} | tail -2",
-                    g.domid,
+                    g.domid(),
                     mac(0x30).0
                 ),
                 600,

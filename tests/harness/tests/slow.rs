@@ -44,7 +44,7 @@ fn fields(line: &str) -> HashMap<String, f64> {
 fn stats(g: &Guest) -> Result<(String, HashMap<String, f64>), String> {
     let r = lab(&[
         "exec",
-        &format!("xenstore-read /local/domain/{}/data/xenrt/stats", g.domid),
+        &format!("xenstore-read /local/domain/{}/data/xenrt/stats", g.domid()),
     ])?;
     let line = r.output.trim().to_string();
     let f = fields(&line);
@@ -119,7 +119,7 @@ fn main() {
                      xenstore-read /local/domain/{domid}/data/xenrt/stats | sed 's/^/during-2 /'
                      wait
                      cat /tmp/slow-wrk.out /tmp/slowloris.out",
-                    domid = g.domid
+                    domid = g.domid()
                 ),
                 150,
             )?;

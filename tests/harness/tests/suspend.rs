@@ -94,13 +94,10 @@ fn check_clock(console: &str, marker: &str) -> Result<Tick, String> {
 /// `g` after a checkpoint: the same domain, adopted past its suspend (`scripts/lab adopt`).
 fn adopt_same(g: &Guest) -> Result<Guest, String> {
     let r = lab(&["adopt", &g.name])?;
-    if r.code != Some(0) || !r.output.trim().ends_with(&format!(" {}", g.domid)) {
+    if r.code != Some(0) || !r.output.trim().ends_with(&format!(" {}", g.domid())) {
         return Err(format!("lab adopt {}: {}", g.name, r.output));
     }
-    Ok(Guest {
-        name: g.name.clone(),
-        domid: g.domid,
-    })
+    Ok(Guest::named(g.name.clone(), g.domid()))
 }
 
 /// `g` in the new domain `xl restore` / `xl migrate` made (`scripts/lab adopt`: its console,
@@ -114,13 +111,10 @@ fn adopt(g: &Guest) -> Result<Guest, String> {
         .next()
         .and_then(|d| d.parse().ok())
         .ok_or(format!("lab adopt {}: {}", g.name, r.output))?;
-    if domid == g.domid {
+    if domid == g.domid() {
         return Err(format!("{} is still domid {domid}", g.name));
     }
-    Ok(Guest {
-        name: g.name.clone(),
-        domid,
-    })
+    Ok(Guest::named(g.name.clone(), domid))
 }
 
 /// `xl domid NAME` now.
@@ -214,7 +208,7 @@ fn main() {
                 if first.gen != 0 {
                     return Err(format!("a checkpoint is no new domain: {first:?}"));
                 }
-                if domid(&g.name)? != g.domid {
+                if domid(&g.name)? != g.domid() {
                     return Err("the domain changed on a checkpoint".into());
                 }
                 // No xl process watches the domain after a checkpoint (the one from

@@ -349,6 +349,11 @@ impl GrantTable {
         self.free.len()
     }
 
+    /// References granted now (not ended yet).
+    pub fn granted_count(&self) -> usize {
+        self.granted.iter().filter(|&&g| g).count()
+    }
+
     /// Grants `domid` access to `frame` (read-only if `readonly`); returns the reference to
     /// hand to the peer.
     pub fn grant_access(
@@ -466,7 +471,9 @@ mod tests {
         assert_eq!(sorted.len(), 504);
         assert_eq!(sorted[0], 8, "reserved refs never handed out");
         assert_eq!(gt.grant_access(1, 0, false), Err(GrantError::Exhausted));
+        assert_eq!(gt.granted_count(), 504);
         gt.end_access(refs[17]).unwrap();
+        assert_eq!(gt.granted_count(), 503);
         assert_eq!(gt.grant_access(1, 0, false), Ok(refs[17]));
     }
 

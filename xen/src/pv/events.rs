@@ -128,6 +128,17 @@ impl Table {
     pub fn is_bound(&self, port: Port) -> bool {
         self.slots.get(port as usize).is_some_and(Option::is_some)
     }
+
+    /// Ports with a channel bound.
+    pub fn bound_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+}
+
+/// Ports with a channel bound in the guest's table (a figure of the stats line: it must not
+/// grow when nothing new is connected).
+pub fn channels_bound() -> usize {
+    TABLE.lock().bound_count()
 }
 
 /// The guest's channels, fired by [`dispatch`].
@@ -411,11 +422,14 @@ mod tests {
     #[test]
     fn table_slots_grow_to_the_port_and_stop_at_the_abi_limit() {
         let mut t = Table::new();
-        let _a = t.bind(5);
+        let a = t.bind(5);
         assert_eq!(t.slots.len(), 6);
         assert!(t.is_bound(5) && (0..5).all(|p| !t.is_bound(p)));
         let _b = t.bind(2);
         assert_eq!(t.slots.len(), 6, "a lower port reuses the table");
+        assert_eq!(t.bound_count(), 2);
+        t.rebind(&a, 3);
+        assert_eq!(t.bound_count(), 2, "a rebound channel is counted once");
         let _c = t.bind(NR_PORTS - 1);
         let d = t.bind(NR_PORTS);
         let _e = t.bind(u32::MAX);

@@ -175,6 +175,12 @@ fn after_events() -> bool {
 
 static GNTTAB: spin::Mutex<Option<GrantTable>> = spin::Mutex::new(None);
 
+/// Grant references granted now (a figure of the stats line: it must not grow when nothing new
+/// is connected); 0 before the grant table is set up.
+pub fn grants_in_use() -> usize {
+    GNTTAB.lock().as_ref().map_or(0, GrantTable::granted_count)
+}
+
 /// Where the grant table is mapped: a virtual range of pages we gave up, and the machine
 /// frames Xen gave for it (kept for a suspend: unmapped before, mapped again after).
 #[derive(Debug)]
