@@ -111,10 +111,21 @@ impl Guest {
     /// `xl save NAME FILE` (a dom0 path): the guest suspends, its memory goes to FILE and the
     /// domain is gone. Returns how long xl took and FILE's size.
     pub fn save(&self, file: &str) -> Result<Saved, String> {
+        self.xl_save(false, file)
+    }
+
+    /// `xl save NAME FILE`, or with `checkpoint` `xl save -c` (FILE then removed), timed, with
+    /// FILE's size.
+    fn xl_save(&self, checkpoint: bool, file: &str) -> Result<Saved, String> {
+        let (flags, cleanup) = if checkpoint {
+            ("-c", format!("; rc=$?; rm -f {file}; exit $rc"))
+        } else {
+            ("", String::new())
+        };
         let start = Instant::now();
         let out = dom0_sh(
             &format!(
-                "xl save {} {file} 2>&1 && stat -c 'SIZE %s' {file}",
+                "xl save {flags} {} {file} 2>&1 && stat -c 'SIZE %s' {file}{cleanup}",
                 self.name
             ),
             300,
@@ -123,7 +134,10 @@ impl Guest {
         let bytes = out
             .lines()
             .find_map(|l| l.strip_prefix("SIZE ")?.trim().parse().ok())
-            .ok_or(format!("xl save {}: no file size in:\n{out}", self.name))?;
+            .ok_or(format!(
+                "xl save {flags} {}: no file size in:\n{out}",
+                self.name
+            ))?;
         Ok(Saved { secs, bytes })
     }
 
@@ -148,25 +162,13 @@ impl Guest {
     /// `xl save -c NAME FILE`: a checkpoint; the guest goes on in the same domain (its suspend
     /// is cancelled). FILE is removed afterwards. Returns how long xl took and FILE's size.
     pub fn checkpoint(&self, file: &str) -> Result<Saved, String> {
-        let start = Instant::now();
-        let out = dom0_sh(
-            &format!(
-                "xl save -c {} {file} 2>&1 && stat -c 'SIZE %s' {file}; rc=$?; rm -f {file}; exit $rc",
-                self.name
-            ),
-            300,
-        )?;
-        let secs = start.elapsed().as_secs_f64();
-        let bytes = out
-            .lines()
-            .find_map(|l| l.strip_prefix("SIZE ")?.trim().parse().ok())
-            .ok_or(format!("xl save -c {}: no file size in:\n{out}", self.name))?;
+        let saved = self.xl_save(true, file)?;
         let before = self.domid();
         let domid = self.refresh_domid()?;
         if domid != before {
             return Err(format!("xl save -c moved the guest to domid {domid}"));
         }
-        Ok(Saved { secs, bytes })
+        Ok(saved)
     }
 
     /// `xl migrate` to this same dom0 (`xl migrate -s '' NAME 'xl migrate-receive'`: the
