@@ -36,7 +36,7 @@ use xen::xenstore::{Client, Transport, Tx};
 
 use crate::api::Blkfront;
 use crate::error::Error;
-use crate::io::{descriptor_pages, Adopted, Config, Engine, Features, Page, Parts};
+use crate::io::{descriptor_pages, Config, Connection, Engine, Features, Page, Parts};
 use crate::wire::{self, MAX_SEGMENTS, PAGE_SIZE, SEGMENTS_PER_INDIRECT_PAGE, WIRE_SECTOR};
 
 /// Largest ring we ask for: 2^4 pages (Linux's `XENBUS_MAX_RING_GRANT_ORDER`).
@@ -203,16 +203,18 @@ impl<H: Hal> Blkfront<H> {
                 let engine = Engine::new(Parts {
                     hal,
                     fe,
-                    ring,
-                    ring_pages: core::mem::take(&mut res.ring_pages),
-                    port: res.port.unwrap_or_default(),
-                    pages: core::mem::take(&mut res.pages),
-                    data_pages: disk_params.data_pages,
-                    handle: disk_params.handle,
+                    conn: Connection {
+                        ring,
+                        ring_pages: core::mem::take(&mut res.ring_pages),
+                        port: res.port.unwrap_or_default(),
+                        pages: core::mem::take(&mut res.pages),
+                        data_pages: disk_params.data_pages,
+                        handle: disk_params.handle,
+                        info: disk_params.info,
+                        features: disk_params.features,
+                    },
                     wire_sectors: disk_params.wire_sectors,
                     sector_size: disk_params.sector_size,
-                    info: disk_params.info,
-                    features: disk_params.features,
                     config,
                     node,
                 });
@@ -519,7 +521,7 @@ fn reconnect<H: Hal, T: Transport>(
                 let mfn = e.hal.frame(&p.mem);
                 e.hal.free_page(SharedPage { mem: p.mem, mfn });
             }
-            e.adopt(Adopted {
+            e.adopt(Connection {
                 ring,
                 ring_pages: core::mem::take(&mut res.ring_pages),
                 port: res.port.unwrap_or_default(),

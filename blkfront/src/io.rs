@@ -406,26 +406,20 @@ pub(crate) struct Engine<H: Hal> {
     resubmit: VecDeque<Pending>,
 }
 
-/// What the handshake hands the engine.
+/// What the first handshake hands the engine: the disk, and the connection to its backend.
 pub(crate) struct Parts<H: Hal> {
     pub(crate) hal: H,
     pub(crate) fe: Frontend,
-    pub(crate) ring: FrontRing,
-    pub(crate) ring_pages: Vec<(u64, u32)>,
-    pub(crate) port: u32,
-    pub(crate) pages: Vec<Page>,
-    pub(crate) data_pages: usize,
-    pub(crate) handle: u16,
+    pub(crate) conn: Connection,
     pub(crate) wire_sectors: u64,
     pub(crate) sector_size: u32,
-    pub(crate) info: u32,
-    pub(crate) features: Features,
     pub(crate) config: Config,
     pub(crate) node: alloc::string::String,
 }
 
-/// What a reconnect hands the engine (see `Engine::adopt`).
-pub(crate) struct Adopted {
+/// What each handshake hands the engine (at boot in [`Parts`], after a restore to
+/// `Engine::adopt`): the ring, its port and the page pool, and what the backend offers.
+pub(crate) struct Connection {
     pub(crate) ring: FrontRing,
     pub(crate) ring_pages: Vec<(u64, u32)>,
     pub(crate) port: u32,
@@ -438,29 +432,30 @@ pub(crate) struct Adopted {
 
 impl<H: Hal> Engine<H> {
     pub(crate) fn new(p: Parts<H>) -> Self {
-        let slots = p.ring.size() as usize;
-        let npages = p.pages.len();
-        let ndata = p.data_pages.min(npages);
+        let c = p.conn;
+        let slots = c.ring.size() as usize;
+        let npages = c.pages.len();
+        let ndata = c.data_pages.min(npages);
         let domain_generation = p.hal.generation();
         Engine {
             hal: p.hal,
             fe: p.fe,
             connected: true,
-            ring: p.ring,
-            ring_pages: p.ring_pages,
-            port: p.port,
-            pages: p.pages,
+            ring: c.ring,
+            ring_pages: c.ring_pages,
+            port: c.port,
+            pages: c.pages,
             ndata,
             free_pages: (0..ndata as u16).rev().collect(),
             free_desc: (ndata as u16..npages as u16).rev().collect(),
             slots: (0..slots).map(|_| None).collect(),
             free_slots: (0..slots as u32).rev().collect(),
             generation: 1,
-            handle: p.handle,
+            handle: c.handle,
             wire_sectors: p.wire_sectors,
             sector_size: p.sector_size,
-            info: p.info,
-            features: p.features,
+            info: c.info,
+            features: c.features,
             stats: Stats::default(),
             next_transfer: 1,
             timeout_ns: p.config.io_timeout_ns,
@@ -1155,7 +1150,7 @@ impl<H: Hal> Engine<H> {
     /// A reconnect succeeded: the new ring, port, grants and features replace the old ones.
     /// `pages` is the new pool (the data pages first, in their old order, then the descriptor
     /// pages for the new limits).
-    pub(crate) fn adopt(&mut self, new: Adopted) {
+    pub(crate) fn adopt(&mut self, new: Connection) {
         self.ring = new.ring;
         self.ring_pages = new.ring_pages;
         self.port = new.port;
