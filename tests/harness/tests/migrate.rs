@@ -16,6 +16,8 @@ const ECHO: (&str, &str) = ("00:16:3e:00:00:51", "10.0.0.181");
 const CHECKPOINT: (&str, &str) = ("00:16:3e:00:00:52", "10.0.0.182");
 const MIGRATE: (&str, &str) = ("00:16:3e:00:00:53", "10.0.0.183");
 const CYCLES: (&str, &str) = ("00:16:3e:00:00:54", "10.0.0.184");
+/// What the heap may grow by over the 20 cycles, once (see the cycles case).
+const HEAP_SLACK: u64 = 64;
 
 /// Removes a host file when dropped (a case's disk image, whatever the case's outcome).
 struct Remove(std::path::PathBuf);
@@ -341,6 +343,12 @@ fn main() {
                 for k in ["frames_free", "heap_used", "grants", "channels", "sockets"] {
                     match (before.get(k), after.get(k)) {
                         (Some(a), Some(b)) if a == b => {}
+                        // The heap may grow once by a few bytes and no more: the domid is in
+                        // strings the guest keeps (the vif's backend path), and a new domid
+                        // one digit longer (99 -> 100, seen in CI) takes the next 16-byte size.
+                        // A leak of even the smallest allocation per cycle is 20 x 16 bytes.
+                        (Some(a), Some(b)) if k == "heap_used" && b >= a && b - a <= HEAP_SLACK => {
+                        }
                         (Some(a), Some(b)) => moved.push(format!("{k} {a} -> {b}")),
                         _ => moved.push(format!("{k} missing")),
                     }
@@ -355,8 +363,8 @@ fn main() {
                     return Err(format!("after 20 cycles: {}", moved.join(", ")));
                 }
                 Ok(format!(
-                "[20 cycles in {took:.0} s; frames_free={} heap_used={} grants={} channels={} unchanged]",
-                after["frames_free"], after["heap_used"], after["grants"], after["channels"]
+                "[20 cycles in {took:.0} s; frames_free={} grants={} channels={} unchanged, heap_used {} -> {}]",
+                after["frames_free"], after["grants"], after["channels"], before["heap_used"], after["heap_used"]
             ))
             },
         ),
