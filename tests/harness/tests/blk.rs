@@ -175,10 +175,10 @@ fn main() {
                 ))
             },
         ),
-        case("sequential_256_mib_write_and_read_back_by_checksum", || {
-            let img = dom0_disk("seq", 272)?;
+        case("sequential_128_mib_write_and_read_back_by_checksum", || {
+            let img = dom0_disk("seq", 144)?;
             let c = blktest(
-                "blk=seq mib=256 seed=11",
+                "blk=seq mib=128 seed=11",
                 &disks(&[("xvda", "rw", &img)]),
                 1500,
             )?;
@@ -190,7 +190,7 @@ fn main() {
             // The bytes are in the backing file too (hashed on the host, through the share).
             let on_host = run(Command::new("sh").arg("-c").arg(format!(
                 "head -c {} {} | sha256sum",
-                256u64 << 20,
+                128u64 << 20,
                 host_path(&img).display()
             )))?;
             let file_sha = on_host
