@@ -90,6 +90,7 @@ impl Offer {
 }
 
 /// Pages, grants and the event channel, while the connection is being set up.
+#[derive(Default)]
 struct Resources {
     ring: Option<FrontRing>,
     ring_mem: Option<ShMem>,
@@ -184,13 +185,7 @@ impl<H: Hal> Blkfront<H> {
     ) -> Result<Self, Error> {
         // 1. The backend, and its transport parameters.
         let mut fe = Frontend::attach(xs, node)?;
-        let mut res = Resources {
-            ring: None,
-            ring_mem: None,
-            ring_pages: Vec::new(),
-            port: None,
-            pages: Vec::new(),
-        };
+        let mut res = Resources::default();
         match Self::setup(&mut hal, xs, &mut fe, &mut res, config, timeout) {
             Ok(mut disk_params) => {
                 // `setup` succeeded, so it made the ring.
@@ -485,13 +480,7 @@ fn reconnect<H: Hal, T: Transport>(
         &watch_token(e.fe.node()),
     );
     let mut fe = Frontend::attach(xs, &e.node)?;
-    let mut res = Resources {
-        ring: None,
-        ring_mem: None,
-        ring_pages: Vec::new(),
-        port: None,
-        pages: Vec::new(),
-    };
+    let mut res = Resources::default();
     let mut regranted: Vec<(u64, u32)> = Vec::new();
     match resume_setup(e, xs, &mut fe, &mut res, &mut regranted, timeout) {
         Ok((params, offer_pages)) => {
