@@ -414,15 +414,22 @@ impl TxQueue {
         if n > self.free_ids.len() || slots as u32 > self.ring.free_requests() {
             return Err(Error::TxFull);
         }
-        let end = self.buf.claim(start, len);
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        // Every byte is in the pages before anything is claimed or queued: a frame that fails
+        // here leaves no slot behind (a slot queued and never completed would be published
+        // with the next frame's, netback would take both for one packet).
         let mut copied = 0;
-        for (i, c) in chunks(off, len).enumerate() {
+        for c in chunks(off, len) {
             let page = self.pages.get(c.page).ok_or(Error::Internal)?;
             page.page
                 .mem
                 .write(c.offset, &frame[copied..copied + c.len])?;
+            copied += c.len;
+        }
+        let end = self.buf.claim(start, len);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        for (i, c) in chunks(off, len).enumerate() {
+            let page = self.pages.get(c.page).ok_or(Error::Internal)?;
             let id = self.free_ids.pop().ok_or(Error::Internal)?;
             *self.inflight.get_mut(id as usize).ok_or(Error::Internal)? = Some(seq);
             let mut flags = if i + 1 < n { NETTXF_MORE_DATA } else { 0 };
@@ -453,7 +460,6 @@ impl TxQueue {
                     .map_err(|_| Error::Internal)?;
                 self.extras_in_flight += 1;
             }
-            copied += c.len;
         }
         self.packets.push_back(TxPacket {
             seq,

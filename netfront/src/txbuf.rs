@@ -94,6 +94,12 @@ impl TxBuffer {
         // ~1% of packets failed with NETIF_RSP_ERROR, each lost until TCP retransmitted it).
         if len > room && (!split || room < MIN_FIRST_SLOT.min(len)) {
             start += room;
+            // That page may leave too little before the buffer's end: then the frame goes at
+            // the start of the buffer (a page boundary too).
+            let off = start % self.size;
+            if off + len > self.size {
+                start += self.size - off;
+            }
         }
         (start + len - self.tail <= self.size).then_some(start)
     }
@@ -197,5 +203,58 @@ mod tests {
         assert_eq!(s, 4096);
         assert_eq!(b.place(5000, false), None);
         assert_eq!(b.place(0, true), None);
+    }
+
+    /// Every placement, over many frames of every size and releases in order: inside the
+    /// buffer without crossing its end, clear of the bytes in use, and a first slot of at least
+    /// MIN_FIRST_SLOT bytes when split. (A frame that skipped to the next page used to be able
+    /// to end past the buffer's end: a GSO frame just over a multiple of 4 KiB, starting under
+    /// 128 bytes before a page boundary some pages before the end.)
+    #[test]
+    fn placements_stay_inside_the_buffer_and_clear_of_frames_in_flight() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for pages in [2usize, 3, 16] {
+            let size = pages * PAGE_SIZE;
+            let mut b = TxBuffer::new(pages);
+            let mut flight = std::collections::VecDeque::new();
+            for _ in 0..200_000 {
+                // Sizes near multiples of a page are where the edge cases are.
+                let len = match next() % 3 {
+                    0 => 60 + (next() % 1455) as usize,
+                    1 => ((1 + next() % 15) as usize * PAGE_SIZE + (next() % 300) as usize)
+                        .saturating_sub(150)
+                        .clamp(60, size / 2),
+                    _ => 60 + (next() as usize % (size / 2 - 60)),
+                };
+                let placed = b.place(len, true);
+                if placed.is_none() || next() % 4 == 0 {
+                    if let Some(end) = flight.pop_front() {
+                        b.release(end);
+                    }
+                }
+                let Some(start) = placed else { continue };
+                let off = b.offset(start);
+                assert!(
+                    off + len <= size,
+                    "{pages} pages: {len} bytes at {off} cross the end"
+                );
+                assert!(start >= b.head, "placed before the head");
+                let first = chunks(off, len).next().unwrap();
+                assert!(
+                    first.len == len || first.len as u64 >= MIN_FIRST_SLOT,
+                    "first slot of {} bytes",
+                    first.len
+                );
+                assert!(chunks(off, len).all(|c| c.page < pages));
+                flight.push_back(b.claim(start, len));
+                assert!(b.used() <= size);
+            }
+        }
     }
 }
