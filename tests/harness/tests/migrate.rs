@@ -120,10 +120,7 @@ fn stream_across_cycles(g: &Guest, ip: &str) -> Result<String, String> {
         .trim()
         .parse()
         .map_err(|e| format!("/tmp/mig-end: {e}"))?;
-    let out = dom0_sh(
-        "cat /tmp/mig-dst.diff /tmp/mig-stream.err",
-        60,
-    )?;
+    let out = dom0_sh("cat /tmp/mig-dst.diff /tmp/mig-stream.err", 60)?;
     expect(&out, "sent=100000000 received=100000000")?;
     expect(&out, "errors=0")?;
     expect(&out, "streamdiff: identical")?;
