@@ -212,13 +212,8 @@ mod tests {
     /// 128 bytes before a page boundary some pages before the end.)
     #[test]
     fn placements_stay_inside_the_buffer_and_clear_of_frames_in_flight() {
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = crate::sim::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next();
         for pages in [2usize, 3, 16] {
             let size = pages * PAGE_SIZE;
             let mut b = TxBuffer::new(pages);
