@@ -10,5 +10,11 @@
 
 extern crate alloc;
 
+pub mod cmd;
+pub mod glob;
 pub mod resp;
+pub mod session;
 pub mod store;
+
+#[cfg(test)]
+mod tests;
