@@ -265,9 +265,11 @@ fn set(e: &mut Engine, _: &mut Client, a: &[Vec<u8>], now: u64, out: &mut Vec<u8
             want_get = true;
         } else if eq(opt, "keepttl") && expire.is_none() {
             keepttl = true;
-        } else if (eq(opt, "ex") || eq(opt, "px")) && !keepttl && expire.is_none() && next.is_some()
-        {
-            let Some(n) = parse_i64(next.unwrap()) else {
+        } else if let (true, Some(next)) = (
+            (eq(opt, "ex") || eq(opt, "px")) && !keepttl && expire.is_none(),
+            next,
+        ) {
+            let Some(n) = parse_i64(next) else {
                 return err(out, NOT_INT);
             };
             let unit = if eq(opt, "ex") { 1000 } else { 1 };
@@ -427,7 +429,7 @@ fn mget(e: &mut Engine, _: &mut Client, a: &[Vec<u8>], now: u64, out: &mut Vec<u
 }
 
 fn mset(e: &mut Engine, _: &mut Client, a: &[Vec<u8>], _: u64, out: &mut Vec<u8>) -> Flow {
-    if a.len() % 2 == 0 {
+    if a.len().is_multiple_of(2) {
         return wrong_args("mset", out);
     }
     for kv in a[1..].chunks(2) {

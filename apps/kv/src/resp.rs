@@ -94,7 +94,7 @@ impl ProtocolError {
 /// One request: its arguments, the command name first.
 pub type Request = Vec<Vec<u8>>;
 
-/// The incremental request reader. Feed it with [`Parser::push`], then call [`Parser::next`]
+/// The incremental request reader. Feed it with [`Parser::push`], then call [`Parser::next_request`]
 /// until it returns `Ok(None)` (needs more bytes).
 #[derive(Debug, Default)]
 pub struct Parser {
@@ -135,7 +135,7 @@ impl Parser {
 
     /// The next whole request, `Ok(None)` when more bytes are needed, or the protocol error
     /// (returned again on every later call).
-    pub fn next(&mut self) -> Result<Option<Request>, ProtocolError> {
+    pub fn next_request(&mut self) -> Result<Option<Request>, ProtocolError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -377,7 +377,7 @@ mod tests {
 
     fn all(p: &mut Parser) -> Result<Vec<Request>, ProtocolError> {
         let mut v = Vec::new();
-        while let Some(r) = p.next()? {
+        while let Some(r) = p.next_request()? {
             v.push(r);
         }
         Ok(v)
@@ -440,7 +440,7 @@ mod tests {
         let e = all(&mut p).unwrap_err();
         // The parser stays failed.
         p.push(b"PING\r\n");
-        assert_eq!(p.next(), Err(e.clone()));
+        assert_eq!(p.next_request(), Err(e.clone()));
         e.reply()
     }
 
@@ -521,7 +521,7 @@ mod tests {
             max_request: 1000,
         });
         p.push(&req);
-        assert_eq!(p.next(), Err(ProtocolError::RequestTooBig));
+        assert_eq!(p.next_request(), Err(ProtocolError::RequestTooBig));
     }
 
     #[test]
@@ -547,7 +547,7 @@ mod tests {
                     });
                 }
                 p.push(&chunk);
-                while let Ok(Some(_)) = p.next() {}
+                while let Ok(Some(_)) = p.next_request() {}
                 assert!(p.buffered() <= 256 + INLINE_MAX + 64);
             }
         }

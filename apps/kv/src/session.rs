@@ -44,7 +44,7 @@ impl Session {
         }
         self.parser.push(input);
         loop {
-            match self.parser.next() {
+            match self.parser.next_request() {
                 Ok(None) => return,
                 Ok(Some(req)) => {
                     if engine.execute(&mut self.client, &req, now, out) == Flow::Close {
