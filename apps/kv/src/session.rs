@@ -5,10 +5,19 @@
 //! replies to `out`. After QUIT, or a protocol error (whose error reply is written first),
 //! [`Session::closed`] is true: the caller sends what is in `out` and closes; later input is
 //! ignored.
+//!
+//! Back-pressure: a request is started only while `out` holds less than
+//! [`OUTPUT_HIGH_WATER`] bytes, so a pipeline of big GETs cannot fill memory with replies. What
+//! was not run stays buffered ([`Session::pending`]); once the caller has written `out` to the
+//! socket it calls `feed` again (with no new bytes, or with more) to resume. A caller should stop
+//! reading the socket while `pending` is large.
 
 use crate::cmd::{Client, Engine, Flow};
 use crate::resp::{Limits, Parser};
 use alloc::vec::Vec;
+
+/// `feed` starts no new request while `out` holds this many bytes or more.
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 
 /// A connection's protocol state.
 #[derive(Debug, Default)]
@@ -37,13 +46,19 @@ impl Session {
         &self.client
     }
 
+    /// Received bytes not yet run (an incomplete request, or requests held back by
+    /// [`OUTPUT_HIGH_WATER`]).
+    pub fn pending(&self) -> usize {
+        self.parser.buffered()
+    }
+
     /// Feeds received bytes at time `now` (ms) and appends the replies to `out`.
     pub fn feed(&mut self, engine: &mut Engine, input: &[u8], now: u64, out: &mut Vec<u8>) {
         if self.closed {
             return;
         }
         self.parser.push(input);
-        loop {
+        while out.len() < OUTPUT_HIGH_WATER {
             match self.parser.next_request() {
                 Ok(None) => return,
                 Ok(Some(req)) => {

@@ -702,3 +702,31 @@ fn randomized_against_a_model() {
     want.sort();
     assert_eq!(snapshot(&t.e, now), want);
 }
+
+#[test]
+fn replies_stop_at_the_output_high_water_and_resume() {
+    use crate::session::OUTPUT_HIGH_WATER;
+    let mut t = T::new();
+    let big = "v".repeat(100_000);
+    t.q(&format!("SET big {big}"));
+    let mut stream = Vec::new();
+    for _ in 0..10 {
+        stream.extend(req(&[b"GET", b"big"]));
+    }
+    let mut out = Vec::new();
+    t.s.feed(&mut t.e, &stream, t.now, &mut out);
+    let one = 100_000 + 11; // "$100000\r\n" + value + "\r\n"
+    assert_eq!(
+        out.len(),
+        one * OUTPUT_HIGH_WATER.div_ceil(one),
+        "stopped at the high water"
+    );
+    assert!(t.s.pending() > 0);
+    let mut total = out.len();
+    while t.s.pending() > 0 {
+        out.clear();
+        t.s.feed(&mut t.e, &[], t.now, &mut out);
+        total += out.len();
+    }
+    assert_eq!(total, one * 10);
+}
