@@ -46,6 +46,9 @@ impl Default for Limits {
 pub enum ProtocolError {
     /// `Protocol error: too big inline request`: no newline within [`INLINE_MAX`] bytes.
     TooBigInline,
+    /// `Protocol error: unbalanced quotes in request`: an inline request with an unclosed
+    /// quote, or a closing quote not followed by a space.
+    UnbalancedQuotes,
     /// `Protocol error: too big mbulk count string`: no `\r\n` after `*` within [`INLINE_MAX`].
     TooBigMultibulkCount,
     /// `Protocol error: invalid multibulk length`: not a number, or over the limit.
@@ -70,6 +73,7 @@ impl ProtocolError {
         let mut out = Vec::new();
         let msg: &[u8] = match self {
             ProtocolError::TooBigInline => b"too big inline request",
+            ProtocolError::UnbalancedQuotes => b"unbalanced quotes in request",
             ProtocolError::TooBigMultibulkCount => b"too big mbulk count string",
             ProtocolError::InvalidMultibulkLength => b"invalid multibulk length",
             ProtocolError::TooBigBulkCount => b"too big bulk count string",
@@ -261,13 +265,89 @@ impl Parser {
         if let [rest @ .., b'\r'] = line {
             line = rest;
         }
-        let req: Request = line
-            .split(|&b| matches!(b, b' ' | b'\t' | b'\r' | 0x0b | 0x0c))
-            .filter(|a| !a.is_empty())
-            .map(|a| a.to_vec())
-            .collect();
+        let req = split_args(line).ok_or(ProtocolError::UnbalancedQuotes)?;
         self.pos += nl + 1;
         Ok(Some(req))
+    }
+}
+
+/// Redis's `sdssplitargs`, which splits inline requests: arguments separated by spaces; `"..."`
+/// with the escapes `\n \r \t \b \a \\ \" \xHH`; `'...'` with `\'`. A closing quote must
+/// be followed by a space or the end; `None` if it is not, or a quote is left open.
+fn split_args(line: &[u8]) -> Option<Request> {
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0);
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && space(line[i]) {
+            i += 1;
+        }
+        if i == line.len() {
+            return Some(args);
+        }
+        let mut arg = Vec::new();
+        let (mut dq, mut sq) = (false, false);
+        loop {
+            let c = line.get(i).copied();
+            if dq {
+                match c? {
+                    b'\\'
+                        if i + 3 < line.len()
+                            && line[i + 1] == b'x'
+                            && hex(line[i + 2]).is_some()
+                            && hex(line[i + 3]).is_some() =>
+                    {
+                        arg.push(hex(line[i + 2])? * 16 + hex(line[i + 3])?);
+                        i += 3;
+                    }
+                    b'\\' if i + 1 < line.len() => {
+                        i += 1;
+                        arg.push(match line[i] {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
+                    }
+                    b'"' => {
+                        if line.get(i + 1).is_some_and(|&b| !space(b)) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    other => arg.push(other),
+                }
+            } else if sq {
+                match c? {
+                    b'\\' if line.get(i + 1) == Some(&b'\'') => {
+                        i += 1;
+                        arg.push(b'\'');
+                    }
+                    b'\'' => {
+                        if line.get(i + 1).is_some_and(|&b| !space(b)) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    other => arg.push(other),
+                }
+            } else {
+                match c {
+                    None => break,
+                    Some(b) if space(b) => break,
+                    Some(b'"') => dq = true,
+                    Some(b'\'') => sq = true,
+                    Some(b) => arg.push(b),
+                }
+            }
+            i += 1;
+        }
+        args.push(arg);
     }
 }
 
@@ -550,6 +630,37 @@ mod tests {
                 while let Ok(Some(_)) = p.next_request() {}
                 assert!(p.buffered() <= 256 + INLINE_MAX + 64);
             }
+        }
+    }
+
+    #[test]
+    fn inline_quotes_as_sdssplitargs() {
+        let mut p = Parser::default();
+        p.push(b"set \"a b\" 'c d' \"\\x41\\n\\\"\" 'it\\'s' x\"y z\"\r\n\"\"\r\n");
+        assert_eq!(
+            all(&mut p).unwrap(),
+            vec![
+                vec![
+                    b"set".to_vec(),
+                    b"a b".to_vec(),
+                    b"c d".to_vec(),
+                    b"A\n\"".to_vec(),
+                    b"it's".to_vec(),
+                    b"xy z".to_vec()
+                ],
+                vec![b"".to_vec()],
+            ]
+        );
+        for bad in [
+            &b"set \"a\r\n"[..],
+            b"set 'a\r\n",
+            b"set \"a\"b\r\n",
+            b"set 'a'b\n",
+        ] {
+            assert_eq!(
+                err_of(bad),
+                b"-ERR Protocol error: unbalanced quotes in request\r\n"
+            );
         }
     }
 
