@@ -7,7 +7,7 @@
 
 use crate::glob;
 use crate::resp::{self, parse_i64};
-use crate::store::{Effect, Store};
+use crate::store::{Effect, HashKey, Store};
 use alloc::format;
 use alloc::vec::Vec;
 
@@ -117,6 +117,14 @@ impl Engine {
     /// An empty keyspace.
     pub fn new() -> Self {
         Engine::default()
+    }
+
+    /// An empty keyspace whose index hashes under `key` (see [`HashKey`]).
+    pub fn with_hash_key(key: HashKey) -> Self {
+        Engine {
+            store: Store::with_hash_key(key),
+            ..Engine::default()
+        }
     }
 
     /// A keyspace rebuilt from logged effects (replayed in order).

@@ -24,8 +24,37 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::hash::BuildHasher;
-use hashbrown::{DefaultHashBuilder, HashTable};
+use core::hash::{BuildHasher, Hasher};
+use hashbrown::HashTable;
+
+/// The index's hash: SipHash-2-4 under a 128-bit key, so that clients who do not know the key
+/// cannot pick keys that collide (hash flooding). A unikernel has no address-space
+/// randomization to seed a hasher from, so the key comes from the caller
+/// ([`Store::with_hash_key`]); [`Store::new`] uses a fixed key, fine for tests only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HashKey(pub u64, pub u64);
+
+impl BuildHasher for HashKey {
+    type Hasher = Sip;
+    fn build_hasher(&self) -> Sip {
+        #[allow(deprecated)]
+        Sip(core::hash::SipHasher::new_with_keys(self.0, self.1))
+    }
+}
+
+/// [`HashKey`]'s hasher (core's SipHash-2-4).
+#[allow(deprecated)]
+#[derive(Debug, Clone)]
+pub struct Sip(core::hash::SipHasher);
+
+impl Hasher for Sip {
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(bytes)
+    }
+}
 
 /// One change to the keyspace. Replaying a command sequence's effects on an empty store gives
 /// the same keyspace.
@@ -86,7 +115,7 @@ pub struct Store {
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     index: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+    hasher: HashKey,
     len: usize,
     expires: usize,
     sweep: usize,
@@ -96,6 +125,14 @@ impl Store {
     /// An empty store.
     pub fn new() -> Self {
         Store::default()
+    }
+
+    /// An empty store whose index hashes under `key` (pick it at random at boot).
+    pub fn with_hash_key(key: HashKey) -> Self {
+        Store {
+            hasher: key,
+            ..Store::default()
+        }
     }
 
     /// Number of keys, including expired ones not yet removed (as Redis's DBSIZE).
@@ -173,7 +210,7 @@ impl Store {
             Effect::Persist { key } => self.set_expiry(key, NEVER),
             Effect::Flush => {
                 *self = Store {
-                    hasher: core::mem::take(&mut self.hasher),
+                    hasher: self.hasher,
                     ..Store::default()
                 };
             }
@@ -353,6 +390,31 @@ mod tests {
         s.apply(&set("c", "3", Some(9)));
         s.apply(&Effect::Flush);
         assert_eq!((s.len(), s.expires(), s.get(b"c", 0)), (0, 0, None));
+    }
+
+    #[test]
+    fn any_hash_key_finds_its_keys() {
+        for key in [HashKey(0, 0), HashKey(1, 2), HashKey(u64::MAX, 7)] {
+            let mut s = Store::with_hash_key(key);
+            for i in 0..300 {
+                s.apply(&set(&alloc::format!("k{i}"), "v", None));
+            }
+            for i in (0..300).step_by(2) {
+                s.apply(&Effect::Del {
+                    key: alloc::format!("k{i}").into_bytes(),
+                });
+            }
+            assert_eq!(s.len(), 150);
+            for i in 0..300 {
+                assert_eq!(
+                    s.get(alloc::format!("k{i}").as_bytes(), 0).is_some(),
+                    i % 2 == 1
+                );
+            }
+            s.apply(&Effect::Flush);
+            s.apply(&set("after", "flush", None));
+            assert_eq!(s.get(b"after", 0).unwrap().value, b"flush");
+        }
     }
 
     #[test]
