@@ -260,7 +260,8 @@ fn get(e: &mut Engine, _: &mut Client, a: &[Vec<u8>], now: u64, out: &mut Vec<u8
 /// `SET key value [NX|XX] [GET] [EX s|PX ms|KEEPTTL]`.
 fn set(e: &mut Engine, _: &mut Client, a: &[Vec<u8>], now: u64, out: &mut Vec<u8>) -> Flow {
     let (mut nx, mut xx, mut want_get, mut keepttl) = (false, false, false, false);
-    let mut expire: Option<u64> = None;
+    // EX/PX's argument and unit (ms); checked after every option parsed, as Redis does.
+    let mut expire_arg: Option<(&[u8], i64)> = None;
     let mut i = 3;
     while i < a.len() {
         let opt = &a[i];
@@ -271,33 +272,35 @@ fn set(e: &mut Engine, _: &mut Client, a: &[Vec<u8>], now: u64, out: &mut Vec<u8
             xx = true;
         } else if eq(opt, "get") {
             want_get = true;
-        } else if eq(opt, "keepttl") && expire.is_none() {
+        } else if eq(opt, "keepttl") && expire_arg.is_none() {
             keepttl = true;
         } else if let (true, Some(next)) = (
-            (eq(opt, "ex") || eq(opt, "px")) && !keepttl && expire.is_none(),
+            (eq(opt, "ex") || eq(opt, "px")) && !keepttl && expire_arg.is_none(),
             next,
         ) {
-            let Some(n) = parse_i64(next) else {
-                return err(out, NOT_INT);
-            };
-            let unit = if eq(opt, "ex") { 1000 } else { 1 };
-            match (n > 0)
-                .then(|| {
-                    (n as u64)
-                        .checked_mul(unit)
-                        .and_then(|ms| ms.checked_add(now))
-                })
-                .flatten()
-            {
-                Some(at) => expire = Some(at),
-                None => return err(out, "ERR invalid expire time in 'set' command"),
-            }
+            expire_arg = Some((next, if eq(opt, "ex") { 1000 } else { 1 }));
             i += 1;
         } else {
             return err(out, SYNTAX);
         }
         i += 1;
     }
+    let expire = match expire_arg {
+        None => None,
+        Some((arg, unit)) => {
+            let Some(n) = parse_i64(arg) else {
+                return err(out, NOT_INT);
+            };
+            // As Redis: positive, and the absolute time must fit in an i64.
+            match n
+                .checked_mul(unit)
+                .and_then(|ms| ms.checked_add(now as i64))
+            {
+                Some(at) if n > 0 => Some(at as u64),
+                _ => return err(out, "ERR invalid expire time in 'set' command"),
+            }
+        }
+    };
     let old = e.value(&a[1], now);
     if want_get {
         bulk_or_null(out, old.as_ref().map(|(v, _)| &v[..]));

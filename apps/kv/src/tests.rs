@@ -136,6 +136,12 @@ fn get_set_and_options() {
         t.q("SET k v EX 9223372036854775807"),
         "-ERR invalid expire time in 'set' command\r\n"
     );
+    assert_eq!(
+        t.q("SET k v PX 9223372036854775807"),
+        "-ERR invalid expire time in 'set' command\r\n"
+    );
+    // Options are all parsed before the expire time is checked.
+    assert_eq!(t.q("SET k v EX abc FOO"), "-ERR syntax error\r\n");
     assert_eq!(t.q("SET k v ex 10"), "+OK\r\n");
     assert_eq!(t.q("TTL k"), ":10\r\n");
     assert_eq!(t.q("SET k w KEEPTTL"), "+OK\r\n");
