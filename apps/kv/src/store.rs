@@ -1,7 +1,9 @@
 //! The keyspace: string keys to string values, each with an optional expiry time.
 //!
 //! Time is the caller's monotonic clock in milliseconds, passed to every call that looks at
-//! expiry; the store never reads a clock itself.
+//! expiry; the store never reads a clock itself. Expiry times in [`Effect`]s are on that clock
+//! too, so a log kept across reboots must record them against a clock that survives the reboot
+//! (or rebase them when replaying).
 //!
 //! # One way in: [`Effect`]
 //!
