@@ -212,7 +212,7 @@ mod tests {
     /// 128 bytes before a page boundary some pages before the end.)
     #[test]
     fn placements_stay_inside_the_buffer_and_clear_of_frames_in_flight() {
-        let mut rng = crate::sim::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = xen::sim::Rng::new(0x9e37_79b9_7f4a_7c15);
         let mut next = move || rng.next();
         for pages in [2usize, 3, 16] {
             let size = pages * PAGE_SIZE;
