@@ -323,6 +323,17 @@ impl Store {
         }
     }
 
+    /// Every live key at `now` with its value and expiry, sorted: what two stores (one replayed
+    /// from the other's effects, say) are compared by.
+    pub fn snapshot(&self, now: u64) -> Vec<(Vec<u8>, Vec<u8>, Option<u64>)> {
+        let mut v: Vec<_> = self
+            .keys(now)
+            .map(|(k, v)| (k.to_vec(), v.value.to_vec(), v.expire_at_ms))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Every live key at `now`, in slot order.
     pub fn keys(&self, now: u64) -> impl Iterator<Item = (&[u8], View<'_>)> {
         self.slots

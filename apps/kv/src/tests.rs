@@ -597,17 +597,6 @@ fn random_command(x: &mut u64) -> Vec<Vec<u8>> {
     }
 }
 
-/// The live keyspace at `now`, as a sorted list.
-fn snapshot(e: &Engine, now: u64) -> Vec<(Vec<u8>, Vec<u8>, Option<u64>)> {
-    let mut v: Vec<_> = e
-        .store()
-        .keys(now)
-        .map(|(k, v)| (k.to_vec(), v.value.to_vec(), v.expire_at_ms))
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn replaying_effects_rebuilds_the_state() {
     let mut x = 0xdeadbeefcafef00du64;
@@ -627,7 +616,7 @@ fn replaying_effects_rebuilds_the_state() {
             }
             log.extend(e.take_effects());
             let replayed = Engine::from_effects(&log);
-            assert_eq!(snapshot(&replayed, now), snapshot(&e, now));
+            assert_eq!(replayed.store().snapshot(now), e.store().snapshot(now));
             assert_eq!(replayed.store().expires(), e.store().expires());
         }
     }
@@ -706,7 +695,7 @@ fn randomized_against_a_model() {
     model.retain(|_, (_, at)| at.is_none_or(|at| at > now));
     let mut want: Vec<_> = model.into_iter().map(|(k, (v, at))| (k, v, at)).collect();
     want.sort();
-    assert_eq!(snapshot(&t.e, now), want);
+    assert_eq!(t.e.store().snapshot(now), want);
 }
 
 #[test]
