@@ -40,7 +40,9 @@ static void report(const struct range *r) {
     size_t len = r->last + 1 - r->start;
     printf("  range at %zu (page offset %zu), %zu bytes\n", r->start, r->start % 4096, len);
     size_t k = r->have < 16 ? r->have : 16;
-    hex("sent", s + r->start, k);
+    /* A stream longer than the file differs past the file's end: nothing was sent there. */
+    size_t ks = r->start < ns ? (ns - r->start < k ? ns - r->start : k) : 0;
+    hex("sent", s + (r->start < ns ? r->start : 0), ks);
     hex("got ", r->got, k);
     if (r->have >= 8) {
         size_t lo = r->start > WINDOW ? r->start - WINDOW : 0;
