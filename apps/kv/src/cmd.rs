@@ -7,9 +7,32 @@
 
 use crate::glob;
 use crate::resp::{self, parse_i64};
-use crate::store::{Effect, HashKey, Store};
+use crate::store::{Effect, HashKey, OnDisk, Store, NO_LOC};
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::vec::Vec;
+
+/// What a command does to the keyspace, for a [`Journal`]'s admission check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Reads only (it may still delete a key it finds expired).
+    Read,
+    /// Adds or changes values (SET, INCR, APPEND, EXPIRE, ...).
+    Write,
+    /// Only removes keys (DEL, GETDEL, FLUSHDB): allowed on a full disk, since it makes room.
+    Delete,
+}
+
+/// Where a durable engine's changes go: a log. See [`Engine::durable`].
+pub trait Journal {
+    /// Asked before a `Write` or `Delete` command runs, with a bound on the bytes it may log:
+    /// `Err(message)` refuses the command with that error reply (e.g. the disk is full).
+    fn admit(&mut self, class: Class, bytes: usize) -> Result<(), &'static str>;
+    /// Logs one effect (in order); returns where a `Set`'s record is ([`NO_LOC`] for others).
+    fn append(&mut self, effect: &Effect) -> u64;
+    /// The value record at `at.loc` is dead (its key was replaced, deleted or flushed).
+    fn release(&mut self, at: OnDisk);
+}
 
 /// Per-connection state the commands see.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -25,6 +48,9 @@ pub enum Flow {
     Continue,
     /// Send what is queued, then close (QUIT).
     Close,
+    /// The command was not run: it reads a value that is only on disk. Load it
+    /// ([`Engine::load`]) and run the command again.
+    Fetch(OnDisk),
 }
 
 type Handler = fn(&mut Engine, &mut Client, &[Vec<u8>], u64, &mut Vec<u8>) -> Flow;
@@ -82,13 +108,45 @@ static COMMANDS: &[Command] = &[
 /// The server version INFO reports (redis-cli and redis-benchmark only look at the major).
 pub const REDIS_VERSION: &str = "7.0.0";
 
-/// The keyspace plus the effects of the commands run since the last [`Engine::take_effects`].
-#[derive(Debug, Default)]
+/// The keyspace plus the effects of the commands run since the last [`Engine::take_effects`]
+/// (or, when durable, the [`Journal`] they go to).
+#[derive(Default)]
 pub struct Engine {
     store: Store,
     effects: Vec<Effect>,
+    journal: Option<Box<dyn Journal>>,
     /// Commands executed, for INFO.
     processed: u64,
+    /// Extra `name:value` lines for INFO's persistence section.
+    persistence: Vec<(&'static str, alloc::string::String)>,
+}
+
+impl core::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Engine")
+            .field("keys", &self.store.len())
+            .field("durable", &self.journal.is_some())
+            .finish()
+    }
+}
+
+/// Which arguments of a command are keys whose values it reads.
+fn reads_values(name: &str, argv: &[Vec<u8>]) -> &'static [core::ops::RangeFrom<usize>] {
+    match name {
+        "get" | "getset" | "getdel" | "append" | "incr" | "decr" | "incrby" | "decrby" => &[1..],
+        "set" if argv[3..].iter().any(|a| eq(a, "get")) => &[1..],
+        "mget" => &[1..],
+        _ => &[],
+    }
+}
+
+fn class(name: &str) -> Class {
+    match name {
+        "set" | "getset" | "append" | "incr" | "decr" | "incrby" | "decrby" | "mset" | "expire"
+        | "pexpire" | "persist" => Class::Write,
+        "del" | "unlink" | "getdel" | "flushdb" | "flushall" => Class::Delete,
+        _ => Class::Read,
+    }
 }
 
 fn err(out: &mut Vec<u8>, msg: &str) -> Flow {
@@ -125,6 +183,32 @@ impl Engine {
             store: Store::with_hash_key(key),
             ..Engine::default()
         }
+    }
+
+    /// A durable engine over `store` (rebuilt from the log): every effect goes to `journal`
+    /// before it is applied, and none is kept for [`Engine::take_effects`].
+    pub fn durable(store: Store, journal: Box<dyn Journal>) -> Self {
+        Engine {
+            store,
+            journal: Some(journal),
+            ..Engine::default()
+        }
+    }
+
+    /// The keyspace, for the durable layer's compaction and eviction.
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Lines INFO shows in its `# Persistence` section (`name`, value).
+    pub fn set_persistence_info(&mut self, lines: Vec<(&'static str, alloc::string::String)>) {
+        self.persistence = lines;
+    }
+
+    /// Puts a value read back from disk into memory (see [`Flow::Fetch`]); false if the key's
+    /// value changed or moved meanwhile (then run the command again: it asks anew).
+    pub fn load(&mut self, key: &[u8], loc: u64, value: &[u8]) -> bool {
+        self.store.load(key, loc, value)
     }
 
     /// A keyspace rebuilt from logged effects (replayed in order).
@@ -170,12 +254,41 @@ impl Engine {
         if (cmd.arity > 0 && n != cmd.arity) || (cmd.arity < 0 && n < -cmd.arity) {
             return wrong_args(cmd.name, out);
         }
+        for range in reads_values(cmd.name, argv) {
+            for key in &argv[range.clone()] {
+                if let Some(at) = self.store.missing(key, now) {
+                    self.processed -= 1;
+                    return Flow::Fetch(at);
+                }
+            }
+        }
+        if let Some(j) = self.journal.as_mut() {
+            let class = class(cmd.name);
+            if class != Class::Read {
+                // What the command may log: its arguments, plus the value it extends.
+                let mut bytes: usize = argv.iter().map(|a| a.len() + 32).sum();
+                if cmd.name == "append" {
+                    bytes += self.store.get_raw(&argv[1]).map_or(0, |v| v.len);
+                }
+                if let Err(msg) = j.admit(class, bytes) {
+                    return err(out, msg);
+                }
+            }
+        }
         (cmd.run)(self, client, argv, now, out)
     }
 
     fn apply(&mut self, e: Effect) {
-        self.store.apply(&e);
-        self.effects.push(e);
+        match self.journal.as_mut() {
+            Some(j) => {
+                let loc = j.append(&e);
+                self.store.apply_at(&e, loc, |at| j.release(at));
+            }
+            None => {
+                self.store.apply_at(&e, NO_LOC, |_| {});
+                self.effects.push(e);
+            }
+        }
     }
 
     /// Lazy expiry: if `key` is present but expired, deletes it (recorded as a `Del`).
@@ -301,7 +414,15 @@ fn set(e: &mut Engine, _: &mut Client, a: &[Vec<u8>], now: u64, out: &mut Vec<u8
             }
         }
     };
-    let old = e.value(&a[1], now);
+    // The old value itself only for GET (it may be on disk otherwise); its expiry for KEEPTTL.
+    let old = if want_get {
+        e.value(&a[1], now)
+    } else {
+        e.reap(&a[1], now);
+        e.store
+            .get(&a[1], now)
+            .map(|v| (Vec::new(), v.expire_at_ms))
+    };
     if want_get {
         bulk_or_null(out, old.as_ref().map(|(v, _)| &v[..]));
     }
@@ -424,10 +545,7 @@ fn append(e: &mut Engine, _: &mut Client, a: &[Vec<u8>], now: u64, out: &mut Vec
 
 fn strlen(e: &mut Engine, _: &mut Client, a: &[Vec<u8>], now: u64, out: &mut Vec<u8>) -> Flow {
     e.reap(&a[1], now);
-    int(
-        out,
-        e.store.get(&a[1], now).map_or(0, |v| v.value.len() as i64),
-    )
+    int(out, e.store.get(&a[1], now).map_or(0, |v| v.len as i64))
 }
 
 fn mget(e: &mut Engine, _: &mut Client, a: &[Vec<u8>], now: u64, out: &mut Vec<u8>) -> Flow {
@@ -646,6 +764,13 @@ fn info(e: &mut Engine, _: &mut Client, a: &[Vec<u8>], _: u64, out: &mut Vec<u8>
             "# Stats\r\ntotal_commands_processed:{}\r\n\r\n",
             e.processed
         );
+    }
+    if want("persistence") && !e.persistence.is_empty() {
+        text += "# Persistence\r\n";
+        for (k, v) in &e.persistence {
+            text += &format!("{k}:{v}\r\n");
+        }
+        text += "\r\n";
     }
     if want("keyspace") {
         text += "# Keyspace\r\n";

@@ -11,10 +11,15 @@
 extern crate alloc;
 
 pub mod cmd;
+pub mod crc;
+pub mod db;
 pub mod glob;
+pub mod log;
 pub mod resp;
 pub mod session;
 pub mod store;
 
+#[cfg(test)]
+mod log_tests;
 #[cfg(test)]
 mod tests;

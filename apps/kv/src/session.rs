@@ -6,6 +6,10 @@
 //! [`Session::closed`] is true: the caller sends what is in `out` and closes; later input is
 //! ignored.
 //!
+//! A request that reads a value held only on disk is not run: `feed` returns where that value
+//! is ([`OnDisk`]); the caller reads it, hands it to [`Engine::load`], and calls `feed` again
+//! (the request is kept and run then).
+//!
 //! Back-pressure: a request is started only while `out` holds less than
 //! [`OUTPUT_HIGH_WATER`] bytes, so a pipeline of big GETs cannot fill memory with replies. What
 //! was not run stays buffered ([`Session::pending`]); once the caller has written `out` to the
@@ -14,6 +18,7 @@
 
 use crate::cmd::{Client, Engine, Flow};
 use crate::resp::{Limits, Parser};
+use crate::store::OnDisk;
 use alloc::vec::Vec;
 
 /// `feed` starts no new request while `out` holds this many bytes or more.
@@ -25,6 +30,8 @@ pub struct Session {
     parser: Parser,
     client: Client,
     closed: bool,
+    /// A request waiting for a value to be loaded.
+    held: Option<Vec<Vec<u8>>>,
 }
 
 impl Session {
@@ -49,30 +56,47 @@ impl Session {
     /// Received bytes not yet run (an incomplete request, or requests held back by
     /// [`OUTPUT_HIGH_WATER`]).
     pub fn pending(&self) -> usize {
-        self.parser.buffered()
+        self.parser.buffered() + self.held.is_some() as usize
     }
 
-    /// Feeds received bytes at time `now` (ms) and appends the replies to `out`.
-    pub fn feed(&mut self, engine: &mut Engine, input: &[u8], now: u64, out: &mut Vec<u8>) {
+    /// Feeds received bytes at time `now` (ms) and appends the replies to `out`. Returns the
+    /// value to load first if a request needs one from disk (see the module documentation).
+    pub fn feed(
+        &mut self,
+        engine: &mut Engine,
+        input: &[u8],
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> Option<OnDisk> {
         if self.closed {
-            return;
+            return None;
         }
         self.parser.push(input);
         while out.len() < OUTPUT_HIGH_WATER {
-            match self.parser.next_request() {
-                Ok(None) => return,
-                Ok(Some(req)) => {
-                    if engine.execute(&mut self.client, &req, now, out) == Flow::Close {
+            let req = match self.held.take() {
+                Some(req) => req,
+                None => match self.parser.next_request() {
+                    Ok(None) => return None,
+                    Ok(Some(req)) => req,
+                    Err(e) => {
+                        out.extend_from_slice(&e.reply());
                         self.closed = true;
-                        return;
+                        return None;
                     }
-                }
-                Err(e) => {
-                    out.extend_from_slice(&e.reply());
+                },
+            };
+            match engine.execute(&mut self.client, &req, now, out) {
+                Flow::Continue => {}
+                Flow::Close => {
                     self.closed = true;
-                    return;
+                    return None;
+                }
+                Flow::Fetch(at) => {
+                    self.held = Some(req);
+                    return Some(at);
                 }
             }
         }
+        None
     }
 }

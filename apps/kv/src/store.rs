@@ -18,11 +18,19 @@
 //!
 //! Entries live in a slab (`Vec<Option<Entry>>`, freed slots reused); the hash index is a
 //! `hashbrown::HashTable<u32>` of slab positions, so each key is stored once. Per key the index
-//! costs: 48 bytes of slab slot (key `Box<[u8]>` 16, value `Vec<u8>` 24, expiry 8), 4 bytes of
-//! table entry plus 1 control byte at a load factor of at most 7/8 (about 6 bytes), that is
-//! about 54 bytes, plus the key's and value's own heap blocks (their bytes and the allocator's
-//! rounding). A slot's position never changes while its key lives, which is what makes
-//! [`Store::scan`]'s cursor safe across inserts and deletes.
+//! costs: 56 bytes of slab slot (key `Box<[u8]>` 16, value 24, expiry 8, the value's place in
+//! the log 8), 4 bytes of table entry plus 1 control byte at a load factor of at most 7/8
+//! (about 6 bytes), that is about 62 bytes, plus the key's own heap block and, while the value
+//! is in memory, the value's (their bytes and the allocator's rounding). A slot's position
+//! never changes while its key lives, which is what makes [`Store::scan`]'s cursor safe across
+//! inserts and deletes.
+//!
+//! # Values on disk
+//!
+//! A durable caller records where each value's log record is ([`Store::apply_at`]); once that
+//! record is on disk the value may be dropped from memory ([`Store::evict_some`]) and only its
+//! length kept. A command that reads such a value must have it brought back first
+//! ([`Store::missing`], [`Store::load`]): the engine asks before it runs the command.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -95,20 +103,56 @@ pub enum Effect {
 /// `expire_at` of a key that never expires.
 const NEVER: u64 = u64::MAX;
 
+/// `loc` of a value that has no log record (no durable caller, or not logged yet).
+pub const NO_LOC: u64 = u64::MAX;
+
+#[derive(Debug, Clone)]
+enum Value {
+    /// In memory.
+    Mem(Vec<u8>),
+    /// Only on disk (in the log record at the entry's `loc`): its length.
+    Disk(u32),
+}
+
+impl Value {
+    fn len(&self) -> usize {
+        match self {
+            Value::Mem(v) => v.len(),
+            Value::Disk(n) => *n as usize,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     key: Box<[u8]>,
-    value: Vec<u8>,
+    value: Value,
     expire_at: u64,
+    loc: u64,
 }
 
 /// A live key's value and expiry, as read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct View<'a> {
-    /// The value.
+    /// The value (empty if it is on disk: see [`View::resident`]).
     pub value: &'a [u8],
+    /// The value's length (also when it is on disk).
+    pub len: usize,
+    /// False if the value is only on disk.
+    pub resident: bool,
     /// When it expires (absolute ms), or `None`.
     pub expire_at_ms: Option<u64>,
+}
+
+/// Where a value that is only on disk is: what [`Store::missing`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnDisk {
+    /// The log record's byte offset on the disk.
+    pub loc: u64,
+    /// The key's length.
+    pub key_len: usize,
+    /// The value's length.
+    pub value_len: usize,
 }
 
 /// The keyspace. See the module documentation.
@@ -121,6 +165,10 @@ pub struct Store {
     len: usize,
     expires: usize,
     sweep: usize,
+    /// Bytes of values held in memory.
+    resident: usize,
+    /// Where [`Store::evict_some`] goes on from.
+    clock: usize,
 }
 
 impl Store {
@@ -165,10 +213,97 @@ impl Store {
     /// `key`'s entry if present, expired or not.
     pub fn get_raw(&self, key: &[u8]) -> Option<View<'_>> {
         let e = self.slots[self.find(key)?].as_ref()?;
-        Some(View {
-            value: &e.value,
-            expire_at_ms: (e.expire_at != NEVER).then_some(e.expire_at),
-        })
+        Some(view(e))
+    }
+
+    /// Bytes of values held in memory.
+    pub fn resident_bytes(&self) -> usize {
+        self.resident
+    }
+
+    /// Where `key`'s value record is in the log, if it has one.
+    pub fn loc(&self, key: &[u8]) -> Option<u64> {
+        let e = self.slots[self.find(key)?].as_ref()?;
+        (e.loc != NO_LOC).then_some(e.loc)
+    }
+
+    /// Records that `key`'s value record now is at `loc` (compaction copied it there), with
+    /// `value` its bytes: a value that was only on disk comes back into memory, since the copy
+    /// is not on disk yet (it may be evicted again once it is).
+    pub fn moved(&mut self, key: &[u8], loc: u64, value: &[u8]) {
+        if let Some(i) = self.find(key) {
+            let e = self.slots[i].as_mut().expect("indexed slot is live");
+            e.loc = loc;
+            if let Value::Disk(_) = e.value {
+                e.value = Value::Mem(value.to_vec());
+                self.resident += value.len();
+            }
+        }
+    }
+
+    /// If `key` is live at `now` and its value is only on disk: where.
+    pub fn missing(&self, key: &[u8], now: u64) -> Option<OnDisk> {
+        let e = self.slots[self.find(key)?].as_ref()?;
+        if is_expired((e.expire_at != NEVER).then_some(e.expire_at), now) {
+            return None;
+        }
+        match e.value {
+            Value::Disk(n) => Some(OnDisk {
+                loc: e.loc,
+                key_len: e.key.len(),
+                value_len: n as usize,
+            }),
+            Value::Mem(_) => None,
+        }
+    }
+
+    /// Puts a value read back from the log record at `loc` into memory; false (and nothing
+    /// changed) if `key`'s value is no longer the one at `loc` or is already in memory.
+    pub fn load(&mut self, key: &[u8], loc: u64, value: &[u8]) -> bool {
+        let Some(i) = self.find(key) else {
+            return false;
+        };
+        let e = self.slots[i].as_mut().expect("indexed slot is live");
+        match e.value {
+            Value::Disk(n) if e.loc == loc && n as usize == value.len() => {
+                e.value = Value::Mem(value.to_vec());
+                self.resident += value.len();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops values from memory (keeping their lengths) until at most `target` bytes of values
+    /// are resident, visiting at most `budget` slots from where the last call stopped; only
+    /// values whose log record `durable(loc)` says is on disk. Returns the bytes dropped.
+    pub fn evict_some(
+        &mut self,
+        target: usize,
+        budget: usize,
+        durable: impl Fn(u64) -> bool,
+    ) -> usize {
+        let mut dropped = 0;
+        for _ in 0..budget.min(self.slots.len()) {
+            if self.resident <= target {
+                break;
+            }
+            if self.clock >= self.slots.len() {
+                self.clock = 0;
+            }
+            if let Some(e) = self.slots[self.clock].as_mut() {
+                if let Value::Mem(v) = &e.value {
+                    if e.loc != NO_LOC && durable(e.loc) {
+                        let n = v.len();
+                        e.value = Value::Disk(n as u32);
+                        self.resident -= n;
+                        dropped += n;
+                    }
+                }
+            }
+            self.clock += 1;
+        }
+        dropped
     }
 
     /// `key`'s entry if present and not expired at `now`.
@@ -185,6 +320,22 @@ impl Store {
 
     /// Applies one effect: the only way the keyspace changes.
     pub fn apply(&mut self, effect: &Effect) {
+        self.apply_at(effect, NO_LOC, |_| {});
+    }
+
+    /// [`Store::apply`] for a durable caller: a `Set`'s value record is at `loc` in the log,
+    /// and `released` is told of every value record the effect makes dead (the replaced or
+    /// deleted entry's), so the log can count its live bytes.
+    pub fn apply_at(&mut self, effect: &Effect, loc: u64, mut released: impl FnMut(OnDisk)) {
+        let mut release = |e: &Entry| {
+            if e.loc != NO_LOC {
+                released(OnDisk {
+                    loc: e.loc,
+                    key_len: e.key.len(),
+                    value_len: e.value.len(),
+                })
+            }
+        };
         match effect {
             Effect::Set {
                 key,
@@ -194,23 +345,43 @@ impl Store {
                 let at = expire_at_ms.unwrap_or(NEVER);
                 if let Some(i) = self.find(key) {
                     let e = self.slots[i].as_mut().expect("indexed slot is live");
+                    release(e);
                     self.expires =
                         self.expires + (at != NEVER) as usize - (e.expire_at != NEVER) as usize;
-                    e.value.clear();
-                    e.value.extend_from_slice(value);
+                    if let Value::Mem(v) = &e.value {
+                        self.resident -= v.len();
+                    }
+                    match &mut e.value {
+                        Value::Mem(v) => {
+                            v.clear();
+                            v.extend_from_slice(value);
+                        }
+                        Value::Disk(_) => e.value = Value::Mem(value.clone()),
+                    }
+                    self.resident += value.len();
                     e.expire_at = at;
+                    e.loc = loc;
                 } else {
+                    self.resident += value.len();
                     self.insert(Entry {
                         key: key.as_slice().into(),
-                        value: value.clone(),
+                        value: Value::Mem(value.clone()),
                         expire_at: at,
+                        loc,
                     });
                 }
             }
-            Effect::Del { key } => self.remove(key),
+            Effect::Del { key } => {
+                if let Some(e) = self.remove(key) {
+                    release(&e);
+                }
+            }
             Effect::Expire { key, at } => self.set_expiry(key, *at),
             Effect::Persist { key } => self.set_expiry(key, NEVER),
             Effect::Flush => {
+                for e in self.slots.iter().flatten() {
+                    release(e);
+                }
                 *self = Store {
                     hasher: self.hasher,
                     ..Store::default()
@@ -252,17 +423,20 @@ impl Store {
         self.len += 1;
     }
 
-    fn remove(&mut self, key: &[u8]) {
+    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let hash = self.hasher.hash_one(key);
         let slots = &self.slots;
         let Ok(found) = self.index.find_entry(hash, |&i| {
             slots[i as usize].as_ref().is_some_and(|e| &*e.key == key)
         }) else {
-            return;
+            return None;
         };
         let (i, _) = found.remove();
         let e = self.slots[i as usize].take().expect("indexed slot is live");
         self.expires -= (e.expire_at != NEVER) as usize;
+        if let Value::Mem(v) = &e.value {
+            self.resident -= v.len();
+        }
         self.len -= 1;
         // Trailing free slots are dropped so the slab shrinks; a live key never moves.
         if i as usize + 1 == self.slots.len() {
@@ -274,6 +448,7 @@ impl Store {
         } else {
             self.free.push(i);
         }
+        Some(e)
     }
 
     /// Visits up to `budget` slots from where the last sweep stopped and deletes the keys
@@ -334,21 +509,30 @@ impl Store {
         v
     }
 
+    /// Every key with where its value record is (for consistency checks).
+    pub fn locs(&self) -> impl Iterator<Item = (&[u8], u64)> {
+        self.slots.iter().flatten().map(|e| (&*e.key, e.loc))
+    }
+
     /// Every live key at `now`, in slot order.
     pub fn keys(&self, now: u64) -> impl Iterator<Item = (&[u8], View<'_>)> {
         self.slots
             .iter()
             .flatten()
             .filter(move |e| e.expire_at == NEVER || e.expire_at > now)
-            .map(|e| {
-                (
-                    &*e.key,
-                    View {
-                        value: &e.value,
-                        expire_at_ms: (e.expire_at != NEVER).then_some(e.expire_at),
-                    },
-                )
-            })
+            .map(|e| (&*e.key, view(e)))
+    }
+}
+
+fn view(e: &Entry) -> View<'_> {
+    View {
+        value: match &e.value {
+            Value::Mem(v) => v,
+            Value::Disk(_) => &[],
+        },
+        len: e.value.len(),
+        resident: matches!(e.value, Value::Mem(_)),
+        expire_at_ms: (e.expire_at != NEVER).then_some(e.expire_at),
     }
 }
 
