@@ -59,6 +59,7 @@ pub struct Db {
     committer: Cell<Option<Waker>>,
     waiters: RefCell<Vec<Waker>>,
     broken: Cell<bool>,
+    closed: Cell<bool>,
 }
 
 impl core::fmt::Debug for Db {
@@ -109,6 +110,7 @@ impl Db {
             committer: Cell::new(None),
             waiters: RefCell::new(Vec::new()),
             broken: Cell::new(false),
+            closed: Cell::new(false),
         })
     }
 
@@ -143,6 +145,16 @@ impl Db {
         self.log.borrow_mut().failed(w);
         self.broken.set(true);
         self.wake_waiters();
+    }
+
+    /// Shutting down: no more commands are taken ([`Db::closed`]).
+    pub fn close(&self) {
+        self.closed.set(true);
+    }
+
+    /// True after [`Db::close`].
+    pub fn closed(&self) -> bool {
+        self.closed.get()
     }
 
     /// True once a write of the log failed.

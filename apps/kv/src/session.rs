@@ -59,6 +59,14 @@ impl Session {
         self.parser.buffered() + self.held.is_some() as usize
     }
 
+    /// Drops the request `feed` held for a value that cannot be read (the disk gave back
+    /// something else), answering it with the error `msg` instead.
+    pub fn fail_held(&mut self, msg: &[u8], out: &mut Vec<u8>) {
+        if self.held.take().is_some() {
+            crate::resp::error(out, msg);
+        }
+    }
+
     /// Feeds received bytes at time `now` (ms) and appends the replies to `out`. Returns the
     /// value to load first if a request needs one from disk (see the module documentation).
     pub fn feed(

@@ -127,6 +127,19 @@ impl<E: fmt::Display> Exit for Result<(), E> {
     }
 }
 
+/// `Ok(code)` ends the domain as `code` says (an app that was asked to reboot, say).
+impl<E: fmt::Display> Exit for Result<ExitCode, E> {
+    fn exit_code(self) -> ExitCode {
+        match self {
+            Ok(code) => code,
+            Err(e) => {
+                crate::println!("xenrt: main failed: {e}");
+                ExitCode::Crash
+            }
+        }
+    }
+}
+
 /// Ends the domain: flushes the console, then SCHEDOP_shutdown. As dom0 (the fast test tier) a
 /// poweroff is turned into a reboot so that QEMU (`-no-reboot`) exits.
 pub fn exit(code: ExitCode) -> ! {

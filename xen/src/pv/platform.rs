@@ -420,6 +420,49 @@ static CONTROL_READY: AtomicBool = AtomicBool::new(false);
 /// path (which uses the platform), only that there is one.
 static SUSPEND: spin::Mutex<Option<fn()>> = spin::Mutex::new(None);
 
+/// Set by [`defer_shutdown`]: a poweroff or reboot request is handed to the app
+/// ([`shutdown_requested`]) instead of ending the domain at once.
+static DEFER: AtomicBool = AtomicBool::new(false);
+/// The deferred request: 0 none, 1 poweroff, 2 reboot.
+static REQUESTED: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+static SHUTDOWN: crate::signal::Signal = crate::signal::Signal::new(false);
+
+/// Lets the app finish before the domain ends on `xl shutdown` / `xl reboot`: the first such
+/// request completes [`shutdown_requested`] (the app then flushes what it must and returns
+/// from `main`, or calls `domain::exit`); a second request ends the domain at once, so a stuck
+/// app cannot hold a shutdown forever (`xl shutdown` twice, or `xl destroy`).
+pub fn defer_shutdown() {
+    DEFER.store(true, Ordering::Release);
+}
+
+/// Completes when the toolstack asked for a poweroff or reboot (after [`defer_shutdown`]):
+/// which one, as the exit code the domain should end with.
+pub async fn shutdown_requested() -> crate::domain::ExitCode {
+    loop {
+        match REQUESTED.load(Ordering::Acquire) {
+            1 => return crate::domain::ExitCode::Poweroff,
+            2 => return crate::domain::ExitCode::Reboot,
+            _ => SHUTDOWN.wait().await,
+        }
+    }
+}
+
+/// Hands a poweroff (1) or reboot (2) to the app if it deferred shutdown and has not had one.
+fn deferred(code: u8) -> bool {
+    if !DEFER.load(Ordering::Acquire) {
+        return false;
+    }
+    if REQUESTED
+        .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        log::warn!("lifecycle: second shutdown request: ending the domain now");
+        return false;
+    }
+    SHUTDOWN.fire();
+    true
+}
+
 /// The handler, copied out: the lock is not held while it runs (it writes the features).
 fn suspend_handler() -> Option<fn()> {
     *SUSPEND.lock()
@@ -476,11 +519,15 @@ fn lifecycle(req: &str) {
     match req {
         "poweroff" | "halt" => {
             log::info!("lifecycle: shutdown requested by the toolstack");
-            crate::domain::exit(crate::domain::ExitCode::Poweroff)
+            if !deferred(1) {
+                crate::domain::exit(crate::domain::ExitCode::Poweroff)
+            }
         }
         "reboot" => {
             log::info!("lifecycle: reboot requested by the toolstack");
-            crate::domain::exit(crate::domain::ExitCode::Reboot)
+            if !deferred(2) {
+                crate::domain::exit(crate::domain::ExitCode::Reboot)
+            }
         }
         "suspend" => match suspend_handler() {
             Some(f) => f(),
