@@ -407,6 +407,38 @@ pub fn gapprobe() -> Result<String, String> {
     T.get_or_init(|| tool("gapprobe")).clone()
 }
 
+/// The kvcrash tool's dom0 path (`tests/lab-tools/kvcrash.c`, the crash-consistency writer and
+/// checker for a Redis-protocol server: `kvcrash write HOST PORT LOG SECONDS [CONNS]`, `kvcrash
+/// check HOST PORT LOG`); built and copied once per test binary.
+pub fn kvcrash() -> Result<String, String> {
+    static T: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    T.get_or_init(|| tool("kvcrash")).clone()
+}
+
+/// Runs `redis-cli -h IP -p PORT ARGS...` in dom0 (each of `args` one word, quoted for sh) and
+/// returns its stdout: one line per reply, error replies as `ERR ...` (redis-cli exits 0 for
+/// those). Err when redis-cli itself fails (e.g. it cannot connect; its stderr in the message) or
+/// runs for more than 60 s.
+pub fn redis_cli(ip: &str, port: u16, args: &[&str]) -> Result<String, String> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let err = format!(
+        "/tmp/redis-cli-{}-{}.err",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let words: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    dom0_sh(
+        &format!(
+            "redis-cli -h {ip} -p {port} {} 2>{err}; rc=$?; [ $rc = 0 ] || cat {err} >&2; rm -f {err}; exit $rc",
+            words.join(" ")
+        ),
+        60,
+    )
+}
+
 impl Probe {
     /// Starts probing http://IP:PORT/ every `interval_ms` in the background (for at most 10
     /// minutes); returns once the first answer has come.
