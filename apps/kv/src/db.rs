@@ -121,6 +121,19 @@ impl Db {
         }
     }
 
+    /// Waits until something was appended and not yet written.
+    pub async fn wait_for_appends(&self) {
+        poll_fn(|cx| {
+            if self.log.borrow().idle() {
+                self.committer.set(Some(cx.waker().clone()));
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await
+    }
+
     /// The committer's next frame, waiting until there is one.
     pub async fn next_write(&self) -> Write {
         poll_fn(|cx| match self.log.borrow_mut().take_write() {

@@ -65,6 +65,10 @@ const SB_VERSION: u32 = 1;
 const FRAME_MAGIC: u32 = 0x314b_5658;
 const NEVER: u64 = u64::MAX;
 
+/// A frame is sealed once it holds this many bytes (one record may make it bigger), so that a
+/// group commit, and what compaction appends before it waits, stay small in memory.
+pub const MAX_FRAME: usize = 256 * 1024;
+
 /// Free segments a write must leave (compaction and deletions need them).
 const RESERVE_WRITE: usize = 2;
 /// Free segments a deletion must leave (compaction needs it).
@@ -485,6 +489,17 @@ pub struct Write {
     end: (u32, u64),
 }
 
+/// How far [`Log::compact_some`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compacted {
+    /// Every live record is copied: retire the segment once the copies are on disk.
+    Done,
+    /// Go on from this frame offset (after the copies so far are written).
+    More(usize),
+    /// The log had no room for a copy.
+    NoRoom,
+}
+
 /// Figures for INFO and the console.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -524,6 +539,8 @@ pub struct Log {
     durable: u64,
     durable_end: (u32, u64),
     last: u64,
+    /// Values only on disk whose record compaction copied: (key, old, new), applied at retire.
+    moves: Vec<(Vec<u8>, u64, u64)>,
     /// Counters.
     pub stats: LogStats,
 }
@@ -553,6 +570,7 @@ impl Log {
             durable: 0,
             durable_end: (0, 0),
             last: 0,
+            moves: Vec::new(),
             stats: LogStats::default(),
         }
     }
@@ -662,7 +680,7 @@ impl Log {
     /// first: with no room this panics (it would lose the effect).
     pub fn append(&mut self, e: &Effect) -> u64 {
         let len = record_len(e);
-        if !self.open.is_empty() && !self.fits_head(len) {
+        if !self.open.is_empty() && (!self.fits_head(len) || self.open.len() + len > MAX_FRAME) {
             self.seal();
         }
         if self.open.is_empty() {
@@ -789,15 +807,40 @@ impl Log {
     /// false if the log had no room for every copy (then `s` must not be retired). Once the
     /// copies are on disk ([`Log::last_batch`] durable), call [`Log::retire`].
     pub fn compact(&mut self, s: u32, bytes: &[u8], store: &mut Store) -> bool {
+        let mut from = 0;
+        loop {
+            match self.compact_some(s, bytes, store, from, usize::MAX) {
+                Compacted::Done => return true,
+                Compacted::More(next) => from = next,
+                Compacted::NoRoom => return false,
+            }
+        }
+    }
+
+    /// [`Log::compact`] a step at a time: the frames of `s` from offset `from` on, stopping
+    /// after the frame where the copies passed `budget` bytes (so the caller can let them be
+    /// written before it goes on, and memory holds one step's copies at most).
+    pub fn compact_some(
+        &mut self,
+        s: u32,
+        bytes: &[u8],
+        store: &mut Store,
+        from: usize,
+        budget: usize,
+    ) -> Compacted {
         let Some(found) = scan(&self.layout, bytes, 0) else {
-            return true;
+            return Compacted::Done;
         };
         if found.seq != self.seq[s as usize] {
-            return true;
+            return Compacted::Done;
         }
         let base = self.layout.seg_start(s);
-        let mut copied = 0u64;
-        for f in &found.frames {
+        let mut copied = 0usize;
+        for f in found.frames.iter().filter(|f| f.off >= from) {
+            if copied >= budget {
+                self.stats.compacted_bytes += copied as u64;
+                return Compacted::More(f.off);
+            }
             for (off, r) in records(bytes, f) {
                 let loc = base + off as u64;
                 let Some(view) = store.get_raw(r.key) else {
@@ -814,19 +857,25 @@ impl Log {
                 let len = record_len(&copy);
                 if self.admit(Room::Compaction, len).is_err() {
                     self.stats.full -= 1;
-                    return false;
+                    return Compacted::NoRoom;
                 }
                 let at = self.append(&copy);
-                copied += len as u64;
-                store.moved(r.key, at, r.value);
+                copied += len;
+                if !store.moved(r.key, loc, at) {
+                    self.moves.push((r.key.to_vec(), loc, at));
+                }
             }
         }
-        self.stats.compacted_bytes += copied;
-        true
+        self.stats.compacted_bytes += copied as u64;
+        Compacted::Done
     }
 
-    /// Frees segment `s` (compacted, its copies on disk).
-    pub fn retire(&mut self, s: u32) {
+    /// Frees segment `s` (compacted, its copies on disk); the values only on disk that still
+    /// read from it read their copies from now on.
+    pub fn retire(&mut self, s: u32, store: &mut Store) {
+        for (key, from, to) in self.moves.drain(..) {
+            store.relocate(&key, from, to);
+        }
         let i = s as usize;
         self.seq[i] = 0;
         self.used[i] = 0;

@@ -39,7 +39,7 @@ use core::cell::RefCell;
 use blkfront::disk::{self, AsyncDisk};
 use kv::cmd::Engine;
 use kv::db::{Db, DbJournal, Fsync};
-use kv::log::{self as klog, DiskError, Layout, Recovery, FRAME_HDR};
+use kv::log::{self as klog, Compacted, DiskError, Layout, Recovery, FRAME_HDR};
 use kv::resp::Limits;
 use kv::session::Session;
 use kv::store::{HashKey, OnDisk, Store};
@@ -101,6 +101,9 @@ struct Shared {
     disk: AsyncDisk,
     layout: Layout,
     cache: usize,
+    /// One segment's worth of bytes, allocated at boot (recovery reads segments into it, then
+    /// the compactor takes it): compaction never needs memory the values may have taken.
+    segment: RefCell<Vec<u8>>,
 }
 
 fn main() -> Result<ExitCode, String> {
@@ -129,6 +132,11 @@ fn main() -> Result<ExitCode, String> {
             "kv: disk {node} is read-only: kv needs it writable (access=rw)"
         ));
     }
+    let mut segment = Vec::new();
+    segment
+        .try_reserve_exact(klog::SEGMENT as usize)
+        .map_err(|_| "kv: no memory for a 4 MiB segment buffer: give the guest more (memory=16)")?;
+    segment.resize(klog::SEGMENT as usize, 0);
     let m = xen::stats::memory();
     let free = m.heap_free + m.frames_free * 4096;
     let cache = match cmd.parsed::<u64>("cache") {
@@ -137,7 +145,7 @@ fn main() -> Result<ExitCode, String> {
     };
     let (src, served) = (d.clone(), net.clone());
     xen::exec::run(&[&served, &src], |sp| async move {
-        let shared = open(d, fsync, cache, format_ok, t0).await?;
+        let shared = open(d, fsync, cache, format_ok, segment, t0).await?;
         serve(sp, net, shared, port, conns, stats_ns, t0).await
     })
 }
@@ -158,6 +166,7 @@ async fn open(
     fsync: Fsync,
     cache: usize,
     format_ok: bool,
+    mut bytes: Vec<u8>,
     t0: u64,
 ) -> Result<Rc<Shared>, String> {
     let io = |what: &'static str| move |e: blkfront::Error| format!("kv: disk: {what}: {e}");
@@ -202,7 +211,13 @@ async fn open(
         r.first_header(s, &head[..FRAME_HDR]);
     }
     let mut store = Store::with_hash_key(HashKey(seed(2), seed(3)));
-    let mut bytes = vec![0u8; layout.segment as usize];
+    if bytes.len() as u64 != layout.segment {
+        return Err(format!(
+            "kv: the log's segments are {} bytes; this kv reads {}",
+            layout.segment,
+            bytes.len()
+        ));
+    }
     for s in r.order() {
         d.read(layout.seg_start(s), &mut bytes)
             .await
@@ -211,7 +226,6 @@ async fn open(
         // Everything replayed is on disk: values beyond the cache leave memory at once.
         store.evict_some(cache, usize::MAX, |_| true);
     }
-    drop(bytes);
     let (log, found) = r.finish();
     let (hs, hoff) = log.head();
     xen::println!(
@@ -241,6 +255,7 @@ async fn open(
         disk: d,
         layout,
         cache,
+        segment: RefCell::new(bytes),
     }))
 }
 
@@ -254,7 +269,8 @@ async fn serve(
     t0: u64,
 ) -> Result<ExitCode, String> {
     sp.spawn(committer(sh.clone()));
-    sp.spawn(compactor(sh.clone()));
+    let segment = core::mem::take(&mut *sh.segment.borrow_mut());
+    sp.spawn(compactor(sh.clone(), segment));
     sp.spawn(expirer(sh.clone()));
     if sh.db.fsync == Fsync::Batch {
         sp.spawn(flusher(sh.clone()));
@@ -321,9 +337,10 @@ async fn serve(
     let (hs, hoff) = l.head();
     match (r, flushed) {
         (Ok(()), Ok(())) => xen::println!(
-            "kv: clean shutdown: {} keys, log written and flushed (batch {}, head at segment {hs} byte {hoff})",
+            "kv: clean shutdown: {} keys, log written and flushed (batch={} head={} in segment {hs})",
             sh.engine.borrow().store().len(),
-            l.durable()
+            l.durable(),
+            sh.layout.seg_start(hs) + hoff
         ),
         _ => xen::println!("kv: shutdown: the log could not be written and flushed (disk error); unacknowledged writes may be lost"),
     }
@@ -411,6 +428,10 @@ async fn fetch(sh: &Shared, at: OnDisk) -> Result<(), String> {
 /// Writes the log's frames, one at a time.
 async fn committer(sh: Rc<Shared>) {
     loop {
+        sh.db.wait_for_appends().await;
+        // Let every connection that is ready run first, so that what they append joins this
+        // group commit instead of waiting for the next one.
+        xen::exec::yield_now().await;
         let w = sh.db.next_write().await;
         let mut r = sh.disk.write(w.pos, &w.bytes).await;
         if r.is_ok() && sh.db.fsync == Fsync::Always {
@@ -471,7 +492,7 @@ async fn expirer(sh: Rc<Shared>) {
 }
 
 /// Compacts the tail segment when few are free.
-async fn compactor(sh: Rc<Shared>) {
+async fn compactor(sh: Rc<Shared>, mut buf: Vec<u8>) {
     loop {
         xen::exec::sleep(20_000_000).await;
         let Some(s) = sh.db.log.borrow().compaction_candidate() else {
@@ -481,29 +502,41 @@ async fn compactor(sh: Rc<Shared>) {
             let l = sh.db.log.borrow();
             (l.seq_of(s), l.used_of(s) as usize)
         };
-        let mut bytes = vec![0u8; used];
-        if let Err(e) = sh.disk.read(sh.layout.seg_start(s), &mut bytes).await {
+        let bytes = &mut buf[..used];
+        if let Err(e) = sh.disk.read(sh.layout.seg_start(s), bytes).await {
             xen::println!("kv: compaction: reading segment {s} failed: {e}");
             xen::exec::sleep(1_000_000_000).await;
             continue;
         }
-        let ok = {
-            let mut e = sh.engine.borrow_mut();
-            sh.db.log.borrow_mut().compact(s, &bytes, e.store_mut())
+        // A step at a time: copies of at most 256 KiB, written before the next step, so the
+        // copies in memory stay small and the connections' commits are not held up.
+        let mut from = 0;
+        let done = loop {
+            let step = {
+                let mut e = sh.engine.borrow_mut();
+                sh.db
+                    .log
+                    .borrow_mut()
+                    .compact_some(s, bytes, e.store_mut(), from, klog::MAX_FRAME)
+            };
+            sh.db.wake_committer();
+            if sh.db.wait_all_written().await.is_err() {
+                return;
+            }
+            match step {
+                Compacted::Done => break true,
+                Compacted::More(next) => from = next,
+                Compacted::NoRoom => break false,
+            }
         };
-        drop(bytes);
-        sh.db.wake_committer();
-        if !ok {
+        if !done {
             // No room for the copies: nothing to gain until deletions make some.
             xen::exec::sleep(1_000_000_000).await;
             continue;
         }
-        if sh.db.wait_all_written().await.is_err() {
-            return;
-        }
         let mut l = sh.db.log.borrow_mut();
         if l.seq_of(s) == seq {
-            l.retire(s);
+            l.retire(s, sh.engine.borrow_mut().store_mut());
         }
     }
 }

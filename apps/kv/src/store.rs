@@ -227,16 +227,34 @@ impl Store {
         (e.loc != NO_LOC).then_some(e.loc)
     }
 
-    /// Records that `key`'s value record now is at `loc` (compaction copied it there), with
-    /// `value` its bytes: a value that was only on disk comes back into memory, since the copy
-    /// is not on disk yet (it may be evicted again once it is).
-    pub fn moved(&mut self, key: &[u8], loc: u64, value: &[u8]) {
+    /// Compaction copied `key`'s value record from `from` to `to`. A value in memory points at
+    /// the copy at once (it is evicted only once the copy is on disk); one only on disk keeps
+    /// reading the old record, which stays until the copy is on disk: then the caller says
+    /// [`Store::relocate`]. Returns false in that second case.
+    pub fn moved(&mut self, key: &[u8], from: u64, to: u64) -> bool {
+        let Some(i) = self.find(key) else {
+            return true;
+        };
+        let e = self.slots[i].as_mut().expect("indexed slot is live");
+        if e.loc != from {
+            return true;
+        }
+        match e.value {
+            Value::Mem(_) => {
+                e.loc = to;
+                true
+            }
+            Value::Disk(_) => false,
+        }
+    }
+
+    /// `key`'s value record moves from `from` to `to` (see [`Store::moved`]), unless the key
+    /// changed meanwhile.
+    pub fn relocate(&mut self, key: &[u8], from: u64, to: u64) {
         if let Some(i) = self.find(key) {
             let e = self.slots[i].as_mut().expect("indexed slot is live");
-            e.loc = loc;
-            if let Value::Disk(_) = e.value {
-                e.value = Value::Mem(value.to_vec());
-                self.resident += value.len();
+            if e.loc == from {
+                e.loc = to;
             }
         }
     }
