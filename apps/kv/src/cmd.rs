@@ -282,7 +282,7 @@ impl Engine {
         match self.journal.as_mut() {
             Some(j) => {
                 let loc = j.append(&e);
-                self.store.apply_at(&e, loc, |at| j.release(at));
+                self.store.apply_owned(e, loc, |at| j.release(at));
             }
             None => {
                 self.store.apply_at(&e, NO_LOC, |_| {});

@@ -703,6 +703,8 @@ impl Log {
             self.open_records = 0;
         }
         let loc = self.open_at + self.open.len() as u64;
+        // Exactly: a big value must not double the frame's buffer.
+        self.open.reserve_exact(len);
         encode_record(&mut self.open, e);
         self.open_records += 1;
         self.stats.records += 1;
@@ -733,7 +735,9 @@ impl Log {
         f[28..32].copy_from_slice(&self.open_records.to_le_bytes());
         let c = header_crc(self.layout.volume, &f);
         f[4..8].copy_from_slice(&c.to_le_bytes());
-        f.resize(round_up(f.len(), self.layout.align as usize), 0);
+        let padded = round_up(f.len(), self.layout.align as usize);
+        f.reserve_exact(padded - f.len());
+        f.resize(padded, 0);
         let h = self.head as usize;
         self.used[h] = self.open_at - self.layout.seg_start(self.head) + f.len() as u64;
         self.sealed.push_back(Write {

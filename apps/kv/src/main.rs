@@ -20,7 +20,7 @@
 //! off. A second `xl shutdown`, or `xl destroy`, ends it at once; recovery makes that safe.
 //!
 //! Command line: `port=` (6379), `fsync=always|batch|none` (always), `cache=MiB` (memory for
-//! values, default 40% of what is free at boot), `conns=` (256), `format=yes` (erase a disk
+//! values, default 25% of what is free at boot), `conns=` (256), `format=yes` (erase a disk
 //! that holds something else), `stats=SECS` (5), and the network's keys.
 #![no_std]
 #![no_main]
@@ -62,7 +62,7 @@ const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         name: "cache",
-        help: "MiB of memory for values (default 40% of the memory free at boot); the rest stay on disk",
+        help: "MiB of memory for values (default a quarter of the memory free at boot); the rest stay on disk",
         validate: validate::number,
     },
     KeySpec {
@@ -141,7 +141,7 @@ fn main() -> Result<ExitCode, String> {
     let free = m.heap_free + m.frames_free * 4096;
     let cache = match cmd.parsed::<u64>("cache") {
         Some(mib) => (mib * MIB) as usize,
-        None => (free * 2 / 5).max(MIB as usize),
+        None => (free / 4).max(MIB as usize),
     };
     let (src, served) = (d.clone(), net.clone());
     xen::exec::run(&[&served, &src], |sp| async move {
@@ -373,6 +373,15 @@ async fn connection(mut s: TcpStream, sh: Rc<Shared>) {
                     sess.fail_held(msg.as_bytes(), &mut out);
                 }
                 continue;
+            }
+            // Values read back for these requests may have taken the cache over its size: drop
+            // others (not before the request ran: it needs what it loaded).
+            {
+                let l = sh.db.log.borrow();
+                sh.engine
+                    .borrow_mut()
+                    .store_mut()
+                    .evict_some(sh.cache, 1024, |loc| l.is_durable(loc));
             }
             if out.is_empty() {
                 break;

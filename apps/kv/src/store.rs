@@ -341,6 +341,47 @@ impl Store {
         self.apply_at(effect, NO_LOC, |_| {});
     }
 
+    /// [`Store::apply_at`] taking the effect: a `Set`'s value moves into the store instead of
+    /// being copied (a big value is then held once, not twice).
+    pub fn apply_owned(&mut self, effect: Effect, loc: u64, released: impl FnMut(OnDisk)) {
+        match effect {
+            Effect::Set {
+                key,
+                value,
+                expire_at_ms,
+            } if self.find(&key).is_none() => {
+                self.resident += value.len();
+                self.insert(Entry {
+                    key: key.into_boxed_slice(),
+                    value: Value::Mem(value),
+                    expire_at: expire_at_ms.unwrap_or(NEVER),
+                    loc,
+                });
+            }
+            Effect::Set {
+                key,
+                value,
+                expire_at_ms,
+            } => {
+                // Replace in place, releasing the old record, then hand over the new bytes.
+                let empty = Effect::Set {
+                    key,
+                    value: Vec::new(),
+                    expire_at_ms,
+                };
+                self.apply_at(&empty, loc, released);
+                let Effect::Set { key, .. } = empty else {
+                    unreachable!()
+                };
+                let i = self.find(&key).expect("just set");
+                let e = self.slots[i].as_mut().expect("indexed slot is live");
+                self.resident += value.len();
+                e.value = Value::Mem(value);
+            }
+            other => self.apply_at(&other, loc, released),
+        }
+    }
+
     /// [`Store::apply`] for a durable caller: a `Set`'s value record is at `loc` in the log,
     /// and `released` is told of every value record the effect makes dead (the replaced or
     /// deleted entry's), so the log can count its live bytes.

@@ -521,7 +521,7 @@ fn main() {
                  done
                  echo \"bad=$bad\""
                 );
-                let out = dom0_sh(&script, 600);
+                let out = dom0_sh(&format!("{script}\nsleep 6"), 600);
                 let stats = lab(&[
                     "exec",
                     &format!(
@@ -547,15 +547,16 @@ fn main() {
                 );
                 shutdown(&g)?;
                 expect(&again?, "bad=0")?;
-                let resident = stats
-                    .ok()
-                    .and_then(|s| {
-                        s.output
-                            .split("values_in_memory=")
-                            .nth(1)
-                            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
-                    })
-                    .unwrap_or_default();
+                let resident: u64 = stats?
+                    .output
+                    .split("values_in_memory=")
+                    .nth(1)
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                    .ok_or("no values_in_memory= in the stats line")?;
+                // The cache, plus the value read last (it may stay until the next request).
+                if resident > (1 << 20) + 204_800 {
+                    return Err(format!("{resident} bytes of values in memory with cache=1"));
+                }
                 Ok(format!("[4 MiB of values, 1 MiB cache: {resident} bytes of values in memory; every value read back whole, also after a restart]"))
             },
         ),
