@@ -777,11 +777,17 @@ impl Log {
         self.sealed.push_front(w);
     }
 
-    /// The segment to compact now, if any: when few segments are free, the tail, once it is
-    /// wholly on disk and if the log holds garbage worth a quarter segment outside the head.
+    /// The segment to compact now, if any: when few segments are free or the log is over twice
+    /// the live data, the tail, once it is wholly on disk and if the log holds garbage worth a
+    /// quarter segment outside the head.
     pub fn compaction_candidate(&self) -> Option<u32> {
         let n = self.layout.segments as usize;
-        if self.free_segments() > RESERVE_WRITE + 1 + n / 16 || self.tail == self.head {
+        // When few segments are free, or when the log is more than twice what is live (plus
+        // two segments): recovery reads the whole log at boot, so it must not grow unbounded
+        // with overwritten values on a big disk.
+        let few_free = self.free_segments() <= RESERVE_WRITE + 1 + n / 16;
+        let bloated = self.used_bytes() > 2 * self.live_bytes() + 2 * self.layout.segment;
+        if !(few_free || bloated) || self.tail == self.head {
             return None;
         }
         if self.seq[self.tail as usize] == 0
