@@ -412,6 +412,11 @@ fn main() {
                     let w = crash_write(&ip, log, 30, Some((&g.name, after)))?;
                     acked += num(&w, "acked")?;
                     g.wait(30)?;
+                    // Progress for the long campaign (scripts/kv-crash), on stderr.
+                    eprintln!(
+                        "kv-crash: cycle {}/{cycles}: {acked} writes acknowledged so far, every check clean; {torn} torn frames dropped",
+                        i + 1
+                    );
                 }
                 let (g, ip) = start(&img, "")?;
                 let c = g.console()?;
