@@ -20,7 +20,7 @@
 //! off. A second `xl shutdown`, or `xl destroy`, ends it at once; recovery makes that safe.
 //!
 //! Command line: `port=` (6379), `fsync=always|batch|none` (always), `cache=MiB` (memory for
-//! values, default 25% of what is free at boot), `conns=` (256), `format=yes` (erase a disk
+//! values, default 25% of what is free at boot), `conns=` (256, fewer if the memory holds fewer), `format=yes` (erase a disk
 //! that holds something else), `stats=SECS` (5), and the network's keys.
 #![no_std]
 #![no_main]
@@ -86,6 +86,13 @@ xen::main!(main, KEYS, net::stack::KEYS);
 
 const MIB: u64 = 1 << 20;
 
+/// Socket buffer, each way, of a connection.
+const SOCKET_BUFFER: usize = 16 * 1024;
+/// What a connection takes: its socket buffers, its read buffer, room for replies.
+const CONN_BYTES: usize = 2 * SOCKET_BUFFER + READ_BUFFER + 16 * 1024;
+/// A connection's read buffer.
+const READ_BUFFER: usize = 8 * 1024;
+
 fn now_ms() -> u64 {
     xen::time::wallclock_ns() / 1_000_000
 }
@@ -143,6 +150,11 @@ fn main() -> Result<ExitCode, String> {
         Some(mib) => (mib * MIB) as usize,
         None => (free / 4).max(MIB as usize),
     };
+    // As many connections as the memory left holds (each takes its socket buffers, a read
+    // buffer and some reply room, CONN_BYTES), with 1 MiB to spare: more are reset, instead of
+    // the guest running out of memory under a crowd.
+    let fit = free.saturating_sub(cache + MIB as usize) / CONN_BYTES;
+    let conns = conns.min(fit.max(4));
     let (src, served) = (d.clone(), net.clone());
     xen::exec::run(&[&served, &src], |sp| async move {
         let shared = open(d, fsync, cache, format_ok, segment, t0).await?;
@@ -297,8 +309,8 @@ async fn serve(
     }
     let cfg = ListenConfig {
         backlog: 64,
-        rx_buffer: 32 * 1024,
-        tx_buffer: 32 * 1024,
+        rx_buffer: SOCKET_BUFFER,
+        tx_buffer: SOCKET_BUFFER,
     };
     let listener = net
         .tcp_listen(port, cfg)
@@ -308,7 +320,7 @@ async fn serve(
     {
         let l = sh.db.log.borrow();
         xen::println!(
-            "kv: serving redis://{}:{port}/ (fsync={}, {} keys, {} segments of {} MiB, {} free; values cached up to {} MiB) {} ms after boot",
+            "kv: serving redis://{}:{port}/ (fsync={}, up to {conns} connections, {} keys, {} segments of {} MiB, {} free; values cached up to {} MiB) {} ms after boot",
             addr.address(),
             sh.db.fsync.name(),
             sh.engine.borrow().store().len(),
@@ -350,7 +362,7 @@ async fn serve(
 /// One client connection.
 async fn connection(mut s: TcpStream, sh: Rc<Shared>) {
     let mut sess = Session::new(Limits::default());
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; READ_BUFFER];
     let mut out: Vec<u8> = Vec::new();
     loop {
         let n = match s.read(&mut buf).await {
