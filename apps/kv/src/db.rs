@@ -187,23 +187,17 @@ impl Db {
         if self.fsync == Fsync::None {
             return Ok(());
         }
-        poll_fn(|cx| {
-            if self.log.borrow().durable() >= batch {
-                Poll::Ready(Ok(()))
-            } else if self.broken.get() {
-                Poll::Ready(Err(()))
-            } else {
-                self.waiters.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
+        self.wait_batch(batch).await
     }
 
     /// Waits until everything appended so far is on disk (the compactor before it retires a
     /// segment, shutdown before it powers off), whatever the policy.
     pub async fn wait_all_written(&self) -> Result<(), ()> {
         let batch = self.log.borrow().last_batch();
+        self.wait_batch(batch).await
+    }
+
+    async fn wait_batch(&self, batch: u64) -> Result<(), ()> {
         poll_fn(|cx| {
             if self.log.borrow().durable() >= batch {
                 Poll::Ready(Ok(()))

@@ -1017,6 +1017,23 @@ impl Recovery {
         log.head = s;
     }
 
+    /// Recovers a whole disk image held in memory (`disk`: the bytes from offset 0), as the
+    /// image does from the disk: for tests and fuzzing.
+    pub fn image(layout: Layout, disk: &[u8]) -> (Log, Store, Recovered) {
+        let mut r = Recovery::new(layout);
+        for s in 0..layout.segments {
+            let at = layout.seg_start(s) as usize;
+            r.first_header(s, &disk[at..at + FRAME_HDR]);
+        }
+        let mut store = Store::new();
+        for s in r.order() {
+            let at = layout.seg_start(s) as usize;
+            r.replay(s, &disk[at..at + layout.segment as usize], &mut store);
+        }
+        let (log, found) = r.finish();
+        (log, store, found)
+    }
+
     /// The log, ready to append after what was replayed (a torn tail is overwritten).
     pub fn finish(mut self) -> (Log, Recovered) {
         if self.found.segments == 0 {

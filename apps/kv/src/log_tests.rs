@@ -6,7 +6,7 @@
 use crate::cmd::{Client, Engine, Flow, Journal};
 use crate::db::{Db, DbJournal, Fsync};
 use crate::log::{self, Layout, Log, Recovery, Write, BASE, FRAME_HDR};
-use crate::store::{Effect, OnDisk, Store};
+use crate::store::{Effect, OnDisk};
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
@@ -65,21 +65,6 @@ struct Rig {
     steps: u64,
 }
 
-fn recover(disk: &[u8], layout: Layout) -> (Log, Store, log::Recovered) {
-    let mut r = Recovery::new(layout);
-    for s in 0..layout.segments {
-        let at = layout.seg_start(s) as usize;
-        r.first_header(s, &disk[at..at + FRAME_HDR]);
-    }
-    let mut store = Store::new();
-    for s in r.order() {
-        let at = layout.seg_start(s) as usize;
-        r.replay(s, &disk[at..at + layout.segment as usize], &mut store);
-    }
-    let (log, found) = r.finish();
-    (log, store, found)
-}
-
 impl Rig {
     fn new(segments: u64) -> Rig {
         let cap = BASE + segments * SEG;
@@ -104,7 +89,7 @@ impl Rig {
 
     /// Recovers from the disk as a new boot would, and continues from there.
     fn reboot(&mut self) -> log::Recovered {
-        let (log, store, found) = recover(&self.disk, self.layout);
+        let (log, store, found) = Recovery::image(self.layout, &self.disk);
         for (k, loc) in store.locs() {
             let (sg, off) = self.layout.seg_of(loc);
             if !(log.seq_of(sg) != 0 && off < log.used_of(sg)) {

@@ -6,27 +6,12 @@
 //! `scripts/fuzz 60 recover`.
 #![no_main]
 
-use kv::log::{self, Layout, Log, Recovery, FRAME_HDR};
-use kv::store::{Effect, Store};
+use kv::log::{self, Layout, Log, Recovery};
+use kv::store::Effect;
 use libfuzzer_sys::fuzz_target;
 
 const SEG: u64 = 64 * 1024;
 const SEGS: u64 = 5;
-
-fn recover(disk: &[u8], layout: Layout) -> (Log, Store) {
-    let mut r = Recovery::new(layout);
-    for s in 0..layout.segments {
-        let at = layout.seg_start(s) as usize;
-        r.first_header(s, &disk[at..at + FRAME_HDR]);
-    }
-    let mut store = Store::new();
-    for s in r.order() {
-        let at = layout.seg_start(s) as usize;
-        r.replay(s, &disk[at..at + SEG as usize], &mut store);
-    }
-    let (log, _) = r.finish();
-    (log, store)
-}
 
 fuzz_target!(|data: &[u8]| {
     let cap = log::BASE + SEGS * SEG;
@@ -70,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         disk[off..off + n].copy_from_slice(&d[4..4 + n]);
         d = &d[4 + n..];
     }
-    let (mut log, store) = recover(&disk, layout);
+    let (mut log, store, _) = Recovery::image(layout, &disk);
     for (key, loc) in store.locs() {
         let at = loc as usize;
         let bytes = &disk[at..(at + 4096 * 16).min(disk.len())];
