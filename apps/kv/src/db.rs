@@ -197,6 +197,13 @@ impl Db {
         self.wait_batch(batch).await
     }
 
+    /// Waits for the next commit (or the log breaking): what the compactor waits on, since
+    /// only commits change what there is to compact.
+    pub async fn next_commit(&self) {
+        let next = self.log.borrow().durable() + 1;
+        let _ = self.wait_batch(next).await;
+    }
+
     async fn wait_batch(&self, batch: u64) -> Result<(), ()> {
         poll_fn(|cx| {
             if self.log.borrow().durable() >= batch {

@@ -515,8 +515,12 @@ async fn expirer(sh: Rc<Shared>) {
 /// Compacts the tail segment when few are free.
 async fn compactor(sh: Rc<Shared>, mut buf: Vec<u8>) {
     loop {
-        xen::exec::sleep(20_000_000).await;
         let Some(s) = sh.db.log.borrow().compaction_candidate() else {
+            if sh.db.broken() {
+                return;
+            }
+            // Only a commit changes what there is to compact: no timer while idle.
+            sh.db.next_commit().await;
             continue;
         };
         let (seq, used) = {
