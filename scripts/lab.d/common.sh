@@ -59,7 +59,15 @@ fetch_pkgs() {
 }
 
 # Identity of fetched packages (the .deb file names carry versions).
-debs_id() { local p; for p in "$@"; do ls "$CACHE/debs/${p}_"*.deb 2>/dev/null | head -1 | xargs -r basename; done; }
+# The .deb unpacked for each (fetch-debs writes its name into ROOT/.done; the name carries the version).
+debs_id() {
+    local p d
+    for p in "$@"; do
+        d=$(cat "$CACHE/debs/$p.root/.done" 2>/dev/null || true)
+        [ -n "$d" ] || d=$(ls "$CACHE/debs/${p}_"*.deb 2>/dev/null | head -1 | xargs -r basename)
+        echo "$d"
+    done
+}
 
 # Library closure. LIBROOTS=(dirs) searched; copies libs into $1/lib/x86_64-linux-gnu.
 # lib_closure STAGE BIN... ; returns 1 (and prints missing) if a lib is not found.
