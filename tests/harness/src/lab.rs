@@ -264,9 +264,18 @@ pub fn start_or_exit() {
     }
 }
 
-/// Ends a lab-tier test binary: stops the lab unless `LAB_KEEP=1` (scripts/test keeps it up
-/// between the lab-tier files and stops it at the end), then exits 0 if `ok`.
+/// Ends a lab-tier test binary: destroys the guests it started that are still there (one a
+/// file keeps in a `static` is never dropped), stops the lab unless `LAB_KEEP=1` (scripts/test
+/// keeps it up between the lab-tier files and stops it at the end), then exits 0 if `ok`.
 pub fn finish(ok: bool) -> ! {
+    let tag = format!("-{}-", std::process::id() % 100_000);
+    let _ = dom0_sh(
+        &format!(
+            "xl list | awk 'NR > 1 {{ print $1 }}' | grep -E -- '{tag}[0-9]+(--incoming)?$' |
+             while read -r n; do xl destroy \"$n\"; done; true"
+        ),
+        60,
+    );
     if std::env::var("LAB_KEEP").as_deref() != Ok("1") {
         let _ = lab(&["stop"]);
     }
