@@ -1,0 +1,507 @@
+//! The configuration file: global settings, then one `[NAME]` section per service.
+//!
+//! ```text
+//! # /etc/xenrt/activator.conf
+//! bridge = xenbr0            # the bridge the guests' vifs join (default xenbr0)
+//! dns = 10.0.0.1:53          # optional: answer DNS queries for the services' names here
+//!
+//! [httpd]
+//! config = /root/httpd.xl    # the guest's xl domain config (kernel, memory, extra=...)
+//! address = 10.0.0.50/24     # the service's address; the guest gets it as ip= (no DHCP)
+//! gateway = 10.0.0.1         # optional, given to the guest as gw=
+//! port = 80                  # TCP port(s) whose first SYN starts the guest (comma-separated)
+//! name = www.lab             # optional DNS name (needs the global dns=)
+//! mode = cold                # cold | parked | preboot
+//! idle = 60                  # s without a frame from the guest before it is stopped; 0 = never
+//! boot_timeout = 10          # s from start to ready before the start counts as failed
+//! ready = xenstore           # xenstore (a xenrt guest's data/xenrt/ready) | console:TEXT
+//! args = ip={ip}/{prefix} gw={gateway}   # appended to the xl config's extra= (this default
+//!                            # is xenrt's static address; e.g. `lab.ip={ip}` for the lab's Linux)
+//! mac = 00:16:3e:00:32:50    # optional; default 00:16:3e + the address's last three bytes
+//! ```
+//!
+//! Every error names the line and says what was expected; unknown keys are errors (a typo must not
+//! silently leave a default in force).
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// How a service's guest is started when its first request arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `xl create` on demand; `xl destroy` after the idle timeout.
+    Cold,
+    /// A domain is kept created and paused (`xl create -p`), unpaused on demand; after the idle
+    /// timeout it is destroyed and a fresh paused one created.
+    Parked,
+    /// A guest is kept booted to ready and paused, unpaused on demand and paused again after the
+    /// idle timeout.
+    Preboot,
+}
+
+/// How the activator learns that a started guest serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// The guest writes `data/xenrt/ready` in its xenstore directory (every xenrt network app).
+    Xenstore,
+    /// The guest's console (xenconsoled's log, `--log=guest`) shows this text (any guest, e.g. a
+    /// Linux one whose init prints a line once its servers listen).
+    Console(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    /// Path of the guest's xl config in dom0.
+    pub config: String,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub ports: Vec<u16>,
+    pub dns_name: Option<String>,
+    pub mode: Mode,
+    /// Seconds; 0 = never.
+    pub idle_s: u64,
+    pub boot_timeout_s: u64,
+    pub ready: Ready,
+    pub mac: [u8; 6],
+    /// Appended to the guest's command line, `{ip}`, `{prefix}`, `{gateway}` filled in.
+    pub args: String,
+    /// The config line of the section header (for messages).
+    pub line: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub bridge: String,
+    pub dns: Option<SocketAddrV4>,
+    /// The xl binary.
+    pub xl: String,
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Error {
+    pub line: usize,
+    pub msg: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.msg)
+        } else {
+            write!(f, "line {}: {}", self.line, self.msg)
+        }
+    }
+}
+
+fn err<T>(line: usize, msg: impl Into<String>) -> Result<T, Error> {
+    Err(Error {
+        line,
+        msg: msg.into(),
+    })
+}
+
+/// Parses a MAC address `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut n = 0;
+    for part in s.split(':') {
+        if n == 6 || part.len() != 2 {
+            return None;
+        }
+        mac[n] = u8::from_str_radix(part, 16).ok()?;
+        n += 1;
+    }
+    (n == 6 && mac[0] & 1 == 0).then_some(mac)
+}
+
+pub fn mac_string(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+#[derive(Default)]
+struct Partial {
+    name: String,
+    line: usize,
+    config: Option<String>,
+    address: Option<(Ipv4Addr, u8)>,
+    gateway: Option<Ipv4Addr>,
+    ports: Vec<u16>,
+    dns_name: Option<String>,
+    mode: Option<Mode>,
+    idle_s: Option<u64>,
+    boot_timeout_s: Option<u64>,
+    ready: Option<Ready>,
+    mac: Option<[u8; 6]>,
+    args: Option<String>,
+}
+
+impl Partial {
+    fn finish(self) -> Result<Service, Error> {
+        let line = self.line;
+        let name = self.name;
+        let Some(config) = self.config else {
+            return err(
+                line,
+                format!("service [{name}] has no `config =` (its xl file)"),
+            );
+        };
+        let Some((address, prefix)) = self.address else {
+            return err(
+                line,
+                format!("service [{name}] has no `address = ADDR/PREFIX`"),
+            );
+        };
+        if self.ports.is_empty() && self.dns_name.is_none() {
+            return err(
+                line,
+                format!(
+                    "service [{name}] has neither `port =` nor `name =`: nothing would start it"
+                ),
+            );
+        }
+        let o = address.octets();
+        Ok(Service {
+            mac: self.mac.unwrap_or([0x00, 0x16, 0x3e, o[1], o[2], o[3]]),
+            name,
+            config,
+            address,
+            prefix,
+            gateway: self.gateway,
+            ports: self.ports,
+            dns_name: self.dns_name,
+            mode: self.mode.unwrap_or(Mode::Cold),
+            idle_s: self.idle_s.unwrap_or(0),
+            boot_timeout_s: self.boot_timeout_s.unwrap_or(10),
+            ready: self.ready.unwrap_or(Ready::Xenstore),
+            args: self.args.unwrap_or_else(|| {
+                if self.gateway.is_some() {
+                    "ip={ip}/{prefix} gw={gateway}".into()
+                } else {
+                    "ip={ip}/{prefix}".into()
+                }
+            }),
+            line,
+        })
+    }
+}
+
+fn number(line: usize, key: &str, v: &str, max: u64) -> Result<u64, Error> {
+    match v.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => err(
+            line,
+            format!("`{key}` wants a whole number up to {max}, not `{v}`"),
+        ),
+    }
+}
+
+fn addr(line: usize, key: &str, v: &str) -> Result<Ipv4Addr, Error> {
+    v.parse()
+        .or_else(|_| err(line, format!("`{key}` wants an IPv4 address, not `{v}`")))
+}
+
+/// Parses the whole file.
+pub fn parse(text: &str) -> Result<Config, Error> {
+    let mut cfg = Config {
+        bridge: "xenbr0".into(),
+        dns: None,
+        xl: "xl".into(),
+        services: Vec::new(),
+    };
+    let mut cur: Option<Partial> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let l = raw.split('#').next().unwrap_or("").trim();
+        if l.is_empty() {
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix('[') {
+            let Some(name) = rest.strip_suffix(']') else {
+                return err(line, "a section header is `[NAME]`");
+            };
+            let name = name.trim();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return err(
+                    line,
+                    format!("service name `{name}`: letters, digits, `-` and `_` only"),
+                );
+            }
+            if let Some(p) = cur.take() {
+                cfg.services.push(p.finish()?);
+            }
+            if cfg.services.iter().any(|s| s.name == name) {
+                return err(line, format!("service [{name}] is defined twice"));
+            }
+            cur = Some(Partial {
+                name: name.into(),
+                line,
+                ..Default::default()
+            });
+            continue;
+        }
+        let Some((k, v)) = l.split_once('=') else {
+            return err(line, format!("expected `key = value`, found `{l}`"));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if v.is_empty() {
+            return err(line, format!("`{k}` has no value"));
+        }
+        match cur.as_mut() {
+            None => match k {
+                "bridge" => cfg.bridge = v.into(),
+                "xl" => cfg.xl = v.into(),
+                "dns" => {
+                    cfg.dns = Some(v.parse().or_else(|_| {
+                        err(line, format!("`dns` wants ADDR:PORT (e.g. 10.0.0.1:53), not `{v}`"))
+                    })?)
+                }
+                _ => {
+                    return err(
+                        line,
+                        format!("unknown global key `{k}` (bridge, dns, xl; services go in [NAME] sections)"),
+                    )
+                }
+            },
+            Some(p) => match k {
+                "config" => p.config = Some(v.into()),
+                "address" => {
+                    let (a, pre) = v.split_once('/').unwrap_or((v, "24"));
+                    let a = addr(line, k, a)?;
+                    let pre = number(line, "address prefix", pre, 32)? as u8;
+                    if !(1..=30).contains(&pre) || a.is_unspecified() || a.is_broadcast() {
+                        return err(line, format!("`address = {v}` is not a usable host address"));
+                    }
+                    p.address = Some((a, pre));
+                }
+                "gateway" => p.gateway = Some(addr(line, k, v)?),
+                "port" => {
+                    for part in v.split(',') {
+                        let n = number(line, k, part.trim(), 65535)?;
+                        if n == 0 {
+                            return err(line, "port 0 cannot be served");
+                        }
+                        p.ports.push(n as u16);
+                    }
+                }
+                "name" => {
+                    let n = v.trim_end_matches('.').to_ascii_lowercase();
+                    if n.is_empty()
+                        || n.len() > 253
+                        || n.split('.').any(|l| l.is_empty() || l.len() > 63)
+                    {
+                        return err(line, format!("`name = {v}` is not a DNS name"));
+                    }
+                    p.dns_name = Some(n);
+                }
+                "mode" => {
+                    p.mode = Some(match v {
+                        "cold" => Mode::Cold,
+                        "parked" => Mode::Parked,
+                        "preboot" => Mode::Preboot,
+                        _ => return err(line, format!("`mode` is cold, parked or preboot, not `{v}`")),
+                    })
+                }
+                "idle" => p.idle_s = Some(number(line, k, v, 86_400 * 365)?),
+                "boot_timeout" => {
+                    let n = number(line, k, v, 3600)?;
+                    if n == 0 {
+                        return err(line, "`boot_timeout` must be at least 1 s");
+                    }
+                    p.boot_timeout_s = Some(n)
+                }
+                "ready" => {
+                    p.ready = Some(match v {
+                        "xenstore" => Ready::Xenstore,
+                        _ => match v.strip_prefix("console:") {
+                            Some(t) if !t.trim().is_empty() => Ready::Console(t.trim().into()),
+                            _ => {
+                                return err(
+                                    line,
+                                    format!("`ready` is xenstore or console:TEXT, not `{v}`"),
+                                )
+                            }
+                        },
+                    })
+                }
+                "args" => p.args = Some(v.into()),
+                "mac" => {
+                    p.mac = Some(parse_mac(v).ok_or(Error {
+                        line,
+                        msg: format!("`mac = {v}` is not a unicast MAC address aa:bb:cc:dd:ee:ff"),
+                    })?)
+                }
+                _ => {
+                    return err(
+                        line,
+                        format!(
+                            "unknown key `{k}` in [{}] (config, address, gateway, port, name, mode, idle, boot_timeout, ready, mac, args)",
+                            p.name
+                        ),
+                    )
+                }
+            },
+        }
+    }
+    if let Some(p) = cur.take() {
+        cfg.services.push(p.finish()?);
+    }
+    if cfg.services.is_empty() {
+        return err(0, "no services: add a [NAME] section");
+    }
+    for (i, a) in cfg.services.iter().enumerate() {
+        for b in &cfg.services[..i] {
+            if a.address == b.address {
+                return err(
+                    a.line,
+                    format!(
+                        "[{}] has the address of [{}] ({})",
+                        a.name, b.name, a.address
+                    ),
+                );
+            }
+            if a.mac == b.mac {
+                return err(a.line, format!("[{}] has the MAC of [{}]", a.name, b.name));
+            }
+            if a.dns_name.is_some() && a.dns_name == b.dns_name {
+                return err(
+                    a.line,
+                    format!("[{}] has the DNS name of [{}]", a.name, b.name),
+                );
+            }
+        }
+        if a.dns_name.is_some() && cfg.dns.is_none() {
+            return err(
+                a.line,
+                format!(
+                    "[{}] has a DNS name but there is no global `dns = ADDR:PORT`",
+                    a.name
+                ),
+            );
+        }
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+bridge = xenbr0
+dns = 10.0.0.1:53   # answers here
+
+[httpd]
+config = /root/httpd.xl
+address = 10.0.0.50/24
+gateway = 10.0.0.1
+port = 80, 8080
+name = WWW.Lab.
+mode = parked
+idle = 30
+
+[echo]
+config = /root/echo.xl
+address = 10.0.0.51
+port = 7
+ready = console:LAB-DOMU-SERVING
+mac = 00:16:3e:aa:bb:cc
+";
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.dns, Some("10.0.0.1:53".parse().unwrap()));
+        let h = &c.services[0];
+        assert_eq!(h.ports, vec![80, 8080]);
+        assert_eq!(h.dns_name.as_deref(), Some("www.lab"));
+        assert_eq!(h.mode, Mode::Parked);
+        assert_eq!(h.idle_s, 30);
+        assert_eq!(h.mac, [0x00, 0x16, 0x3e, 0, 0, 50]);
+        assert_eq!(h.ready, Ready::Xenstore);
+        let e = &c.services[1];
+        assert_eq!((e.prefix, e.mode), (24, Mode::Cold));
+        assert_eq!(e.ready, Ready::Console("LAB-DOMU-SERVING".into()));
+        assert_eq!(h.args, "ip={ip}/{prefix} gw={gateway}");
+        assert_eq!(e.args, "ip={ip}/{prefix}");
+        assert_eq!(e.mac, [0x00, 0x16, 0x3e, 0xaa, 0xbb, 0xcc]);
+        assert_eq!(e.boot_timeout_s, 10);
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mistakes_name_their_line() {
+        let base = "[a]\nconfig = /x.xl\naddress = 10.0.0.5\nport = 80\n";
+        assert_eq!(
+            error(&format!("{base}prot = 81\n")),
+            "line 5: unknown key `prot` in [a] (config, address, gateway, port, name, mode, idle, boot_timeout, ready, mac, args)"
+        );
+        assert_eq!(
+            error(&format!("{base}port = 99999\n")),
+            "line 5: `port` wants a whole number up to 65535, not `99999`"
+        );
+        assert_eq!(
+            error(&format!("{base}mode = warm\n")),
+            "line 5: `mode` is cold, parked or preboot, not `warm`"
+        );
+        assert_eq!(
+            error(&format!("{base}mac = 01:00:00:00:00:01\n")),
+            "line 5: `mac = 01:00:00:00:00:01` is not a unicast MAC address aa:bb:cc:dd:ee:ff"
+        );
+        assert_eq!(
+            error(&format!("{base}name = a.b\n")),
+            "line 1: [a] has a DNS name but there is no global `dns = ADDR:PORT`"
+        );
+        assert_eq!(
+            error("[a]\naddress = 10.0.0.5\nport = 1\n"),
+            "line 1: service [a] has no `config =` (its xl file)"
+        );
+        assert_eq!(
+            error("[a]\nconfig = x\nport = 1\n"),
+            "line 1: service [a] has no `address = ADDR/PREFIX`"
+        );
+        assert_eq!(
+            error("[a]\nconfig = x\naddress = 10.0.0.5\n"),
+            "line 1: service [a] has neither `port =` nor `name =`: nothing would start it"
+        );
+        assert_eq!(
+            error(&format!(
+                "{base}[b]\nconfig = y\naddress = 10.0.0.5\nport = 1\n"
+            )),
+            "line 5: [b] has the address of [a] (10.0.0.5)"
+        );
+        assert_eq!(
+            error(&format!("{base}[a]\n")),
+            "line 5: service [a] is defined twice"
+        );
+        assert_eq!(
+            error("bridge\n"),
+            "line 1: expected `key = value`, found `bridge`"
+        );
+        assert_eq!(
+            error("colour = red\n"),
+            "line 1: unknown global key `colour` (bridge, dns, xl; services go in [NAME] sections)"
+        );
+        assert_eq!(error("# nothing\n"), "no services: add a [NAME] section");
+        assert_eq!(
+            error("[a b]\n"),
+            "line 1: service name `a b`: letters, digits, `-` and `_` only"
+        );
+        assert_eq!(
+            error(&format!("{base}address = 10.0.0.255/32\n")),
+            "line 5: `address = 10.0.0.255/32` is not a usable host address"
+        );
+    }
+}

@@ -1,0 +1,887 @@
+//! xenrt-activator: boot on demand for Xen dom0. A service's guest is started when the first
+//! request for it arrives — a TCP SYN to the service address, or a DNS query for its name — and
+//! stopped (or parked again) when it has been idle for its timeout: scale to zero.
+//!
+//! How a request reaches a guest that does not exist yet, without a proxy: the activator owns a
+//! TAP port on the guests' bridge ([`tap`]) with MAC learning off. While no guest serves an
+//! address, the activator answers ARP for it with the service's MAC; frames to that MAC are then
+//! flooded by the bridge and reach the TAP. The first SYN starts the guest (`xl create`, or
+//! `xl unpause` of a parked or pre-booted one); the SYNs that arrive meanwhile are kept, and
+//! written back onto the bridge the moment the guest says it listens (the xenstore node
+//! `data/xenrt/ready`, or a console line for other guests), so the client's first SYN is answered
+//! without waiting for its retransmit. From then on the bridge has learned the guest's MAC and
+//! forwards straight to its vif. A start that fails (the guest ends or does not get ready in
+//! `boot_timeout`) refuses the waiting clients with a RST, logs why (the guest's last console
+//! lines) and backs off (1 s, doubling to 60 s), refusing at once until then.
+//!
+//! ```text
+//! xenrt-activator CONFIG          serve (see config.rs for the file)
+//! xenrt-activator --check CONFIG  parse CONFIG, print the services, exit 0 (2 on an error)
+//! ```
+//!
+//! Runs as root in dom0: it needs `/dev/net/tun`, the bridge, xenstored and `xl`. Built as a static
+//! Linux binary (`x86_64-unknown-linux-musl`) so it runs in any dom0, a busybox one included.
+
+mod config;
+mod dns;
+mod frame;
+mod tap;
+mod xl;
+mod xs;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use config::{Config, Mode, Ready, Service};
+use frame::{Seen, Syn};
+
+/// Messages to the loop.
+enum Msg {
+    Frame(Vec<u8>),
+    Dns(Vec<u8>, SocketAddr),
+    Watch(xs::Event),
+    Tick,
+    /// A start worker finished: the domain exists (created or unpaused) as `domid`.
+    Running {
+        svc: usize,
+        gen: u64,
+        domid: u32,
+    },
+    /// A start worker failed.
+    StartFailed {
+        svc: usize,
+        gen: u64,
+        why: String,
+    },
+    /// The console of `gen`'s domain showed the ready text.
+    ConsoleReady {
+        svc: usize,
+        gen: u64,
+    },
+    /// A spare (parked or pre-booted) domain is ready to be taken.
+    SpareReady {
+        svc: usize,
+        domid: u32,
+        domain: String,
+    },
+    SpareFailed {
+        svc: usize,
+        why: String,
+    },
+    /// A stop worker finished.
+    Stopped {
+        svc: usize,
+    },
+}
+
+enum State {
+    Down,
+    Starting {
+        gen: u64,
+        since: Instant,
+        domain: String,
+        domid: Option<u32>,
+        how: &'static str,
+    },
+    Up {
+        domid: u32,
+        domain: String,
+        rx: u64,
+        quiet_since: Instant,
+    },
+    Stopping,
+    Backoff {
+        until: Instant,
+    },
+}
+
+enum Spare {
+    None,
+    Preparing,
+    Ready { domid: u32, domain: String },
+}
+
+struct Svc {
+    cfg: Service,
+    state: State,
+    spare: Spare,
+    /// SYNs waiting for the guest, one per client (src, port): the frame as it arrived.
+    pending: HashMap<(std::net::Ipv4Addr, u16), (Syn, Vec<u8>)>,
+    dns_waiting: Vec<(dns::Query, SocketAddr)>,
+    gen: u64,
+    seq: u64,
+    backoff: Duration,
+}
+
+struct Activator {
+    cfg: Config,
+    svcs: Vec<Svc>,
+    tap: tap::Tap,
+    tx: Sender<Msg>,
+    xs: xs::Xs,
+    watcher: xs::Watcher,
+    dns: Option<UdpSocket>,
+    t0: Instant,
+}
+
+macro_rules! log {
+    ($a:expr, $($arg:tt)*) => {
+        eprintln!("activator: [{:>9.3}] {}", $a.t0.elapsed().as_secs_f64(), format!($($arg)*))
+    };
+}
+
+fn vif_rx_packets(domid: u32) -> u64 {
+    std::fs::read_to_string(format!("/sys/class/net/vif{domid}.0/statistics/rx_packets"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Activator {
+    fn next_domain(&mut self, i: usize) -> String {
+        let s = &mut self.svcs[i];
+        s.seq += 1;
+        format!("{}-{}", s.cfg.name, s.seq)
+    }
+
+    /// Starts `i`'s guest for the requests now waiting: take the spare if there is one, else
+    /// create one.
+    fn start(&mut self, i: usize) {
+        let domain;
+        let how;
+        let gen = {
+            let s = &mut self.svcs[i];
+            s.gen += 1;
+            s.gen
+        };
+        let bin = self.cfg.xl.clone();
+        let tx = self.tx.clone();
+        match std::mem::replace(&mut self.svcs[i].spare, Spare::None) {
+            Spare::Ready { domid, domain: d } => {
+                domain = d;
+                how = if self.svcs[i].cfg.mode == Mode::Preboot {
+                    "unpausing the pre-booted guest"
+                } else {
+                    "unpausing the parked domain"
+                };
+                let dname = domain.clone();
+                std::thread::spawn(move || {
+                    let r = xl::xl(&bin, &["unpause", &dname]);
+                    let _ = tx.send(match r {
+                        Ok(_) => Msg::Running { svc: i, gen, domid },
+                        Err(why) => Msg::StartFailed { svc: i, gen, why },
+                    });
+                });
+            }
+            other => {
+                self.svcs[i].spare = other;
+                domain = self.next_domain(i);
+                how = "xl create";
+                let cfg = self.svcs[i].cfg.clone();
+                let bridge = self.cfg.bridge.clone();
+                let dname = domain.clone();
+                std::thread::spawn(move || {
+                    let r = xl::create(&bin, &cfg, &bridge, &dname, false).and_then(|_| {
+                        let mut xs = xs::Xs::open().map_err(|e| e.to_string())?;
+                        xs.domid_of(&dname)
+                            .map_err(|e| e.to_string())?
+                            .ok_or_else(|| format!("{dname} is gone right after xl create"))
+                    });
+                    let _ = tx.send(match r {
+                        Ok(domid) => Msg::Running { svc: i, gen, domid },
+                        Err(why) => Msg::StartFailed { svc: i, gen, why },
+                    });
+                });
+            }
+        }
+        log!(
+            self,
+            "{}: request waiting: starting ({how}, {domain})",
+            self.svcs[i].cfg.name
+        );
+        self.svcs[i].state = State::Starting {
+            gen,
+            since: Instant::now(),
+            domain,
+            domid: None,
+            how,
+        };
+    }
+
+    /// Prepares `i`'s spare in the background (parked: `xl create -p`; preboot: boot it, wait
+    /// until ready, pause it, make the bridge forget its MAC).
+    fn prepare_spare(&mut self, i: usize) {
+        if self.svcs[i].cfg.mode == Mode::Cold || !matches!(self.svcs[i].spare, Spare::None) {
+            return;
+        }
+        let domain = self.next_domain(i);
+        self.svcs[i].spare = Spare::Preparing;
+        let cfg = self.svcs[i].cfg.clone();
+        let bin = self.cfg.xl.clone();
+        let bridge = self.cfg.bridge.clone();
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let r = (|| -> Result<u32, String> {
+                let pre = cfg.mode == Mode::Preboot;
+                xl::create(&bin, &cfg, &bridge, &domain, !pre)?;
+                let mut xs = xs::Xs::open().map_err(|e| e.to_string())?;
+                let domid = xs
+                    .domid_of(&domain)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{domain} is gone right after xl create"))?;
+                if pre {
+                    let t = Instant::now();
+                    let limit = Duration::from_secs(cfg.boot_timeout_s);
+                    loop {
+                        let ready = match &cfg.ready {
+                            Ready::Xenstore => xs
+                                .read(&format!("/local/domain/{domid}/data/xenrt/ready"))
+                                .map_err(|e| e.to_string())?
+                                .is_some(),
+                            Ready::Console(text) => console_has(&domain, text),
+                        };
+                        if ready {
+                            break;
+                        }
+                        if xs
+                            .read(&format!("/local/domain/{domid}/name"))
+                            .ok()
+                            .flatten()
+                            .is_none()
+                        {
+                            return Err(format!(
+                                "{domain} ended while pre-booting{}",
+                                said(&domain)
+                            ));
+                        }
+                        if t.elapsed() > limit {
+                            let _ = xl::xl(&bin, &["destroy", &domain]);
+                            return Err(format!(
+                                "{domain} was not ready after {limit:?}{}",
+                                said(&domain)
+                            ));
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    xl::xl(&bin, &["pause", &domain])?;
+                    tap::flush_bridge(&bridge).map_err(|e| format!("flushing {bridge}: {e}"))?;
+                }
+                Ok(domid)
+            })();
+            let _ = tx.send(match r {
+                Ok(domid) => Msg::SpareReady {
+                    svc: i,
+                    domid,
+                    domain,
+                },
+                Err(why) => Msg::SpareFailed { svc: i, why },
+            });
+        });
+    }
+
+    fn ready(&mut self, i: usize) {
+        let State::Starting {
+            since,
+            domain,
+            domid: Some(domid),
+            how,
+            ..
+        } = std::mem::replace(&mut self.svcs[i].state, State::Down)
+        else {
+            return;
+        };
+        let pending: Vec<(Syn, Vec<u8>)> = self.svcs[i].pending.drain().map(|(_, v)| v).collect();
+        for (_, f) in &pending {
+            if let Err(e) = self.tap.send(f) {
+                log!(self, "replaying a SYN: {e}");
+            }
+        }
+        let waiting = std::mem::take(&mut self.svcs[i].dns_waiting);
+        for (q, from) in &waiting {
+            self.dns_reply(&dns::answer(q, self.svcs[i].cfg.address, 0), *from);
+        }
+        self.svcs[i].backoff = Duration::ZERO;
+        let note = self.ready_note(domid);
+        log!(
+            self,
+            "{}: ready after {:.1} ms ({how}, {domain} domid {domid}{note}); replayed {} SYN(s), answered {} DNS quer(ies)",
+            self.svcs[i].cfg.name,
+            since.elapsed().as_secs_f64() * 1000.0,
+            pending.len(),
+            waiting.len()
+        );
+        self.unwatch_ready(i, domid);
+        self.svcs[i].state = State::Up {
+            domid,
+            domain,
+            rx: vif_rx_packets(domid),
+            quiet_since: Instant::now(),
+        };
+        if self.svcs[i].cfg.mode == Mode::Parked {
+            self.prepare_spare(i);
+        }
+    }
+
+    fn ready_note(&mut self, domid: u32) -> String {
+        match self
+            .xs
+            .read(&format!("/local/domain/{domid}/data/xenrt/ready"))
+        {
+            Ok(Some(v)) => format!(", guest: {v}"),
+            _ => String::new(),
+        }
+    }
+
+    fn unwatch_ready(&mut self, i: usize, domid: u32) {
+        let token = format!("ready:{i}");
+        let _ = self
+            .watcher
+            .unwatch(&format!("/local/domain/{domid}/data/xenrt/ready"), &token);
+    }
+
+    /// The start failed: refuse who waits, log why, back off.
+    fn fail(&mut self, i: usize, why: String) {
+        let prev = std::mem::replace(&mut self.svcs[i].state, State::Down);
+        if let State::Starting {
+            domid: Some(d),
+            domain,
+            ..
+        } = &prev
+        {
+            self.unwatch_ready(i, *d);
+            let _ = xl::xl(&self.cfg.xl, &["destroy", domain]);
+        }
+        let s = &mut self.svcs[i];
+        s.backoff = (s.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let backoff = s.backoff;
+        let pending: Vec<(Syn, Vec<u8>)> = s.pending.drain().map(|(_, v)| v).collect();
+        let waiting = std::mem::take(&mut s.dns_waiting);
+        let mac = s.cfg.mac;
+        for (syn, _) in &pending {
+            let _ = self.tap.send(&frame::rst_for(syn, mac));
+        }
+        for (q, from) in &waiting {
+            self.dns_reply(&dns::servfail(q), *from);
+        }
+        log!(
+            self,
+            "{}: start failed: {why}; refused {} connection(s); refusing for {} s before trying again",
+            self.svcs[i].cfg.name,
+            pending.len(),
+            backoff.as_secs()
+        );
+        self.svcs[i].state = State::Backoff {
+            until: Instant::now() + backoff,
+        };
+    }
+
+    fn dns_reply(&self, msg: &[u8], to: SocketAddr) {
+        if let Some(sock) = &self.dns {
+            let _ = sock.send_to(msg, to);
+        }
+    }
+
+    fn service_for(&self, addr: std::net::Ipv4Addr) -> Option<usize> {
+        self.svcs.iter().position(|s| s.cfg.address == addr)
+    }
+
+    fn on_frame(&mut self, f: &[u8]) {
+        match frame::classify(f) {
+            Seen::ArpRequest {
+                sender_mac,
+                sender_ip,
+                target,
+            } => {
+                let Some(i) = self.service_for(target) else {
+                    return;
+                };
+                if matches!(self.svcs[i].state, State::Up { .. }) {
+                    return; // the guest answers
+                }
+                let r = frame::arp_reply(self.svcs[i].cfg.mac, target, sender_mac, sender_ip);
+                let _ = self.tap.send(&r);
+            }
+            Seen::Syn(syn) => {
+                let Some(i) = self.service_for(syn.dst) else {
+                    return;
+                };
+                if !self.svcs[i].cfg.ports.contains(&syn.dst_port) {
+                    return;
+                }
+                match self.svcs[i].state {
+                    State::Up { .. } => {} // flooded before the bridge learned the guest: it has it too
+                    State::Backoff { until } if Instant::now() < until => {
+                        let _ = self.tap.send(&frame::rst_for(&syn, self.svcs[i].cfg.mac));
+                    }
+                    State::Starting { .. } | State::Stopping => {
+                        self.svcs[i]
+                            .pending
+                            .insert((syn.src, syn.src_port), (syn, f.to_vec()));
+                    }
+                    State::Down | State::Backoff { .. } => {
+                        self.svcs[i]
+                            .pending
+                            .insert((syn.src, syn.src_port), (syn, f.to_vec()));
+                        self.start(i);
+                    }
+                }
+            }
+            Seen::Other => {}
+        }
+    }
+
+    fn on_dns(&mut self, m: &[u8], from: SocketAddr) {
+        let q = match dns::parse(m) {
+            Ok(q) => q,
+            Err(dns::Bad::Drop) => return,
+            Err(dns::Bad::Reply(r)) => return self.dns_reply(&r, from),
+        };
+        let Some(i) = self
+            .svcs
+            .iter()
+            .position(|s| s.cfg.dns_name.as_deref() == Some(q.name.as_str()))
+        else {
+            return self.dns_reply(&dns::refused(&q), from);
+        };
+        match self.svcs[i].state {
+            State::Up { .. } => self.dns_reply(&dns::answer(&q, self.svcs[i].cfg.address, 0), from),
+            State::Backoff { until } if Instant::now() < until => {
+                self.dns_reply(&dns::servfail(&q), from)
+            }
+            State::Starting { .. } | State::Stopping => self.svcs[i].dns_waiting.push((q, from)),
+            State::Down | State::Backoff { .. } => {
+                self.svcs[i].dns_waiting.push((q, from));
+                log!(
+                    self,
+                    "{}: DNS query for {} from {from}",
+                    self.svcs[i].cfg.name,
+                    self.svcs[i].cfg.dns_name.clone().unwrap_or_default()
+                );
+                self.start(i);
+            }
+        }
+    }
+
+    fn on_running(&mut self, i: usize, gen: u64, domid: u32) {
+        let State::Starting {
+            gen: g,
+            domid: d,
+            domain,
+            how,
+            ..
+        } = &mut self.svcs[i].state
+        else {
+            return;
+        };
+        if *g != gen {
+            return;
+        }
+        *d = Some(domid);
+        let domain = domain.clone();
+        if *how == "unpausing the pre-booted guest" {
+            return self.ready(i);
+        }
+        match self.svcs[i].cfg.ready.clone() {
+            Ready::Xenstore => {
+                let _ = self.watcher.watch(
+                    &format!("/local/domain/{domid}/data/xenrt/ready"),
+                    &format!("ready:{i}"),
+                );
+            }
+            Ready::Console(text) => {
+                let tx = self.tx.clone();
+                let limit = Duration::from_secs(self.svcs[i].cfg.boot_timeout_s + 1);
+                std::thread::spawn(move || {
+                    let t = Instant::now();
+                    while t.elapsed() < limit {
+                        if console_has(&domain, &text) {
+                            let _ = tx.send(Msg::ConsoleReady { svc: i, gen });
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                });
+            }
+        }
+    }
+
+    fn on_watch(&mut self, e: xs::Event) {
+        if let Some(i) = e
+            .token
+            .strip_prefix("ready:")
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            let Some(State::Starting {
+                domid: Some(domid), ..
+            }) = self.svcs.get(i).map(|s| &s.state)
+            else {
+                return;
+            };
+            let domid = *domid;
+            if e.path != format!("/local/domain/{domid}/data/xenrt/ready") {
+                return;
+            }
+            if let Ok(Some(_)) = self.xs.read(&e.path) {
+                self.ready(i);
+            }
+        } else if e.token == "release" {
+            self.check_alive();
+        }
+    }
+
+    /// Notices guests that ended (crashed or shut down) while starting or serving.
+    fn check_alive(&mut self) {
+        for i in 0..self.svcs.len() {
+            let (domid, domain, starting) = match &self.svcs[i].state {
+                State::Starting {
+                    domid: Some(d),
+                    domain,
+                    ..
+                } => (*d, domain.clone(), true),
+                State::Up { domid, domain, .. } => (*domid, domain.clone(), false),
+                _ => continue,
+            };
+            let alive = matches!(self.xs.read(&format!("/local/domain/{domid}/name")), Ok(Some(n)) if n == domain);
+            if alive {
+                continue;
+            }
+            if starting {
+                self.fail(
+                    i,
+                    format!(
+                        "{domain} (domid {domid}) ended before it was ready{}",
+                        said(&domain)
+                    ),
+                );
+            } else {
+                log!(
+                    self,
+                    "{}: {domain} (domid {domid}) ended{}",
+                    self.svcs[i].cfg.name,
+                    said(&domain)
+                );
+                self.svcs[i].state = State::Down;
+                self.prepare_spare(i);
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.check_alive();
+        let now = Instant::now();
+        for i in 0..self.svcs.len() {
+            let limit = Duration::from_secs(self.svcs[i].cfg.boot_timeout_s);
+            let idle = self.svcs[i].cfg.idle_s;
+            let nothing_waits = self.svcs[i].pending.is_empty();
+            match &mut self.svcs[i].state {
+                State::Starting { since, domain, .. } if now - *since > limit => {
+                    let domain = domain.clone();
+                    self.fail(
+                        i,
+                        format!(
+                            "{domain} was not ready after {} s{}",
+                            limit.as_secs(),
+                            said(&domain)
+                        ),
+                    );
+                }
+                State::Backoff { until } if now >= *until && nothing_waits => {
+                    self.svcs[i].state = State::Down;
+                }
+                State::Up {
+                    domid,
+                    rx,
+                    quiet_since,
+                    ..
+                } => {
+                    let r = vif_rx_packets(*domid);
+                    if r != *rx {
+                        *rx = r;
+                        *quiet_since = now;
+                    } else if idle > 0 && now - *quiet_since >= Duration::from_secs(idle) {
+                        self.stop(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Idle: stop the guest (cold, parked) or pause it again (preboot).
+    fn stop(&mut self, i: usize) {
+        let State::Up { domid, domain, .. } =
+            std::mem::replace(&mut self.svcs[i].state, State::Stopping)
+        else {
+            return;
+        };
+        let s = &self.svcs[i];
+        let mode = s.cfg.mode;
+        log!(
+            self,
+            "{}: idle for {} s: {} {domain}",
+            s.cfg.name,
+            s.cfg.idle_s,
+            if mode == Mode::Preboot {
+                "pausing"
+            } else {
+                "stopping"
+            }
+        );
+        let bin = self.cfg.xl.clone();
+        let bridge = self.cfg.bridge.clone();
+        let tx = self.tx.clone();
+        if mode == Mode::Preboot {
+            let r = xl::xl(&bin, &["pause", &domain]);
+            let _ = tap::flush_bridge(&bridge);
+            self.svcs[i].state = State::Down;
+            match r {
+                Ok(_) => self.svcs[i].spare = Spare::Ready { domid, domain },
+                Err(e) => {
+                    log!(self, "{}: {e}; destroying it", self.svcs[i].cfg.name);
+                    let _ = xl::xl(&bin, &["destroy", &domain]);
+                    self.prepare_spare(i);
+                }
+            }
+            return;
+        }
+        std::thread::spawn(move || {
+            // A clean shutdown first (kv flushes its log), then destroy if it takes too long.
+            let _ = xl::xl(&bin, &["shutdown", &domain]);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(50));
+                if xl::xl(&bin, &["domid", &domain]).is_err() {
+                    let _ = tx.send(Msg::Stopped { svc: i });
+                    return;
+                }
+            }
+            let _ = xl::xl(&bin, &["destroy", &domain]);
+            let _ = tx.send(Msg::Stopped { svc: i });
+        });
+    }
+
+    fn handle(&mut self, m: Msg) {
+        match m {
+            Msg::Frame(f) => self.on_frame(&f),
+            Msg::Dns(b, from) => self.on_dns(&b, from),
+            Msg::Watch(e) => self.on_watch(e),
+            Msg::Tick => self.on_tick(),
+            Msg::Running { svc, gen, domid } => self.on_running(svc, gen, domid),
+            Msg::StartFailed { svc, gen, why } => {
+                if matches!(self.svcs[svc].state, State::Starting { gen: g, .. } if g == gen) {
+                    self.fail(svc, why);
+                }
+            }
+            Msg::ConsoleReady { svc, gen } => {
+                if matches!(self.svcs[svc].state, State::Starting { gen: g, .. } if g == gen) {
+                    self.ready(svc);
+                }
+            }
+            Msg::SpareReady { svc, domid, domain } => {
+                log!(
+                    self,
+                    "{}: spare {domain} (domid {domid}) ready ({})",
+                    self.svcs[svc].cfg.name,
+                    if self.svcs[svc].cfg.mode == Mode::Preboot {
+                        "booted, paused"
+                    } else {
+                        "created paused"
+                    }
+                );
+                self.svcs[svc].spare = Spare::Ready { domid, domain };
+            }
+            Msg::SpareFailed { svc, why } => {
+                log!(
+                    self,
+                    "{}: preparing a spare failed: {why}; requests will start a guest cold",
+                    self.svcs[svc].cfg.name
+                );
+                self.svcs[svc].spare = Spare::None;
+            }
+            Msg::Stopped { svc } => {
+                log!(self, "{}: stopped", self.svcs[svc].cfg.name);
+                self.svcs[svc].state = State::Down;
+                self.prepare_spare(svc);
+                if !self.svcs[svc].pending.is_empty() || !self.svcs[svc].dns_waiting.is_empty() {
+                    self.start(svc);
+                }
+            }
+        }
+    }
+}
+
+fn console_has(domain: &str, text: &str) -> bool {
+    std::fs::read_to_string(format!("/var/log/xen/console/guest-{domain}.log"))
+        .map(|s| s.contains(text))
+        .unwrap_or(false)
+}
+
+/// "; its console said: ..." when xenconsoled keeps a log of `domain`.
+fn said(domain: &str) -> String {
+    match xl::console_tail(domain, 3) {
+        Some(t) => format!("; its console said: {t}"),
+        None => String::new(),
+    }
+}
+
+fn spawn_readers(tap: &tap::Tap, dns: Option<&UdpSocket>, tx: &Sender<Msg>) -> std::io::Result<()> {
+    let mut t = tap.try_clone()?;
+    let txf = tx.clone();
+    std::thread::Builder::new()
+        .name("tap".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match t.recv(&mut buf) {
+                    Ok(n) => {
+                        if txf.send(Msg::Frame(buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("activator: reading the tap: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+    if let Some(sock) = dns {
+        let s = sock.try_clone()?;
+        let txd = tx.clone();
+        std::thread::Builder::new()
+            .name("dns".into())
+            .spawn(move || {
+                let mut buf = [0u8; 1500];
+                loop {
+                    if let Ok((n, from)) = s.recv_from(&mut buf) {
+                        if txd.send(Msg::Dns(buf[..n].to_vec(), from)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })?;
+    }
+    let txt = tx.clone();
+    std::thread::Builder::new()
+        .name("tick".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            if txt.send(Msg::Tick).is_err() {
+                return;
+            }
+        })?;
+    Ok(())
+}
+
+fn run(cfg: Config) -> Result<(), String> {
+    let t0 = Instant::now();
+    let (tx, rx): (Sender<Msg>, Receiver<Msg>) = mpsc::channel();
+    let tap = tap::Tap::open("xrtact0", &cfg.bridge).map_err(|e| format!("tap: {e}"))?;
+    let dns = match cfg.dns {
+        Some(a) => Some(UdpSocket::bind(a).map_err(|e| format!("DNS on {a}: {e}"))?),
+        None => None,
+    };
+    let xs = xs::Xs::open().map_err(|e| e.to_string())?;
+    let mut watcher = xs::Watcher::start(tx.clone(), Msg::Watch).map_err(|e| e.to_string())?;
+    watcher
+        .watch("@releaseDomain", "release")
+        .map_err(|e| e.to_string())?;
+    spawn_readers(&tap, dns.as_ref(), &tx).map_err(|e| e.to_string())?;
+    for s in &cfg.services {
+        std::fs::metadata(&s.config)
+            .map_err(|e| format!("[{}] config {}: {e}", s.name, s.config))?;
+    }
+    let svcs = cfg
+        .services
+        .iter()
+        .map(|s| Svc {
+            cfg: s.clone(),
+            state: State::Down,
+            spare: Spare::None,
+            pending: HashMap::new(),
+            dns_waiting: Vec::new(),
+            gen: 0,
+            seq: 0,
+            backoff: Duration::ZERO,
+        })
+        .collect();
+    let mut a = Activator {
+        cfg,
+        svcs,
+        tap,
+        tx,
+        xs,
+        watcher,
+        dns,
+        t0,
+    };
+    for i in 0..a.svcs.len() {
+        let s = &a.svcs[i].cfg;
+        log!(
+            a,
+            "{}: {}:{} ({}{}) -> {} in {:?} mode, idle {} s",
+            s.name,
+            s.address,
+            s.ports
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            config::mac_string(&s.mac),
+            s.dns_name
+                .as_ref()
+                .map(|n| format!(", DNS {n}"))
+                .unwrap_or_default(),
+            s.config,
+            s.mode,
+            s.idle_s
+        );
+        a.prepare_spare(i);
+    }
+    log!(a, "ready on {} (port {})", a.cfg.bridge, a.tap.name);
+    while let Ok(m) = rx.recv() {
+        a.handle(m);
+    }
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (check, path) = match args.as_slice() {
+        [p] if !p.starts_with('-') => (false, p.clone()),
+        [c, p] if c == "--check" => (true, p.clone()),
+        _ => {
+            eprintln!("usage: xenrt-activator [--check] CONFIG");
+            std::process::exit(2);
+        }
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("xenrt-activator: {path}: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cfg = match config::parse(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xenrt-activator: {path}: {e}");
+            std::process::exit(2);
+        }
+    };
+    if check {
+        for s in &cfg.services {
+            println!(
+                "{}: {}/{} ports {:?} mode {:?} idle {} s ready {:?} config {}",
+                s.name, s.address, s.prefix, s.ports, s.mode, s.idle_s, s.ready, s.config
+            );
+        }
+        return;
+    }
+    if let Err(e) = run(cfg) {
+        eprintln!("xenrt-activator: {e}");
+        std::process::exit(1);
+    }
+}

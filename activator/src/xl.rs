@@ -1,0 +1,138 @@
+//! Starting, pausing and stopping guests with `xl`, and what the activator adds to a service's xl
+//! config: its name, its vif (the service MAC on the bridge), its static address on the command
+//! line, and `destroy` on every end so a crashed start leaves no domain behind.
+
+use std::process::Command;
+
+use crate::config::{mac_string, Service};
+
+/// Runs `xl ARGS`; Ok(stdout) on success, Err(what xl said) otherwise.
+pub fn xl(bin: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {bin}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let mut msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if msg.is_empty() {
+            msg = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        Err(format!("`xl {}` failed: {msg}", args.join(" ")))
+    }
+}
+
+/// The value of `extra = "..."` in an xl config ("" if none).
+pub fn extra_of(xl_text: &str) -> String {
+    for l in xl_text.lines() {
+        let l = l.trim();
+        let Some(rest) = l.strip_prefix("extra") else {
+            continue;
+        };
+        let Some(v) = rest.trim_start().strip_prefix('=') else {
+            continue;
+        };
+        let v = v.trim();
+        if let Some(s) = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+            return s.to_string();
+        }
+        if let Some(s) = v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+            return s.to_string();
+        }
+    }
+    String::new()
+}
+
+/// The static address arguments for the guest's command line: `args` with `{ip}`, `{prefix}`
+/// and `{gateway}` filled in.
+pub fn address_args(s: &Service) -> String {
+    let gw = s.gateway.map(|g| g.to_string()).unwrap_or_default();
+    s.args
+        .replace("{ip}", &s.address.to_string())
+        .replace("{prefix}", &s.prefix.to_string())
+        .replace("{gateway}", &gw)
+}
+
+/// The `KEY=VALUE` lines given to `xl create` after the config file.
+pub fn overrides(s: &Service, bridge: &str, domain: &str, xl_text: &str) -> Vec<String> {
+    let mut extra = extra_of(xl_text);
+    let args = address_args(s);
+    if !args.is_empty() {
+        if !extra.is_empty() {
+            extra.push(' ');
+        }
+        extra.push_str(&args);
+    }
+    vec![
+        format!("name=\"{domain}\""),
+        format!("vif=['mac={},bridge={bridge}']", mac_string(&s.mac)),
+        format!("extra=\"{}\"", extra.replace('"', "")),
+        "on_crash=\"destroy\"".into(),
+        "on_poweroff=\"destroy\"".into(),
+        "on_reboot=\"destroy\"".into(),
+    ]
+}
+
+/// `xl create [-p] CONFIG OVERRIDES...`
+pub fn create(
+    bin: &str,
+    s: &Service,
+    bridge: &str,
+    domain: &str,
+    paused: bool,
+) -> Result<(), String> {
+    let text =
+        std::fs::read_to_string(&s.config).map_err(|e| format!("cannot read {}: {e}", s.config))?;
+    let ov = overrides(s, bridge, domain, &text);
+    let mut args: Vec<&str> = vec!["create"];
+    if paused {
+        args.push("-p");
+    }
+    args.push(&s.config);
+    args.extend(ov.iter().map(String::as_str));
+    xl(bin, &args).map(|_| ())
+}
+
+/// The last few lines xenconsoled logged for `domain` (with `--log=guest`), if it keeps a log.
+pub fn console_tail(domain: &str, lines: usize) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/var/log/xen/console/guest-{domain}.log")).ok()?;
+    let v: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    Some(v[v.len().saturating_sub(lines)..].join(" | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    #[test]
+    fn the_overrides_keep_the_apps_arguments_and_add_the_address() {
+        let c =
+            parse("[web]\nconfig = /x.xl\naddress = 10.0.0.50/24\ngateway = 10.0.0.1\nport = 80\n")
+                .unwrap();
+        let xl = "name = \"httpd\"\nextra = \"stats=5\"\nvif = [ 'bridge=xenbr0' ]\n";
+        assert_eq!(extra_of(xl), "stats=5");
+        let ov = overrides(&c.services[0], "xenbr0", "web-1", xl);
+        assert_eq!(ov[0], "name=\"web-1\"");
+        assert_eq!(ov[1], "vif=['mac=00:16:3e:00:00:32,bridge=xenbr0']");
+        assert_eq!(ov[2], "extra=\"stats=5 ip=10.0.0.50/24 gw=10.0.0.1\"");
+        let ov = overrides(&c.services[0], "br1", "web-2", "extra = ''\n");
+        assert_eq!(ov[2], "extra=\"ip=10.0.0.50/24 gw=10.0.0.1\"");
+    }
+
+    #[test]
+    fn a_custom_address_template_is_filled() {
+        let c =
+            parse("[linux]\nconfig = /l.xl\naddress = 10.0.0.60\nport = 80\nargs = lab.ip={ip}\n")
+                .unwrap();
+        assert_eq!(address_args(&c.services[0]), "lab.ip=10.0.0.60");
+    }
+}
