@@ -84,6 +84,8 @@ enum State {
         domain: String,
         domid: Option<u32>,
         how: &'static str,
+        /// The length of the domain's console log when the start began.
+        console_from: u64,
     },
     Up {
         domid: u32,
@@ -204,6 +206,7 @@ impl Activator {
         self.svcs[i].state = State::Starting {
             gen,
             since: Instant::now(),
+            console_from: console_len(&domain),
             domain,
             domid: None,
             how,
@@ -225,6 +228,7 @@ impl Activator {
         std::thread::spawn(move || {
             let r = (|| -> Result<u32, String> {
                 let pre = cfg.mode == Mode::Preboot;
+                let from = console_len(&domain);
                 xl::create(&bin, &cfg, &bridge, &domain, !pre)?;
                 let mut xs = xs::Xs::open().map_err(|e| e.to_string())?;
                 let domid = xs
@@ -240,7 +244,7 @@ impl Activator {
                                 .read(&format!("/local/domain/{domid}/data/xenrt/ready"))
                                 .map_err(|e| e.to_string())?
                                 .is_some(),
-                            Ready::Console(text) => console_has(&domain, text),
+                            Ready::Console(text) => console_has(&domain, text, from),
                         };
                         if ready {
                             break;
@@ -470,6 +474,7 @@ impl Activator {
             domid: d,
             domain,
             how,
+            console_from,
             ..
         } = &mut self.svcs[i].state
         else {
@@ -480,6 +485,7 @@ impl Activator {
         }
         *d = Some(domid);
         let domain = domain.clone();
+        let from = *console_from;
         if *how == "unpausing the pre-booted guest" {
             return self.ready(i);
         }
@@ -496,7 +502,7 @@ impl Activator {
                 std::thread::spawn(move || {
                     let t = Instant::now();
                     while t.elapsed() < limit {
-                        if console_has(&domain, &text) {
+                        if console_has(&domain, &text, from) {
                             let _ = tx.send(Msg::ConsoleReady { svc: i, gen });
                             return;
                         }
@@ -712,10 +718,28 @@ impl Activator {
     }
 }
 
-fn console_has(domain: &str, text: &str) -> bool {
-    std::fs::read_to_string(format!("/var/log/xen/console/guest-{domain}.log"))
-        .map(|s| s.contains(text))
-        .unwrap_or(false)
+fn console_log(domain: &str) -> String {
+    format!("/var/log/xen/console/guest-{domain}.log")
+}
+
+/// How long `domain`'s console log is now (a log from an earlier domain of that name may exist:
+/// only what comes after this counts).
+fn console_len(domain: &str) -> u64 {
+    std::fs::metadata(console_log(domain))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Whether `domain`'s console showed `text` after byte `from` of its log.
+fn console_has(domain: &str, text: &str, from: u64) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(console_log(domain)) else {
+        return false;
+    };
+    let mut s = String::new();
+    f.seek(SeekFrom::Start(from)).is_ok()
+        && f.read_to_string(&mut s).is_ok()
+        && s.contains(text)
 }
 
 /// "; its console said: ..." when xenconsoled keeps a log of `domain`.

@@ -1,0 +1,231 @@
+//! The lab tier for boot on demand: one xenrt-activator in dom0 (built for
+//! x86_64-unknown-linux-musl, static) with eight services, driven by curl, nc and nslookup in
+//! dom0. Each case's first request meets no guest: the activator starts it and the request is
+//! served without an error or a reset. Cases: cold, 50 clients at once, a guest that crashes at
+//! boot (clients refused fast, the activator says why and backs off), the idle timeout (stopped,
+//! then started again by the next request), parked and pre-booted starts, a second kind of
+//! service (echo), and the DNS trigger.
+
+use std::sync::OnceLock;
+use xen_tests::lab::{dom0_sh, expect, lab};
+use xen_tests::{case, root};
+
+const ACT: &str = "/tmp/ondemand";
+
+fn put(path: &std::path::Path) -> Result<String, String> {
+    let r = lab(&["put", path.to_str().unwrap()])?;
+    if r.code != Some(0) {
+        return Err(format!("lab put {}: {}", path.display(), r.output));
+    }
+    Ok(r.output.trim().lines().last().unwrap_or("").to_string())
+}
+
+/// Builds the activator and copies it, the images and a config into the lab; starts it.
+fn activator() -> Result<(), String> {
+    static S: OnceLock<Result<(), String>> = OnceLock::new();
+    S.get_or_init(|| {
+        let b = xen_tests::run(
+            std::process::Command::new("cargo")
+                .current_dir(root())
+                .args(["build", "-q", "--release", "-p", "activator"])
+                .args(["--target", "x86_64-unknown-linux-musl"]),
+        )?;
+        if b.code != Some(0) {
+            return Err(format!("building the activator failed: {}", b.output));
+        }
+        let bin = put(&root().join("target/x86_64-unknown-linux-musl/release/xenrt-activator"))?;
+        let dir = root().join("target/ondemand");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut kernels = std::collections::HashMap::new();
+        for app in ["httpd", "echo", "testkernel"] {
+            kernels.insert(app, put(&root().join("target/images").join(app))?);
+        }
+        let mut xls = std::collections::HashMap::new();
+        for (name, app, extra) in [
+            ("httpd", "httpd", "log=info"),
+            ("echo", "echo", ""),
+            ("crash", "testkernel", "test=panic"),
+        ] {
+            let f = dir.join(format!("{name}.xl"));
+            std::fs::write(
+                &f,
+                format!(
+                    "type = \"pv\"\nkernel = \"{}\"\nmemory = 8\nvcpus = 1\nextra = \"{extra}\"\n",
+                    kernels[app]
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+            xls.insert(name, put(&f)?);
+        }
+        let svc = |name: &str, xl: &str, ip: &str, more: &str| {
+            format!("[{name}]\nconfig = {}\naddress = {ip}/24\ngateway = 10.0.0.1\n{more}\n", xls[xl])
+        };
+        let conf = [
+            "bridge = xenbr0\ndns = 10.0.0.1:53\n".to_string(),
+            svc("web", "httpd", "10.0.0.240", "port = 80"),
+            svc("burst", "httpd", "10.0.0.241", "port = 80"),
+            svc("crash", "crash", "10.0.0.242", "port = 80\nboot_timeout = 10"),
+            svc("idle", "httpd", "10.0.0.243", "port = 80\nidle = 3"),
+            svc("parked", "httpd", "10.0.0.244", "port = 80\nmode = parked"),
+            svc("pre", "httpd", "10.0.0.245", "port = 80\nmode = preboot"),
+            svc("echo", "echo", "10.0.0.246", "port = 7"),
+            svc("dns", "httpd", "10.0.0.247", "port = 80\nname = www.lab"),
+        ]
+        .concat();
+        let cf = dir.join("activator.conf");
+        std::fs::write(&cf, conf).map_err(|e| e.to_string())?;
+        let conf = put(&cf)?;
+        dom0_sh(
+            &format!(
+                "mkdir -p {ACT}; {bin} --check {conf} >/dev/null || exit 1
+                 ( {bin} {conf} > {ACT}/log 2>&1 & echo $! > {ACT}/pid )
+                 i=0; until grep -q 'ready on' {ACT}/log; do
+                   i=$((i+1)); [ $i -lt 100 ] || {{ cat {ACT}/log; exit 1; }}; sleep 0.1; done"
+            ),
+            60,
+        )?;
+        Ok(())
+    })
+    .clone()
+}
+
+fn log() -> String {
+    dom0_sh(&format!("cat {ACT}/log"), 30).unwrap_or_default()
+}
+
+/// Waits (up to `secs`) until the activator's log holds `text`.
+fn wait_log(text: &str, secs: u32) -> Result<String, String> {
+    dom0_sh(
+        &format!(
+            "i=0; until grep -qF -- '{text}' {ACT}/log; do
+               i=$((i+1)); [ $i -lt {} ] || {{ echo \"no '{text}' in the activator's log:\"; cat {ACT}/log; exit 1; }}
+               sleep 0.1; done",
+            secs * 10
+        ),
+        secs + 30,
+    )
+}
+
+/// One curl: "CODE TTFB TOTAL" (code 000 and curl's exit status on failure).
+fn curl(ip: &str) -> Result<String, String> {
+    dom0_sh(
+        &format!(
+            "curl -s -o /dev/null --max-time 20 -w '%{{http_code}} %{{time_starttransfer}} %{{time_total}}' http://{ip}/; echo \" rc=$?\""
+        ),
+        60,
+    )
+}
+
+fn ok_200(ip: &str) -> Result<String, String> {
+    let r = curl(ip)?;
+    if !r.starts_with("200 ") {
+        return Err(format!("curl http://{ip}/: {r}\n{}", log()));
+    }
+    Ok(r)
+}
+
+fn ready_line(svc: &str) -> String {
+    log()
+        .lines()
+        .filter(|l| l.contains(&format!("{svc}: ready after")))
+        .last()
+        .map(|l| l.split("] ").nth(1).unwrap_or(l).to_string())
+        .unwrap_or_default()
+}
+
+fn main() {
+    xen_tests::lab::start_or_exit();
+    let cases = vec![
+        case("the_first_request_to_a_cold_service_is_served", || {
+            activator()?;
+            let r = ok_200("10.0.0.240")?;
+            // and the next goes straight to the guest
+            let again = ok_200("10.0.0.240")?;
+            Ok(format!("curl (code ttfb total): first {r}, then {again}; {}", ready_line("web")))
+        }),
+        case("fifty_clients_at_once_at_a_cold_service_are_all_served", || {
+            activator()?;
+            let out = dom0_sh(
+                "for i in $(seq 50); do
+                   curl -s -o /dev/null --max-time 30 -w '%{http_code}\\n' http://10.0.0.241/ > /tmp/ondemand/burst.$i &
+                 done; wait; cat /tmp/ondemand/burst.* | sort | uniq -c",
+                120,
+            )?;
+            if out.trim() != "50 200" {
+                return Err(format!("50 clients got: {out}\n{}", log()));
+            }
+            Ok(format!("50 x 200; {}", ready_line("burst")))
+        }),
+        case("a_guest_that_crashes_at_boot_gets_clients_refused_fast_and_backs_off", || {
+            activator()?;
+            let first = curl("10.0.0.242")?;
+            // curl exit 7: connection refused (a RST), not a timeout (28)
+            expect(&first, "rc=7")?;
+            let total: f64 = first.split_whitespace().nth(2).and_then(|t| t.parse().ok()).unwrap_or(99.0);
+            let l = wait_log("crash: start failed", 30)?;
+            let l = if l.is_empty() { log() } else { l };
+            expect(&l, "ended before it was ready")?;
+            expect(&l, "test panic 42")?;
+            expect(&l, "refusing for 1 s")?;
+            // within the backoff: refused at once, no new start
+            let second = curl("10.0.0.242")?;
+            expect(&second, "rc=7")?;
+            let starts = log().matches("crash: request waiting: starting").count();
+            if total > 2.0 {
+                return Err(format!("the first client was refused only after {total} s"));
+            }
+            Ok(format!("refused after {total} s, then {second}; {starts} start(s)"))
+        }),
+        case("the_idle_timeout_stops_the_guest_and_the_next_request_starts_it_again", || {
+            activator()?;
+            let first = ok_200("10.0.0.243")?;
+            wait_log("idle: stopped", 60)?;
+            let gone = dom0_sh("xl list | grep -c '^idle-' || true", 30)?;
+            if gone.trim() != "0" {
+                return Err(format!("an idle guest is still there: {gone}"));
+            }
+            let second = ok_200("10.0.0.243")?;
+            let l = log();
+            expect(&l, "idle: idle for 3 s: stopping idle-1")?;
+            expect(&l, "idle: request waiting: starting (xl create, idle-2)")?;
+            Ok(format!("first {first}, after the stop {second}"))
+        }),
+        case("a_parked_domain_is_unpaused_for_the_first_request", || {
+            activator()?;
+            wait_log("parked: spare parked-1", 60)?;
+            let r = ok_200("10.0.0.244")?;
+            expect(&log(), "parked: request waiting: starting (unpausing the parked domain, parked-1)")?;
+            Ok(format!("{r}; {}", ready_line("parked")))
+        }),
+        case("a_pre_booted_guest_is_unpaused_for_the_first_request", || {
+            activator()?;
+            wait_log("pre: spare pre-1", 90)?;
+            let r = ok_200("10.0.0.245")?;
+            expect(&log(), "pre: request waiting: starting (unpausing the pre-booted guest, pre-1)")?;
+            Ok(format!("{r}; {}", ready_line("pre")))
+        }),
+        case("a_second_kind_of_service_echo_starts_on_its_port", || {
+            activator()?;
+            let out = dom0_sh("echo on-demand-echo | nc -w 5 10.0.0.246 7", 60)?;
+            expect(&out, "on-demand-echo")?;
+            Ok(ready_line("echo"))
+        }),
+        case("a_dns_query_starts_the_service_and_is_answered_when_it_serves", || {
+            activator()?;
+            let out = dom0_sh("nslookup www.lab 10.0.0.1 2>&1", 60)?;
+            expect(&out, "10.0.0.247")?;
+            let r = ok_200("10.0.0.247")?;
+            let l = log();
+            expect(&l, "dns: DNS query for www.lab")?;
+            expect(&l, "answered 1 DNS quer")?;
+            let other = dom0_sh("nslookup other.example 10.0.0.1 2>&1; true", 60)?;
+            if other.contains("10.0.0.247") {
+                return Err(format!("a name not ours was answered: {other}"));
+            }
+            Ok(format!("{r}; {}", ready_line("dns")))
+        }),
+    ];
+    let ok = xen_tests::run_cases("ondemand", cases, 1);
+    let _ = dom0_sh(&format!("[ -f {ACT}/pid ] && kill $(cat {ACT}/pid); sleep 0.5; for d in $(xl list | awk 'NR>1 {{print $1}}' | grep -E '^(web|burst|crash|idle|parked|pre|echo|dns)-[0-9]+$'); do xl destroy $d; done; true"), 60);
+    xen_tests::lab::finish(ok)
+}
