@@ -33,7 +33,14 @@
 //! `backlog` connection attempts per stale age (httpd: 32 per ~10 ms), and gives the same
 //! guarantee as cookies to clients whose handshake is not many times slower than the others'.
 //!
-//! Ports nobody listens on are not touched (smoltcp refuses those, as it should). Every frame
+//! - **While the app is still starting, SYNs to a port nobody listens on yet are held**, not
+//!   refused: a guest started on demand (activator/) gets its vif up a few ms before the app
+//!   opens its listener, and a client's SYN (or its retransmission) landing in between must
+//!   not get a RST. Held as above and replayed once the listener is there. Starting ends when
+//!   the app says it serves ([`SynGate::serving`], called by `net::xen`'s ready report) or
+//!   [`STARTING_NS`] after the first poll, whichever comes first.
+//!
+//! Once serving, ports nobody listens on are not touched (smoltcp refuses those, as it should). Every frame
 //! also passes [`crate::filter`]'s reset check (RFC 5961) on its way to smoltcp.
 
 use alloc::collections::VecDeque;
@@ -57,6 +64,9 @@ pub const MIN_SHED_NS: u64 = 2_000_000;
 pub const MAX_SHED_NS: u64 = 1_000_000_000;
 /// The handshake average assumed before any was measured.
 const FIRST_HANDSHAKE_NS: u64 = 5_000_000;
+/// How long after the first poll SYNs to ports without a listener are held at most, for an app
+/// that never says it serves.
+pub const STARTING_NS: u64 = 3_000_000_000;
 /// The most SYNs held at once.
 pub const MAX_HELD: usize = 256;
 /// How long a SYN is held before it is dropped.
@@ -116,6 +126,9 @@ pub struct SynGate {
     handshake_ns: Option<u64>,
     /// Resets that fail RFC 5961's exact sequence number check never reach smoltcp.
     pub(crate) rst: crate::filter::RstFilter,
+    /// Serving: the app said so, or [`STARTING_NS`] passed since `started`.
+    serving: bool,
+    started: Option<Instant>,
 }
 
 /// How the gate judged one received frame.
@@ -142,6 +155,17 @@ impl SynGate {
             handshake_us: self.handshake_ns.unwrap_or(0) / 1000,
             ..self.stats
         }
+    }
+
+    /// The app serves: from now on a SYN to a port nobody listens on goes to smoltcp, which
+    /// refuses it (until then it is held; see the module doc).
+    pub fn serving(&mut self) {
+        self.serving = true;
+    }
+
+    /// Whether the app serves (see [`SynGate::serving`]).
+    pub fn is_serving(&self) -> bool {
+        self.serving
     }
 
     /// Registers a listener on `port` (its slots come with [`SynGate::add_slot`]).
@@ -332,6 +356,10 @@ impl SynGate {
         now: Instant,
     ) {
         self.now = Some(now);
+        let started = *self.started.get_or_insert(now);
+        if !self.serving && (now - started).total_micros() >= STARTING_NS / 1000 {
+            self.serving = true;
+        }
         self.held
             .retain(|(_, at, _)| (now - *at).total_micros() < HOLD_NS / 1000);
         self.maintain(sockets, now);
@@ -391,6 +419,7 @@ impl SynGate {
         }
         let port = t.dst_port();
         match self.rooms.iter_mut().find(|r| r.port == port) {
+            None if !self.serving => Verdict::Hold(port),
             None => Verdict::Admit,
             Some(r) if r.free > 0 => {
                 r.free -= 1;

@@ -605,6 +605,13 @@ impl Net {
         self.0.borrow().sockets.iter().count()
     }
 
+    /// The app serves: its listeners are open. Until then (or [`crate::gate::STARTING_NS`]
+    /// after the stack's first poll) a SYN to a port nobody listens on is held for the listener
+    /// about to open, not refused (see [`crate::gate`]); from now on it is refused.
+    pub fn serving(&self) {
+        self.0.borrow_mut().gate.serving();
+    }
+
     /// What the listeners' gate did so far: SYNs held and replayed, half-open connections
     /// shed or expired (see [`crate::gate`]).
     pub fn listen_stats(&self) -> ListenStats {

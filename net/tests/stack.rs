@@ -285,14 +285,51 @@ fn sequential_connections_free_their_sockets() {
 #[test]
 fn connecting_to_a_closed_port_is_refused() {
     let mut p = pair();
-    let r = p.run(|_, _, peer| {
+    p.guest.serving();
+    let clock = p.clock.0.clone();
+    let (r, took) = p.run(move |_, _, peer| {
         Box::pin(async move {
-            peer.tcp_connect(IpAddress::Ipv4(GUEST_IP), 9999, 4096, 4096)
+            let t = clock.get();
+            let r = peer
+                .tcp_connect(IpAddress::Ipv4(GUEST_IP), 9999, 4096, 4096)
                 .await
-                .map(|_| ())
+                .map(|_| ());
+            (r, clock.get() - t)
         })
     });
     assert_eq!(r.unwrap_err(), NetError::ConnectionReset);
+    assert!(
+        took < 100_000_000,
+        "refused at once, not after a retransmission: {took} ns"
+    );
+}
+
+#[test]
+fn a_syn_that_arrives_before_the_app_listens_is_answered_once_it_does() {
+    // A guest started on demand: the client's SYN is there before the listener.
+    let mut p = pair();
+    let clock = p.clock.0.clone();
+    let (guest, c2) = (p.guest.clone(), clock.clone());
+    let (echo, took) = p.run(move |sp, g, peer| {
+        Box::pin(async move {
+            let sp2 = sp.clone();
+            sp.spawn(async move {
+                pause(c2, 200_000_000).await; // the app opens its listener 200 ms in
+                g.serving();
+                echo_server(sp2, g, 7).await
+            });
+            let t = clock.get();
+            let m = data(100, 3);
+            let got = echo_client(peer, 7, m.clone()).await.unwrap();
+            (got == m, clock.get() - t)
+        })
+    });
+    assert!(echo, "served, not refused");
+    assert!(
+        took < 900_000_000,
+        "answered when the listener opened, not after a SYN retransmission: {took} ns"
+    );
+    assert!(guest.listen_stats().held > 0);
 }
 
 #[test]
