@@ -187,9 +187,9 @@ impl Activator {
                 std::thread::spawn(move || {
                     let r = xl::create(&bin, &cfg, &bridge, &dname, false).and_then(|_| {
                         let mut xs = xs::Xs::open().map_err(|e| e.to_string())?;
-                        xs.domid_of(&dname)
-                            .map_err(|e| e.to_string())?
-                            .ok_or_else(|| format!("{dname} is gone right after xl create"))
+                        xs.domid_of(&dname).map_err(|e| e.to_string())?.ok_or_else(|| {
+                            format!("{dname} ended before it was ready{}", said(&dname))
+                        })
                     });
                     let _ = tx.send(match r {
                         Ok(domid) => Msg::Running { svc: i, gen, domid },
@@ -737,9 +737,7 @@ fn console_has(domain: &str, text: &str, from: u64) -> bool {
         return false;
     };
     let mut s = String::new();
-    f.seek(SeekFrom::Start(from)).is_ok()
-        && f.read_to_string(&mut s).is_ok()
-        && s.contains(text)
+    f.seek(SeekFrom::Start(from)).is_ok() && f.read_to_string(&mut s).is_ok() && s.contains(text)
 }
 
 /// "; its console said: ..." when xenconsoled keeps a log of `domain`.

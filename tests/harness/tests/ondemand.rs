@@ -58,13 +58,21 @@ fn activator() -> Result<(), String> {
             xls.insert(name, put(&f)?);
         }
         let svc = |name: &str, xl: &str, ip: &str, more: &str| {
-            format!("[{name}]\nconfig = {}\naddress = {ip}/24\ngateway = 10.0.0.1\n{more}\n", xls[xl])
+            format!(
+                "[{name}]\nconfig = {}\naddress = {ip}/24\ngateway = 10.0.0.1\n{more}\n",
+                xls[xl]
+            )
         };
         let conf = [
             "bridge = xenbr0\ndns = 10.0.0.1:53\n".to_string(),
             svc("web", "httpd", "10.0.0.240", "port = 80"),
             svc("burst", "httpd", "10.0.0.241", "port = 80"),
-            svc("crash", "crash", "10.0.0.242", "port = 80\nboot_timeout = 10"),
+            svc(
+                "crash",
+                "crash",
+                "10.0.0.242",
+                "port = 80\nboot_timeout = 10",
+            ),
             svc("idle", "httpd", "10.0.0.243", "port = 80\nidle = 3"),
             svc("parked", "httpd", "10.0.0.244", "port = 80\nmode = parked"),
             svc("pre", "httpd", "10.0.0.245", "port = 80\nmode = preboot"),
@@ -141,89 +149,119 @@ fn main() {
             let r = ok_200("10.0.0.240")?;
             // and the next goes straight to the guest
             let again = ok_200("10.0.0.240")?;
-            Ok(format!("curl (code ttfb total): first {r}, then {again}; {}", ready_line("web")))
+            Ok(format!(
+                "curl (code ttfb total): first {r}, then {again}; {}",
+                ready_line("web")
+            ))
         }),
-        case("fifty_clients_at_once_at_a_cold_service_are_all_served", || {
-            activator()?;
-            let out = dom0_sh(
+        case(
+            "fifty_clients_at_once_at_a_cold_service_are_all_served",
+            || {
+                activator()?;
+                let out = dom0_sh(
                 "for i in $(seq 50); do
                    curl -s -o /dev/null --max-time 30 -w '%{http_code}\\n' http://10.0.0.241/ > /tmp/ondemand/burst.$i &
                  done; wait; cat /tmp/ondemand/burst.* | sort | uniq -c",
                 120,
             )?;
-            if out.trim() != "50 200" {
-                return Err(format!("50 clients got: {out}\n{}", log()));
-            }
-            Ok(format!("50 x 200; {}", ready_line("burst")))
-        }),
-        case("a_guest_that_crashes_at_boot_gets_clients_refused_fast_and_backs_off", || {
-            activator()?;
-            let first = curl("10.0.0.242")?;
-            // curl exit 7: connection refused (a RST), not a timeout (28)
-            expect(&first, "rc=7")?;
-            let total: f64 = first.split_whitespace().nth(2).and_then(|t| t.parse().ok()).unwrap_or(99.0);
-            let l = wait_log("crash: start failed", 30)?;
-            let l = if l.is_empty() { log() } else { l };
-            expect(&l, "ended before it was ready")?;
-            expect(&l, "test panic 42")?;
-            expect(&l, "refusing for 1 s")?;
-            // within the backoff: refused at once, no new start
-            let second = curl("10.0.0.242")?;
-            expect(&second, "rc=7")?;
-            let starts = log().matches("crash: request waiting: starting").count();
-            if total > 2.0 {
-                return Err(format!("the first client was refused only after {total} s"));
-            }
-            Ok(format!("refused after {total} s, then {second}; {starts} start(s)"))
-        }),
-        case("the_idle_timeout_stops_the_guest_and_the_next_request_starts_it_again", || {
-            activator()?;
-            let first = ok_200("10.0.0.243")?;
-            wait_log("idle: stopped", 60)?;
-            let gone = dom0_sh("xl list | grep -c '^idle-' || true", 30)?;
-            if gone.trim() != "0" {
-                return Err(format!("an idle guest is still there: {gone}"));
-            }
-            let second = ok_200("10.0.0.243")?;
-            let l = log();
-            expect(&l, "idle: idle for 3 s: stopping idle-1")?;
-            expect(&l, "idle: request waiting: starting (xl create, idle-2)")?;
-            Ok(format!("first {first}, after the stop {second}"))
-        }),
+                if out.trim() != "50 200" {
+                    return Err(format!("50 clients got: {out}\n{}", log()));
+                }
+                Ok(format!("50 x 200; {}", ready_line("burst")))
+            },
+        ),
+        case(
+            "a_guest_that_crashes_at_boot_gets_clients_refused_fast_and_backs_off",
+            || {
+                activator()?;
+                let first = curl("10.0.0.242")?;
+                // curl exit 7: connection refused (a RST), not a timeout (28)
+                expect(&first, "rc=7")?;
+                let total: f64 = first
+                    .split_whitespace()
+                    .nth(2)
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(99.0);
+                let l = wait_log("crash: start failed", 30)?;
+                let l = if l.is_empty() { log() } else { l };
+                expect(&l, "ended before it was ready")?;
+                expect(&l, "test panic 42")?;
+                expect(&l, "refusing for 1 s")?;
+                // within the backoff: refused at once, no new start
+                let second = curl("10.0.0.242")?;
+                expect(&second, "rc=7")?;
+                let starts = log().matches("crash: request waiting: starting").count();
+                if total > 2.0 {
+                    return Err(format!("the first client was refused only after {total} s"));
+                }
+                Ok(format!(
+                    "refused after {total} s, then {second}; {starts} start(s)"
+                ))
+            },
+        ),
+        case(
+            "the_idle_timeout_stops_the_guest_and_the_next_request_starts_it_again",
+            || {
+                activator()?;
+                let first = ok_200("10.0.0.243")?;
+                wait_log("idle: stopped", 60)?;
+                let gone = dom0_sh("xl list | grep -c '^idle-' || true", 30)?;
+                if gone.trim() != "0" {
+                    return Err(format!("an idle guest is still there: {gone}"));
+                }
+                let second = ok_200("10.0.0.243")?;
+                let l = log();
+                expect(&l, "idle: idle for 3 s: stopping idle-1")?;
+                expect(&l, "idle: request waiting: starting (xl create, idle-2)")?;
+                Ok(format!("first {first}, after the stop {second}"))
+            },
+        ),
         case("a_parked_domain_is_unpaused_for_the_first_request", || {
             activator()?;
             wait_log("parked: spare parked-1", 60)?;
             let r = ok_200("10.0.0.244")?;
-            expect(&log(), "parked: request waiting: starting (unpausing the parked domain, parked-1)")?;
+            expect(
+                &log(),
+                "parked: request waiting: starting (unpausing the parked domain, parked-1)",
+            )?;
             Ok(format!("{r}; {}", ready_line("parked")))
         }),
-        case("a_pre_booted_guest_is_unpaused_for_the_first_request", || {
-            activator()?;
-            wait_log("pre: spare pre-1", 90)?;
-            let r = ok_200("10.0.0.245")?;
-            expect(&log(), "pre: request waiting: starting (unpausing the pre-booted guest, pre-1)")?;
-            Ok(format!("{r}; {}", ready_line("pre")))
-        }),
+        case(
+            "a_pre_booted_guest_is_unpaused_for_the_first_request",
+            || {
+                activator()?;
+                wait_log("pre: spare pre-1", 90)?;
+                let r = ok_200("10.0.0.245")?;
+                expect(
+                    &log(),
+                    "pre: request waiting: starting (unpausing the pre-booted guest, pre-1)",
+                )?;
+                Ok(format!("{r}; {}", ready_line("pre")))
+            },
+        ),
         case("a_second_kind_of_service_echo_starts_on_its_port", || {
             activator()?;
             let out = dom0_sh("echo on-demand-echo | nc -w 5 10.0.0.246 7", 60)?;
             expect(&out, "on-demand-echo")?;
             Ok(ready_line("echo"))
         }),
-        case("a_dns_query_starts_the_service_and_is_answered_when_it_serves", || {
-            activator()?;
-            let out = dom0_sh("nslookup www.lab 10.0.0.1 2>&1", 60)?;
-            expect(&out, "10.0.0.247")?;
-            let r = ok_200("10.0.0.247")?;
-            let l = log();
-            expect(&l, "dns: DNS query for www.lab")?;
-            expect(&l, "answered 1 DNS quer")?;
-            let other = dom0_sh("nslookup other.example 10.0.0.1 2>&1; true", 60)?;
-            if other.contains("10.0.0.247") {
-                return Err(format!("a name not ours was answered: {other}"));
-            }
-            Ok(format!("{r}; {}", ready_line("dns")))
-        }),
+        case(
+            "a_dns_query_starts_the_service_and_is_answered_when_it_serves",
+            || {
+                activator()?;
+                let out = dom0_sh("nslookup www.lab 10.0.0.1 2>&1", 60)?;
+                expect(&out, "10.0.0.247")?;
+                let r = ok_200("10.0.0.247")?;
+                let l = log();
+                expect(&l, "dns: DNS query for www.lab")?;
+                expect(&l, "answered 1 DNS quer")?;
+                let other = dom0_sh("nslookup other.example 10.0.0.1 2>&1; true", 60)?;
+                if other.contains("10.0.0.247") {
+                    return Err(format!("a name not ours was answered: {other}"));
+                }
+                Ok(format!("{r}; {}", ready_line("dns")))
+            },
+        ),
     ];
     let ok = xen_tests::run_cases("ondemand", cases, 1);
     let _ = dom0_sh(&format!("[ -f {ACT}/pid ] && kill $(cat {ACT}/pid); sleep 0.5; for d in $(xl list | awk 'NR>1 {{print $1}}' | grep -E '^(web|burst|crash|idle|parked|pre|echo|dns)-[0-9]+$'); do xl destroy $d; done; true"), 60);
