@@ -9,7 +9,7 @@
 //!   writes one where the log's head was) is dropped at recovery with nothing else lost;
 //! - crash consistency: tests/lab-tools/kvcrash.c writes under load and logs every acknowledged
 //!   SET, the guest is `xl destroy`ed mid-load and restarted, `KV_CRASH_CYCLES` times (default
-//!   5; `scripts/kv-crash` runs 100): no acknowledged write lost, no value never written;
+//!   3; `scripts/kv-crash` runs 100): no acknowledged write lost, no value never written;
 //! - a full disk refuses writes with `-ERR disk full` and deleting keys makes room again;
 //! - values beyond the cache (`cache=1`) are read back from disk, byte for byte.
 
@@ -399,7 +399,7 @@ fn main() {
                 let cycles: u32 = std::env::var("KV_CRASH_CYCLES")
                     .ok()
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or(5);
+                    .unwrap_or(3);
                 let img = dom0_disk("crash", 64)?;
                 let log = "/tmp/kv-crash.log";
                 dom0_sh(&format!("rm -f {log}"), 10)?;
