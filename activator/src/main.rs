@@ -187,9 +187,11 @@ impl Activator {
                 std::thread::spawn(move || {
                     let r = xl::create(&bin, &cfg, &bridge, &dname, false).and_then(|_| {
                         let mut xs = xs::Xs::open().map_err(|e| e.to_string())?;
-                        xs.domid_of(&dname).map_err(|e| e.to_string())?.ok_or_else(|| {
-                            format!("{dname} ended before it was ready{}", said(&dname))
-                        })
+                        xs.domid_of(&dname)
+                            .map_err(|e| e.to_string())?
+                            .ok_or_else(|| {
+                                format!("{dname} ended before it was ready{}", said(&dname))
+                            })
                     });
                     let _ = tx.send(match r {
                         Ok(domid) => Msg::Running { svc: i, gen, domid },

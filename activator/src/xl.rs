@@ -97,6 +97,12 @@ pub fn create(
 /// The last few lines xenconsoled logged for `domain` (with `--log=guest`), if it keeps a log.
 pub fn console_tail(domain: &str, lines: usize) -> Option<String> {
     let text = std::fs::read_to_string(format!("/var/log/xen/console/guest-{domain}.log")).ok()?;
+    tail_of(&text, lines)
+}
+
+/// The last `lines` non-empty lines of `text`, joined, and before them the latest line that says
+/// what went wrong (panic, fault, error) if it is a little further up.
+fn tail_of(text: &str, lines: usize) -> Option<String> {
     let v: Vec<&str> = text
         .lines()
         .map(str::trim)
@@ -105,7 +111,20 @@ pub fn console_tail(domain: &str, lines: usize) -> Option<String> {
     if v.is_empty() {
         return None;
     }
-    Some(v[v.len().saturating_sub(lines)..].join(" | "))
+    let tail = v.len().saturating_sub(lines);
+    // What says why, if the recent lines have it (a panic message comes before its backtrace).
+    let why = v[v.len().saturating_sub(40)..tail].iter().rev().find(|l| {
+        let l = l.to_ascii_lowercase();
+        ["panic", "fault", "error", "fatal"]
+            .iter()
+            .any(|w| l.contains(w))
+    });
+    let mut out: Vec<&str> = why.into_iter().copied().collect();
+    if why.is_some() {
+        out.push("...");
+    }
+    out.extend_from_slice(&v[tail..]);
+    Some(out.join(" | "))
 }
 
 #[cfg(test)]
@@ -126,6 +145,26 @@ mod tests {
         assert_eq!(ov[2], "extra=\"stats=5 ip=10.0.0.50/24 gw=10.0.0.1\"");
         let ov = overrides(&c.services[0], "br1", "web-2", "extra = ''\n");
         assert_eq!(ov[2], "extra=\"ip=10.0.0.50/24 gw=10.0.0.1\"");
+    }
+
+    #[test]
+    fn the_console_tail_keeps_the_panic_message_above_a_backtrace() {
+        let dir = std::env::temp_dir().join(format!("xrt-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("log");
+        std::fs::write(
+            &f,
+            "boot\nxenrt: PANIC at main.rs:3: test panic 42\n#0 a\n#1 b\nexit crash\n",
+        )
+        .unwrap();
+        let t = tail_of(&std::fs::read_to_string(&f).unwrap(), 3).unwrap();
+        assert_eq!(
+            t,
+            "xenrt: PANIC at main.rs:3: test panic 42 | ... | #0 a | #1 b | exit crash"
+        );
+        assert_eq!(tail_of("a\nb\n", 3).unwrap(), "a | b");
+        assert_eq!(tail_of("\n\n", 3), None);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
