@@ -17,9 +17,10 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
-use crate::xenstore::{self, Client, Transport, Tx, XsErrno};
+use crate::xenstore::{self, Client, Op, Transport, Tx, XsErrno};
 
 /// `enum xenbus_state` (xen/io/xenbus.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -242,12 +243,19 @@ impl Frontend {
     /// Reads the backend of the device at `node` (e.g. `device/vif/0`) and watches its state.
     pub fn attach<T: Transport>(xs: &mut Client<T>, node: &str) -> Result<Self, XenbusError> {
         let node = String::from(node.trim_end_matches('/'));
-        let backend = xs.read_string(Tx::NONE, &format!("{node}/backend"))?;
+        // Both reads in one round trip.
+        let (be_path, id_path) = (format!("{node}/backend"), format!("{node}/backend-id"));
+        let mut r = xs
+            .batch(Tx::NONE, &[Op::Read(&be_path), Op::Read(&id_path)])?
+            .into_iter();
+        let (backend, id) = (r.next().ok_or(xenstore::Error::Broken)??, r.next());
+        let backend =
+            String::from_utf8(backend).map_err(|_| XenbusError::Store(xenstore::Error::NotUtf8))?;
         let backend = String::from(backend.trim_end_matches('\0').trim_end_matches('/'));
         if !backend.starts_with('/') || backend.len() < 2 {
             return Err(XenbusError::BadBackendPath);
         }
-        let id = xs.read(Tx::NONE, &format!("{node}/backend-id"))?;
+        let id = id.ok_or(xenstore::Error::Broken)??;
         let backend_id = xenstore::wire::number(&id)
             .ok()
             .and_then(|n| u16::try_from(n).ok())
@@ -334,11 +342,25 @@ impl Frontend {
         state: XenbusState,
     ) -> Result<(), XenbusError> {
         let node = &self.node;
+        let paths: Vec<String> = keys
+            .iter()
+            .map(|(k, _)| format!("{node}/{k}"))
+            .chain(core::iter::once(format!("{node}/state")))
+            .collect();
+        let values = keys
+            .iter()
+            .map(|(_, v)| v.as_bytes())
+            .chain(core::iter::once(state.as_str().as_bytes()));
+        let ops: Vec<Op> = paths
+            .iter()
+            .zip(values)
+            .map(|(p, v)| Op::Write(p, v))
+            .collect();
+        // Every write in one round trip; the transaction commits only if all of them worked.
         xs.transaction(|xs, tx| {
-            for (k, v) in keys {
-                xs.write(tx, &format!("{node}/{k}"), v.as_bytes())?;
-            }
-            xs.write(tx, &format!("{node}/state"), state.as_str().as_bytes())
+            xs.batch(tx, &ops)?
+                .into_iter()
+                .try_for_each(|r| r.map(drop))
         })?;
         Ok(())
     }

@@ -16,7 +16,7 @@ use crate::grant::{CopyError, GrantCopy, GrantTable, DOMID_SELF};
 use crate::hal::{Hal, HalError, SharedPage};
 use crate::shmem::ShMem;
 use crate::signal::Signal;
-use crate::xenstore::{self, Client, Transport, Tx};
+use crate::xenstore::{self, Client, Op, Transport, Tx};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -477,21 +477,30 @@ pub fn set_suspend_handler(f: fn()) {
 /// The control features we support: poweroff, reboot, and suspend (save, restore, migration)
 /// when a suspend handler is set.
 fn write_features(xs: &mut Client<XenTransport>) -> Result<(), xenstore::Error> {
-    xs.write(Tx::NONE, "control/feature-poweroff", b"1")?;
-    xs.write(Tx::NONE, "control/feature-reboot", b"1")?;
+    features_and_watch(xs, false)
+}
+
+/// Writes the control features, and with `watch` sets the `control/shutdown` watch, all in one
+/// round trip.
+fn features_and_watch(xs: &mut Client<XenTransport>, watch: bool) -> Result<(), xenstore::Error> {
+    let mut ops = alloc::vec![
+        Op::Write("control/feature-poweroff", b"1"),
+        Op::Write("control/feature-reboot", b"1"),
+    ];
     if suspend_handler().is_some() {
-        xs.write(Tx::NONE, "control/feature-suspend", b"1")?;
+        ops.push(Op::Write("control/feature-suspend", b"1"));
     }
-    Ok(())
+    if watch {
+        ops.push(Op::Watch("control/shutdown", CONTROL_TOKEN));
+    }
+    xs.batch(Tx::NONE, &ops)?
+        .into_iter()
+        .try_for_each(|r| r.map(drop))
 }
 
 /// Advertises poweroff, reboot (and suspend) support and watches `control/shutdown`.
 pub fn init_lifecycle() -> Result<(), xenstore::Error> {
-    with_xenstore(|xs| {
-        write_features(xs)?;
-        xs.watch("control/shutdown", CONTROL_TOKEN)
-    })
-    .map_err(|_| xenstore::Error::Broken)??;
+    with_xenstore(|xs| features_and_watch(xs, true)).map_err(|_| xenstore::Error::Broken)??;
     CONTROL_READY.store(true, Ordering::Release);
     crate::sched::set_after_events(after_events);
     Ok(())

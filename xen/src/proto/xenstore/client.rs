@@ -20,8 +20,8 @@ pub struct Client<T: Transport> {
     mem: ShMem,
     transport: T,
     next_id: u32,
-    /// A request given up on (timeout or error): its late reply is dropped, not an error.
-    abandoned: Option<u32>,
+    /// Requests given up on (timeout or error): their late replies are dropped, not errors.
+    abandoned: Vec<u32>,
     /// Bytes of the message being received.
     rx: Vec<u8>,
     events: VecDeque<WatchEvent>,
@@ -54,7 +54,7 @@ impl<T: Transport> Client<T> {
             mem,
             transport,
             next_id: 1,
-            abandoned: None,
+            abandoned: Vec::new(),
             rx: Vec::new(),
             events: VecDeque::new(),
             dropped_events: 0,
@@ -320,20 +320,112 @@ impl<T: Transport> Client<T> {
             self.broken = true;
             return Err(e);
         }
+        self.reply(id, ty, &[])
+    }
+
+    /// Waits for the reply to request `id` (of type `ty`); on a failure, `id` and `later`
+    /// (requests sent after it) are given up on.
+    fn reply(&mut self, id: u32, ty: MsgType, later: &[u32]) -> Result<Vec<u8>, Error> {
         loop {
-            match self.pump(Some((id, ty))) {
+            let e = match self.pump(Some((id, ty))) {
                 Ok(Got::Reply(r)) => return r,
-                Ok(Got::Nothing) => {}
-                Err(e) => {
-                    self.abandoned = Some(id);
-                    return Err(self.fail(e));
+                Ok(Got::Nothing) => match self.transport.wait() {
+                    Ok(()) => continue,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Ok(e),
+            };
+            self.abandon(id);
+            for &l in later {
+                self.abandon(l);
+            }
+            return Err(match e {
+                Ok(e) => self.fail(e),
+                Err(e) => self.fail_wait(e),
+            });
+        }
+    }
+
+    /// Remembers that request `id`'s reply is no longer awaited (the last few only).
+    fn abandon(&mut self, id: u32) {
+        if self.abandoned.len() >= 64 {
+            self.abandoned.remove(0);
+        }
+        self.abandoned.push(id);
+    }
+
+    /// True (and forgotten) if `id` was given up on.
+    fn forget_abandoned(&mut self, id: u32) -> bool {
+        match self.abandoned.iter().position(|&a| a == id) {
+            Some(i) => {
+                self.abandoned.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends every request in `ops` (in transaction `tx`; watches outside any) before waiting
+    /// for the first reply, and returns each one's result in order: one round trip to the
+    /// daemon instead of one per request (it answers a connection's requests in the order they
+    /// came). Requests go out as many at a time as fit in the ring. The outer error is the
+    /// connection's (nothing more can be said about the requests then); a request the daemon
+    /// refused has its own error inside. Ops that depend on an earlier one's success (a write in
+    /// a transaction that must commit whole) are the caller's to check before going on.
+    pub fn batch(&mut self, tx: Tx, ops: &[Op<'_>]) -> Result<Vec<Result<Vec<u8>, Error>>, Error> {
+        self.check()?;
+        let mut msgs = Vec::with_capacity(ops.len());
+        let mut id = self.next_id;
+        for op in ops {
+            let (ty, msg) = op.message(id, tx)?;
+            msgs.push((id, ty, msg));
+            id = id.wrapping_add(1).max(1);
+        }
+        self.next_id = id;
+        let mut results = Vec::with_capacity(ops.len());
+        let mut first = 0;
+        while first < msgs.len() {
+            // A run of requests that fits in the ring at once (at least one).
+            let mut end = first;
+            let mut bytes = 0;
+            while end < msgs.len()
+                && (end == first || bytes + msgs[end].2.len() <= RING_SIZE as usize)
+            {
+                bytes += msgs[end].2.len();
+                end += 1;
+            }
+            for (_, _, msg) in &msgs[first..end] {
+                if let Err(e) = self.send(msg) {
+                    self.broken = true;
+                    return Err(e);
                 }
             }
-            if let Err(e) = self.transport.wait() {
-                self.abandoned = Some(id);
-                return Err(self.fail_wait(e));
+            let ids: Vec<u32> = msgs[first..end].iter().map(|m| m.0).collect();
+            for k in first..end {
+                let (id, ty) = (msgs[k].0, msgs[k].1);
+                let later = &ids[k - first + 1..];
+                let r = match self.reply(id, ty, later) {
+                    Err(e) if !matches!(e, Error::Xs(_) | Error::UnexpectedType { .. }) => {
+                        // reply() gave up on the later ones unless the reply itself was bad.
+                        for &l in later {
+                            if !self.abandoned.contains(&l) {
+                                self.abandon(l);
+                            }
+                        }
+                        return Err(e);
+                    }
+                    r => r,
+                };
+                if let (Ok(_), Op::Watch(path, token)) = (&r, ops[k]) {
+                    if !self.watches.iter().any(|(p, t)| p == path && t == token) {
+                        self.watches.push((path.into(), token.into()));
+                    }
+                }
+                results.push(r);
             }
+            first = end;
         }
+        Ok(results)
     }
 
     /// Writes `msg` into the request ring, piece by piece as the daemon makes room.
@@ -362,10 +454,7 @@ impl<T: Transport> Client<T> {
             let msg = match wire::parse(&bytes) {
                 Ok(msg) => msg,
                 Err(e) if ours.is_some() => return Ok(Got::Reply(Err(e))),
-                Err(_) if self.abandoned == Some(header.req_id) => {
-                    self.abandoned = None;
-                    continue;
-                }
+                Err(_) if self.forget_abandoned(header.req_id) => continue,
                 Err(e) => return Err(e),
             };
             if let Body::WatchEvent { path, token } = msg.body {
@@ -390,8 +479,7 @@ impl<T: Transport> Client<T> {
                     Body::WatchEvent { .. } => Err(Error::BadWatchEvent),
                 }));
             }
-            if self.abandoned == Some(header.req_id) {
-                self.abandoned = None;
+            if self.forget_abandoned(header.req_id) {
                 continue;
             }
             return Err(Error::UnexpectedReqId {
@@ -428,6 +516,42 @@ impl<T: Transport> Client<T> {
             self.transport.notify();
         }
         Ok(result)
+    }
+}
+
+/// One request of a [`Client::batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// Read a node (the reply is its value).
+    Read(&'a str),
+    /// Write a node (the reply is empty).
+    Write(&'a str, &'a [u8]),
+    /// Watch a path with a token (outside any transaction; see [`Client::watch`]).
+    Watch(&'a str, &'a str),
+}
+
+impl Op<'_> {
+    /// The request message with id `id` in transaction `tx`, and its type.
+    fn message(&self, id: u32, tx: Tx) -> Result<(MsgType, Vec<u8>), Error> {
+        Ok(match *self {
+            Op::Read(path) => (
+                MsgType::Read,
+                wire::request(MsgType::Read, id, tx.0, &[arg(path)?, b"\0"])?,
+            ),
+            Op::Write(path, value) => (
+                MsgType::Write,
+                wire::request(MsgType::Write, id, tx.0, &[arg(path)?, b"\0", value])?,
+            ),
+            Op::Watch(path, token) => (
+                MsgType::Watch,
+                wire::request(
+                    MsgType::Watch,
+                    id,
+                    0,
+                    &[arg(path)?, b"\0", arg(token)?, b"\0"],
+                )?,
+            ),
+        })
     }
 }
 
