@@ -100,6 +100,20 @@ pub fn up() -> Result<Net, UpError> {
     up_on(first, &config)
 }
 
+/// Waits until `net` has its IPv4 address (at once with a static `ip=`), then reports the app
+/// ready at that address on `tcp_ports` ([`xen::boot::ready`]: the xenstore node
+/// `data/xenrt/ready` and the console line `APP: listening on ADDR:PORT... N.N ms after
+/// entry`). Call it once the listeners on those ports exist. Returns the address.
+pub async fn ready(app: &str, net: &Net, tcp_ports: &[u16]) -> smoltcp::wire::Ipv4Cidr {
+    let addr = net.configured().await;
+    let endpoints: alloc::vec::Vec<String> = tcp_ports
+        .iter()
+        .map(|p| alloc::format!("{}:{p}", addr.address()))
+        .collect();
+    xen::boot::ready(app, &endpoints);
+    addr
+}
+
 /// Publishes the guest's figures to dom0 every `every_ns` (see [`xen::stats`]): memory, then
 /// the event loop's counters (`hypercalls`, `turns`, `blocks`..., see [`xen::stats::Line::add_loop`]), `sockets` (in the stack), `tx_full` (the driver's full-ring count), `reconnects` and `tx_resent` (the vif's
 /// reconnections after the domain moved, and the frames it sent again then), `held_syns` (connection

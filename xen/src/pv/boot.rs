@@ -22,9 +22,7 @@
 
 use crate::cmdline::KeySpec;
 // What boot learns and how the domain ends live in `domain`; their `xen::boot::` paths stay.
-pub use crate::domain::{
-    cmdline, exit, info, report_listening, since_entry_ns, BootInfo, Exit, ExitCode,
-};
+pub use crate::domain::{cmdline, exit, info, ready, since_entry_ns, BootInfo, Exit, ExitCode};
 
 /// Grant-table frames to set up (512 grants each), if Xen allows that many.
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
