@@ -65,7 +65,7 @@ fn main() {
                 // What the on-demand activator relies on: data/xenrt/ready appears only once the
                 // listener is up, so a client connecting the moment it appears is answered (a
                 // SYN before the listener would get a RST: curl would say 000).
-                let ip = "10.0.0.77";
+                let ip = "10.0.0.14"; // outside udhcpd's pool (10.0.0.20-254)
                 let (g, node, out) = start_and_connect_when_ready(
                     "httpd",
                     &format!("log=info ip={ip}/24 gw=10.0.0.1"),

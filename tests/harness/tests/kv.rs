@@ -227,7 +227,7 @@ fn main() {
             "static_address_ready_node_then_the_first_client_is_served",
             || {
                 let img = dom0_disk("ready", 32)?;
-                let ip = "10.0.0.79";
+                let ip = "10.0.0.16"; // outside udhcpd's pool
                 let (g, node, out) = start_and_connect_when_ready(
                     "kv",
                     &format!("ip={ip}/24 gw=10.0.0.1"),

@@ -59,7 +59,7 @@ fn main() {
         case(
             "echo_static_address_ready_node_then_the_first_client_is_served",
             || {
-                let ip = "10.0.0.78";
+                let ip = "10.0.0.15"; // outside udhcpd's pool
                 let (g, node, out) = start_and_connect_when_ready(
                     "echo",
                     &format!("log=info ip={ip}/24 gw=10.0.0.1"),
