@@ -14,7 +14,7 @@ use core::fmt::Write;
 pub const NODE: &str = "data/xenrt/stats";
 
 /// The readiness node, relative to the domain's home: written once the app's listeners are
-/// open (see [`crate::boot::ready`]), with [`ready_value`]'s `MS ADDR:PORT...`.
+/// open (see [`ready`]), with [`ready_value`]'s `MS ADDR:PORT...`.
 pub const READY_NODE: &str = "data/xenrt/ready";
 
 /// Nanoseconds shown as milliseconds with one decimal (`12.4`).
@@ -135,6 +135,34 @@ pub fn publish(line: &Line) -> Result<(), String> {
     })
     .map_err(|_| String::from("no xenstore"))?
     .map_err(|e| alloc::format!("{NODE}: {e}"))
+}
+
+/// Says that the app is ready for clients, once its listening sockets are open at
+/// `endpoints` (`ADDR:PORT` each): writes `MS ENDPOINT...` to the xenstore node
+/// [`READY_NODE`] (`data/xenrt/ready`; MS is entry -> now by the guest's clock, one
+/// decimal) and prints `APP: listening on ENDPOINT... N.N ms after entry`. dom0 (the on-demand
+/// activator) treats the node as "a SYN to these endpoints is answered now", so call it only
+/// after the listeners exist. Called again (another vif), the node lists every endpoint so
+/// far. Returns the milliseconds. A failed write is reported on the console; the app goes on.
+pub fn ready(app: &str, endpoints: &[alloc::string::String]) -> f64 {
+    static ALL: spin::Mutex<alloc::vec::Vec<alloc::string::String>> =
+        spin::Mutex::new(alloc::vec::Vec::new());
+    let ns = crate::domain::since_entry_ns();
+    let value = {
+        let mut all = ALL.lock();
+        all.extend(endpoints.iter().cloned());
+        ready_value(ns, &all)
+    };
+    let written = publish_ready(&value);
+    crate::println!(
+        "{app}: listening on {} {} ms after entry",
+        endpoints.join(" "),
+        Millis(ns)
+    );
+    if let Err(e) = written {
+        crate::println!("{app}: {e}");
+    }
+    ns as f64 / 1e6
 }
 
 #[cfg(test)]

@@ -53,34 +53,6 @@ pub fn since_entry_ns() -> u64 {
     (ticks as u128 * 1_000_000_000 / hz as u128) as u64
 }
 
-/// Says that the app is ready for clients, once its listening sockets are open at
-/// `endpoints` (`ADDR:PORT` each): writes `MS ENDPOINT...` to the xenstore node
-/// [`crate::stats::READY_NODE`] (`data/xenrt/ready`; MS is entry -> now by the guest's clock, one
-/// decimal) and prints `APP: listening on ENDPOINT... N.N ms after entry`. dom0 (the on-demand
-/// activator) treats the node as "a SYN to these endpoints is answered now", so call it only
-/// after the listeners exist. Called again (another vif), the node lists every endpoint so
-/// far. Returns the milliseconds. A failed write is reported on the console; the app goes on.
-pub fn ready(app: &str, endpoints: &[alloc::string::String]) -> f64 {
-    static ALL: spin::Mutex<alloc::vec::Vec<alloc::string::String>> =
-        spin::Mutex::new(alloc::vec::Vec::new());
-    let ns = since_entry_ns();
-    let value = {
-        let mut all = ALL.lock();
-        all.extend(endpoints.iter().cloned());
-        crate::stats::ready_value(ns, &all)
-    };
-    let written = crate::stats::publish_ready(&value);
-    crate::println!(
-        "{app}: listening on {} {} ms after entry",
-        endpoints.join(" "),
-        crate::stats::Millis(ns)
-    );
-    if let Err(e) = written {
-        crate::println!("{app}: {e}");
-    }
-    ns as f64 / 1e6
-}
-
 /// The parsed command line.
 pub fn cmdline() -> &'static Cmdline {
     CMDLINE
