@@ -45,7 +45,7 @@ fn read_mac<T: Transport>(
 /// InitWait, reads our MAC and the backend's features (in one round trip), and cuts `config`
 /// down to them.
 fn negotiate<T: Transport>(
-    fe: &Frontend,
+    fe: &mut Frontend,
     xs: &mut Client<T>,
     mut config: Config,
     timeout: &mut impl Timeout,
@@ -58,12 +58,23 @@ fn negotiate<T: Transport>(
         format!("{be}/feature-sg"),
         format!("{be}/feature-gso-tcpv4"),
     ];
-    let ops = paths.each_ref().map(|p| Op::Read(p));
+    let reads = paths.each_ref().map(|p| Op::Read(p));
     // The backend writes its features before InitWait and the daemon answers in order: when
     // the state read first says InitWait or later, the rest of the batch is valid. Usually
     // the backend is there already (the toolstack waits for it before starting us): one round
-    // trip; else wait for it and read again.
+    // trip, with the watch on its state first if it is not set yet; else wait for it and read
+    // again.
+    let watch = fe.watch_op();
+    let mut ops: Vec<Op> = Vec::with_capacity(reads.len() + 1);
+    if let Some((path, token)) = &watch {
+        ops.push(Op::Watch(path, token));
+    }
+    ops.extend_from_slice(&reads);
     let mut replies = xs.batch(Tx::NONE, &ops)?;
+    if watch.is_some() {
+        replies.remove(0)?;
+        fe.watched();
+    }
     let state = match replies[0].as_deref() {
         Ok(v) => XenbusState::parse(v)?,
         Err(xenstore::Error::Xs(XsErrno::Enoent)) => XenbusState::Unknown,
@@ -71,7 +82,7 @@ fn negotiate<T: Transport>(
     };
     if state < XenbusState::InitWait || state >= XenbusState::Closing {
         fe.wait_for_backend(xs, XenbusState::InitWait, timeout)?;
-        replies = xs.batch(Tx::NONE, &ops)?;
+        replies = xs.batch(Tx::NONE, &reads)?;
     }
     let mut r = replies.into_iter().skip(1);
     let mut next = || r.next().unwrap_or(Err(xenstore::Error::Broken));
@@ -194,9 +205,22 @@ impl<H: Hal> Netfront<H> {
         config: Config,
         timeout: &mut impl Timeout,
     ) -> Result<Self, Error> {
-        let mut fe = Frontend::attach(xs, node)?;
+        let fe = Frontend::attach(xs, node)?;
+        Self::connect_attached(xs, hal, fe, config, timeout)
+    }
+
+    /// [`connect`](Self::connect) from step 2, with a frontend attached by the caller (e.g.
+    /// [`Frontend::attach_read`] from reads batched with its own; the watch on the backend's
+    /// state is then set in the first batch of step 2).
+    pub fn connect_attached<T: Transport>(
+        xs: &mut Client<T>,
+        hal: H,
+        mut fe: Frontend,
+        config: Config,
+        timeout: &mut impl Timeout,
+    ) -> Result<Self, Error> {
         let prepared = (|| {
-            let (mac, cut) = negotiate(&fe, xs, config, timeout)?;
+            let (mac, cut) = negotiate(&mut fe, xs, config, timeout)?;
             let mut nf = Netfront::new(hal, fe.backend_id(), mac, cut)?;
             // A reconnect negotiates from what was asked for, not from this backend's cut.
             nf.config = config;
@@ -337,7 +361,7 @@ impl<H: Hal> Netfront<H> {
         let cut = fe
             .set_state(xs, XenbusState::Initialising)
             .map_err(Error::from)
-            .and_then(|()| negotiate(&fe, xs, self.config, timeout));
+            .and_then(|()| negotiate(&mut fe, xs, self.config, timeout));
         let cut = match cut {
             Ok((mac, cut)) => {
                 self.mac = mac;

@@ -528,6 +528,9 @@ pub enum Op<'a> {
     Write(&'a str, &'a [u8]),
     /// Watch a path with a token (outside any transaction; see [`Client::watch`]).
     Watch(&'a str, &'a str),
+    /// List a node's children (the reply is their names, each NUL-terminated: see
+    /// [`wire::strings`]).
+    Directory(&'a str),
 }
 
 impl Op<'_> {
@@ -541,6 +544,10 @@ impl Op<'_> {
             Op::Write(path, value) => (
                 MsgType::Write,
                 wire::request(MsgType::Write, id, tx.0, &[arg(path)?, b"\0", value])?,
+            ),
+            Op::Directory(path) => (
+                MsgType::Directory,
+                wire::request(MsgType::Directory, id, tx.0, &[arg(path)?, b"\0"])?,
             ),
             Op::Watch(path, token) => (
                 MsgType::Watch,
