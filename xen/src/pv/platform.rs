@@ -70,7 +70,20 @@ impl core::fmt::Display for NoXenstore {
 /// Runs `f` with the xenstore client (domUs; dom0 in the fast tier has none).
 pub fn with_xenstore<R>(f: impl FnOnce(&mut Client<XenTransport>) -> R) -> Result<R, NoXenstore> {
     let mut g = XS.lock();
-    g.as_mut().map(f).ok_or(NoXenstore)
+    let xs = g.as_mut().ok_or(NoXenstore)?;
+    let r = f(xs);
+    let refused = xs.take_unawaited_refusals();
+    if refused > 0 {
+        report_refusals(refused);
+    }
+    Ok(r)
+}
+
+/// Logs requests sent without waiting that xenstored refused (out of line: `with_xenstore` is
+/// inlined at every call). At boot those are the lifecycle control's (`init_lifecycle`).
+#[inline(never)]
+fn report_refusals(n: u32) {
+    log::warn!("xenstore: {n} request(s) sent without waiting refused (lifecycle control may be unavailable)");
 }
 
 /// Connects the xenstore client to the ring page (pfn) and port from start_info.
@@ -477,30 +490,33 @@ pub fn set_suspend_handler(f: fn()) {
 /// The control features we support: poweroff, reboot, and suspend (save, restore, migration)
 /// when a suspend handler is set.
 fn write_features(xs: &mut Client<XenTransport>) -> Result<(), xenstore::Error> {
-    features_and_watch(xs, false)
+    for op in control_ops(false) {
+        if let Op::Write(path, value) = op {
+            xs.write(Tx::NONE, path, value)?;
+        }
+    }
+    Ok(())
 }
 
-/// Writes the control features, and with `watch` sets the `control/shutdown` watch, all in one
-/// round trip.
-fn features_and_watch(xs: &mut Client<XenTransport>, watch: bool) -> Result<(), xenstore::Error> {
-    let mut ops = alloc::vec![
+/// Writing the control features (suspend only with a handler), and with `watch` setting the
+/// `control/shutdown` watch.
+fn control_ops(watch: bool) -> &'static [Op<'static>] {
+    const OPS: [Op<'static>; 4] = [
+        Op::Watch("control/shutdown", CONTROL_TOKEN),
         Op::Write("control/feature-poweroff", b"1"),
         Op::Write("control/feature-reboot", b"1"),
+        Op::Write("control/feature-suspend", b"1"),
     ];
-    if suspend_handler().is_some() {
-        ops.push(Op::Write("control/feature-suspend", b"1"));
-    }
-    if watch {
-        ops.push(Op::Watch("control/shutdown", CONTROL_TOKEN));
-    }
-    xs.batch(Tx::NONE, &ops)?
-        .into_iter()
-        .try_for_each(|r| r.map(drop))
+    let end = if suspend_handler().is_some() { 4 } else { 3 };
+    &OPS[usize::from(!watch)..end]
 }
 
-/// Advertises poweroff, reboot (and suspend) support and watches `control/shutdown`.
+/// Advertises poweroff, reboot (and suspend) support and watches `control/shutdown`. The
+/// requests go out at once and their replies are read with the next request's (no round trip
+/// of their own at boot: [`Client::send_later`]); a refusal is logged then.
 pub fn init_lifecycle() -> Result<(), xenstore::Error> {
-    with_xenstore(|xs| features_and_watch(xs, true)).map_err(|_| xenstore::Error::Broken)??;
+    with_xenstore(|xs| xs.send_later(Tx::NONE, control_ops(true)))
+        .map_err(|_| xenstore::Error::Broken)??;
     CONTROL_READY.store(true, Ordering::Release);
     crate::sched::set_after_events(after_events);
     Ok(())

@@ -12,6 +12,10 @@ use crate::shmem::{OutOfBounds, ShMem};
 /// Attempts [`Client::transaction`] makes before giving up with `EAGAIN`.
 pub const MAX_TRANSACTION_ATTEMPTS: usize = 64;
 
+/// Requests whose late replies are dropped (given up on, or sent without waiting) at most;
+/// beyond that the oldest is forgotten (its reply would then be an error).
+pub const ABANDONED_MAX: usize = 16;
+
 /// Watch events kept before the oldest are dropped (a peer flooding events cannot exhaust memory).
 pub const EVENT_QUEUE_MAX: usize = 1024;
 
@@ -21,7 +25,12 @@ pub struct Client<T: Transport> {
     transport: T,
     next_id: u32,
     /// Requests given up on (timeout or error): their late replies are dropped, not errors.
-    abandoned: Vec<u32>,
+    abandoned: [u32; ABANDONED_MAX],
+    /// The slot of `abandoned` the next one takes when all are in use (the oldest).
+    abandoned_next: usize,
+    /// Replies to requests nobody waited for ([`Client::send_later`], or given up on) that
+    /// were refusals, until [`Client::take_unawaited_refusals`].
+    unawaited_refusals: u32,
     /// Bytes of the message being received.
     rx: Vec<u8>,
     events: VecDeque<WatchEvent>,
@@ -54,7 +63,9 @@ impl<T: Transport> Client<T> {
             mem,
             transport,
             next_id: 1,
-            abandoned: Vec::new(),
+            abandoned: [0; ABANDONED_MAX],
+            abandoned_next: 0,
+            unawaited_refusals: 0,
             rx: Vec::new(),
             events: VecDeque::new(),
             dropped_events: 0,
@@ -143,9 +154,7 @@ impl<T: Transport> Client<T> {
     pub fn watch(&mut self, path: &str, token: &str) -> Result<(), Error> {
         let parts: [&[u8]; 4] = [arg(path)?, b"\0", arg(token)?, b"\0"];
         self.request(MsgType::Watch, Tx::NONE, &parts)?;
-        if !self.watches.iter().any(|(p, t)| p == path && t == token) {
-            self.watches.push((path.into(), token.into()));
-        }
+        self.remember_watch(path, token);
         Ok(())
     }
 
@@ -311,6 +320,12 @@ impl<T: Transport> Client<T> {
 
     /// Sends one request and waits for its reply's payload.
     fn request(&mut self, ty: MsgType, tx: Tx, parts: &[&[u8]]) -> Result<Vec<u8>, Error> {
+        let id = self.start(ty, tx, parts)?;
+        self.reply(id, ty, &[])
+    }
+
+    /// Sends one request (without waiting for its reply); its id.
+    fn start(&mut self, ty: MsgType, tx: Tx, parts: &[&[u8]]) -> Result<u32, Error> {
         self.check()?;
         let id = self.next_id;
         let msg = wire::request(ty, id, tx.0, parts)?;
@@ -320,7 +335,7 @@ impl<T: Transport> Client<T> {
             self.broken = true;
             return Err(e);
         }
-        self.reply(id, ty, &[])
+        Ok(id)
     }
 
     /// Waits for the reply to request `id` (of type `ty`); on a failure, `id` and `later`
@@ -346,22 +361,59 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// Remembers that request `id`'s reply is no longer awaited (the last few only).
+    /// Remembers that request `id`'s reply is no longer awaited (the last
+    /// [`ABANDONED_MAX`] only; ids are never 0, a free slot is).
     fn abandon(&mut self, id: u32) {
-        if self.abandoned.len() >= 64 {
-            self.abandoned.remove(0);
-        }
-        self.abandoned.push(id);
+        let slot = match self.abandoned.iter().position(|&a| a == 0) {
+            Some(i) => i,
+            None => {
+                let i = self.abandoned_next;
+                self.abandoned_next = (i + 1) % ABANDONED_MAX;
+                i
+            }
+        };
+        self.abandoned[slot] = id;
     }
 
     /// True (and forgotten) if `id` was given up on.
     fn forget_abandoned(&mut self, id: u32) -> bool {
-        match self.abandoned.iter().position(|&a| a == id) {
+        match self.abandoned.iter().position(|&a| a == id && id != 0) {
             Some(i) => {
-                self.abandoned.remove(i);
+                self.abandoned[i] = 0;
                 true
             }
             None => false,
+        }
+    }
+
+    /// Sends `ops` (as [`batch`](Self::batch) would) without waiting for their replies: they
+    /// are read (and dropped) along with whatever comes next, so requests nothing waits on
+    /// (advertising a feature, setting a watch) cost no round trip of their own and go out
+    /// while the caller gets on with its work. A refusal is only counted
+    /// ([`take_unawaited_refusals`](Self::take_unawaited_refusals)); a watch is counted as set
+    /// at once (set again by [`rewatch`](Self::rewatch)).
+    pub fn send_later(&mut self, tx: Tx, ops: &[Op<'_>]) -> Result<(), Error> {
+        for op in ops {
+            let (ty, tx, parts) = op.parts(tx)?;
+            let id = self.start(ty, tx, &parts)?;
+            self.abandon(id);
+            if let Op::Watch(path, token) = *op {
+                self.remember_watch(path, token);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many requests nobody waited for ([`send_later`](Self::send_later), or given up on)
+    /// were refused since the last call.
+    pub fn take_unawaited_refusals(&mut self) -> u32 {
+        core::mem::take(&mut self.unawaited_refusals)
+    }
+
+    /// Records a watch set (for [`rewatch`](Self::rewatch)).
+    fn remember_watch(&mut self, path: &str, token: &str) {
+        if !self.watches.iter().any(|(p, t)| p == path && t == token) {
+            self.watches.push((path.into(), token.into()));
         }
     }
 
@@ -373,37 +425,36 @@ impl<T: Transport> Client<T> {
     /// refused has its own error inside. Ops that depend on an earlier one's success (a write in
     /// a transaction that must commit whole) are the caller's to check before going on.
     pub fn batch(&mut self, tx: Tx, ops: &[Op<'_>]) -> Result<Vec<Result<Vec<u8>, Error>>, Error> {
-        self.check()?;
-        let mut msgs = Vec::with_capacity(ops.len());
-        let mut id = self.next_id;
+        // A bad argument sends nothing.
         for op in ops {
-            let (ty, msg) = op.message(id, tx)?;
-            msgs.push((id, ty, msg));
-            id = id.wrapping_add(1).max(1);
+            op.parts(tx)?;
         }
-        self.next_id = id;
         let mut results = Vec::with_capacity(ops.len());
         let mut first = 0;
-        while first < msgs.len() {
+        while first < ops.len() {
             // A run of requests that fits in the ring at once (at least one).
-            let mut end = first;
+            let mut sent: Vec<(u32, MsgType)> = Vec::new();
             let mut bytes = 0;
-            while end < msgs.len()
-                && (end == first || bytes + msgs[end].2.len() <= RING_SIZE as usize)
-            {
-                bytes += msgs[end].2.len();
-                end += 1;
-            }
-            for (_, _, msg) in &msgs[first..end] {
-                if let Err(e) = self.send(msg) {
-                    self.broken = true;
-                    return Err(e);
+            for op in &ops[first..] {
+                let (ty, tx, parts) = op.parts(tx)?;
+                let len = HEADER_LEN + parts.iter().map(|p| p.len()).sum::<usize>();
+                if !sent.is_empty() && bytes + len > RING_SIZE as usize {
+                    break;
+                }
+                bytes += len;
+                match self.start(ty, tx, &parts) {
+                    Ok(id) => sent.push((id, ty)),
+                    Err(e) => {
+                        for &(id, _) in &sent {
+                            self.abandon(id);
+                        }
+                        return Err(e);
+                    }
                 }
             }
-            let ids: Vec<u32> = msgs[first..end].iter().map(|m| m.0).collect();
-            for k in first..end {
-                let (id, ty) = (msgs[k].0, msgs[k].1);
-                let later = &ids[k - first + 1..];
+            let ids: Vec<u32> = sent.iter().map(|s| s.0).collect();
+            for (k, &(id, ty)) in sent.iter().enumerate() {
+                let later = &ids[k + 1..];
                 let r = match self.reply(id, ty, later) {
                     Err(e) if !matches!(e, Error::Xs(_) | Error::UnexpectedType { .. }) => {
                         // reply() gave up on the later ones unless the reply itself was bad.
@@ -416,14 +467,12 @@ impl<T: Transport> Client<T> {
                     }
                     r => r,
                 };
-                if let (Ok(_), Op::Watch(path, token)) = (&r, ops[k]) {
-                    if !self.watches.iter().any(|(p, t)| p == path && t == token) {
-                        self.watches.push((path.into(), token.into()));
-                    }
+                if let (Ok(_), Op::Watch(path, token)) = (&r, ops[first + k]) {
+                    self.remember_watch(path, token);
                 }
                 results.push(r);
             }
-            first = end;
+            first += sent.len();
         }
         Ok(results)
     }
@@ -480,6 +529,9 @@ impl<T: Transport> Client<T> {
                 }));
             }
             if self.forget_abandoned(header.req_id) {
+                if let Body::Error(_) = msg.body {
+                    self.unawaited_refusals = self.unawaited_refusals.saturating_add(1);
+                }
                 continue;
             }
             return Err(Error::UnexpectedReqId {
@@ -533,30 +585,18 @@ pub enum Op<'a> {
     Directory(&'a str),
 }
 
-impl Op<'_> {
-    /// The request message with id `id` in transaction `tx`, and its type.
-    fn message(&self, id: u32, tx: Tx) -> Result<(MsgType, Vec<u8>), Error> {
+impl<'a> Op<'a> {
+    /// Its request type, transaction (`tx`, none for a watch) and payload parts.
+    fn parts(&self, tx: Tx) -> Result<(MsgType, Tx, [&'a [u8]; 4]), Error> {
+        const NUL: &[u8] = b"\0";
         Ok(match *self {
-            Op::Read(path) => (
-                MsgType::Read,
-                wire::request(MsgType::Read, id, tx.0, &[arg(path)?, b"\0"])?,
-            ),
-            Op::Write(path, value) => (
-                MsgType::Write,
-                wire::request(MsgType::Write, id, tx.0, &[arg(path)?, b"\0", value])?,
-            ),
-            Op::Directory(path) => (
-                MsgType::Directory,
-                wire::request(MsgType::Directory, id, tx.0, &[arg(path)?, b"\0"])?,
-            ),
+            Op::Read(path) => (MsgType::Read, tx, [arg(path)?, NUL, &[], &[]]),
+            Op::Directory(path) => (MsgType::Directory, tx, [arg(path)?, NUL, &[], &[]]),
+            Op::Write(path, value) => (MsgType::Write, tx, [arg(path)?, NUL, value, &[]]),
             Op::Watch(path, token) => (
                 MsgType::Watch,
-                wire::request(
-                    MsgType::Watch,
-                    id,
-                    0,
-                    &[arg(path)?, b"\0", arg(token)?, b"\0"],
-                )?,
+                Tx::NONE,
+                [arg(path)?, NUL, arg(token)?, NUL],
             ),
         })
     }

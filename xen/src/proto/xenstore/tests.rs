@@ -577,3 +577,29 @@ fn a_batch_larger_than_the_ring_goes_out_in_runs_and_works_in_a_transaction() {
     let r = xs.batch(Tx::NONE, &reads).unwrap();
     assert!(r.iter().all(|r| r.as_deref() == Ok(&value[..])));
 }
+
+#[test]
+fn requests_sent_for_later_are_answered_along_with_the_next_and_their_refusals_counted() {
+    let mut xs = client();
+    xs.send_later(
+        Tx::NONE,
+        &[
+            Op::Write("data/f", b"1"),
+            Op::Write("bad//path", b"1"),
+            Op::Watch("data/f", "later"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        xs.watches(),
+        [(String::from("data/f"), String::from("later"))]
+    );
+    // The next request reads their replies on the way to its own.
+    assert_eq!(xs.read(Tx::NONE, "data/f").unwrap(), b"1");
+    assert_eq!(xs.take_unawaited_refusals(), 1);
+    assert_eq!(xs.take_unawaited_refusals(), 0);
+    // The watch is set: it fires (once when set, and for the write).
+    xs.write(Tx::NONE, "data/f", b"2").unwrap();
+    xs.read(Tx::NONE, "data/f").unwrap();
+    assert!(xs.take_event("later").is_some());
+}
