@@ -13,7 +13,7 @@ use alloc::string::String;
 use core::fmt;
 
 use crate::stack::{IpConfig, Net};
-use netfront::xen::{list, open, XenVif};
+use netfront::xen::{open, open_first, XenVif};
 use netfront::Error;
 
 /// Why the network could not come up.
@@ -42,6 +42,11 @@ impl fmt::Display for UpError {
 /// Connects vif `node` and starts a stack on it configured by `config`.
 pub fn up_on(node: &str, config: &IpConfig) -> Result<Net, UpError> {
     let vif = open(node).map_err(|e| UpError::Vif(node.into(), e))?;
+    Ok(stack_on(node, vif, config))
+}
+
+/// A stack on the connected `vif` at `node`.
+fn stack_on(node: &str, vif: netfront::xen::Vif, config: &IpConfig) -> Net {
     let mac = vif.mac();
     log::info!(
         "net: {node} up, mac {}, backend domain {}, sg {}",
@@ -49,12 +54,7 @@ pub fn up_on(node: &str, config: &IpConfig) -> Result<Net, UpError> {
         vif.backend_id(),
         vif.scatter_gather()
     );
-    Ok(Net::new(
-        XenVif::new(vif, node),
-        mac,
-        config,
-        xen::time::now_ns(),
-    ))
+    Net::new(XenVif::new(vif, node), mac, config, xen::time::now_ns())
 }
 
 /// The vif wakes the stack by its event channel and backend watch, and watches its backend
@@ -95,9 +95,24 @@ impl crate::stack::Link for XenVif {
 pub fn up() -> Result<Net, UpError> {
     let cmd = xen::boot::cmdline();
     let config = IpConfig::from_args(|k| cmd.get(k)).map_err(UpError::Config)?;
-    let vifs = list().map_err(|e| UpError::Vif("device/vif".into(), e))?;
-    let first = vifs.first().ok_or(UpError::NoVif)?;
-    up_on(first, &config)
+    let (node, vif) = open_first()
+        .map_err(|e| UpError::Vif("device/vif".into(), e))?
+        .ok_or(UpError::NoVif)?;
+    Ok(stack_on(&node, vif, &config))
+}
+
+/// Waits until `net` has its IPv4 address (at once with a static `ip=`), then reports the app
+/// ready at that address on `tcp_ports` ([`xen::boot::ready`]: the xenstore node
+/// `data/xenrt/ready` and the console line `APP: listening on ADDR:PORT... N.N ms after
+/// entry`). Call it once the listeners on those ports exist. Returns the address.
+pub async fn ready(app: &str, net: &Net, tcp_ports: &[u16]) -> smoltcp::wire::Ipv4Cidr {
+    let addr = net.configured().await;
+    let endpoints: alloc::vec::Vec<String> = tcp_ports
+        .iter()
+        .map(|p| alloc::format!("{}:{p}", addr.address()))
+        .collect();
+    xen::boot::ready(app, &endpoints);
+    addr
 }
 
 /// Publishes the guest's figures to dom0 every `every_ns` (see [`xen::stats`]): memory, then

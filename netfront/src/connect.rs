@@ -9,25 +9,32 @@ use alloc::vec::Vec;
 use xen::hal::Hal;
 
 use xen::xenbus::{Frontend, Never, Timeout, XenbusState};
-use xen::xenstore::{self, Client, Transport, Tx, XsErrno};
+use xen::xenstore::{self, Client, Op, Transport, Tx, XsErrno};
 
 use crate::driver::{end_grants, Config, Granted, Netfront, ResumeState};
 use crate::error::Error;
 use crate::wire::parse_mac;
 
-/// Reads a backend feature flag: `"1"` is on; absent, `"0"` or anything else is off.
-fn backend_flag<T: Transport>(fe: &Frontend, xs: &mut Client<T>, key: &str) -> Result<bool, Error> {
-    match fe.read_backend(xs, key) {
-        Ok(v) => Ok(v.trim_end_matches(['\0', '\n']).trim() == "1"),
-        Err(xen::xenbus::XenbusError::Store(xenstore::Error::Xs(XsErrno::Enoent))) => Ok(false),
-        Err(e) => Err(e.into()),
+/// A backend feature flag as read: `"1"` is on; absent, `"0"` or anything else is off.
+fn flag(read: Result<Vec<u8>, xenstore::Error>) -> Result<bool, Error> {
+    match read {
+        Ok(v) => {
+            Ok(core::str::from_utf8(&v)
+                .is_ok_and(|v| v.trim_end_matches(['\0', '\n']).trim() == "1"))
+        }
+        Err(xenstore::Error::Xs(XsErrno::Enoent)) => Ok(false),
+        Err(e) => Err(xen::xenbus::XenbusError::from(e).into()),
     }
 }
 
-/// Our MAC: `<node>/mac` (written by the toolstack), else `<backend>/mac`.
-fn read_mac<T: Transport>(fe: &Frontend, xs: &mut Client<T>) -> Result<[u8; 6], Error> {
-    let text = match xs.read_string(Tx::NONE, &format!("{}/mac", fe.node())) {
-        Ok(t) => t,
+/// Our MAC as read from `<node>/mac` (written by the toolstack), else `<backend>/mac`.
+fn read_mac<T: Transport>(
+    fe: &Frontend,
+    xs: &mut Client<T>,
+    ours: Result<Vec<u8>, xenstore::Error>,
+) -> Result<[u8; 6], Error> {
+    let text = match ours {
+        Ok(t) => String::from_utf8(t).map_err(|_| Error::from(xenstore::Error::NotUtf8))?,
         Err(xenstore::Error::Xs(XsErrno::Enoent)) => fe.read_backend(xs, "mac")?,
         Err(e) => return Err(e.into()),
     };
@@ -35,21 +42,58 @@ fn read_mac<T: Transport>(fe: &Frontend, xs: &mut Client<T>) -> Result<[u8; 6], 
 }
 
 /// Steps 2 and 3 of the handshake (see [`Netfront::connect`]): waits for the backend's
-/// InitWait, reads our MAC and the backend's features, and cuts `config` down to them.
+/// InitWait, reads our MAC and the backend's features (in one round trip), and cuts `config`
+/// down to them.
 fn negotiate<T: Transport>(
-    fe: &Frontend,
+    fe: &mut Frontend,
     xs: &mut Client<T>,
     mut config: Config,
     timeout: &mut impl Timeout,
 ) -> Result<([u8; 6], Config), Error> {
-    fe.wait_for_backend(xs, XenbusState::InitWait, timeout)?;
-    let mac = read_mac(fe, xs)?;
-    if !backend_flag(fe, xs, "feature-rx-copy")? {
+    let be = fe.backend();
+    let paths = [
+        format!("{be}/state"),
+        format!("{}/mac", fe.node()),
+        format!("{be}/feature-rx-copy"),
+        format!("{be}/feature-sg"),
+        format!("{be}/feature-gso-tcpv4"),
+    ];
+    let reads = paths.each_ref().map(|p| Op::Read(p));
+    // The backend writes its features before InitWait and the daemon answers in order: when
+    // the state read first says InitWait or later, the rest of the batch is valid. Usually
+    // the backend is there already (the toolstack waits for it before starting us): one round
+    // trip, with the watch on its state first if it is not set yet; else wait for it and read
+    // again.
+    let watch = fe.watch_op();
+    let mut ops: Vec<Op> = Vec::with_capacity(reads.len() + 1);
+    if let Some((path, token)) = &watch {
+        ops.push(Op::Watch(path, token));
+    }
+    ops.extend_from_slice(&reads);
+    let mut replies = xs.batch(Tx::NONE, &ops)?;
+    if watch.is_some() {
+        replies.remove(0)?;
+        fe.watched();
+    }
+    let state = match replies[0].as_deref() {
+        Ok(v) => XenbusState::parse(v)?,
+        Err(xenstore::Error::Xs(XsErrno::Enoent)) => XenbusState::Unknown,
+        Err(e) => return Err(xen::xenbus::XenbusError::from(e.clone()).into()),
+    };
+    if state < XenbusState::InitWait || state >= XenbusState::Closing {
+        fe.wait_for_backend(xs, XenbusState::InitWait, timeout)?;
+        replies = xs.batch(Tx::NONE, &reads)?;
+    }
+    let mut r = replies.into_iter().skip(1);
+    let mut next = || r.next().unwrap_or(Err(xenstore::Error::Broken));
+    let (mac, rx_copy, sg, gso) = (next(), next(), next(), next());
+    let mac = read_mac(fe, xs, mac)?;
+    if !flag(rx_copy)? {
         return Err(Error::NoRxCopy);
     }
-    config.sg &= backend_flag(fe, xs, "feature-sg")?;
+    config.sg &= flag(sg)?;
     // Transmit GSO: netback accepts TCP/IPv4 GSO from us if it offers it.
-    config.tso &= backend_flag(fe, xs, "feature-gso-tcpv4")?;
+    config.tso &= flag(gso)?;
     Ok((mac, config))
 }
 
@@ -161,9 +205,22 @@ impl<H: Hal> Netfront<H> {
         config: Config,
         timeout: &mut impl Timeout,
     ) -> Result<Self, Error> {
-        let mut fe = Frontend::attach(xs, node)?;
+        let fe = Frontend::attach(xs, node)?;
+        Self::connect_attached(xs, hal, fe, config, timeout)
+    }
+
+    /// [`connect`](Self::connect) from step 2, with a frontend attached by the caller (e.g.
+    /// [`Frontend::attach_read`] from reads batched with its own; the watch on the backend's
+    /// state is then set in the first batch of step 2).
+    pub fn connect_attached<T: Transport>(
+        xs: &mut Client<T>,
+        hal: H,
+        mut fe: Frontend,
+        config: Config,
+        timeout: &mut impl Timeout,
+    ) -> Result<Self, Error> {
         let prepared = (|| {
-            let (mac, cut) = negotiate(&fe, xs, config, timeout)?;
+            let (mac, cut) = negotiate(&mut fe, xs, config, timeout)?;
             let mut nf = Netfront::new(hal, fe.backend_id(), mac, cut)?;
             // A reconnect negotiates from what was asked for, not from this backend's cut.
             nf.config = config;
@@ -304,7 +361,7 @@ impl<H: Hal> Netfront<H> {
         let cut = fe
             .set_state(xs, XenbusState::Initialising)
             .map_err(Error::from)
-            .and_then(|()| negotiate(&fe, xs, self.config, timeout));
+            .and_then(|()| negotiate(&mut fe, xs, self.config, timeout));
         let cut = match cut {
             Ok((mac, cut)) => {
                 self.mac = mac;

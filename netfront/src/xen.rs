@@ -6,8 +6,8 @@ use alloc::vec::Vec;
 
 use xen::events::Channel;
 use xen::platform::{with_xenstore, Watch, XenClock, XenHal};
-use xen::xenbus::Deadline;
-use xen::xenstore;
+use xen::xenbus::{Deadline, Frontend};
+use xen::xenstore::{self, Op};
 
 use smoltcp::phy::{Device, DeviceCapabilities};
 use smoltcp::time::Instant;
@@ -32,6 +32,34 @@ pub fn open(node: &str) -> Result<Vif, Error> {
     with_xenstore(|xs| {
         let mut t = Deadline::after(XenClock, HANDSHAKE_TIMEOUT_NS);
         Netfront::connect(xs, XenHal, node, Config::default(), &mut t)
+    })
+    .map_err(|_| Error::from(xenstore::Error::Broken))?
+}
+
+/// Connects the guest's first vif (lowest id), if it has one: its node and the vif. Listing the
+/// vifs and reading `device/vif/0`'s backend (the first vif, but for an odd toolstack) take one
+/// round trip together, and the watch on the backend's state goes with the first reads of the
+/// handshake (see [`Netfront::connect_attached`]).
+pub fn open_first() -> Result<Option<(String, Vif)>, Error> {
+    with_xenstore(|xs| {
+        const GUESS: &str = "device/vif/0";
+        let [be, id] = Frontend::backend_paths(GUESS);
+        let ops = [Op::Directory("device/vif"), Op::Read(&be), Op::Read(&id)];
+        let mut r = xs.batch(xenstore::Tx::NONE, &ops)?.into_iter();
+        let mut next = || r.next().unwrap_or(Err(xenstore::Error::Broken));
+        let (dir, be, id) = (next(), next(), next());
+        let nodes = xen::xenbus::device_nodes_from("vif", dir)?;
+        let Some(first) = nodes.into_iter().next() else {
+            return Ok(None);
+        };
+        let fe = if first == GUESS {
+            Frontend::attach_read(&first, be, id)?
+        } else {
+            Frontend::attach(xs, &first)?
+        };
+        let mut t = Deadline::after(XenClock, HANDSHAKE_TIMEOUT_NS);
+        let vif = Netfront::connect_attached(xs, XenHal, fe, Config::default(), &mut t)?;
+        Ok(Some((first, vif)))
     })
     .map_err(|_| Error::from(xenstore::Error::Broken))?
 }

@@ -364,3 +364,39 @@ fn a_backend_that_never_connects_times_out_and_nothing_leaks() {
     assert_eq!(hal.state.lock().live_grants(), 0);
     assert_eq!(hal.state.lock().live_pages(), 0);
 }
+
+#[test]
+fn connect_attached_from_batched_reads_sets_the_watch_in_its_first_batch() {
+    let mut s = setup(BackendConfig::default(), true);
+    let [be, id] = xen::xenbus::Frontend::backend_paths("device/vif/0");
+    let ops = [
+        xen::xenstore::Op::Directory("device/vif"),
+        xen::xenstore::Op::Read(&be),
+        xen::xenstore::Op::Read(&id),
+    ];
+    let mut r =
+        s.xs.batch(xen::xenstore::Tx::NONE, &ops)
+            .unwrap()
+            .into_iter();
+    let nodes = xen::xenbus::device_nodes_from("vif", r.next().unwrap()).unwrap();
+    assert_eq!(nodes, ["device/vif/0"]);
+    let fe =
+        xen::xenbus::Frontend::attach_read("device/vif/0", r.next().unwrap(), r.next().unwrap())
+            .unwrap();
+    assert_eq!(fe.backend(), s.be);
+    assert!(fe.watch_op().is_some());
+    let nf =
+        Netfront::connect_attached(&mut s.xs, s.hal.clone(), fe, Config::default(), &mut Never)
+            .unwrap();
+    assert!(nf.link_up());
+    assert_eq!(
+        read(&mut s.xs, &format!("{}/state", s.fe)).as_deref(),
+        Some("4")
+    );
+    let token = xen::xenbus::watch_token("device/vif/0");
+    assert!(s
+        .xs
+        .watches()
+        .iter()
+        .any(|(p, t)| *p == format!("{}/state", s.be) && *t == token));
+}

@@ -13,6 +13,40 @@ use core::fmt::Write;
 /// The node, relative to the domain's home (`/local/domain/DOMID/`).
 pub const NODE: &str = "data/xenrt/stats";
 
+/// The readiness node, relative to the domain's home: written once the app's listeners are
+/// open (see [`ready`]), with [`ready_value`]'s `MS ADDR:PORT...`.
+pub const READY_NODE: &str = "data/xenrt/ready";
+
+/// Nanoseconds shown as milliseconds with one decimal (`12.4`).
+#[derive(Debug, Clone, Copy)]
+pub struct Millis(pub u64);
+
+impl core::fmt::Display for Millis {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let tenths = (self.0 + 50_000) / 100_000;
+        write!(f, "{}.{}", tenths / 10, tenths % 10)
+    }
+}
+
+/// The readiness node's value: `MS ENDPOINT ENDPOINT...` (MS from `ns`, one decimal).
+pub fn ready_value(ns: u64, endpoints: &[String]) -> String {
+    let mut v = alloc::format!("{}", Millis(ns));
+    for e in endpoints {
+        v.push(' ');
+        v.push_str(e);
+    }
+    v
+}
+
+/// Writes `value` to [`READY_NODE`].
+pub fn publish_ready(value: &str) -> Result<(), String> {
+    crate::platform::with_xenstore(|xs| {
+        xs.write(crate::xenstore::Tx::NONE, READY_NODE, value.as_bytes())
+    })
+    .map_err(|_| String::from("no xenstore"))?
+    .map_err(|e| alloc::format!("{READY_NODE}: {e}"))
+}
+
 /// The memory figures, in bytes and frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Memory {
@@ -103,9 +137,49 @@ pub fn publish(line: &Line) -> Result<(), String> {
     .map_err(|e| alloc::format!("{NODE}: {e}"))
 }
 
+/// Says that the app is ready for clients, once its listening sockets are open at
+/// `endpoints` (`ADDR:PORT` each): writes `MS ENDPOINT...` to the xenstore node
+/// [`READY_NODE`] (`data/xenrt/ready`; MS is entry -> now by the guest's clock, one
+/// decimal) and prints `APP: listening on ENDPOINT... N.N ms after entry`. dom0 (the on-demand
+/// activator) treats the node as "a SYN to these endpoints is answered now", so call it only
+/// after the listeners exist. Called again (another vif), the node lists every endpoint so
+/// far. Returns the milliseconds. A failed write is reported on the console; the app goes on.
+pub fn ready(app: &str, endpoints: &[alloc::string::String]) -> f64 {
+    static ALL: spin::Mutex<alloc::vec::Vec<alloc::string::String>> =
+        spin::Mutex::new(alloc::vec::Vec::new());
+    let ns = crate::domain::since_entry_ns();
+    let value = {
+        let mut all = ALL.lock();
+        all.extend(endpoints.iter().cloned());
+        ready_value(ns, &all)
+    };
+    let written = publish_ready(&value);
+    crate::println!(
+        "{app}: listening on {} {} ms after entry",
+        endpoints.join(" "),
+        Millis(ns)
+    );
+    if let Err(e) = written {
+        crate::println!("{app}: {e}");
+    }
+    ns as f64 / 1e6
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ready_value_is_milliseconds_with_one_decimal_then_the_endpoints() {
+        let eps = [String::from("10.0.0.50:80"), String::from("10.0.0.50:7")];
+        assert_eq!(
+            ready_value(12_449_999, &eps),
+            "12.4 10.0.0.50:80 10.0.0.50:7"
+        );
+        assert_eq!(ready_value(12_450_000, &eps[..1]), "12.5 10.0.0.50:80");
+        assert_eq!(ready_value(999_999_999, &[]), "1000.0");
+        assert_eq!(alloc::format!("{}", Millis(40_000)), "0.0");
+    }
 
     #[test]
     fn a_line_is_space_separated_key_values_starting_with_uptime_and_memory() {

@@ -146,8 +146,7 @@ async fn serve(sp: Spawner, net: Net, limit: usize) -> Result<(), String> {
     let mut udp = net
         .udp_bind(7, 64, 1500)
         .map_err(|e| format!("echo: udp port 7: {e}"))?;
-    let addr = net.configured().await;
-    xen::boot::report_listening();
+    let addr = net::xen::ready("echo", &net, &[7, 9, 19, iperf::PORT]).await;
     xen::println!(
         "echo: ready on {addr}: tcp+udp 7 echo, tcp 9 discard, tcp 19 source, tcp {} iperf3",
         iperf::PORT

@@ -131,8 +131,7 @@ async fn serve(sp: Spawner, net: Net, s: Settings) -> Result<(), String> {
     let listener = net
         .tcp_listen(s.port, config)
         .map_err(|e| format!("httpd: port {}: {e}", s.port))?;
-    let addr = net.configured().await;
-    xen::boot::report_listening();
+    let addr = net::xen::ready("httpd", &net, &[s.port]).await;
     xen::println!(
         "httpd: serving {} files ({} bytes) on http://{}:{}/",
         SITE.files().len(),

@@ -315,8 +315,7 @@ async fn serve(
     let listener = net
         .tcp_listen(port, cfg)
         .map_err(|e| format!("kv: tcp port {port}: {e}"))?;
-    let addr = net.configured().await;
-    xen::boot::report_listening();
+    let addr = net::xen::ready("kv", &net, &[port]).await;
     {
         let l = sh.db.log.borrow();
         xen::println!(

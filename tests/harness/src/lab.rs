@@ -37,13 +37,29 @@ impl Guest {
 
     /// [`Guest::start`] with more `K=V` lines for the .xl (they win over it).
     pub fn start_with(image_name: &str, extra: &str, more: &[&str]) -> Result<Guest, String> {
-        let xl = image(&format!("{image_name}.xl"))?;
-        // Unique within a lab boot, even when a kept lab serves several test runs.
-        let name = format!(
+        Self::start_as(&Self::unique_name(image_name), image_name, extra, more)
+    }
+
+    /// A name for a new guest of IMAGE, unique within a lab boot, even when a kept lab serves
+    /// several test runs (for [`Guest::start_as`]).
+    pub fn unique_name(image_name: &str) -> String {
+        format!(
             "{image_name}-{}-{}",
             std::process::id() % 100_000,
             SEQ.fetch_add(1, Ordering::SeqCst)
-        );
+        )
+    }
+
+    /// [`Guest::start_with`] under `name` (from [`Guest::unique_name`]: a dom0 script can wait
+    /// for the domain by name before it exists).
+    pub fn start_as(
+        name: &str,
+        image_name: &str,
+        extra: &str,
+        more: &[&str],
+    ) -> Result<Guest, String> {
+        let xl = image(&format!("{image_name}.xl"))?;
+        let name = name.to_string();
         let r = lab(&[
             "create",
             xl.to_str().unwrap(),
@@ -234,6 +250,88 @@ pub struct Saved {
     pub secs: f64,
     /// The save file's size.
     pub bytes: u64,
+}
+
+/// What an app said when it became ready: the console line `APP: listening on ENDPOINT...
+/// MS ms after entry` and the xenstore node `data/xenrt/ready` (`MS ENDPOINT...`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ready {
+    /// Entry -> listening, as printed (one decimal).
+    pub ms: String,
+    /// `ADDR:PORT` each.
+    pub endpoints: Vec<String>,
+}
+
+impl Ready {
+    /// The app's line in `console`.
+    pub fn from_console(console: &str, app: &str) -> Result<Ready, String> {
+        let prefix = format!("{app}: listening on ");
+        let line = console
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.strip_suffix(" ms after entry"))
+            .ok_or(format!(
+                "no {prefix:?}... ms after entry line in:\n{console}"
+            ))?;
+        let mut words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        let ms = words.pop().unwrap_or_default();
+        ms.parse::<f64>()
+            .map_err(|e| format!("{ms:?} in {line:?}: {e}"))?;
+        Ok(Ready {
+            ms,
+            endpoints: words,
+        })
+    }
+
+    /// The node's value (`MS ENDPOINT...`).
+    pub fn from_node(value: &str) -> Result<Ready, String> {
+        let mut words = value.split_whitespace().map(String::from);
+        let ms = words.next().unwrap_or_default();
+        ms.parse::<f64>()
+            .map_err(|e| format!("ready node {value:?}: {e}"))?;
+        Ok(Ready {
+            ms,
+            endpoints: words.collect(),
+        })
+    }
+}
+
+/// Boots IMAGE (as [`Guest::start_with`]) while a script in dom0 waits for the domain, then for
+/// its xenstore node `data/xenrt/ready`, and runs `client` (shell) the moment the node appears:
+/// the activator's view of boot on demand. Returns the guest, the node's value and what
+/// `client` printed (its exit status must be 0).
+pub fn start_and_connect_when_ready(
+    image_name: &str,
+    extra: &str,
+    more: &[&str],
+    client: &str,
+) -> Result<(Guest, Ready, String), String> {
+    let name = Guest::unique_name(image_name);
+    let script = format!(
+        "n={name}
+         i=0
+         until d=$(xl domid $n 2>/dev/null); do
+           i=$((i+1)); [ $i -gt 3000 ] && {{ echo 'no domain'; exit 3; }}; sleep 0.02
+         done
+         i=0
+         until v=$(xenstore-read /local/domain/$d/data/xenrt/ready 2>/dev/null); do
+           i=$((i+1)); [ $i -gt 9000 ] && {{ echo 'no ready node'; exit 4; }}; sleep 0.01
+         done
+         echo \"ready=$v\"
+         {client}"
+    );
+    let waiter = std::thread::spawn(move || dom0_sh(&script, 180));
+    let g = Guest::start_as(&name, image_name, extra, more);
+    let out = waiter
+        .join()
+        .map_err(|_| "the dom0 waiter panicked".to_string())?;
+    let g = g?;
+    let out = out.map_err(|e| format!("{e}\n{}", g.console().unwrap_or_default()))?;
+    let value = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ready="))
+        .ok_or(format!("no ready= in {out}"))?;
+    let ready = Ready::from_node(value)?;
+    Ok((g, ready, out))
 }
 
 /// Ok when `hay` contains `needle`, else an error showing `hay`.

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::sync::OnceLock;
-use xen_tests::lab::{dom0_sh, expect, lab, Guest};
+use xen_tests::lab::{dom0_sh, expect, lab, start_and_connect_when_ready, Guest, Ready};
 use xen_tests::{case, root};
 
 const MAC: &str = "00:16:3e:00:00:41";
@@ -58,6 +58,49 @@ fn main() {
             expect(&out, "cached 304")?;
             expect(&g.console()?, "GET / 200")?;
             Ok(String::new())
+        }),
+        case(
+            "static_address_ready_node_then_the_first_client_is_served",
+            || {
+                // What the on-demand activator relies on: data/xenrt/ready appears only once the
+                // listener is up, so a client connecting the moment it appears is answered (a
+                // SYN before the listener would get a RST: curl would say 000).
+                let ip = "10.0.0.14"; // outside udhcpd's pool (10.0.0.20-254)
+                let (g, node, out) = start_and_connect_when_ready(
+                    "httpd",
+                    &format!("log=info ip={ip}/24 gw=10.0.0.1"),
+                    &[],
+                    &format!(
+                    "curl -s -o /dev/null -w 'first %{{http_code}}\\n' --max-time 20 http://{ip}/"
+                ),
+                )?;
+                expect(&out, "first 200")?;
+                g.until("httpd: serving", 30)?;
+                let c = g.console()?;
+                let line = Ready::from_console(&c, "httpd")?;
+                if line != node || node.endpoints != [format!("{ip}:80")] {
+                    return Err(format!("console {line:?} vs node {node:?}"));
+                }
+                expect(&c, "GET / 200")?;
+                Ok(format!(
+                    "entry -> listening {} ms (static address)",
+                    line.ms
+                ))
+            },
+        ),
+        case("dhcp_ready_node_names_the_leased_address", || {
+            let g = server()?;
+            let c = g.console()?;
+            let line = Ready::from_console(&c, "httpd")?;
+            let v = dom0_sh(
+                &format!("xenstore-read /local/domain/{}/data/xenrt/ready", g.domid()),
+                30,
+            )?;
+            let node = Ready::from_node(v.trim())?;
+            if line != node || node.endpoints != [format!("{IP}:80")] {
+                return Err(format!("console {line:?} vs node {node:?}"));
+            }
+            Ok(format!("entry -> listening {} ms (DHCP)", line.ms))
         }),
         case("big_file_is_byte_exact", || {
             server()?;

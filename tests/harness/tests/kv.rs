@@ -13,7 +13,9 @@
 //! - a full disk refuses writes with `-ERR disk full` and deleting keys makes room again;
 //! - values beyond the cache (`cache=1`) are read back from disk, byte for byte.
 
-use xen_tests::lab::{dom0_sh, expect, kvcrash, lab, redis_cli, tool, Guest};
+use xen_tests::lab::{
+    dom0_sh, expect, kvcrash, lab, redis_cli, start_and_connect_when_ready, tool, Guest, Ready,
+};
 use xen_tests::{case, run_cases};
 
 /// A sparse disk image of `mib` MiB in dom0 (new, zero-filled); its dom0 path.
@@ -225,6 +227,30 @@ fn crash_check(ip: &str, log: &str) -> Result<String, String> {
 fn main() {
     xen_tests::lab::start_or_exit();
     let cases = vec![
+        case(
+            "static_address_ready_node_then_the_first_client_is_served",
+            || {
+                let img = dom0_disk("ready", 32)?;
+                let ip = "10.0.0.16"; // outside udhcpd's pool
+                let (g, node, out) = start_and_connect_when_ready(
+                    "kv",
+                    &format!("ip={ip}/24 gw=10.0.0.1"),
+                    &[&disk_line(&img)],
+                    &format!("redis-cli -h {ip} -p 6379 ping"),
+                )?;
+                expect(&out, "PONG")?;
+                g.until("kv: serving redis://", 30)?;
+                let line = Ready::from_console(&g.console()?, "kv")?;
+                shutdown(&g)?;
+                if line != node || node.endpoints != [format!("{ip}:6379")] {
+                    return Err(format!("console {line:?} vs node {node:?}"));
+                }
+                Ok(format!(
+                    "entry -> listening {} ms (static address, empty disk)",
+                    line.ms
+                ))
+            },
+        ),
         case(
             "redis_cli_gets_the_same_replies_from_kv_as_from_redis_server",
             || {

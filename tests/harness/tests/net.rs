@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 use xen_tests::case;
-use xen_tests::lab::{dom0_sh, expect, lab, tool, Guest};
+use xen_tests::lab::{dom0_sh, expect, lab, start_and_connect_when_ready, tool, Guest, Ready};
 
 /// A guest's MAC for index NN (scripts/lab gives 00:16:3e:00:00:NN the address 10.0.0.(100+NN)).
 fn mac(nn: u8) -> (String, String) {
@@ -56,6 +56,33 @@ fn main() {
             expect(&leases.to_lowercase(), &mac(0x30).0)?;
             Ok(ip.clone())
         }),
+        case(
+            "echo_static_address_ready_node_then_the_first_client_is_served",
+            || {
+                let ip = "10.0.0.15"; // outside udhcpd's pool
+                let (g, node, out) = start_and_connect_when_ready(
+                    "echo",
+                    &format!("log=info ip={ip}/24 gw=10.0.0.1"),
+                    &["memory=16"],
+                    &format!("echo first-hello | socat -t 5 - TCP:{ip}:7"),
+                )?;
+                expect(&out, "first-hello")?;
+                g.until("echo: ready on", 30)?;
+                let c = g.console()?;
+                let line = Ready::from_console(&c, "echo")?;
+                let want: Vec<String> = [7, 9, 19, 5201]
+                    .iter()
+                    .map(|p| format!("{ip}:{p}"))
+                    .collect();
+                if line != node || node.endpoints != want {
+                    return Err(format!("console {line:?} vs node {node:?}"));
+                }
+                Ok(format!(
+                    "entry -> listening {} ms (static address)",
+                    line.ms
+                ))
+            },
+        ),
         case("ping_dom0_to_guest_and_guest_to_dom0", || {
             let (g, ip) = server()?;
             let out = dom0_sh(&format!("ping -c 5 -i 0.2 {ip}"), 60)?;

@@ -17,9 +17,10 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
-use crate::xenstore::{self, Client, Transport, Tx, XsErrno};
+use crate::xenstore::{self, Client, Op, Transport, Tx, XsErrno};
 
 /// `enum xenbus_state` (xen/io/xenbus.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -207,10 +208,21 @@ pub fn device_nodes<T: Transport>(
     kind: &str,
 ) -> Result<alloc::vec::Vec<String>, xenstore::Error> {
     let dir = format!("device/{kind}");
-    let mut ids: alloc::vec::Vec<(u64, String)> = match xs.directory(Tx::NONE, &dir) {
-        Ok(v) => v
+    let reply = xs.batch(Tx::NONE, &[Op::Directory(&dir)])?.pop();
+    device_nodes_from(kind, reply.unwrap_or(Err(xenstore::Error::Broken)))
+}
+
+/// [`device_nodes`] from the reply to `Op::Directory("device/KIND")` (read by the caller in a
+/// batch of its own).
+pub fn device_nodes_from(
+    kind: &str,
+    reply: Result<alloc::vec::Vec<u8>, xenstore::Error>,
+) -> Result<alloc::vec::Vec<String>, xenstore::Error> {
+    let dir = format!("device/{kind}");
+    let mut ids: alloc::vec::Vec<(u64, String)> = match reply {
+        Ok(v) => xenstore::wire::strings(&v)?
             .into_iter()
-            .map(|id| (id.parse().unwrap_or(u64::MAX), id))
+            .map(|id| (id.parse().unwrap_or(u64::MAX), String::from(id)))
             .collect(),
         Err(xenstore::Error::Xs(XsErrno::Enoent)) => alloc::vec::Vec::new(),
         Err(e) => return Err(e),
@@ -241,26 +253,71 @@ pub struct Frontend {
 impl Frontend {
     /// Reads the backend of the device at `node` (e.g. `device/vif/0`) and watches its state.
     pub fn attach<T: Transport>(xs: &mut Client<T>, node: &str) -> Result<Self, XenbusError> {
+        let node = node.trim_end_matches('/');
+        // Both reads in one round trip.
+        let paths = Self::backend_paths(node);
+        let mut r = xs
+            .batch(Tx::NONE, &[Op::Read(&paths[0]), Op::Read(&paths[1])])?
+            .into_iter();
+        let mut next = || r.next().unwrap_or(Err(xenstore::Error::Broken));
+        let (backend, id) = (next(), next());
+        let mut fe = Self::attach_read(node, backend, id)?;
+        xs.watch(&fe.state_path(), &fe.token)?;
+        fe.watching = true;
+        Ok(fe)
+    }
+
+    /// The nodes [`attach_read`](Self::attach_read) wants read: `<node>/backend` and
+    /// `<node>/backend-id`.
+    pub fn backend_paths(node: &str) -> [String; 2] {
+        let node = node.trim_end_matches('/');
+        [format!("{node}/backend"), format!("{node}/backend-id")]
+    }
+
+    /// [`attach`](Self::attach) from the values of [`backend_paths`](Self::backend_paths)
+    /// read by the caller (batched with its own reads), without the watch: the caller sets it
+    /// ([`watch_op`](Self::watch_op)) before it reads the backend's state.
+    pub fn attach_read(
+        node: &str,
+        backend: Result<Vec<u8>, xenstore::Error>,
+        backend_id: Result<Vec<u8>, xenstore::Error>,
+    ) -> Result<Self, XenbusError> {
         let node = String::from(node.trim_end_matches('/'));
-        let backend = xs.read_string(Tx::NONE, &format!("{node}/backend"))?;
+        let backend = String::from_utf8(backend?)
+            .map_err(|_| XenbusError::Store(xenstore::Error::NotUtf8))?;
         let backend = String::from(backend.trim_end_matches('\0').trim_end_matches('/'));
         if !backend.starts_with('/') || backend.len() < 2 {
             return Err(XenbusError::BadBackendPath);
         }
-        let id = xs.read(Tx::NONE, &format!("{node}/backend-id"))?;
-        let backend_id = xenstore::wire::number(&id)
+        let backend_id = xenstore::wire::number(&backend_id?)
             .ok()
             .and_then(|n| u16::try_from(n).ok())
             .ok_or(XenbusError::BadBackendId)?;
         let token = watch_token(&node);
-        xs.watch(&format!("{backend}/state"), &token)?;
         Ok(Frontend {
             node,
             backend,
             backend_id,
             token,
-            watching: true,
+            watching: false,
         })
+    }
+
+    /// The watch on the backend's state still to set, if it is not set (after
+    /// [`attach_read`](Self::attach_read)): the path and token, to put first in a batch;
+    /// [`watched`](Self::watched) once it succeeded.
+    pub fn watch_op(&self) -> Option<(String, &str)> {
+        (!self.watching).then(|| (self.state_path(), self.token.as_str()))
+    }
+
+    /// The watch from [`watch_op`](Self::watch_op) is set.
+    pub fn watched(&mut self) {
+        self.watching = true;
+    }
+
+    /// `<backend>/state`.
+    pub fn state_path(&self) -> String {
+        format!("{}/state", self.backend)
     }
 
     /// Our device node, as given to [`attach`](Self::attach).
@@ -334,12 +391,53 @@ impl Frontend {
         state: XenbusState,
     ) -> Result<(), XenbusError> {
         let node = &self.node;
+        let paths: Vec<String> = keys
+            .iter()
+            .map(|(k, _)| format!("{node}/{k}"))
+            .chain(core::iter::once(format!("{node}/state")))
+            .collect();
+        let values = keys
+            .iter()
+            .map(|(_, v)| v.as_bytes())
+            .chain(core::iter::once(state.as_str().as_bytes()));
+        let ops: Vec<Op> = paths
+            .iter()
+            .zip(values)
+            .map(|(p, v)| Op::Write(p, v))
+            .collect();
+        // Every write in one round trip; the transaction commits only if all of them worked.
         xs.transaction(|xs, tx| {
-            for (k, v) in keys {
-                xs.write(tx, &format!("{node}/{k}"), v.as_bytes())?;
-            }
-            xs.write(tx, &format!("{node}/state"), state.as_str().as_bytes())
+            xs.batch(tx, &ops)?
+                .into_iter()
+                .try_for_each(|r| r.map(drop))
         })?;
+        Ok(())
+    }
+
+    /// Writes `keys` (relative to our node), then `state`, in one round trip and outside any
+    /// transaction: the daemon applies a connection's requests in the order they came, so a
+    /// backend woken by the state write finds every key written (what the transaction of
+    /// [`publish`](Self::publish) gives, without its two round trips). The first failed write
+    /// is returned; the state may have been written after it, so the caller closes the
+    /// frontend on error (as [`connect_first`](Self::connect_first) does).
+    pub fn publish_in_order<T: Transport>(
+        &self,
+        xs: &mut Client<T>,
+        keys: &[(&str, &str)],
+        state: XenbusState,
+    ) -> Result<(), XenbusError> {
+        let node = &self.node;
+        let paths: Vec<String> = keys.iter().map(|(k, _)| format!("{node}/{k}")).collect();
+        let state_path = format!("{node}/state");
+        let mut ops: Vec<Op> = paths
+            .iter()
+            .zip(keys)
+            .map(|(p, (_, v))| Op::Write(p, v.as_bytes()))
+            .collect();
+        ops.push(Op::Write(&state_path, state.as_str().as_bytes()));
+        xs.batch(Tx::NONE, &ops)?
+            .into_iter()
+            .try_for_each(|r| r.map(drop))?;
         Ok(())
     }
 
@@ -384,7 +482,8 @@ impl Frontend {
     }
 
     /// The connect of a frontend whose backend acts only on Connected (Linux's netback ignores
-    /// Initialised): [`publish`](Self::publish) `keys` with state Connected, then wait for the
+    /// Initialised): [`publish_in_order`](Self::publish_in_order) `keys` with state Connected
+    /// (one round trip), then wait for the
     /// backend to be Connected. Errors close the frontend as in [`connect`](Self::connect).
     pub fn connect_first<T: Transport>(
         &mut self,
@@ -393,7 +492,7 @@ impl Frontend {
         timeout: &mut impl Timeout,
     ) -> Result<(), XenbusError> {
         let result = self
-            .publish(xs, keys, XenbusState::Connected)
+            .publish_in_order(xs, keys, XenbusState::Connected)
             .and_then(|()| self.wait_for_backend(xs, XenbusState::Connected, timeout))
             .map(|_| ());
         self.close_on_error(xs, timeout, result)

@@ -22,9 +22,10 @@
 
 use crate::cmdline::KeySpec;
 // What boot learns and how the domain ends live in `domain`; their `xen::boot::` paths stay.
-pub use crate::domain::{
-    cmdline, exit, info, report_listening, since_entry_ns, BootInfo, Exit, ExitCode,
-};
+pub use crate::domain::{cmdline, exit, info, since_entry_ns, BootInfo, Exit, ExitCode};
+
+/// An app's readiness report (kept with the stats it writes beside).
+pub use crate::stats::ready;
 
 /// Grant-table frames to set up (512 grants each), if Xen allows that many.
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]

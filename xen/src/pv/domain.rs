@@ -53,20 +53,6 @@ pub fn since_entry_ns() -> u64 {
     (ticks as u128 * 1_000_000_000 / hz as u128) as u64
 }
 
-/// Prints `boot: entry -> listening N.NN ms` once: a network app calls it when its listeners are
-/// up and it has an address (what scripts/bench reports as the guest's own boot time).
-pub fn report_listening() {
-    static DONE: spin::Once<()> = spin::Once::new();
-    DONE.call_once(|| {
-        let us = since_entry_ns() / 1000;
-        crate::println!(
-            "boot: entry -> listening {}.{:02} ms",
-            us / 1000,
-            us % 1000 / 10
-        );
-    });
-}
-
 /// The parsed command line.
 pub fn cmdline() -> &'static Cmdline {
     CMDLINE

@@ -16,7 +16,7 @@ use crate::grant::{CopyError, GrantCopy, GrantTable, DOMID_SELF};
 use crate::hal::{Hal, HalError, SharedPage};
 use crate::shmem::ShMem;
 use crate::signal::Signal;
-use crate::xenstore::{self, Client, Transport, Tx};
+use crate::xenstore::{self, Client, Op, Transport, Tx};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -70,7 +70,20 @@ impl core::fmt::Display for NoXenstore {
 /// Runs `f` with the xenstore client (domUs; dom0 in the fast tier has none).
 pub fn with_xenstore<R>(f: impl FnOnce(&mut Client<XenTransport>) -> R) -> Result<R, NoXenstore> {
     let mut g = XS.lock();
-    g.as_mut().map(f).ok_or(NoXenstore)
+    let xs = g.as_mut().ok_or(NoXenstore)?;
+    let r = f(xs);
+    let refused = xs.take_unawaited_refusals();
+    if refused > 0 {
+        report_refusals(refused);
+    }
+    Ok(r)
+}
+
+/// Logs requests sent without waiting that xenstored refused (out of line: `with_xenstore` is
+/// inlined at every call). At boot those are the lifecycle control's (`init_lifecycle`).
+#[inline(never)]
+fn report_refusals(n: u32) {
+    log::warn!("xenstore: {n} request(s) sent without waiting refused (lifecycle control may be unavailable)");
 }
 
 /// Connects the xenstore client to the ring page (pfn) and port from start_info.
@@ -477,21 +490,33 @@ pub fn set_suspend_handler(f: fn()) {
 /// The control features we support: poweroff, reboot, and suspend (save, restore, migration)
 /// when a suspend handler is set.
 fn write_features(xs: &mut Client<XenTransport>) -> Result<(), xenstore::Error> {
-    xs.write(Tx::NONE, "control/feature-poweroff", b"1")?;
-    xs.write(Tx::NONE, "control/feature-reboot", b"1")?;
-    if suspend_handler().is_some() {
-        xs.write(Tx::NONE, "control/feature-suspend", b"1")?;
+    for op in control_ops(false) {
+        if let Op::Write(path, value) = op {
+            xs.write(Tx::NONE, path, value)?;
+        }
     }
     Ok(())
 }
 
-/// Advertises poweroff, reboot (and suspend) support and watches `control/shutdown`.
+/// Writing the control features (suspend only with a handler), and with `watch` setting the
+/// `control/shutdown` watch.
+fn control_ops(watch: bool) -> &'static [Op<'static>] {
+    const OPS: [Op<'static>; 4] = [
+        Op::Watch("control/shutdown", CONTROL_TOKEN),
+        Op::Write("control/feature-poweroff", b"1"),
+        Op::Write("control/feature-reboot", b"1"),
+        Op::Write("control/feature-suspend", b"1"),
+    ];
+    let end = if suspend_handler().is_some() { 4 } else { 3 };
+    &OPS[usize::from(!watch)..end]
+}
+
+/// Advertises poweroff, reboot (and suspend) support and watches `control/shutdown`. The
+/// requests go out at once and their replies are read with the next request's (no round trip
+/// of their own at boot: [`Client::send_later`]); a refusal is logged then.
 pub fn init_lifecycle() -> Result<(), xenstore::Error> {
-    with_xenstore(|xs| {
-        write_features(xs)?;
-        xs.watch("control/shutdown", CONTROL_TOKEN)
-    })
-    .map_err(|_| xenstore::Error::Broken)??;
+    with_xenstore(|xs| xs.send_later(Tx::NONE, control_ops(true)))
+        .map_err(|_| xenstore::Error::Broken)??;
     CONTROL_READY.store(true, Ordering::Release);
     crate::sched::set_after_events(after_events);
     Ok(())

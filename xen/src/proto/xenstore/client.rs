@@ -12,6 +12,10 @@ use crate::shmem::{OutOfBounds, ShMem};
 /// Attempts [`Client::transaction`] makes before giving up with `EAGAIN`.
 pub const MAX_TRANSACTION_ATTEMPTS: usize = 64;
 
+/// Requests whose late replies are dropped (given up on, or sent without waiting) at most;
+/// beyond that the oldest is forgotten (its reply would then be an error).
+pub const ABANDONED_MAX: usize = 16;
+
 /// Watch events kept before the oldest are dropped (a peer flooding events cannot exhaust memory).
 pub const EVENT_QUEUE_MAX: usize = 1024;
 
@@ -20,8 +24,13 @@ pub struct Client<T: Transport> {
     mem: ShMem,
     transport: T,
     next_id: u32,
-    /// A request given up on (timeout or error): its late reply is dropped, not an error.
-    abandoned: Option<u32>,
+    /// Requests given up on (timeout or error): their late replies are dropped, not errors.
+    abandoned: [u32; ABANDONED_MAX],
+    /// The slot of `abandoned` the next one takes when all are in use (the oldest).
+    abandoned_next: usize,
+    /// Replies to requests nobody waited for ([`Client::send_later`], or given up on) that
+    /// were refusals, until [`Client::take_unawaited_refusals`].
+    unawaited_refusals: u32,
     /// Bytes of the message being received.
     rx: Vec<u8>,
     events: VecDeque<WatchEvent>,
@@ -54,7 +63,9 @@ impl<T: Transport> Client<T> {
             mem,
             transport,
             next_id: 1,
-            abandoned: None,
+            abandoned: [0; ABANDONED_MAX],
+            abandoned_next: 0,
+            unawaited_refusals: 0,
             rx: Vec::new(),
             events: VecDeque::new(),
             dropped_events: 0,
@@ -143,9 +154,7 @@ impl<T: Transport> Client<T> {
     pub fn watch(&mut self, path: &str, token: &str) -> Result<(), Error> {
         let parts: [&[u8]; 4] = [arg(path)?, b"\0", arg(token)?, b"\0"];
         self.request(MsgType::Watch, Tx::NONE, &parts)?;
-        if !self.watches.iter().any(|(p, t)| p == path && t == token) {
-            self.watches.push((path.into(), token.into()));
-        }
+        self.remember_watch(path, token);
         Ok(())
     }
 
@@ -311,6 +320,12 @@ impl<T: Transport> Client<T> {
 
     /// Sends one request and waits for its reply's payload.
     fn request(&mut self, ty: MsgType, tx: Tx, parts: &[&[u8]]) -> Result<Vec<u8>, Error> {
+        let id = self.start(ty, tx, parts)?;
+        self.reply(id, ty, &[])
+    }
+
+    /// Sends one request (without waiting for its reply); its id.
+    fn start(&mut self, ty: MsgType, tx: Tx, parts: &[&[u8]]) -> Result<u32, Error> {
         self.check()?;
         let id = self.next_id;
         let msg = wire::request(ty, id, tx.0, parts)?;
@@ -320,20 +335,146 @@ impl<T: Transport> Client<T> {
             self.broken = true;
             return Err(e);
         }
+        Ok(id)
+    }
+
+    /// Waits for the reply to request `id` (of type `ty`); on a failure, `id` and `later`
+    /// (requests sent after it) are given up on.
+    fn reply(&mut self, id: u32, ty: MsgType, later: &[u32]) -> Result<Vec<u8>, Error> {
         loop {
-            match self.pump(Some((id, ty))) {
+            let e = match self.pump(Some((id, ty))) {
                 Ok(Got::Reply(r)) => return r,
-                Ok(Got::Nothing) => {}
-                Err(e) => {
-                    self.abandoned = Some(id);
-                    return Err(self.fail(e));
-                }
+                Ok(Got::Nothing) => match self.transport.wait() {
+                    Ok(()) => continue,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Ok(e),
+            };
+            self.abandon(id);
+            for &l in later {
+                self.abandon(l);
             }
-            if let Err(e) = self.transport.wait() {
-                self.abandoned = Some(id);
-                return Err(self.fail_wait(e));
+            return Err(match e {
+                Ok(e) => self.fail(e),
+                Err(e) => self.fail_wait(e),
+            });
+        }
+    }
+
+    /// Remembers that request `id`'s reply is no longer awaited (the last
+    /// [`ABANDONED_MAX`] only; ids are never 0, a free slot is).
+    fn abandon(&mut self, id: u32) {
+        let slot = match self.abandoned.iter().position(|&a| a == 0) {
+            Some(i) => i,
+            None => {
+                let i = self.abandoned_next;
+                self.abandoned_next = (i + 1) % ABANDONED_MAX;
+                i
+            }
+        };
+        self.abandoned[slot] = id;
+    }
+
+    /// True (and forgotten) if `id` was given up on.
+    fn forget_abandoned(&mut self, id: u32) -> bool {
+        match self.abandoned.iter().position(|&a| a == id && id != 0) {
+            Some(i) => {
+                self.abandoned[i] = 0;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends `ops` (as [`batch`](Self::batch) would) without waiting for their replies: they
+    /// are read (and dropped) along with whatever comes next, so requests nothing waits on
+    /// (advertising a feature, setting a watch) cost no round trip of their own and go out
+    /// while the caller gets on with its work. A refusal is only counted
+    /// ([`take_unawaited_refusals`](Self::take_unawaited_refusals)); a watch is counted as set
+    /// at once (set again by [`rewatch`](Self::rewatch)).
+    pub fn send_later(&mut self, tx: Tx, ops: &[Op<'_>]) -> Result<(), Error> {
+        for op in ops {
+            let (ty, tx, parts) = op.parts(tx)?;
+            let id = self.start(ty, tx, &parts)?;
+            self.abandon(id);
+            if let Op::Watch(path, token) = *op {
+                self.remember_watch(path, token);
             }
         }
+        Ok(())
+    }
+
+    /// How many requests nobody waited for ([`send_later`](Self::send_later), or given up on)
+    /// were refused since the last call.
+    pub fn take_unawaited_refusals(&mut self) -> u32 {
+        core::mem::take(&mut self.unawaited_refusals)
+    }
+
+    /// Records a watch set (for [`rewatch`](Self::rewatch)).
+    fn remember_watch(&mut self, path: &str, token: &str) {
+        if !self.watches.iter().any(|(p, t)| p == path && t == token) {
+            self.watches.push((path.into(), token.into()));
+        }
+    }
+
+    /// Sends every request in `ops` (in transaction `tx`; watches outside any) before waiting
+    /// for the first reply, and returns each one's result in order: one round trip to the
+    /// daemon instead of one per request (it answers a connection's requests in the order they
+    /// came). Requests go out as many at a time as fit in the ring. The outer error is the
+    /// connection's (nothing more can be said about the requests then); a request the daemon
+    /// refused has its own error inside. Ops that depend on an earlier one's success (a write in
+    /// a transaction that must commit whole) are the caller's to check before going on.
+    pub fn batch(&mut self, tx: Tx, ops: &[Op<'_>]) -> Result<Vec<Result<Vec<u8>, Error>>, Error> {
+        // A bad argument sends nothing.
+        for op in ops {
+            op.parts(tx)?;
+        }
+        let mut results = Vec::with_capacity(ops.len());
+        let mut first = 0;
+        while first < ops.len() {
+            // A run of requests that fits in the ring at once (at least one).
+            let mut sent: Vec<(u32, MsgType)> = Vec::new();
+            let mut bytes = 0;
+            for op in &ops[first..] {
+                let (ty, tx, parts) = op.parts(tx)?;
+                let len = HEADER_LEN + parts.iter().map(|p| p.len()).sum::<usize>();
+                if !sent.is_empty() && bytes + len > RING_SIZE as usize {
+                    break;
+                }
+                bytes += len;
+                match self.start(ty, tx, &parts) {
+                    Ok(id) => sent.push((id, ty)),
+                    Err(e) => {
+                        for &(id, _) in &sent {
+                            self.abandon(id);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            let ids: Vec<u32> = sent.iter().map(|s| s.0).collect();
+            for (k, &(id, ty)) in sent.iter().enumerate() {
+                let later = &ids[k + 1..];
+                let r = match self.reply(id, ty, later) {
+                    Err(e) if !matches!(e, Error::Xs(_) | Error::UnexpectedType { .. }) => {
+                        // reply() gave up on the later ones unless the reply itself was bad.
+                        for &l in later {
+                            if !self.abandoned.contains(&l) {
+                                self.abandon(l);
+                            }
+                        }
+                        return Err(e);
+                    }
+                    r => r,
+                };
+                if let (Ok(_), Op::Watch(path, token)) = (&r, ops[first + k]) {
+                    self.remember_watch(path, token);
+                }
+                results.push(r);
+            }
+            first += sent.len();
+        }
+        Ok(results)
     }
 
     /// Writes `msg` into the request ring, piece by piece as the daemon makes room.
@@ -362,10 +503,7 @@ impl<T: Transport> Client<T> {
             let msg = match wire::parse(&bytes) {
                 Ok(msg) => msg,
                 Err(e) if ours.is_some() => return Ok(Got::Reply(Err(e))),
-                Err(_) if self.abandoned == Some(header.req_id) => {
-                    self.abandoned = None;
-                    continue;
-                }
+                Err(_) if self.forget_abandoned(header.req_id) => continue,
                 Err(e) => return Err(e),
             };
             if let Body::WatchEvent { path, token } = msg.body {
@@ -390,8 +528,10 @@ impl<T: Transport> Client<T> {
                     Body::WatchEvent { .. } => Err(Error::BadWatchEvent),
                 }));
             }
-            if self.abandoned == Some(header.req_id) {
-                self.abandoned = None;
+            if self.forget_abandoned(header.req_id) {
+                if let Body::Error(_) = msg.body {
+                    self.unawaited_refusals = self.unawaited_refusals.saturating_add(1);
+                }
                 continue;
             }
             return Err(Error::UnexpectedReqId {
@@ -428,6 +568,37 @@ impl<T: Transport> Client<T> {
             self.transport.notify();
         }
         Ok(result)
+    }
+}
+
+/// One request of a [`Client::batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// Read a node (the reply is its value).
+    Read(&'a str),
+    /// Write a node (the reply is empty).
+    Write(&'a str, &'a [u8]),
+    /// Watch a path with a token (outside any transaction; see [`Client::watch`]).
+    Watch(&'a str, &'a str),
+    /// List a node's children (the reply is their names, each NUL-terminated: see
+    /// [`wire::strings`]).
+    Directory(&'a str),
+}
+
+impl<'a> Op<'a> {
+    /// Its request type, transaction (`tx`, none for a watch) and payload parts.
+    fn parts(&self, tx: Tx) -> Result<(MsgType, Tx, [&'a [u8]; 4]), Error> {
+        const NUL: &[u8] = b"\0";
+        Ok(match *self {
+            Op::Read(path) => (MsgType::Read, tx, [arg(path)?, NUL, &[], &[]]),
+            Op::Directory(path) => (MsgType::Directory, tx, [arg(path)?, NUL, &[], &[]]),
+            Op::Write(path, value) => (MsgType::Write, tx, [arg(path)?, NUL, value, &[]]),
+            Op::Watch(path, token) => (
+                MsgType::Watch,
+                Tx::NONE,
+                [arg(path)?, NUL, arg(token)?, NUL],
+            ),
+        })
     }
 }
 

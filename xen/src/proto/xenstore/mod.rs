@@ -30,7 +30,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use client::Client;
+pub use client::{Client, Op};
 
 /// How the client reaches xenstored; the only thing that differs between Xen and the host.
 ///

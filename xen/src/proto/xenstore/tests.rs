@@ -521,3 +521,85 @@ fn random_daemon_garbage_never_panics() {
         let _: Result<String, _> = xs.name();
     }
 }
+
+#[test]
+fn a_batch_sends_every_request_then_returns_each_reply_in_order() {
+    let mut xs = client();
+    xs.write(Tx::NONE, "data/a", b"1").unwrap();
+    let r = xs
+        .batch(
+            Tx::NONE,
+            &[
+                Op::Read("data/a"),
+                Op::Write("data/b", b"2"),
+                Op::Read("data/missing"),
+                Op::Watch("data/b", "tok"),
+                Op::Read("data/b"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(r.len(), 5);
+    assert_eq!(r[0].as_deref(), Ok(&b"1"[..]));
+    assert!(r[1].is_ok());
+    assert_eq!(r[2], Err(Error::Xs(XsErrno::Enoent)));
+    assert!(r[3].is_ok());
+    assert_eq!(r[4].as_deref(), Ok(&b"2"[..]));
+    assert_eq!(
+        xs.watches(),
+        [(String::from("data/b"), String::from("tok"))]
+    );
+    // The watch fires once when set; the client goes on with ordinary requests afterwards.
+    assert_eq!(xs.read(Tx::NONE, "data/a").unwrap(), b"1");
+    assert!(xs.take_event("tok").is_some());
+    // A bad argument sends nothing.
+    assert_eq!(
+        xs.batch(Tx::NONE, &[Op::Write("data/c", b"3"), Op::Read("")]),
+        Err(Error::InvalidArgument)
+    );
+    assert_eq!(xs.read(Tx::NONE, "data/c"), Err(Error::Xs(XsErrno::Enoent)));
+}
+
+#[test]
+fn a_batch_larger_than_the_ring_goes_out_in_runs_and_works_in_a_transaction() {
+    let mut xs = client();
+    let value = [b'x'; 100];
+    let paths: Vec<String> = (0..40).map(|i| alloc::format!("data/k{i}")).collect();
+    let ops: Vec<Op> = paths.iter().map(|p| Op::Write(p, &value)).collect();
+    let tx = xs.transaction_start().unwrap();
+    let r = xs.batch(tx, &ops).unwrap();
+    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    assert_eq!(
+        xs.read(Tx::NONE, "data/k39"),
+        Err(Error::Xs(XsErrno::Enoent))
+    );
+    xs.transaction_end(tx, true).unwrap();
+    let reads: Vec<Op> = paths.iter().map(|p| Op::Read(p)).collect();
+    let r = xs.batch(Tx::NONE, &reads).unwrap();
+    assert!(r.iter().all(|r| r.as_deref() == Ok(&value[..])));
+}
+
+#[test]
+fn requests_sent_for_later_are_answered_along_with_the_next_and_their_refusals_counted() {
+    let mut xs = client();
+    xs.send_later(
+        Tx::NONE,
+        &[
+            Op::Write("data/f", b"1"),
+            Op::Write("bad//path", b"1"),
+            Op::Watch("data/f", "later"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        xs.watches(),
+        [(String::from("data/f"), String::from("later"))]
+    );
+    // The next request reads their replies on the way to its own.
+    assert_eq!(xs.read(Tx::NONE, "data/f").unwrap(), b"1");
+    assert_eq!(xs.take_unawaited_refusals(), 1);
+    assert_eq!(xs.take_unawaited_refusals(), 0);
+    // The watch is set: it fires (once when set, and for the write).
+    xs.write(Tx::NONE, "data/f", b"2").unwrap();
+    xs.read(Tx::NONE, "data/f").unwrap();
+    assert!(xs.take_event("later").is_some());
+}
