@@ -111,6 +111,9 @@ pub async fn ready(app: &str, net: &Net, tcp_ports: &[u16]) -> smoltcp::wire::Ip
         .iter()
         .map(|p| alloc::format!("{}:{p}", addr.address()))
         .collect();
+    // From now on a SYN to a port nobody listens on is refused (until now it was held for the
+    // listener about to open: see crate::gate).
+    net.serving();
     xen::boot::ready(app, &endpoints);
     addr
 }
