@@ -14,7 +14,7 @@ const HTTPD_IP: &str = "10.0.0.192";
 const ECHO_MAC: &str = "00:16:3e:00:00:5d";
 const ECHO_IP: &str = "10.0.0.193";
 /// How long each flood lasts.
-const FLOOD_SECS: u32 = 30;
+const FLOOD_SECS: u32 = 15;
 
 fn start(image: &str, mac: &str, ready: &str) -> Result<Guest, String> {
     let g = Guest::start_with(

@@ -135,8 +135,7 @@ fn ok_200(ip: &str) -> Result<String, String> {
 fn ready_line(svc: &str) -> String {
     log()
         .lines()
-        .filter(|l| l.contains(&format!("{svc}: ready after")))
-        .last()
+        .rfind(|l| l.contains(&format!("{svc}: ready after")))
         .map(|l| l.split("] ").nth(1).unwrap_or(l).to_string())
         .unwrap_or_default()
 }
