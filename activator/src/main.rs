@@ -25,6 +25,7 @@
 mod config;
 mod dns;
 mod frame;
+mod sys;
 mod tap;
 mod xl;
 mod xs;
@@ -125,6 +126,8 @@ struct Activator {
     xs: xs::Xs,
     watcher: xs::Watcher,
     dns: Option<UdpSocket>,
+    /// `/dev/xen/privcmd`, for pausing and unpausing without `xl` (None: use `xl`).
+    privcmd: Option<std::fs::File>,
     t0: Instant,
 }
 
@@ -153,6 +156,7 @@ impl Activator {
     fn start(&mut self, i: usize) {
         let domain;
         let how;
+        let mut unpaused = None;
         let gen = {
             let s = &mut self.svcs[i];
             s.gen += 1;
@@ -168,14 +172,19 @@ impl Activator {
                 } else {
                     "unpausing the parked domain"
                 };
-                let dname = domain.clone();
-                std::thread::spawn(move || {
-                    let r = xl::xl(&bin, &["unpause", &dname]);
-                    let _ = tx.send(match r {
-                        Ok(_) => Msg::Running { svc: i, gen, domid },
-                        Err(why) => Msg::StartFailed { svc: i, gen, why },
-                    });
-                });
+                match self.unpause_direct(domid) {
+                    true => unpaused = Some(domid),
+                    false => {
+                        let dname = domain.clone();
+                        std::thread::spawn(move || {
+                            let r = xl::xl(&bin, &["unpause", &dname]);
+                            let _ = tx.send(match r {
+                                Ok(_) => Msg::Running { svc: i, gen, domid },
+                                Err(why) => Msg::StartFailed { svc: i, gen, why },
+                            });
+                        });
+                    }
+                }
             }
             other => {
                 self.svcs[i].spare = other;
@@ -213,6 +222,33 @@ impl Activator {
             domid: None,
             how,
         };
+        if let Some(domid) = unpaused {
+            self.on_running(i, gen, domid);
+        }
+    }
+
+    /// Pauses or unpauses `domid` with the domctl itself (no `xl` process: see [`sys`]); false
+    /// if that is not possible here (then `xl` does it).
+    fn pause_direct(&mut self, domid: u32, pause: bool) -> bool {
+        let Some(p) = &self.privcmd else {
+            return false;
+        };
+        match sys::pause_domain(p, domid, pause) {
+            Ok(()) => true,
+            Err(e) => {
+                log!(
+                    self,
+                    "the {} domctl failed ({e}); using xl from now on",
+                    if pause { "pause" } else { "unpause" }
+                );
+                self.privcmd = None;
+                false
+            }
+        }
+    }
+
+    fn unpause_direct(&mut self, domid: u32) -> bool {
+        self.pause_direct(domid, false)
     }
 
     /// Prepares `i`'s spare in the background (parked: `xl create -p`; preboot: boot it, wait
@@ -641,7 +677,11 @@ impl Activator {
         let bridge = self.cfg.bridge.clone();
         let tx = self.tx.clone();
         if mode == Mode::Preboot {
-            let r = xl::xl(&bin, &["pause", &domain]);
+            let r = if self.pause_direct(domid, true) {
+                Ok(String::new())
+            } else {
+                xl::xl(&bin, &["pause", &domain])
+            };
             let _ = tap::flush_bridge(&bridge);
             self.svcs[i].state = State::Down;
             match r {
@@ -839,6 +879,11 @@ fn run(cfg: Config) -> Result<(), String> {
         xs,
         watcher,
         dns,
+        privcmd: std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/xen/privcmd")
+            .ok(),
         t0,
     };
     for i in 0..a.svcs.len() {

@@ -4,30 +4,12 @@
 //! from a wire, reaching dom0's own stack or any port, and with learning off the bridge never
 //! takes a client's MAC to be behind this port. Once a guest has sent a frame the bridge forwards
 //! its traffic straight to its vif: the activator is not in the data path.
-//!
-//! The one `unsafe` call of the crate is here: the `TUNSETIFF` ioctl that names the device
-//! (std has no API for it and the card admits no libc crate; musl and glibc both export `ioctl`).
+//! The device is named with the `TUNSETIFF` ioctl ([`crate::sys`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::Command;
-
-const TUNSETIFF: std::ffi::c_ulong = 0x4004_54ca;
-const IFF_TAP: i16 = 0x0002;
-const IFF_NO_PI: i16 = 0x1000;
-
-extern "C" {
-    fn ioctl(fd: std::ffi::c_int, request: std::ffi::c_ulong, ...) -> std::ffi::c_int;
-}
-
-/// `struct ifreq` as TUNSETIFF reads it: the name, then the flags (the union's first member).
-#[repr(C)]
-struct IfReq {
-    name: [u8; 16],
-    flags: i16,
-    _pad: [u8; 22],
-}
 
 pub struct Tap {
     file: File,
@@ -63,21 +45,8 @@ impl Tap {
             .write(true)
             .open("/dev/net/tun")
             .map_err(|e| io::Error::new(e.kind(), format!("/dev/net/tun: {e} (modprobe tun?)")))?;
-        let mut req = IfReq {
-            name: [0; 16],
-            flags: IFF_TAP | IFF_NO_PI,
-            _pad: [0; 22],
-        };
-        req.name[..name.len()].copy_from_slice(name.as_bytes());
-        // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which `req` is (40 bytes, C
-        // layout), and the fd is open for the call's duration.
-        let rc = unsafe { ioctl(file.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) };
-        if rc < 0 {
-            return Err(io::Error::other(format!(
-                "TUNSETIFF {name}: {}",
-                io::Error::last_os_error()
-            )));
-        }
+        crate::sys::tunsetiff_tap(file.as_raw_fd(), name)
+            .map_err(|e| io::Error::other(format!("TUNSETIFF {name}: {e}")))?;
         run(&["ip", "link", "set", name, "up"])?;
         if run(&["ip", "link", "set", name, "master", bridge]).is_err() {
             run(&["brctl", "addif", bridge, name])?;

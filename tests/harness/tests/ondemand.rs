@@ -199,7 +199,10 @@ fn main() {
                 expect(&l, "test panic 42")?;
                 expect(&l, "refusing for 1 s")?;
                 let starts = l.matches("crash: request waiting: starting").count();
-                if first > 2.0 || second > 0.5 || starts != 1 {
+                // Refused because the guest ended (not after boot_timeout), the second client
+                // by the backoff (no second start). How fast is the note's: the lab's xl create
+                // alone takes 1-4 s, depending on its load.
+                if starts != 1 || l.contains("was not ready after") {
                     return Err(format!(
                         "refused after {first} s and {second} s, {starts} start(s):\n{l}"
                     ));
