@@ -842,7 +842,8 @@ fn spawn_readers(tap: &tap::Tap, dns: Option<&UdpSocket>, tx: &Sender<Msg>) -> s
 fn run(cfg: Config) -> Result<(), String> {
     let t0 = Instant::now();
     let (tx, rx): (Sender<Msg>, Receiver<Msg>) = mpsc::channel();
-    let tap = tap::Tap::open("xrtact0", &cfg.bridge).map_err(|e| format!("tap: {e}"))?;
+    let tap_name = format!("xrtact{}", std::process::id() % 100_000);
+    let tap = tap::Tap::open(&tap_name, &cfg.bridge).map_err(|e| format!("tap: {e}"))?;
     let dns = match cfg.dns {
         Some(a) => Some(UdpSocket::bind(a).map_err(|e| format!("DNS on {a}: {e}"))?),
         None => None,
