@@ -43,7 +43,16 @@ fn boot_redis_aof(dir: &str, img: &str) -> Result<(), String> {
     if c.code != Some(0) || c.output.contains("LAB-DOMU: redis") {
         return Err(format!("the durable redis did not come up:\n{}", c.output));
     }
-    let pong = redis_cli(AOF_IP, 6379, &["ping"])?;
+    // redis-server listens while it still replays its AOF, answering "LOADING" until it is
+    // done (after an `xl destroy` the AOF is long): ask again until it says PONG.
+    let mut pong = String::new();
+    for _ in 0..120 {
+        pong = redis_cli(AOF_IP, 6379, &["ping"])?;
+        if !pong.contains("LOADING") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     expect(&pong, "PONG")
 }
 
