@@ -157,6 +157,29 @@ impl RstFilter {
         true
     }
 
+    /// Whether a SYN (no ACK) from `src` to `dst` belongs to a connection smoltcp already has:
+    /// a duplicate (a retransmission that crossed our SYN-ACK, or a SYN replayed by the
+    /// activator after the guest had the original). smoltcp hands a SYN to the first socket
+    /// that accepts it, and a listening slot earlier in the set accepts any SYN for its port:
+    /// it would open a second half-open connection on the same 4-tuple, whose SYN-ACK the
+    /// client answers with an ACK for the real one, which that slot refuses with an RST that
+    /// the client takes as a reset of its real connection. The gate drops such SYNs.
+    pub(crate) fn is_duplicate_syn(
+        &self,
+        src: IpAddress,
+        dst: IpAddress,
+        t: &TcpPacket<&[u8]>,
+    ) -> bool {
+        if !t.syn() || t.ack() || t.rst() || self.tracks.is_empty() {
+            return false;
+        }
+        let tuple = Tuple {
+            local: IpEndpoint::new(dst, t.dst_port()),
+            remote: IpEndpoint::new(src, t.src_port()),
+        };
+        self.tracks.iter().any(|k| k.tuple == tuple)
+    }
+
     /// Connections tracked now.
     pub fn tracked(&self) -> usize {
         self.tracks.len()
@@ -294,6 +317,35 @@ mod tests {
             nxt: None,
         });
         f
+    }
+
+    /// A SYN (no ACK) from PEER:`port` to US:7.
+    fn syn_from(port: u16) -> Vec<u8> {
+        let mut f = frame_from(port, TcpControl::Syn, 5, b"");
+        let mut t = TcpPacket::new_unchecked(&mut f[34..]);
+        t.set_ack(false);
+        t.fill_checksum(&PEER.into(), &US.into());
+        f
+    }
+
+    #[test]
+    fn a_syn_for_a_connection_already_there_is_a_duplicate() {
+        let f = tracking();
+        let dup = syn_from(40000);
+        let (src, dst, t) = tcp_in(&dup).unwrap();
+        assert!(f.is_duplicate_syn(src, dst, &t));
+        let new = syn_from(40001);
+        let (src, dst, t) = tcp_in(&new).unwrap();
+        assert!(
+            !f.is_duplicate_syn(src, dst, &t),
+            "another port: a new connection"
+        );
+        let synack = frame(TcpControl::Syn, 5, b"");
+        let (src, dst, t) = tcp_in(&synack).unwrap();
+        assert!(!f.is_duplicate_syn(src, dst, &t), "a SYN|ACK is not a SYN");
+        let none = RstFilter::default();
+        let (src, dst, t) = tcp_in(&dup).unwrap();
+        assert!(!none.is_duplicate_syn(src, dst, &t), "nothing tracked");
     }
 
     #[test]

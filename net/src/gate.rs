@@ -24,6 +24,10 @@
 //!   clients waits for turns of the event loop, not for their SYN retransmission timers.
 //!   SYNs held longer than [`HOLD_NS`], or beyond [`MAX_HELD`], are dropped, as Linux does
 //!   when its accept queue is full (the client retransmits).
+//! - **A SYN for a connection that already exists is dropped** (a retransmission that crossed
+//!   our SYN-ACK, or one the activator replays after the guest got the original): smoltcp would
+//!   give it to a listening slot, whose half-open twin of the connection ends in an RST that
+//!   resets the real one.
 //! - **A slot whose connection died before `accept`** (reset, timed out) listens again; the
 //!   app never sees it.
 //!
@@ -77,6 +81,9 @@ pub const HOLD_NS: u64 = 1_000_000_000;
 pub struct ListenStats {
     /// SYNs held back because every slot held an unaccepted connection.
     pub held: u64,
+    /// SYNs dropped for belonging to a connection already there (see
+    /// `filter::RstFilter::is_duplicate_syn`).
+    pub duplicate_syns: u64,
     /// Held SYNs later handed to a listener.
     pub replayed: u64,
     /// Half-open slots reset to make room for a newer SYN.
@@ -416,6 +423,10 @@ impl SynGate {
         }
         if !t.syn() || t.ack() || t.rst() {
             return Verdict::Admit;
+        }
+        if self.rst.is_duplicate_syn(src, dst, &t) {
+            self.stats.duplicate_syns += 1;
+            return Verdict::Drop;
         }
         let port = t.dst_port();
         match self.rooms.iter_mut().find(|r| r.port == port) {
