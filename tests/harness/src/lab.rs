@@ -588,3 +588,141 @@ impl Probe {
         ProbeReport::parse(&out)
     }
 }
+
+/// `scripts/run ARGS` started against the running test lab, in its own process group, with its
+/// stdout and stderr collected line by line ([`ScriptsRun::start`]).
+pub struct ScriptsRun {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Everything it printed so far.
+    pub seen: String,
+}
+
+impl ScriptsRun {
+    /// Starts `scripts/run ARGS` (with `env` added and the lab's LAB_DIR) and waits up to
+    /// `secs` for a line containing `until`; Err (after stopping it) if none came.
+    pub fn start(
+        args: &[&str],
+        env: &[(&str, &str)],
+        until: &str,
+        secs: u64,
+    ) -> Result<ScriptsRun, String> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("setsid")
+            .arg(crate::root().join("scripts/run"))
+            .args(args)
+            .env("LAB_DIR", lab_dir())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("scripts/run: {e}"))?;
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let out = child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>);
+        let err = child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>);
+        for pipe in [out, err].into_iter().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut run = ScriptsRun {
+            child,
+            lines: rx,
+            seen: String::new(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            match run.lines.recv_timeout(std::time::Duration::from_secs(1)) {
+                Ok(l) => {
+                    let hit = l.contains(until);
+                    run.seen.push_str(&l);
+                    run.seen.push('\n');
+                    if hit {
+                        return Ok(run);
+                    }
+                }
+                Err(_) if std::time::Instant::now() > deadline => {
+                    let (_, seen) = run.stop()?;
+                    return Err(format!("no line with {until:?} within {secs} s:\n{seen}"));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Ctrl-C: SIGINT to the whole process group, as a terminal does (SIGTERM, which
+    /// scripts/run handles the same way, when this process ignores SIGINT: a test runner
+    /// started in the background does, and its children inherit that). Waits up to 60 s for it
+    /// to end; Ok((exit code, everything it printed)).
+    pub fn stop(mut self) -> Result<(Option<i32>, String), String> {
+        use std::process::Command;
+        let pid = self.child.id();
+        let signal = if sigint_ignored() { "-TERM" } else { "-INT" };
+        let _ = Command::new("kill")
+            .args([signal, "--", &format!("-{pid}")])
+            .status();
+        let mut code = None;
+        for _ in 0..120 {
+            if let Some(st) = self.child.try_wait().map_err(|e| e.to_string())? {
+                code = Some(st.code());
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push_str(&l);
+            self.seen.push('\n');
+        }
+        let Some(code) = code else {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            return Err(format!(
+                "scripts/run still running 60 s after SIG{}:\n{}",
+                &signal[1..],
+                self.seen
+            ));
+        };
+        Ok((code, self.seen))
+    }
+}
+
+/// Whether this process ignores SIGINT (then so do the children it starts).
+pub fn sigint_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            let hex = st
+                .lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (2 - 1)) != 0)
+}
+
+/// GET / from 127.0.0.1:`port` on this host (Connection: close): the whole response,
+/// None if it could not be had within 30 s.
+pub fn host_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut b = Vec::new();
+    s.read_to_end(&mut b).ok()?;
+    Some(String::from_utf8_lossy(&b).to_string())
+}

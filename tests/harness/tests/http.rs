@@ -3,7 +3,9 @@
 
 use std::io::{Read, Write};
 use std::sync::OnceLock;
-use xen_tests::lab::{dom0_sh, expect, lab, start_and_connect_when_ready, Guest, Ready};
+use xen_tests::lab::{
+    dom0_sh, expect, host_get, lab, start_and_connect_when_ready, Guest, Ready, ScriptsRun,
+};
 use xen_tests::{case, root};
 
 const MAC: &str = "00:16:3e:00:00:41";
@@ -271,98 +273,18 @@ fn main() {
         case("scripts_run_httpd_serves_the_host_until_ctrl_c", || {
             // The README's first command, against the running test lab: it must print a URL
             // that works from this host, and Ctrl-C must shut the guest down (exit 130).
-            use std::io::BufRead;
-            use std::process::{Command, Stdio};
             let port = 19080 + (std::process::id() % 1000) as u16;
-            let mut child = Command::new("setsid")
-                .arg(root().join("scripts/run"))
-                .arg("httpd")
-                .env("LAB_DIR", xen_tests::lab::lab_dir())
-                .env("RUN_PORT", port.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("scripts/run: {e}"))?;
-            let pid = child.id();
-            let (tx, rx) = std::sync::mpsc::channel::<String>();
-            for pipe in [
-                child
-                    .stdout
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
-                child
-                    .stderr
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                let tx = tx.clone();
-                std::thread::spawn(move || {
-                    for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                        let _ = tx.send(line);
-                    }
-                });
-            }
-            let mut seen = String::new();
             let url = format!("http://127.0.0.1:{port}/");
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-            let found = loop {
-                match rx.recv_timeout(std::time::Duration::from_secs(1)) {
-                    Ok(l) => {
-                        seen.push_str(&l);
-                        seen.push('\n');
-                        if l.contains(&format!("is at {url}")) {
-                            break true;
-                        }
-                    }
-                    Err(_) if std::time::Instant::now() > deadline => break false,
-                    Err(_) => {}
-                }
-            };
-            let body = found.then(|| {
-                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-                s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-                    .ok()?;
-                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    .ok()?;
-                let mut b = Vec::new();
-                s.read_to_end(&mut b).ok()?;
-                Some(String::from_utf8_lossy(&b).to_string())
-            });
-            // Ctrl-C: SIGINT to the whole process group, as a terminal does. (A test runner
-            // started in the background may have SIGINT ignored, which children inherit and
-            // bash cannot trap: then SIGTERM, which scripts/run handles the same way.)
-            let signal = if sigint_ignored() { "-TERM" } else { "-INT" };
-            let _ = Command::new("kill")
-                .args([signal, "--", &format!("-{pid}")])
-                .status();
-            let mut code = None;
-            for _ in 0..120 {
-                if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-                    code = Some(st.code());
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(500));
-            }
-            let Some(code) = code else {
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
-                    .status();
-                return Err(format!(
-                    "scripts/run still running 60 s after {signal}:\n{seen}"
-                ));
-            };
-            while let Ok(l) = rx.try_recv() {
-                seen.push_str(&l);
-                seen.push('\n');
-            }
-            if !found {
-                return Err(format!("no URL line within 180 s:\n{seen}"));
-            }
-            let body = body.flatten().ok_or(format!("GET {url} failed:\n{seen}"))?;
+            let port_s = port.to_string();
+            let run = ScriptsRun::start(
+                &["httpd"],
+                &[("RUN_PORT", &port_s)],
+                &format!("is at {url}"),
+                180,
+            )?;
+            let body = host_get(port);
+            let (code, seen) = run.stop()?;
+            let body = body.ok_or(format!("GET {url} failed:\n{seen}"))?;
             expect(&body, "HTTP/1.1 200 OK")?;
             if code != Some(130) {
                 return Err(format!("exit {code:?} after Ctrl-C:\n{seen}"));
@@ -371,7 +293,7 @@ fn main() {
             if l.output.lines().any(|x| x.starts_with("httpd ")) {
                 return Err(format!("httpd still running after Ctrl-C:\n{}", l.output));
             }
-            Ok(format!("[{url}, exit 130 after SIG{}]", &signal[1..]))
+            Ok(format!("[{url}, exit 130 after Ctrl-C]"))
         }),
         case("xl_shutdown_stops_httpd_cleanly", || {
             server()?.shutdown_cleanly()
@@ -379,21 +301,6 @@ fn main() {
     ];
     let ok = xen_tests::run_cases("http", cases, 1);
     xen_tests::lab::finish(ok)
-}
-
-/// Whether this process ignores SIGINT (then so do the children it starts).
-fn sigint_ignored() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|st| {
-            let hex = st
-                .lines()
-                .find_map(|l| l.strip_prefix("SigIgn:"))?
-                .trim()
-                .to_string();
-            u64::from_str_radix(&hex, 16).ok()
-        })
-        .is_some_and(|mask| mask & (1 << (2 - 1)) != 0)
 }
 
 /// MD5 (RFC 1321), to compare with dom0's md5sum without a dependency.

@@ -7,7 +7,7 @@
 //! service (echo), and the DNS trigger.
 
 use std::sync::OnceLock;
-use xen_tests::lab::{dom0_sh, expect, lab};
+use xen_tests::lab::{dom0_sh, expect, host_get, lab, ScriptsRun};
 use xen_tests::{case, root};
 
 const ACT: &str = "/tmp/ondemand";
@@ -279,85 +279,22 @@ fn main() {
             "scripts_run_on_demand_serves_the_host_and_stops_on_ctrl_c",
             || {
                 // The README's `scripts/run --on-demand httpd` against the running test lab: a URL
-                // on this host whose first request boots the guest; SIGTERM (as Ctrl-C) stops the
-                // activator and the guest (exit 130). Its own service address and tap.
-                use std::io::{BufRead, Read, Write};
-                use std::process::{Command, Stdio};
+                // on this host whose first request boots the guest; Ctrl-C stops the activator and
+                // the guest (exit 130). Its own service address and tap.
                 let port = 18080 + (std::process::id() % 1000) as u16;
-                let mut child = Command::new("setsid")
-                    .arg(root().join("scripts/run"))
-                    .args(["--on-demand", "httpd"])
-                    .env("LAB_DIR", xen_tests::lab::lab_dir())
-                    .env("RUN_PORT", port.to_string())
-                    .env("ONDEMAND_ADDR", "10.0.0.248/24")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .map_err(|e| format!("scripts/run: {e}"))?;
-                let pid = child.id();
-                let (tx, rx) = std::sync::mpsc::channel::<String>();
-                let err = child.stderr.take().unwrap();
-                std::thread::spawn(move || {
-                    for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                        let _ = tx.send(line);
-                    }
-                });
-                let mut seen = String::new();
                 let url = format!("http://127.0.0.1:{port}/");
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-                let found = loop {
-                    match rx.recv_timeout(std::time::Duration::from_secs(1)) {
-                        Ok(l) => {
-                            seen.push_str(&l);
-                            seen.push('\n');
-                            if l.contains(&format!("on demand at {url}")) {
-                                break true;
-                            }
-                        }
-                        Err(_) if std::time::Instant::now() > deadline => break false,
-                        Err(_) => {}
-                    }
-                };
+                let port_s = port.to_string();
+                let run = ScriptsRun::start(
+                    &["--on-demand", "httpd"],
+                    &[("RUN_PORT", &port_s), ("ONDEMAND_ADDR", "10.0.0.248/24")],
+                    &format!("on demand at {url}"),
+                    180,
+                )?;
                 let t = std::time::Instant::now();
-                let body = found.then(|| {
-                    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-                    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-                        .ok()?;
-                    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                        .ok()?;
-                    let mut b = Vec::new();
-                    s.read_to_end(&mut b).ok()?;
-                    Some(String::from_utf8_lossy(&b).to_string())
-                });
+                let body = host_get(port);
                 let took = t.elapsed().as_secs_f64();
-                let _ = Command::new("kill")
-                    .args(["-TERM", "--", &format!("-{pid}")])
-                    .status();
-                let mut code = None;
-                for _ in 0..120 {
-                    if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-                        code = Some(st.code());
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                }
-                while let Ok(l) = rx.try_recv() {
-                    seen.push_str(&l);
-                    seen.push('\n');
-                }
-                let Some(code) = code else {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", "--", &format!("-{pid}")])
-                        .status();
-                    return Err(format!(
-                        "scripts/run still running 60 s after SIGTERM:\n{seen}"
-                    ));
-                };
-                if !found {
-                    return Err(format!("no URL line within 180 s:\n{seen}"));
-                }
-                let body = body.flatten().ok_or(format!("GET {url} failed:\n{seen}"))?;
+                let (code, seen) = run.stop()?;
+                let body = body.ok_or(format!("GET {url} failed:\n{seen}"))?;
                 expect(&body, "HTTP/1.1 200 OK")?;
                 // Nothing ran before that GET: the activator started the guest for it.
                 let alog = dom0_sh("cat /tmp/run-ondemand.log", 30)?;
@@ -367,11 +304,11 @@ fn main() {
                 )?;
                 expect(&alog, "httpd: ready after")?;
                 if code != Some(130) {
-                    return Err(format!("exit {code:?} after SIGTERM:\n{seen}"));
+                    return Err(format!("exit {code:?} after Ctrl-C:\n{seen}"));
                 }
                 let left = dom0_sh("xl list | grep -cE '^httpd-[0-9]+ ' || true", 30)?;
                 if left.trim() != "0" {
-                    return Err(format!("guests left after SIGTERM: {left}"));
+                    return Err(format!("guests left after Ctrl-C: {left}"));
                 }
                 Ok(format!("first GET through the host port in {took:.2} s"))
             },

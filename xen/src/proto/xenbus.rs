@@ -390,28 +390,31 @@ impl Frontend {
         keys: &[(&str, &str)],
         state: XenbusState,
     ) -> Result<(), XenbusError> {
-        let node = &self.node;
-        let paths: Vec<String> = keys
-            .iter()
-            .map(|(k, _)| format!("{node}/{k}"))
-            .chain(core::iter::once(format!("{node}/state")))
-            .collect();
-        let values = keys
-            .iter()
-            .map(|(_, v)| v.as_bytes())
-            .chain(core::iter::once(state.as_str().as_bytes()));
-        let ops: Vec<Op> = paths
-            .iter()
-            .zip(values)
-            .map(|(p, v)| Op::Write(p, v))
-            .collect();
         // Every write in one round trip; the transaction commits only if all of them worked.
-        xs.transaction(|xs, tx| {
-            xs.batch(tx, &ops)?
-                .into_iter()
-                .try_for_each(|r| r.map(drop))
-        })?;
+        xs.transaction(|xs, tx| self.write_keys_then_state(xs, tx, keys, state))?;
         Ok(())
+    }
+
+    /// Writes `keys` (relative to our node), then `state`, in one round trip (a batch) in `tx`.
+    fn write_keys_then_state<T: Transport>(
+        &self,
+        xs: &mut Client<T>,
+        tx: Tx,
+        keys: &[(&str, &str)],
+        state: XenbusState,
+    ) -> Result<(), xenstore::Error> {
+        let node = &self.node;
+        let paths: Vec<String> = keys.iter().map(|(k, _)| format!("{node}/{k}")).collect();
+        let state_path = format!("{node}/state");
+        let mut ops: Vec<Op> = paths
+            .iter()
+            .zip(keys)
+            .map(|(p, (_, v))| Op::Write(p, v.as_bytes()))
+            .collect();
+        ops.push(Op::Write(&state_path, state.as_str().as_bytes()));
+        xs.batch(tx, &ops)?
+            .into_iter()
+            .try_for_each(|r| r.map(drop))
     }
 
     /// Writes `keys` (relative to our node), then `state`, in one round trip and outside any
@@ -426,18 +429,7 @@ impl Frontend {
         keys: &[(&str, &str)],
         state: XenbusState,
     ) -> Result<(), XenbusError> {
-        let node = &self.node;
-        let paths: Vec<String> = keys.iter().map(|(k, _)| format!("{node}/{k}")).collect();
-        let state_path = format!("{node}/state");
-        let mut ops: Vec<Op> = paths
-            .iter()
-            .zip(keys)
-            .map(|(p, (_, v))| Op::Write(p, v.as_bytes()))
-            .collect();
-        ops.push(Op::Write(&state_path, state.as_str().as_bytes()));
-        xs.batch(Tx::NONE, &ops)?
-            .into_iter()
-            .try_for_each(|r| r.map(drop))?;
+        self.write_keys_then_state(xs, Tx::NONE, keys, state)?;
         Ok(())
     }
 
