@@ -71,10 +71,33 @@ enum Msg {
         svc: usize,
         why: String,
     },
-    /// A stop worker finished.
+    /// A stop's `xl destroy` (after the shutdown took too long) finished.
     Stopped {
         svc: usize,
     },
+}
+
+/// How a start brings the guest up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    Create,
+    UnpauseParked,
+    UnpausePreboot,
+}
+
+impl How {
+    fn describe(self) -> &'static str {
+        match self {
+            How::Create => "xl create",
+            How::UnpauseParked => "unpausing the parked domain",
+            How::UnpausePreboot => "unpausing the pre-booted guest",
+        }
+    }
+}
+
+/// The xenstore node where a xenrt guest says it serves ([`xen::stats::READY_NODE`]).
+fn ready_path(domid: u32) -> String {
+    format!("/local/domain/{domid}/{}", xen::stats::READY_NODE)
 }
 
 enum State {
@@ -84,7 +107,7 @@ enum State {
         since: Instant,
         domain: String,
         domid: Option<u32>,
-        how: &'static str,
+        how: How,
         /// The length of the domain's console log when the start began.
         console_from: u64,
     },
@@ -94,7 +117,12 @@ enum State {
         rx: u64,
         quiet_since: Instant,
     },
-    Stopping,
+    /// Asked to shut down (`xl shutdown`); destroyed if still there at `until`.
+    Stopping {
+        domid: u32,
+        domain: String,
+        until: Instant,
+    },
     Backoff {
         until: Instant,
     },
@@ -168,9 +196,9 @@ impl Activator {
             Spare::Ready { domid, domain: d } => {
                 domain = d;
                 how = if self.svcs[i].cfg.mode == Mode::Preboot {
-                    "unpausing the pre-booted guest"
+                    How::UnpausePreboot
                 } else {
-                    "unpausing the parked domain"
+                    How::UnpauseParked
                 };
                 match self.unpause_direct(domid) {
                     true => unpaused = Some(domid),
@@ -189,7 +217,7 @@ impl Activator {
             other => {
                 self.svcs[i].spare = other;
                 domain = self.next_domain(i);
-                how = "xl create";
+                how = How::Create;
                 let cfg = self.svcs[i].cfg.clone();
                 let bridge = self.cfg.bridge.clone();
                 let dname = domain.clone();
@@ -211,8 +239,9 @@ impl Activator {
         }
         log!(
             self,
-            "{}: request waiting: starting ({how}, {domain})",
-            self.svcs[i].cfg.name
+            "{}: request waiting: starting ({}, {domain})",
+            self.svcs[i].cfg.name,
+            how.describe()
         );
         self.svcs[i].state = State::Starting {
             gen,
@@ -348,9 +377,10 @@ impl Activator {
         let note = self.ready_note(domid);
         log!(
             self,
-            "{}: ready after {:.1} ms ({how}, {domain} domid {domid}{note}); replayed {} SYN(s), answered {} DNS quer(ies)",
+            "{}: ready after {:.1} ms ({}, {domain} domid {domid}{note}); replayed {} SYN(s), answered {} DNS quer(ies)",
             self.svcs[i].cfg.name,
             since.elapsed().as_secs_f64() * 1000.0,
+            how.describe(),
             pending.len(),
             waiting.len()
         );
@@ -367,10 +397,7 @@ impl Activator {
     }
 
     fn ready_note(&mut self, domid: u32) -> String {
-        match self
-            .xs
-            .read(&format!("/local/domain/{domid}/data/xenrt/ready"))
-        {
+        match self.xs.read(&ready_path(domid)) {
             Ok(Some(v)) => format!(", guest: {v}"),
             _ => String::new(),
         }
@@ -378,9 +405,7 @@ impl Activator {
 
     fn unwatch_ready(&mut self, i: usize, domid: u32) {
         let token = format!("ready:{i}");
-        let _ = self
-            .watcher
-            .unwatch(&format!("/local/domain/{domid}/data/xenrt/ready"), &token);
+        let _ = self.watcher.unwatch(&ready_path(domid), &token);
     }
 
     /// The start failed: refuse who waits, log why, back off.
@@ -393,7 +418,7 @@ impl Activator {
         } = &prev
         {
             self.unwatch_ready(i, *d);
-            let _ = xl::xl(&self.cfg.xl, &["destroy", domain]);
+            destroy_later(&self.cfg.xl, domain);
         }
         let s = &mut self.svcs[i];
         s.backoff = (s.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -457,7 +482,7 @@ impl Activator {
                     State::Backoff { until } if Instant::now() < until => {
                         let _ = self.tap.send(&frame::rst_for(&syn, self.svcs[i].cfg.mac));
                     }
-                    State::Starting { .. } | State::Stopping => {
+                    State::Starting { .. } | State::Stopping { .. } => {
                         self.svcs[i]
                             .pending
                             .insert((syn.src, syn.src_port), (syn, f.to_vec()));
@@ -492,7 +517,9 @@ impl Activator {
             State::Backoff { until } if Instant::now() < until => {
                 self.dns_reply(&dns::servfail(&q), from)
             }
-            State::Starting { .. } | State::Stopping => self.svcs[i].dns_waiting.push((q, from)),
+            State::Starting { .. } | State::Stopping { .. } => {
+                self.svcs[i].dns_waiting.push((q, from))
+            }
             State::Down | State::Backoff { .. } => {
                 self.svcs[i].dns_waiting.push((q, from));
                 log!(
@@ -524,15 +551,14 @@ impl Activator {
         *d = Some(domid);
         let domain = domain.clone();
         let from = *console_from;
-        if *how == "unpausing the pre-booted guest" {
+        if *how == How::UnpausePreboot {
             return self.ready(i);
         }
         match self.svcs[i].cfg.ready.clone() {
             Ready::Xenstore => {
-                let _ = self.watcher.watch(
-                    &format!("/local/domain/{domid}/data/xenrt/ready"),
-                    &format!("ready:{i}"),
-                );
+                let _ = self
+                    .watcher
+                    .watch(&ready_path(domid), &format!("ready:{i}"));
             }
             Ready::Console(text) => {
                 let tx = self.tx.clone();
@@ -564,7 +590,7 @@ impl Activator {
                 return;
             };
             let domid = *domid;
-            if e.path != format!("/local/domain/{domid}/data/xenrt/ready") {
+            if e.path != ready_path(domid) {
                 return;
             }
             if let Ok(Some(_)) = self.xs.read(&e.path) {
@@ -584,14 +610,18 @@ impl Activator {
                     domain,
                     ..
                 } => (*d, domain.clone(), true),
-                State::Up { domid, domain, .. } => (*domid, domain.clone(), false),
+                State::Up { domid, domain, .. } | State::Stopping { domid, domain, .. } => {
+                    (*domid, domain.clone(), false)
+                }
                 _ => continue,
             };
             let alive = matches!(self.xs.read(&format!("/local/domain/{domid}/name")), Ok(Some(n)) if n == domain);
             if alive {
                 continue;
             }
-            if starting {
+            if matches!(self.svcs[i].state, State::Stopping { .. }) {
+                self.stopped(i);
+            } else if starting {
                 self.fail(
                     i,
                     format!(
@@ -634,6 +664,15 @@ impl Activator {
                 State::Backoff { until } if now >= *until && nothing_waits => {
                     self.svcs[i].state = State::Down;
                 }
+                State::Stopping { domain, until, .. } if now >= *until => {
+                    // Still there 10 s after `xl shutdown`: destroy it (Stopped follows).
+                    *until = now + Duration::from_secs(3600);
+                    let (bin, d, tx) = (self.cfg.xl.clone(), domain.clone(), self.tx.clone());
+                    std::thread::spawn(move || {
+                        let _ = xl::xl(&bin, &["destroy", &d]);
+                        let _ = tx.send(Msg::Stopped { svc: i });
+                    });
+                }
                 State::Up {
                     domid,
                     rx,
@@ -656,7 +695,7 @@ impl Activator {
     /// Idle: stop the guest (cold, parked) or pause it again (preboot).
     fn stop(&mut self, i: usize) {
         let State::Up { domid, domain, .. } =
-            std::mem::replace(&mut self.svcs[i].state, State::Stopping)
+            std::mem::replace(&mut self.svcs[i].state, State::Down)
         else {
             return;
         };
@@ -674,40 +713,44 @@ impl Activator {
             }
         );
         let bin = self.cfg.xl.clone();
-        let bridge = self.cfg.bridge.clone();
-        let tx = self.tx.clone();
         if mode == Mode::Preboot {
             let r = if self.pause_direct(domid, true) {
                 Ok(String::new())
             } else {
                 xl::xl(&bin, &["pause", &domain])
             };
-            let _ = tap::flush_bridge(&bridge);
-            self.svcs[i].state = State::Down;
+            let _ = tap::flush_bridge(&self.cfg.bridge);
             match r {
                 Ok(_) => self.svcs[i].spare = Spare::Ready { domid, domain },
                 Err(e) => {
                     log!(self, "{}: {e}; destroying it", self.svcs[i].cfg.name);
-                    let _ = xl::xl(&bin, &["destroy", &domain]);
+                    destroy_later(&bin, &domain);
                     self.prepare_spare(i);
                 }
             }
             return;
         }
+        // A clean shutdown first (kv flushes its log); the domain's end comes back as
+        // @releaseDomain (check_alive), and on_tick destroys it if it is still there in 10 s.
+        let d = domain.clone();
         std::thread::spawn(move || {
-            // A clean shutdown first (kv flushes its log), then destroy if it takes too long.
-            let _ = xl::xl(&bin, &["shutdown", &domain]);
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(50));
-                if xl::xl(&bin, &["domid", &domain]).is_err() {
-                    let _ = tx.send(Msg::Stopped { svc: i });
-                    return;
-                }
-            }
-            let _ = xl::xl(&bin, &["destroy", &domain]);
-            let _ = tx.send(Msg::Stopped { svc: i });
+            let _ = xl::xl(&bin, &["shutdown", &d]);
         });
+        self.svcs[i].state = State::Stopping {
+            domid,
+            domain,
+            until: Instant::now() + Duration::from_secs(10),
+        };
+    }
+
+    /// The guest of a stop is gone: what comes next.
+    fn stopped(&mut self, i: usize) {
+        log!(self, "{}: stopped", self.svcs[i].cfg.name);
+        self.svcs[i].state = State::Down;
+        self.prepare_spare(i);
+        if !self.svcs[i].pending.is_empty() || !self.svcs[i].dns_waiting.is_empty() {
+            self.start(i);
+        }
     }
 
     fn handle(&mut self, m: Msg) {
@@ -749,15 +792,20 @@ impl Activator {
                 self.svcs[svc].spare = Spare::None;
             }
             Msg::Stopped { svc } => {
-                log!(self, "{}: stopped", self.svcs[svc].cfg.name);
-                self.svcs[svc].state = State::Down;
-                self.prepare_spare(svc);
-                if !self.svcs[svc].pending.is_empty() || !self.svcs[svc].dns_waiting.is_empty() {
-                    self.start(svc);
+                if matches!(self.svcs[svc].state, State::Stopping { .. }) {
+                    self.stopped(svc);
                 }
             }
         }
     }
+}
+
+/// `xl destroy DOMAIN` in a thread of its own (the loop does not wait for xl).
+fn destroy_later(bin: &str, domain: &str) {
+    let (bin, d) = (bin.to_string(), domain.to_string());
+    std::thread::spawn(move || {
+        let _ = xl::xl(&bin, &["destroy", &d]);
+    });
 }
 
 fn console_log(domain: &str) -> String {
