@@ -285,6 +285,15 @@ pub trait Link: 'static {
     fn mac(&self) -> Option<[u8; 6]> {
         None
     }
+    /// Bits that differ each time the domain is taken into a new one, for the interface's
+    /// random seed after a move (0: none). A saved image can be restored many times; the
+    /// restored copies must not pick the same TCP initial sequence numbers and ports.
+    fn entropy(&mut self) -> u64 {
+        0
+    }
+    /// Called once the stack has taken a move in (rebuilt, announced): the platform may tell
+    /// the toolstack that the guest serves again.
+    fn after_move(&mut self) {}
 }
 
 /// Any smoltcp [`Device`] as a [`Link`] (nothing to do around a poll, no counters).
@@ -333,6 +342,8 @@ trait Phy {
     fn capabilities(&mut self) -> smoltcp::phy::DeviceCapabilities;
     fn send_raw(&mut self, frame: &[u8], now: Instant) -> bool;
     fn mac(&self) -> Option<[u8; 6]>;
+    fn entropy(&mut self) -> u64;
+    fn after_move(&mut self);
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface;
     fn stats(&self) -> Option<crate::Stats>;
     fn register(&mut self, waker: &Waker) -> bool;
@@ -363,6 +374,12 @@ impl<L: Link> Phy for L {
     }
     fn mac(&self) -> Option<[u8; 6]> {
         Link::mac(self)
+    }
+    fn entropy(&mut self) -> u64 {
+        Link::entropy(self)
+    }
+    fn after_move(&mut self) {
+        Link::after_move(self)
     }
     fn make_iface(&mut self, config: IfaceConfig, now: Instant) -> Interface {
         Interface::new(config, self.device(), now)
@@ -784,11 +801,14 @@ impl Inner {
 
     /// The device reconnected to a new backend (the domain moved). The sockets stay as they
     /// are: TCP connections survive, the IP addresses and (normally) the MAC being the same.
-    /// If the backend's features changed the device's capabilities (e.g. no transmit GSO any
-    /// more), the interface is built again with them (smoltcp keeps capabilities from an
-    /// interface's creation), with the same addresses and routes; if the toolstack gave the
-    /// vif a new MAC, it is used (and the link-local address follows it). Then a gratuitous
-    /// ARP and an unsolicited NA per IPv6 address go out, before anything else.
+    /// The interface is built again, with the same addresses and routes: with a new random
+    /// seed (the same saved image may be restored many times, and each copy must choose its
+    /// own TCP sequence numbers and ports: [`Link::entropy`]), and with the device's
+    /// capabilities as the new backend gives them (smoltcp keeps capabilities from an
+    /// interface's creation; e.g. no transmit GSO any more). If the toolstack gave the vif a
+    /// new MAC, it is used (and the link-local address follows it). Then a gratuitous ARP and
+    /// an unsolicited NA per IPv6 address go out, before anything else, and the device is told
+    /// ([`Link::after_move`]).
     fn moved(&mut self, now: Instant) {
         let mut mac = self.mac;
         if let Some(m) = self.phy.mac().filter(|m| *m != self.mac) {
@@ -802,29 +822,32 @@ impl Inner {
         let caps = Caps::of(&self.phy.capabilities());
         if caps != self.caps {
             log::info!(
-                "net: the new backend changed the device (transmit GSO {:?} -> {:?}):                  interface rebuilt, sockets kept",
+                "net: the new backend changed the device (transmit GSO {:?} -> {:?}): interface rebuilt, sockets kept",
                 self.caps.tso4,
                 caps.tso4
             );
-            let mut ic = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-            ic.random_seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], 0, 0, 0, 0])
-                ^ self.now_ns.rotate_left(23);
-            ic.slaac = self.slaac;
-            let mut iface = self.phy.make_iface(ic, now);
-            let addrs = self.iface.ip_addrs().to_vec();
-            iface.update_ip_addrs(|a| {
-                for c in addrs {
-                    let _ = a.push(c);
-                }
-            });
-            let mut routes = None;
-            self.iface.routes_mut().update(|r| routes = Some(r.clone()));
-            if let Some(saved) = routes {
-                iface.routes_mut().update(|r| *r = saved);
-            }
-            self.iface = iface;
-            self.caps = caps;
         }
+        let entropy = self.phy.entropy();
+        let mut ic = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(self.mac)));
+        ic.random_seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], 0, 0, 0, 0])
+            ^ self.now_ns.rotate_left(23)
+            ^ entropy;
+        ic.slaac = self.slaac;
+        let mut iface = self.phy.make_iface(ic, now);
+        let addrs = self.iface.ip_addrs().to_vec();
+        iface.update_ip_addrs(|a| {
+            for c in addrs {
+                let _ = a.push(c);
+            }
+        });
+        let mut routes = None;
+        self.iface.routes_mut().update(|r| routes = Some(r.clone()));
+        if let Some(saved) = routes {
+            iface.routes_mut().update(|r| *r = saved);
+        }
+        self.iface = iface;
+        self.caps = caps;
+        self.next_port = 49152 + ((entropy ^ self.now_ns) % 16000) as u16;
         if mac != self.mac {
             let (old_ll, new_ll) = (link_local(self.mac), link_local(mac));
             self.iface
@@ -844,6 +867,7 @@ impl Inner {
             "net: announced {sent} of {} addresses at the new location",
             frames.len()
         );
+        self.phy.after_move();
     }
 
     /// Removes dropped sockets that finished closing (or lingered too long).

@@ -88,6 +88,13 @@ impl crate::stack::Link for XenVif {
     fn mac(&self) -> Option<[u8; 6]> {
         XenVif::mac(self)
     }
+    /// The wall clock and the TSC: two restores of one saved image happen at different times.
+    fn entropy(&mut self) -> u64 {
+        xen::time::wallclock_ns() ^ xen::domain::since_entry_ns().rotate_left(32)
+    }
+    fn after_move(&mut self) {
+        xen::stats::ready_again();
+    }
 }
 
 /// The first vif, configured from the command line (`ip=`, `gw=`, `dns=`, `ip6=`, `gw6=`; DHCP

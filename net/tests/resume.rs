@@ -42,6 +42,10 @@ struct GuestVif {
     restore: Rc<Cell<Option<u16>>>,
     next_config: BackendConfig,
     next: Slot,
+    /// What [`Link::entropy`] gives (the wall clock of the restore, on Xen).
+    entropy: u64,
+    /// Calls of [`Link::after_move`].
+    after_moves: Rc<Cell<u32>>,
 }
 
 impl GuestVif {
@@ -94,6 +98,12 @@ impl Link for GuestVif {
     fn mac(&self) -> Option<[u8; 6]> {
         Some(self.nf.mac())
     }
+    fn entropy(&mut self) -> u64 {
+        self.entropy
+    }
+    fn after_move(&mut self) {
+        self.after_moves.set(self.after_moves.get() + 1);
+    }
 }
 
 /// The peer's device: the netback of the moment (replaced by the new one after a move). While
@@ -105,6 +115,8 @@ struct PeerPhy {
     hold: Rc<Cell<bool>>,
     capture: bool,
     first: Rc<RefCell<Vec<Vec<u8>>>>,
+    /// The sequence numbers of the SYN-ACKs the guest sent.
+    syn_acks: Rc<RefCell<Vec<u32>>>,
 }
 
 impl PeerPhy {
@@ -118,6 +130,13 @@ impl PeerPhy {
             return;
         }
         self.nb.step();
+        for f in &self.nb.from_guest {
+            if let Some(seq) = syn_ack_seq(f) {
+                if !self.syn_acks.borrow().contains(&seq) {
+                    self.syn_acks.borrow_mut().push(seq);
+                }
+            }
+        }
         if self.capture && !self.nb.from_guest.is_empty() {
             *self.first.borrow_mut() = self.nb.from_guest.iter().cloned().collect();
             self.capture = false;
@@ -138,6 +157,20 @@ impl Link for PeerPhy {
     }
 }
 
+/// The sequence number of `f` if it is a TCP SYN-ACK over IPv4.
+fn syn_ack_seq(f: &[u8]) -> Option<u32> {
+    let eth = EthernetFrame::new_checked(f).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Tcp {
+        return None;
+    }
+    let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
+    (tcp.syn() && tcp.ack()).then(|| tcp.seq_number().0 as u32)
+}
+
 struct World {
     guest: Net,
     peer: Net,
@@ -145,9 +178,20 @@ struct World {
     restore: Rc<Cell<Option<u16>>>,
     hold: Rc<Cell<bool>>,
     first: Rc<RefCell<Vec<Vec<u8>>>>,
+    syn_acks: Rc<RefCell<Vec<u32>>>,
+    after_moves: Rc<Cell<u32>>,
 }
 
 fn world(guest_config: &IpConfig, backend: BackendConfig, next_config: BackendConfig) -> World {
+    world_with_entropy(guest_config, backend, next_config, 0)
+}
+
+fn world_with_entropy(
+    guest_config: &IpConfig,
+    backend: BackendConfig,
+    next_config: BackendConfig,
+    entropy: u64,
+) -> World {
     let hal = SimHal::new();
     let mut xs = Sim::client(1);
     let (fe, be) = xs.transport_mut().store().add_device("vif", 0, 0);
@@ -182,10 +226,14 @@ fn world(guest_config: &IpConfig, backend: BackendConfig, next_config: BackendCo
             ..next_config
         },
         next: next.clone(),
+        entropy,
+        after_moves: Rc::new(Cell::new(0)),
     };
+    let after_moves = vif.after_moves.clone();
     let guest = Net::new(vif, GUEST_MAC, guest_config, 1);
     let hold = Rc::new(Cell::new(false));
     let first = Rc::new(RefCell::new(Vec::new()));
+    let syn_acks = Rc::new(RefCell::new(Vec::new()));
     let peer = Net::new(
         PeerPhy {
             nb,
@@ -193,6 +241,7 @@ fn world(guest_config: &IpConfig, backend: BackendConfig, next_config: BackendCo
             hold: hold.clone(),
             capture: false,
             first: first.clone(),
+            syn_acks: syn_acks.clone(),
         },
         PEER_MAC,
         &stat(PEER_IP),
@@ -205,6 +254,8 @@ fn world(guest_config: &IpConfig, backend: BackendConfig, next_config: BackendCo
         restore,
         hold,
         first,
+        syn_acks,
+        after_moves,
     }
 }
 
@@ -374,6 +425,50 @@ fn a_tcp_echo_survives_a_move_to_a_new_backend_announced_first_then_resent() {
     assert!(at_move.tx_packets > 0);
     let st = w.hal.state.lock();
     assert_eq!((st.live_pages(), st.live_grants()), (pages, grants));
+}
+
+/// A guest restored from a saved image: the domain moves before any connection, then the peer
+/// connects. Returns the sequence number of the guest's SYN-ACK and the calls of `after_move`.
+fn first_syn_ack_after_a_move(entropy: u64) -> (u32, u32) {
+    let w = world_with_entropy(
+        &stat(GUEST_IP),
+        BackendConfig::default(),
+        BackendConfig::default(),
+        entropy,
+    );
+    let mut ex = Executor::new();
+    let sp = ex.spawner();
+    sp.spawn(echo_server(w.guest.clone(), 7));
+    let (guest, peer, restore) = (w.guest.clone(), w.peer.clone(), w.restore.clone());
+    let sources: [&dyn Source; 2] = [&w.guest, &w.peer];
+    ex.block_on(&mut Clock(Rc::new(Cell::new(0))), &sources, async move {
+        guest.sleep(1_000_000).await;
+        restore.set(Some(2));
+        while guest.device_stats().unwrap().reconnects == 0 {
+            guest.sleep(100_000).await;
+        }
+        let got = echo_client(peer, b"hello".to_vec(), Rc::new(Cell::new(0))).await;
+        assert_eq!(got.unwrap(), b"hello");
+    });
+    let seqs = w.syn_acks.borrow().clone();
+    assert_eq!(seqs.len(), 1, "one connection, one SYN-ACK: {seqs:?}");
+    (seqs[0], w.after_moves.get())
+}
+
+#[test]
+fn copies_restored_from_one_image_choose_their_own_tcp_sequence_numbers() {
+    // Everything the same (the saved state, the simulated clock) but what the platform's
+    // entropy gives at the move: the same entropy, the same ISN (the test is deterministic);
+    // other entropy, another ISN. Without the reseed both copies would answer alike.
+    let (a, moves) = first_syn_ack_after_a_move(0x1111_2222_3333_4444);
+    let (a2, _) = first_syn_ack_after_a_move(0x1111_2222_3333_4444);
+    let (b, _) = first_syn_ack_after_a_move(0x5555_6666_7777_8888);
+    assert_eq!(a, a2);
+    assert_ne!(
+        a, b,
+        "two restores with different entropy chose the same ISN"
+    );
+    assert_eq!(moves, 1, "after_move runs once per move");
 }
 
 #[test]

@@ -137,6 +137,31 @@ pub fn publish(line: &Line) -> Result<(), String> {
     .map_err(|e| alloc::format!("{NODE}: {e}"))
 }
 
+/// The endpoints reported ready so far (see [`ready`]).
+static READY: spin::Mutex<alloc::vec::Vec<String>> = spin::Mutex::new(alloc::vec::Vec::new());
+
+/// Writes [`READY_NODE`] again after the domain moved (`xl restore`, `xl migrate`: the new
+/// domain's xenstore directory starts empty), once the network reconnected: `MS ENDPOINT...`
+/// with MS from the resume, and prints `ready again on ENDPOINT... N.N ms after the resume`.
+/// dom0 waits for this node before it sends a restored guest its clients (the on-demand
+/// activator's `restore` mode). Nothing to do if the app never said it was ready.
+pub fn ready_again() {
+    let endpoints = READY.lock().clone();
+    if endpoints.is_empty() {
+        return;
+    }
+    let ns = crate::domain::since_resume_ns();
+    let written = publish_ready(&ready_value(ns, &endpoints));
+    crate::println!(
+        "ready again on {} {} ms after the resume",
+        endpoints.join(" "),
+        Millis(ns)
+    );
+    if let Err(e) = written {
+        crate::println!("ready again: {e}");
+    }
+}
+
 /// Says that the app is ready for clients, once its listening sockets are open at
 /// `endpoints` (`ADDR:PORT` each): writes `MS ENDPOINT...` to the xenstore node
 /// [`READY_NODE`] (`data/xenrt/ready`; MS is entry -> now by the guest's clock, one
@@ -145,11 +170,9 @@ pub fn publish(line: &Line) -> Result<(), String> {
 /// after the listeners exist. Called again (another vif), the node lists every endpoint so
 /// far. Returns the milliseconds. A failed write is reported on the console; the app goes on.
 pub fn ready(app: &str, endpoints: &[alloc::string::String]) -> f64 {
-    static ALL: spin::Mutex<alloc::vec::Vec<alloc::string::String>> =
-        spin::Mutex::new(alloc::vec::Vec::new());
     let ns = crate::domain::since_entry_ns();
     let value = {
-        let mut all = ALL.lock();
+        let mut all = READY.lock();
         all.extend(endpoints.iter().cloned());
         ready_value(ns, &all)
     };

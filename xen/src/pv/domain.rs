@@ -27,6 +27,8 @@ pub struct BootInfo {
 
 static BOOT: spin::Once<BootInfo> = spin::Once::new();
 static GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The TSC when the latest restore into a new domain was taken in (see [`since_resume_ns`]).
+static RESUMED_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Restores into a new domain so far (`xen::suspend::generation`, kept here with the domain's
 /// other facts so that the platform can read it without the suspend path).
@@ -36,7 +38,19 @@ pub fn generation() -> u64 {
 
 /// A restore into a new domain happened: returns the new generation.
 pub(crate) fn next_generation() -> u64 {
+    RESUMED_TSC.store(arch::cpu::rdtsc(), core::sync::atomic::Ordering::Release);
     GENERATION.fetch_add(1, core::sync::atomic::Ordering::AcqRel) + 1
+}
+
+/// Nanoseconds since the guest was taken into its latest new domain (a restore or a migration;
+/// since entry if it never moved), by the TSC.
+pub fn since_resume_ns() -> u64 {
+    let at = RESUMED_TSC.load(core::sync::atomic::Ordering::Acquire);
+    if at == 0 {
+        return since_entry_ns();
+    }
+    let hz = crate::time::tsc_hz().max(1);
+    (arch::cpu::rdtsc().wrapping_sub(at) as u128 * 1_000_000_000 / hz as u128) as u64
 }
 static CMDLINE: spin::Once<Cmdline> = spin::Once::new();
 
