@@ -4,6 +4,7 @@
 //! # /etc/xenrt/activator.conf
 //! bridge = xenbr0            # the bridge the guests' vifs join (default xenbr0)
 //! dns = 10.0.0.1:53          # optional: answer DNS queries for the services' names here
+//! save_dir = /var/lib/xenrt-activator   # where `mode = restore` keeps its saved images
 //!
 //! [httpd]
 //! config = /root/httpd.xl    # the guest's xl domain config (kernel, memory, extra=...)
@@ -11,10 +12,10 @@
 //! gateway = 10.0.0.1         # optional, given to the guest as gw=
 //! port = 80                  # TCP port(s) whose first SYN starts the guest (comma-separated)
 //! name = www.lab             # optional DNS name (needs the global dns=)
-//! mode = cold                # cold | parked | preboot
+//! mode = cold                # cold | parked | preboot | restore
 //! idle = 60                  # s without a frame from the guest before it is stopped; 0 = never
 //! boot_timeout = 10          # s from start to ready before the start counts as failed
-//! ready = xenstore           # xenstore (a xenrt guest's data/xenrt/ready) | console:TEXT
+//! ready = xenstore           # xenstore (a xenrt guest's data/xenrt/ready) | console:TEXT | vif
 //! args = ip={ip}/{prefix} gw={gateway}   # appended to the xl config's extra= (this default
 //!                            # is xenrt's static address; e.g. `lab.ip={ip}` for the lab's Linux)
 //! mac = 00:16:3e:00:32:50    # optional; default 00:16:3e + the address's last three bytes
@@ -37,6 +38,11 @@ pub enum Mode {
     /// A guest is kept booted to ready and paused, unpaused on demand and paused again after the
     /// idle timeout.
     Preboot,
+    /// A guest is booted to ready once and saved (`xl save`, into `save_dir`); each request
+    /// restores that image (`xl restore`), so no memory is held while the service is down.
+    /// After the idle timeout the restored guest is shut down; the image stays. Only for
+    /// guests without a disk: a restored image would not see what later instances wrote.
+    Restore,
 }
 
 /// How the activator learns that a started guest serves.
@@ -45,8 +51,13 @@ pub enum Ready {
     /// The guest writes `data/xenrt/ready` in its xenstore directory (every xenrt network app).
     Xenstore,
     /// The guest's console (xenconsoled's log, `--log=guest`) shows this text (any guest, e.g. a
-    /// Linux one whose init prints a line once its servers listen).
+    /// Linux one whose init prints a line once its servers listen). A restored guest does not
+    /// print it again: its readiness is then its vif's, as for [`Ready::Vif`].
     Console(String),
+    /// The backend of the guest's first vif is connected (any guest; it says the guest's
+    /// network is up, not that its servers listen: right for a restored guest, whose
+    /// listeners were open when it was saved).
+    Vif,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +86,8 @@ pub struct Service {
 pub struct Config {
     pub bridge: String,
     pub dns: Option<SocketAddrV4>,
+    /// Where `mode = restore` keeps each service's saved image (`NAME.save`).
+    pub save_dir: String,
     /// The xl binary.
     pub xl: String,
     pub services: Vec<Service>,
@@ -211,6 +224,7 @@ pub fn parse(text: &str) -> Result<Config, Error> {
     let mut cfg = Config {
         bridge: "xenbr0".into(),
         dns: None,
+        save_dir: "/var/lib/xenrt-activator".into(),
         xl: "xl".into(),
         services: Vec::new(),
     };
@@ -260,6 +274,7 @@ pub fn parse(text: &str) -> Result<Config, Error> {
             None => match k {
                 "bridge" => cfg.bridge = v.into(),
                 "xl" => cfg.xl = v.into(),
+                "save_dir" => cfg.save_dir = v.into(),
                 "dns" => {
                     cfg.dns = Some(v.parse().or_else(|_| {
                         err(line, format!("`dns` wants ADDR:PORT (e.g. 10.0.0.1:53), not `{v}`"))
@@ -268,7 +283,7 @@ pub fn parse(text: &str) -> Result<Config, Error> {
                 _ => {
                     return err(
                         line,
-                        format!("unknown global key `{k}` (bridge, dns, xl; services go in [NAME] sections)"),
+                        format!("unknown global key `{k}` (bridge, dns, save_dir, xl; services go in [NAME] sections)"),
                     )
                 }
             },
@@ -308,7 +323,8 @@ pub fn parse(text: &str) -> Result<Config, Error> {
                         "cold" => Mode::Cold,
                         "parked" => Mode::Parked,
                         "preboot" => Mode::Preboot,
-                        _ => return err(line, format!("`mode` is cold, parked or preboot, not `{v}`")),
+                        "restore" => Mode::Restore,
+                        _ => return err(line, format!("`mode` is cold, parked, preboot or restore, not `{v}`")),
                     })
                 }
                 "idle" => p.idle_s = Some(number(line, k, v, 86_400 * 365)?),
@@ -322,12 +338,13 @@ pub fn parse(text: &str) -> Result<Config, Error> {
                 "ready" => {
                     p.ready = Some(match v {
                         "xenstore" => Ready::Xenstore,
+                        "vif" => Ready::Vif,
                         _ => match v.strip_prefix("console:") {
                             Some(t) if !t.trim().is_empty() => Ready::Console(t.trim().into()),
                             _ => {
                                 return err(
                                     line,
-                                    format!("`ready` is xenstore or console:TEXT, not `{v}`"),
+                                    format!("`ready` is xenstore, console:TEXT or vif, not `{v}`"),
                                 )
                             }
                         },
@@ -454,7 +471,7 @@ mac = 00:16:3e:aa:bb:cc
         );
         assert_eq!(
             error(&format!("{base}mode = warm\n")),
-            "line 5: `mode` is cold, parked or preboot, not `warm`"
+            "line 5: `mode` is cold, parked, preboot or restore, not `warm`"
         );
         assert_eq!(
             error(&format!("{base}mac = 01:00:00:00:00:01\n")),
@@ -492,7 +509,7 @@ mac = 00:16:3e:aa:bb:cc
         );
         assert_eq!(
             error("colour = red\n"),
-            "line 1: unknown global key `colour` (bridge, dns, xl; services go in [NAME] sections)"
+            "line 1: unknown global key `colour` (bridge, dns, save_dir, xl; services go in [NAME] sections)"
         );
         assert_eq!(error("# nothing\n"), "no services: add a [NAME] section");
         assert_eq!(

@@ -71,6 +71,12 @@ enum Msg {
         svc: usize,
         why: String,
     },
+    /// A service's image is saved (`mode = restore`): `domain` is the name it restores as.
+    SpareSaved {
+        svc: usize,
+        file: String,
+        domain: String,
+    },
     /// A stop's `xl destroy` (after the shutdown took too long) finished.
     Stopped {
         svc: usize,
@@ -83,6 +89,7 @@ enum How {
     Create,
     UnpauseParked,
     UnpausePreboot,
+    Restore,
 }
 
 impl How {
@@ -91,6 +98,7 @@ impl How {
             How::Create => "xl create",
             How::UnpauseParked => "unpausing the parked domain",
             How::UnpausePreboot => "unpausing the pre-booted guest",
+            How::Restore => "xl restore of the saved image",
         }
     }
 }
@@ -131,7 +139,15 @@ enum State {
 enum Spare {
     None,
     Preparing,
-    Ready { domid: u32, domain: String },
+    Ready {
+        domid: u32,
+        domain: String,
+    },
+    /// `mode = restore`: the image every start restores (it stays for the next one).
+    Saved {
+        file: String,
+        domain: String,
+    },
 }
 
 struct Svc {
@@ -144,6 +160,8 @@ struct Svc {
     gen: u64,
     seq: u64,
     backoff: Duration,
+    /// The xenstore watch that says the starting guest is ready: (path, token).
+    watching: Option<(String, String)>,
 }
 
 struct Activator {
@@ -193,6 +211,30 @@ impl Activator {
         let bin = self.cfg.xl.clone();
         let tx = self.tx.clone();
         match std::mem::replace(&mut self.svcs[i].spare, Spare::None) {
+            Spare::Saved { file, domain: d } => {
+                // The image stays for the next start.
+                self.svcs[i].spare = Spare::Saved {
+                    file: file.clone(),
+                    domain: d.clone(),
+                };
+                domain = d;
+                how = How::Restore;
+                let dname = domain.clone();
+                std::thread::spawn(move || {
+                    let r = xl::xl(&bin, &["restore", &file]).and_then(|_| {
+                        let mut xs = xs::Xs::open().map_err(|e| e.to_string())?;
+                        xs.domid_of(&dname)
+                            .map_err(|e| e.to_string())?
+                            .ok_or_else(|| {
+                                format!("{dname} ended right after its restore{}", said(&dname))
+                            })
+                    });
+                    let _ = tx.send(match r {
+                        Ok(domid) => Msg::Running { svc: i, gen, domid },
+                        Err(why) => Msg::StartFailed { svc: i, gen, why },
+                    });
+                });
+            }
             Spare::Ready { domid, domain: d } => {
                 domain = d;
                 how = if self.svcs[i].cfg.mode == Mode::Preboot {
@@ -281,67 +323,57 @@ impl Activator {
     }
 
     /// Prepares `i`'s spare in the background (parked: `xl create -p`; preboot: boot it, wait
-    /// until ready, pause it, make the bridge forget its MAC).
+    /// until ready, pause it, make the bridge forget its MAC; restore: boot it, wait until
+    /// ready, `xl save` it into the image every start restores).
     fn prepare_spare(&mut self, i: usize) {
         if self.svcs[i].cfg.mode == Mode::Cold || !matches!(self.svcs[i].spare, Spare::None) {
             return;
         }
-        let domain = self.next_domain(i);
+        let mode = self.svcs[i].cfg.mode;
+        let domain = if mode == Mode::Restore {
+            format!("{}-saved", self.svcs[i].cfg.name)
+        } else {
+            self.next_domain(i)
+        };
         self.svcs[i].spare = Spare::Preparing;
         let cfg = self.svcs[i].cfg.clone();
         let bin = self.cfg.xl.clone();
         let bridge = self.cfg.bridge.clone();
+        let file = format!("{}/{}.save", self.cfg.save_dir, cfg.name);
         let tx = self.tx.clone();
         std::thread::spawn(move || {
             let r = (|| -> Result<u32, String> {
-                let pre = cfg.mode == Mode::Preboot;
                 let from = console_len(&domain);
-                xl::create(&bin, &cfg, &bridge, &domain, !pre)?;
+                xl::create(&bin, &cfg, &bridge, &domain, mode == Mode::Parked)?;
                 let mut xs = xs::Xs::open().map_err(|e| e.to_string())?;
                 let domid = xs
                     .domid_of(&domain)
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("{domain} is gone right after xl create"))?;
-                if pre {
-                    let t = Instant::now();
-                    let limit = Duration::from_secs(cfg.boot_timeout_s);
-                    loop {
-                        let ready = match &cfg.ready {
-                            Ready::Xenstore => xs
-                                .read(&format!("/local/domain/{domid}/data/xenrt/ready"))
-                                .map_err(|e| e.to_string())?
-                                .is_some(),
-                            Ready::Console(text) => console_has(&domain, text, from),
-                        };
-                        if ready {
-                            break;
-                        }
-                        if xs
-                            .read(&format!("/local/domain/{domid}/name"))
-                            .ok()
-                            .flatten()
-                            .is_none()
-                        {
-                            return Err(format!(
-                                "{domain} ended while pre-booting{}",
-                                said(&domain)
-                            ));
-                        }
-                        if t.elapsed() > limit {
-                            let _ = xl::xl(&bin, &["destroy", &domain]);
-                            return Err(format!(
-                                "{domain} was not ready after {limit:?}{}",
-                                said(&domain)
-                            ));
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    xl::xl(&bin, &["pause", &domain])?;
-                    tap::flush_bridge(&bridge).map_err(|e| format!("flushing {bridge}: {e}"))?;
+                if mode == Mode::Parked {
+                    return Ok(domid);
                 }
+                wait_ready(&mut xs, &cfg, &bin, &domain, domid, from)?;
+                if mode == Mode::Restore {
+                    let dir = std::path::Path::new(&file).parent().unwrap();
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+                    if let Err(e) = xl::xl(&bin, &["save", &domain, &file]) {
+                        let _ = xl::xl(&bin, &["destroy", &domain]);
+                        return Err(e);
+                    }
+                } else {
+                    xl::xl(&bin, &["pause", &domain])?;
+                }
+                tap::flush_bridge(&bridge).map_err(|e| format!("flushing {bridge}: {e}"))?;
                 Ok(domid)
             })();
             let _ = tx.send(match r {
+                Ok(_) if mode == Mode::Restore => Msg::SpareSaved {
+                    svc: i,
+                    file,
+                    domain,
+                },
                 Ok(domid) => Msg::SpareReady {
                     svc: i,
                     domid,
@@ -384,7 +416,7 @@ impl Activator {
             pending.len(),
             waiting.len()
         );
-        self.unwatch_ready(i, domid);
+        self.unwatch_ready(i);
         self.svcs[i].state = State::Up {
             domid,
             domain,
@@ -403,22 +435,52 @@ impl Activator {
         }
     }
 
-    fn unwatch_ready(&mut self, i: usize, domid: u32) {
-        let token = format!("ready:{i}");
-        let _ = self.watcher.unwatch(&ready_path(domid), &token);
+    fn unwatch_ready(&mut self, i: usize) {
+        if let Some((path, token)) = self.svcs[i].watching.take() {
+            let _ = self.watcher.unwatch(&path, &token);
+        }
+    }
+
+    /// Watches what says that `i`'s starting guest `domid` is ready: its `data/xenrt/ready`
+    /// node, or its first vif's backend state.
+    fn watch_ready(&mut self, i: usize, domid: u32, vif: bool) {
+        self.unwatch_ready(i);
+        let (path, token) = if vif {
+            let backend = self
+                .xs
+                .read(&format!("/local/domain/{domid}/device/vif/0/backend"))
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| format!("/local/domain/0/backend/vif/{domid}/0"));
+            (format!("{backend}/state"), format!("vif:{i}"))
+        } else {
+            (ready_path(domid), format!("ready:{i}"))
+        };
+        if let Err(e) = self.watcher.watch(&path, &token) {
+            log!(self, "{}: watching {path}: {e}", self.svcs[i].cfg.name);
+        }
+        self.svcs[i].watching = Some((path, token));
     }
 
     /// The start failed: refuse who waits, log why, back off.
     fn fail(&mut self, i: usize, why: String) {
         let prev = std::mem::replace(&mut self.svcs[i].state, State::Down);
         if let State::Starting {
-            domid: Some(d),
+            domid: Some(_),
             domain,
             ..
         } = &prev
         {
-            self.unwatch_ready(i, *d);
             destroy_later(&self.cfg.xl, domain);
+        }
+        self.unwatch_ready(i);
+        if let State::Starting {
+            how: How::Restore, ..
+        } = &prev
+        {
+            // The image may be what fails: make a new one.
+            self.svcs[i].spare = Spare::None;
+            self.prepare_spare(i);
         }
         let s = &mut self.svcs[i];
         s.backoff = (s.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -551,15 +613,17 @@ impl Activator {
         *d = Some(domid);
         let domain = domain.clone();
         let from = *console_from;
-        if *how == How::UnpausePreboot {
+        let how = *how;
+        if how == How::UnpausePreboot {
             return self.ready(i);
         }
         match self.svcs[i].cfg.ready.clone() {
-            Ready::Xenstore => {
-                let _ = self
-                    .watcher
-                    .watch(&ready_path(domid), &format!("ready:{i}"));
+            Ready::Xenstore => self.watch_ready(i, domid, false),
+            // A restored guest does not print its ready text again.
+            Ready::Vif | Ready::Console(_) if how == How::Restore => {
+                self.watch_ready(i, domid, true)
             }
+            Ready::Vif => self.watch_ready(i, domid, true),
             Ready::Console(text) => {
                 let tx = self.tx.clone();
                 let limit = Duration::from_secs(self.svcs[i].cfg.boot_timeout_s + 1);
@@ -595,6 +659,24 @@ impl Activator {
             }
             if let Ok(Some(_)) = self.xs.read(&e.path) {
                 self.ready(i);
+            }
+        } else if let Some(i) = e
+            .token
+            .strip_prefix("vif:")
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            if !matches!(
+                self.svcs.get(i).map(|s| &s.state),
+                Some(State::Starting { .. })
+            ) || self.svcs[i].watching.as_ref().map(|w| &w.0) != Some(&e.path)
+            {
+                return;
+            }
+            // XenbusStateConnected.
+            if let Ok(Some(v)) = self.xs.read(&e.path) {
+                if v.trim() == "4" {
+                    self.ready(i);
+                }
             }
         } else if e.token == "release" {
             self.check_alive();
@@ -783,6 +865,16 @@ impl Activator {
                 );
                 self.svcs[svc].spare = Spare::Ready { domid, domain };
             }
+            Msg::SpareSaved { svc, file, domain } => {
+                let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                log!(
+                    self,
+                    "{}: image saved: {file} ({:.1} MiB; restores as {domain})",
+                    self.svcs[svc].cfg.name,
+                    size as f64 / 1048576.0
+                );
+                self.svcs[svc].spare = Spare::Saved { file, domain };
+            }
             Msg::SpareFailed { svc, why } => {
                 log!(
                     self,
@@ -797,6 +889,80 @@ impl Activator {
                 }
             }
         }
+    }
+}
+
+/// Waits in a start worker until `domain` (`domid`, booted from its console log's byte `from`)
+/// is ready by `cfg.ready` — its `data/xenrt/ready` node or its vif's backend state, both by
+/// xenstore watch; a console text by reading the log every 20 ms — or fails: it ended, or
+/// `boot_timeout` passed (then it is destroyed).
+fn wait_ready(
+    xs: &mut xs::Xs,
+    cfg: &Service,
+    bin: &str,
+    domain: &str,
+    domid: u32,
+    from: u64,
+) -> Result<(), String> {
+    let limit = Duration::from_secs(cfg.boot_timeout_s);
+    let t = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    let mut w = xs::Watcher::start(tx, |e| e).map_err(|e| e.to_string())?;
+    let path = match &cfg.ready {
+        Ready::Xenstore => Some(ready_path(domid)),
+        Ready::Vif => Some(
+            xs.read(&format!("/local/domain/{domid}/device/vif/0/backend"))
+                .ok()
+                .flatten()
+                .map(|b| format!("{b}/state"))
+                .unwrap_or_else(|| format!("/local/domain/0/backend/vif/{domid}/0/state")),
+        ),
+        Ready::Console(_) => None,
+    };
+    if let Some(p) = &path {
+        w.watch(p, "ready").map_err(|e| e.to_string())?;
+    }
+    w.watch("@releaseDomain", "release")
+        .map_err(|e| e.to_string())?;
+    loop {
+        let ready = match (&cfg.ready, &path) {
+            (Ready::Console(text), _) => console_has(domain, text, from),
+            (Ready::Vif, Some(p)) => {
+                xs.read(p)
+                    .map_err(|e| e.to_string())?
+                    .as_deref()
+                    .map(str::trim)
+                    == Some("4")
+            }
+            (_, Some(p)) => xs.read(p).map_err(|e| e.to_string())?.is_some(),
+            (_, None) => false,
+        };
+        if ready {
+            return Ok(());
+        }
+        let alive = xs
+            .read(&format!("/local/domain/{domid}/name"))
+            .ok()
+            .flatten()
+            .is_some_and(|n| n == domain);
+        if !alive {
+            return Err(format!(
+                "{domain} ended before it was ready{}",
+                said(domain)
+            ));
+        }
+        let Some(left) = limit.checked_sub(t.elapsed()) else {
+            let _ = xl::xl(bin, &["destroy", domain]);
+            return Err(format!(
+                "{domain} was not ready after {limit:?}{}",
+                said(domain)
+            ));
+        };
+        let wait = match cfg.ready {
+            Ready::Console(_) => left.min(Duration::from_millis(20)),
+            _ => left,
+        };
+        let _ = rx.recv_timeout(wait);
     }
 }
 
@@ -903,8 +1069,14 @@ fn run(cfg: Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     spawn_readers(&tap, dns.as_ref(), &tx).map_err(|e| e.to_string())?;
     for s in &cfg.services {
-        std::fs::metadata(&s.config)
+        let text = std::fs::read_to_string(&s.config)
             .map_err(|e| format!("[{}] config {}: {e}", s.name, s.config))?;
+        if let (Mode::Restore, Some(n)) = (s.mode, xl::disk_line(&text)) {
+            return Err(format!(
+                "[{}] mode = restore, but {} line {n} gives it a disk: a restored image would not see what later instances wrote there (use cold, parked or preboot)",
+                s.name, s.config
+            ));
+        }
     }
     let svcs = cfg
         .services
@@ -918,6 +1090,7 @@ fn run(cfg: Config) -> Result<(), String> {
             gen: 0,
             seq: 0,
             backoff: Duration::ZERO,
+            watching: None,
         })
         .collect();
     let mut a = Activator {

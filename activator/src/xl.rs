@@ -44,6 +44,17 @@ pub fn extra_of(xl_text: &str) -> String {
     String::new()
 }
 
+/// The line (1-based) of a `disk = ...` setting in an xl config, if it has one that is not
+/// empty (`disk = []` is none).
+pub fn disk_line(xl_text: &str) -> Option<usize> {
+    xl_text.lines().enumerate().find_map(|(i, l)| {
+        let l = l.split('#').next().unwrap_or("").trim();
+        let v = l.strip_prefix("disk")?.trim_start().strip_prefix('=')?;
+        let v: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+        (v != "[]" && v != "\"\"").then_some(i + 1)
+    })
+}
+
 /// The static address arguments for the guest's command line: `args` with `{ip}`, `{prefix}`
 /// and `{gateway}` filled in.
 pub fn address_args(s: &Service) -> String {
@@ -129,6 +140,17 @@ fn tail_of(text: &str, lines: usize) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_disk_setting_is_found_by_its_line() {
+        assert_eq!(
+            disk_line("kernel = \"k\"\ndisk = [ 'xvda,raw,w' ]\n"),
+            Some(2)
+        );
+        assert_eq!(disk_line("disk=['x']"), Some(1));
+        assert_eq!(disk_line("disk = []\n# disk = ['x']\ndisks_ok = 1\n"), None);
+        assert_eq!(disk_line("memory = 8\n"), None);
+    }
+
     use super::*;
     use crate::config::parse;
 

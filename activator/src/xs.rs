@@ -161,10 +161,22 @@ pub struct Event {
     pub token: String,
 }
 
-/// A connection that only registers watches; a thread forwards their events.
+/// A connection that only registers watches; a thread forwards their events. Dropping it
+/// closes the connection (xenstored drops its watches) and ends the thread.
 pub struct Watcher {
     conn: Conn,
     req: u32,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Conn::Sock(s) = &self.conn {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 impl Watcher {
@@ -172,11 +184,15 @@ impl Watcher {
     pub fn start<T: Send + 'static>(tx: Sender<T>, wrap: fn(Event) -> T) -> io::Result<Watcher> {
         let conn = Conn::open()?;
         let mut rx = conn.try_clone()?;
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ours = closed.clone();
         std::thread::Builder::new()
             .name("xenstore-watch".into())
             .spawn(move || loop {
                 let Ok(m) = rx.recv() else {
-                    eprintln!("activator: the xenstore watch connection closed");
+                    if !ours.load(std::sync::atomic::Ordering::Acquire) {
+                        eprintln!("activator: the xenstore watch connection closed");
+                    }
                     return;
                 };
                 if let Ok(p) = wire::parse(&m) {
@@ -191,7 +207,11 @@ impl Watcher {
                     }
                 }
             })?;
-        Ok(Watcher { conn, req: 0 })
+        Ok(Watcher {
+            conn,
+            req: 0,
+            closed,
+        })
     }
 
     fn send(&mut self, ty: MsgType, path: &str, token: &str) -> io::Result<()> {
