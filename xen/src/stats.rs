@@ -165,20 +165,37 @@ pub fn ready_again() {
 /// Says that the app is ready for clients, once its listening sockets are open at
 /// `endpoints` (`ADDR:PORT` each): writes `MS ENDPOINT...` to the xenstore node
 /// [`READY_NODE`] (`data/xenrt/ready`; MS is entry -> now by the guest's clock, one
-/// decimal) and prints `APP: listening on ENDPOINT... N.N ms after entry`. dom0 (the on-demand
-/// activator) treats the node as "a SYN to these endpoints is answered now", so call it only
-/// after the listeners exist. Called again (another vif), the node lists every endpoint so
+/// decimal) and prints `APP: listening on ENDPOINT... N.N ms after entry (running R ms,
+/// blocked B ms waiting for events, runnable Q ms waiting for a CPU)`: where that time went by
+/// Xen's runstate accounting ([`crate::domain::Runstate`]: the guest's own CPU time, waits for
+/// dom0 or timers, waits for a physical CPU; `, offline O ms` if it was paused; all left out if
+/// Xen gives no runstate information). dom0 (the on-demand activator) treats the node as "a
+/// SYN to these endpoints is answered now", so call it only after the listeners exist. Called again (another vif), the node lists every endpoint so
 /// far. Returns the milliseconds. A failed write is reported on the console; the app goes on.
 pub fn ready(app: &str, endpoints: &[alloc::string::String]) -> f64 {
     let ns = crate::domain::since_entry_ns();
+    let split = crate::domain::runstate_since_entry();
     let value = {
         let mut all = READY.lock();
         all.extend(endpoints.iter().cloned());
         ready_value(ns, &all)
     };
     let written = publish_ready(&value);
+    let split = match split {
+        Some(r) => alloc::format!(
+            " (running {} ms, blocked {} ms waiting for events, runnable {} ms waiting for a CPU{})",
+            Millis(r.running_ns),
+            Millis(r.blocked_ns),
+            Millis(r.runnable_ns),
+            match r.offline_ns {
+                0 => String::new(),
+                o => alloc::format!(", offline {} ms", Millis(o)),
+            }
+        ),
+        None => String::new(),
+    };
     crate::println!(
-        "{app}: listening on {} {} ms after entry",
+        "{app}: listening on {} {} ms after entry{split}",
         endpoints.join(" "),
         Millis(ns)
     );

@@ -253,7 +253,8 @@ pub struct Saved {
 }
 
 /// What an app said when it became ready: the console line `APP: listening on ENDPOINT...
-/// MS ms after entry` and the xenstore node `data/xenrt/ready` (`MS ENDPOINT...`).
+/// MS ms after entry (SPLIT)` (see [`Runstate`] for SPLIT) and the xenstore node
+/// `data/xenrt/ready` (`MS ENDPOINT...`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ready {
     /// Entry -> listening, as printed (one decimal).
@@ -265,13 +266,7 @@ pub struct Ready {
 impl Ready {
     /// The app's line in `console`.
     pub fn from_console(console: &str, app: &str) -> Result<Ready, String> {
-        let prefix = format!("{app}: listening on ");
-        let line = console
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix)?.strip_suffix(" ms after entry"))
-            .ok_or(format!(
-                "no {prefix:?}... ms after entry line in:\n{console}"
-            ))?;
+        let (line, _) = ready_line(console, app)?;
         let mut words: Vec<String> = line.split_whitespace().map(String::from).collect();
         let ms = words.pop().unwrap_or_default();
         ms.parse::<f64>()
@@ -292,6 +287,79 @@ impl Ready {
             ms,
             endpoints: words.collect(),
         })
+    }
+}
+
+/// The app's ready line in `console`, split at ` ms after entry`: (`ENDPOINT... MS`, the rest).
+fn ready_line<'a>(console: &'a str, app: &str) -> Result<(&'a str, &'a str), String> {
+    let prefix = format!("{app}: listening on ");
+    console
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.split_once(" ms after entry"))
+        .ok_or(format!(
+            "no {prefix:?}... ms after entry line in:\n{console}"
+        ))
+}
+
+/// Where the time to readiness went, by Xen's runstate accounting of the guest's vCPU, from the
+/// ready line's tail `(running R ms, blocked B ms waiting for events, runnable Q ms waiting
+/// for a CPU[, offline O ms])`: milliseconds each, with the line's total.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Runstate {
+    /// Entry -> listening (the line's MS).
+    pub total_ms: f64,
+    /// On a physical CPU: the guest's own work.
+    pub running_ms: f64,
+    /// Blocked, waiting for events (dom0's xenstored and netback, timers).
+    pub blocked_ms: f64,
+    /// Runnable, waiting for a physical CPU.
+    pub runnable_ms: f64,
+    /// Offline (paused); 0 when the line leaves it out.
+    pub offline_ms: f64,
+}
+
+impl Runstate {
+    /// The split on the app's ready line in `console`: an error if the line has none.
+    pub fn from_console(console: &str, app: &str) -> Result<Runstate, String> {
+        let (head, tail) = ready_line(console, app)?;
+        let total = head.rsplit(' ').next().unwrap_or_default();
+        let mut r = Runstate {
+            total_ms: total
+                .parse()
+                .map_err(|e| format!("{total:?} in {head:?}: {e}"))?,
+            ..Runstate::default()
+        };
+        let inner = tail
+            .trim()
+            .strip_prefix('(')
+            .and_then(|t| t.strip_suffix(')'))
+            .ok_or(format!("no runstate split after {head:?}: {tail:?}"))?;
+        let mut seen = 0;
+        for part in inner.split(", ") {
+            let mut w = part.split_whitespace();
+            let (key, ms) = (w.next().unwrap_or_default(), w.next().unwrap_or_default());
+            let ms: f64 = ms.parse().map_err(|e| format!("{part:?}: {e}"))?;
+            let slot = match key {
+                "running" => &mut r.running_ms,
+                "blocked" => &mut r.blocked_ms,
+                "runnable" => &mut r.runnable_ms,
+                "offline" => &mut r.offline_ms,
+                _ => return Err(format!("unknown state in {part:?}")),
+            };
+            *slot = ms;
+            seen += 1;
+        }
+        if seen < 3 {
+            return Err(format!(
+                "a split without all of running, blocked, runnable: {tail:?}"
+            ));
+        }
+        Ok(r)
+    }
+
+    /// The states' sum.
+    pub fn sum_ms(&self) -> f64 {
+        self.running_ms + self.blocked_ms + self.runnable_ms + self.offline_ms
     }
 }
 
@@ -725,4 +793,32 @@ pub fn host_get(port: u16) -> Option<String> {
     let mut b = Vec::new();
     s.read_to_end(&mut b).ok()?;
     Some(String::from_utf8_lossy(&b).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_line_gives_endpoints_total_and_split() {
+        let c = "xenrt: boot\nhttpd: listening on 10.0.0.14:80 212.7 ms after entry (running 12.1 ms, \
+                 blocked 180.0 ms waiting for events, runnable 20.6 ms waiting for a CPU)\nhttpd: serving";
+        let r = Ready::from_console(c, "httpd").unwrap();
+        assert_eq!(r.ms, "212.7");
+        assert_eq!(r.endpoints, ["10.0.0.14:80"]);
+        let s = Runstate::from_console(c, "httpd").unwrap();
+        assert_eq!(
+            (
+                s.total_ms,
+                s.running_ms,
+                s.blocked_ms,
+                s.runnable_ms,
+                s.offline_ms
+            ),
+            (212.7, 12.1, 180.0, 20.6, 0.0)
+        );
+        let plain = "httpd: listening on 10.0.0.14:80 212.7 ms after entry\n";
+        assert_eq!(Ready::from_console(plain, "httpd").unwrap().ms, "212.7");
+        assert!(Runstate::from_console(plain, "httpd").is_err());
+    }
 }

@@ -4,7 +4,8 @@
 use std::io::{Read, Write};
 use std::sync::OnceLock;
 use xen_tests::lab::{
-    dom0_sh, expect, host_get, lab, start_and_connect_when_ready, Guest, Ready, ScriptsRun,
+    dom0_sh, expect, host_get, lab, start_and_connect_when_ready, Guest, Ready, Runstate,
+    ScriptsRun,
 };
 use xen_tests::{case, root};
 
@@ -84,9 +85,16 @@ fn main() {
                     return Err(format!("console {line:?} vs node {node:?}"));
                 }
                 expect(&c, "GET / 200")?;
+                // Xen's split of that time must be on the line, and the states cannot add up
+                // to more than the whole (both are the same span by two clocks: 1 ms slack
+                // for the rounding of four figures and the two readings' order).
+                let split = Runstate::from_console(&c, "httpd")?;
+                if split.sum_ms() > split.total_ms + 1.0 {
+                    return Err(format!("the runstate split exceeds the total: {split:?}"));
+                }
                 Ok(format!(
-                    "entry -> listening {} ms (static address)",
-                    line.ms
+                    "entry -> listening {} ms (static address): running {} ms, blocked {} ms, runnable {} ms",
+                    line.ms, split.running_ms, split.blocked_ms, split.runnable_ms
                 ))
             },
         ),

@@ -133,6 +133,8 @@ mod pv {
     #[no_mangle]
     pub unsafe extern "C" fn xenrt_boot(start_info: *const StartInfo) -> ! {
         let entry_tsc = arch::cpu::rdtsc();
+        // Xen's account of our vCPU so far, to split the time to readiness by runstate.
+        let entry_runstate = hypercall::vcpu_runstate_info(0).ok();
         // SAFETY: Xen passes a mapped start_info; we copy it once.
         let si: StartInfo = unsafe { core::ptr::read(start_info) };
         // SAFETY: the start_info page is ours (inside the domain's memory, mapped at its
@@ -292,6 +294,7 @@ mod pv {
             start_info: si,
             entry_to_main_ns,
             entry_tsc,
+            entry_runstate,
             page_table_frames,
             page_table_hypercalls,
         });

@@ -19,6 +19,9 @@ pub struct BootInfo {
     pub entry_to_main_ns: u64,
     /// The TSC at the entry point (see [`since_entry_ns`]).
     pub entry_tsc: u64,
+    /// Xen's runstate times of our vCPU at the entry point (see [`runstate_since_entry`]);
+    /// `None` if Xen refused `VCPUOP_get_runstate_info`.
+    pub entry_runstate: Option<hypercall::RunstateInfo>,
     /// Frames used for our own page tables.
     pub page_table_frames: usize,
     /// Hypercalls the page-table build took.
@@ -65,6 +68,49 @@ pub fn since_entry_ns() -> u64 {
     let hz = crate::time::tsc_hz().max(1);
     let ticks = arch::cpu::rdtsc().wrapping_sub(info().entry_tsc);
     (ticks as u128 * 1_000_000_000 / hz as u128) as u64
+}
+
+/// Where the vCPU's time went between two runstate readings, by Xen's own accounting: on a
+/// physical CPU (the guest's own work, hypercalls included), blocked (waiting for an event: a
+/// reply from dom0's xenstored or netback, a timer), runnable (ready, but waiting for a
+/// physical CPU: steal), offline (paused). Nanoseconds of Xen system time each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Runstate {
+    /// On a physical CPU.
+    pub running_ns: u64,
+    /// Blocked waiting for an event.
+    pub blocked_ns: u64,
+    /// Runnable but not running.
+    pub runnable_ns: u64,
+    /// Neither (paused by the toolstack, for instance).
+    pub offline_ns: u64,
+}
+
+impl Runstate {
+    /// The time spent in each state from `then` to `now`, or `None` if a counter went
+    /// backwards (readings from two different domains, across a restore).
+    pub fn between(then: &hypercall::RunstateInfo, now: &hypercall::RunstateInfo) -> Option<Self> {
+        use hypercall::runstate::*;
+        let d = |i: usize| now.time[i].checked_sub(then.time[i]);
+        Some(Runstate {
+            running_ns: d(RUNNING)?,
+            blocked_ns: d(BLOCKED)?,
+            runnable_ns: d(RUNNABLE)?,
+            offline_ns: d(OFFLINE)?,
+        })
+    }
+}
+
+/// Our vCPU's runstate times from the entry point to now, by Xen ([`Runstate`]); `None` if Xen
+/// refuses `VCPUOP_get_runstate_info` or the domain was restored since entry (a new domain's
+/// vCPU counts from its own start).
+pub fn runstate_since_entry() -> Option<Runstate> {
+    let then = info().entry_runstate?;
+    if generation() != 0 {
+        return None;
+    }
+    let now = hypercall::vcpu_runstate_info(0).ok()?;
+    Runstate::between(&then, &now)
 }
 
 /// The parsed command line.
@@ -160,5 +206,41 @@ pub fn exit(code: ExitCode) -> ! {
     loop {
         hypercall::shutdown(reason);
         hypercall::yield_cpu();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arch::hypercall::RunstateInfo;
+
+    fn reading(time: [u64; 4]) -> RunstateInfo {
+        RunstateInfo {
+            state: 0,
+            state_entry_time: 0,
+            time,
+        }
+    }
+
+    #[test]
+    fn the_split_is_each_states_change_shown_in_milliseconds() {
+        let then = reading([1_000_000, 0, 5_000_000, 0]);
+        let now = reading([13_100_000, 20_600_000, 185_000_000, 0]);
+        let r = Runstate::between(&then, &now).unwrap();
+        assert_eq!(
+            r,
+            Runstate {
+                running_ns: 12_100_000,
+                blocked_ns: 180_000_000,
+                runnable_ns: 20_600_000,
+                offline_ns: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_counter_going_backwards_gives_no_split() {
+        let then = reading([5, 0, 5, 0]);
+        assert_eq!(Runstate::between(&then, &reading([4, 0, 9, 0])), None);
     }
 }
