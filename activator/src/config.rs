@@ -54,7 +54,7 @@ pub enum Ready {
     /// Linux one whose init prints a line once its servers listen). A restored guest does not
     /// print it again: its readiness is then its vif's, as for [`Ready::Vif`].
     Console(String),
-    /// The backend of the guest's first vif is connected (any guest; it says the guest's
+    /// Both ends of the guest's first vif say Connected (any guest; it says the guest's
     /// network is up, not that its servers listen: right for a restored guest, whose
     /// listeners were open when it was saved).
     Vif,

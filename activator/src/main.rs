@@ -442,17 +442,11 @@ impl Activator {
     }
 
     /// Watches what says that `i`'s starting guest `domid` is ready: its `data/xenrt/ready`
-    /// node, or its first vif's backend state.
+    /// node, or its first vif's state ([`vif_connected`]).
     fn watch_ready(&mut self, i: usize, domid: u32, vif: bool) {
         self.unwatch_ready(i);
         let (path, token) = if vif {
-            let backend = self
-                .xs
-                .read(&format!("/local/domain/{domid}/device/vif/0/backend"))
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| format!("/local/domain/0/backend/vif/{domid}/0"));
-            (format!("{backend}/state"), format!("vif:{i}"))
+            (vif_state_path(&mut self.xs, domid), format!("vif:{i}"))
         } else {
             (ready_path(domid), format!("ready:{i}"))
         };
@@ -672,11 +666,14 @@ impl Activator {
             {
                 return;
             }
-            // XenbusStateConnected.
-            if let Ok(Some(v)) = self.xs.read(&e.path) {
-                if v.trim() == "4" {
-                    self.ready(i);
-                }
+            let State::Starting {
+                domid: Some(domid), ..
+            } = self.svcs[i].state
+            else {
+                return;
+            };
+            if vif_connected(&mut self.xs, domid) {
+                self.ready(i);
             }
         } else if e.token == "release" {
             self.check_alive();
@@ -892,6 +889,27 @@ impl Activator {
     }
 }
 
+/// The xenstore node of the state of `domid`'s first vif, its backend's side (watched for
+/// [`vif_connected`]: with Linux's netback the backend is the last of the two to say
+/// Connected, after the frontend published its rings as Connected).
+fn vif_state_path(xs: &mut xs::Xs, domid: u32) -> String {
+    let backend = xs
+        .read(&format!("/local/domain/{domid}/device/vif/0/backend"))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| format!("/local/domain/0/backend/vif/{domid}/0"));
+    format!("{backend}/state")
+}
+
+/// Whether both ends of `domid`'s first vif say Connected (XenbusState 4): the backend has
+/// mapped the rings and the frontend has its receive buffers posted, so a frame sent to the
+/// vif now reaches the guest.
+fn vif_connected(xs: &mut xs::Xs, domid: u32) -> bool {
+    let connected = |xs: &mut xs::Xs, p: &str| matches!(xs.read(p), Ok(Some(v)) if v.trim() == "4");
+    let backend = vif_state_path(xs, domid);
+    connected(xs, &format!("/local/domain/{domid}/device/vif/0/state")) && connected(xs, &backend)
+}
+
 /// Waits in a start worker until `domain` (`domid`, booted from its console log's byte `from`)
 /// is ready by `cfg.ready` — its `data/xenrt/ready` node or its vif's backend state, both by
 /// xenstore watch; a console text by reading the log every 20 ms — or fails: it ended, or
@@ -910,13 +928,7 @@ fn wait_ready(
     let mut w = xs::Watcher::start(tx, |e| e).map_err(|e| e.to_string())?;
     let path = match &cfg.ready {
         Ready::Xenstore => Some(ready_path(domid)),
-        Ready::Vif => Some(
-            xs.read(&format!("/local/domain/{domid}/device/vif/0/backend"))
-                .ok()
-                .flatten()
-                .map(|b| format!("{b}/state"))
-                .unwrap_or_else(|| format!("/local/domain/0/backend/vif/{domid}/0/state")),
-        ),
+        Ready::Vif => Some(vif_state_path(xs, domid)),
         Ready::Console(_) => None,
     };
     if let Some(p) = &path {
@@ -927,13 +939,7 @@ fn wait_ready(
     loop {
         let ready = match (&cfg.ready, &path) {
             (Ready::Console(text), _) => console_has(domain, text, from),
-            (Ready::Vif, Some(p)) => {
-                xs.read(p)
-                    .map_err(|e| e.to_string())?
-                    .as_deref()
-                    .map(str::trim)
-                    == Some("4")
-            }
+            (Ready::Vif, _) => vif_connected(xs, domid),
             (_, Some(p)) => xs.read(p).map_err(|e| e.to_string())?.is_some(),
             (_, None) => false,
         };
