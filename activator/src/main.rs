@@ -43,7 +43,6 @@ enum Msg {
     Frame(Vec<u8>),
     Dns(Vec<u8>, SocketAddr),
     Watch(xs::Event),
-    Tick,
     /// A start worker finished: the domain exists (created or unpaused) as `domid`.
     Running {
         svc: usize,
@@ -122,8 +121,11 @@ enum State {
     Up {
         domid: u32,
         domain: String,
+        /// The vif's received-packet count at the last look, when nothing had come since
+        /// `quiet_since`; the next look is at `look_at`.
         rx: u64,
         quiet_since: Instant,
+        look_at: Instant,
     },
     /// Asked to shut down (`xl shutdown`); destroyed if still there at `until`.
     Stopping {
@@ -181,6 +183,13 @@ macro_rules! log {
     ($a:expr, $($arg:tt)*) => {
         eprintln!("activator: [{:>9.3}] {}", $a.t0.elapsed().as_secs_f64(), format!($($arg)*))
     };
+}
+
+/// How often an up guest's vif is looked at for its idle timeout of `idle_s` s: a quarter of
+/// it (at least 250 ms), so a guest is stopped between `idle` and 1.25 `idle` after its last
+/// frame.
+fn idle_look(idle_s: u64) -> Duration {
+    (Duration::from_secs(idle_s) / 4).max(Duration::from_millis(250))
 }
 
 fn vif_rx_packets(domid: u32) -> u64 {
@@ -422,6 +431,7 @@ impl Activator {
             domain,
             rx: vif_rx_packets(domid),
             quiet_since: Instant::now(),
+            look_at: Instant::now() + idle_look(self.svcs[i].cfg.idle_s),
         };
         if self.svcs[i].cfg.mode == Mode::Parked {
             self.prepare_spare(i);
@@ -721,15 +731,33 @@ impl Activator {
         }
     }
 
-    fn on_tick(&mut self) {
-        self.check_alive();
+    /// The earliest instant at which [`on_deadlines`](Self::on_deadlines) has something to
+    /// do (None: only a message can change anything).
+    fn next_deadline(&self) -> Option<Instant> {
+        self.svcs
+            .iter()
+            .filter_map(|s| match &s.state {
+                State::Starting { since, .. } => {
+                    Some(*since + Duration::from_secs(s.cfg.boot_timeout_s))
+                }
+                State::Backoff { until } | State::Stopping { until, .. } => Some(*until),
+                State::Up { look_at, .. } if s.cfg.idle_s > 0 => Some(*look_at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Does what is due: fails a start past its `boot_timeout`, ends a backoff, destroys a
+    /// guest still there 10 s after its shutdown, and looks at an idle guest's vif (stopped
+    /// once nothing came from it for `idle` s).
+    fn on_deadlines(&mut self) {
         let now = Instant::now();
         for i in 0..self.svcs.len() {
             let limit = Duration::from_secs(self.svcs[i].cfg.boot_timeout_s);
             let idle = self.svcs[i].cfg.idle_s;
             let nothing_waits = self.svcs[i].pending.is_empty();
             match &mut self.svcs[i].state {
-                State::Starting { since, domain, .. } if now - *since > limit => {
+                State::Starting { since, domain, .. } if now - *since >= limit => {
                     let domain = domain.clone();
                     self.fail(
                         i,
@@ -756,14 +784,19 @@ impl Activator {
                     domid,
                     rx,
                     quiet_since,
+                    look_at,
                     ..
-                } => {
+                } if idle > 0 && now >= *look_at => {
                     let r = vif_rx_packets(*domid);
                     if r != *rx {
                         *rx = r;
                         *quiet_since = now;
-                    } else if idle > 0 && now - *quiet_since >= Duration::from_secs(idle) {
+                    }
+                    let idle = Duration::from_secs(idle);
+                    if now - *quiet_since >= idle {
                         self.stop(i);
+                    } else {
+                        *look_at = (now + idle_look(idle.as_secs())).min(*quiet_since + idle);
                     }
                 }
                 _ => {}
@@ -810,7 +843,7 @@ impl Activator {
             return;
         }
         // A clean shutdown first (kv flushes its log); the domain's end comes back as
-        // @releaseDomain (check_alive), and on_tick destroys it if it is still there in 10 s.
+        // @releaseDomain (check_alive), and on_deadlines destroys it if it is still there in 10 s.
         let d = domain.clone();
         std::thread::spawn(move || {
             let _ = xl::xl(&bin, &["shutdown", &d]);
@@ -837,7 +870,6 @@ impl Activator {
             Msg::Frame(f) => self.on_frame(&f),
             Msg::Dns(b, from) => self.on_dns(&b, from),
             Msg::Watch(e) => self.on_watch(e),
-            Msg::Tick => self.on_tick(),
             Msg::Running { svc, gen, domid } => self.on_running(svc, gen, domid),
             Msg::StartFailed { svc, gen, why } => {
                 if matches!(self.svcs[svc].state, State::Starting { gen: g, .. } if g == gen) {
@@ -1047,15 +1079,6 @@ fn spawn_readers(tap: &tap::Tap, dns: Option<&UdpSocket>, tx: &Sender<Msg>) -> s
                 }
             })?;
     }
-    let txt = tx.clone();
-    std::thread::Builder::new()
-        .name("tick".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(200));
-            if txt.send(Msg::Tick).is_err() {
-                return;
-            }
-        })?;
     Ok(())
 }
 
@@ -1138,8 +1161,24 @@ fn run(cfg: Config) -> Result<(), String> {
         a.prepare_spare(i);
     }
     log!(a, "ready on {} (port {})", a.cfg.bridge, a.tap.name);
-    while let Ok(m) = rx.recv() {
-        a.handle(m);
+    // No tick: the loop sleeps until a message or the next deadline of a service (a boot
+    // timeout, the end of a backoff, a stop's destroy, the next look at an idle guest's vif).
+    loop {
+        let m = match a.next_deadline() {
+            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            },
+        };
+        if let Some(m) = m {
+            a.handle(m);
+        }
+        a.on_deadlines();
     }
     Ok(())
 }
