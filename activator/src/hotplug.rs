@@ -80,8 +80,9 @@ pub fn run_if_invoked() -> Option<i32> {
 fn online(path: &str, vif: &str) -> io::Result<()> {
     let mut xs = Xs::open()?;
     let r = attach(&mut xs, path, vif);
-    if let Err(e) = &r {
-        // What Xen's own scripts do on a failure: libxl reports `hotplug-error`.
+    // What Xen's own scripts do on a failure (libxl reports `hotplug-error`), if the backend
+    // is there to hold it: a write would create the node.
+    if let (Err(e), Ok(Some(_))) = (&r, xs.read(&format!("{path}/state"))) {
         let _ = xs.write(&format!("{path}/hotplug-error"), &e.to_string());
         let _ = xs.write(&format!("{path}/hotplug-status"), "error");
     }
