@@ -17,6 +17,7 @@
 //! ```text
 //! xenrt-activator CONFIG          serve (see config.rs for the file)
 //! xenrt-activator --check CONFIG  parse CONFIG, print the services, exit 0 (2 on an error)
+//! xenrt-activator online|offline  with XENBUS_PATH=backend/vif/..: a vif hotplug script (hotplug.rs)
 //! ```
 //!
 //! Runs as root in dom0: it needs `/dev/net/tun`, the bridge, xenstored and `xl`. Built as a static
@@ -25,6 +26,7 @@
 mod config;
 mod dns;
 mod frame;
+mod hotplug;
 mod sys;
 mod tap;
 mod xl;
@@ -1184,6 +1186,9 @@ fn run(cfg: Config) -> Result<(), String> {
 }
 
 fn main() {
+    if let Some(code) = hotplug::run_if_invoked() {
+        std::process::exit(code);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (check, path) = match args.as_slice() {
         [p] if !p.starts_with('-') => (false, p.clone()),

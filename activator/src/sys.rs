@@ -1,7 +1,10 @@
-//! The crate's only `unsafe` code: two ioctls std has no API for (the card admits no libc crate;
+//! The crate's only `unsafe` code: ioctls std has no API for (the card admits no libc crate;
 //! musl and glibc both export `ioctl`).
 //!
 //! - `TUNSETIFF` on `/dev/net/tun`: names the activator's TAP device ([`crate::tap`]).
+//! - `SIOCGIFFLAGS`/`SIOCSIFFLAGS`, `SIOCGIFINDEX`, `SIOCBRADDIF`/`SIOCBRDELIF` on any socket:
+//!   a vif up or down, and in or out of its bridge ([`crate::hotplug`]; what `ip link set` and
+//!   `brctl addif`/`delif` do).
 //! - `IOCTL_PRIVCMD_HYPERCALL` on `/dev/xen/privcmd`: `XEN_DOMCTL_pausedomain` and
 //!   `XEN_DOMCTL_unpausedomain`, what `xl pause`/`xl unpause` end in, without starting an `xl`
 //!   process (hundreds of ms in the lab's emulated dom0: the whole latency of a pre-booted start).
@@ -41,6 +44,94 @@ pub fn tunsetiff_tap(fd: c_int, name: &str) -> io::Result<()> {
     // layout, checked below), and the fd is open for the call's duration.
     let rc = unsafe { ioctl(fd, TUNSETIFF, &mut req as *mut IfReq) };
     if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const SIOCGIFFLAGS: c_ulong = 0x8913;
+const SIOCSIFFLAGS: c_ulong = 0x8914;
+const SIOCGIFINDEX: c_ulong = 0x8933;
+const SIOCBRADDIF: c_ulong = 0x89a2;
+const SIOCBRDELIF: c_ulong = 0x89a3;
+const IFF_UP: i16 = 0x0001;
+
+/// `struct ifreq` with the union's `int` member (`ifr_ifindex`).
+#[repr(C)]
+struct IfReqIndex {
+    name: [u8; 16],
+    index: c_int,
+    _pad: [u8; 20],
+}
+
+/// `name` as `ifr_name`: refused (not cut) if it does not fit, so no other interface is touched.
+fn ifr_name(name: &str) -> io::Result<[u8; 16]> {
+    if name.is_empty() || name.len() > 15 || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{name}` is not an interface name"),
+        ));
+    }
+    let mut n = [0u8; 16];
+    n[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(n)
+}
+
+/// Sets (`up`) or clears interface `name`'s IFF_UP flag, keeping its other flags; `sock` is any
+/// socket (the ioctls only need one to reach the network stack).
+pub fn set_link_up(sock: &impl AsRawFd, name: &str, up: bool) -> io::Result<()> {
+    let mut req = IfReq {
+        name: ifr_name(name)?,
+        flags: 0,
+        _pad: [0; 22],
+    };
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of one `struct ifreq`, which `req`
+    // is (40 bytes, C layout, checked below); the fd is open for the call's duration.
+    if unsafe { ioctl(sock.as_raw_fd(), SIOCGIFFLAGS, &mut req as *mut IfReq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = if up {
+        req.flags | IFF_UP
+    } else {
+        req.flags & !IFF_UP
+    };
+    if flags == req.flags {
+        return Ok(());
+    }
+    req.flags = flags;
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { ioctl(sock.as_raw_fd(), SIOCSIFFLAGS, &mut req as *mut IfReq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The index of interface `name`.
+pub fn if_index(sock: &impl AsRawFd, name: &str) -> io::Result<c_int> {
+    let mut req = IfReqIndex {
+        name: ifr_name(name)?,
+        index: 0,
+        _pad: [0; 20],
+    };
+    // SAFETY: SIOCGIFINDEX reads the name and writes the index of one `struct ifreq`, which `req`
+    // is (40 bytes, C layout, index at 16, checked below); the fd is open for the call.
+    if unsafe { ioctl(sock.as_raw_fd(), SIOCGIFINDEX, &mut req as *mut IfReqIndex) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(req.index)
+}
+
+/// Adds (`add`) the interface with index `port` to bridge `bridge`, or removes it.
+pub fn bridge_port(sock: &impl AsRawFd, bridge: &str, port: c_int, add: bool) -> io::Result<()> {
+    let mut req = IfReqIndex {
+        name: ifr_name(bridge)?,
+        index: port,
+        _pad: [0; 20],
+    };
+    let op = if add { SIOCBRADDIF } else { SIOCBRDELIF };
+    // SAFETY: SIOCBRADDIF/SIOCBRDELIF read one `struct ifreq` (the bridge's name and the port's
+    // index), which `req` is (checked below); the fd is open for the call.
+    if unsafe { ioctl(sock.as_raw_fd(), op, &mut req as *mut IfReqIndex) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -113,10 +204,30 @@ mod tests {
     #[test]
     fn the_structs_have_the_abis_layouts() {
         assert_eq!(std::mem::size_of::<IfReq>(), 40);
+        assert_eq!(std::mem::offset_of!(IfReq, flags), 16);
+        assert_eq!(std::mem::size_of::<IfReqIndex>(), 40);
+        assert_eq!(std::mem::offset_of!(IfReqIndex, index), 16);
         assert_eq!(std::mem::size_of::<PrivcmdHypercall>(), 48);
         assert_eq!(std::mem::size_of::<Domctl>(), 144);
         assert_eq!(std::mem::offset_of!(Domctl, domain), 8);
         assert_eq!(std::mem::offset_of!(Domctl, u), 16);
         assert_eq!(IOCTL_PRIVCMD_HYPERCALL, 0x0030_5000);
+    }
+
+    #[test]
+    fn interface_names_are_refused_not_cut() {
+        assert_eq!(&ifr_name("vif5.0").unwrap()[..7], b"vif5.0\0");
+        assert!(ifr_name("").is_err());
+        assert!(ifr_name("a-name-of-16-chr").is_err());
+        assert!(ifr_name("a\0b").is_err());
+        assert!(ifr_name("fifteen-chars-x").is_ok());
+    }
+
+    #[test]
+    fn a_missing_interface_is_enodev() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let e = if_index(&s, "xrt-none0").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(19)); // ENODEV
+        assert!(if_index(&s, "lo").unwrap() > 0);
     }
 }

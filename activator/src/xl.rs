@@ -1,10 +1,11 @@
 //! Starting, pausing and stopping guests with `xl`, and what the activator adds to a service's xl
-//! config: its name, its vif (the service MAC on the bridge), its static address on the command
-//! line, and `destroy` on every end so a crashed start leaves no domain behind.
+//! config: its name, its vif (the service MAC on the bridge, and with `vif_script = builtin` the
+//! activator's binary as its hotplug script), its static address on the command line, and
+//! `destroy` on every end so a crashed start leaves no domain behind.
 
 use std::process::Command;
 
-use crate::config::{mac_string, Service};
+use crate::config::{mac_string, Service, VifScript};
 
 /// Runs `xl ARGS`; Ok(stdout) on success, Err(what xl said) otherwise.
 pub fn xl(bin: &str, args: &[&str]) -> Result<String, String> {
@@ -65,8 +66,15 @@ pub fn address_args(s: &Service) -> String {
         .replace("{gateway}", &gw)
 }
 
-/// The `KEY=VALUE` lines given to `xl create` after the config file.
-pub fn overrides(s: &Service, bridge: &str, domain: &str, xl_text: &str) -> Vec<String> {
+/// The `KEY=VALUE` lines given to `xl create` after the config file; `script` is the vif's
+/// hotplug script if it is not xl's choice.
+pub fn overrides(
+    s: &Service,
+    bridge: &str,
+    domain: &str,
+    xl_text: &str,
+    script: Option<&str>,
+) -> Vec<String> {
     let mut extra = extra_of(xl_text);
     let args = address_args(s);
     if !args.is_empty() {
@@ -77,7 +85,13 @@ pub fn overrides(s: &Service, bridge: &str, domain: &str, xl_text: &str) -> Vec<
     }
     vec![
         format!("name=\"{domain}\""),
-        format!("vif=['mac={},bridge={bridge}']", mac_string(&s.mac)),
+        match script {
+            None => format!("vif=['mac={},bridge={bridge}']", mac_string(&s.mac)),
+            Some(p) => format!(
+                "vif=['mac={},bridge={bridge},script={p}']",
+                mac_string(&s.mac)
+            ),
+        },
         format!("extra=\"{}\"", extra.replace('"', "")),
         "on_crash=\"destroy\"".into(),
         "on_poweroff=\"destroy\"".into(),
@@ -95,7 +109,11 @@ pub fn create(
 ) -> Result<(), String> {
     let text =
         std::fs::read_to_string(&s.config).map_err(|e| format!("cannot read {}: {e}", s.config))?;
-    let ov = overrides(s, bridge, domain, &text);
+    let script = match s.vif_script {
+        VifScript::Xl => None,
+        VifScript::Builtin => Some(own_path()?),
+    };
+    let ov = overrides(s, bridge, domain, &text, script.as_deref());
     let mut args: Vec<&str> = vec!["create"];
     if paused {
         args.push("-p");
@@ -103,6 +121,18 @@ pub fn create(
     args.push(&s.config);
     args.extend(ov.iter().map(String::as_str));
     xl(bin, &args).map(|_| ())
+}
+
+/// The activator's own binary, for libxl to run as a vif hotplug script.
+fn own_path() -> Result<String, String> {
+    let p = std::env::current_exe()
+        .map_err(|e| format!("vif_script = builtin: cannot find the activator's binary: {e}"))?;
+    let p = p.to_string_lossy().into_owned();
+    // The path goes inside xl's `vif=['k=v,k=v']` list: it cannot hold a comma or a quote.
+    if p.contains([',', '\'', '"', ']']) {
+        return Err(format!("vif_script = builtin: the activator's path {p} has a , ' \" or ] (xl cannot take it in a vif)"));
+    }
+    Ok(p)
 }
 
 /// The last few lines xenconsoled logged for `domain` (with `--log=guest`), if it keeps a log.
@@ -161,12 +191,23 @@ mod tests {
                 .unwrap();
         let xl = "name = \"httpd\"\nextra = \"stats=5\"\nvif = [ 'bridge=xenbr0' ]\n";
         assert_eq!(extra_of(xl), "stats=5");
-        let ov = overrides(&c.services[0], "xenbr0", "web-1", xl);
+        let ov = overrides(&c.services[0], "xenbr0", "web-1", xl, None);
         assert_eq!(ov[0], "name=\"web-1\"");
         assert_eq!(ov[1], "vif=['mac=00:16:3e:00:00:32,bridge=xenbr0']");
         assert_eq!(ov[2], "extra=\"stats=5 ip=10.0.0.50/24 gw=10.0.0.1\"");
-        let ov = overrides(&c.services[0], "br1", "web-2", "extra = ''\n");
+        let ov = overrides(&c.services[0], "br1", "web-2", "extra = ''\n", None);
         assert_eq!(ov[2], "extra=\"ip=10.0.0.50/24 gw=10.0.0.1\"");
+        let ov = overrides(
+            &c.services[0],
+            "br1",
+            "web-3",
+            "",
+            Some("/usr/sbin/xenrt-activator"),
+        );
+        assert_eq!(
+            ov[1],
+            "vif=['mac=00:16:3e:00:00:32,bridge=br1,script=/usr/sbin/xenrt-activator']"
+        );
     }
 
     #[test]

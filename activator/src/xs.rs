@@ -131,6 +131,17 @@ impl Xs {
         }))
     }
 
+    /// Writes `value` at `path` (creating the node).
+    pub fn write(&mut self, path: &str, value: &str) -> io::Result<()> {
+        self.call(MsgType::Write, &[&with_nul(path), value.as_bytes()])
+            .map(|_| ())
+    }
+
+    /// Removes `path` and its children; no such node is no error.
+    pub fn rm(&mut self, path: &str) -> io::Result<()> {
+        self.call(MsgType::Rm, &[&with_nul(path)]).map(|_| ())
+    }
+
     /// The children of `path` (empty if there is no such node).
     pub fn directory(&mut self, path: &str) -> io::Result<Vec<String>> {
         let Some(b) = self.call(MsgType::Directory, &[&with_nul(path)])? else {

@@ -65,7 +65,12 @@ fn activator() -> Result<(), String> {
         };
         let conf = [
             format!("bridge = xenbr0\ndns = 10.0.0.1:53\nsave_dir = {ACT}/saves\n"),
-            svc("web", "httpd", "10.0.0.240", "port = 80"),
+            svc(
+                "web",
+                "httpd",
+                "10.0.0.240",
+                "port = 80\nvif_script = builtin",
+            ),
             svc("burst", "httpd", "10.0.0.241", "port = 80"),
             svc(
                 "crash",
@@ -164,6 +169,18 @@ fn main() {
             let r = ok_200("10.0.0.240")?;
             // and the next goes straight to the guest
             let again = ok_200("10.0.0.240")?;
+            // web's vif was attached by the activator's own hotplug (`vif_script = builtin`),
+            // and once the guest is destroyed it is off the bridge.
+            let ports = dom0_sh(
+                "d=$(xl domid web-1) || exit 1
+                 ls /sys/class/net/xenbr0/brif | grep -x vif$d.0 || { echo no vif$d.0 in xenbr0; exit 1; }
+                 xl destroy web-1; i=0
+                 while [ -e /sys/class/net/xenbr0/brif/vif$d.0 ]; do
+                   i=$((i+1)); [ $i -lt 50 ] || { echo vif$d.0 still in xenbr0; exit 1; }; sleep 0.1; done
+                 echo gone",
+                60,
+            )?;
+            expect(&ports, "gone")?;
             Ok(format!(
                 "curl (code ttfb total): first {r}, then {again}; {}",
                 ready_line("web")
