@@ -362,7 +362,7 @@ fn main() {
                 let body = body.ok_or(format!("GET {url} failed:\n{seen}"))?;
                 expect(&body, "HTTP/1.1 200 OK")?;
                 // Nothing ran before that GET: the activator started the guest for it.
-                let alog = dom0_sh("cat /tmp/run-ondemand.log", 30)?;
+                let alog = dom0_sh("cat /mnt/lab/run-ondemand.log", 30)?;
                 expect(
                     &alog,
                     "httpd: request waiting: starting (xl create, httpd-1)",
