@@ -6,6 +6,10 @@
 //! no escapes; a quoted value may contain anything except `"`. An unquoted value may not contain
 //! `=` or `"` (quote it).
 //!
+//! A word `--` ends the settings: the words after it are the application's arguments
+//! ([`Cmdline::args`], the `argv` of a std app after its name), never checked as keys. Quotes group
+//! words there too (`-- "a b" c` is two arguments).
+//!
 //! Parsing never fails: every setting that cannot be used is skipped and recorded as a
 //! [`Problem`], whose `Display` is the line boot prints (`cmdline: unknown key 'foo' (ignored)`).
 //! Keys are checked against a registry of [`KeySpec`]s: the runtime's own ([`RUNTIME_KEYS`],
@@ -174,6 +178,7 @@ struct Setting {
 pub struct Cmdline {
     settings: Vec<Setting>,
     problems: Vec<Problem>,
+    args: Vec<String>,
 }
 
 impl Cmdline {
@@ -193,9 +198,21 @@ impl Cmdline {
         };
         let mut pos = 0;
         while let Some(tok) = next_token(raw, &mut pos) {
+            if tok.bytes == b"--" {
+                while let Some(arg) = next_token(raw, &mut pos) {
+                    let text = String::from_utf8_lossy(arg.bytes);
+                    line.args.push(text.replace('"', ""));
+                }
+                break;
+            }
             line.take(tok, app_keys);
         }
         line
+    }
+
+    /// The words after `--`, unquoted: the application's arguments (empty if there is no `--`).
+    pub fn args(&self) -> &[String] {
+        &self.args
     }
 
     /// The value of `key`: `Some("")` for a bare word, `None` if absent (or rejected).
@@ -808,5 +825,14 @@ mod tests {
                 assert!((spec.validate)(v.unwrap_or("")).is_ok());
             }
         }
+    }
+
+    #[test]
+    fn words_after_a_double_dash_are_arguments_not_keys() {
+        let c = Cmdline::parse(b"log=debug -- one \"two three\" log=x\0", &[]);
+        assert_eq!(c.log_level(), Some(LevelFilter::Debug));
+        assert_eq!(c.args(), ["one", "two three", "log=x"]);
+        assert!(c.problems().is_empty());
+        assert!(Cmdline::parse(b"log=info", &[]).args().is_empty());
     }
 }
