@@ -47,7 +47,8 @@ fn start() -> ExitCode {
         xen::println!("xenrt: thread-local storage: {e}");
         return ExitCode::Crash;
     }
-    let strings = crate::argv_strings(xen::boot::cmdline().args());
+    let args = xen::cmdline::args(xen::boot::info().start_info.cmdline());
+    let strings = crate::argv_strings(&args);
     let mut argv: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr().cast()).collect();
     argv.push(core::ptr::null());
     let envp: [*const c_char; 1] = [core::ptr::null()];

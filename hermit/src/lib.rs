@@ -24,7 +24,7 @@
 //! - entropy: `sys_read_entropy` from a generator seeded by the TSC and the wall clock: fine for
 //!   HashMap seeds, **not** cryptographic;
 //! - arguments: `argv[0]` is `xenrt`, then the words after `--` on the xl `extra=` line
-//!   ([`xen::cmdline::Cmdline::args`]); the environment is empty.
+//!   ([`xen::cmdline::args`]); the environment is empty.
 //!
 //! Everything else std may call returns `-ENOSYS` after one console line naming the call.
 #![no_std]

@@ -7,7 +7,7 @@
 //! `=` or `"` (quote it).
 //!
 //! A word `--` ends the settings: the words after it are the application's arguments
-//! ([`Cmdline::args`], the `argv` of a std app after its name), never checked as keys. Quotes group
+//! ([`args`], the `argv` of a std app after its name), never checked as keys. Quotes group
 //! words there too (`-- "a b" c` is two arguments).
 //!
 //! Parsing never fails: every setting that cannot be used is skipped and recorded as a
@@ -178,7 +178,6 @@ struct Setting {
 pub struct Cmdline {
     settings: Vec<Setting>,
     problems: Vec<Problem>,
-    args: Vec<String>,
 }
 
 impl Cmdline {
@@ -199,20 +198,11 @@ impl Cmdline {
         let mut pos = 0;
         while let Some(tok) = next_token(raw, &mut pos) {
             if tok.bytes == b"--" {
-                while let Some(arg) = next_token(raw, &mut pos) {
-                    let text = String::from_utf8_lossy(arg.bytes);
-                    line.args.push(text.replace('"', ""));
-                }
                 break;
             }
             line.take(tok, app_keys);
         }
         line
-    }
-
-    /// The words after `--`, unquoted: the application's arguments (empty if there is no `--`).
-    pub fn args(&self) -> &[String] {
-        &self.args
     }
 
     /// The value of `key`: `Some("")` for a bare word, `None` if absent (or rejected).
@@ -336,6 +326,27 @@ struct Token<'a> {
     offset: usize,
     /// An opening quote had no closing quote before the end of the line.
     unterminated: bool,
+}
+
+/// The words after `--` in `raw` (the command line as [`Cmdline::parse`] takes it), unquoted: the
+/// application's arguments, empty if there is no `--`. Words that are not UTF-8 are skipped (the
+/// settings' parse reports nothing about them: they are the app's).
+pub fn args(raw: &[u8]) -> Vec<String> {
+    let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+    let raw = &raw[..raw.len().min(MAX_CMDLINE - 1)];
+    let mut pos = 0;
+    let mut out = Vec::new();
+    let mut after_dashes = false;
+    while let Some(tok) = next_token(raw, &mut pos) {
+        if after_dashes {
+            if let Ok(t) = core::str::from_utf8(tok.bytes) {
+                out.push(t.split('"').collect());
+            }
+        } else {
+            after_dashes = tok.bytes == b"--";
+        }
+    }
+    out
 }
 
 fn next_token<'a>(raw: &'a [u8], pos: &mut usize) -> Option<Token<'a>> {
@@ -829,10 +840,11 @@ mod tests {
 
     #[test]
     fn words_after_a_double_dash_are_arguments_not_keys() {
-        let c = Cmdline::parse(b"log=debug -- one \"two three\" log=x\0", &[]);
+        let raw = b"log=debug -- one \"two three\" log=x\0";
+        let c = Cmdline::parse(raw, &[]);
         assert_eq!(c.log_level(), Some(LevelFilter::Debug));
-        assert_eq!(c.args(), ["one", "two three", "log=x"]);
+        assert_eq!(args(raw), ["one", "two three", "log=x"]);
         assert!(c.problems().is_empty());
-        assert!(Cmdline::parse(b"log=info", &[]).args().is_empty());
+        assert!(args(b"log=info").is_empty());
     }
 }
