@@ -23,6 +23,8 @@ pub(crate) mod nr {
     pub const SET_TRAP_TABLE: usize = 0;
     pub const MMU_UPDATE: usize = 1;
     pub const SET_CALLBACKS: usize = 4;
+    pub const FPU_TASKSWITCH: usize = 5;
+    pub const SET_SEGMENT_BASE: usize = 25;
     pub const STACK_SWITCH: usize = 3;
     pub const SET_TIMER_OP: usize = 15;
     pub const XEN_VERSION: usize = 17;
@@ -46,7 +48,7 @@ pub fn calls() -> u64 {
     CALLS.load(core::sync::atomic::Ordering::Relaxed)
 }
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 mod imp {
     use core::arch::asm;
 
@@ -96,7 +98,7 @@ mod imp {
     }
 }
 
-#[cfg(not(target_os = "none"))]
+#[cfg(not(any(target_os = "none", target_os = "hermit")))]
 mod imp {
     /// On the host there is no hypervisor: calling this is a bug in a test.
     ///
@@ -263,6 +265,20 @@ pub unsafe fn suspend(start_info_mfn: u64) -> Result<Resumed, Errno> {
 pub fn block() {
     // SAFETY: SCHEDOP_block takes no argument.
     unsafe { hypercall(nr::SCHED_OP, schedop::BLOCK, 0, 0, 0, 0) };
+}
+
+/// set_segment_base(SEGBASE_FS, base): the FS base, which thread-local storage is found through
+/// (the std runtime's `#[thread_local]`s; no_std images do not use it).
+pub fn set_fs_base(base: u64) -> Result<(), Errno> {
+    // SAFETY: takes plain integers; FS is not used by the runtime itself.
+    check(unsafe { hypercall(nr::SET_SEGMENT_BASE, 0, base as usize, 0, 0, 0) }).map(|_| ())
+}
+
+/// fpu_taskswitch(0): clears the virtual CR0.TS, so that FPU/SSE instructions run instead of
+/// raising #NM (code built for a target with SSE, such as the std runtime's).
+pub fn fpu_enable() -> Result<(), Errno> {
+    // SAFETY: takes a plain integer.
+    check(unsafe { hypercall(nr::FPU_TASKSWITCH, 0, 0, 0, 0, 0) }).map(|_| ())
 }
 
 /// SCHEDOP_yield.

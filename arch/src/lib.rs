@@ -7,7 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod cpu;
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 pub mod entry;
 pub mod hypercall;
 pub mod paging;

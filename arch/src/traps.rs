@@ -119,7 +119,7 @@ pub fn backtrace(rbp: u64, stack: core::ops::Range<u64>, max: usize, mut f: impl
     }
 }
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 mod imp {
     use super::*;
     use crate::hypercall;
@@ -297,7 +297,7 @@ mod imp {
     }
 }
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 pub use imp::init;
 
 #[cfg(test)]

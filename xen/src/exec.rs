@@ -104,10 +104,10 @@ impl Stats {
 }
 
 /// Bumped by [`wake_all`]; each executor compares it with the value it last saw every turn.
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 static WAKE_ALL: AtomicU64 = AtomicU64::new(0);
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 fn wake_all_count() -> u64 {
     WAKE_ALL.load(Ordering::Acquire)
 }
@@ -116,18 +116,18 @@ fn wake_all_count() -> u64 {
 /// domain: each driver must see the new generation, whatever it was waiting for). On the host,
 /// the executors of this thread (tests run side by side).
 pub fn wake_all() {
-    #[cfg(target_os = "none")]
+    #[cfg(any(target_os = "none", target_os = "hermit"))]
     WAKE_ALL.fetch_add(1, Ordering::AcqRel);
-    #[cfg(not(target_os = "none"))]
+    #[cfg(not(any(target_os = "none", target_os = "hermit")))]
     WAKE_ALL.with(|w| w.set(w.get() + 1));
 }
 
-#[cfg(not(target_os = "none"))]
+#[cfg(not(any(target_os = "none", target_os = "hermit")))]
 std::thread_local! {
     static WAKE_ALL: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
 }
 
-#[cfg(not(target_os = "none"))]
+#[cfg(not(any(target_os = "none", target_os = "hermit")))]
 fn wake_all_count() -> u64 {
     WAKE_ALL.with(|w| w.get())
 }
@@ -455,30 +455,30 @@ type TimerQueue = Arc<spin::Mutex<Timers>>;
 
 /// The timer queue of the executor running on this CPU (on the host: on this thread), set by
 /// [`Executor::block_on`] for as long as it runs.
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 static CURRENT: spin::Mutex<Option<TimerQueue>> = spin::Mutex::new(None);
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 fn current() -> Option<TimerQueue> {
     CURRENT.lock().clone()
 }
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 fn set_current(q: Option<TimerQueue>) -> Option<TimerQueue> {
     core::mem::replace(&mut *CURRENT.lock(), q)
 }
 
-#[cfg(not(target_os = "none"))]
+#[cfg(not(any(target_os = "none", target_os = "hermit")))]
 std::thread_local! {
     static CURRENT: RefCell<Option<TimerQueue>> = const { RefCell::new(None) };
 }
 
-#[cfg(not(target_os = "none"))]
+#[cfg(not(any(target_os = "none", target_os = "hermit")))]
 fn current() -> Option<TimerQueue> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-#[cfg(not(target_os = "none"))]
+#[cfg(not(any(target_os = "none", target_os = "hermit")))]
 fn set_current(q: Option<TimerQueue>) -> Option<TimerQueue> {
     CURRENT.with(|c| core::mem::replace(&mut *c.borrow_mut(), q))
 }
@@ -580,31 +580,31 @@ pub fn sleep_until_with<C: Fn() -> u64 + Unpin>(now: C, at: u64) -> Sleep<C> {
 }
 
 /// Completes at system time `at` (ns since boot).
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 pub fn sleep_until(at: u64) -> Sleep<fn() -> u64> {
     sleep_until_with(crate::time::now_ns as fn() -> u64, at)
 }
 
 /// Completes `ns` nanoseconds from now.
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 pub fn sleep(ns: u64) -> Sleep<fn() -> u64> {
     sleep_until(crate::time::now_ns().saturating_add(ns))
 }
 
 /// Parks in Xen: the idle loop (events, timers, lifecycle), blocking until an event or the
 /// deadline.
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct XenPark;
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 impl Clock for XenPark {
     fn now_ns(&self) -> u64 {
         crate::time::now_ns()
     }
 }
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 impl Park for XenPark {
     fn park(&mut self, deadline: Option<u64>) {
         crate::sched::poll_once(deadline);
@@ -613,7 +613,7 @@ impl Park for XenPark {
 
 /// Runs `main` on a new executor parked in Xen, with `sources` driven each turn. For apps:
 /// `xen::exec::run(&[&net], |sp| async move { ... })`.
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 pub fn run<T, F: Future<Output = T>>(
     sources: &[&dyn Source],
     main: impl FnOnce(Spawner) -> F,

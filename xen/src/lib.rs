@@ -23,7 +23,7 @@
 
 extern crate alloc;
 // The host build (tests, simulators) keeps per-thread state (exec's current timer queue).
-#[cfg(all(not(test), not(target_os = "none")))]
+#[cfg(all(not(test), not(any(target_os = "none", target_os = "hermit"))))]
 extern crate std;
 
 pub mod exec;

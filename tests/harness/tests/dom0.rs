@@ -42,6 +42,27 @@ fn main() {
             }
             Ok(format!("[{size} bytes]"))
         }),
+        // A plain std program (x86_64-unknown-hermit std over the hermit crate): console, args
+        // after `--`, heap, clocks, and its exit status and panics ending the domain.
+        case("std_hello_runs_and_powers_off", || {
+            let r = boot_dom0("std-hello", "log=info -- one two")?;
+            r.expect("Hello from std on xenrt")?;
+            r.expect(r#"args: ["xenrt", "one", "two"]"#)?;
+            r.expect("sum 1..=1000 = 500500")?;
+            r.expect("unix time: ")?;
+            powered_off(&r)?;
+            Ok(format!("[wall {:.2} s]", r.elapsed.as_secs_f64()))
+        }),
+        case("std_hello_exit_status_and_panic_crash_the_domain", || {
+            let r = boot_dom0("std-hello", "-- exit 3")?;
+            r.expect("xenrt: exit status 3")?;
+            crashed(&r)?;
+            let r = boot_dom0("std-hello", "-- panic")?;
+            r.expect("panicked at")?;
+            r.expect("xenrt: abort")?;
+            crashed(&r)?;
+            Ok(String::new())
+        }),
         case("hello_boots_and_prints", || {
             let r = boot_dom0("hello", "log=info")?;
             r.expect("Hello from Xen 4.17")?;

@@ -24,6 +24,17 @@ fn main() {
                 .unwrap_or("")
                 .to_string())
         }),
+        case("std_hello_as_domu_runs_and_powers_off", || {
+            let g = Guest::start("std-hello", "log=info -- one two")?;
+            let end = g.wait(60)?;
+            let c = g.console()?;
+            expect(&c, "Hello from std on xenrt")?;
+            expect(&c, r#"args: ["xenrt", "one", "two"]"#)?;
+            expect(&c, "xenrt: exit poweroff")?;
+            (end == "poweroff")
+                .then_some(String::new())
+                .ok_or(format!("ended with {end}"))
+        }),
         case("bad_extra_is_reported", || {
             let g = Guest::start("hello", "log=loud bogus=1")?;
             let end = g.wait(60)?;

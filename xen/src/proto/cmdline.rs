@@ -6,6 +6,10 @@
 //! no escapes; a quoted value may contain anything except `"`. An unquoted value may not contain
 //! `=` or `"` (quote it).
 //!
+//! A word `--` ends the settings: the words after it are the application's arguments
+//! ([`args`], the `argv` of a std app after its name), never checked as keys. Quotes group
+//! words there too (`-- "a b" c` is two arguments).
+//!
 //! Parsing never fails: every setting that cannot be used is skipped and recorded as a
 //! [`Problem`], whose `Display` is the line boot prints (`cmdline: unknown key 'foo' (ignored)`).
 //! Keys are checked against a registry of [`KeySpec`]s: the runtime's own ([`RUNTIME_KEYS`],
@@ -193,6 +197,9 @@ impl Cmdline {
         };
         let mut pos = 0;
         while let Some(tok) = next_token(raw, &mut pos) {
+            if tok.bytes == b"--" {
+                break;
+            }
             line.take(tok, app_keys);
         }
         line
@@ -319,6 +326,27 @@ struct Token<'a> {
     offset: usize,
     /// An opening quote had no closing quote before the end of the line.
     unterminated: bool,
+}
+
+/// The words after `--` in `raw` (the command line as [`Cmdline::parse`] takes it), unquoted: the
+/// application's arguments, empty if there is no `--`. Words that are not UTF-8 are skipped (the
+/// settings' parse reports nothing about them: they are the app's).
+pub fn args(raw: &[u8]) -> Vec<String> {
+    let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+    let raw = &raw[..raw.len().min(MAX_CMDLINE - 1)];
+    let mut pos = 0;
+    let mut out = Vec::new();
+    let mut after_dashes = false;
+    while let Some(tok) = next_token(raw, &mut pos) {
+        if after_dashes {
+            if let Ok(t) = core::str::from_utf8(tok.bytes) {
+                out.push(t.split('"').collect());
+            }
+        } else {
+            after_dashes = tok.bytes == b"--";
+        }
+    }
+    out
 }
 
 fn next_token<'a>(raw: &'a [u8], pos: &mut usize) -> Option<Token<'a>> {
@@ -808,5 +836,15 @@ mod tests {
                 assert!((spec.validate)(v.unwrap_or("")).is_ok());
             }
         }
+    }
+
+    #[test]
+    fn words_after_a_double_dash_are_arguments_not_keys() {
+        let raw = b"log=debug -- one \"two three\" log=x\0";
+        let c = Cmdline::parse(raw, &[]);
+        assert_eq!(c.log_level(), Some(LevelFilter::Debug));
+        assert_eq!(args(raw), ["one", "two three", "log=x"]);
+        assert!(c.problems().is_empty());
+        assert!(args(b"log=info").is_empty());
     }
 }

@@ -28,7 +28,7 @@ pub use crate::domain::{cmdline, exit, info, since_entry_ns, BootInfo, Exit, Exi
 pub use crate::stats::ready;
 
 /// Grant-table frames to set up (512 grants each), if Xen allows that many.
-#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+#[cfg_attr(not(any(target_os = "none", target_os = "hermit")), allow(dead_code))]
 const GRANT_FRAMES: u32 = 8;
 
 /// Command-line keys the app accepts besides the runtime's (`log=`), as one or more lists (the
@@ -55,7 +55,7 @@ macro_rules! main {
 }
 
 /// The steps that only exist on Xen (the host build of this crate is for tests).
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 mod pv {
     use super::*;
     use crate::cmdline::Cmdline;

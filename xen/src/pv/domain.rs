@@ -121,13 +121,13 @@ pub fn cmdline() -> &'static Cmdline {
 }
 
 /// Records what boot learned (boot calls this once, just before `main`).
-#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+#[cfg_attr(not(any(target_os = "none", target_os = "hermit")), allow(dead_code))]
 pub(crate) fn set_info(b: BootInfo) {
     BOOT.call_once(|| b);
 }
 
 /// Records the parsed command line (boot calls this once).
-#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+#[cfg_attr(not(any(target_os = "none", target_os = "hermit")), allow(dead_code))]
 pub(crate) fn set_cmdline(c: Cmdline) -> &'static Cmdline {
     CMDLINE.call_once(|| c)
 }

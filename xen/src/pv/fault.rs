@@ -6,12 +6,12 @@
 use arch::traps::{self, TrapFrame};
 
 fn stack_range() -> core::ops::Range<u64> {
-    #[cfg(target_os = "none")]
+    #[cfg(any(target_os = "none", target_os = "hermit"))]
     {
         let bottom = core::ptr::addr_of!(arch::entry::boot_stack_bottom) as u64;
         bottom..bottom + arch::entry::BOOT_STACK_SIZE as u64
     }
-    #[cfg(not(target_os = "none"))]
+    #[cfg(not(any(target_os = "none", target_os = "hermit")))]
     {
         0..0
     }

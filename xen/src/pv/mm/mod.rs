@@ -64,7 +64,7 @@ impl P2m {
 }
 
 /// Hands the frame allocator and the P2M list to this module (boot calls this once).
-#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+#[cfg_attr(not(any(target_os = "none", target_os = "hermit")), allow(dead_code))]
 pub(crate) fn init_frames(frames: FrameAllocator<'static>, p2m: P2m) {
     P2M.call_once(|| p2m);
     *FRAMES.lock() = Some(frames);

@@ -1,0 +1,314 @@
+//! The `extern "C"` boundary: std's `sys_*` calls arrive here with raw pointers, are checked and
+//! turned into slices, and go to the safe code in the rest of the crate and in `xen`. The start-up
+//! code (TLS block, `argv`, the call into std's `runtime_entry`) lives here too. Signatures and
+//! return conventions are hermit-abi 0.5's: a negative return is `-errno`.
+#![allow(unsafe_code)]
+
+use alloc::vec::Vec;
+use core::alloc::{GlobalAlloc, Layout};
+use core::ffi::c_char;
+use core::sync::atomic::{AtomicI32, Ordering};
+use xen::boot::ExitCode;
+
+const EBADF: i32 = 9;
+const EINVAL: i32 = 22;
+
+/// hermit-abi's clock ids.
+const CLOCK_REALTIME: i32 = 1;
+const CLOCK_MONOTONIC: i32 = 4;
+
+/// The last error a call reported (`sys_get_errno`).
+static ERRNO: AtomicI32 = AtomicI32::new(0);
+
+fn fail(errno: i32) -> isize {
+    ERRNO.store(errno, Ordering::Relaxed);
+    -(errno as isize)
+}
+
+xen::main!(start);
+
+extern "C" {
+    fn runtime_entry(argc: i32, argv: *const *const c_char, env: *const *const c_char) -> !;
+    static __tdata_start: u8;
+    static __tdata_end: u8;
+    /// Absolute symbols (link.ld): their address is the value.
+    static __tls_memsz: u8;
+    static __tls_align: u8;
+}
+
+/// The app's `main` as xenrt's boot sees it: prepares what std expects, then runs the program.
+fn start() -> ExitCode {
+    if let Err(e) = arch::hypercall::fpu_enable() {
+        xen::println!("xenrt: fpu_taskswitch failed: {e}");
+        return ExitCode::Crash;
+    }
+    crate::entropy::seed(arch::cpu::rdtsc() ^ xen::time::wallclock_ns());
+    if let Err(e) = setup_tls() {
+        xen::println!("xenrt: thread-local storage: {e}");
+        return ExitCode::Crash;
+    }
+    let args = xen::cmdline::args(xen::boot::info().start_info.cmdline());
+    let strings = crate::argv_strings(&args);
+    let mut argv: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr().cast()).collect();
+    argv.push(core::ptr::null());
+    let envp: [*const c_char; 1] = [core::ptr::null()];
+    let argc = strings.len() as i32;
+    // The strings and pointer arrays must outlive the program: std keeps argv.
+    core::mem::forget(strings);
+    let argv = argv.leak();
+    // SAFETY: argv is argc NUL-terminated strings plus a null, envp an empty null-terminated
+    // list, both leaked (valid forever); runtime_entry is std's entry and never returns.
+    unsafe { runtime_entry(argc, argv.as_ptr(), envp.as_ptr()) }
+}
+
+/// Copies the TLS template into a block from the heap and points FS at its end (x86_64 TLS
+/// variant II: the block ends at the thread pointer, whose first word points at itself).
+fn setup_tls() -> Result<(), &'static str> {
+    let start = core::ptr::addr_of!(__tdata_start);
+    let filesz = core::ptr::addr_of!(__tdata_end) as usize - start as usize;
+    let memsz = core::ptr::addr_of!(__tls_memsz) as usize;
+    let align = (core::ptr::addr_of!(__tls_align) as usize).max(16);
+    let image = memsz.next_multiple_of(align);
+    let layout = Layout::from_size_align(image + 64, align).map_err(|_| "bad TLS layout")?;
+    // SAFETY: a non-zero-sized layout.
+    let block = unsafe { xen::mm::HEAP.alloc_zeroed(layout) };
+    if block.is_null() {
+        return Err("out of memory");
+    }
+    // SAFETY: the template is filesz bytes of our image; the block has image + 64 zeroed bytes,
+    // is never freed, and image >= memsz >= filesz.
+    unsafe {
+        core::ptr::copy_nonoverlapping(start, block.add(image - memsz), filesz);
+        let tp = block.add(image);
+        (tp as *mut u64).write(tp as u64);
+        arch::hypercall::set_fs_base(tp as u64).map_err(|_| "set_segment_base failed")
+    }
+}
+
+fn console(fd: i32, bytes: &[u8]) -> isize {
+    match fd {
+        1 | 2 => {
+            xen::console::write_bytes(bytes);
+            bytes.len() as isize
+        }
+        _ => fail(EBADF),
+    }
+}
+
+/// # Safety
+/// `buf` is valid for `len` bytes (std's contract).
+#[no_mangle]
+pub unsafe extern "C" fn sys_write(fd: i32, buf: *const u8, len: usize) -> isize {
+    if buf.is_null() && len > 0 {
+        return fail(EINVAL);
+    }
+    // SAFETY: the caller passes a buffer of len bytes.
+    let bytes = unsafe { slice(buf, len) };
+    console(fd, bytes)
+}
+
+/// hermit-abi's `iovec`.
+#[repr(C)]
+pub struct IoVec {
+    base: *const u8,
+    len: usize,
+}
+
+/// # Safety
+/// `iov` is valid for `iovcnt` entries, each valid for its length.
+#[no_mangle]
+pub unsafe extern "C" fn sys_writev(fd: i32, iov: *const IoVec, iovcnt: usize) -> isize {
+    if iov.is_null() && iovcnt > 0 {
+        return fail(EINVAL);
+    }
+    // SAFETY: the caller passes iovcnt entries.
+    let iovs = unsafe { slice(iov, iovcnt) };
+    let mut all = Vec::new();
+    for v in iovs {
+        // SAFETY: each entry describes a valid buffer.
+        all.extend_from_slice(unsafe { slice(v.base, v.len) });
+    }
+    console(fd, &all)
+}
+
+/// # Safety
+/// Always safe to call: stdin is empty (end of file), other fds are not open.
+#[no_mangle]
+pub unsafe extern "C" fn sys_read(fd: i32, _buf: *mut u8, _len: usize) -> isize {
+    match fd {
+        0 => 0,
+        _ => fail(EBADF),
+    }
+}
+
+/// A slice from std's pointer and length (empty for a null or dangling zero-length pointer).
+///
+/// # Safety
+/// `ptr` is valid for `len` elements when `len > 0`.
+unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if len == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's guarantee.
+        unsafe { core::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn sys_exit(status: i32) -> ! {
+    if status != 0 {
+        xen::println!("xenrt: exit status {status}");
+    }
+    xen::boot::exit(crate::exit_code(status))
+}
+
+#[no_mangle]
+pub extern "C" fn sys_abort() -> ! {
+    xen::println!("xenrt: abort");
+    xen::boot::exit(ExitCode::Crash)
+}
+
+#[no_mangle]
+pub extern "C" fn sys_get_errno() -> i32 {
+    ERRNO.load(Ordering::Relaxed)
+}
+
+/// # Safety
+/// std's allocator contract: `align` is a power of two.
+#[no_mangle]
+pub unsafe extern "C" fn sys_malloc(size: usize, align: usize) -> *mut u8 {
+    match Layout::from_size_align(size.max(1), align) {
+        // SAFETY: a valid, non-zero-sized layout.
+        Ok(l) => unsafe { xen::mm::HEAP.alloc(l) },
+        Err(_) => core::ptr::null_mut(),
+    }
+}
+
+/// # Safety
+/// `ptr` came from `sys_malloc`/`sys_realloc` with this size and alignment.
+#[no_mangle]
+pub unsafe extern "C" fn sys_free(ptr: *mut u8, size: usize, align: usize) {
+    if let Ok(l) = Layout::from_size_align(size.max(1), align) {
+        // SAFETY: the caller's guarantee.
+        unsafe { xen::mm::HEAP.dealloc(ptr, l) }
+    }
+}
+
+/// # Safety
+/// `ptr` came from `sys_malloc`/`sys_realloc` with this size and alignment.
+#[no_mangle]
+pub unsafe extern "C" fn sys_realloc(
+    ptr: *mut u8,
+    size: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
+    match Layout::from_size_align(size.max(1), align) {
+        // SAFETY: the caller's guarantee; new_size is at least 1.
+        Ok(l) => unsafe { xen::mm::HEAP.realloc(ptr, l, new_size.max(1)) },
+        Err(_) => core::ptr::null_mut(),
+    }
+}
+
+/// # Safety
+/// `buf` is valid for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sys_read_entropy(buf: *mut u8, len: usize, _flags: u32) -> isize {
+    if buf.is_null() && len > 0 {
+        return fail(EINVAL);
+    }
+    if len > 0 {
+        // SAFETY: the caller passes a writable buffer of len bytes.
+        crate::entropy::fill(unsafe { core::slice::from_raw_parts_mut(buf, len) });
+    }
+    len as isize
+}
+
+/// hermit-abi's `timespec`.
+#[repr(C)]
+pub struct Timespec {
+    sec: i64,
+    nsec: i32,
+}
+
+/// # Safety
+/// `tp` is valid for writing a `timespec`.
+#[no_mangle]
+pub unsafe extern "C" fn sys_clock_gettime(clock: i32, tp: *mut Timespec) -> i32 {
+    let ns = match clock {
+        CLOCK_MONOTONIC => xen::time::now_ns(),
+        CLOCK_REALTIME => xen::time::wallclock_ns(),
+        _ => return fail(EINVAL) as i32,
+    };
+    if tp.is_null() {
+        return fail(EINVAL) as i32;
+    }
+    let t = Timespec {
+        sec: (ns / 1_000_000_000) as i64,
+        nsec: (ns % 1_000_000_000) as i32,
+    };
+    // SAFETY: the caller passes a writable timespec.
+    unsafe { tp.write(t) };
+    0
+}
+
+const EAGAIN: i32 = 11;
+const ETIMEDOUT: i32 = 110;
+/// hermit-abi's `FUTEX_RELATIVE_TIMEOUT` flag.
+const FUTEX_RELATIVE_TIMEOUT: u32 = 1;
+
+/// Futex wait, for a program with one thread (threads are a later step): if the value still
+/// matches, nobody can change it, so a timed wait sleeps out its timeout and an untimed one is a
+/// deadlock, reported and ended as a crash rather than a hang.
+///
+/// # Safety
+/// `address` is valid for reading a u32; `timeout` is null or valid.
+#[no_mangle]
+pub unsafe extern "C" fn sys_futex_wait(
+    address: *mut u32,
+    expected: u32,
+    timeout: *const Timespec,
+    flags: u32,
+) -> i32 {
+    if address.is_null() || flags & !FUTEX_RELATIVE_TIMEOUT != 0 {
+        return fail(EINVAL) as i32;
+    }
+    // SAFETY: the caller passes a valid futex word; std accesses it atomically.
+    let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(address) };
+    if word.load(Ordering::SeqCst) != expected {
+        return fail(EAGAIN) as i32;
+    }
+    if timeout.is_null() {
+        xen::println!("xenrt: futex_wait with no timeout and no other thread: deadlock");
+        xen::boot::exit(ExitCode::Crash);
+    }
+    // SAFETY: non-null, so a valid timespec.
+    let t = unsafe { timeout.read() };
+    if t.sec < 0 || t.nsec < 0 {
+        return fail(EINVAL) as i32;
+    }
+    let ns = (t.sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.nsec as u64);
+    let deadline = if flags & FUTEX_RELATIVE_TIMEOUT != 0 {
+        xen::time::now_ns().saturating_add(ns)
+    } else {
+        ns
+    };
+    while xen::time::now_ns() < deadline {
+        xen::sched::block(xen::sched::Until::AnyEvent, Some(deadline));
+    }
+    fail(ETIMEDOUT) as i32
+}
+
+/// Futex wake: with one thread there is never a waiter.
+///
+/// # Safety
+/// Always safe: the address is not dereferenced.
+#[no_mangle]
+pub unsafe extern "C" fn sys_futex_wake(address: *mut u32, count: i32) -> i32 {
+    if address.is_null() || count < 0 {
+        return fail(EINVAL) as i32;
+    }
+    0
+}

@@ -1,0 +1,78 @@
+//! xenrt as the kernel behind the hermit-abi: what Rust's std for `x86_64-unknown-hermit` calls
+//! (`sys_write`, `sys_malloc`, `sys_exit`, ...), implemented over the xenrt runtime, so that an
+//! ordinary std program becomes a Xen PV image unchanged.
+//!
+//! How an image is put together: the app, std (built from source with `-Zbuild-std`), this crate,
+//! `xen` and `arch` are all compiled for `x86_64-unknown-hermit` (with a static relocation model,
+//! no red zone and frame pointers: see `.cargo/config.toml`) and linked by one `rust-lld` run with
+//! `hermit/link.ld` (arch/link.ld plus the TLS template). There is one copy of `core`; std's
+//! panic machinery and its `System` allocator (which calls `sys_malloc`) are used, so `xen`'s
+//! `#[panic_handler]` and `#[global_allocator]` stay bare-metal-only.
+//!
+//! Start-up: Xen enters `_start` (arch), which runs xenrt's boot (xen::boot) as for any app; the
+//! app `main` registered here ([`start`]) enables the FPU/SSE, sets up thread-local storage,
+//! builds `argv` from the command line and calls std's `runtime_entry(argc, argv, envp)`, which
+//! runs the program's `main` and ends in `sys_exit`.
+//!
+//! The surface implemented (this step: a single-threaded hello world):
+//! - console: `sys_write`/`sys_writev` on fd 1 and 2 go to the Xen console; `sys_read` on fd 0
+//!   returns end of file;
+//! - exit: `sys_exit(0)` powers the domain off, any other status crashes it (the non-zero exit of
+//!   `scripts/run`) after printing `xenrt: exit status N`; `sys_abort` crashes it;
+//! - memory: `sys_malloc`/`sys_free`/`sys_realloc` over xenrt's heap ([`xen::mm::HEAP`]);
+//! - time: `sys_clock_gettime` (monotonic: Xen system time; realtime: Xen's wall clock);
+//! - entropy: `sys_read_entropy` from a generator seeded by the TSC and the wall clock: fine for
+//!   HashMap seeds, **not** cryptographic;
+//! - arguments: `argv[0]` is `xenrt`, then the words after `--` on the xl `extra=` line
+//!   ([`xen::cmdline::args`]); the environment is empty.
+//!
+//! Everything else std may call returns `-ENOSYS` after one console line naming the call.
+#![no_std]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+#[cfg(target_os = "hermit")]
+mod abi;
+pub mod entropy;
+
+use alloc::vec::Vec;
+
+/// The program's arguments as C strings (NUL-terminated): `xenrt`, then the words after `--`.
+pub fn argv_strings(args: &[alloc::string::String]) -> Vec<Vec<u8>> {
+    core::iter::once("xenrt")
+        .chain(args.iter().map(|s| s.as_str()))
+        .map(|s| {
+            let mut v: Vec<u8> = s.bytes().filter(|&b| b != 0).collect();
+            v.push(0);
+            v
+        })
+        .collect()
+}
+
+/// How a std exit status ends the domain: 0 powers off, anything else is a crash.
+pub fn exit_code(status: i32) -> xen::boot::ExitCode {
+    if status == 0 {
+        xen::boot::ExitCode::Poweroff
+    } else {
+        xen::boot::ExitCode::Crash
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_is_the_name_then_the_arguments() {
+        let a = argv_strings(&["a b".into(), "c".into()]);
+        assert_eq!(a, [&b"xenrt\0"[..], b"a b\0", b"c\0"]);
+    }
+
+    #[test]
+    fn only_status_zero_is_a_clean_exit() {
+        assert_eq!(exit_code(0), xen::boot::ExitCode::Poweroff);
+        assert_eq!(exit_code(1), xen::boot::ExitCode::Crash);
+        assert_eq!(exit_code(-1), xen::boot::ExitCode::Crash);
+    }
+}
