@@ -706,7 +706,20 @@ impl Activator {
                 }
                 _ => continue,
             };
-            let alive = matches!(self.xs.read(&format!("/local/domain/{domid}/name")), Ok(Some(n)) if n == domain);
+            // Gone: no such node, or another domain's (the domid was reused). A failed read says
+            // nothing about the guest: it is looked at again at the next @releaseDomain.
+            let alive = match self.xs.read(&format!("/local/domain/{domid}/name")) {
+                Ok(Some(n)) => n == domain,
+                Ok(None) => false,
+                Err(e) => {
+                    log!(
+                        self,
+                        "{}: reading {domain}'s name: {e}",
+                        self.svcs[i].cfg.name
+                    );
+                    true
+                }
+            };
             if alive {
                 continue;
             }
