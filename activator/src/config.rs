@@ -15,6 +15,7 @@
 //! port = 80                  # TCP port(s) whose first SYN starts the guest (comma-separated)
 //! name = www.lab             # optional DNS name (needs the global dns=)
 //! mode = cold                # cold | parked | preboot | restore
+//! spares = 1                 # parked/preboot: how many domains to keep ready (default 1)
 //! idle = 60                  # s without a frame from the guest before it is stopped; 0 = never
 //! boot_timeout = 10          # s from start to ready before the start counts as failed
 //! ready = xenstore           # xenstore (a xenrt guest's data/xenrt/ready) | console:TEXT | vif
@@ -98,6 +99,8 @@ pub struct Service {
     pub ports: Vec<u16>,
     pub dns_name: Option<String>,
     pub mode: Mode,
+    /// `parked`/`preboot`: how many domains are kept ready while no guest serves.
+    pub spares: usize,
     /// Seconds; 0 = never.
     pub idle_s: u64,
     pub boot_timeout_s: u64,
@@ -177,6 +180,7 @@ struct Partial {
     ports: Vec<u16>,
     dns_name: Option<String>,
     mode: Option<Mode>,
+    spares: Option<(usize, usize)>,
     idle_s: Option<u64>,
     boot_timeout_s: Option<u64>,
     ready: Option<Ready>,
@@ -210,6 +214,17 @@ impl Partial {
                 ),
             );
         }
+        let mode = self.mode.unwrap_or(Mode::Cold);
+        let spares = match (mode, self.spares) {
+            (Mode::Parked | Mode::Preboot, Some((n, _))) => n,
+            (_, None) => 1,
+            (_, Some((_, l))) => {
+                return err(
+                    l,
+                    format!("[{name}]: `spares` is for mode = parked or preboot"),
+                )
+            }
+        };
         let o = address.octets();
         Ok(Service {
             mac: self.mac.unwrap_or([0x00, 0x16, 0x3e, o[1], o[2], o[3]]),
@@ -220,7 +235,8 @@ impl Partial {
             gateway: self.gateway,
             ports: self.ports,
             dns_name: self.dns_name,
-            mode: self.mode.unwrap_or(Mode::Cold),
+            mode,
+            spares,
             idle_s: self.idle_s.unwrap_or(0),
             boot_timeout_s: self.boot_timeout_s.unwrap_or(10),
             ready: self.ready.unwrap_or(Ready::Xenstore),
@@ -363,6 +379,13 @@ pub fn parse(text: &str) -> Result<Config, Error> {
                     })
                 }
                 "idle" => p.idle_s = Some(number(line, k, v, 86_400 * 365)?),
+                "spares" => {
+                    let n = number(line, k, v, 16)?;
+                    if n == 0 {
+                        return err(line, "`spares = 0` keeps none ready: use mode = cold");
+                    }
+                    p.spares = Some((n as usize, line));
+                }
                 "boot_timeout" => {
                     let n = number(line, k, v, 3600)?;
                     if n == 0 {
@@ -397,7 +420,7 @@ pub fn parse(text: &str) -> Result<Config, Error> {
                     return err(
                         line,
                         format!(
-                            "unknown key `{k}` in [{}] (config, address, gateway, port, name, mode, idle, boot_timeout, ready, mac, args, vif_script)",
+                            "unknown key `{k}` in [{}] (config, address, gateway, port, name, mode, spares, idle, boot_timeout, ready, mac, args, vif_script)",
                             p.name
                         ),
                     )
@@ -460,6 +483,7 @@ gateway = 10.0.0.1
 port = 80, 8080
 name = WWW.Lab.
 mode = parked
+spares = 3
 idle = 30
 
 [echo]
@@ -479,6 +503,7 @@ mac = 00:16:3e:aa:bb:cc
         assert_eq!(h.dns_name.as_deref(), Some("www.lab"));
         assert_eq!(h.mode, Mode::Parked);
         assert_eq!(h.idle_s, 30);
+        assert_eq!(h.spares, 3);
         assert_eq!(h.mac, [0x00, 0x16, 0x3e, 0, 0, 50]);
         assert_eq!(h.ready, Ready::Xenstore);
         let e = &c.services[1];
@@ -534,11 +559,23 @@ mac = 00:16:3e:aa:bb:cc
         let base = "[a]\nconfig = /x.xl\naddress = 10.0.0.5\nport = 80\n";
         assert_eq!(
             error(&format!("{base}prot = 81\n")),
-            "line 5: unknown key `prot` in [a] (config, address, gateway, port, name, mode, idle, boot_timeout, ready, mac, args, vif_script)"
+            "line 5: unknown key `prot` in [a] (config, address, gateway, port, name, mode, spares, idle, boot_timeout, ready, mac, args, vif_script)"
         );
         assert_eq!(
             error(&format!("{base}port = 99999\n")),
             "line 5: `port` wants a whole number up to 65535, not `99999`"
+        );
+        assert_eq!(
+            error(&format!("{base}spares = 2\n")),
+            "line 5: [a]: `spares` is for mode = parked or preboot"
+        );
+        assert_eq!(
+            error(&format!("{base}mode = parked\nspares = 0\n")),
+            "line 6: `spares = 0` keeps none ready: use mode = cold"
+        );
+        assert_eq!(
+            error(&format!("{base}mode = parked\nspares = 17\n")),
+            "line 6: `spares` wants a whole number up to 16, not `17`"
         );
         assert_eq!(
             error(&format!("{base}mode = warm\n")),

@@ -140,24 +140,15 @@ enum State {
     },
 }
 
-enum Spare {
-    None,
-    Preparing,
-    Ready {
-        domid: u32,
-        domain: String,
-    },
-    /// `mode = restore`: the image every start restores (it stays for the next one).
-    Saved {
-        file: String,
-        domain: String,
-    },
-}
-
 struct Svc {
     cfg: Service,
     state: State,
-    spare: Spare,
+    /// Parked or pre-booted domains ready to be taken (`spares` of them while it is down).
+    spares: std::collections::VecDeque<(u32, String)>,
+    /// Spares (or the saved image) being prepared now.
+    preparing: usize,
+    /// `mode = restore`: the image every start restores, and the domain name it restores as.
+    saved: Option<(String, String)>,
     /// SYNs waiting for the guest, one per client (src, port): the frame as it arrived.
     pending: HashMap<(std::net::Ipv4Addr, u16), (Syn, Vec<u8>)>,
     dns_waiting: Vec<(dns::Query, SocketAddr)>,
@@ -221,13 +212,13 @@ impl Activator {
         };
         let bin = self.cfg.xl.clone();
         let tx = self.tx.clone();
-        match std::mem::replace(&mut self.svcs[i].spare, Spare::None) {
-            Spare::Saved { file, domain: d } => {
-                // The image stays for the next start.
-                self.svcs[i].spare = Spare::Saved {
-                    file: file.clone(),
-                    domain: d.clone(),
-                };
+        let spare = match &self.svcs[i].saved {
+            // The image stays for the next start.
+            Some(saved) => Some(Err(saved.clone())),
+            None => self.svcs[i].spares.pop_front().map(Ok),
+        };
+        match spare {
+            Some(Err((file, d))) => {
                 domain = d;
                 how = How::Restore;
                 let dname = domain.clone();
@@ -246,7 +237,7 @@ impl Activator {
                     });
                 });
             }
-            Spare::Ready { domid, domain: d } => {
+            Some(Ok((domid, d))) => {
                 domain = d;
                 how = if self.svcs[i].cfg.mode == Mode::Preboot {
                     How::UnpausePreboot
@@ -267,8 +258,7 @@ impl Activator {
                     }
                 }
             }
-            other => {
-                self.svcs[i].spare = other;
+            None => {
                 domain = self.next_domain(i);
                 how = How::Create;
                 let cfg = self.svcs[i].cfg.clone();
@@ -333,20 +323,30 @@ impl Activator {
         self.pause_direct(domid, false)
     }
 
-    /// Prepares `i`'s spare in the background (parked: `xl create -p`; preboot: boot it, wait
-    /// until ready, pause it, make the bridge forget its MAC; restore: boot it, wait until
-    /// ready, `xl save` it into the image every start restores).
+    /// Tops up `i`'s spares in the background, to `spares` of them (parked: `xl create -p`;
+    /// preboot: boot it, wait until ready, pause it, make the bridge forget its MAC), or for
+    /// `mode = restore` makes its image (boot it, wait until ready, `xl save` it).
     fn prepare_spare(&mut self, i: usize) {
-        if self.svcs[i].cfg.mode == Mode::Cold || !matches!(self.svcs[i].spare, Spare::None) {
-            return;
+        let s = &self.svcs[i];
+        let wanted = match s.cfg.mode {
+            Mode::Cold => 0,
+            Mode::Restore => usize::from(s.saved.is_none()),
+            Mode::Parked | Mode::Preboot => s.cfg.spares,
+        };
+        let have = s.spares.len() + s.preparing;
+        for _ in have..wanted {
+            self.prepare_one(i);
         }
+    }
+
+    fn prepare_one(&mut self, i: usize) {
         let mode = self.svcs[i].cfg.mode;
         let domain = if mode == Mode::Restore {
             format!("{}-saved", self.svcs[i].cfg.name)
         } else {
             self.next_domain(i)
         };
-        self.svcs[i].spare = Spare::Preparing;
+        self.svcs[i].preparing += 1;
         let cfg = self.svcs[i].cfg.clone();
         let bin = self.cfg.xl.clone();
         let bridge = self.cfg.bridge.clone();
@@ -485,9 +485,10 @@ impl Activator {
         } = &prev
         {
             // The image may be what fails: make a new one.
-            self.svcs[i].spare = Spare::None;
-            self.prepare_spare(i);
+            self.svcs[i].saved = None;
         }
+        // A spare that could not be unpaused (destroyed behind our back) is replaced.
+        self.prepare_spare(i);
         let s = &mut self.svcs[i];
         s.backoff = (s.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
         let backoff = s.backoff;
@@ -827,20 +828,17 @@ impl Activator {
             return;
         };
         let s = &self.svcs[i];
-        let mode = s.cfg.mode;
+        // A pre-booted guest is paused again and becomes a spare, unless there are enough.
+        let pause = s.cfg.mode == Mode::Preboot && s.spares.len() + s.preparing < s.cfg.spares;
         log!(
             self,
             "{}: idle for {} s: {} {domain}",
             s.cfg.name,
             s.cfg.idle_s,
-            if mode == Mode::Preboot {
-                "pausing"
-            } else {
-                "stopping"
-            }
+            if pause { "pausing" } else { "stopping" }
         );
         let bin = self.cfg.xl.clone();
-        if mode == Mode::Preboot {
+        if pause {
             let r = if self.pause_direct(domid, true) {
                 Ok(String::new())
             } else {
@@ -848,7 +846,7 @@ impl Activator {
             };
             let _ = tap::flush_bridge(&self.cfg.bridge);
             match r {
-                Ok(_) => self.svcs[i].spare = Spare::Ready { domid, domain },
+                Ok(_) => self.svcs[i].spares.push_back((domid, domain)),
                 Err(e) => {
                     log!(self, "{}: {e}; destroying it", self.svcs[i].cfg.name);
                     destroy_later(&bin, &domain);
@@ -907,7 +905,8 @@ impl Activator {
                         "created paused"
                     }
                 );
-                self.svcs[svc].spare = Spare::Ready { domid, domain };
+                self.svcs[svc].preparing -= 1;
+                self.svcs[svc].spares.push_back((domid, domain));
             }
             Msg::SpareSaved { svc, file, domain } => {
                 let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
@@ -917,7 +916,8 @@ impl Activator {
                     self.svcs[svc].cfg.name,
                     size as f64 / 1048576.0
                 );
-                self.svcs[svc].spare = Spare::Saved { file, domain };
+                self.svcs[svc].preparing -= 1;
+                self.svcs[svc].saved = Some((file, domain));
             }
             Msg::SpareFailed { svc, why } => {
                 log!(
@@ -925,7 +925,7 @@ impl Activator {
                     "{}: preparing a spare failed: {why}; requests will start a guest cold",
                     self.svcs[svc].cfg.name
                 );
-                self.svcs[svc].spare = Spare::None;
+                self.svcs[svc].preparing -= 1;
             }
             Msg::Stopped { svc } => {
                 if matches!(self.svcs[svc].state, State::Stopping { .. }) {
@@ -1128,7 +1128,9 @@ fn run(cfg: Config) -> Result<(), String> {
         .map(|s| Svc {
             cfg: s.clone(),
             state: State::Down,
-            spare: Spare::None,
+            spares: std::collections::VecDeque::new(),
+            preparing: 0,
+            saved: None,
             pending: HashMap::new(),
             dns_waiting: Vec::new(),
             gen: 0,
@@ -1228,8 +1230,20 @@ fn main() {
     if check {
         for s in &cfg.services {
             println!(
-                "{}: {}/{} ports {:?} mode {:?} idle {} s ready {:?} config {}",
-                s.name, s.address, s.prefix, s.ports, s.mode, s.idle_s, s.ready, s.config
+                "{}: {}/{} ports {:?} mode {:?}{} idle {} s ready {:?} config {}",
+                s.name,
+                s.address,
+                s.prefix,
+                s.ports,
+                s.mode,
+                if matches!(s.mode, Mode::Parked | Mode::Preboot) {
+                    format!(" spares {}", s.spares)
+                } else {
+                    String::new()
+                },
+                s.idle_s,
+                s.ready,
+                s.config
             );
         }
         return;

@@ -79,7 +79,12 @@ fn activator() -> Result<(), String> {
                 "port = 80\nboot_timeout = 10",
             ),
             svc("idle", "httpd", "10.0.0.243", "port = 80\nidle = 3"),
-            svc("parked", "httpd", "10.0.0.244", "port = 80\nmode = parked"),
+            svc(
+                "parked",
+                "httpd",
+                "10.0.0.244",
+                "port = 80\nmode = parked\nspares = 2",
+            ),
             svc("pre", "httpd", "10.0.0.245", "port = 80\nmode = preboot"),
             svc("echo", "echo", "10.0.0.246", "port = 7"),
             svc("dns", "httpd", "10.0.0.247", "port = 80\nname = www.lab"),
@@ -267,12 +272,30 @@ fn main() {
         ),
         case("a_parked_domain_is_unpaused_for_the_first_request", || {
             activator()?;
-            wait_log("parked: spare parked-1", 60)?;
+            // spares = 2: two domains kept created and paused; the first request takes the
+            // older, and a third is created to keep two.
+            wait_log("parked: spare parked-2", 60)?;
             let r = ok_200("10.0.0.244")?;
             expect(
                 &log(),
                 "parked: request waiting: starting (unpausing the parked domain, parked-1)",
             )?;
+            wait_log("parked: spare parked-3", 60)?;
+            let paused = dom0_sh("xl list | awk '$1 ~ /^parked-/ {print $1, $5}' | sort", 30)?;
+            // xl list's state column: p = paused.
+            let spares = paused
+                .lines()
+                .filter(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|st| st.contains('p'))
+                })
+                .count();
+            if spares != 2 || !paused.contains("parked-1") {
+                return Err(format!(
+                    "want parked-1 serving and two paused spares: {paused}"
+                ));
+            }
             Ok(format!("{r}; {}", ready_line("parked")))
         }),
         case(
