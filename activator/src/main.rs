@@ -223,18 +223,8 @@ impl Activator {
                 how = How::Restore;
                 let dname = domain.clone();
                 std::thread::spawn(move || {
-                    let r = xl::xl(&bin, &["restore", &file]).and_then(|_| {
-                        let mut xs = xs::Xs::open().map_err(|e| e.to_string())?;
-                        xs.domid_of(&dname)
-                            .map_err(|e| e.to_string())?
-                            .ok_or_else(|| {
-                                format!("{dname} ended right after its restore{}", said(&dname))
-                            })
-                    });
-                    let _ = tx.send(match r {
-                        Ok(domid) => Msg::Running { svc: i, gen, domid },
-                        Err(why) => Msg::StartFailed { svc: i, gen, why },
-                    });
+                    let r = xl::xl(&bin, &["restore", &file]).and_then(|_| domid_after(&dname));
+                    report_start(&tx, i, gen, r);
                 });
             }
             Some(Ok((domid, d))) => {
@@ -249,11 +239,8 @@ impl Activator {
                     false => {
                         let dname = domain.clone();
                         std::thread::spawn(move || {
-                            let r = xl::xl(&bin, &["unpause", &dname]);
-                            let _ = tx.send(match r {
-                                Ok(_) => Msg::Running { svc: i, gen, domid },
-                                Err(why) => Msg::StartFailed { svc: i, gen, why },
-                            });
+                            let r = xl::xl(&bin, &["unpause", &dname]).map(|_| domid);
+                            report_start(&tx, i, gen, r);
                         });
                     }
                 }
@@ -265,18 +252,9 @@ impl Activator {
                 let bridge = self.cfg.bridge.clone();
                 let dname = domain.clone();
                 std::thread::spawn(move || {
-                    let r = xl::create(&bin, &cfg, &bridge, &dname, false).and_then(|_| {
-                        let mut xs = xs::Xs::open().map_err(|e| e.to_string())?;
-                        xs.domid_of(&dname)
-                            .map_err(|e| e.to_string())?
-                            .ok_or_else(|| {
-                                format!("{dname} ended before it was ready{}", said(&dname))
-                            })
-                    });
-                    let _ = tx.send(match r {
-                        Ok(domid) => Msg::Running { svc: i, gen, domid },
-                        Err(why) => Msg::StartFailed { svc: i, gen, why },
-                    });
+                    let r = xl::create(&bin, &cfg, &bridge, &dname, false)
+                        .and_then(|_| domid_after(&dname));
+                    report_start(&tx, i, gen, r);
                 });
             }
         }
@@ -1017,6 +995,23 @@ fn wait_ready(
         };
         let _ = rx.recv_timeout(wait);
     }
+}
+
+/// The domid of `domain` right after `xl create`/`restore` made it (an error if it is gone
+/// already: it ended before it was ready).
+fn domid_after(domain: &str) -> Result<u32, String> {
+    let mut xs = xs::Xs::open().map_err(|e| e.to_string())?;
+    xs.domid_of(domain)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{domain} ended before it was ready{}", said(domain)))
+}
+
+/// A start worker's outcome, to the loop.
+fn report_start(tx: &Sender<Msg>, svc: usize, gen: u64, r: Result<u32, String>) {
+    let _ = tx.send(match r {
+        Ok(domid) => Msg::Running { svc, gen, domid },
+        Err(why) => Msg::StartFailed { svc, gen, why },
+    });
 }
 
 /// `xl destroy DOMAIN` in a thread of its own (the loop does not wait for xl).
