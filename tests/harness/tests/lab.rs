@@ -43,11 +43,13 @@ fn main() {
             expect(&one, "hi")?;
             // 50 clients at once, each a different payload; every echo must come back
             // byte-exact. (Fed through a pipe: dom0's busybox nc never ends on a regular-file
-            // stdin.)
+            // stdin.) The payloads come from awk, not `yes | head`: the lab agent runs commands
+            // with SIGPIPE ignored (a shell cannot un-ignore it), and busybox `yes` then spins
+            // on EPIPE forever once head has its bytes, so the loop never reached its nc.
             let out = xen_tests::lab::dom0_sh(
                 r#"d=$(mktemp -d)
 for i in $(seq 1 50); do
-  yes "client $i payload" | head -c $((1000 + i * 97)) > $d/in$i
+  awk -v i=$i 'BEGIN { n = 1000 + i * 97; s = ""; while (length(s) < n) s = s "client " i " payload\n"; printf "%s", substr(s, 1, n) }' > $d/in$i
   (cat $d/in$i | nc -w 5 10.0.0.60 7 > $d/out$i) &
 done
 wait
