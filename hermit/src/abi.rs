@@ -7,8 +7,10 @@
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::c_char;
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::Ordering;
 use xen::boot::ExitCode;
+
+use crate::errno::fail;
 
 const EBADF: i32 = 9;
 const EINVAL: i32 = 22;
@@ -16,14 +18,6 @@ const EINVAL: i32 = 22;
 /// hermit-abi's clock ids.
 const CLOCK_REALTIME: i32 = 1;
 const CLOCK_MONOTONIC: i32 = 4;
-
-/// The last error a call reported (`sys_get_errno`).
-static ERRNO: AtomicI32 = AtomicI32::new(0);
-
-pub(crate) fn fail(errno: i32) -> isize {
-    ERRNO.store(errno, Ordering::Relaxed);
-    -(errno as isize)
-}
 
 xen::main!(start, net::stack::KEYS);
 
@@ -175,7 +169,7 @@ pub extern "C" fn sys_abort() -> ! {
 
 #[no_mangle]
 pub extern "C" fn sys_get_errno() -> i32 {
-    ERRNO.load(Ordering::Relaxed)
+    crate::errno::last()
 }
 
 /// # Safety

@@ -35,6 +35,8 @@ extern crate alloc;
 #[cfg(target_os = "hermit")]
 mod abi;
 pub mod entropy;
+#[cfg(target_os = "hermit")]
+mod errno;
 pub mod layout;
 pub mod sock;
 #[cfg(target_os = "hermit")]

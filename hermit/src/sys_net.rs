@@ -29,13 +29,13 @@ fn with<T>(f: impl FnOnce(&mut Sockets) -> Res<T>) -> Res<T> {
 
 /// A result as hermit-abi returns it (setting the errno on failure).
 fn ret(r: Res<i32>) -> i32 {
-    r.unwrap_or_else(|e| crate::abi::fail(e) as i32)
+    r.unwrap_or_else(|e| crate::errno::fail(e) as i32)
 }
 
 fn ret_size(r: Res<usize>) -> isize {
     match r {
         Ok(n) => n as isize,
-        Err(e) => crate::abi::fail(e),
+        Err(e) => crate::errno::fail(e),
     }
 }
 
@@ -134,7 +134,7 @@ pub unsafe extern "C" fn sys_connect(fd: i32, name: *const u8, namelen: u32) -> 
 #[no_mangle]
 pub unsafe extern "C" fn sys_recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize {
     if buf.is_null() && len > 0 {
-        return crate::abi::fail(EFAULT);
+        return crate::errno::fail(EFAULT);
     }
     let b: &mut [u8] = if len == 0 {
         &mut []
@@ -150,7 +150,7 @@ pub unsafe extern "C" fn sys_recv(fd: i32, buf: *mut u8, len: usize, flags: i32)
 #[no_mangle]
 pub unsafe extern "C" fn sys_send(fd: i32, buf: *const c_void, len: usize, _flags: i32) -> isize {
     if buf.is_null() && len > 0 {
-        return crate::abi::fail(EFAULT);
+        return crate::errno::fail(EFAULT);
     }
     let b: &[u8] = if len == 0 {
         &[]
@@ -205,7 +205,7 @@ pub unsafe extern "C" fn sys_getsockopt(
     optlen: *mut u32,
 ) -> i32 {
     if optval.is_null() || optlen.is_null() {
-        return crate::abi::fail(EFAULT) as i32;
+        return crate::errno::fail(EFAULT) as i32;
     }
     ret(with(|s| s.getsockopt(fd, level, name)).map(|v| {
         // SAFETY: the caller's guarantee.
@@ -252,7 +252,7 @@ pub unsafe extern "C" fn sys_ioctl(fd: i32, cmd: i32, argp: *mut c_void) -> i32 
         .unwrap_err()));
     }
     if argp.is_null() {
-        return crate::abi::fail(EFAULT) as i32;
+        return crate::errno::fail(EFAULT) as i32;
     }
     // SAFETY: FIONBIO's argument is an int.
     let on = unsafe { argp.cast::<i32>().read() } != 0;
@@ -269,7 +269,7 @@ pub extern "C" fn sys_eventfd(initval: u64, flags: i16) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn sys_poll(fds: *mut Pollfd, nfds: usize, timeout: i32) -> i32 {
     if fds.is_null() && nfds > 0 {
-        return crate::abi::fail(EFAULT) as i32;
+        return crate::errno::fail(EFAULT) as i32;
     }
     let f: &mut [Pollfd] = if nfds == 0 {
         &mut []

@@ -42,10 +42,10 @@ fn main() {
             let one = xen_tests::lab::dom0_sh("echo hi | nc -w 3 10.0.0.60 7", 60)?;
             expect(&one, "hi")?;
             // 50 clients at once, each a different payload; every echo must come back
-            // byte-exact. (Fed through a pipe: dom0's busybox nc never ends on a regular-file
-            // stdin.) The payloads come from awk, not `yes | head`: the lab agent runs commands
-            // with SIGPIPE ignored (a shell cannot un-ignore it), and busybox `yes` then spins
-            // on EPIPE forever once head has its bytes, so the loop never reached its nc.
+            // byte-exact. The payloads come from awk, not `yes | head`: the lab agent runs
+            // commands with SIGPIPE ignored (a shell cannot un-ignore it), and busybox `yes`
+            // then spins on EPIPE forever once head has its bytes, so the loop never started
+            // its clients. (That, not nc, was the hang: nc ends on a regular-file stdin too.)
             let out = xen_tests::lab::dom0_sh(
                 r#"d=$(mktemp -d)
 for i in $(seq 1 50); do
