@@ -7,8 +7,10 @@
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::c_char;
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::Ordering;
 use xen::boot::ExitCode;
+
+use crate::errno::fail;
 
 const EBADF: i32 = 9;
 const EINVAL: i32 = 22;
@@ -17,15 +19,7 @@ const EINVAL: i32 = 22;
 const CLOCK_REALTIME: i32 = 1;
 const CLOCK_MONOTONIC: i32 = 4;
 
-/// The last error a call reported (`sys_get_errno`).
-static ERRNO: AtomicI32 = AtomicI32::new(0);
-
-fn fail(errno: i32) -> isize {
-    ERRNO.store(errno, Ordering::Relaxed);
-    -(errno as isize)
-}
-
-xen::main!(start);
+xen::main!(start, net::stack::KEYS);
 
 extern "C" {
     fn runtime_entry(argc: i32, argv: *const *const c_char, env: *const *const c_char) -> !;
@@ -91,6 +85,7 @@ fn console(fd: i32, bytes: &[u8]) -> isize {
             xen::console::write_bytes(bytes);
             bytes.len() as isize
         }
+        _ if crate::sys_net::is_socket(fd) => crate::sys_net::write(fd, bytes),
         _ => fail(EBADF),
     }
 }
@@ -132,11 +127,15 @@ pub unsafe extern "C" fn sys_writev(fd: i32, iov: *const IoVec, iovcnt: usize) -
 }
 
 /// # Safety
-/// Always safe to call: stdin is empty (end of file), other fds are not open.
+/// `buf` is valid for writing `len` bytes (stdin is empty: end of file).
 #[no_mangle]
-pub unsafe extern "C" fn sys_read(fd: i32, _buf: *mut u8, _len: usize) -> isize {
+pub unsafe extern "C" fn sys_read(fd: i32, buf: *mut u8, len: usize) -> isize {
     match fd {
         0 => 0,
+        _ if crate::sys_net::is_socket(fd) && !buf.is_null() => {
+            // SAFETY: the caller passes a writable buffer of len bytes.
+            crate::sys_net::read(fd, unsafe { core::slice::from_raw_parts_mut(buf, len) })
+        }
         _ => fail(EBADF),
     }
 }
@@ -170,7 +169,7 @@ pub extern "C" fn sys_abort() -> ! {
 
 #[no_mangle]
 pub extern "C" fn sys_get_errno() -> i32 {
-    ERRNO.load(Ordering::Relaxed)
+    crate::errno::last()
 }
 
 /// # Safety

@@ -35,6 +35,16 @@ extern crate alloc;
 #[cfg(target_os = "hermit")]
 mod abi;
 pub mod entropy;
+#[cfg(target_os = "hermit")]
+mod errno;
+pub mod layout;
+pub mod sock;
+#[cfg(target_os = "hermit")]
+mod sockets;
+#[cfg(target_os = "hermit")]
+mod sys_net;
+#[cfg(target_os = "hermit")]
+pub mod wait;
 
 use alloc::vec::Vec;
 

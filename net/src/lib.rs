@@ -28,7 +28,7 @@ pub mod gate;
 pub mod listen;
 pub mod socket;
 pub mod stack;
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 pub mod xen;
 
 pub use netfront::{format_mac, Stats};

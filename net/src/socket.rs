@@ -131,6 +131,28 @@ impl Net {
         rx_buffer: usize,
         tx_buffer: usize,
     ) -> Result<TcpStream, NetError> {
+        let stream = self.tcp_connect_start(addr, port, rx_buffer, tx_buffer)?;
+        poll_fn(|cx| match stream.connect_state() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                stream.with(|s| s.register_send_waker(cx.waker()));
+                Poll::Pending
+            }
+        })
+        .await?;
+        Ok(stream)
+    }
+
+    /// Starts connecting to `addr:port` (sends the SYN at the next poll) without waiting: for
+    /// callers that are not async (a BSD socket's non-blocking `connect`). Ask
+    /// [`TcpStream::connect_state`] how it went.
+    pub fn tcp_connect_start(
+        &self,
+        addr: IpAddress,
+        port: u16,
+        rx_buffer: usize,
+        tx_buffer: usize,
+    ) -> Result<TcpStream, NetError> {
         let h = {
             let mut g = self.0.borrow_mut();
             let i = &mut *g;
@@ -140,24 +162,10 @@ impl Net {
                 .map_err(|_| NetError::Unaddressable)?;
             i.sockets.add(s)
         };
-        let stream = TcpStream {
+        Ok(TcpStream {
             net: self.clone(),
             handle: h,
-        };
-        poll_fn(|cx| {
-            let mut g = self.0.borrow_mut();
-            let s = g.sockets.get_mut::<tcp::Socket>(h);
-            match s.state() {
-                tcp::State::Established => Poll::Ready(Ok(())),
-                tcp::State::SynSent | tcp::State::SynReceived => {
-                    s.register_send_waker(cx.waker());
-                    Poll::Pending
-                }
-                _ => Poll::Ready(Err(NetError::ConnectionReset)),
-            }
         })
-        .await?;
-        Ok(stream)
     }
 }
 
@@ -193,6 +201,23 @@ impl TcpListener {
                 break;
             }
         }
+    }
+
+    /// The next connection if one has completed its handshake, without waiting: for callers
+    /// that are not async (a BSD socket's `accept`, which polls the stack itself).
+    pub fn try_accept(&mut self) -> Option<TcpStream> {
+        self.top_up();
+        let h = {
+            let mut g = self.net.0.borrow_mut();
+            let i = &mut *g;
+            i.gate
+                .take_accepted(self.port, &mut i.sockets, core::task::Waker::noop())?
+        };
+        self.top_up();
+        Some(TcpStream {
+            net: self.net.clone(),
+            handle: h,
+        })
     }
 
     /// Waits for the next connection.
@@ -254,6 +279,80 @@ impl TcpStream {
     /// The peer's address and port.
     pub fn peer(&self) -> Option<IpEndpoint> {
         self.with(|s| s.remote_endpoint())
+    }
+
+    /// Our address and port (once connected).
+    pub fn local(&self) -> Option<IpEndpoint> {
+        self.with(|s| s.local_endpoint())
+    }
+
+    /// How a connection started with [`Net::tcp_connect_start`] stands: `None` while the
+    /// handshake runs, then established (`Ok`) or refused, reset or timed out.
+    pub fn connect_state(&self) -> Option<Result<(), NetError>> {
+        self.with(|s| match s.state() {
+            tcp::State::SynSent | tcp::State::SynReceived => None,
+            tcp::State::Closed => Some(Err(NetError::ConnectionReset)),
+            _ => Some(Ok(())),
+        })
+    }
+
+    /// Reads into `buf` without waiting: `Ok(None)` when nothing is there yet, `Ok(Some(0))` at
+    /// the end of the stream; as [`read`](Self::read) otherwise.
+    pub fn try_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError> {
+        if buf.is_empty() {
+            return Ok(Some(0));
+        }
+        self.with(|s| match s.recv_slice(buf) {
+            Ok(0) if !s.may_recv() => {
+                if s.state() == tcp::State::Closed {
+                    Err(NetError::ConnectionReset)
+                } else {
+                    Ok(Some(0))
+                }
+            }
+            Ok(0) => Ok(None),
+            Ok(n) => Ok(Some(n)),
+            Err(tcp::RecvError::Finished) => Ok(Some(0)),
+            Err(tcp::RecvError::InvalidState) => Err(NetError::ConnectionReset),
+        })
+    }
+
+    /// Writes some of `data` without waiting: `Ok(None)` when the send buffer is full; as
+    /// [`write`](Self::write) otherwise.
+    pub fn try_write(&mut self, data: &[u8]) -> Result<Option<usize>, NetError> {
+        if data.is_empty() {
+            return Ok(Some(0));
+        }
+        self.with(|s| {
+            if !s.may_send() {
+                return Err(if s.state() == tcp::State::Closed {
+                    NetError::ConnectionReset
+                } else {
+                    NetError::Closed
+                });
+            }
+            match s.send_slice(data) {
+                Ok(0) => Ok(None),
+                Ok(n) => Ok(Some(n)),
+                Err(_) => Err(NetError::Closed),
+            }
+        })
+    }
+
+    /// Whether a read would not wait: data is queued, or the stream has ended (either way).
+    pub fn readable(&self) -> bool {
+        self.with(|s| s.can_recv() || !s.may_recv())
+    }
+
+    /// Whether a write would not wait: room in the send buffer, or the stream is closed for
+    /// sending (the write fails at once).
+    pub fn writable(&self) -> bool {
+        self.with(|s| !s.may_send() || s.send_queue() < s.send_capacity())
+    }
+
+    /// Whether the connection is gone entirely (reset, timed out or fully closed).
+    pub fn is_closed(&self) -> bool {
+        self.with(|s| s.state() == tcp::State::Closed)
     }
 
     /// Reads into `buf`; `Ok(0)` at the end of the stream (the peer closed its side).

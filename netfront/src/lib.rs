@@ -40,7 +40,7 @@ mod error;
 pub mod sim;
 pub mod txbuf;
 pub mod wire;
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 pub mod xen;
 
 pub use connect::{format_mac, Closing, Reconnected, Resume, RETRY_MAX_NS, RETRY_MIN_NS};

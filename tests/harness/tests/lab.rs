@@ -35,6 +35,37 @@ fn main() {
                 .then_some(String::new())
                 .ok_or(format!("ended with {end}"))
         }),
+        case("std_echo_on_mio_echoes_50_parallel_clients", || {
+            // A std program on mio (crates.io, unchanged) over the hermit-abi sockets.
+            let g = Guest::start("std-echo", "ip=10.0.0.60/24 log=info --")?;
+            g.until("std-echo: listening on 0.0.0.0:7", 60)?;
+            let one = xen_tests::lab::dom0_sh("echo hi | nc -w 3 10.0.0.60 7", 60)?;
+            expect(&one, "hi")?;
+            // 50 clients at once, each a different payload; every echo must come back
+            // byte-exact. The payloads come from awk, not `yes | head`: the lab agent runs
+            // commands with SIGPIPE ignored (a shell cannot un-ignore it), and busybox `yes`
+            // then spins on EPIPE forever once head has its bytes, so the loop never started
+            // its clients. (That, not nc, was the hang: nc ends on a regular-file stdin too.)
+            let out = xen_tests::lab::dom0_sh(
+                r#"d=$(mktemp -d)
+for i in $(seq 1 50); do
+  awk -v i=$i 'BEGIN { n = 1000 + i * 97; s = ""; while (length(s) < n) s = s "client " i " payload\n"; printf "%s", substr(s, 1, n) }' > $d/in$i
+  (cat $d/in$i | nc -w 5 10.0.0.60 7 > $d/out$i) &
+done
+wait
+bad=0
+for i in $(seq 1 50); do cmp -s $d/in$i $d/out$i || { bad=$((bad+1)); echo "client $i differs: $(wc -c < $d/out$i) bytes"; }; done
+rm -rf $d
+echo "parallel echo: $((50 - bad))/50 ok"
+[ $bad -eq 0 ]"#,
+                180,
+            )?;
+            expect(&out, "parallel echo: 50/50 ok")?;
+            let end = g.shutdown_cleanly();
+            let c = g.console()?;
+            end.map_err(|e| format!("{e}\n{c}"))?;
+            Ok(out.lines().last().unwrap_or("").to_string())
+        }),
         case("bad_extra_is_reported", || {
             let g = Guest::start("hello", "log=loud bogus=1")?;
             let end = g.wait(60)?;

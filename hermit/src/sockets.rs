@@ -1,0 +1,714 @@
+//! BSD sockets over xenrt's stack (`net`): the objects behind std's and mio's socket
+//! descriptors and what each call does to them. Safe code; the raw pointers are turned into
+//! slices by [`crate::sys_net`] before anything here runs.
+//!
+//! The stack is one [`net::Net`] on the first vif, brought up at the first socket call from the
+//! command line's xenrt keys (`ip=`/`gw=`/`dns=`, DHCP by default). The stack's sockets are
+//! async, but they also have synchronous accessors (`try_accept`, `try_read`, `try_write`,
+//! `tcp_connect_start` + `connect_state`, `readable`/`writable`), which is what a BSD call
+//! needs: try once; if it would block and the descriptor is non-blocking, `EAGAIN`; else wait
+//! in [`crate::wait::until`] (which runs the stack meanwhile) and try again.
+//!
+//! Supported: TCP over IPv4 and IPv6 (blocking and non-blocking: `O_NONBLOCK`, `SOCK_NONBLOCK`,
+//! `FIONBIO`), `poll`, `eventfd` (mio's waker), `dup`, `getaddrinfo` for numeric hosts. UDP,
+//! `MSG_PEEK` and DNS names return errors (`EPROTONOSUPPORT`, `EOPNOTSUPP`, `EAI_NONAME`).
+
+use alloc::collections::VecDeque;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use net::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+use net::{ListenConfig, Net, TcpListener, TcpStream};
+
+use crate::layout::{Linger, Pollfd, Timeval};
+use crate::sock::{consts::*, errno::*, errno_of, revents, FdTable};
+
+/// Buffer (each way) of a TCP connection.
+const TCP_BUFFER: usize = 32 * 1024;
+/// Most listening sockets kept ready per listener (smoltcp has no accept queue).
+const MAX_BACKLOG: usize = 16;
+/// Most open descriptors.
+const MAX_FDS: usize = 1024;
+
+/// Result of a call: a value, or the errno.
+pub type Res<T> = Result<T, i32>;
+
+/// What a TCP descriptor is at the moment.
+enum Tcp {
+    /// Created (maybe bound to a port), neither listening nor connected.
+    Fresh { port: u16 },
+    /// Listening; `pending` are connections taken from the stack by `poll` and not yet
+    /// accepted.
+    Listening {
+        l: TcpListener,
+        pending: VecDeque<TcpStream>,
+    },
+    /// Connected, or connecting (`connecting`: the handshake has not finished).
+    Stream { s: TcpStream, connecting: bool },
+    /// A connection attempt that failed: its error, reported once by `SO_ERROR` or the next
+    /// call.
+    Failed(i32),
+}
+
+/// An eventfd: a counter (mio's waker).
+struct EventFd {
+    count: u64,
+}
+
+enum Kind {
+    Tcp(Tcp),
+    Event(EventFd),
+}
+
+/// An open file description (shared by `dup`ed descriptors).
+struct Obj {
+    kind: Kind,
+    nonblock: bool,
+    rcv_timeout: Option<u64>,
+    snd_timeout: Option<u64>,
+}
+
+type Shared = Rc<RefCell<Obj>>;
+
+/// The socket layer's state: the stack (once up) and the descriptor table.
+pub struct Sockets {
+    net: Option<Net>,
+    fds: FdTable<Shared>,
+    warned: Vec<&'static str>,
+}
+
+impl Default for Sockets {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sockets {
+    /// No stack yet, no descriptors.
+    pub const fn new() -> Self {
+        Sockets {
+            net: None,
+            fds: FdTable::new(MAX_FDS),
+            warned: Vec::new(),
+        }
+    }
+
+    /// Prints one console line the first time an unsupported `what` is asked for; returns
+    /// `errno`.
+    pub fn unsupported(&mut self, what: &'static str, errno: i32) -> i32 {
+        if !self.warned.contains(&what) {
+            self.warned.push(what);
+            xen::println!("xenrt: {what} is not supported (errno {errno})");
+        }
+        errno
+    }
+
+    /// The stack, brought up on first use.
+    fn net(&mut self) -> Res<Net> {
+        if let Some(n) = &self.net {
+            return Ok(n.clone());
+        }
+        match net::xen::up() {
+            Ok(n) => {
+                if let Some(a) = n.ipv4() {
+                    xen::println!("xenrt: network up, {a}");
+                } else {
+                    xen::println!("xenrt: network up, waiting for DHCP");
+                }
+                self.net = Some(n.clone());
+                Ok(n)
+            }
+            Err(e) => {
+                xen::println!("xenrt: network: {e}");
+                Err(ENETDOWN)
+            }
+        }
+    }
+
+    fn obj(&self, fd: i32) -> Res<Shared> {
+        self.fds.get(fd).cloned()
+    }
+
+    /// Whether `fd` is one of ours (a socket or eventfd; not the console).
+    pub fn is_open(&self, fd: i32) -> bool {
+        self.fds.get(fd).is_ok()
+    }
+
+    fn insert(&mut self, kind: Kind, nonblock: bool) -> Res<i32> {
+        self.fds.insert(Rc::new(RefCell::new(Obj {
+            kind,
+            nonblock,
+            rcv_timeout: None,
+            snd_timeout: None,
+        })))
+    }
+
+    /// `socket(domain, type, protocol)`.
+    pub fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Res<i32> {
+        if domain != AF_INET && domain != AF_INET6 {
+            return Err(self.unsupported("socket family other than AF_INET/AF_INET6", EAFNOSUPPORT));
+        }
+        let nonblock = ty & SOCK_NONBLOCK != 0;
+        match ty & !(SOCK_NONBLOCK | SOCK_CLOEXEC) {
+            SOCK_STREAM if protocol == 0 || protocol == IPPROTO_TCP => {}
+            SOCK_DGRAM => return Err(self.unsupported("UDP sockets", EPROTONOSUPPORT)),
+            _ => {
+                return Err(self.unsupported("socket type other than SOCK_STREAM", EPROTONOSUPPORT))
+            }
+        }
+        self.net()?;
+        self.insert(Kind::Tcp(Tcp::Fresh { port: 0 }), nonblock)
+    }
+
+    /// `bind(fd, addr)`: remembers the port (a listener takes every address of the interface).
+    pub fn bind(&mut self, fd: i32, addr: IpEndpoint) -> Res<i32> {
+        let net = self.net()?;
+        if !addr.addr.is_unspecified() && !net.addresses().iter().any(|c| c.address() == addr.addr)
+        {
+            return Err(EADDRNOTAVAIL);
+        }
+        let o = self.obj(fd)?;
+        let mut o = o.borrow_mut();
+        match &mut o.kind {
+            Kind::Tcp(Tcp::Fresh { port }) => {
+                *port = addr.port;
+                Ok(0)
+            }
+            Kind::Tcp(_) => Err(EINVAL),
+            Kind::Event(_) => Err(ENOTSOCK),
+        }
+    }
+
+    /// `listen(fd, backlog)`.
+    pub fn listen(&mut self, fd: i32, backlog: i32) -> Res<i32> {
+        let net = self.net()?;
+        let o = self.obj(fd)?;
+        let mut o = o.borrow_mut();
+        let port = match &o.kind {
+            Kind::Tcp(Tcp::Fresh { port }) => *port,
+            Kind::Tcp(Tcp::Listening { .. }) => return Ok(0),
+            Kind::Tcp(_) => return Err(EINVAL),
+            Kind::Event(_) => return Err(ENOTSOCK),
+        };
+        if port == 0 {
+            return Err(self.unsupported("listen without bind (an ephemeral port)", EOPNOTSUPP));
+        }
+        let cfg = ListenConfig {
+            backlog: (backlog.max(1) as usize).min(MAX_BACKLOG),
+            rx_buffer: TCP_BUFFER,
+            tx_buffer: TCP_BUFFER,
+        };
+        let l = net.tcp_listen(port, cfg).map_err(|e| errno_of(&e))?;
+        // From now on a SYN to a port nobody listens on is refused (see net::gate).
+        net.serving();
+        o.kind = Kind::Tcp(Tcp::Listening {
+            l,
+            pending: VecDeque::new(),
+        });
+        Ok(0)
+    }
+
+    /// `accept(fd)`: the new descriptor and the peer's address.
+    pub fn accept(&mut self, fd: i32) -> Res<(i32, Option<IpEndpoint>)> {
+        let net = self.net()?;
+        let o = self.obj(fd)?;
+        let (nonblock, timeout) = {
+            let o = o.borrow();
+            (o.nonblock, o.rcv_timeout)
+        };
+        let take = || -> Res<Option<TcpStream>> {
+            let mut o = o.borrow_mut();
+            match &mut o.kind {
+                Kind::Tcp(Tcp::Listening { l, pending }) => {
+                    Ok(pending.pop_front().or_else(|| l.try_accept()))
+                }
+                Kind::Tcp(_) => Err(EINVAL),
+                Kind::Event(_) => Err(ENOTSOCK),
+            }
+        };
+        crate::wait::pump(&net);
+        let mut got = take()?;
+        if got.is_none() && !nonblock {
+            let deadline = timeout.map(|t| xen::time::now_ns().saturating_add(t));
+            let mut err = None;
+            crate::wait::until(&net, deadline, || match take() {
+                Ok(Some(s)) => {
+                    got = Some(s);
+                    true
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    err = Some(e);
+                    true
+                }
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+        }
+        let s = got.ok_or(EAGAIN)?;
+        let peer = s.peer();
+        let fd = self.insert(
+            Kind::Tcp(Tcp::Stream {
+                s,
+                connecting: false,
+            }),
+            false,
+        )?;
+        Ok((fd, peer))
+    }
+
+    /// `connect(fd, addr)`: blocking waits for the handshake; non-blocking returns
+    /// `EINPROGRESS` (then `poll` for `POLLOUT` and `SO_ERROR`).
+    pub fn connect(&mut self, fd: i32, addr: IpEndpoint) -> Res<i32> {
+        let net = self.net()?;
+        let o = self.obj(fd)?;
+        let (nonblock, timeout) = {
+            let mut ob = o.borrow_mut();
+            match &ob.kind {
+                Kind::Tcp(Tcp::Fresh { .. }) => {}
+                Kind::Tcp(Tcp::Stream {
+                    connecting: true, ..
+                }) => return Err(EALREADY),
+                Kind::Tcp(Tcp::Stream { .. }) => return Err(EISCONN),
+                Kind::Tcp(Tcp::Failed(e)) => return Err(*e),
+                Kind::Tcp(Tcp::Listening { .. }) => return Err(EINVAL),
+                Kind::Event(_) => return Err(ENOTSOCK),
+            }
+            let addr = if addr.addr.is_unspecified() {
+                IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(127, 0, 0, 1)), addr.port)
+            } else {
+                addr
+            };
+            let s = net
+                .tcp_connect_start(addr.addr, addr.port, TCP_BUFFER, TCP_BUFFER)
+                .map_err(|e| errno_of(&e))?;
+            ob.kind = Kind::Tcp(Tcp::Stream {
+                s,
+                connecting: true,
+            });
+            (ob.nonblock, ob.snd_timeout)
+        };
+        crate::wait::pump(&net);
+        if nonblock {
+            return Err(EINPROGRESS);
+        }
+        let deadline = timeout.map(|t| xen::time::now_ns().saturating_add(t));
+        crate::wait::until(&net, deadline, || {
+            connect_done(&mut o.borrow_mut()).is_some()
+        });
+        let r = connect_done(&mut o.borrow_mut());
+        match r {
+            Some(Ok(())) => Ok(0),
+            Some(Err(e)) => Err(e),
+            None => Err(ETIMEDOUT),
+        }
+    }
+
+    /// `recv(fd, buf, flags)` and `read(fd, buf)`.
+    pub fn recv(&mut self, fd: i32, buf: &mut [u8], flags: i32) -> Res<usize> {
+        if flags & MSG_PEEK != 0 {
+            return Err(self.unsupported("recv with MSG_PEEK", EOPNOTSUPP));
+        }
+        let net = self.net()?;
+        let o = self.obj(fd)?;
+        let is_event = matches!(o.borrow().kind, Kind::Event(_));
+        if is_event {
+            return event_read(&o, buf);
+        }
+        let (nonblock, timeout) = {
+            let o = o.borrow();
+            (o.nonblock, o.rcv_timeout)
+        };
+        crate::wait::pump(&net);
+        let mut r = try_recv(&o, buf)?;
+        if r.is_none() && !nonblock {
+            let deadline = timeout.map(|t| xen::time::now_ns().saturating_add(t));
+            crate::wait::until(&net, deadline, || readable(&o));
+            r = try_recv(&o, buf)?;
+        }
+        r.ok_or(EAGAIN)
+    }
+
+    /// `send(fd, data, flags)` and `write(fd, data)`.
+    pub fn send(&mut self, fd: i32, data: &[u8]) -> Res<usize> {
+        let net = self.net()?;
+        let o = self.obj(fd)?;
+        let is_event = matches!(o.borrow().kind, Kind::Event(_));
+        if is_event {
+            return event_write(&o, data);
+        }
+        let (nonblock, timeout) = {
+            let o = o.borrow();
+            (o.nonblock, o.snd_timeout)
+        };
+        let mut r = try_send(&o, data)?;
+        if r.is_none() && !nonblock {
+            let deadline = timeout.map(|t| xen::time::now_ns().saturating_add(t));
+            crate::wait::until(&net, deadline, || writable(&o));
+            r = try_send(&o, data)?;
+        }
+        // Send now rather than at the next wait.
+        crate::wait::pump(&net);
+        r.ok_or(EAGAIN)
+    }
+
+    /// `close(fd)`: the socket closes (gracefully: FIN after what is queued) once its last
+    /// descriptor is closed.
+    pub fn close(&mut self, fd: i32) -> Res<i32> {
+        drop(self.fds.remove(fd)?);
+        if let Some(n) = &self.net {
+            crate::wait::pump(n);
+        }
+        Ok(0)
+    }
+
+    /// `dup(fd)`.
+    pub fn dup(&mut self, fd: i32) -> Res<i32> {
+        let o = self.obj(fd)?;
+        self.fds.insert(o)
+    }
+
+    /// `shutdown(fd, how)`: closes our sending side for `SHUT_WR`/`SHUT_RDWR`; `SHUT_RD` is
+    /// accepted and does nothing (what arrives is still readable).
+    pub fn shutdown(&mut self, fd: i32, how: i32) -> Res<i32> {
+        let o = self.obj(fd)?;
+        let mut o = o.borrow_mut();
+        match (&mut o.kind, how) {
+            (Kind::Tcp(Tcp::Stream { s, .. }), SHUT_WR | SHUT_RDWR) => s.shutdown_write(),
+            (Kind::Tcp(Tcp::Stream { .. }), SHUT_RD) => {}
+            (Kind::Tcp(_), SHUT_RD | SHUT_WR | SHUT_RDWR) => return Err(ENOTCONN),
+            (Kind::Event(_), _) => return Err(ENOTSOCK),
+            _ => return Err(EINVAL),
+        }
+        if let Some(n) = &self.net {
+            crate::wait::pump(n);
+        }
+        Ok(0)
+    }
+
+    /// The peer's address (`getpeername`).
+    pub fn peer(&mut self, fd: i32) -> Res<IpEndpoint> {
+        let o = self.obj(fd)?;
+        let o = o.borrow();
+        match &o.kind {
+            Kind::Tcp(Tcp::Stream { s, .. }) => s.peer().ok_or(ENOTCONN),
+            Kind::Tcp(_) => Err(ENOTCONN),
+            Kind::Event(_) => Err(ENOTSOCK),
+        }
+    }
+
+    /// Our address (`getsockname`).
+    pub fn local(&mut self, fd: i32) -> Res<IpEndpoint> {
+        let any = |port| IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::UNSPECIFIED), port);
+        let o = self.obj(fd)?;
+        let o = o.borrow();
+        match &o.kind {
+            Kind::Tcp(Tcp::Stream { s, .. }) => Ok(s.local().unwrap_or(any(0))),
+            Kind::Tcp(Tcp::Listening { l, .. }) => Ok(any(l.port())),
+            Kind::Tcp(Tcp::Fresh { port }) => Ok(any(*port)),
+            Kind::Tcp(Tcp::Failed(_)) => Ok(any(0)),
+            Kind::Event(_) => Err(ENOTSOCK),
+        }
+    }
+
+    /// `setsockopt`: the options std and mio set. Accepted and applied: `SO_RCVTIMEO`,
+    /// `SO_SNDTIMEO`; accepted with no effect (the stack's behaviour already, or harmless):
+    /// `SO_REUSEADDR`, `SO_KEEPALIVE` (the stack probes idle connections), `TCP_NODELAY`
+    /// (Nagle is off), `SO_LINGER`, `IPV6_V6ONLY`, `SO_SNDBUF`/`SO_RCVBUF`. Others:
+    /// `ENOPROTOOPT`.
+    pub fn setsockopt(&mut self, fd: i32, level: i32, name: i32, val: &[u8]) -> Res<i32> {
+        let o = self.obj(fd)?;
+        let mut o = o.borrow_mut();
+        match (level, name) {
+            (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) => {
+                let t = timeval_of(val)?;
+                if name == SO_RCVTIMEO {
+                    o.rcv_timeout = t;
+                } else {
+                    o.snd_timeout = t;
+                }
+                Ok(0)
+            }
+            (SOL_SOCKET, SO_REUSEADDR | SO_KEEPALIVE | SO_LINGER | SO_SNDBUF | SO_RCVBUF)
+            | (IPPROTO_TCP, TCP_NODELAY)
+            | (IPPROTO_IPV6, IPV6_V6ONLY) => Ok(0),
+            _ => {
+                drop(o);
+                Err(self.unsupported("setsockopt of this option", ENOPROTOOPT))
+            }
+        }
+    }
+
+    /// `getsockopt`: the option's value as bytes.
+    pub fn getsockopt(&mut self, fd: i32, level: i32, name: i32) -> Res<Vec<u8>> {
+        let o = self.obj(fd)?;
+        let mut ob = o.borrow_mut();
+        let int = |v: i32| Ok(v.to_ne_bytes().to_vec());
+        match (level, name) {
+            (SOL_SOCKET, SO_ERROR) => match &mut ob.kind {
+                Kind::Tcp(t @ Tcp::Failed(_)) => {
+                    let Tcp::Failed(e) = *t else { unreachable!() };
+                    *t = Tcp::Fresh { port: 0 };
+                    int(e)
+                }
+                _ => match connect_done(&mut ob) {
+                    Some(Err(e)) => int(e),
+                    _ => int(0),
+                },
+            },
+            (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) => {
+                let t = if name == SO_RCVTIMEO {
+                    ob.rcv_timeout
+                } else {
+                    ob.snd_timeout
+                }
+                .unwrap_or(0);
+                let tv = Timeval {
+                    tv_sec: (t / 1_000_000_000) as i64,
+                    tv_usec: ((t % 1_000_000_000) / 1000) as i32,
+                };
+                let mut v = tv.tv_sec.to_ne_bytes().to_vec();
+                v.extend_from_slice(&tv.tv_usec.to_ne_bytes());
+                v.extend_from_slice(&[0; 4]);
+                Ok(v)
+            }
+            (SOL_SOCKET, SO_LINGER) => {
+                let l = Linger::default();
+                let mut v = l.l_onoff.to_ne_bytes().to_vec();
+                v.extend_from_slice(&l.l_linger.to_ne_bytes());
+                Ok(v)
+            }
+            (SOL_SOCKET, SO_REUSEADDR) | (IPPROTO_TCP, TCP_NODELAY) => int(1),
+            (SOL_SOCKET, SO_KEEPALIVE) => int(1),
+            (SOL_SOCKET, SO_SNDBUF | SO_RCVBUF) => int(TCP_BUFFER as i32),
+            (IPPROTO_IPV6, IPV6_V6ONLY) => int(0),
+            _ => {
+                drop(ob);
+                Err(self.unsupported("getsockopt of this option", ENOPROTOOPT))
+            }
+        }
+    }
+
+    /// `fcntl(fd, cmd, arg)`: `F_GETFL`/`F_SETFL` (`O_NONBLOCK`), `F_GETFD`/`F_SETFD`
+    /// (close-on-exec means nothing here: accepted), `F_DUPFD`.
+    pub fn fcntl(&mut self, fd: i32, cmd: i32, arg: i32) -> Res<i32> {
+        let o = self.obj(fd)?;
+        match cmd {
+            F_GETFL => Ok(if o.borrow().nonblock { O_NONBLOCK } else { 0 }),
+            F_SETFL => {
+                o.borrow_mut().nonblock = arg & O_NONBLOCK != 0;
+                Ok(0)
+            }
+            F_GETFD => Ok(0),
+            F_SETFD => Ok(0),
+            F_DUPFD => self.fds.insert(o),
+            _ => Err(self.unsupported("fcntl command", EINVAL)),
+        }
+    }
+
+    /// `ioctl(fd, FIONBIO, &on)`.
+    pub fn set_nonblocking(&mut self, fd: i32, on: bool) -> Res<i32> {
+        self.obj(fd)?.borrow_mut().nonblock = on;
+        Ok(0)
+    }
+
+    /// `eventfd(initval, flags)`.
+    pub fn eventfd(&mut self, init: u64, flags: i16) -> Res<i32> {
+        self.insert(
+            Kind::Event(EventFd { count: init }),
+            flags & EFD_NONBLOCK != 0,
+        )
+    }
+
+    /// `poll(fds, timeout)`: fills each entry's `revents`; returns how many have any. Waits (the
+    /// stack running) until one has, or `timeout_ms` passes (negative: no limit; 0: at once).
+    pub fn poll(&mut self, fds: &mut [Pollfd], timeout_ms: i32) -> Res<i32> {
+        let net = self.net.clone();
+        let objs: Vec<Option<Shared>> = fds
+            .iter()
+            .map(|p| self.fds.get(p.fd).ok().cloned())
+            .collect();
+        let scan = |fds: &mut [Pollfd]| {
+            let mut n = 0;
+            for (p, o) in fds.iter_mut().zip(&objs) {
+                p.revents = match (p.fd, o) {
+                    (fd, _) if fd < 0 => 0,
+                    (_, Some(o)) => ready(o, p.events),
+                    (0, None) => revents(p.events, true, false, false, false),
+                    (1 | 2, None) => revents(p.events, false, true, false, false),
+                    (_, None) => POLLNVAL,
+                };
+                n += (p.revents != 0) as i32;
+            }
+            n
+        };
+        let Some(net) = net else {
+            // No stack: only eventfds and the console can be ready, and nothing else can make
+            // them so while we wait (one thread).
+            let n = scan(fds);
+            if n == 0 && timeout_ms != 0 {
+                let deadline = (timeout_ms > 0)
+                    .then(|| xen::time::now_ns().saturating_add(timeout_ms as u64 * 1_000_000));
+                match deadline {
+                    Some(d) => xen::sched::sleep_until(d),
+                    None => return Err(self.unsupported("poll forever with no socket", EDEADLK)),
+                }
+            }
+            return Ok(n);
+        };
+        let deadline = match timeout_ms {
+            t if t < 0 => None,
+            t => Some(xen::time::now_ns().saturating_add(t as u64 * 1_000_000)),
+        };
+        let mut n = 0;
+        crate::wait::until(&net, deadline, || {
+            n = scan(fds);
+            n > 0
+        });
+        Ok(n)
+    }
+}
+
+/// Where a connection attempt stands; moves a finished one on (established: a plain stream;
+/// failed: `Failed`, its error kept for `SO_ERROR`). `None` while it runs or if it is not one.
+fn connect_done(o: &mut Obj) -> Option<Res<()>> {
+    let Kind::Tcp(t) = &mut o.kind else {
+        return None;
+    };
+    let Tcp::Stream { s, connecting } = t else {
+        return match t {
+            Tcp::Failed(e) => Some(Err(*e)),
+            _ => None,
+        };
+    };
+    if !*connecting {
+        return Some(Ok(()));
+    }
+    match s.connect_state()? {
+        Ok(()) => {
+            *connecting = false;
+            Some(Ok(()))
+        }
+        Err(_) => {
+            *t = Tcp::Failed(ECONNREFUSED);
+            Some(Err(ECONNREFUSED))
+        }
+    }
+}
+
+fn try_recv(o: &Shared, buf: &mut [u8]) -> Res<Option<usize>> {
+    let mut o = o.borrow_mut();
+    match connect_done(&mut o) {
+        None => return Ok(None),
+        Some(Err(e)) => return Err(e),
+        Some(Ok(())) => {}
+    }
+    match &mut o.kind {
+        Kind::Tcp(Tcp::Stream { s, .. }) => s.try_read(buf).map_err(|e| errno_of(&e)),
+        _ => Err(ENOTCONN),
+    }
+}
+
+fn try_send(o: &Shared, data: &[u8]) -> Res<Option<usize>> {
+    let mut o = o.borrow_mut();
+    match connect_done(&mut o) {
+        None => return Ok(None),
+        Some(Err(e)) => return Err(e),
+        Some(Ok(())) => {}
+    }
+    match &mut o.kind {
+        Kind::Tcp(Tcp::Stream { s, .. }) => s.try_write(data).map_err(|e| errno_of(&e)),
+        _ => Err(ENOTCONN),
+    }
+}
+
+fn readable(o: &Shared) -> bool {
+    ready(o, POLLIN) != 0
+}
+
+fn writable(o: &Shared) -> bool {
+    ready(o, POLLOUT) != 0
+}
+
+/// The `poll` events of `o` among `asked` (plus errors and hang-up).
+fn ready(o: &Shared, asked: i16) -> i16 {
+    let mut o = o.borrow_mut();
+    if let Some(Err(_)) = connect_done(&mut o) {
+        return revents(asked, false, true, true, true);
+    }
+    match &mut o.kind {
+        Kind::Event(e) => revents(asked, e.count > 0, true, false, false),
+        Kind::Tcp(Tcp::Fresh { .. }) => revents(asked, false, false, true, false),
+        Kind::Tcp(Tcp::Failed(_)) => revents(asked, false, true, true, true),
+        Kind::Tcp(Tcp::Listening { l, pending }) => {
+            if pending.is_empty() {
+                if let Some(s) = l.try_accept() {
+                    pending.push_back(s);
+                }
+            }
+            revents(asked, !pending.is_empty(), false, false, false)
+        }
+        Kind::Tcp(Tcp::Stream {
+            connecting: true, ..
+        }) => 0,
+        Kind::Tcp(Tcp::Stream { s, .. }) => {
+            let closed = s.is_closed();
+            revents(asked, s.readable(), s.writable(), closed, false)
+        }
+    }
+}
+
+/// Reads an eventfd: its 8-byte counter, which is reset (never blocks: one thread cannot be
+/// woken by another).
+fn event_read(o: &Shared, buf: &mut [u8]) -> Res<usize> {
+    if buf.len() < 8 {
+        return Err(EINVAL);
+    }
+    let mut o = o.borrow_mut();
+    let Kind::Event(e) = &mut o.kind else {
+        return Err(EINVAL);
+    };
+    if e.count == 0 {
+        return Err(EAGAIN);
+    }
+    buf[..8].copy_from_slice(&e.count.to_ne_bytes());
+    e.count = 0;
+    Ok(8)
+}
+
+/// Writes an eventfd: adds the 8-byte value to its counter.
+fn event_write(o: &Shared, data: &[u8]) -> Res<usize> {
+    let v = u64::from_ne_bytes(
+        data.get(..8)
+            .ok_or(EINVAL)?
+            .try_into()
+            .map_err(|_| EINVAL)?,
+    );
+    if v == u64::MAX {
+        return Err(EINVAL);
+    }
+    let mut o = o.borrow_mut();
+    let Kind::Event(e) = &mut o.kind else {
+        return Err(EINVAL);
+    };
+    e.count = e.count.checked_add(v).ok_or(EAGAIN)?;
+    Ok(8)
+}
+
+/// A `timeval` option value as nanoseconds (zero: no timeout).
+fn timeval_of(val: &[u8]) -> Res<Option<u64>> {
+    if val.len() < 12 {
+        return Err(EINVAL);
+    }
+    let sec = i64::from_ne_bytes(val[..8].try_into().map_err(|_| EINVAL)?);
+    let usec = i32::from_ne_bytes(val[8..12].try_into().map_err(|_| EINVAL)?);
+    if sec < 0 || !(0..1_000_000).contains(&usec) {
+        return Err(EINVAL);
+    }
+    let ns = (sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(usec as u64 * 1000);
+    Ok((ns > 0).then_some(ns))
+}

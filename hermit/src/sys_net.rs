@@ -1,0 +1,361 @@
+//! The `extern "C"` socket calls of hermit-abi 0.5 (`sys_socket`, `sys_accept`, `sys_poll`,
+//! ...): raw pointers from std and mio are checked and turned into slices and values here, then
+//! [`crate::sockets`] does the work. Return convention (hermit-abi's, what std's `cvt` and
+//! mio's `syscall!` expect): a negative return is `-errno`, and the errno is also kept for
+//! `sys_get_errno`.
+#![allow(unsafe_code)]
+
+use core::cell::RefCell;
+use core::ffi::{c_char, c_void, CStr};
+
+use crate::layout::{Addrinfo, Pollfd};
+use crate::sock::{consts::*, decode_addr, encode_addr, errno::*, numeric_host};
+use crate::sockets::{Res, Sockets};
+
+/// The socket layer's state, for the one thread there is.
+struct Global(RefCell<Sockets>);
+
+// SAFETY: xenrt runs std programs on one vCPU and (for now) one thread, and no socket call runs
+// from an event handler, so the cell is never reached from two contexts at once. The thread
+// scheduler (hermit/src/sched.rs) must replace this with a lock before a second thread can
+// make socket calls.
+unsafe impl Sync for Global {}
+
+static STATE: Global = Global(RefCell::new(Sockets::new()));
+
+fn with<T>(f: impl FnOnce(&mut Sockets) -> Res<T>) -> Res<T> {
+    f(&mut STATE.0.borrow_mut())
+}
+
+/// A result as hermit-abi returns it (setting the errno on failure).
+fn ret(r: Res<i32>) -> i32 {
+    r.unwrap_or_else(|e| crate::errno::fail(e) as i32)
+}
+
+fn ret_size(r: Res<usize>) -> isize {
+    match r {
+        Ok(n) => n as isize,
+        Err(e) => crate::errno::fail(e),
+    }
+}
+
+/// Whether `fd` is a socket or eventfd (for `sys_read`/`sys_write`, which also serve the
+/// console).
+pub fn is_socket(fd: i32) -> bool {
+    STATE.0.borrow().is_open(fd)
+}
+
+/// `read` on a socket or eventfd.
+pub fn read(fd: i32, buf: &mut [u8]) -> isize {
+    ret_size(with(|s| s.recv(fd, buf, 0)))
+}
+
+/// `write` on a socket or eventfd.
+pub fn write(fd: i32, data: &[u8]) -> isize {
+    ret_size(with(|s| s.send(fd, data)))
+}
+
+/// The bytes of a socket address from std.
+///
+/// # Safety
+/// `addr` is valid for `len` bytes.
+unsafe fn addr_bytes<'a>(addr: *const u8, len: u32) -> Res<&'a [u8]> {
+    if addr.is_null() {
+        return Err(EFAULT);
+    }
+    // SAFETY: the caller's guarantee.
+    Ok(unsafe { core::slice::from_raw_parts(addr, len as usize) })
+}
+
+/// Writes `bytes` to a caller's address buffer of `*len` bytes (truncated to it), and the full
+/// length into `*len`, as POSIX says.
+///
+/// # Safety
+/// `addr` is null or valid for `*len` bytes; `len` is null or valid.
+unsafe fn put_addr(bytes: &[u8], addr: *mut u8, len: *mut u32) {
+    if addr.is_null() || len.is_null() {
+        return;
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        let room = (*len as usize).min(bytes.len());
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr, room);
+        *len = bytes.len() as u32;
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn sys_socket(domain: i32, ty: i32, protocol: i32) -> i32 {
+    ret(with(|s| s.socket(domain, ty, protocol)))
+}
+
+/// # Safety
+/// `name` is valid for `namelen` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sys_bind(fd: i32, name: *const u8, namelen: u32) -> i32 {
+    // SAFETY: the caller's guarantee.
+    let b = unsafe { addr_bytes(name, namelen) };
+    ret(b
+        .and_then(decode_addr)
+        .and_then(|a| with(|s| s.bind(fd, a))))
+}
+
+#[no_mangle]
+pub extern "C" fn sys_listen(fd: i32, backlog: i32) -> i32 {
+    ret(with(|s| s.listen(fd, backlog)))
+}
+
+/// # Safety
+/// `addr` is null or valid for `*addrlen` bytes; `addrlen` is null or valid.
+#[no_mangle]
+pub unsafe extern "C" fn sys_accept(fd: i32, addr: *mut u8, addrlen: *mut u32) -> i32 {
+    ret(with(|s| s.accept(fd)).map(|(new, peer)| {
+        if let Some(p) = peer {
+            // SAFETY: the caller's guarantee.
+            unsafe { put_addr(&encode_addr(&p), addr, addrlen) };
+        }
+        new
+    }))
+}
+
+/// # Safety
+/// `name` is valid for `namelen` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sys_connect(fd: i32, name: *const u8, namelen: u32) -> i32 {
+    // SAFETY: the caller's guarantee.
+    let b = unsafe { addr_bytes(name, namelen) };
+    ret(b
+        .and_then(decode_addr)
+        .and_then(|a| with(|s| s.connect(fd, a))))
+}
+
+/// # Safety
+/// `buf` is valid for writing `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sys_recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize {
+    if buf.is_null() && len > 0 {
+        return crate::errno::fail(EFAULT);
+    }
+    let b: &mut [u8] = if len == 0 {
+        &mut []
+    } else {
+        // SAFETY: the caller passes a writable buffer of len bytes.
+        unsafe { core::slice::from_raw_parts_mut(buf, len) }
+    };
+    ret_size(with(|s| s.recv(fd, b, flags)))
+}
+
+/// # Safety
+/// `buf` is valid for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sys_send(fd: i32, buf: *const c_void, len: usize, _flags: i32) -> isize {
+    if buf.is_null() && len > 0 {
+        return crate::errno::fail(EFAULT);
+    }
+    let b: &[u8] = if len == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller passes a buffer of len bytes.
+        unsafe { core::slice::from_raw_parts(buf.cast(), len) }
+    };
+    ret_size(with(|s| s.send(fd, b)))
+}
+
+#[no_mangle]
+pub extern "C" fn sys_close(fd: i32) -> i32 {
+    if (0..=2).contains(&fd) {
+        return 0;
+    }
+    ret(with(|s| s.close(fd)))
+}
+
+#[no_mangle]
+pub extern "C" fn sys_dup(fd: i32) -> i32 {
+    ret(with(|s| s.dup(fd)))
+}
+
+#[no_mangle]
+pub extern "C" fn sys_shutdown(fd: i32, how: i32) -> i32 {
+    ret(with(|s| s.shutdown(fd, how)))
+}
+
+/// # Safety
+/// `optval` is valid for `optlen` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sys_setsockopt(
+    fd: i32,
+    level: i32,
+    name: i32,
+    optval: *const c_void,
+    optlen: u32,
+) -> i32 {
+    // SAFETY: the caller's guarantee.
+    let v = unsafe { addr_bytes(optval.cast(), optlen) };
+    ret(v.and_then(|v| with(|s| s.setsockopt(fd, level, name, v))))
+}
+
+/// # Safety
+/// `optval` is valid for `*optlen` bytes; `optlen` is valid.
+#[no_mangle]
+pub unsafe extern "C" fn sys_getsockopt(
+    fd: i32,
+    level: i32,
+    name: i32,
+    optval: *mut c_void,
+    optlen: *mut u32,
+) -> i32 {
+    if optval.is_null() || optlen.is_null() {
+        return crate::errno::fail(EFAULT) as i32;
+    }
+    ret(with(|s| s.getsockopt(fd, level, name)).map(|v| {
+        // SAFETY: the caller's guarantee.
+        unsafe { put_addr(&v, optval.cast(), optlen) };
+        0
+    }))
+}
+
+/// # Safety
+/// `name` is null or valid for `*namelen` bytes; `namelen` is null or valid.
+#[no_mangle]
+pub unsafe extern "C" fn sys_getpeername(fd: i32, name: *mut u8, namelen: *mut u32) -> i32 {
+    ret(with(|s| s.peer(fd)).map(|a| {
+        // SAFETY: the caller's guarantee.
+        unsafe { put_addr(&encode_addr(&a), name, namelen) };
+        0
+    }))
+}
+
+/// # Safety
+/// `name` is null or valid for `*namelen` bytes; `namelen` is null or valid.
+#[no_mangle]
+pub unsafe extern "C" fn sys_getsockname(fd: i32, name: *mut u8, namelen: *mut u32) -> i32 {
+    ret(with(|s| s.local(fd)).map(|a| {
+        // SAFETY: the caller's guarantee.
+        unsafe { put_addr(&encode_addr(&a), name, namelen) };
+        0
+    }))
+}
+
+#[no_mangle]
+pub extern "C" fn sys_fcntl(fd: i32, cmd: i32, arg: i32) -> i32 {
+    ret(with(|s| s.fcntl(fd, cmd, arg)))
+}
+
+/// # Safety
+/// For `FIONBIO`, `argp` points at an `int`.
+#[no_mangle]
+pub unsafe extern "C" fn sys_ioctl(fd: i32, cmd: i32, argp: *mut c_void) -> i32 {
+    if cmd != FIONBIO {
+        return ret(Err(with(|s| {
+            Err::<(), _>(s.unsupported("ioctl other than FIONBIO", EINVAL))
+        })
+        .unwrap_err()));
+    }
+    if argp.is_null() {
+        return crate::errno::fail(EFAULT) as i32;
+    }
+    // SAFETY: FIONBIO's argument is an int.
+    let on = unsafe { argp.cast::<i32>().read() } != 0;
+    ret(with(|s| s.set_nonblocking(fd, on)))
+}
+
+#[no_mangle]
+pub extern "C" fn sys_eventfd(initval: u64, flags: i16) -> i32 {
+    ret(with(|s| s.eventfd(initval, flags)))
+}
+
+/// # Safety
+/// `fds` is valid for `nfds` entries.
+#[no_mangle]
+pub unsafe extern "C" fn sys_poll(fds: *mut Pollfd, nfds: usize, timeout: i32) -> i32 {
+    if fds.is_null() && nfds > 0 {
+        return crate::errno::fail(EFAULT) as i32;
+    }
+    let f: &mut [Pollfd] = if nfds == 0 {
+        &mut []
+    } else {
+        // SAFETY: the caller passes nfds entries.
+        unsafe { core::slice::from_raw_parts_mut(fds, nfds) }
+    };
+    ret(with(|s| s.poll(f, timeout)))
+}
+
+/// `getaddrinfo` for numeric hosts (and `localhost`): one `addrinfo` with the address and the
+/// numeric service's port. Names needing DNS return `EAI_NONAME`.
+///
+/// # Safety
+/// `nodename`/`servname` are null or C strings; `hints` is null or valid; `res` is valid.
+#[no_mangle]
+pub unsafe extern "C" fn sys_getaddrinfo(
+    nodename: *const c_char,
+    servname: *const c_char,
+    hints: *const Addrinfo,
+    res: *mut *mut Addrinfo,
+) -> i32 {
+    if res.is_null() {
+        return EAI_FAMILY;
+    }
+    // SAFETY: null or C strings (the caller's guarantee).
+    let node = (!nodename.is_null()).then(|| unsafe { CStr::from_ptr(nodename) });
+    // SAFETY: as above.
+    let serv = (!servname.is_null()).then(|| unsafe { CStr::from_ptr(servname) });
+    let Ok(node) = node.map(CStr::to_str).transpose() else {
+        return EAI_NONAME;
+    };
+    let port = match serv.map(CStr::to_str) {
+        None => 0,
+        Some(Ok(p)) => match p.parse::<u16>() {
+            Ok(p) => p,
+            Err(_) => return EAI_SERVICE,
+        },
+        Some(Err(_)) => return EAI_SERVICE,
+    };
+    // SAFETY: null or valid (the caller's guarantee).
+    let hints = (!hints.is_null()).then(|| unsafe { hints.read() });
+    let Some(addr) = numeric_host(node) else {
+        let _ = with(|s| Err::<(), _>(s.unsupported("getaddrinfo of a DNS name", 0)));
+        return EAI_NONAME;
+    };
+    let family = if matches!(addr, net::smoltcp::wire::IpAddress::Ipv4(_)) {
+        AF_INET
+    } else {
+        AF_INET6
+    };
+    if let Some(h) = hints {
+        if h.ai_family != AF_UNSPEC && h.ai_family != family {
+            return EAI_FAMILY;
+        }
+    }
+    let bytes = encode_addr(&net::smoltcp::wire::IpEndpoint::new(addr, port));
+    let sa = alloc::boxed::Box::into_raw(bytes.into_boxed_slice());
+    let ai = Addrinfo {
+        ai_flags: 0,
+        ai_family: family,
+        ai_socktype: hints.map_or(SOCK_STREAM, |h| h.ai_socktype),
+        ai_protocol: hints.map_or(0, |h| h.ai_protocol),
+        ai_addrlen: sa.len() as u32,
+        ai_canonname: core::ptr::null_mut(),
+        ai_addr: sa.cast(),
+        ai_next: core::ptr::null_mut(),
+    };
+    // SAFETY: res is valid for writing (the caller's guarantee).
+    unsafe { res.write(alloc::boxed::Box::into_raw(alloc::boxed::Box::new(ai))) };
+    0
+}
+
+/// # Safety
+/// `ai` is null or a list from `sys_getaddrinfo`, freed once.
+#[no_mangle]
+pub unsafe extern "C" fn sys_freeaddrinfo(ai: *mut Addrinfo) {
+    let mut p = ai;
+    while !p.is_null() {
+        // SAFETY: p came from Box::into_raw in sys_getaddrinfo, and its address from a boxed
+        // slice of ai_addrlen bytes.
+        unsafe {
+            let a = alloc::boxed::Box::from_raw(p);
+            let sa = core::ptr::slice_from_raw_parts_mut(a.ai_addr, a.ai_addrlen as usize);
+            drop(alloc::boxed::Box::from_raw(sa));
+            p = a.ai_next;
+        }
+    }
+}
