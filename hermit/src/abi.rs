@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicI32, Ordering};
 use xen::boot::ExitCode;
 
 const EBADF: i32 = 9;
-const EINVAL: i32 = 22;
+pub(crate) const EINVAL: i32 = 22;
 
 /// hermit-abi's clock ids.
 const CLOCK_REALTIME: i32 = 1;
@@ -20,7 +20,7 @@ const CLOCK_MONOTONIC: i32 = 4;
 /// The last error a call reported (`sys_get_errno`).
 static ERRNO: AtomicI32 = AtomicI32::new(0);
 
-fn fail(errno: i32) -> isize {
+pub(crate) fn fail(errno: i32) -> isize {
     ERRNO.store(errno, Ordering::Relaxed);
     -(errno as isize)
 }
@@ -61,9 +61,19 @@ fn start() -> ExitCode {
     unsafe { runtime_entry(argc, argv.as_ptr(), envp.as_ptr()) }
 }
 
-/// Copies the TLS template into a block from the heap and points FS at its end (x86_64 TLS
-/// variant II: the block ends at the thread pointer, whose first word points at itself).
+/// Sets up the main thread's TLS block and points FS at it (its thread pointer is handed to the
+/// scheduler, which switches FS between threads).
 fn setup_tls() -> Result<(), &'static str> {
+    let (_block, tp) = new_tls()?;
+    arch::hypercall::set_fs_base(tp).map_err(|_| "set_segment_base failed")?;
+    crate::abi_thread::init(tp);
+    Ok(())
+}
+
+/// Copies the TLS template into a new block from the heap; returns the block and its thread
+/// pointer, the block's end (x86_64 TLS variant II: the block ends at the thread pointer, whose
+/// first word points at itself).
+pub(crate) fn new_tls() -> Result<(crate::abi_thread::Block, u64), &'static str> {
     let start = core::ptr::addr_of!(__tdata_start);
     let filesz = core::ptr::addr_of!(__tdata_end) as usize - start as usize;
     let memsz = core::ptr::addr_of!(__tls_memsz) as usize;
@@ -75,14 +85,19 @@ fn setup_tls() -> Result<(), &'static str> {
     if block.is_null() {
         return Err("out of memory");
     }
-    // SAFETY: the template is filesz bytes of our image; the block has image + 64 zeroed bytes,
-    // is never freed, and image >= memsz >= filesz.
-    unsafe {
+    // SAFETY: the template is filesz bytes of our image; the block has image + 64 zeroed bytes
+    // and image >= memsz >= filesz.
+    let tp = unsafe {
         core::ptr::copy_nonoverlapping(start, block.add(image - memsz), filesz);
         let tp = block.add(image);
         (tp as *mut u64).write(tp as u64);
-        arch::hypercall::set_fs_base(tp as u64).map_err(|_| "set_segment_base failed")
-    }
+        tp as u64
+    };
+    let block = crate::abi_thread::Block {
+        addr: block as usize,
+        layout,
+    };
+    Ok((block, tp))
 }
 
 fn console(fd: i32, bytes: &[u8]) -> isize {
@@ -231,6 +246,20 @@ pub struct Timespec {
     nsec: i32,
 }
 
+impl Timespec {
+    /// The duration in nanoseconds (saturating); `None` if a field is negative.
+    pub(crate) fn as_ns(&self) -> Option<u64> {
+        if self.sec < 0 || self.nsec < 0 {
+            return None;
+        }
+        Some(
+            (self.sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(self.nsec as u64),
+        )
+    }
+}
+
 /// # Safety
 /// `tp` is valid for writing a `timespec`.
 #[no_mangle]
@@ -252,63 +281,7 @@ pub unsafe extern "C" fn sys_clock_gettime(clock: i32, tp: *mut Timespec) -> i32
     0
 }
 
-const EAGAIN: i32 = 11;
-const ETIMEDOUT: i32 = 110;
+pub(crate) const EAGAIN: i32 = 11;
+pub(crate) const ETIMEDOUT: i32 = 110;
 /// hermit-abi's `FUTEX_RELATIVE_TIMEOUT` flag.
-const FUTEX_RELATIVE_TIMEOUT: u32 = 1;
-
-/// Futex wait, for a program with one thread (threads are a later step): if the value still
-/// matches, nobody can change it, so a timed wait sleeps out its timeout and an untimed one is a
-/// deadlock, reported and ended as a crash rather than a hang.
-///
-/// # Safety
-/// `address` is valid for reading a u32; `timeout` is null or valid.
-#[no_mangle]
-pub unsafe extern "C" fn sys_futex_wait(
-    address: *mut u32,
-    expected: u32,
-    timeout: *const Timespec,
-    flags: u32,
-) -> i32 {
-    if address.is_null() || flags & !FUTEX_RELATIVE_TIMEOUT != 0 {
-        return fail(EINVAL) as i32;
-    }
-    // SAFETY: the caller passes a valid futex word; std accesses it atomically.
-    let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(address) };
-    if word.load(Ordering::SeqCst) != expected {
-        return fail(EAGAIN) as i32;
-    }
-    if timeout.is_null() {
-        xen::println!("xenrt: futex_wait with no timeout and no other thread: deadlock");
-        xen::boot::exit(ExitCode::Crash);
-    }
-    // SAFETY: non-null, so a valid timespec.
-    let t = unsafe { timeout.read() };
-    if t.sec < 0 || t.nsec < 0 {
-        return fail(EINVAL) as i32;
-    }
-    let ns = (t.sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(t.nsec as u64);
-    let deadline = if flags & FUTEX_RELATIVE_TIMEOUT != 0 {
-        xen::time::now_ns().saturating_add(ns)
-    } else {
-        ns
-    };
-    while xen::time::now_ns() < deadline {
-        xen::sched::block(xen::sched::Until::AnyEvent, Some(deadline));
-    }
-    fail(ETIMEDOUT) as i32
-}
-
-/// Futex wake: with one thread there is never a waiter.
-///
-/// # Safety
-/// Always safe: the address is not dereferenced.
-#[no_mangle]
-pub unsafe extern "C" fn sys_futex_wake(address: *mut u32, count: i32) -> i32 {
-    if address.is_null() || count < 0 {
-        return fail(EINVAL) as i32;
-    }
-    0
-}
+pub(crate) const FUTEX_RELATIVE_TIMEOUT: u32 = 1;

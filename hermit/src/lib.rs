@@ -23,6 +23,10 @@
 //! - time: `sys_clock_gettime` (monotonic: Xen system time; realtime: Xen's wall clock);
 //! - entropy: `sys_read_entropy` from a generator seeded by the TSC and the wall clock: fine for
 //!   HashMap seeds, **not** cryptographic;
+//! - threads: `sys_spawn2`/`sys_spawn`, `sys_join`, `sys_yield`, `sys_usleep`/`sys_nanosleep`,
+//!   `sys_futex_wait`/`sys_futex_wake` (std's Mutex, Condvar, park, mpsc), one TLS block and
+//!   stack per thread, scheduled cooperatively on the one vCPU ([`sched`], `abi_thread`);
+//!   [`park_until`] is the blocking wait for code waiting on events;
 //! - arguments: `argv[0]` is `xenrt`, then the words after `--` on the xl `extra=` line
 //!   ([`xen::cmdline::args`]); the environment is empty.
 //!
@@ -34,7 +38,13 @@ extern crate alloc;
 
 #[cfg(target_os = "hermit")]
 mod abi;
+#[cfg(target_os = "hermit")]
+mod abi_thread;
 pub mod entropy;
+pub mod sched;
+
+#[cfg(target_os = "hermit")]
+pub use abi_thread::park_until;
 
 use alloc::vec::Vec;
 
