@@ -29,11 +29,6 @@ xen::main!(start);
 
 extern "C" {
     fn runtime_entry(argc: i32, argv: *const *const c_char, env: *const *const c_char) -> !;
-    static __tdata_start: u8;
-    static __tdata_end: u8;
-    /// Absolute symbols (link.ld): their address is the value.
-    static __tls_memsz: u8;
-    static __tls_align: u8;
 }
 
 /// The app's `main` as xenrt's boot sees it: prepares what std expects, then runs the program.
@@ -43,7 +38,7 @@ fn start() -> ExitCode {
         return ExitCode::Crash;
     }
     crate::entropy::seed(arch::cpu::rdtsc() ^ xen::time::wallclock_ns());
-    if let Err(e) = setup_tls() {
+    if let Err(e) = crate::tls::setup_main() {
         xen::println!("xenrt: thread-local storage: {e}");
         return ExitCode::Crash;
     }
@@ -59,45 +54,6 @@ fn start() -> ExitCode {
     // SAFETY: argv is argc NUL-terminated strings plus a null, envp an empty null-terminated
     // list, both leaked (valid forever); runtime_entry is std's entry and never returns.
     unsafe { runtime_entry(argc, argv.as_ptr(), envp.as_ptr()) }
-}
-
-/// Sets up the main thread's TLS block and points FS at it (its thread pointer is handed to the
-/// scheduler, which switches FS between threads).
-fn setup_tls() -> Result<(), &'static str> {
-    let (_block, tp) = new_tls()?;
-    arch::hypercall::set_fs_base(tp).map_err(|_| "set_segment_base failed")?;
-    crate::abi_thread::init(tp);
-    Ok(())
-}
-
-/// Copies the TLS template into a new block from the heap; returns the block and its thread
-/// pointer, the block's end (x86_64 TLS variant II: the block ends at the thread pointer, whose
-/// first word points at itself).
-pub(crate) fn new_tls() -> Result<(crate::abi_thread::Block, u64), &'static str> {
-    let start = core::ptr::addr_of!(__tdata_start);
-    let filesz = core::ptr::addr_of!(__tdata_end) as usize - start as usize;
-    let memsz = core::ptr::addr_of!(__tls_memsz) as usize;
-    let align = (core::ptr::addr_of!(__tls_align) as usize).max(16);
-    let image = memsz.next_multiple_of(align);
-    let layout = Layout::from_size_align(image + 64, align).map_err(|_| "bad TLS layout")?;
-    // SAFETY: a non-zero-sized layout.
-    let block = unsafe { xen::mm::HEAP.alloc_zeroed(layout) };
-    if block.is_null() {
-        return Err("out of memory");
-    }
-    // SAFETY: the template is filesz bytes of our image; the block has image + 64 zeroed bytes
-    // and image >= memsz >= filesz.
-    let tp = unsafe {
-        core::ptr::copy_nonoverlapping(start, block.add(image - memsz), filesz);
-        let tp = block.add(image);
-        (tp as *mut u64).write(tp as u64);
-        tp as u64
-    };
-    let block = crate::abi_thread::Block {
-        addr: block as usize,
-        layout,
-    };
-    Ok((block, tp))
 }
 
 fn console(fd: i32, bytes: &[u8]) -> isize {

@@ -9,13 +9,14 @@
 //!
 //! Each spawned thread has its own stack (the size std asks for, at least [`MIN_STACK`], from
 //! the heap, no guard page) and its own TLS block (a copy of the template, see
-//! `abi::new_tls`); a switch points FS at the new thread's block (set_segment_base) before
+//! [`crate::tls`]); a switch points FS at the new thread's block (set_segment_base) before
 //! switching stacks. A thread's stack and TLS block are freed by the next thread to run after
 //! it ends (it cannot free the stack it runs on); its record stays until it is joined.
 #![allow(unsafe_code)]
 
-use crate::abi::{fail, new_tls, Timespec, EAGAIN, EINVAL, ETIMEDOUT, FUTEX_RELATIVE_TIMEOUT};
+use crate::abi::{fail, Timespec, EAGAIN, EINVAL, ETIMEDOUT, FUTEX_RELATIVE_TIMEOUT};
 use crate::sched::{Join, Next, Scheduler, Tid, Wait, Woken};
+use crate::tls::{new_block, Block};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
@@ -24,20 +25,6 @@ use xen::boot::ExitCode;
 
 /// The smallest stack a thread gets, whatever it asks for.
 pub const MIN_STACK: usize = 64 * 1024;
-
-/// A heap allocation owned by a thread (its stack or TLS block).
-#[derive(Debug)]
-pub(crate) struct Block {
-    pub(crate) addr: usize,
-    pub(crate) layout: Layout,
-}
-
-impl Block {
-    fn free(self) {
-        // SAFETY: addr came from HEAP.alloc with this layout and is freed once (moved in).
-        unsafe { xen::mm::HEAP.dealloc(self.addr as *mut u8, self.layout) }
-    }
-}
 
 /// What the scheduler carries for each thread: the machine side.
 #[derive(Debug)]
@@ -60,15 +47,20 @@ static DEAD: spin::Mutex<Vec<Block>> = spin::Mutex::new(Vec::new());
 
 type Guard = spin::MutexGuard<'static, Option<Scheduler<Machine>>>;
 
-/// Makes the running code the main thread, with thread pointer `tp`.
-pub(crate) fn init(tp: u64) {
-    *SCHED.lock() = Some(Scheduler::new(Machine {
-        rsp: Box::new(0),
-        tp,
-        stack: None,
-        tls: None,
-        start: None,
-    }));
+/// The scheduler, made at first use with the running code (the main thread: nothing spawns
+/// before it) as its only thread.
+fn lock() -> Guard {
+    let mut g = SCHED.lock();
+    if g.is_none() {
+        *g = Some(Scheduler::new(Machine {
+            rsp: Box::new(0),
+            tp: crate::tls::main_tp(),
+            stack: None,
+            tls: None,
+            start: None,
+        }));
+    }
+    g
 }
 
 fn free_dead() {
@@ -78,7 +70,7 @@ fn free_dead() {
 
 /// Runs whichever thread the scheduler chooses after the running thread changed its own state
 /// (blocked, yielded, ended); returns when the running thread is chosen again. Without a
-/// scheduler (before start-up made one) it waits for one turn of the idle loop.
+/// scheduler (never: [`lock`] makes it) it waits for one turn of the idle loop.
 fn reschedule(mut g: Guard, deadline: Option<u64>) {
     let Some(me) = g.as_ref().map(|s| s.current()) else {
         drop(g);
@@ -92,7 +84,7 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
             // they re-check their conditions.
             drop(g);
             xen::sched::poll_once(Some(0));
-            g = SCHED.lock();
+            g = lock();
         }
         let s = g.as_mut().expect("the scheduler is not removed");
         s.wake_polls();
@@ -123,7 +115,7 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
             Next::Idle(deadline) => {
                 drop(g);
                 xen::sched::poll_once(deadline);
-                g = SCHED.lock();
+                g = lock();
             }
             Next::Deadlock => {
                 drop(g);
@@ -137,14 +129,14 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
 /// Blocks the running thread on `wait` until it is woken or system time `deadline` passes;
 /// returns how it was woken.
 fn block(wait: Wait, deadline: Option<u64>) -> Woken {
-    let mut g = SCHED.lock();
+    let mut g = lock();
     let Some(s) = g.as_mut() else {
         reschedule(g, deadline);
         return Woken::Notified;
     };
     s.block(wait, deadline);
     reschedule(g, deadline);
-    SCHED.lock().as_ref().map_or(Woken::Notified, |s| s.woken())
+    lock().as_ref().map_or(Woken::Notified, |s| s.woken())
 }
 
 /// Waits until `ready()` holds or system time `deadline_ns` passes, letting the other threads
@@ -180,7 +172,7 @@ extern "C" fn thread_entry(tid: usize) -> ! {
     if let Some((func, arg)) = start {
         func(arg);
     }
-    let mut g = SCHED.lock();
+    let mut g = lock();
     if let Some(s) = g.as_mut() {
         s.exit();
         if let Some(m) = s.data_mut(tid as Tid) {
@@ -219,12 +211,12 @@ fn spawn(func: extern "C" fn(usize), arg: usize, stack_size: usize) -> Option<Ti
         addr: stack as usize,
         layout,
     };
-    let Ok((tls, tp)) = new_tls() else {
+    let Ok((tls, tp)) = new_block() else {
         stack.free();
         return None;
     };
     let top = (stack.addr + size) as u64;
-    let mut g = SCHED.lock();
+    let mut g = lock();
     let Some(s) = g.as_mut() else {
         drop(g);
         stack.free();
@@ -279,7 +271,7 @@ pub unsafe extern "C" fn sys_spawn(
 #[no_mangle]
 pub extern "C" fn sys_join(id: Tid) -> i32 {
     loop {
-        let mut g = SCHED.lock();
+        let mut g = lock();
         let Some(s) = g.as_mut() else {
             return fail(EINVAL) as i32;
         };
@@ -299,7 +291,7 @@ pub extern "C" fn sys_join(id: Tid) -> i32 {
 #[no_mangle]
 pub extern "C" fn sys_yield() {
     xen::sched::poll_once(Some(0));
-    let mut g = SCHED.lock();
+    let mut g = lock();
     if let Some(s) = g.as_mut() {
         s.yield_now();
     }

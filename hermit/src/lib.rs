@@ -42,6 +42,8 @@ mod abi;
 mod abi_thread;
 pub mod entropy;
 pub mod sched;
+#[cfg(target_os = "hermit")]
+mod tls;
 
 #[cfg(target_os = "hermit")]
 pub use abi_thread::park_until;

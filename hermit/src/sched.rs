@@ -333,7 +333,11 @@ mod tests {
         assert_eq!(s.woken(), Woken::Notified);
         s.block(Wait::Sleep, Some(10));
         assert_eq!(s.next(0), Next::Run(a));
-        assert_eq!(s.wake_futex(0x100, usize::MAX), 1, "only b is left on 0x100");
+        assert_eq!(
+            s.wake_futex(0x100, usize::MAX),
+            1,
+            "only b is left on 0x100"
+        );
     }
 
     #[test]
@@ -350,7 +354,11 @@ mod tests {
         s.block(Wait::Sleep, Some(1000));
         assert_eq!(s.next(600), Next::Run(MAIN));
         assert_eq!(s.woken(), Woken::TimedOut);
-        assert_eq!(s.wake_futex(0x10, 1), 0, "a timed-out waiter is no longer queued");
+        assert_eq!(
+            s.wake_futex(0x10, 1),
+            0,
+            "a timed-out waiter is no longer queued"
+        );
     }
 
     #[test]
