@@ -70,6 +70,7 @@ fn console(fd: i32, bytes: &[u8]) -> isize {
 /// `buf` is valid for `len` bytes (std's contract).
 #[no_mangle]
 pub unsafe extern "C" fn sys_write(fd: i32, buf: *const u8, len: usize) -> isize {
+    let _k = crate::preempt::enter();
     if buf.is_null() && len > 0 {
         return fail(EINVAL);
     }
@@ -89,6 +90,7 @@ pub struct IoVec {
 /// `iov` is valid for `iovcnt` entries, each valid for its length.
 #[no_mangle]
 pub unsafe extern "C" fn sys_writev(fd: i32, iov: *const IoVec, iovcnt: usize) -> isize {
+    let _k = crate::preempt::enter();
     if iov.is_null() && iovcnt > 0 {
         return fail(EINVAL);
     }
@@ -106,6 +108,7 @@ pub unsafe extern "C" fn sys_writev(fd: i32, iov: *const IoVec, iovcnt: usize) -
 /// Always safe to call: stdin is empty (end of file), other fds are not open.
 #[no_mangle]
 pub unsafe extern "C" fn sys_read(fd: i32, _buf: *mut u8, _len: usize) -> isize {
+    let _k = crate::preempt::enter();
     match fd {
         0 => 0,
         _ => fail(EBADF),
@@ -127,6 +130,7 @@ unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
 
 #[no_mangle]
 pub extern "C" fn sys_exit(status: i32) -> ! {
+    let _k = crate::preempt::enter();
     if status != 0 {
         xen::println!("xenrt: exit status {status}");
     }
@@ -135,6 +139,7 @@ pub extern "C" fn sys_exit(status: i32) -> ! {
 
 #[no_mangle]
 pub extern "C" fn sys_abort() -> ! {
+    let _k = crate::preempt::enter();
     xen::println!("xenrt: abort");
     xen::boot::exit(ExitCode::Crash)
 }
@@ -148,6 +153,7 @@ pub extern "C" fn sys_get_errno() -> i32 {
 /// std's allocator contract: `align` is a power of two.
 #[no_mangle]
 pub unsafe extern "C" fn sys_malloc(size: usize, align: usize) -> *mut u8 {
+    let _k = crate::preempt::enter();
     match Layout::from_size_align(size.max(1), align) {
         // SAFETY: a valid, non-zero-sized layout.
         Ok(l) => unsafe { xen::mm::HEAP.alloc(l) },
@@ -159,6 +165,7 @@ pub unsafe extern "C" fn sys_malloc(size: usize, align: usize) -> *mut u8 {
 /// `ptr` came from `sys_malloc`/`sys_realloc` with this size and alignment.
 #[no_mangle]
 pub unsafe extern "C" fn sys_free(ptr: *mut u8, size: usize, align: usize) {
+    let _k = crate::preempt::enter();
     if let Ok(l) = Layout::from_size_align(size.max(1), align) {
         // SAFETY: the caller's guarantee.
         unsafe { xen::mm::HEAP.dealloc(ptr, l) }
@@ -174,6 +181,7 @@ pub unsafe extern "C" fn sys_realloc(
     align: usize,
     new_size: usize,
 ) -> *mut u8 {
+    let _k = crate::preempt::enter();
     match Layout::from_size_align(size.max(1), align) {
         // SAFETY: the caller's guarantee; new_size is at least 1.
         Ok(l) => unsafe { xen::mm::HEAP.realloc(ptr, l, new_size.max(1)) },
@@ -185,6 +193,7 @@ pub unsafe extern "C" fn sys_realloc(
 /// `buf` is valid for `len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn sys_read_entropy(buf: *mut u8, len: usize, _flags: u32) -> isize {
+    let _k = crate::preempt::enter();
     if buf.is_null() && len > 0 {
         return fail(EINVAL);
     }
@@ -220,6 +229,7 @@ impl Timespec {
 /// `tp` is valid for writing a `timespec`.
 #[no_mangle]
 pub unsafe extern "C" fn sys_clock_gettime(clock: i32, tp: *mut Timespec) -> i32 {
+    let _k = crate::preempt::enter();
     let ns = match clock {
         CLOCK_MONOTONIC => xen::time::now_ns(),
         CLOCK_REALTIME => xen::time::wallclock_ns(),

@@ -149,6 +149,7 @@ fn block(wait: Wait, deadline: Option<u64>) -> Woken {
 /// re-checks `ready` on its own stack. `ready` runs without the scheduler's lock held, so it
 /// may use the network stack, print, or allocate.
 pub fn park_until(deadline_ns: Option<u64>, mut ready: impl FnMut() -> bool) -> bool {
+    let _k = crate::preempt::enter();
     loop {
         if ready() {
             return true;
@@ -170,7 +171,10 @@ extern "C" fn thread_entry(tid: usize) -> ! {
         .and_then(|s| s.data_mut(tid as Tid))
         .and_then(|m| m.start.take());
     if let Some((func, arg)) = start {
+        // The thread arrived inside its creator's (or a preempted thread's) runtime section.
+        crate::preempt::leave();
         func(arg);
+        crate::preempt::enter_raw();
     }
     let mut g = lock();
     if let Some(s) = g.as_mut() {
@@ -196,6 +200,7 @@ pub extern "C" fn sys_spawn2(
     stack_size: usize,
     _core_id: isize,
 ) -> Tid {
+    let _k = crate::preempt::enter();
     spawn(func, arg, stack_size).unwrap_or(0)
 }
 
@@ -230,6 +235,7 @@ fn spawn(func: extern "C" fn(usize), arg: usize, stack_size: usize) -> Option<Ti
         tls: Some(tls),
         start: Some((func, arg)),
     };
+    crate::preempt::start(on_upcall);
     let Some(tid) = s.spawn(machine) else {
         // Ids ran out: the machine went into the scheduler's spawn and was dropped there.
         return None;
@@ -254,6 +260,7 @@ pub unsafe extern "C" fn sys_spawn(
     _prio: u8,
     _core_id: isize,
 ) -> i32 {
+    let _k = crate::preempt::enter();
     const ENOMEM: i32 = 12;
     match spawn(func, arg, 1 << 20) {
         Some(tid) => {
@@ -270,6 +277,7 @@ pub unsafe extern "C" fn sys_spawn(
 /// Waits for thread `id` to end and forgets it: 0, or -EINVAL for no such thread.
 #[no_mangle]
 pub extern "C" fn sys_join(id: Tid) -> i32 {
+    let _k = crate::preempt::enter();
     loop {
         let mut g = lock();
         let Some(s) = g.as_mut() else {
@@ -290,12 +298,30 @@ pub extern "C" fn sys_join(id: Tid) -> i32 {
 /// Lets the other ready threads run first (and pending events in).
 #[no_mangle]
 pub extern "C" fn sys_yield() {
+    let _k = crate::preempt::enter();
+    yield_now();
+}
+
+fn yield_now() {
     xen::sched::poll_once(Some(0));
     let mut g = lock();
     if let Some(s) = g.as_mut() {
         s.yield_now();
     }
     reschedule(g, Some(0));
+}
+
+/// The preemption upcall (see [`crate::preempt`]): if app code was interrupted, lets pending
+/// events in and yields to the next ready thread; returns whether to unmask upcalls again.
+fn on_upcall() -> bool {
+    if !crate::preempt::in_app() {
+        return false;
+    }
+    crate::preempt::enter_raw();
+    yield_now();
+    // Back on this thread: the iret that ends the upcall unmasks, so leave without unmasking.
+    crate::preempt::leave_masked();
+    true
 }
 
 fn sleep_ns(ns: u64) {
@@ -308,6 +334,7 @@ fn sleep_ns(ns: u64) {
 /// Sleeps for `usecs` microseconds; the other threads run meanwhile.
 #[no_mangle]
 pub extern "C" fn sys_usleep(usecs: u64) {
+    let _k = crate::preempt::enter();
     sleep_ns(usecs.saturating_mul(1000));
 }
 
@@ -317,6 +344,7 @@ pub extern "C" fn sys_usleep(usecs: u64) {
 /// `req` is null or valid for reading a timespec.
 #[no_mangle]
 pub unsafe extern "C" fn sys_nanosleep(req: *const Timespec) -> i32 {
+    let _k = crate::preempt::enter();
     if req.is_null() {
         return fail(EINVAL) as i32;
     }
@@ -352,6 +380,7 @@ pub unsafe extern "C" fn sys_futex_wait(
     timeout: *const Timespec,
     flags: u32,
 ) -> i32 {
+    let _k = crate::preempt::enter();
     if address.is_null() || flags & !FUTEX_RELATIVE_TIMEOUT != 0 {
         return fail(EINVAL) as i32;
     }
@@ -386,6 +415,7 @@ pub unsafe extern "C" fn sys_futex_wait(
 /// Always safe: the address is only compared, never dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn sys_futex_wake(address: *mut u32, count: i32) -> i32 {
+    let _k = crate::preempt::enter();
     if address.is_null() || count < 0 {
         return fail(EINVAL) as i32;
     }

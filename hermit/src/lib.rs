@@ -41,6 +41,8 @@ mod abi;
 #[cfg(target_os = "hermit")]
 mod abi_thread;
 pub mod entropy;
+#[cfg(target_os = "hermit")]
+mod preempt;
 pub mod sched;
 #[cfg(target_os = "hermit")]
 mod tls;

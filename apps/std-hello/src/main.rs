@@ -3,6 +3,7 @@
 //! mpsc channel, sleep) and prints the time it took, then exits with status 0. Arguments
 //! `exit N` make it exit with status N, `panic` makes it panic (for the tests of how a std
 //! program ends).
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -97,6 +98,28 @@ fn threads() {
         .wait_timeout(m.lock().unwrap(), Duration::from_millis(10))
         .unwrap();
     println!("condvar wait_timeout timed out: {}", r.timed_out());
+
+    // Preemption: a thread that spins without blocking does not keep the main thread, whose
+    // sleep ends meanwhile, from running and stopping it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = Arc::clone(&stop);
+    let spinner = thread::spawn(move || {
+        let mut spins = 0u64;
+        while !s2.load(Ordering::Relaxed) {
+            spins += 1;
+            std::hint::spin_loop();
+        }
+        spins
+    });
+    let t0 = Instant::now();
+    thread::sleep(Duration::from_millis(30));
+    stop.store(true, Ordering::Relaxed);
+    let spins = spinner.join().unwrap();
+    println!(
+        "preemption: main ran again after {} ms, spinner stopped ({})",
+        t0.elapsed().as_millis(),
+        if spins > 0 { "it spun" } else { "it never ran" }
+    );
 }
 
 fn main() {

@@ -56,6 +56,7 @@ fn main() {
             r.expect("mpsc received 300 messages, sum 314850")?;
             r.expect(", ok")?;
             r.expect("condvar wait_timeout timed out: true")?;
+            r.expect("spinner stopped (it spun)")?;
             r.reject("TOO SHORT")?;
             r.expect("took ")?;
             powered_off(&r)?;

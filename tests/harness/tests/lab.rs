@@ -36,6 +36,7 @@ fn main() {
             expect(&c, "mpsc received 300 messages, sum 314850")?;
             expect(&c, ", ok")?;
             expect(&c, "condvar wait_timeout timed out: true")?;
+            expect(&c, "spinner stopped (it spun)")?;
             if c.contains("TOO SHORT") {
                 return Err("a thread's sleep ended early".into());
             }
