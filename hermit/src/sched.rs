@@ -247,7 +247,16 @@ impl<T> Scheduler<T> {
     /// Chooses the thread to run at system time `now` (the running thread must have blocked,
     /// yielded or exited, or be running still: then it goes on if nothing else is ready).
     pub fn next(&mut self, now: u64) -> Next {
-        // Deadlines that passed: those threads are ready, timed out.
+        // Deadlines that passed: those threads are ready, timed out, and run before a thread
+        // that just yielded (a preempted spinner must not take another turn first).
+        let yielded = self.ready.back() == Some(&self.current)
+            && self
+                .threads
+                .get(&self.current)
+                .is_some_and(|t| t.state == State::Ready);
+        if yielded {
+            self.ready.pop_back();
+        }
         for (&tid, t) in self.threads.iter_mut() {
             if let State::Blocked {
                 deadline: Some(d), ..
@@ -259,6 +268,9 @@ impl<T> Scheduler<T> {
                     self.ready.push_back(tid);
                 }
             }
+        }
+        if yielded {
+            self.ready.push_back(self.current);
         }
         let still_running = self
             .threads
@@ -359,6 +371,20 @@ mod tests {
             0,
             "a timed-out waiter is no longer queued"
         );
+    }
+
+    #[test]
+    fn a_timed_out_thread_runs_before_the_one_that_just_yielded() {
+        let mut s = Scheduler::new(());
+        let a = s.spawn(()).unwrap();
+        s.block(Wait::Sleep, Some(50));
+        assert_eq!(s.next(0), Next::Run(a));
+        s.yield_now();
+        assert_eq!(s.next(10), Next::Run(a), "nobody else is ready");
+        s.yield_now();
+        assert_eq!(s.next(60), Next::Run(MAIN), "the sleeper's deadline passed");
+        s.yield_now();
+        assert_eq!(s.next(60), Next::Run(a));
     }
 
     #[test]
