@@ -313,6 +313,12 @@ pub fn set_periodic_timer(period_ns: u64) -> Result<(), Errno> {
     .map(|_| ())
 }
 
+/// vcpu_op(VCPUOP_stop_periodic_timer, 0): no more periodic VIRQ_TIMER on vCPU 0.
+pub fn stop_periodic_timer() -> Result<(), Errno> {
+    // SAFETY: takes no argument.
+    check(unsafe { hypercall(nr::VCPU_OP, vcpuop::STOP_PERIODIC_TIMER, 0, 0, 0, 0) }).map(|_| ())
+}
+
 /// xen_version(XENVER_version): (major, minor).
 pub fn xen_version() -> (u16, u16) {
     // SAFETY: XENVER_version (0) takes no buffer.
@@ -325,6 +331,7 @@ pub fn xen_version() -> (u16, u16) {
 pub(crate) mod vcpuop {
     pub const GET_RUNSTATE_INFO: usize = 4;
     pub const SET_PERIODIC_TIMER: usize = 6;
+    pub const STOP_PERIODIC_TIMER: usize = 7;
 }
 
 /// `RUNSTATE_*` (public/vcpu.h): the indices of [`RunstateInfo::time`].

@@ -88,7 +88,9 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
         }
         let s = g.as_mut().expect("the scheduler is not removed");
         s.wake_polls();
-        match s.next(xen::time::now_ns()) {
+        let next = s.next(xen::time::now_ns());
+        crate::preempt::tick(matches!(next, Next::Run(_)));
+        match next {
             Next::Run(tid) if tid == me => return,
             Next::Run(tid) => {
                 let from: *mut u64 = match s.data_mut(me) {

@@ -13,7 +13,7 @@
 //! it). From then on, Xen's periodic timer raises an event every [`TICK_NS`]; the event upcall
 //! ([`arch::traps::set_upcall_handler`]) finds the count at 0 (app code was interrupted) and
 //! calls the scheduler's handler, which yields; anywhere else upcalls are masked, so it does not
-//! fire.
+//! fire. The tick is stopped while the vCPU idles ([`tick`]).
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use xen::start_info::layout;
@@ -26,6 +26,9 @@ static DEPTH: AtomicU32 = AtomicU32::new(0);
 
 /// Whether preemption is on (upcalls unmasked in app code).
 static ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether the periodic timer runs (off while the vCPU idles: nothing to preempt).
+static TICKING: AtomicBool = AtomicBool::new(false);
 
 fn set_upcall_mask(masked: bool) {
     if let Some(s) = xen::start_info::shared_info() {
@@ -94,7 +97,21 @@ pub(crate) fn start(handler: arch::traps::UpcallHandler) {
         return;
     }
     arch::traps::set_upcall_handler(handler);
-    if let Err(e) = arch::hypercall::set_periodic_timer(TICK_NS) {
-        xen::println!("xenrt: periodic timer: {e} (threads are not preempted)");
+    tick(true);
+}
+
+/// Starts (`true`) or stops the preemption tick, once preemption is on: the scheduler stops it
+/// while every thread is blocked, so an idle guest is not woken 100 times a second.
+pub(crate) fn tick(on: bool) {
+    if !ON.load(Ordering::SeqCst) || TICKING.swap(on, Ordering::SeqCst) == on {
+        return;
+    }
+    let r = if on {
+        arch::hypercall::set_periodic_timer(TICK_NS)
+    } else {
+        arch::hypercall::stop_periodic_timer()
+    };
+    if let Err(e) = r {
+        xen::println!("xenrt: periodic timer: {e}");
     }
 }
