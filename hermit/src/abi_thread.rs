@@ -2,10 +2,11 @@
 //! `mpsc` (spawn, join, yield, sleep, futex wait/wake), over the bookkeeping in
 //! [`crate::sched`] and the stack switch in [`arch::context`].
 //!
-//! Scheduling is cooperative: a thread runs until it blocks (futex wait, join, sleep,
-//! [`park_until`]) or yields; then the next ready thread runs (FIFO). When no thread is ready
-//! the vCPU blocks in Xen ([`xen::sched::poll_once`]) until the earliest deadline or an event,
-//! never spinning. A thread that computes without blocking keeps the vCPU (no preemption).
+//! A thread runs until it blocks (futex wait, join, sleep, [`park_until`]) or yields, or, in app
+//! code, until the 10 ms preemption tick ([`crate::preempt`]) makes it yield; then the next
+//! ready thread runs (FIFO). When no thread is ready the vCPU blocks in Xen
+//! ([`xen::sched::poll_once`]) until the earliest deadline or an event, never spinning, with
+//! the tick stopped. All of this runs inside runtime sections, never preempted itself.
 //!
 //! Each spawned thread has its own stack (the size std asks for, at least [`MIN_STACK`], from
 //! the heap, no guard page) and its own TLS block (a copy of the template, see
@@ -108,8 +109,9 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
                 // SAFETY: `from` is the boxed rsp slot of this thread's record, which lives
                 // until this thread is joined (after it ended, so after this write); `to` was
                 // saved by `switch` when thread `tid` left the vCPU, or made by init_stack,
-                // and its stack is freed only after it ends. One vCPU and no preemption: no
-                // one touches the scheduler between the unlock and the switch.
+                // and its stack is freed only after it ends. One vCPU, and this runs in a
+                // runtime section (upcalls masked): no one touches the scheduler between the
+                // unlock and the switch.
                 unsafe { arch::context::switch(from, to) };
                 free_dead();
                 return;
@@ -370,8 +372,8 @@ pub extern "C" fn sys_available_parallelism() -> usize {
 /// Futex wait: if the u32 at `address` still holds `expected`, blocks the thread until a
 /// `sys_futex_wake` on that address (0) or the timeout (-ETIMEDOUT; relative with
 /// FUTEX_RELATIVE_TIMEOUT, else absolute monotonic time); -EAGAIN if the value differs. The
-/// check and the block are one step: no other thread runs in between (one vCPU, no
-/// preemption).
+/// check and the block are one step: no other thread runs in between (one vCPU, and a
+/// runtime section is not preempted).
 ///
 /// # Safety
 /// `address` is valid for reading a u32; `timeout` is null or valid.

@@ -25,7 +25,8 @@
 //!   HashMap seeds, **not** cryptographic;
 //! - threads: `sys_spawn2`/`sys_spawn`, `sys_join`, `sys_yield`, `sys_usleep`/`sys_nanosleep`,
 //!   `sys_futex_wait`/`sys_futex_wake` (std's Mutex, Condvar, park, mpsc), one TLS block and
-//!   stack per thread, scheduled cooperatively on the one vCPU ([`sched`], `abi_thread`);
+//!   stack per thread, scheduled on the one vCPU ([`sched`], `abi_thread`): at blocking calls,
+//!   and preempted in app code by a 10 ms timer tick (`preempt`);
 //!   [`park_until`] is the blocking wait for code waiting on events;
 //! - arguments: `argv[0]` is `xenrt`, then the words after `--` on the xl `extra=` line
 //!   ([`xen::cmdline::args`]); the environment is empty.
