@@ -294,6 +294,31 @@ pub fn set_timer(deadline_ns: u64) -> Result<(), Errno> {
     check(unsafe { hypercall(nr::SET_TIMER_OP, deadline_ns as usize, 0, 0, 0, 0) }).map(|_| ())
 }
 
+/// vcpu_op(VCPUOP_set_periodic_timer, 0): VIRQ_TIMER every `period_ns` nanoseconds on vCPU 0
+/// (the thread scheduler's preemption tick), besides the one-shot timer.
+pub fn set_periodic_timer(period_ns: u64) -> Result<(), Errno> {
+    let arg: u64 = period_ns;
+    // SAFETY: Xen reads one vcpu_set_periodic_timer (a u64) from `arg`, which lives across the
+    // call.
+    check(unsafe {
+        hypercall(
+            nr::VCPU_OP,
+            vcpuop::SET_PERIODIC_TIMER,
+            0,
+            &arg as *const u64 as usize,
+            0,
+            0,
+        )
+    })
+    .map(|_| ())
+}
+
+/// vcpu_op(VCPUOP_stop_periodic_timer, 0): no more periodic VIRQ_TIMER on vCPU 0.
+pub fn stop_periodic_timer() -> Result<(), Errno> {
+    // SAFETY: takes no argument.
+    check(unsafe { hypercall(nr::VCPU_OP, vcpuop::STOP_PERIODIC_TIMER, 0, 0, 0, 0) }).map(|_| ())
+}
+
 /// xen_version(XENVER_version): (major, minor).
 pub fn xen_version() -> (u16, u16) {
     // SAFETY: XENVER_version (0) takes no buffer.
@@ -305,6 +330,8 @@ pub fn xen_version() -> (u16, u16) {
 #[allow(missing_docs)]
 pub(crate) mod vcpuop {
     pub const GET_RUNSTATE_INFO: usize = 4;
+    pub const SET_PERIODIC_TIMER: usize = 6;
+    pub const STOP_PERIODIC_TIMER: usize = 7;
 }
 
 /// `RUNSTATE_*` (public/vcpu.h): the indices of [`RunstateInfo::time`].

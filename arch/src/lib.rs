@@ -6,6 +6,8 @@
 //! architecture-neutral: no other crate mentions the architecture.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(any(target_os = "none", target_os = "hermit"))]
+pub mod context;
 pub mod cpu;
 #[cfg(any(target_os = "none", target_os = "hermit"))]
 pub mod entry;

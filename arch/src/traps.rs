@@ -11,6 +11,12 @@
 //! unmasks them only inside `SCHEDOP_block`, which Xen does atomically. When the upcall then
 //! fires, [`event_callback`] returns at once with the saved IF cleared, so the iret hypercall
 //! masks upcalls again; the runtime's idle loop scans the pending bits itself.
+//!
+//! Unless an upcall handler is installed ([`set_upcall_handler`], by the std runtime's thread
+//! scheduler for preemption, which then runs app code with upcalls unmasked): then the callback
+//! saves every general register and the FPU/SSE state (fxsave) on the current stack, calls the
+//! handler (which may switch to another thread and come back much later), restores them and
+//! returns with upcalls unmasked if the handler says so, masked otherwise.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -93,6 +99,20 @@ pub type Handler = fn(&TrapFrame) -> !;
 
 static HANDLER: AtomicUsize = AtomicUsize::new(0);
 
+/// What the event callback calls when installed: returns whether to return with upcalls
+/// unmasked (true) or masked (false). Runs with upcalls masked, on the interrupted stack.
+pub type UpcallHandler = fn() -> bool;
+
+/// The installed upcall handler (0: none; the callback's fast path). Read by the callback's
+/// assembly, hence the fixed name.
+#[no_mangle]
+static XENRT_UPCALL_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the event-upcall handler (see the module doc).
+pub fn set_upcall_handler(h: UpcallHandler) {
+    XENRT_UPCALL_HANDLER.store(h as usize, Ordering::Release);
+}
+
 /// Installs the fault handler (the runtime's, which prints and crashes the domain).
 pub fn set_handler(h: Handler) {
     HANDLER.store(h as usize, Ordering::Release);
@@ -136,6 +156,20 @@ mod imp {
         hypercall::shutdown(hypercall::ShutdownReason::Crash);
         loop {
             hypercall::yield_cpu();
+        }
+    }
+
+    /// The event callback's slow path: `rflags` is the saved flags of the interrupted code.
+    #[no_mangle]
+    extern "C" fn xenrt_upcall(rflags: &mut u64) {
+        let h = XENRT_UPCALL_HANDLER.load(Ordering::Acquire);
+        let unmask = h != 0 && {
+            // SAFETY: only `set_upcall_handler` stores here, always a valid `UpcallHandler`.
+            let h: UpcallHandler = unsafe { core::mem::transmute::<usize, UpcallHandler>(h) };
+            h()
+        };
+        if !unmask {
+            *rflags &= !0x200;
         }
     }
 
@@ -210,14 +244,59 @@ mod imp {
         call xenrt_trap
         ud2
 
-        /* Event upcall: return at once, with IF clear in the saved flags so that the iret
-           hypercall leaves upcalls masked (the idle loop polls the pending bits). */
+        /* Event upcall. No handler: return at once, with IF clear in the saved flags so that
+           the iret hypercall leaves upcalls masked (the idle loop polls the pending bits).
+           With one: save all registers and the FPU/SSE state, call xenrt_upcall(&saved
+           rflags), restore, return. */
         .global xenrt_event_callback
     xenrt_event_callback:
         mov (%rsp), %rcx
         mov 8(%rsp), %r11
         add $16, %rsp
+        cmpq $0, XENRT_UPCALL_HANDLER(%rip)
+        jne 2f
         andq $~0x200, 16(%rsp)
+        pushq $0
+        jmp hypercall_page + 23 * 32
+    2:
+        push %rax
+        push %rbx
+        push %rcx
+        push %rdx
+        push %rsi
+        push %rdi
+        push %rbp
+        push %r8
+        push %r9
+        push %r10
+        push %r11
+        push %r12
+        push %r13
+        push %r14
+        push %r15
+        mov %rsp, %rbp
+        lea 136(%rsp), %rdi         /* 15 registers, rip, cs: then the saved rflags */
+        sub $512, %rsp
+        and $-16, %rsp
+        fxsave64 (%rsp)
+        call xenrt_upcall
+        fxrstor64 (%rsp)
+        mov %rbp, %rsp
+        pop %r15
+        pop %r14
+        pop %r13
+        pop %r12
+        pop %r11
+        pop %r10
+        pop %r9
+        pop %r8
+        pop %rbp
+        pop %rdi
+        pop %rsi
+        pop %rdx
+        pop %rcx
+        pop %rbx
+        pop %rax
         pushq $0
         jmp hypercall_page + 23 * 32
 

@@ -7,13 +7,12 @@
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::c_char;
-use core::sync::atomic::Ordering;
 use xen::boot::ExitCode;
 
 use crate::errno::fail;
 
 const EBADF: i32 = 9;
-const EINVAL: i32 = 22;
+pub(crate) const EINVAL: i32 = 22;
 
 /// hermit-abi's clock ids.
 const CLOCK_REALTIME: i32 = 1;
@@ -23,11 +22,6 @@ xen::main!(start, net::stack::KEYS);
 
 extern "C" {
     fn runtime_entry(argc: i32, argv: *const *const c_char, env: *const *const c_char) -> !;
-    static __tdata_start: u8;
-    static __tdata_end: u8;
-    /// Absolute symbols (link.ld): their address is the value.
-    static __tls_memsz: u8;
-    static __tls_align: u8;
 }
 
 /// The app's `main` as xenrt's boot sees it: prepares what std expects, then runs the program.
@@ -37,7 +31,7 @@ fn start() -> ExitCode {
         return ExitCode::Crash;
     }
     crate::entropy::seed(arch::cpu::rdtsc() ^ xen::time::wallclock_ns());
-    if let Err(e) = setup_tls() {
+    if let Err(e) = crate::tls::setup_main() {
         xen::println!("xenrt: thread-local storage: {e}");
         return ExitCode::Crash;
     }
@@ -55,30 +49,6 @@ fn start() -> ExitCode {
     unsafe { runtime_entry(argc, argv.as_ptr(), envp.as_ptr()) }
 }
 
-/// Copies the TLS template into a block from the heap and points FS at its end (x86_64 TLS
-/// variant II: the block ends at the thread pointer, whose first word points at itself).
-fn setup_tls() -> Result<(), &'static str> {
-    let start = core::ptr::addr_of!(__tdata_start);
-    let filesz = core::ptr::addr_of!(__tdata_end) as usize - start as usize;
-    let memsz = core::ptr::addr_of!(__tls_memsz) as usize;
-    let align = (core::ptr::addr_of!(__tls_align) as usize).max(16);
-    let image = memsz.next_multiple_of(align);
-    let layout = Layout::from_size_align(image + 64, align).map_err(|_| "bad TLS layout")?;
-    // SAFETY: a non-zero-sized layout.
-    let block = unsafe { xen::mm::HEAP.alloc_zeroed(layout) };
-    if block.is_null() {
-        return Err("out of memory");
-    }
-    // SAFETY: the template is filesz bytes of our image; the block has image + 64 zeroed bytes,
-    // is never freed, and image >= memsz >= filesz.
-    unsafe {
-        core::ptr::copy_nonoverlapping(start, block.add(image - memsz), filesz);
-        let tp = block.add(image);
-        (tp as *mut u64).write(tp as u64);
-        arch::hypercall::set_fs_base(tp as u64).map_err(|_| "set_segment_base failed")
-    }
-}
-
 fn console(fd: i32, bytes: &[u8]) -> isize {
     match fd {
         1 | 2 => {
@@ -94,6 +64,7 @@ fn console(fd: i32, bytes: &[u8]) -> isize {
 /// `buf` is valid for `len` bytes (std's contract).
 #[no_mangle]
 pub unsafe extern "C" fn sys_write(fd: i32, buf: *const u8, len: usize) -> isize {
+    let _k = crate::preempt::enter();
     if buf.is_null() && len > 0 {
         return fail(EINVAL);
     }
@@ -113,6 +84,7 @@ pub struct IoVec {
 /// `iov` is valid for `iovcnt` entries, each valid for its length.
 #[no_mangle]
 pub unsafe extern "C" fn sys_writev(fd: i32, iov: *const IoVec, iovcnt: usize) -> isize {
+    let _k = crate::preempt::enter();
     if iov.is_null() && iovcnt > 0 {
         return fail(EINVAL);
     }
@@ -130,6 +102,7 @@ pub unsafe extern "C" fn sys_writev(fd: i32, iov: *const IoVec, iovcnt: usize) -
 /// `buf` is valid for writing `len` bytes (stdin is empty: end of file).
 #[no_mangle]
 pub unsafe extern "C" fn sys_read(fd: i32, buf: *mut u8, len: usize) -> isize {
+    let _k = crate::preempt::enter();
     match fd {
         0 => 0,
         _ if crate::sys_net::is_socket(fd) && !buf.is_null() => {
@@ -155,6 +128,7 @@ unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
 
 #[no_mangle]
 pub extern "C" fn sys_exit(status: i32) -> ! {
+    let _k = crate::preempt::enter();
     if status != 0 {
         xen::println!("xenrt: exit status {status}");
     }
@@ -163,6 +137,7 @@ pub extern "C" fn sys_exit(status: i32) -> ! {
 
 #[no_mangle]
 pub extern "C" fn sys_abort() -> ! {
+    let _k = crate::preempt::enter();
     xen::println!("xenrt: abort");
     xen::boot::exit(ExitCode::Crash)
 }
@@ -176,6 +151,7 @@ pub extern "C" fn sys_get_errno() -> i32 {
 /// std's allocator contract: `align` is a power of two.
 #[no_mangle]
 pub unsafe extern "C" fn sys_malloc(size: usize, align: usize) -> *mut u8 {
+    let _k = crate::preempt::enter();
     match Layout::from_size_align(size.max(1), align) {
         // SAFETY: a valid, non-zero-sized layout.
         Ok(l) => unsafe { xen::mm::HEAP.alloc(l) },
@@ -187,6 +163,7 @@ pub unsafe extern "C" fn sys_malloc(size: usize, align: usize) -> *mut u8 {
 /// `ptr` came from `sys_malloc`/`sys_realloc` with this size and alignment.
 #[no_mangle]
 pub unsafe extern "C" fn sys_free(ptr: *mut u8, size: usize, align: usize) {
+    let _k = crate::preempt::enter();
     if let Ok(l) = Layout::from_size_align(size.max(1), align) {
         // SAFETY: the caller's guarantee.
         unsafe { xen::mm::HEAP.dealloc(ptr, l) }
@@ -202,6 +179,7 @@ pub unsafe extern "C" fn sys_realloc(
     align: usize,
     new_size: usize,
 ) -> *mut u8 {
+    let _k = crate::preempt::enter();
     match Layout::from_size_align(size.max(1), align) {
         // SAFETY: the caller's guarantee; new_size is at least 1.
         Ok(l) => unsafe { xen::mm::HEAP.realloc(ptr, l, new_size.max(1)) },
@@ -213,6 +191,7 @@ pub unsafe extern "C" fn sys_realloc(
 /// `buf` is valid for `len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn sys_read_entropy(buf: *mut u8, len: usize, _flags: u32) -> isize {
+    let _k = crate::preempt::enter();
     if buf.is_null() && len > 0 {
         return fail(EINVAL);
     }
@@ -230,10 +209,25 @@ pub struct Timespec {
     nsec: i32,
 }
 
+impl Timespec {
+    /// The duration in nanoseconds (saturating); `None` if a field is negative.
+    pub(crate) fn as_ns(&self) -> Option<u64> {
+        if self.sec < 0 || self.nsec < 0 {
+            return None;
+        }
+        Some(
+            (self.sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(self.nsec as u64),
+        )
+    }
+}
+
 /// # Safety
 /// `tp` is valid for writing a `timespec`.
 #[no_mangle]
 pub unsafe extern "C" fn sys_clock_gettime(clock: i32, tp: *mut Timespec) -> i32 {
+    let _k = crate::preempt::enter();
     let ns = match clock {
         CLOCK_MONOTONIC => xen::time::now_ns(),
         CLOCK_REALTIME => xen::time::wallclock_ns(),
@@ -251,63 +245,7 @@ pub unsafe extern "C" fn sys_clock_gettime(clock: i32, tp: *mut Timespec) -> i32
     0
 }
 
-const EAGAIN: i32 = 11;
-const ETIMEDOUT: i32 = 110;
+pub(crate) const EAGAIN: i32 = 11;
+pub(crate) const ETIMEDOUT: i32 = 110;
 /// hermit-abi's `FUTEX_RELATIVE_TIMEOUT` flag.
-const FUTEX_RELATIVE_TIMEOUT: u32 = 1;
-
-/// Futex wait, for a program with one thread (threads are a later step): if the value still
-/// matches, nobody can change it, so a timed wait sleeps out its timeout and an untimed one is a
-/// deadlock, reported and ended as a crash rather than a hang.
-///
-/// # Safety
-/// `address` is valid for reading a u32; `timeout` is null or valid.
-#[no_mangle]
-pub unsafe extern "C" fn sys_futex_wait(
-    address: *mut u32,
-    expected: u32,
-    timeout: *const Timespec,
-    flags: u32,
-) -> i32 {
-    if address.is_null() || flags & !FUTEX_RELATIVE_TIMEOUT != 0 {
-        return fail(EINVAL) as i32;
-    }
-    // SAFETY: the caller passes a valid futex word; std accesses it atomically.
-    let word = unsafe { core::sync::atomic::AtomicU32::from_ptr(address) };
-    if word.load(Ordering::SeqCst) != expected {
-        return fail(EAGAIN) as i32;
-    }
-    if timeout.is_null() {
-        xen::println!("xenrt: futex_wait with no timeout and no other thread: deadlock");
-        xen::boot::exit(ExitCode::Crash);
-    }
-    // SAFETY: non-null, so a valid timespec.
-    let t = unsafe { timeout.read() };
-    if t.sec < 0 || t.nsec < 0 {
-        return fail(EINVAL) as i32;
-    }
-    let ns = (t.sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(t.nsec as u64);
-    let deadline = if flags & FUTEX_RELATIVE_TIMEOUT != 0 {
-        xen::time::now_ns().saturating_add(ns)
-    } else {
-        ns
-    };
-    while xen::time::now_ns() < deadline {
-        xen::sched::block(xen::sched::Until::AnyEvent, Some(deadline));
-    }
-    fail(ETIMEDOUT) as i32
-}
-
-/// Futex wake: with one thread there is never a waiter.
-///
-/// # Safety
-/// Always safe: the address is not dereferenced.
-#[no_mangle]
-pub unsafe extern "C" fn sys_futex_wake(address: *mut u32, count: i32) -> i32 {
-    if address.is_null() || count < 0 {
-        return fail(EINVAL) as i32;
-    }
-    0
-}
+pub(crate) const FUTEX_RELATIVE_TIMEOUT: u32 = 1;

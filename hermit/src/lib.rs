@@ -23,6 +23,11 @@
 //! - time: `sys_clock_gettime` (monotonic: Xen system time; realtime: Xen's wall clock);
 //! - entropy: `sys_read_entropy` from a generator seeded by the TSC and the wall clock: fine for
 //!   HashMap seeds, **not** cryptographic;
+//! - threads: `sys_spawn2`/`sys_spawn`, `sys_join`, `sys_yield`, `sys_usleep`/`sys_nanosleep`,
+//!   `sys_futex_wait`/`sys_futex_wake` (std's Mutex, Condvar, park, mpsc), one TLS block and
+//!   stack per thread, scheduled on the one vCPU ([`sched`], `abi_thread`): at blocking calls,
+//!   and preempted in app code by a 10 ms timer tick (`preempt`);
+//!   [`park_until`] is the blocking wait for code waiting on events;
 //! - arguments: `argv[0]` is `xenrt`, then the words after `--` on the xl `extra=` line
 //!   ([`xen::cmdline::args`]); the environment is empty.
 //!
@@ -34,17 +39,27 @@ extern crate alloc;
 
 #[cfg(target_os = "hermit")]
 mod abi;
+#[cfg(target_os = "hermit")]
+mod abi_thread;
 pub mod entropy;
 #[cfg(target_os = "hermit")]
 mod errno;
 pub mod layout;
+#[cfg(target_os = "hermit")]
+mod preempt;
+pub mod sched;
 pub mod sock;
 #[cfg(target_os = "hermit")]
 mod sockets;
 #[cfg(target_os = "hermit")]
 mod sys_net;
 #[cfg(target_os = "hermit")]
+mod tls;
+#[cfg(target_os = "hermit")]
 pub mod wait;
+
+#[cfg(target_os = "hermit")]
+pub use abi_thread::park_until;
 
 use alloc::vec::Vec;
 

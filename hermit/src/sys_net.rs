@@ -12,13 +12,15 @@ use crate::layout::{Addrinfo, Pollfd};
 use crate::sock::{consts::*, decode_addr, encode_addr, errno::*, numeric_host};
 use crate::sockets::{Res, Sockets};
 
-/// The socket layer's state, for the one thread there is.
+/// The socket layer's state.
 struct Global(RefCell<Sockets>);
 
-// SAFETY: xenrt runs std programs on one vCPU and (for now) one thread, and no socket call runs
-// from an event handler, so the cell is never reached from two contexts at once. The thread
-// scheduler (hermit/src/sched.rs) must replace this with a lock before a second thread can
-// make socket calls.
+// SAFETY: xenrt runs std programs on one vCPU. Every socket call below runs inside a runtime
+// section (`preempt::enter`: the scheduler does not preempt it), and a call that must wait does
+// so in `wait::until`, which blocks the vCPU in Xen without switching threads; no socket call
+// runs from an event handler. So the cell is never reached from two threads at once. The price
+// (until `wait::until` parks the thread instead, which needs this state split so that no
+// borrow is held across the wait): a thread blocked in a socket call holds up the others.
 unsafe impl Sync for Global {}
 
 static STATE: Global = Global(RefCell::new(Sockets::new()));
@@ -86,6 +88,7 @@ unsafe fn put_addr(bytes: &[u8], addr: *mut u8, len: *mut u32) {
 
 #[no_mangle]
 pub extern "C" fn sys_socket(domain: i32, ty: i32, protocol: i32) -> i32 {
+    let _k = crate::preempt::enter();
     ret(with(|s| s.socket(domain, ty, protocol)))
 }
 
@@ -93,6 +96,7 @@ pub extern "C" fn sys_socket(domain: i32, ty: i32, protocol: i32) -> i32 {
 /// `name` is valid for `namelen` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn sys_bind(fd: i32, name: *const u8, namelen: u32) -> i32 {
+    let _k = crate::preempt::enter();
     // SAFETY: the caller's guarantee.
     let b = unsafe { addr_bytes(name, namelen) };
     ret(b
@@ -102,6 +106,7 @@ pub unsafe extern "C" fn sys_bind(fd: i32, name: *const u8, namelen: u32) -> i32
 
 #[no_mangle]
 pub extern "C" fn sys_listen(fd: i32, backlog: i32) -> i32 {
+    let _k = crate::preempt::enter();
     ret(with(|s| s.listen(fd, backlog)))
 }
 
@@ -109,6 +114,7 @@ pub extern "C" fn sys_listen(fd: i32, backlog: i32) -> i32 {
 /// `addr` is null or valid for `*addrlen` bytes; `addrlen` is null or valid.
 #[no_mangle]
 pub unsafe extern "C" fn sys_accept(fd: i32, addr: *mut u8, addrlen: *mut u32) -> i32 {
+    let _k = crate::preempt::enter();
     ret(with(|s| s.accept(fd)).map(|(new, peer)| {
         if let Some(p) = peer {
             // SAFETY: the caller's guarantee.
@@ -122,6 +128,7 @@ pub unsafe extern "C" fn sys_accept(fd: i32, addr: *mut u8, addrlen: *mut u32) -
 /// `name` is valid for `namelen` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn sys_connect(fd: i32, name: *const u8, namelen: u32) -> i32 {
+    let _k = crate::preempt::enter();
     // SAFETY: the caller's guarantee.
     let b = unsafe { addr_bytes(name, namelen) };
     ret(b
@@ -133,6 +140,7 @@ pub unsafe extern "C" fn sys_connect(fd: i32, name: *const u8, namelen: u32) -> 
 /// `buf` is valid for writing `len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn sys_recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize {
+    let _k = crate::preempt::enter();
     if buf.is_null() && len > 0 {
         return crate::errno::fail(EFAULT);
     }
@@ -149,6 +157,7 @@ pub unsafe extern "C" fn sys_recv(fd: i32, buf: *mut u8, len: usize, flags: i32)
 /// `buf` is valid for `len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn sys_send(fd: i32, buf: *const c_void, len: usize, _flags: i32) -> isize {
+    let _k = crate::preempt::enter();
     if buf.is_null() && len > 0 {
         return crate::errno::fail(EFAULT);
     }
@@ -163,6 +172,7 @@ pub unsafe extern "C" fn sys_send(fd: i32, buf: *const c_void, len: usize, _flag
 
 #[no_mangle]
 pub extern "C" fn sys_close(fd: i32) -> i32 {
+    let _k = crate::preempt::enter();
     if (0..=2).contains(&fd) {
         return 0;
     }
@@ -171,11 +181,13 @@ pub extern "C" fn sys_close(fd: i32) -> i32 {
 
 #[no_mangle]
 pub extern "C" fn sys_dup(fd: i32) -> i32 {
+    let _k = crate::preempt::enter();
     ret(with(|s| s.dup(fd)))
 }
 
 #[no_mangle]
 pub extern "C" fn sys_shutdown(fd: i32, how: i32) -> i32 {
+    let _k = crate::preempt::enter();
     ret(with(|s| s.shutdown(fd, how)))
 }
 
@@ -189,6 +201,7 @@ pub unsafe extern "C" fn sys_setsockopt(
     optval: *const c_void,
     optlen: u32,
 ) -> i32 {
+    let _k = crate::preempt::enter();
     // SAFETY: the caller's guarantee.
     let v = unsafe { addr_bytes(optval.cast(), optlen) };
     ret(v.and_then(|v| with(|s| s.setsockopt(fd, level, name, v))))
@@ -204,6 +217,7 @@ pub unsafe extern "C" fn sys_getsockopt(
     optval: *mut c_void,
     optlen: *mut u32,
 ) -> i32 {
+    let _k = crate::preempt::enter();
     if optval.is_null() || optlen.is_null() {
         return crate::errno::fail(EFAULT) as i32;
     }
@@ -218,6 +232,7 @@ pub unsafe extern "C" fn sys_getsockopt(
 /// `name` is null or valid for `*namelen` bytes; `namelen` is null or valid.
 #[no_mangle]
 pub unsafe extern "C" fn sys_getpeername(fd: i32, name: *mut u8, namelen: *mut u32) -> i32 {
+    let _k = crate::preempt::enter();
     ret(with(|s| s.peer(fd)).map(|a| {
         // SAFETY: the caller's guarantee.
         unsafe { put_addr(&encode_addr(&a), name, namelen) };
@@ -229,6 +244,7 @@ pub unsafe extern "C" fn sys_getpeername(fd: i32, name: *mut u8, namelen: *mut u
 /// `name` is null or valid for `*namelen` bytes; `namelen` is null or valid.
 #[no_mangle]
 pub unsafe extern "C" fn sys_getsockname(fd: i32, name: *mut u8, namelen: *mut u32) -> i32 {
+    let _k = crate::preempt::enter();
     ret(with(|s| s.local(fd)).map(|a| {
         // SAFETY: the caller's guarantee.
         unsafe { put_addr(&encode_addr(&a), name, namelen) };
@@ -238,6 +254,7 @@ pub unsafe extern "C" fn sys_getsockname(fd: i32, name: *mut u8, namelen: *mut u
 
 #[no_mangle]
 pub extern "C" fn sys_fcntl(fd: i32, cmd: i32, arg: i32) -> i32 {
+    let _k = crate::preempt::enter();
     ret(with(|s| s.fcntl(fd, cmd, arg)))
 }
 
@@ -245,6 +262,7 @@ pub extern "C" fn sys_fcntl(fd: i32, cmd: i32, arg: i32) -> i32 {
 /// For `FIONBIO`, `argp` points at an `int`.
 #[no_mangle]
 pub unsafe extern "C" fn sys_ioctl(fd: i32, cmd: i32, argp: *mut c_void) -> i32 {
+    let _k = crate::preempt::enter();
     if cmd != FIONBIO {
         return ret(Err(with(|s| {
             Err::<(), _>(s.unsupported("ioctl other than FIONBIO", EINVAL))
@@ -261,6 +279,7 @@ pub unsafe extern "C" fn sys_ioctl(fd: i32, cmd: i32, argp: *mut c_void) -> i32 
 
 #[no_mangle]
 pub extern "C" fn sys_eventfd(initval: u64, flags: i16) -> i32 {
+    let _k = crate::preempt::enter();
     ret(with(|s| s.eventfd(initval, flags)))
 }
 
@@ -268,6 +287,7 @@ pub extern "C" fn sys_eventfd(initval: u64, flags: i16) -> i32 {
 /// `fds` is valid for `nfds` entries.
 #[no_mangle]
 pub unsafe extern "C" fn sys_poll(fds: *mut Pollfd, nfds: usize, timeout: i32) -> i32 {
+    let _k = crate::preempt::enter();
     if fds.is_null() && nfds > 0 {
         return crate::errno::fail(EFAULT) as i32;
     }
@@ -292,6 +312,7 @@ pub unsafe extern "C" fn sys_getaddrinfo(
     hints: *const Addrinfo,
     res: *mut *mut Addrinfo,
 ) -> i32 {
+    let _k = crate::preempt::enter();
     if res.is_null() {
         return EAI_FAMILY;
     }
@@ -347,6 +368,7 @@ pub unsafe extern "C" fn sys_getaddrinfo(
 /// `ai` is null or a list from `sys_getaddrinfo`, freed once.
 #[no_mangle]
 pub unsafe extern "C" fn sys_freeaddrinfo(ai: *mut Addrinfo) {
+    let _k = crate::preempt::enter();
     let mut p = ai;
     while !p.is_null() {
         // SAFETY: p came from Box::into_raw in sys_getaddrinfo, and its address from a boxed

@@ -1,10 +1,11 @@
 //! Blocking: how a socket call that must wait (accept, recv, connect, poll with a timeout)
 //! waits while the network keeps running.
 //!
-//! [`until`] is the one place a std program's thread waits for the network. Today (one
-//! thread) it runs the stack and blocks the vCPU in Xen between its events and deadlines; it is
-//! the seam where the thread scheduler (hermit/src/sched.rs, in progress) will instead park the
-//! calling thread and let others run.
+//! [`until`] is the one place a std program's thread waits for the network. It runs the stack
+//! and blocks the vCPU in Xen between its events and deadlines, without switching threads:
+//! while one thread waits in a socket call, the others do not run (the socket state is borrowed
+//! for the whole call, see `sys_net`). It is the seam where the call will instead park the
+//! thread ([`crate::park_until`]) once no borrow is held across the wait.
 
 use net::Net;
 

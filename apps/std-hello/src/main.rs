@@ -1,7 +1,126 @@
 //! std-hello: an ordinary std program. Prints a greeting, its arguments (the words after `--` in
-//! the xl `extra=` line) and the time it took, then exits with status 0. Arguments `exit N` make
-//! it exit with status N, `panic` makes it panic (for the tests of how a std program ends).
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+//! the xl `extra=` line), exercises threads (spawn/join, a Mutex counter, a Condvar handshake, an
+//! mpsc channel, sleep) and prints the time it took, then exits with status 0. Arguments
+//! `exit N` make it exit with status N, `panic` makes it panic (for the tests of how a std
+//! program ends).
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Threads on the runtime: each line printed is checked by the tests.
+fn threads() {
+    // Spawn and join, each thread returning a value computed with its own thread-locals.
+    thread_local!(static ID: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+    let handles: Vec<_> = (1..=4u64)
+        .map(|i| {
+            thread::spawn(move || {
+                ID.with(|id| id.set(i));
+                thread::yield_now();
+                ID.with(|id| id.get()) * 10
+            })
+        })
+        .collect();
+    let got: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    println!("threads joined: {got:?}");
+
+    // A Mutex<u64> incremented by 4 threads, 1000 times each, yielding inside the lock.
+    let counter = Arc::new(Mutex::new(0u64));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let c = Arc::clone(&counter);
+            thread::spawn(move || {
+                for i in 0..1000 {
+                    let mut g = c.lock().unwrap();
+                    *g += 1;
+                    if i % 100 == 0 {
+                        thread::yield_now();
+                    }
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    println!("mutex counter: {}", *counter.lock().unwrap());
+
+    // Condvar handshake: the main thread waits for a flag the other sets, then answers.
+    let pair = Arc::new((Mutex::new(0u32), Condvar::new()));
+    let p2 = Arc::clone(&pair);
+    let h = thread::spawn(move || {
+        let (m, cv) = &*p2;
+        *m.lock().unwrap() = 1;
+        cv.notify_one();
+        let g = cv.wait_while(m.lock().unwrap(), |v| *v != 2).unwrap();
+        *g
+    });
+    {
+        let (m, cv) = &*pair;
+        let mut g = cv.wait_while(m.lock().unwrap(), |v| *v != 1).unwrap();
+        *g = 2;
+        cv.notify_one();
+    }
+    println!("condvar handshake: {}", h.join().unwrap());
+
+    // mpsc: 3 producers, one consumer.
+    let (tx, rx) = mpsc::channel::<u64>();
+    for p in 0..3u64 {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            for i in 0..100 {
+                tx.send(p * 1000 + i).unwrap();
+            }
+        });
+    }
+    drop(tx);
+    let (n, sum) = rx.iter().fold((0, 0), |(n, s), v| (n + 1, s + v));
+    println!("mpsc received {n} messages, sum {sum}");
+
+    // Sleep: a sleeping thread lets another run; both wake on time.
+    let t0 = Instant::now();
+    let sleeper = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        t0.elapsed()
+    });
+    thread::sleep(Duration::from_millis(20));
+    let main_slept = t0.elapsed();
+    let other_slept = sleeper.join().unwrap();
+    let ok = main_slept >= Duration::from_millis(20) && other_slept >= Duration::from_millis(50);
+    println!(
+        "sleep: main {} ms, thread {} ms, {}",
+        main_slept.as_millis(),
+        other_slept.as_millis(),
+        if ok { "ok" } else { "TOO SHORT" }
+    );
+
+    // A timed Condvar wait that nobody notifies times out.
+    let (m, cv) = (Mutex::new(()), Condvar::new());
+    let (_g, r) = cv
+        .wait_timeout(m.lock().unwrap(), Duration::from_millis(10))
+        .unwrap();
+    println!("condvar wait_timeout timed out: {}", r.timed_out());
+
+    // Preemption: a thread that spins without blocking does not keep the main thread, whose
+    // sleep ends meanwhile, from running and stopping it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = Arc::clone(&stop);
+    let spinner = thread::spawn(move || {
+        let mut spins = 0u64;
+        while !s2.load(Ordering::Relaxed) {
+            spins += 1;
+            std::hint::spin_loop();
+        }
+        spins
+    });
+    let t0 = Instant::now();
+    thread::sleep(Duration::from_millis(30));
+    stop.store(true, Ordering::Relaxed);
+    let spins = spinner.join().unwrap();
+    println!(
+        "preemption: main ran again after {} ms, spinner stopped ({})",
+        t0.elapsed().as_millis(),
+        if spins > 0 { "it spun" } else { "it never ran" }
+    );
+}
 
 fn main() {
     let start = Instant::now();
@@ -22,5 +141,6 @@ fn main() {
         }
         _ => {}
     }
+    threads();
     println!("took {:?}", start.elapsed());
 }

@@ -50,6 +50,15 @@ fn main() {
             r.expect(r#"args: ["xenrt", "one", "two"]"#)?;
             r.expect("sum 1..=1000 = 500500")?;
             r.expect("unix time: ")?;
+            r.expect("threads joined: [10, 20, 30, 40]")?;
+            r.expect("mutex counter: 4000")?;
+            r.expect("condvar handshake: 2")?;
+            r.expect("mpsc received 300 messages, sum 314850")?;
+            r.expect(", ok")?;
+            r.expect("condvar wait_timeout timed out: true")?;
+            r.expect("spinner stopped (it spun)")?;
+            r.reject("TOO SHORT")?;
+            r.expect("took ")?;
             powered_off(&r)?;
             Ok(format!("[wall {:.2} s]", r.elapsed.as_secs_f64()))
         }),

@@ -30,6 +30,16 @@ fn main() {
             let c = g.console()?;
             expect(&c, "Hello from std on xenrt")?;
             expect(&c, r#"args: ["xenrt", "one", "two"]"#)?;
+            expect(&c, "threads joined: [10, 20, 30, 40]")?;
+            expect(&c, "mutex counter: 4000")?;
+            expect(&c, "condvar handshake: 2")?;
+            expect(&c, "mpsc received 300 messages, sum 314850")?;
+            expect(&c, ", ok")?;
+            expect(&c, "condvar wait_timeout timed out: true")?;
+            expect(&c, "spinner stopped (it spun)")?;
+            if c.contains("TOO SHORT") {
+                return Err("a thread's sleep ended early".into());
+            }
             expect(&c, "xenrt: exit poweroff")?;
             (end == "poweroff")
                 .then_some(String::new())
