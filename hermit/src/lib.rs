@@ -14,7 +14,7 @@
 //! builds `argv` from the command line and calls std's `runtime_entry(argc, argv, envp)`, which
 //! runs the program's `main` and ends in `sys_exit`.
 //!
-//! The surface implemented (this step: a single-threaded hello world):
+//! The surface implemented so far:
 //! - console: `sys_write`/`sys_writev` on fd 1 and 2 go to the Xen console; `sys_read` on fd 0
 //!   returns end of file;
 //! - exit: `sys_exit(0)` powers the domain off, any other status crashes it (the non-zero exit of
@@ -28,6 +28,12 @@
 //!   stack per thread, scheduled on the one vCPU ([`sched`], `abi_thread`): at blocking calls,
 //!   and preempted in app code by a 10 ms timer tick (`preempt`);
 //!   [`park_until`] is the blocking wait for code waiting on events;
+//! - sockets (`sockets`, `sys_net`): TCP over IPv4 and IPv6 on our stack (the first vif, from
+//!   the command line's `ip=`/`gw=`/`dns=` or DHCP, brought up at the first socket call),
+//!   blocking and non-blocking, `poll`, `eventfd` (mio's waker), `fcntl`/`ioctl(FIONBIO)`,
+//!   `dup`, `shutdown`, the common socket options, `getaddrinfo` for numeric hosts and
+//!   `localhost`; UDP, `MSG_PEEK` and DNS names return errors. A thread waiting in a socket call
+//!   holds up the other threads for now ([`wait`]);
 //! - arguments: `argv[0]` is `xenrt`, then the words after `--` on the xl `extra=` line
 //!   ([`xen::cmdline::args`]); the environment is empty.
 //!
