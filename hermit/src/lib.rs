@@ -37,7 +37,9 @@
 //! - arguments: `argv[0]` is `xenrt`, then the words after `--` on the xl `extra=` line
 //!   ([`xen::cmdline::args`]); the environment is empty.
 //!
-//! Everything else std may call returns `-ENOSYS` after one console line naming the call.
+//! A `sys_*` function a program links that is not here is a link error (no silent stub); the
+//! calls that are here refuse what they do not support with an errno, each named once on the
+//! console.
 #![no_std]
 #![deny(unsafe_code)]
 
