@@ -322,12 +322,13 @@ impl Sockets {
             (o.nonblock, o.rcv_timeout)
         };
         crate::wait::pump(&net);
-        let mut r = try_recv(&o, buf)?;
-        if r.is_none() && !nonblock {
-            let deadline = timeout.map(|t| xen::time::now_ns().saturating_add(t));
-            crate::wait::until(&net, deadline, || readable(&o));
-            r = try_recv(&o, buf)?;
-        }
+        let r = try_or_wait(
+            &net,
+            nonblock,
+            timeout,
+            || try_recv(&o, buf),
+            || readable(&o),
+        )?;
         r.ok_or(EAGAIN)
     }
 
@@ -343,12 +344,13 @@ impl Sockets {
             let o = o.borrow();
             (o.nonblock, o.snd_timeout)
         };
-        let mut r = try_send(&o, data)?;
-        if r.is_none() && !nonblock {
-            let deadline = timeout.map(|t| xen::time::now_ns().saturating_add(t));
-            crate::wait::until(&net, deadline, || writable(&o));
-            r = try_send(&o, data)?;
-        }
+        let r = try_or_wait(
+            &net,
+            nonblock,
+            timeout,
+            || try_send(&o, data),
+            || writable(&o),
+        )?;
         // Send now rather than at the next wait.
         crate::wait::pump(&net);
         r.ok_or(EAGAIN)
@@ -596,6 +598,25 @@ fn connect_done(o: &mut Obj) -> Option<Res<()>> {
             Some(Err(ECONNREFUSED))
         }
     }
+}
+
+/// Tries `attempt`; if it would block (None) on a blocking descriptor, waits while the stack
+/// runs until `ready()` or `timeout_ns` passes, then tries once more. None: it would still
+/// block (the caller's `EAGAIN`).
+fn try_or_wait<T>(
+    net: &Net,
+    nonblock: bool,
+    timeout_ns: Option<u64>,
+    mut attempt: impl FnMut() -> Res<Option<T>>,
+    ready: impl FnMut() -> bool,
+) -> Res<Option<T>> {
+    let r = attempt()?;
+    if r.is_some() || nonblock {
+        return Ok(r);
+    }
+    let deadline = timeout_ns.map(|t| xen::time::now_ns().saturating_add(t));
+    crate::wait::until(net, deadline, ready);
+    attempt()
 }
 
 fn try_recv(o: &Shared, buf: &mut [u8]) -> Res<Option<usize>> {
