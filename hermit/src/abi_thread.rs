@@ -22,7 +22,7 @@ use crate::tls::{new_block, Block};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use xen::boot::ExitCode;
 
 /// The smallest stack a thread gets, whatever it asks for.
@@ -76,20 +76,25 @@ fn free_dead() {
 fn reschedule(mut g: Guard, deadline: Option<u64>) {
     let Some(me) = g.as_ref().map(|s| s.current()) else {
         drop(g);
-        xen::sched::poll_once(deadline);
+        poll(deadline);
         return;
     };
     loop {
         let s = g.as_mut().expect("the scheduler is not removed");
         if s.has_polls() {
-            // Threads parked until events: let pending events in (never blocking here) so that
-            // they re-check their conditions.
+            // Threads parked until events: let pending events in (never blocking here); if
+            // any came, or a thread changed what they may wait for, they re-check their
+            // conditions. Not otherwise: a parked thread woken for nothing would spin.
             drop(g);
-            xen::sched::poll_once(Some(0));
+            poll(Some(0));
             g = lock();
+            if CHANGED.swap(false, Ordering::SeqCst) {
+                g.as_mut()
+                    .expect("the scheduler is not removed")
+                    .wake_polls();
+            }
         }
         let s = g.as_mut().expect("the scheduler is not removed");
-        s.wake_polls();
         let next = s.next(xen::time::now_ns());
         crate::preempt::tick(matches!(next, Next::Run(_)));
         match next {
@@ -119,7 +124,8 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
             }
             Next::Idle(deadline) => {
                 drop(g);
-                xen::sched::poll_once(deadline);
+                // Woken by an event or a deadline: the parked threads re-check (next turn).
+                poll(deadline);
                 g = lock();
             }
             Next::Deadlock => {
@@ -128,6 +134,25 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
                 xen::boot::exit(ExitCode::Crash);
             }
         }
+    }
+}
+
+/// Whether something may have made a parked thread's condition true since the parked threads
+/// last re-checked: events came (set by [`poll`]) or a thread changed state they may wait for
+/// (a socket call: data queued, a descriptor closed, an eventfd written: [`note_change`]).
+static CHANGED: AtomicBool = AtomicBool::new(false);
+
+/// Says that the running thread changed state that parked threads may wait for (see
+/// [`park_until`]): they re-check at the next switch.
+pub fn note_change() {
+    CHANGED.store(true, Ordering::SeqCst);
+}
+
+/// One turn of the idle loop ([`xen::sched::poll_once`]); events that came wake the parked
+/// threads at the next switch.
+fn poll(deadline: Option<u64>) {
+    if xen::sched::poll_once(deadline) {
+        note_change();
     }
 }
 
@@ -152,7 +177,8 @@ fn block(wait: Wait, deadline: Option<u64>) -> Woken {
 /// socket's data, a connection): the thread parks until the next dispatch of events (which
 /// happens when every thread is blocked, or at any switch while such a thread waits), then
 /// re-checks `ready` on its own stack. `ready` runs without the scheduler's lock held, so it
-/// may use the network stack, print, or allocate.
+/// may use the network stack, print, or allocate. A thread that makes another's condition
+/// true without an event (writes an eventfd, queues data) calls [`note_change`].
 pub fn park_until(deadline_ns: Option<u64>, mut ready: impl FnMut() -> bool) -> bool {
     let _k = crate::preempt::enter();
     loop {
@@ -308,7 +334,7 @@ pub extern "C" fn sys_yield() {
 }
 
 fn yield_now() {
-    xen::sched::poll_once(Some(0));
+    poll(Some(0));
     let mut g = lock();
     if let Some(s) = g.as_mut() {
         s.yield_now();

@@ -33,7 +33,7 @@
 //!   blocking and non-blocking, `poll`, `eventfd` (mio's waker), `fcntl`/`ioctl(FIONBIO)`,
 //!   `dup`, `shutdown`, the common socket options, `getaddrinfo` for numeric hosts and
 //!   `localhost`; UDP, `MSG_PEEK` and DNS names return errors. A thread waiting in a socket call
-//!   holds up the other threads for now ([`wait`]);
+//!   parks while the stack and the other threads run ([`wait`]);
 //! - arguments: `argv[0]` is `xenrt`, then the words after `--` on the xl `extra=` line
 //!   ([`xen::cmdline::args`]); the environment is empty.
 //!
