@@ -127,6 +127,9 @@ fn main() {
     println!("Hello from std on xenrt");
     let args: Vec<String> = std::env::args().collect();
     println!("args: {args:?}");
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    env.sort();
+    println!("env: {env:?}");
     let v: Vec<u64> = (1..=1000).collect();
     println!("sum 1..=1000 = {}", v.iter().sum::<u64>());
     if let Ok(t) = SystemTime::now().duration_since(UNIX_EPOCH) {

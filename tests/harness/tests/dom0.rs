@@ -45,9 +45,13 @@ fn main() {
         // A plain std program (x86_64-unknown-hermit std over the hermit crate): console, args
         // after `--`, heap, clocks, and its exit status and panics ending the domain.
         case("std_hello_runs_and_powers_off", || {
-            let r = boot_dom0("std-hello", "log=info -- one two")?;
+            let r = boot_dom0(
+                "std-hello",
+                "log=info -- GREETING=hi RUST_MIN_STACK=131072 one a=b",
+            )?;
             r.expect("Hello from std on xenrt")?;
-            r.expect(r#"args: ["xenrt", "one", "two"]"#)?;
+            r.expect(r#"args: ["xenrt", "one", "a=b"]"#)?;
+            r.expect(r#"env: [("GREETING", "hi"), ("RUST_MIN_STACK", "131072")]"#)?;
             r.expect("sum 1..=1000 = 500500")?;
             r.expect("unix time: ")?;
             r.expect("threads joined: [10, 20, 30, 40]")?;
