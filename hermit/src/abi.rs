@@ -145,6 +145,9 @@ pub extern "C" fn sys_exit(status: i32) -> ! {
 pub extern "C" fn sys_abort() -> ! {
     let _k = crate::preempt::enter();
     xen::println!("xenrt: abort");
+    // std calls this after printing a panic's message (panic=abort): the frames from here
+    // down are the panic machinery, then the program's.
+    xen::fault::print_backtrace(0, arch::cpu::frame_pointer());
     xen::boot::exit(ExitCode::Crash)
 }
 
