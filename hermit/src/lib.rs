@@ -50,6 +50,8 @@ extern crate alloc;
 #[cfg(target_os = "hermit")]
 mod abi;
 #[cfg(target_os = "hermit")]
+mod abi_rest;
+#[cfg(target_os = "hermit")]
 mod abi_thread;
 pub mod entropy;
 #[cfg(target_os = "hermit")]

@@ -131,6 +131,11 @@ impl Sockets {
         }
     }
 
+    /// Brings the stack up now (`sys_network_init`).
+    pub fn bring_up(&self) -> Res<i32> {
+        self.net().map(|_| 0)
+    }
+
     /// The stack if it is up (never brings it up).
     fn current_net(&self) -> Option<Net> {
         self.net.borrow().clone()

@@ -50,6 +50,11 @@ pub fn is_socket(fd: i32) -> bool {
     STATE.0.is_open(fd)
 }
 
+/// Brings the stack up (`sys_network_init`): 0 or `-errno`.
+pub fn network_init() -> i32 {
+    ret(with(|s| s.bring_up()))
+}
+
 /// `read` on a socket or eventfd.
 pub fn read(fd: i32, buf: &mut [u8]) -> isize {
     ret_size(with(|s| s.recv(fd, buf, 0)))

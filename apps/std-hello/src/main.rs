@@ -122,13 +122,81 @@ fn threads() {
     );
 }
 
+/// The hermit-abi calls std itself does not make (semaphores, mmap, ...), as a program
+/// written against the hermit-abi crate calls them.
+#[cfg(target_os = "hermit")]
+#[allow(unsafe_code, deprecated)]
+fn abi() {
+    use hermit_abi as h;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    // SAFETY (the whole block): each call gets valid pointers to our own locals.
+    unsafe {
+        println!(
+            "abi: pagesize {} pid {} cpus {}",
+            h::getpagesize(),
+            h::getpid(),
+            h::get_processor_count()
+        );
+        let mut p: *mut u8 = std::ptr::null_mut();
+        let r = h::mmap(10000, 3, &mut p);
+        let zero = r == 0 && std::slice::from_raw_parts(p, 10000).iter().all(|&b| b == 0);
+        p.write_bytes(7, 10000);
+        println!(
+            "abi: mmap {r} zeroed {zero} aligned {} exec {} mprotect-rw {} mprotect-ro {} munmap-part {} munmap {}",
+            p as usize % 4096 == 0,
+            h::mmap(4096, 4, &mut std::ptr::null_mut()),
+            h::mprotect(p, 4096, 3),
+            h::mprotect(p, 4096, 1),
+            h::munmap(p, 4096),
+            h::munmap(p, 10000)
+        );
+        let mut sem: h::sem_t = std::ptr::null();
+        let init = h::sem_init(&mut sem, 0, 0);
+        let try_empty = h::sem_trywait(&mut sem);
+        let past = h::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let timed = h::sem_timedwait(&mut sem, &past);
+        struct S(h::sem_t);
+        // SAFETY: the semaphore lives until after the join below.
+        unsafe impl Send for S {}
+        unsafe impl Sync for S {}
+        let shared = Arc::new(S(sem));
+        let got = Arc::new(AtomicU32::new(0));
+        let (s2, g2) = (shared.clone(), got.clone());
+        let t = std::thread::spawn(move || {
+            for _ in 0..3 {
+                let mut s = s2.0;
+                if h::sem_timedwait(&mut s, std::ptr::null()) == 0 {
+                    g2.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            let mut s = shared.0;
+            h::sem_post(&mut s);
+        }
+        let _ = t.join();
+        let mut s = shared.0;
+        println!(
+            "abi: sem init {init} trywait-empty {try_empty} timedwait-past {timed} posted-and-taken {} destroy {}",
+            got.load(Ordering::SeqCst),
+            h::sem_destroy(&mut s)
+        );
+        println!("abi: queue {} errno {}", h::init_queue(1), h::errno());
+    }
+}
+
 /// Recurses without end on a thread with a 64 KiB stack: the guard page below it must stop it
 /// (the domain crashes) before it writes over anything else.
 fn overflow() {
     #[allow(unconditional_recursion)]
     fn down(depth: u64) -> u64 {
         let frame = std::hint::black_box([depth as u8; 1024]);
-        if depth % 16 == 0 {
+        if depth.is_multiple_of(16) {
             println!("overflow: depth {depth}");
         }
         frame[0] as u64 + down(depth + 1)
@@ -164,6 +232,8 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("panic") => panic!("asked to panic"),
         Some("overflow") => overflow(),
+        #[cfg(target_os = "hermit")]
+        Some("abi") => return abi(),
         Some("exit") => {
             let code = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
             eprintln!("exiting with status {code}");

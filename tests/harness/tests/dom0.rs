@@ -106,6 +106,18 @@ fn main() {
             }
             r.reject("overflow: FAIL returned")?;
             crashed(&r)?;
+            // The hermit-abi calls std does not make: done, or refused with an errno.
+            let r = boot_dom0("std-hello", "-- abi")?;
+            r.expect("abi: pagesize 4096 pid 1 cpus 1")?;
+            r.expect(
+                "abi: mmap 0 zeroed true aligned true exec -13 mprotect-rw 0 mprotect-ro -13 \
+                 munmap-part -22 munmap 0",
+            )?;
+            r.expect(
+                "abi: sem init 0 trywait-empty -11 timedwait-past -110 posted-and-taken 3 destroy 0",
+            )?;
+            r.expect("abi: queue -38 errno 38")?;
+            powered_off(&r)?;
             Ok(String::new())
         }),
         case("hello_boots_and_prints", || {
