@@ -54,6 +54,7 @@ mod abi_thread;
 pub mod entropy;
 #[cfg(target_os = "hermit")]
 mod errno;
+pub mod fs;
 pub mod layout;
 #[cfg(target_os = "hermit")]
 mod preempt;
