@@ -13,7 +13,10 @@ fn main() {
     if let Some(dir) = std::env::var_os("XENRT_FILES").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
         if !dir.is_absolute() {
-            panic!("XENRT_FILES must be an absolute directory: {}", dir.display());
+            panic!(
+                "XENRT_FILES must be an absolute directory: {}",
+                dir.display()
+            );
         }
         println!("cargo:rerun-if-changed={}", dir.display());
         walk(&dir, &dir, &mut files);

@@ -42,6 +42,7 @@ pub mod errno {
     pub const EINVAL: i32 = 22;
     pub const EFBIG: i32 = 27;
     pub const ENOSPC: i32 = 28;
+    pub const ESPIPE: i32 = 29;
     pub const EROFS: i32 = 30;
     pub const ENAMETOOLONG: i32 = 36;
     pub const ENOTEMPTY: i32 = 39;
@@ -644,6 +645,16 @@ impl OpenFile {
         self.node.stat()
     }
 
+    /// The `fcntl(F_GETFL)` flags: the access mode and `O_APPEND`.
+    pub fn status_flags(&self) -> i32 {
+        let mode = match (self.read, self.write) {
+            (true, true) => O_RDWR,
+            (false, true) => O_WRONLY,
+            _ => O_RDONLY,
+        };
+        mode | if self.append { O_APPEND } else { 0 }
+    }
+
     /// Whether this is a directory.
     pub fn is_dir(&self) -> bool {
         matches!(self.node, Node::Dir(_))
@@ -817,7 +828,9 @@ mod tests {
         assert_eq!(f.lseek(8, SEEK_SET), Ok(8));
         assert_eq!(f.write(b"z"), Ok(1));
         assert_eq!(fs.stat(b"tmp/a").unwrap().st_size, 9);
+        assert_eq!(f.status_flags(), O_RDWR);
         let mut g = fs.open(b"/tmp/a", O_WRONLY | O_APPEND, 0).unwrap();
+        assert_eq!(g.status_flags(), O_WRONLY | O_APPEND);
         assert_eq!(g.write(b"++"), Ok(2));
         let mut r = fs.open(b"/tmp/a", O_RDONLY, 0).unwrap();
         assert_eq!(read_all(&mut r), b"helLO!\0\0z++");

@@ -63,6 +63,8 @@ pub mod sock;
 #[cfg(target_os = "hermit")]
 mod sockets;
 #[cfg(target_os = "hermit")]
+mod sys_fs;
+#[cfg(target_os = "hermit")]
 mod sys_net;
 #[cfg(target_os = "hermit")]
 mod tls;
