@@ -120,8 +120,9 @@ pub unsafe extern "C" fn sys_read(fd: i32, buf: *mut u8, len: usize) -> isize {
     }
 }
 
-/// `readv`: fills the buffers in turn, stopping at a short read (end of file, or a socket with
-/// less ready); an error after some bytes were read returns those bytes.
+/// `readv`: for a file, fills the buffers in turn, stopping at a short read (end of file); for a
+/// socket or eventfd, reads into the first non-empty buffer only (a second read could block
+/// with bytes already in hand). An error after some bytes were read returns those bytes.
 ///
 /// # Safety
 /// `iov` is valid for `iovcnt` entries, each valid for writing its length.
@@ -139,6 +140,7 @@ pub unsafe extern "C" fn sys_readv(fd: i32, iov: *const IoVec, iovcnt: usize) ->
     }
     // SAFETY: the caller passes iovcnt entries.
     let iovs = unsafe { slice(iov, iovcnt) };
+    let is_file = crate::sys_net::with_file(fd, EBADF, |_| Ok(())).is_ok();
     let mut total = 0isize;
     for v in iovs {
         if v.len == 0 {
@@ -154,7 +156,7 @@ pub unsafe extern "C" fn sys_readv(fd: i32, iov: *const IoVec, iovcnt: usize) ->
             return if total > 0 { total } else { n };
         }
         total += n;
-        if (n as usize) < v.len {
+        if !is_file || (n as usize) < v.len {
             break;
         }
     }
