@@ -90,8 +90,9 @@ pub unsafe extern "C" fn sys_open(name: *const c_char, flags: i32, mode: i32) ->
 /// `name` is a C string.
 #[no_mangle]
 pub unsafe extern "C" fn sys_opendir(name: *const c_char) -> i32 {
-    let _k = crate::preempt::enter(); // (sections nest)
-                                      // SAFETY: the caller's guarantee.
+    // Runtime sections nest: sys_open enters its own too.
+    let _k = crate::preempt::enter();
+    // SAFETY: the caller's guarantee.
     unsafe { sys_open(name, crate::fs::consts::O_DIRECTORY, 0) }
 }
 
@@ -112,8 +113,9 @@ pub unsafe extern "C" fn sys_stat(name: *const c_char, st: *mut Stat) -> i32 {
 /// `name` is a C string; `st` is valid for writing a `stat`.
 #[no_mangle]
 pub unsafe extern "C" fn sys_lstat(name: *const c_char, st: *mut Stat) -> i32 {
-    let _k = crate::preempt::enter(); // (sections nest)
-                                      // SAFETY: the caller's guarantee.
+    // Runtime sections nest: sys_open enters its own too.
+    let _k = crate::preempt::enter();
+    // SAFETY: the caller's guarantee.
     unsafe { sys_stat(name, st) }
 }
 
