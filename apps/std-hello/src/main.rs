@@ -1,8 +1,11 @@
 //! std-hello: an ordinary std program. Prints a greeting, its arguments (the words after `--` in
 //! the xl `extra=` line), exercises threads (spawn/join, a Mutex counter, a Condvar handshake, an
-//! mpsc channel, sleep) and prints the time it took, then exits with status 0. Arguments
+//! mpsc channel, sleep) and files (std::fs on its baked files, from `files/`, and on the writable
+//! in-memory tree), and prints the time it took, then exits with status 0. Arguments
 //! `exit N` make it exit with status N, `panic` makes it panic (for the tests of how a std
 //! program ends).
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
@@ -216,6 +219,105 @@ fn overflow() {
     println!("overflow: FAIL returned");
 }
 
+/// Files on the runtime: the baked ones (read-only) and the writable tree; each line printed is
+/// checked by the tests.
+fn files() -> std::io::Result<()> {
+    // Baked files (apps/std-hello/files): read, stat, list.
+    let greeting = fs::read_to_string("/greeting.txt")?;
+    println!("baked file: {:?}", greeting.trim_end());
+    let numbers = fs::read_to_string("data/numbers.txt")?;
+    let sum: u32 = numbers
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u32>().ok())
+        .sum();
+    println!("baked numbers sum: {sum}");
+    let m = fs::metadata("/greeting.txt")?;
+    println!(
+        "baked metadata: {} bytes, file {}, read-only {}",
+        m.len(),
+        m.is_file(),
+        m.permissions().readonly()
+    );
+    // (xenrt lists a directory sorted by name.)
+    let root: Vec<String> = fs::read_dir("/")?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    println!("root: {root:?}");
+    match fs::OpenOptions::new().append(true).open("/greeting.txt") {
+        Ok(_) => println!("write to baked file: SUCCEEDED (wrong)"),
+        Err(e) => println!("write to baked file: {e}"),
+    }
+    match fs::remove_file("/data/numbers.txt") {
+        Ok(()) => println!("remove baked file: SUCCEEDED (wrong)"),
+        Err(e) => println!("remove baked file: {e}"),
+    }
+
+    // The writable tree: a directory, a file written, appended, sought in, read back, listed.
+    fs::create_dir_all("/tmp/demo/sub")?;
+    fs::write("/tmp/demo/notes.txt", "one\n")?;
+    fs::OpenOptions::new()
+        .append(true)
+        .open("/tmp/demo/notes.txt")?
+        .write_all(b"two\n")?;
+    println!(
+        "read back: {:?}",
+        fs::read_to_string("/tmp/demo/notes.txt")?
+    );
+    let mut f = fs::File::open("/tmp/demo/notes.txt")?;
+    f.seek(SeekFrom::Start(4))?;
+    let mut tail = String::new();
+    f.read_to_string(&mut tail)?;
+    println!("after seek: {tail:?}");
+    let m = fs::metadata("/tmp/demo/notes.txt")?;
+    println!(
+        "metadata: {} bytes, file {}, dir {}",
+        m.len(),
+        m.is_file(),
+        fs::metadata("/tmp/demo")?.is_dir()
+    );
+    let mut names = String::new();
+    for e in fs::read_dir("/tmp/demo")? {
+        let e = e?;
+        let kind = if e.file_type()?.is_dir() {
+            "dir"
+        } else {
+            "file"
+        };
+        names += &format!(" {} ({kind})", e.file_name().to_string_lossy());
+    }
+    println!("read_dir:{names}");
+    match fs::rename("/tmp/demo/notes.txt", "/tmp/demo/renamed.txt") {
+        Ok(()) => println!("rename: ok"),
+        Err(e) => println!("rename: {e}"),
+    }
+    match fs::create_dir("/tmp/demo") {
+        Ok(()) => println!("create_dir again: SUCCEEDED (wrong)"),
+        Err(e) => println!("create_dir again: {:?}", e.kind()),
+    }
+    match fs::remove_dir("/tmp/demo") {
+        Ok(()) => println!("remove_dir of a full directory: SUCCEEDED (wrong)"),
+        Err(e) => println!("remove_dir of a full directory: {e}"),
+    }
+    // An open file outlives its name.
+    fs::remove_file("/tmp/demo/notes.txt")?;
+    f.seek(SeekFrom::Start(0))?;
+    let mut kept = String::new();
+    f.read_to_string(&mut kept)?;
+    drop(f);
+    println!(
+        "unlinked but open: {kept:?}, name gone: {}",
+        fs::metadata("/tmp/demo/notes.txt").is_err()
+    );
+    fs::remove_dir("/tmp/demo/sub")?;
+    fs::remove_dir("/tmp/demo")?;
+    fs::remove_dir("/tmp")?;
+    match fs::metadata("/tmp") {
+        Ok(_) => println!("removed: STILL THERE"),
+        Err(e) => println!("removed: {:?}", e.kind()),
+    }
+    Ok(())
+}
+
 fn main() {
     let start = Instant::now();
     println!("Hello from std on xenrt");
@@ -242,5 +344,8 @@ fn main() {
         _ => {}
     }
     threads();
+    if let Err(e) = files() {
+        println!("files: FAILED: {e}");
+    }
     println!("took {:?}", start.elapsed());
 }

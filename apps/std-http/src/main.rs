@@ -44,7 +44,11 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Config, String> {
                     .filter(|n| (1..=64).contains(n))
                     .ok_or(format!("--threads {v}: not a number from 1 to 64"))?;
             }
-            _ => return Err(format!("unknown argument {a:?} (--port N, --root DIR, --threads N)")),
+            _ => {
+                return Err(format!(
+                    "unknown argument {a:?} (--port N, --root DIR, --threads N)"
+                ))
+            }
         }
     }
     Ok(c)
@@ -156,7 +160,10 @@ mod tests {
     #[test]
     fn paths_stay_under_the_root() {
         let root = Path::new("/www");
-        assert_eq!(file_path(root, "/a/b.css?x=1"), Some(PathBuf::from("/www/a/b.css")));
+        assert_eq!(
+            file_path(root, "/a/b.css?x=1"),
+            Some(PathBuf::from("/www/a/b.css"))
+        );
         assert_eq!(file_path(root, "/"), Some(PathBuf::from("/www/index.html")));
         assert_eq!(file_path(root, "/../etc/passwd"), None);
         assert_eq!(file_path(root, "/a/../../x"), None);

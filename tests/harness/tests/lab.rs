@@ -37,6 +37,14 @@ fn main() {
             expect(&c, ", ok")?;
             expect(&c, "condvar wait_timeout timed out: true")?;
             expect(&c, "spinner stopped (it spun)")?;
+            // std::fs as a domU too (the dom0 case checks each line).
+            expect(&c, r#"baked file: "baked into the image""#)?;
+            expect(
+                &c,
+                "write to baked file: Read-only file system (os error 30)",
+            )?;
+            expect(&c, r#"unlinked but open: "one\ntwo\n", name gone: true"#)?;
+            expect(&c, "removed: NotFound")?;
             if c.contains("TOO SHORT") {
                 return Err("a thread's sleep ended early".into());
             }
