@@ -5,7 +5,8 @@
 //! is refused; other methods get 405. An ordinary std program: the same source runs on Linux
 //! (`cargo run -p std-http -- --port 8080 --root apps/httpd/www`).
 //!
-//! Arguments: `--port N` (80), `--root DIR` (`/www`), `--threads N` (4, 1-64). A wrong
+//! Arguments: `--port N` (80), `--root DIR` (`/`: on xenrt, the files baked into the image
+//! from apps/httpd/www, see Cargo.toml), `--threads N` (4, 1-64). A wrong
 //! argument is an error on the console and exit status 2.
 use std::fs;
 use std::io;
@@ -24,7 +25,7 @@ struct Config {
 fn parse(args: impl Iterator<Item = String>) -> Result<Config, String> {
     let mut c = Config {
         port: 80,
-        root: PathBuf::from("/www"),
+        root: PathBuf::from("/"),
         threads: 4,
     };
     let mut args = args;
