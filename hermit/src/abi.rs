@@ -10,6 +10,7 @@ use core::ffi::c_char;
 use xen::boot::ExitCode;
 
 use crate::errno::fail;
+use crate::layout::Timespec;
 
 const EBADF: i32 = 9;
 pub(crate) const EINVAL: i32 = 22;
@@ -255,27 +256,6 @@ pub unsafe extern "C" fn sys_read_entropy(buf: *mut u8, len: usize, _flags: u32)
     len as isize
 }
 
-/// hermit-abi's `timespec`.
-#[repr(C)]
-pub struct Timespec {
-    sec: i64,
-    nsec: i32,
-}
-
-impl Timespec {
-    /// The duration in nanoseconds (saturating); `None` if a field is negative.
-    pub(crate) fn as_ns(&self) -> Option<u64> {
-        if self.sec < 0 || self.nsec < 0 {
-            return None;
-        }
-        Some(
-            (self.sec as u64)
-                .saturating_mul(1_000_000_000)
-                .saturating_add(self.nsec as u64),
-        )
-    }
-}
-
 /// # Safety
 /// `tp` is valid for writing a `timespec`.
 #[no_mangle]
@@ -297,8 +277,3 @@ pub unsafe extern "C" fn sys_clock_gettime(clock: i32, tp: *mut Timespec) -> i32
     unsafe { tp.write(t) };
     0
 }
-
-pub(crate) const EAGAIN: i32 = 11;
-pub(crate) const ETIMEDOUT: i32 = 110;
-/// hermit-abi's `FUTEX_RELATIVE_TIMEOUT` flag.
-pub(crate) const FUTEX_RELATIVE_TIMEOUT: u32 = 1;

@@ -12,8 +12,8 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::abi::Timespec;
 use crate::errno::fail;
+use crate::layout::Timespec;
 
 const EAGAIN: i32 = 11;
 const ENOMEM: i32 = 12;
@@ -221,6 +221,7 @@ pub unsafe extern "C" fn sys_sem_init(sem: *mut *const c_void, _pshared: i32, va
 #[no_mangle]
 pub unsafe extern "C" fn sys_sem_destroy(sem: *mut *const c_void) -> i32 {
     let _k = crate::preempt::enter();
+    // SAFETY: a non-null `sem` is valid for reading (the caller's guarantee).
     if sem.is_null() || unsafe { (*sem).is_null() } {
         return fail(EINVAL) as i32;
     }

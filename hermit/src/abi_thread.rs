@@ -16,7 +16,13 @@
 //! it ends (it cannot free the stack it runs on); its record stays until it is joined.
 #![allow(unsafe_code)]
 
-use crate::abi::{Timespec, EAGAIN, EINVAL, ETIMEDOUT, FUTEX_RELATIVE_TIMEOUT};
+use crate::layout::Timespec;
+
+const EAGAIN: i32 = 11;
+const EINVAL: i32 = 22;
+const ETIMEDOUT: i32 = 110;
+/// hermit-abi's `FUTEX_RELATIVE_TIMEOUT` flag.
+const FUTEX_RELATIVE_TIMEOUT: u32 = 1;
 use crate::errno::fail;
 use crate::sched::{Join, Next, Scheduler, Tid, Wait, Woken};
 use crate::tls::{new_block, Block};

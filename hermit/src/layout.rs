@@ -88,6 +88,27 @@ pub struct Dirent64 {
 /// Where a `dirent64`'s name starts (after `d_ino`, `d_off`, `d_reclen`, `d_type`).
 pub const DIRENT64_NAME_OFFSET: usize = 19;
 
+/// hermit-abi's `timespec`.
+#[repr(C)]
+pub struct Timespec {
+    pub(crate) sec: i64,
+    pub(crate) nsec: i32,
+}
+
+impl Timespec {
+    /// The duration in nanoseconds (saturating); `None` if a field is negative.
+    pub fn as_ns(&self) -> Option<u64> {
+        if self.sec < 0 || self.nsec < 0 {
+            return None;
+        }
+        Some(
+            (self.sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(self.nsec as u64),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +126,8 @@ mod tests {
             (8, 4, 6)
         );
         assert_eq!(size_of::<Linger>(), 8);
+        // hermit-abi's timespec: tv_sec i64, tv_nsec i32, padded to 16.
+        assert_eq!((size_of::<Timespec>(), offset_of!(Timespec, nsec)), (16, 8));
         // timeval { tv_sec: time_t = i64, tv_usec: suseconds_t = i32 }: 16 with padding.
         assert_eq!(
             (size_of::<Timeval>(), offset_of!(Timeval, tv_usec)),

@@ -147,7 +147,7 @@ fn abi() {
         p.write_bytes(7, 10000);
         println!(
             "abi: mmap {r} zeroed {zero} aligned {} exec {} mprotect-rw {} mprotect-ro {} munmap-part {} munmap {}",
-            p as usize % 4096 == 0,
+            (p as usize).is_multiple_of(4096),
             h::mmap(4096, 4, &mut std::ptr::null_mut()),
             h::mprotect(p, 4096, 3),
             h::mprotect(p, 4096, 1),
