@@ -1,14 +1,20 @@
 //! std-tokio: tokio (crates.io, unchanged) on xenrt. An ordinary std program; the same source
-//! runs on Linux (`cargo run -p std-tokio -- check`).
+//! runs on Linux (`cargo run -p std-tokio -- check`, `cargo run -p std-tokio -- 7007`).
 //!
+//! - no argument or a port: a TCP echo server (`#[tokio::main]`, a listener on port 7 or the
+//!   given one, a task per connection), over [`net`] (tokio's own `net` does not build for
+//!   this target: see there);
 //! - `check`: runs tokio's runtime pieces and prints one line per check (the tests assert
 //!   them), then exits with status 0: tasks on the current-thread runtime (spawn, join,
 //!   `join!`, `select!`, sleeps, `interval`, `timeout`, mpsc/oneshot/watch channels, `Mutex`,
 //!   `Notify`, `spawn_blocking`) and on a multi-thread runtime with two workers.
+mod net;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 use tokio::time::{interval, sleep, timeout};
 
@@ -21,10 +27,53 @@ fn main() {
             multi_thread();
             println!("std-tokio: checks done in {} ms", t.elapsed().as_millis());
         }
-        _ => {
-            eprintln!("std-tokio: usage: std-tokio check");
-            std::process::exit(2);
+        port => {
+            let port = if port.is_empty() {
+                Ok(7)
+            } else {
+                port.parse::<u16>()
+            };
+            let Ok(port) = port else {
+                eprintln!("std-tokio: usage: std-tokio [PORT | check]");
+                std::process::exit(2);
+            };
+            if let Err(e) = echo(port) {
+                eprintln!("std-tokio: {e}");
+                std::process::exit(1);
+            }
         }
+    }
+}
+
+/// The echo server: a task per connection, each echoing what it reads until the peer closes.
+#[tokio::main]
+async fn echo(port: u16) -> std::io::Result<()> {
+    let listener = net::TcpListener::bind(([0, 0, 0, 0], port).into())?;
+    println!("std-tokio: listening on {}", listener.local_addr()?);
+    let done = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (mut conn, peer) = listener.accept().await?;
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut total = 0u64;
+            let r: std::io::Result<()> = async {
+                loop {
+                    let n = conn.read(&mut buf).await?;
+                    if n == 0 {
+                        return conn.shutdown().await;
+                    }
+                    conn.write_all(&buf[..n]).await?;
+                    total += n as u64;
+                }
+            }
+            .await;
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            match r {
+                Ok(()) => println!("std-tokio: {peer}: echoed {total} bytes ({n} served)"),
+                Err(e) => println!("std-tokio: {peer}: {e} after {total} bytes ({n} served)"),
+            }
+        });
     }
 }
 
