@@ -110,7 +110,10 @@ fn current_thread() {
         for h in hs {
             got.push(h.await.expect("task"));
         }
-        println!("spawned tasks joined: sum of squares {}", got.iter().sum::<u64>());
+        println!(
+            "spawned tasks joined: sum of squares {}",
+            got.iter().sum::<u64>()
+        );
 
         // Tasks finish in the order their sleeps end.
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -169,7 +172,10 @@ fn current_thread() {
         for _ in 0..5 {
             iv.tick().await;
         }
-        println!("interval: 5 ticks, {}", ok(t.elapsed() >= Duration::from_millis(40)));
+        println!(
+            "interval: 5 ticks, {}",
+            ok(t.elapsed() >= Duration::from_millis(40))
+        );
 
         // mpsc: 4 producer tasks, one consumer.
         let (tx, mut rx) = mpsc::channel::<u64>(8);

@@ -218,9 +218,12 @@ impl TcpListener {
 
     /// Waits for the next connection.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (s, peer) =
-            poll_fn(|cx| self.inner.ready.poll_io(cx, Dir::Read, || self.inner.io.accept()))
-                .await?;
+        let (s, peer) = poll_fn(|cx| {
+            self.inner
+                .ready
+                .poll_io(cx, Dir::Read, || self.inner.io.accept())
+        })
+        .await?;
         configure(&s)?;
         Ok((
             TcpStream {
@@ -235,11 +238,7 @@ impl TcpListener {
 #[cfg(target_os = "hermit")]
 fn listen_socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;

@@ -14,27 +14,35 @@
 //!
 //! Only `target_os = "hermit"` is supported: on any other target the crate is a compile error
 //! naming that (a host build of a workspace crate that wants tokio's `net` must leave it off).
+//! The host builds it only for its unit tests (`cargo test -p socket2`), which check the
+//! constants and the address layout against the `hermit` crate's, the side that decodes them.
 #![deny(unsafe_code)]
 
-#[cfg(not(target_os = "hermit"))]
+#[cfg(not(any(target_os = "hermit", test)))]
 compile_error!(
     "this socket2 (hermit/socket2, put in crates.io's place by the workspace's [patch.crates-io]) \
      is for target_os = \"hermit\" only"
 );
 
+mod consts;
 mod sockaddr;
+#[cfg(target_os = "hermit")]
 mod socket;
+#[cfg(target_os = "hermit")]
+mod sockref;
+#[cfg(target_os = "hermit")]
 mod sys;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
-use std::marker::PhantomData;
-use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
-use std::ops::Deref;
-use std::os::fd::AsFd;
 
 pub use sockaddr::SockAddr;
+#[cfg(target_os = "hermit")]
 pub use socket::Socket;
+#[cfg(target_os = "hermit")]
+pub use sockref::SockRef;
 
 /// A socket's communication domain (`AF_INET`, `AF_INET6`).
 #[derive(Copy, Clone, Eq, PartialEq, Hash)]
@@ -42,9 +50,9 @@ pub struct Domain(i32);
 
 impl Domain {
     /// IPv4 (`AF_INET`).
-    pub const IPV4: Domain = Domain(sys::AF_INET);
+    pub const IPV4: Domain = Domain(consts::AF_INET);
     /// IPv6 (`AF_INET6`).
-    pub const IPV6: Domain = Domain(sys::AF_INET6);
+    pub const IPV6: Domain = Domain(consts::AF_INET6);
 
     /// The domain of `address`.
     pub const fn for_address(address: SocketAddr) -> Domain {
@@ -83,18 +91,18 @@ pub struct Type(i32);
 
 impl Type {
     /// A byte stream (`SOCK_STREAM`: TCP).
-    pub const STREAM: Type = Type(sys::SOCK_STREAM);
+    pub const STREAM: Type = Type(consts::SOCK_STREAM);
     /// Datagrams (`SOCK_DGRAM`: UDP).
-    pub const DGRAM: Type = Type(sys::SOCK_DGRAM);
+    pub const DGRAM: Type = Type(consts::SOCK_DGRAM);
 
     /// The same type, created non-blocking (`SOCK_NONBLOCK`).
     pub const fn nonblocking(self) -> Type {
-        Type(self.0 | sys::SOCK_NONBLOCK)
+        Type(self.0 | consts::SOCK_NONBLOCK)
     }
 
     /// The same type with close-on-exec (`SOCK_CLOEXEC`; no exec here, accepted).
     pub const fn cloexec(self) -> Type {
-        Type(self.0 | sys::SOCK_CLOEXEC)
+        Type(self.0 | consts::SOCK_CLOEXEC)
     }
 }
 
@@ -112,7 +120,7 @@ impl From<Type> for i32 {
 
 impl fmt::Debug for Type {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match Type(self.0 & !(sys::SOCK_NONBLOCK | sys::SOCK_CLOEXEC)) {
+        match Type(self.0 & !(consts::SOCK_NONBLOCK | consts::SOCK_CLOEXEC)) {
             Type::STREAM => f.write_str("SOCK_STREAM"),
             Type::DGRAM => f.write_str("SOCK_DGRAM"),
             Type(t) => write!(f, "Type({t})"),
@@ -126,9 +134,9 @@ pub struct Protocol(i32);
 
 impl Protocol {
     /// TCP.
-    pub const TCP: Protocol = Protocol(sys::IPPROTO_TCP);
+    pub const TCP: Protocol = Protocol(consts::IPPROTO_TCP);
     /// UDP.
-    pub const UDP: Protocol = Protocol(sys::IPPROTO_UDP);
+    pub const UDP: Protocol = Protocol(consts::IPPROTO_UDP);
 }
 
 impl From<i32> for Protocol {
@@ -150,35 +158,5 @@ impl fmt::Debug for Protocol {
             Protocol::UDP => f.write_str("IPPROTO_UDP"),
             Protocol(p) => write!(f, "Protocol({p})"),
         }
-    }
-}
-
-/// A [`Socket`] borrowed from anything that has a file descriptor (a std or mio or tokio
-/// socket), to set options on it; it never closes the descriptor.
-pub struct SockRef<'s> {
-    socket: ManuallyDrop<Socket>,
-    _borrow: PhantomData<&'s Socket>,
-}
-
-impl Deref for SockRef<'_> {
-    type Target = Socket;
-
-    fn deref(&self) -> &Socket {
-        &self.socket
-    }
-}
-
-impl<'s, S: AsFd> From<&'s S> for SockRef<'s> {
-    fn from(s: &'s S) -> SockRef<'s> {
-        SockRef {
-            socket: ManuallyDrop::new(sys::borrowed(s.as_fd())),
-            _borrow: PhantomData,
-        }
-    }
-}
-
-impl fmt::Debug for SockRef<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.socket, f)
     }
 }

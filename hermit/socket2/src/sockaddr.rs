@@ -7,7 +7,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use crate::{sys, Domain};
+use crate::{consts, Domain};
 
 const SOCKADDR_IN_LEN: usize = 16;
 const SOCKADDR_IN6_LEN: usize = 28;
@@ -65,12 +65,12 @@ impl SockAddr {
 
     /// Whether this is an IPv4 address.
     pub const fn is_ipv4(&self) -> bool {
-        self.family() as i32 == sys::AF_INET
+        self.family() as i32 == consts::AF_INET
     }
 
     /// Whether this is an IPv6 address.
     pub const fn is_ipv6(&self) -> bool {
-        self.family() as i32 == sys::AF_INET6
+        self.family() as i32 == consts::AF_INET6
     }
 
     /// Always false: there are no Unix sockets here.
@@ -92,7 +92,10 @@ impl SockAddr {
         }
         let b = &self.storage;
         let port = u16::from_be_bytes([b[2], b[3]]);
-        Some(SocketAddrV4::new(Ipv4Addr::new(b[4], b[5], b[6], b[7]), port))
+        Some(SocketAddrV4::new(
+            Ipv4Addr::new(b[4], b[5], b[6], b[7]),
+            port,
+        ))
     }
 
     /// The address as std's IPv6 address, if it is one.
@@ -114,7 +117,7 @@ impl From<SocketAddrV4> for SockAddr {
     fn from(a: SocketAddrV4) -> SockAddr {
         let mut b = [0u8; SOCKADDR_IN_LEN];
         b[0] = SOCKADDR_IN_LEN as u8;
-        b[1] = sys::AF_INET as u8;
+        b[1] = consts::AF_INET as u8;
         b[2..4].copy_from_slice(&a.port().to_be_bytes());
         b[4..8].copy_from_slice(&a.ip().octets());
         SockAddr::from_bytes(&b)
@@ -125,7 +128,7 @@ impl From<SocketAddrV6> for SockAddr {
     fn from(a: SocketAddrV6) -> SockAddr {
         let mut b = [0u8; SOCKADDR_IN6_LEN];
         b[0] = SOCKADDR_IN6_LEN as u8;
-        b[1] = sys::AF_INET6 as u8;
+        b[1] = consts::AF_INET6 as u8;
         b[2..4].copy_from_slice(&a.port().to_be_bytes());
         b[4..8].copy_from_slice(&a.flowinfo().to_ne_bytes());
         b[8..24].copy_from_slice(&a.ip().octets());

@@ -1,4 +1,4 @@
-//! The FFI boundary: hermit-abi's socket constants and `extern "C"` socket calls (implemented
+//! The FFI boundary: hermit-abi's `extern "C"` socket calls (implemented
 //! by xenrt's `hermit` crate, `hermit/src/sys_net.rs`), wrapped as safe functions over file
 //! descriptors. hermit-abi's return convention: a negative return is `-errno`.
 #![allow(unsafe_code)]
@@ -8,37 +8,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::{SockAddr, Socket};
 
-// hermit-abi 0.5's values (its `src/lib.rs`; also the libc crate's `src/hermit.rs`). Hermit's
-// address families are not Linux's.
-pub(crate) const AF_INET: i32 = 3;
-pub(crate) const AF_INET6: i32 = 1;
-pub(crate) const SOCK_STREAM: i32 = 1;
-pub(crate) const SOCK_DGRAM: i32 = 2;
-pub(crate) const SOCK_NONBLOCK: i32 = 0o4000;
-pub(crate) const SOCK_CLOEXEC: i32 = 0o40000;
-pub(crate) const IPPROTO_IP: i32 = 0;
-pub(crate) const IPPROTO_TCP: i32 = 6;
-pub(crate) const IPPROTO_UDP: i32 = 17;
-pub(crate) const IPPROTO_IPV6: i32 = 41;
-pub(crate) const SOL_SOCKET: i32 = 4095;
-pub(crate) const SO_REUSEADDR: i32 = 0x0004;
-pub(crate) const SO_KEEPALIVE: i32 = 0x0008;
-pub(crate) const SO_BROADCAST: i32 = 0x0020;
-pub(crate) const SO_LINGER: i32 = 0x0080;
-pub(crate) const SO_SNDBUF: i32 = 0x1001;
-pub(crate) const SO_RCVBUF: i32 = 0x1002;
-pub(crate) const SO_ERROR: i32 = 0x1007;
-pub(crate) const TCP_NODELAY: i32 = 1;
-pub(crate) const IP_TOS: i32 = 1;
-pub(crate) const IP_TTL: i32 = 2;
-pub(crate) const IPV6_V6ONLY: i32 = 27;
-pub(crate) const SHUT_RD: i32 = 0;
-pub(crate) const SHUT_WR: i32 = 1;
-pub(crate) const SHUT_RDWR: i32 = 2;
-pub(crate) const EOPNOTSUPP: i32 = 95;
-const F_GETFL: i32 = 3;
-const O_NONBLOCK: i32 = 0o4000;
-const FIONBIO: i32 = 0x8008667eu32 as i32;
+pub(crate) use crate::consts::*;
 
 /// hermit-abi's `struct linger`.
 #[repr(C)]
@@ -110,7 +80,10 @@ fn with_addr<T>(
     let mut len = buf.len() as u32;
     let r = cvt(f(buf.as_mut_ptr(), &mut len))?;
     let v = then(r);
-    Ok((v, SockAddr::from_bytes(&buf[..(len as usize).min(buf.len())])))
+    Ok((
+        v,
+        SockAddr::from_bytes(&buf[..(len as usize).min(buf.len())]),
+    ))
 }
 
 pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SockAddr)> {
@@ -120,12 +93,20 @@ pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SockAddr)> {
 
 pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SockAddr> {
     // SAFETY: as in `accept`.
-    with_addr(|a, l| unsafe { sys_getsockname(fd.as_raw_fd(), a, l) }, drop).map(|x| x.1)
+    with_addr(
+        |a, l| unsafe { sys_getsockname(fd.as_raw_fd(), a, l) },
+        drop,
+    )
+    .map(|x| x.1)
 }
 
 pub(crate) fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SockAddr> {
     // SAFETY: as in `accept`.
-    with_addr(|a, l| unsafe { sys_getpeername(fd.as_raw_fd(), a, l) }, drop).map(|x| x.1)
+    with_addr(
+        |a, l| unsafe { sys_getpeername(fd.as_raw_fd(), a, l) },
+        drop,
+    )
+    .map(|x| x.1)
 }
 
 /// An option value this crate sets or reads: plain integers and `linger`, as bytes.
