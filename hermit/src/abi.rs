@@ -35,17 +35,23 @@ fn start() -> ExitCode {
         xen::println!("xenrt: thread-local storage: {e}");
         return ExitCode::Crash;
     }
-    let args = xen::cmdline::args(xen::boot::info().start_info.cmdline());
-    let strings = crate::argv_strings(&args);
-    let mut argv: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr().cast()).collect();
-    argv.push(core::ptr::null());
-    let envp: [*const c_char; 1] = [core::ptr::null()];
+    let words = xen::cmdline::args(xen::boot::info().start_info.cmdline());
+    let (env, args) = crate::split_env(&words);
+    let strings = crate::argv_strings(args);
+    let env_strings = crate::c_strings(env.iter().map(|s| s.as_str()));
+    let pointers = |v: &[Vec<u8>]| -> &'static [*const c_char] {
+        let mut p: Vec<*const c_char> = v.iter().map(|s| s.as_ptr().cast()).collect();
+        p.push(core::ptr::null());
+        p.leak()
+    };
+    let argv = pointers(&strings);
+    let envp = pointers(&env_strings);
     let argc = strings.len() as i32;
     // The strings and pointer arrays must outlive the program: std keeps argv.
     core::mem::forget(strings);
-    let argv = argv.leak();
-    // SAFETY: argv is argc NUL-terminated strings plus a null, envp an empty null-terminated
-    // list, both leaked (valid forever); runtime_entry is std's entry and never returns.
+    core::mem::forget(env_strings);
+    // SAFETY: argv is argc NUL-terminated strings plus a null, envp NUL-terminated strings
+    // plus a null, all leaked (valid forever); runtime_entry is std's entry and never returns.
     unsafe { runtime_entry(argc, argv.as_ptr(), envp.as_ptr()) }
 }
 
@@ -139,6 +145,9 @@ pub extern "C" fn sys_exit(status: i32) -> ! {
 pub extern "C" fn sys_abort() -> ! {
     let _k = crate::preempt::enter();
     xen::println!("xenrt: abort");
+    // std calls this after printing a panic's message (panic=abort): the frames from here
+    // down are the panic machinery, then the program's.
+    xen::fault::print_backtrace(0, arch::cpu::frame_pointer());
     xen::boot::exit(ExitCode::Crash)
 }
 

@@ -9,7 +9,8 @@
 //! the tick stopped. All of this runs inside runtime sections, never preempted itself.
 //!
 //! Each spawned thread has its own stack (the size std asks for, at least [`MIN_STACK`], from
-//! the heap, no guard page) and its own TLS block (a copy of the template, see
+//! the heap, with an unmapped guard page below it: an overflow crashes the domain, Xen naming
+//! the address, instead of overwriting memory) and its own TLS block (a copy of the template, see
 //! [`crate::tls`]); a switch points FS at the new thread's block (set_segment_base) before
 //! switching stacks. A thread's stack and TLS block are freed by the next thread to run after
 //! it ends (it cannot free the stack it runs on); its record stays until it is joined.
@@ -22,7 +23,7 @@ use crate::tls::{new_block, Block};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use xen::boot::ExitCode;
 
 /// The smallest stack a thread gets, whatever it asks for.
@@ -36,6 +37,9 @@ struct Machine {
     rsp: Box<u64>,
     /// The thread pointer (FS base).
     tp: u64,
+    /// Its stack (below it, an unmapped guard page); `0..0` for the main thread, which runs
+    /// on the boot stack.
+    stack_range: core::ops::Range<u64>,
     stack: Option<Block>,
     tls: Option<Block>,
     /// What the thread runs: std's start function and its argument.
@@ -57,6 +61,7 @@ fn lock() -> Guard {
         *g = Some(Scheduler::new(Machine {
             rsp: Box::new(0),
             tp: crate::tls::main_tp(),
+            stack_range: 0..0,
             stack: None,
             tls: None,
             start: None,
@@ -76,20 +81,25 @@ fn free_dead() {
 fn reschedule(mut g: Guard, deadline: Option<u64>) {
     let Some(me) = g.as_ref().map(|s| s.current()) else {
         drop(g);
-        xen::sched::poll_once(deadline);
+        poll(deadline);
         return;
     };
     loop {
         let s = g.as_mut().expect("the scheduler is not removed");
         if s.has_polls() {
-            // Threads parked until events: let pending events in (never blocking here) so that
-            // they re-check their conditions.
+            // Threads parked until events: let pending events in (never blocking here); if
+            // any came, or a thread changed what they may wait for, they re-check their
+            // conditions. Not otherwise: a parked thread woken for nothing would spin.
             drop(g);
-            xen::sched::poll_once(Some(0));
+            poll(Some(0));
             g = lock();
+            if CHANGED.swap(false, Ordering::SeqCst) {
+                g.as_mut()
+                    .expect("the scheduler is not removed")
+                    .wake_polls();
+            }
         }
         let s = g.as_mut().expect("the scheduler is not removed");
-        s.wake_polls();
         let next = s.next(xen::time::now_ns());
         crate::preempt::tick(matches!(next, Next::Run(_)));
         match next {
@@ -100,7 +110,11 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
                     None => unreachable!("the running thread has a record"),
                 };
                 let (to, tp) = match s.data(tid) {
-                    Some(m) => (*m.rsp, m.tp),
+                    Some(m) => {
+                        // Fault and panic reports walk the stack the thread runs on.
+                        xen::fault::set_thread_stack(m.stack_range.clone());
+                        (*m.rsp, m.tp)
+                    }
                     None => unreachable!("a chosen thread has a record"),
                 };
                 drop(g);
@@ -119,7 +133,8 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
             }
             Next::Idle(deadline) => {
                 drop(g);
-                xen::sched::poll_once(deadline);
+                // Woken by an event or a deadline: the parked threads re-check (next turn).
+                poll(deadline);
                 g = lock();
             }
             Next::Deadlock => {
@@ -128,6 +143,25 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
                 xen::boot::exit(ExitCode::Crash);
             }
         }
+    }
+}
+
+/// Whether something may have made a parked thread's condition true since the parked threads
+/// last re-checked: events came (set by [`poll`]) or a thread changed state they may wait for
+/// (a socket call: data queued, a descriptor closed, an eventfd written: [`note_change`]).
+static CHANGED: AtomicBool = AtomicBool::new(false);
+
+/// Says that the running thread changed state that parked threads may wait for (see
+/// [`park_until`]): they re-check at the next switch.
+pub fn note_change() {
+    CHANGED.store(true, Ordering::SeqCst);
+}
+
+/// One turn of the idle loop ([`xen::sched::poll_once`]); events that came wake the parked
+/// threads at the next switch.
+fn poll(deadline: Option<u64>) {
+    if xen::sched::poll_once(deadline) {
+        note_change();
     }
 }
 
@@ -152,7 +186,8 @@ fn block(wait: Wait, deadline: Option<u64>) -> Woken {
 /// socket's data, a connection): the thread parks until the next dispatch of events (which
 /// happens when every thread is blocked, or at any switch while such a thread waits), then
 /// re-checks `ready` on its own stack. `ready` runs without the scheduler's lock held, so it
-/// may use the network stack, print, or allocate.
+/// may use the network stack, print, or allocate. A thread that makes another's condition
+/// true without an event (writes an eventfd, queues data) calls [`note_change`].
 pub fn park_until(deadline_ns: Option<u64>, mut ready: impl FnMut() -> bool) -> bool {
     let _k = crate::preempt::enter();
     loop {
@@ -211,21 +246,33 @@ pub extern "C" fn sys_spawn2(
 
 fn spawn(func: extern "C" fn(usize), arg: usize, stack_size: usize) -> Option<Tid> {
     let size = stack_size.max(MIN_STACK).checked_next_multiple_of(4096)?;
-    let layout = Layout::from_size_align(size, 4096).ok()?;
+    // One more page below the stack, unmapped: an overflow faults there instead of writing
+    // over whatever the heap put below.
+    let layout = Layout::from_size_align(size.checked_add(4096)?, 4096).ok()?;
     // SAFETY: a non-zero-sized layout.
     let stack = unsafe { xen::mm::HEAP.alloc(layout) };
     if stack.is_null() {
         return None;
     }
-    let stack = Block {
+    let mut stack = Block {
         addr: stack as usize,
         layout,
+        guarded: false,
     };
+    match xen::mm::guard(stack.addr as u64) {
+        Ok(()) => stack.guarded = true,
+        Err(e) => {
+            xen::println!("xenrt: cannot unmap a thread stack's guard page: {e}");
+            stack.free();
+            return None;
+        }
+    }
     let Ok((tls, tp)) = new_block() else {
         stack.free();
         return None;
     };
-    let top = (stack.addr + size) as u64;
+    let bottom = (stack.addr + 4096) as u64;
+    let top = bottom + size as u64;
     let mut g = lock();
     let Some(s) = g.as_mut() else {
         drop(g);
@@ -236,6 +283,7 @@ fn spawn(func: extern "C" fn(usize), arg: usize, stack_size: usize) -> Option<Ti
     let machine = Machine {
         rsp: Box::new(0),
         tp,
+        stack_range: bottom..top,
         stack: Some(stack),
         tls: Some(tls),
         start: Some((func, arg)),
@@ -308,7 +356,7 @@ pub extern "C" fn sys_yield() {
 }
 
 fn yield_now() {
-    xen::sched::poll_once(Some(0));
+    poll(Some(0));
     let mut g = lock();
     if let Some(s) = g.as_mut() {
         s.yield_now();

@@ -72,10 +72,14 @@ struct Obj {
 type Shared = Rc<RefCell<Obj>>;
 
 /// The socket layer's state: the stack (once up) and the descriptor table.
+///
+/// Each part is its own cell, borrowed only for a moment and never across a wait: a call that
+/// waits holds clones (the stack's handle, the descriptor's object), so while it is parked the
+/// other threads make socket calls of their own.
 pub struct Sockets {
-    net: Option<Net>,
-    fds: FdTable<Shared>,
-    warned: Vec<&'static str>,
+    net: RefCell<Option<Net>>,
+    fds: RefCell<FdTable<Shared>>,
+    warned: RefCell<Vec<&'static str>>,
 }
 
 impl Default for Sockets {
@@ -88,25 +92,26 @@ impl Sockets {
     /// No stack yet, no descriptors.
     pub const fn new() -> Self {
         Sockets {
-            net: None,
-            fds: FdTable::new(MAX_FDS),
-            warned: Vec::new(),
+            net: RefCell::new(None),
+            fds: RefCell::new(FdTable::new(MAX_FDS)),
+            warned: RefCell::new(Vec::new()),
         }
     }
 
     /// Prints one console line the first time an unsupported `what` is asked for; returns
     /// `errno`.
-    pub fn unsupported(&mut self, what: &'static str, errno: i32) -> i32 {
-        if !self.warned.contains(&what) {
-            self.warned.push(what);
+    pub fn unsupported(&self, what: &'static str, errno: i32) -> i32 {
+        let mut warned = self.warned.borrow_mut();
+        if !warned.contains(&what) {
+            warned.push(what);
             xen::println!("xenrt: {what} is not supported (errno {errno})");
         }
         errno
     }
 
     /// The stack, brought up on first use.
-    fn net(&mut self) -> Res<Net> {
-        if let Some(n) = &self.net {
+    fn net(&self) -> Res<Net> {
+        if let Some(n) = self.net.borrow().as_ref() {
             return Ok(n.clone());
         }
         match net::xen::up() {
@@ -116,7 +121,7 @@ impl Sockets {
                 } else {
                     xen::println!("xenrt: network up, waiting for DHCP");
                 }
-                self.net = Some(n.clone());
+                *self.net.borrow_mut() = Some(n.clone());
                 Ok(n)
             }
             Err(e) => {
@@ -126,17 +131,22 @@ impl Sockets {
         }
     }
 
+    /// The stack if it is up (never brings it up).
+    fn current_net(&self) -> Option<Net> {
+        self.net.borrow().clone()
+    }
+
     fn obj(&self, fd: i32) -> Res<Shared> {
-        self.fds.get(fd).cloned()
+        self.fds.borrow().get(fd).cloned()
     }
 
     /// Whether `fd` is one of ours (a socket or eventfd; not the console).
     pub fn is_open(&self, fd: i32) -> bool {
-        self.fds.get(fd).is_ok()
+        self.fds.borrow().get(fd).is_ok()
     }
 
-    fn insert(&mut self, kind: Kind, nonblock: bool) -> Res<i32> {
-        self.fds.insert(Rc::new(RefCell::new(Obj {
+    fn insert(&self, kind: Kind, nonblock: bool) -> Res<i32> {
+        self.fds.borrow_mut().insert(Rc::new(RefCell::new(Obj {
             kind,
             nonblock,
             rcv_timeout: None,
@@ -145,7 +155,7 @@ impl Sockets {
     }
 
     /// `socket(domain, type, protocol)`.
-    pub fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Res<i32> {
+    pub fn socket(&self, domain: i32, ty: i32, protocol: i32) -> Res<i32> {
         if domain != AF_INET && domain != AF_INET6 {
             return Err(self.unsupported("socket family other than AF_INET/AF_INET6", EAFNOSUPPORT));
         }
@@ -162,7 +172,7 @@ impl Sockets {
     }
 
     /// `bind(fd, addr)`: remembers the port (a listener takes every address of the interface).
-    pub fn bind(&mut self, fd: i32, addr: IpEndpoint) -> Res<i32> {
+    pub fn bind(&self, fd: i32, addr: IpEndpoint) -> Res<i32> {
         let net = self.net()?;
         if !addr.addr.is_unspecified() && !net.addresses().iter().any(|c| c.address() == addr.addr)
         {
@@ -181,7 +191,7 @@ impl Sockets {
     }
 
     /// `listen(fd, backlog)`.
-    pub fn listen(&mut self, fd: i32, backlog: i32) -> Res<i32> {
+    pub fn listen(&self, fd: i32, backlog: i32) -> Res<i32> {
         let net = self.net()?;
         let o = self.obj(fd)?;
         let mut o = o.borrow_mut();
@@ -210,7 +220,7 @@ impl Sockets {
     }
 
     /// `accept(fd)`: the new descriptor and the peer's address.
-    pub fn accept(&mut self, fd: i32) -> Res<(i32, Option<IpEndpoint>)> {
+    pub fn accept(&self, fd: i32) -> Res<(i32, Option<IpEndpoint>)> {
         let net = self.net()?;
         let o = self.obj(fd)?;
         let (nonblock, timeout) = {
@@ -232,7 +242,7 @@ impl Sockets {
         if got.is_none() && !nonblock {
             let deadline = timeout.map(|t| xen::time::now_ns().saturating_add(t));
             let mut err = None;
-            crate::wait::until(&net, deadline, || match take() {
+            crate::wait::until(Some(&net), deadline, || match take() {
                 Ok(Some(s)) => {
                     got = Some(s);
                     true
@@ -261,7 +271,7 @@ impl Sockets {
 
     /// `connect(fd, addr)`: blocking waits for the handshake; non-blocking returns
     /// `EINPROGRESS` (then `poll` for `POLLOUT` and `SO_ERROR`).
-    pub fn connect(&mut self, fd: i32, addr: IpEndpoint) -> Res<i32> {
+    pub fn connect(&self, fd: i32, addr: IpEndpoint) -> Res<i32> {
         let net = self.net()?;
         let o = self.obj(fd)?;
         let (nonblock, timeout) = {
@@ -295,7 +305,7 @@ impl Sockets {
             return Err(EINPROGRESS);
         }
         let deadline = timeout.map(|t| xen::time::now_ns().saturating_add(t));
-        crate::wait::until(&net, deadline, || {
+        crate::wait::until(Some(&net), deadline, || {
             connect_done(&mut o.borrow_mut()).is_some()
         });
         let r = connect_done(&mut o.borrow_mut());
@@ -307,23 +317,31 @@ impl Sockets {
     }
 
     /// `recv(fd, buf, flags)` and `read(fd, buf)`.
-    pub fn recv(&mut self, fd: i32, buf: &mut [u8], flags: i32) -> Res<usize> {
+    pub fn recv(&self, fd: i32, buf: &mut [u8], flags: i32) -> Res<usize> {
         if flags & MSG_PEEK != 0 {
             return Err(self.unsupported("recv with MSG_PEEK", EOPNOTSUPP));
         }
-        let net = self.net()?;
         let o = self.obj(fd)?;
         let is_event = matches!(o.borrow().kind, Kind::Event(_));
-        if is_event {
-            return event_read(&o, buf);
-        }
         let (nonblock, timeout) = {
             let o = o.borrow();
             (o.nonblock, o.rcv_timeout)
         };
+        if is_event {
+            // An eventfd does not bring the stack up; it runs meanwhile if it is up.
+            let r = try_or_wait(
+                self.current_net().as_ref(),
+                nonblock,
+                timeout,
+                || event_read(&o, buf),
+                || readable(&o),
+            )?;
+            return r.ok_or(EAGAIN);
+        }
+        let net = self.net()?;
         crate::wait::pump(&net);
         let r = try_or_wait(
-            &net,
+            Some(&net),
             nonblock,
             timeout,
             || try_recv(&o, buf),
@@ -333,19 +351,19 @@ impl Sockets {
     }
 
     /// `send(fd, data, flags)` and `write(fd, data)`.
-    pub fn send(&mut self, fd: i32, data: &[u8]) -> Res<usize> {
-        let net = self.net()?;
+    pub fn send(&self, fd: i32, data: &[u8]) -> Res<usize> {
         let o = self.obj(fd)?;
         let is_event = matches!(o.borrow().kind, Kind::Event(_));
         if is_event {
             return event_write(&o, data);
         }
+        let net = self.net()?;
         let (nonblock, timeout) = {
             let o = o.borrow();
             (o.nonblock, o.snd_timeout)
         };
         let r = try_or_wait(
-            &net,
+            Some(&net),
             nonblock,
             timeout,
             || try_send(&o, data),
@@ -358,23 +376,24 @@ impl Sockets {
 
     /// `close(fd)`: the socket closes (gracefully: FIN after what is queued) once its last
     /// descriptor is closed.
-    pub fn close(&mut self, fd: i32) -> Res<i32> {
-        drop(self.fds.remove(fd)?);
-        if let Some(n) = &self.net {
-            crate::wait::pump(n);
+    pub fn close(&self, fd: i32) -> Res<i32> {
+        let o = self.fds.borrow_mut().remove(fd)?;
+        drop(o);
+        if let Some(n) = self.current_net() {
+            crate::wait::pump(&n);
         }
         Ok(0)
     }
 
     /// `dup(fd)`.
-    pub fn dup(&mut self, fd: i32) -> Res<i32> {
+    pub fn dup(&self, fd: i32) -> Res<i32> {
         let o = self.obj(fd)?;
-        self.fds.insert(o)
+        self.fds.borrow_mut().insert(o)
     }
 
     /// `shutdown(fd, how)`: closes our sending side for `SHUT_WR`/`SHUT_RDWR`; `SHUT_RD` is
     /// accepted and does nothing (what arrives is still readable).
-    pub fn shutdown(&mut self, fd: i32, how: i32) -> Res<i32> {
+    pub fn shutdown(&self, fd: i32, how: i32) -> Res<i32> {
         let o = self.obj(fd)?;
         let mut o = o.borrow_mut();
         match (&mut o.kind, how) {
@@ -384,14 +403,14 @@ impl Sockets {
             (Kind::Event(_), _) => return Err(ENOTSOCK),
             _ => return Err(EINVAL),
         }
-        if let Some(n) = &self.net {
-            crate::wait::pump(n);
+        if let Some(n) = self.current_net() {
+            crate::wait::pump(&n);
         }
         Ok(0)
     }
 
     /// The peer's address (`getpeername`).
-    pub fn peer(&mut self, fd: i32) -> Res<IpEndpoint> {
+    pub fn peer(&self, fd: i32) -> Res<IpEndpoint> {
         let o = self.obj(fd)?;
         let o = o.borrow();
         match &o.kind {
@@ -402,7 +421,7 @@ impl Sockets {
     }
 
     /// Our address (`getsockname`).
-    pub fn local(&mut self, fd: i32) -> Res<IpEndpoint> {
+    pub fn local(&self, fd: i32) -> Res<IpEndpoint> {
         let any = |port| IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::UNSPECIFIED), port);
         let o = self.obj(fd)?;
         let o = o.borrow();
@@ -420,7 +439,7 @@ impl Sockets {
     /// `SO_REUSEADDR`, `SO_KEEPALIVE` (the stack probes idle connections), `TCP_NODELAY`
     /// (Nagle is off), `SO_LINGER`, `IPV6_V6ONLY`, `SO_SNDBUF`/`SO_RCVBUF`. Others:
     /// `ENOPROTOOPT`.
-    pub fn setsockopt(&mut self, fd: i32, level: i32, name: i32, val: &[u8]) -> Res<i32> {
+    pub fn setsockopt(&self, fd: i32, level: i32, name: i32, val: &[u8]) -> Res<i32> {
         let o = self.obj(fd)?;
         let mut o = o.borrow_mut();
         match (level, name) {
@@ -444,7 +463,7 @@ impl Sockets {
     }
 
     /// `getsockopt`: the option's value as bytes.
-    pub fn getsockopt(&mut self, fd: i32, level: i32, name: i32) -> Res<Vec<u8>> {
+    pub fn getsockopt(&self, fd: i32, level: i32, name: i32) -> Res<Vec<u8>> {
         let o = self.obj(fd)?;
         let mut ob = o.borrow_mut();
         let int = |v: i32| Ok(v.to_ne_bytes().to_vec());
@@ -495,7 +514,7 @@ impl Sockets {
 
     /// `fcntl(fd, cmd, arg)`: `F_GETFL`/`F_SETFL` (`O_NONBLOCK`), `F_GETFD`/`F_SETFD`
     /// (close-on-exec means nothing here: accepted), `F_DUPFD`.
-    pub fn fcntl(&mut self, fd: i32, cmd: i32, arg: i32) -> Res<i32> {
+    pub fn fcntl(&self, fd: i32, cmd: i32, arg: i32) -> Res<i32> {
         let o = self.obj(fd)?;
         match cmd {
             F_GETFL => Ok(if o.borrow().nonblock { O_NONBLOCK } else { 0 }),
@@ -505,19 +524,19 @@ impl Sockets {
             }
             F_GETFD => Ok(0),
             F_SETFD => Ok(0),
-            F_DUPFD => self.fds.insert(o),
+            F_DUPFD => self.fds.borrow_mut().insert(o),
             _ => Err(self.unsupported("fcntl command", EINVAL)),
         }
     }
 
     /// `ioctl(fd, FIONBIO, &on)`.
-    pub fn set_nonblocking(&mut self, fd: i32, on: bool) -> Res<i32> {
+    pub fn set_nonblocking(&self, fd: i32, on: bool) -> Res<i32> {
         self.obj(fd)?.borrow_mut().nonblock = on;
         Ok(0)
     }
 
     /// `eventfd(initval, flags)`.
-    pub fn eventfd(&mut self, init: u64, flags: i16) -> Res<i32> {
+    pub fn eventfd(&self, init: u64, flags: i16) -> Res<i32> {
         self.insert(
             Kind::Event(EventFd { count: init }),
             flags & EFD_NONBLOCK != 0,
@@ -526,12 +545,9 @@ impl Sockets {
 
     /// `poll(fds, timeout)`: fills each entry's `revents`; returns how many have any. Waits (the
     /// stack running) until one has, or `timeout_ms` passes (negative: no limit; 0: at once).
-    pub fn poll(&mut self, fds: &mut [Pollfd], timeout_ms: i32) -> Res<i32> {
-        let net = self.net.clone();
-        let objs: Vec<Option<Shared>> = fds
-            .iter()
-            .map(|p| self.fds.get(p.fd).ok().cloned())
-            .collect();
+    pub fn poll(&self, fds: &mut [Pollfd], timeout_ms: i32) -> Res<i32> {
+        let net = self.current_net();
+        let objs: Vec<Option<Shared>> = fds.iter().map(|p| self.obj(p.fd).ok()).collect();
         let scan = |fds: &mut [Pollfd]| {
             let mut n = 0;
             for (p, o) in fds.iter_mut().zip(&objs) {
@@ -546,26 +562,12 @@ impl Sockets {
             }
             n
         };
-        let Some(net) = net else {
-            // No stack: only eventfds and the console can be ready, and nothing else can make
-            // them so while we wait (one thread).
-            let n = scan(fds);
-            if n == 0 && timeout_ms != 0 {
-                let deadline = (timeout_ms > 0)
-                    .then(|| xen::time::now_ns().saturating_add(timeout_ms as u64 * 1_000_000));
-                match deadline {
-                    Some(d) => xen::sched::sleep_until(d),
-                    None => return Err(self.unsupported("poll forever with no socket", EDEADLK)),
-                }
-            }
-            return Ok(n);
-        };
         let deadline = match timeout_ms {
             t if t < 0 => None,
             t => Some(xen::time::now_ns().saturating_add(t as u64 * 1_000_000)),
         };
         let mut n = 0;
-        crate::wait::until(&net, deadline, || {
+        crate::wait::until(net.as_ref(), deadline, || {
             n = scan(fds);
             n > 0
         });
@@ -604,7 +606,7 @@ fn connect_done(o: &mut Obj) -> Option<Res<()>> {
 /// runs until `ready()` or `timeout_ns` passes, then tries once more. None: it would still
 /// block (the caller's `EAGAIN`).
 fn try_or_wait<T>(
-    net: &Net,
+    net: Option<&Net>,
     nonblock: bool,
     timeout_ns: Option<u64>,
     mut attempt: impl FnMut() -> Res<Option<T>>,
@@ -681,9 +683,9 @@ fn ready(o: &Shared, asked: i16) -> i16 {
     }
 }
 
-/// Reads an eventfd: its 8-byte counter, which is reset (never blocks: one thread cannot be
-/// woken by another).
-fn event_read(o: &Shared, buf: &mut [u8]) -> Res<usize> {
+/// Reads an eventfd: its 8-byte counter, which is reset; None while it is 0 (a blocking read
+/// waits for another thread's write).
+fn event_read(o: &Shared, buf: &mut [u8]) -> Res<Option<usize>> {
     if buf.len() < 8 {
         return Err(EINVAL);
     }
@@ -692,11 +694,11 @@ fn event_read(o: &Shared, buf: &mut [u8]) -> Res<usize> {
         return Err(EINVAL);
     };
     if e.count == 0 {
-        return Err(EAGAIN);
+        return Ok(None);
     }
     buf[..8].copy_from_slice(&e.count.to_ne_bytes());
     e.count = 0;
-    Ok(8)
+    Ok(Some(8))
 }
 
 /// Writes an eventfd: adds the 8-byte value to its counter.

@@ -5,7 +5,6 @@
 //! `sys_get_errno`.
 #![allow(unsafe_code)]
 
-use core::cell::RefCell;
 use core::ffi::{c_char, c_void, CStr};
 
 use crate::layout::{Addrinfo, Pollfd};
@@ -13,20 +12,24 @@ use crate::sock::{consts::*, decode_addr, encode_addr, errno::*, numeric_host};
 use crate::sockets::{Res, Sockets};
 
 /// The socket layer's state.
-struct Global(RefCell<Sockets>);
+struct Global(Sockets);
 
-// SAFETY: xenrt runs std programs on one vCPU. Every socket call below runs inside a runtime
-// section (`preempt::enter`: the scheduler does not preempt it), and a call that must wait does
-// so in `wait::until`, which blocks the vCPU in Xen without switching threads; no socket call
-// runs from an event handler. So the cell is never reached from two threads at once. The price
-// (until `wait::until` parks the thread instead, which needs this state split so that no
-// borrow is held across the wait): a thread blocked in a socket call holds up the others.
+// SAFETY: xenrt runs std programs on one vCPU, and every socket call below runs inside a
+// runtime section (`preempt::enter`: the scheduler does not preempt it); no socket call runs
+// from an event handler. A call switches threads only where it waits (`wait::until` parks the
+// thread), and it holds no borrow of `Sockets`' cells there (each is borrowed for a moment:
+// see `Sockets`). So no cell is ever borrowed by two threads at once.
 unsafe impl Sync for Global {}
 
-static STATE: Global = Global(RefCell::new(Sockets::new()));
+static STATE: Global = Global(Sockets::new());
 
-fn with<T>(f: impl FnOnce(&mut Sockets) -> Res<T>) -> Res<T> {
-    f(&mut STATE.0.borrow_mut())
+/// Runs a socket call. Any call may make another thread's wait end without an event (data
+/// queued to a loopback peer, an eventfd written, a descriptor closed), so each tells the
+/// scheduler that parked threads should re-check.
+fn with<T>(f: impl FnOnce(&Sockets) -> Res<T>) -> Res<T> {
+    let r = f(&STATE.0);
+    crate::abi_thread::note_change();
+    r
 }
 
 /// A result as hermit-abi returns it (setting the errno on failure).
@@ -44,7 +47,7 @@ fn ret_size(r: Res<usize>) -> isize {
 /// Whether `fd` is a socket or eventfd (for `sys_read`/`sys_write`, which also serve the
 /// console).
 pub fn is_socket(fd: i32) -> bool {
-    STATE.0.borrow().is_open(fd)
+    STATE.0.is_open(fd)
 }
 
 /// `read` on a socket or eventfd.

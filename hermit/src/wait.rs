@@ -1,33 +1,49 @@
-//! Blocking: how a socket call that must wait (accept, recv, connect, poll with a timeout)
-//! waits while the network keeps running.
+//! Blocking: how a call that must wait (accept, recv, connect, poll with a timeout, a blocking
+//! eventfd read) waits while the network keeps running and the other threads run.
 //!
-//! [`until`] is the one place a std program's thread waits for the network. It runs the stack
-//! and blocks the vCPU in Xen between its events and deadlines, without switching threads:
-//! while one thread waits in a socket call, the others do not run (the socket state is borrowed
-//! for the whole call, see `sys_net`). It is the seam where the call will instead park the
-//! thread ([`crate::park_until`]) once no borrow is held across the wait.
+//! [`until`] is the one place a std program's thread waits for the network. Each turn runs the
+//! stack (frames in and out, timers) and checks the caller's condition; if it does not hold,
+//! the thread parks ([`crate::park_until`]) until the next dispatch of events, the stack's
+//! next deadline or the caller's, and the scheduler runs the other threads meanwhile (or, when
+//! every thread waits, blocks the vCPU in Xen: never a busy loop). The caller holds no borrow of
+//! the socket layer's state across the wait (see `sockets`), so a parked thread does not hold
+//! up another thread's socket calls.
 
 use net::Net;
 
-/// Runs `net` and waits until `ready()` holds or system time `deadline_ns` passes; returns
-/// whether it held. Each turn polls the stack (frames in and out, timers), checks `ready`, then
-/// blocks in Xen until an event channel fires, the stack's next deadline or the caller's
-/// (`xen::sched::poll_once`): never a busy loop.
-pub fn until(net: &Net, deadline_ns: Option<u64>, mut ready: impl FnMut() -> bool) -> bool {
+/// Waits until `ready()` holds or system time `deadline_ns` passes, running `net` (if the stack
+/// is up) meanwhile; returns whether it held.
+pub fn until(net: Option<&Net>, deadline_ns: Option<u64>, mut ready: impl FnMut() -> bool) -> bool {
     loop {
-        let next = pump(net);
+        let next = net.and_then(pump);
         if ready() {
             return true;
         }
-        let now = xen::time::now_ns();
-        if deadline_ns.is_some_and(|d| now >= d) {
+        if deadline_ns.is_some_and(|d| xen::time::now_ns() >= d) {
             return false;
         }
-        let at = match (next, deadline_ns) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        xen::sched::poll_once(at);
+        let at = earliest(next, deadline_ns);
+        let mut held = false;
+        // At each dispatch of events: run the stack, check; go round (and park again with a
+        // new deadline) when the stack now needs to run before `at`.
+        crate::park_until(at, || {
+            let next = net.and_then(pump);
+            if ready() {
+                held = true;
+                return true;
+            }
+            next.is_some_and(|n| at.is_none_or(|a| n < a))
+        });
+        if held {
+            return true;
+        }
+    }
+}
+
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

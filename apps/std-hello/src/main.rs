@@ -122,11 +122,40 @@ fn threads() {
     );
 }
 
+/// Recurses without end on a thread with a 64 KiB stack: the guard page below it must stop it
+/// (the domain crashes) before it writes over anything else.
+fn overflow() {
+    #[allow(unconditional_recursion)]
+    fn down(depth: u64) -> u64 {
+        let frame = std::hint::black_box([depth as u8; 1024]);
+        if depth % 16 == 0 {
+            println!("overflow: depth {depth}");
+        }
+        frame[0] as u64 + down(depth + 1)
+    }
+    let t = std::thread::Builder::new()
+        .stack_size(64 * 1024)
+        .spawn(|| {
+            let here = 0u8;
+            println!(
+                "overflow: thread stack near {:#x}",
+                &here as *const u8 as usize
+            );
+            down(0)
+        })
+        .expect("spawn");
+    let _ = t.join();
+    println!("overflow: FAIL returned");
+}
+
 fn main() {
     let start = Instant::now();
     println!("Hello from std on xenrt");
     let args: Vec<String> = std::env::args().collect();
     println!("args: {args:?}");
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    env.sort();
+    println!("env: {env:?}");
     let v: Vec<u64> = (1..=1000).collect();
     println!("sum 1..=1000 = {}", v.iter().sum::<u64>());
     if let Ok(t) = SystemTime::now().duration_since(UNIX_EPOCH) {
@@ -134,6 +163,7 @@ fn main() {
     }
     match args.get(1).map(String::as_str) {
         Some("panic") => panic!("asked to panic"),
+        Some("overflow") => overflow(),
         Some("exit") => {
             let code = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
             eprintln!("exiting with status {code}");

@@ -2,7 +2,7 @@
 //! 2 s; 8 s for a crash, which Xen answers with a 5 s reboot delay) and checks what it printed
 //! on the serial console and how it ended.
 
-use xen_tests::{boot_dom0, case, symbol, Run};
+use xen_tests::{boot_dom0, case, symbol, symbolized, Run};
 
 /// The clean-exit marker our runtime prints before SCHEDOP_shutdown.
 const POWEROFF: &str = "xenrt: exit poweroff";
@@ -45,9 +45,13 @@ fn main() {
         // A plain std program (x86_64-unknown-hermit std over the hermit crate): console, args
         // after `--`, heap, clocks, and its exit status and panics ending the domain.
         case("std_hello_runs_and_powers_off", || {
-            let r = boot_dom0("std-hello", "log=info -- one two")?;
+            let r = boot_dom0(
+                "std-hello",
+                "log=info -- GREETING=hi RUST_MIN_STACK=131072 one a=b",
+            )?;
             r.expect("Hello from std on xenrt")?;
-            r.expect(r#"args: ["xenrt", "one", "two"]"#)?;
+            r.expect(r#"args: ["xenrt", "one", "a=b"]"#)?;
+            r.expect(r#"env: [("GREETING", "hi"), ("RUST_MIN_STACK", "131072")]"#)?;
             r.expect("sum 1..=1000 = 500500")?;
             r.expect("unix time: ")?;
             r.expect("threads joined: [10, 20, 30, 40]")?;
@@ -69,6 +73,38 @@ fn main() {
             let r = boot_dom0("std-hello", "-- panic")?;
             r.expect("panicked at")?;
             r.expect("xenrt: abort")?;
+            // A backtrace through std's panic machinery down to the program's main, which
+            // scripts/symbolize names from the image's debug file.
+            r.expect("xenrt: backtrace:")?;
+            let named = symbolized("std-hello", &r.output)?;
+            if !named
+                .lines()
+                .any(|l| l.contains("xenrt:   #") && l.contains("std_hello::main"))
+            {
+                return Err(format!(
+                    "no std_hello::main frame in the backtrace:\n{named}"
+                ));
+            }
+            crashed(&r)?;
+            // A thread overflowing its 64 KiB stack hits the guard page below it: Xen cannot
+            // push the fault frame and crashes the domain, naming an address just below the
+            // thread's stack; nothing else was overwritten (no FAIL line).
+            let r = boot_dom0("std-hello", "-- overflow")?;
+            r.expect("overflow: depth 32")?;
+            let near = r
+                .line("overflow: thread stack near ")
+                .and_then(|l| l.rsplit("0x").next().map(str::to_string))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+                .ok_or("no stack address printed")?;
+            let walk = r
+                .line("Pagetable walk from ")
+                .ok_or("no page-table walk from Xen")?;
+            let addr = walk.rsplit(' ').next().unwrap_or("").trim_end_matches(':');
+            let addr = u64::from_str_radix(addr, 16).map_err(|e| format!("{walk}: {e}"))?;
+            if !(near.saturating_sub(64 * 1024 + 4096)..near).contains(&addr) {
+                return Err(format!("fault at {addr:#x}, thread stack near {near:#x}"));
+            }
+            r.reject("overflow: FAIL returned")?;
             crashed(&r)?;
             Ok(String::new())
         }),

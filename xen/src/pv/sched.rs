@@ -82,26 +82,29 @@ fn after_events() -> bool {
 }
 
 /// One turn of the idle loop: dispatch pending events; if there were none, block in Xen until
-/// an event arrives or `deadline_ns` passes (at once if it has).
-pub fn poll_once(deadline_ns: Option<u64>) {
+/// an event arrives or `deadline_ns` passes (at once if it has). Returns whether it did
+/// anything: dispatched events (or ran the watches), or blocked (woken by an event or the
+/// deadline); `false` only for a turn that found nothing pending and did not block.
+pub fn poll_once(deadline_ns: Option<u64>) -> bool {
     // after_events also runs when nothing was dispatched: the xenstore transport may have
     // taken the xenstore port's event itself (inside a request) and left its channel fired.
     let n = events::dispatch();
     if after_events() || n > 0 {
-        return;
+        return true;
     }
     if deadline_ns.is_some_and(|d| d <= now_ns()) {
-        return;
+        return false;
     }
     block(Until::AnyEvent, deadline_ns);
     events::dispatch();
     after_events();
+    true
 }
 
 /// Sleeps until system time `deadline_ns`, handling events meanwhile.
 pub fn sleep_until(deadline_ns: u64) {
     while now_ns() < deadline_ns {
-        poll_once(Some(deadline_ns));
+        let _ = poll_once(Some(deadline_ns));
     }
 }
 
@@ -121,6 +124,6 @@ pub fn wait_until(timeout_ns: Option<u64>, mut cond: impl FnMut() -> bool) -> bo
         if deadline.is_some_and(|d| now_ns() >= d) {
             return false;
         }
-        poll_once(deadline);
+        let _ = poll_once(deadline);
     }
 }
