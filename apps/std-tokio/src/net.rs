@@ -63,17 +63,11 @@ fn reactor() -> io::Result<&'static Reactor> {
     Ok(r)
 }
 
-/// How long the reactor waits in one `poll`. On xenrt a thread waiting in a socket call holds
-/// up the other threads for now (hermit/src/wait.rs), so a `poll` without a timeout would stop
-/// the tokio threads until the next packet (and before any socket is registered, for ever):
-/// the reactor waits in slices and lets the other threads run between them.
-const POLL_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
-
 /// The reactor thread: waits for events and wakes the tasks they are for.
 fn run(mut poll: mio::Poll, r: &'static Reactor) {
     let mut events = Events::with_capacity(256);
     loop {
-        if let Err(e) = poll.poll(&mut events, Some(POLL_SLICE)) {
+        if let Err(e) = poll.poll(&mut events, None) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
             }
@@ -90,9 +84,6 @@ fn run(mut poll: mio::Poll, r: &'static Reactor) {
                 );
             }
         }
-        drop(records);
-        // Let the woken tasks' threads run before waiting again (see POLL_SLICE).
-        std::thread::yield_now();
     }
 }
 
