@@ -61,6 +61,7 @@ fn console(fd: i32, bytes: &[u8]) -> isize {
             xen::console::write_bytes(bytes);
             bytes.len() as isize
         }
+        // Files, sockets and eventfds share one descriptor table (sys_net).
         _ if crate::sys_net::is_socket(fd) => crate::sys_net::write(fd, bytes),
         _ => fail(EBADF),
     }
@@ -117,6 +118,49 @@ pub unsafe extern "C" fn sys_read(fd: i32, buf: *mut u8, len: usize) -> isize {
         }
         _ => fail(EBADF),
     }
+}
+
+/// `readv`: for a file, fills the buffers in turn, stopping at a short read (end of file); for a
+/// socket or eventfd, reads into the first non-empty buffer only (a second read could block
+/// with bytes already in hand). An error after some bytes were read returns those bytes.
+///
+/// # Safety
+/// `iov` is valid for `iovcnt` entries, each valid for writing its length.
+#[no_mangle]
+pub unsafe extern "C" fn sys_readv(fd: i32, iov: *const IoVec, iovcnt: usize) -> isize {
+    let _k = crate::preempt::enter();
+    if iov.is_null() && iovcnt > 0 {
+        return fail(EINVAL);
+    }
+    if fd == 0 {
+        return 0;
+    }
+    if !crate::sys_net::is_socket(fd) {
+        return fail(EBADF);
+    }
+    // SAFETY: the caller passes iovcnt entries.
+    let iovs = unsafe { slice(iov, iovcnt) };
+    let is_file = crate::sys_net::with_file(fd, EBADF, |_| Ok(())).is_ok();
+    let mut total = 0isize;
+    for v in iovs {
+        if v.len == 0 {
+            continue;
+        }
+        if v.base.is_null() {
+            return if total > 0 { total } else { fail(EINVAL) };
+        }
+        // SAFETY: each entry describes a writable buffer (the caller's guarantee).
+        let buf = unsafe { core::slice::from_raw_parts_mut(v.base.cast_mut(), v.len) };
+        let n = crate::sys_net::read(fd, buf);
+        if n < 0 {
+            return if total > 0 { total } else { n };
+        }
+        total += n;
+        if !is_file || (n as usize) < v.len {
+            break;
+        }
+    }
+    total
 }
 
 /// A slice from std's pointer and length (empty for a null or dangling zero-length pointer).

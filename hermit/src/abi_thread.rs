@@ -121,6 +121,7 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
                 if arch::hypercall::set_fs_base(tp).is_err() {
                     xen::println!("xenrt: set_segment_base failed in a thread switch");
                 }
+                let errno = crate::errno::last();
                 // SAFETY: `from` is the boxed rsp slot of this thread's record, which lives
                 // until this thread is joined (after it ended, so after this write); `to` was
                 // saved by `switch` when thread `tid` left the vCPU, or made by init_stack,
@@ -128,6 +129,8 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
                 // runtime section (upcalls masked): no one touches the scheduler between the
                 // unlock and the switch.
                 unsafe { arch::context::switch(from, to) };
+                // Back on this thread: its own last error (the errno is per thread).
+                crate::errno::set(errno);
                 free_dead();
                 return;
             }
@@ -472,9 +475,27 @@ pub unsafe extern "C" fn sys_futex_wake(address: *mut u32, count: i32) -> i32 {
     if address.is_null() || count < 0 {
         return fail(EINVAL) as i32;
     }
-    let n = SCHED
+    futex_wake(address as usize, count as usize) as i32
+}
+
+/// Wakes up to `count` threads waiting on the futex word at `addr`; how many.
+pub(crate) fn futex_wake(addr: usize, count: usize) -> usize {
+    SCHED
         .lock()
         .as_mut()
-        .map_or(0, |s| s.wake_futex(address as usize, count as usize));
-    n as i32
+        .map_or(0, |s| s.wake_futex(addr, count))
+}
+
+/// Waits on the futex word `word` (at `addr`) while it holds `expected`, until a wake or
+/// `deadline`; false if it did not hold (no wait) or the deadline passed.
+pub(crate) fn futex_wait(
+    addr: usize,
+    expected: u32,
+    word: &AtomicU32,
+    deadline: Option<u64>,
+) -> bool {
+    if word.load(Ordering::SeqCst) != expected {
+        return false;
+    }
+    block(Wait::Futex(addr), deadline) == Woken::Notified
 }

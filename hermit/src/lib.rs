@@ -34,6 +34,17 @@
 //!   `dup`, `shutdown`, the common socket options, `getaddrinfo` for numeric hosts and
 //!   `localhost`; UDP, `MSG_PEEK` and DNS names return errors. A thread waiting in a socket call
 //!   parks while the stack and the other threads run ([`wait`]);
+//! - files (`fs`, `sys_fs`): `sys_open` (`O_RDONLY`/`O_WRONLY`/`O_RDWR`, `O_CREAT`, `O_EXCL`,
+//!   `O_TRUNC`, `O_APPEND`, `O_DIRECTORY`), `sys_opendir`, `sys_read`/`sys_readv`,
+//!   `sys_write`/`sys_writev`, `sys_lseek`, `sys_fstat`/`sys_stat`/`sys_lstat`,
+//!   `sys_getdents64`, `sys_mkdir`, `sys_rmdir`, `sys_unlink`, `sys_close`, `sys_dup`, `sys_poll`
+//!   (a file is always ready). The tree is the image's **baked files**, read-only and read in
+//!   place from the image: an app declares them with `files = "DIR"` (relative to the app crate)
+//!   under `[package.metadata.xenrt]`; scripts/build passes DIR (absolute) as `XENRT_FILES` to
+//!   this crate's build.rs, which makes `$OUT_DIR/files.rs`, and `DIR/p` appears in the guest as
+//!   `/p` (its parent directories implied; no `files`: no baked files). Everywhere else, a
+//!   **writable tree** in memory of at most [`fs::WRITABLE_LIMIT`] (8 MiB). Relative paths
+//!   resolve from `/`. Open files share the one descriptor table with the sockets;
 //! - arguments and environment: the words after `--` on the xl `extra=` line
 //!   ([`xen::cmdline::args`]); leading `NAME=VALUE` words are the environment, as in a shell
 //!   ([`split_env`]: `extra="ip=... -- RUST_BACKTRACE=1 --port 80"`), the rest the arguments
@@ -50,10 +61,13 @@ extern crate alloc;
 #[cfg(target_os = "hermit")]
 mod abi;
 #[cfg(target_os = "hermit")]
+mod abi_rest;
+#[cfg(target_os = "hermit")]
 mod abi_thread;
 pub mod entropy;
 #[cfg(target_os = "hermit")]
 mod errno;
+pub mod fs;
 pub mod layout;
 #[cfg(target_os = "hermit")]
 mod preempt;
@@ -61,6 +75,8 @@ pub mod sched;
 pub mod sock;
 #[cfg(target_os = "hermit")]
 mod sockets;
+#[cfg(target_os = "hermit")]
+mod sys_fs;
 #[cfg(target_os = "hermit")]
 mod sys_net;
 #[cfg(target_os = "hermit")]

@@ -21,7 +21,8 @@ use core::cell::RefCell;
 use net::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 use net::{ListenConfig, Net, TcpListener, TcpStream};
 
-use crate::layout::{Linger, Pollfd, Timeval};
+use crate::fs::OpenFile;
+use crate::layout::{Linger, Pollfd, Stat, Timeval};
 use crate::sock::{consts::*, errno::*, errno_of, revents, FdTable};
 
 /// Buffer (each way) of a TCP connection.
@@ -59,6 +60,8 @@ struct EventFd {
 enum Kind {
     Tcp(Tcp),
     Event(EventFd),
+    /// An open file or directory ([`crate::fs`]): always ready for `poll`, as POSIX says.
+    File(OpenFile),
 }
 
 /// An open file description (shared by `dup`ed descriptors).
@@ -131,6 +134,11 @@ impl Sockets {
         }
     }
 
+    /// Brings the stack up now (`sys_network_init`).
+    pub fn bring_up(&self) -> Res<i32> {
+        self.net().map(|_| 0)
+    }
+
     /// The stack if it is up (never brings it up).
     fn current_net(&self) -> Option<Net> {
         self.net.borrow().clone()
@@ -186,7 +194,7 @@ impl Sockets {
                 Ok(0)
             }
             Kind::Tcp(_) => Err(EINVAL),
-            Kind::Event(_) => Err(ENOTSOCK),
+            Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
         }
     }
 
@@ -199,7 +207,7 @@ impl Sockets {
             Kind::Tcp(Tcp::Fresh { port }) => *port,
             Kind::Tcp(Tcp::Listening { .. }) => return Ok(0),
             Kind::Tcp(_) => return Err(EINVAL),
-            Kind::Event(_) => return Err(ENOTSOCK),
+            Kind::Event(_) | Kind::File(_) => return Err(ENOTSOCK),
         };
         if port == 0 {
             return Err(self.unsupported("listen without bind (an ephemeral port)", EOPNOTSUPP));
@@ -234,7 +242,7 @@ impl Sockets {
                     Ok(pending.pop_front().or_else(|| l.try_accept()))
                 }
                 Kind::Tcp(_) => Err(EINVAL),
-                Kind::Event(_) => Err(ENOTSOCK),
+                Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
             }
         };
         crate::wait::pump(&net);
@@ -284,7 +292,7 @@ impl Sockets {
                 Kind::Tcp(Tcp::Stream { .. }) => return Err(EISCONN),
                 Kind::Tcp(Tcp::Failed(e)) => return Err(*e),
                 Kind::Tcp(Tcp::Listening { .. }) => return Err(EINVAL),
-                Kind::Event(_) => return Err(ENOTSOCK),
+                Kind::Event(_) | Kind::File(_) => return Err(ENOTSOCK),
             }
             let addr = if addr.addr.is_unspecified() {
                 IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(127, 0, 0, 1)), addr.port)
@@ -316,12 +324,69 @@ impl Sockets {
         }
     }
 
-    /// `recv(fd, buf, flags)` and `read(fd, buf)`.
+    /// An open file under a new descriptor (`open`).
+    pub fn insert_file(&self, f: OpenFile) -> Res<i32> {
+        self.insert(Kind::File(f), false)
+    }
+
+    /// `f` on the open file under `fd`; `not_file` if `fd` is a socket or eventfd.
+    pub fn with_file<T>(
+        &self,
+        fd: i32,
+        not_file: i32,
+        f: impl FnOnce(&mut OpenFile) -> Res<T>,
+    ) -> Res<T> {
+        let o = self.obj(fd)?;
+        let mut o = o.borrow_mut();
+        match &mut o.kind {
+            Kind::File(file) => f(file),
+            _ => Err(not_file),
+        }
+    }
+
+    /// `fstat(fd)`: a file's status; a socket is `S_IFSOCK`, an eventfd has no type.
+    pub fn fstat(&self, fd: i32) -> Res<Stat> {
+        const S_IFSOCK: u32 = 0o14_0000;
+        let o = self.obj(fd)?;
+        let o = o.borrow();
+        Ok(match &o.kind {
+            Kind::File(f) => f.stat(),
+            Kind::Tcp(_) => Stat {
+                st_mode: S_IFSOCK | 0o777,
+                ..Stat::default()
+            },
+            Kind::Event(_) => Stat {
+                st_mode: 0o600,
+                ..Stat::default()
+            },
+        })
+    }
+
+    /// `read(fd, buf)`: a file's, else `recv` with no flags.
+    pub fn read(&self, fd: i32, buf: &mut [u8]) -> Res<usize> {
+        match self.with_file(fd, ENOTSOCK, |f| f.read(buf)) {
+            Err(ENOTSOCK) => self.recv(fd, buf, 0),
+            r => r,
+        }
+    }
+
+    /// `write(fd, data)`: a file's, else `send`.
+    pub fn write(&self, fd: i32, data: &[u8]) -> Res<usize> {
+        match self.with_file(fd, ENOTSOCK, |f| f.write(data)) {
+            Err(ENOTSOCK) => self.send(fd, data),
+            r => r,
+        }
+    }
+
+    /// `recv(fd, buf, flags)` (a file is `ENOTSOCK`).
     pub fn recv(&self, fd: i32, buf: &mut [u8], flags: i32) -> Res<usize> {
         if flags & MSG_PEEK != 0 {
             return Err(self.unsupported("recv with MSG_PEEK", EOPNOTSUPP));
         }
         let o = self.obj(fd)?;
+        if matches!(o.borrow().kind, Kind::File(_)) {
+            return Err(ENOTSOCK);
+        }
         let is_event = matches!(o.borrow().kind, Kind::Event(_));
         let (nonblock, timeout) = {
             let o = o.borrow();
@@ -350,9 +415,12 @@ impl Sockets {
         r.ok_or(EAGAIN)
     }
 
-    /// `send(fd, data, flags)` and `write(fd, data)`.
+    /// `send(fd, data, flags)` (a file is `ENOTSOCK`).
     pub fn send(&self, fd: i32, data: &[u8]) -> Res<usize> {
         let o = self.obj(fd)?;
+        if matches!(o.borrow().kind, Kind::File(_)) {
+            return Err(ENOTSOCK);
+        }
         let is_event = matches!(o.borrow().kind, Kind::Event(_));
         if is_event {
             return event_write(&o, data);
@@ -400,7 +468,7 @@ impl Sockets {
             (Kind::Tcp(Tcp::Stream { s, .. }), SHUT_WR | SHUT_RDWR) => s.shutdown_write(),
             (Kind::Tcp(Tcp::Stream { .. }), SHUT_RD) => {}
             (Kind::Tcp(_), SHUT_RD | SHUT_WR | SHUT_RDWR) => return Err(ENOTCONN),
-            (Kind::Event(_), _) => return Err(ENOTSOCK),
+            (Kind::Event(_) | Kind::File(_), _) => return Err(ENOTSOCK),
             _ => return Err(EINVAL),
         }
         if let Some(n) = self.current_net() {
@@ -416,7 +484,7 @@ impl Sockets {
         match &o.kind {
             Kind::Tcp(Tcp::Stream { s, .. }) => s.peer().ok_or(ENOTCONN),
             Kind::Tcp(_) => Err(ENOTCONN),
-            Kind::Event(_) => Err(ENOTSOCK),
+            Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
         }
     }
 
@@ -430,7 +498,7 @@ impl Sockets {
             Kind::Tcp(Tcp::Listening { l, .. }) => Ok(any(l.port())),
             Kind::Tcp(Tcp::Fresh { port }) => Ok(any(*port)),
             Kind::Tcp(Tcp::Failed(_)) => Ok(any(0)),
-            Kind::Event(_) => Err(ENOTSOCK),
+            Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
         }
     }
 
@@ -512,12 +580,21 @@ impl Sockets {
         }
     }
 
-    /// `fcntl(fd, cmd, arg)`: `F_GETFL`/`F_SETFL` (`O_NONBLOCK`), `F_GETFD`/`F_SETFD`
+    /// `fcntl(fd, cmd, arg)`: `F_GETFL` (`O_NONBLOCK`, and a file's access mode and
+    /// `O_APPEND`)/`F_SETFL` (`O_NONBLOCK`), `F_GETFD`/`F_SETFD`
     /// (close-on-exec means nothing here: accepted), `F_DUPFD`.
     pub fn fcntl(&self, fd: i32, cmd: i32, arg: i32) -> Res<i32> {
         let o = self.obj(fd)?;
         match cmd {
-            F_GETFL => Ok(if o.borrow().nonblock { O_NONBLOCK } else { 0 }),
+            F_GETFL => {
+                let o = o.borrow();
+                // A file's access mode and O_APPEND; a socket reports none (as before).
+                let mode = match &o.kind {
+                    Kind::File(f) => f.status_flags(),
+                    _ => 0,
+                };
+                Ok(mode | if o.nonblock { O_NONBLOCK } else { 0 })
+            }
             F_SETFL => {
                 o.borrow_mut().nonblock = arg & O_NONBLOCK != 0;
                 Ok(0)
@@ -663,6 +740,7 @@ fn ready(o: &Shared, asked: i16) -> i16 {
     }
     match &mut o.kind {
         Kind::Event(e) => revents(asked, e.count > 0, true, false, false),
+        Kind::File(_) => revents(asked, true, true, false, false),
         Kind::Tcp(Tcp::Fresh { .. }) => revents(asked, false, false, true, false),
         Kind::Tcp(Tcp::Failed(_)) => revents(asked, false, true, true, true),
         Kind::Tcp(Tcp::Listening { l, pending }) => {

@@ -62,6 +62,26 @@ fn main() {
             r.expect("condvar wait_timeout timed out: true")?;
             r.expect("spinner stopped (it spun)")?;
             r.reject("TOO SHORT")?;
+            // std::fs: the baked files (apps/std-hello/files) and the writable tree.
+            r.expect(r#"baked file: "baked into the image""#)?;
+            r.expect("baked numbers sum: 32")?;
+            r.expect("baked metadata: 21 bytes, file true, read-only true")?;
+            r.expect(r#"root: ["data", "greeting.txt"]"#)?;
+            r.expect("write to baked file: Read-only file system (os error 30)")?;
+            r.expect("remove baked file: Read-only file system (os error 30)")?;
+            r.expect(r#"read back: "one\ntwo\n""#)?;
+            r.expect(r#"after seek: "two\n""#)?;
+            r.expect("metadata: 8 bytes, file true, dir true")?;
+            r.expect("read_dir: notes.txt (file) sub (dir)")?;
+            // std's hermit port has no rename (library/std/src/sys/fs/hermit.rs).
+            r.expect("rename: operation not supported")?;
+            r.expect("create_dir again: AlreadyExists")?;
+            r.expect("remove_dir of a full directory: Directory not empty (os error 39)")?;
+            r.expect(r#"unlinked but open: "one\ntwo\n", name gone: true"#)?;
+            r.expect("removed: NotFound")?;
+            r.reject("(wrong)")?;
+            r.reject("STILL THERE")?;
+            r.reject("files: FAILED")?;
             r.expect("took ")?;
             powered_off(&r)?;
             Ok(format!("[wall {:.2} s]", r.elapsed.as_secs_f64()))
@@ -106,6 +126,18 @@ fn main() {
             }
             r.reject("overflow: FAIL returned")?;
             crashed(&r)?;
+            // The hermit-abi calls std does not make: done, or refused with an errno.
+            let r = boot_dom0("std-hello", "-- abi")?;
+            r.expect("abi: pagesize 4096 pid 1 cpus 1")?;
+            r.expect(
+                "abi: mmap 0 zeroed true aligned true exec -13 mprotect-rw 0 mprotect-ro -13 \
+                 munmap-part -22 munmap 0",
+            )?;
+            r.expect(
+                "abi: sem init 0 trywait-empty -11 timedwait-past -110 posted-and-taken 3 destroy 0",
+            )?;
+            r.expect("abi: queue -38 errno 38")?;
+            powered_off(&r)?;
             Ok(String::new())
         }),
         // tokio (crates.io, unchanged): rt, rt-multi-thread, time, macros, sync.
