@@ -5,7 +5,7 @@
 //! Why not `tokio::net`: tokio 1.54.1's `net` does not build for `x86_64-unknown-hermit`, even
 //! with a socket2 for the target (xenrt's `hermit/socket2`): its net code guards code that needs
 //! a Unix-only item with `cfg(not(windows))` where the item is `cfg(unix)`, 7 errors:
-//! `TcpSocket::connect` uses `libc::EINPROGRESS` (tokio has `libc` only for `cfg(unix)`),
+//! `TcpSocket::connect` uses `libc::EINPROGRESS` (tokio depends on `libc` for unix and wasi only),
 //! `TcpStream::into_std` and `TcpListener::into_std` have bodies for unix, windows and wasi
 //! only, `TcpSocket::from_std_stream` calls a `FromRawFd` impl that is `cfg(unix or wasi)`, and
 //! `TcpStream::{linger, set_linger, set_zero_linger}` need an `AsFd` impl that is `cfg(unix)`.
