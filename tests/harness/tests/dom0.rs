@@ -140,6 +140,32 @@ fn main() {
             powered_off(&r)?;
             Ok(String::new())
         }),
+        // tokio (crates.io, unchanged): rt, rt-multi-thread, time, macros, sync.
+        case("std_tokio_runtime_checks_pass", || {
+            let r = boot_dom0("std-tokio", "log=info -- check")?;
+            r.expect("sleep 50 ms: ok")?;
+            r.expect("spawned tasks joined: sum of squares 385")?;
+            r.expect("wake order: [10, 20, 30]")?;
+            r.expect("join!: 3 (concurrent: true)")?;
+            r.expect("select!: fast")?;
+            r.expect("timeout: expired true, in time Some(7)")?;
+            r.expect("interval: 5 ticks, ok")?;
+            r.expect("mpsc: 400 messages, sum 619800")?;
+            r.expect("oneshot: pong")?;
+            r.expect("watch: saw 3")?;
+            r.expect("tokio mutex: 1000")?;
+            r.expect("notify: notified")?;
+            r.expect("spawn_blocking on another thread: true")?;
+            r.expect("abort: cancelled true")?;
+            r.expect("current_thread runtime: ok")?;
+            r.expect("multi_thread: 100 tasks, sum 4950")?;
+            r.expect("multi_thread timeout: expired true")?;
+            r.expect("multi_thread runtime: ok (100 done")?;
+            r.reject("WRONG")?;
+            r.expect("std-tokio: checks done in ")?;
+            powered_off(&r)?;
+            Ok(format!("[wall {:.2} s]", r.elapsed.as_secs_f64()))
+        }),
         case("hello_boots_and_prints", || {
             let r = boot_dom0("hello", "log=info")?;
             r.expect("Hello from Xen 4.17")?;

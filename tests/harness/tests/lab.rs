@@ -84,6 +84,37 @@ echo "parallel echo: $((50 - bad))/50 ok"
             end.map_err(|e| format!("{e}\n{c}"))?;
             Ok(out.lines().last().unwrap_or("").to_string())
         }),
+        case("std_tokio_echoes_50_parallel_clients", || {
+            // tokio (crates.io, unchanged): #[tokio::main], a task per connection, over the
+            // app's mio reactor (tokio's own net does not build for hermit) and socket2's API.
+            let g = Guest::start("std-tokio", "ip=10.0.0.17/24 log=info --")?;
+            g.until("std-tokio: listening on 0.0.0.0:7", 60)?;
+            let one = xen_tests::lab::dom0_sh("echo hi | nc -w 3 10.0.0.17 7", 60)?;
+            expect(&one, "hi")?;
+            // 50 clients at once, payloads of 2-50 KB (past the stack's TCP buffers, so
+            // writes wait for the peer), each different; every echo must come back
+            // byte-exact. (awk, not `yes | head`: see the std-echo case.)
+            let out = xen_tests::lab::dom0_sh(
+                r#"d=$(mktemp -d)
+for i in $(seq 1 50); do
+  awk -v i=$i 'BEGIN { n = 1000 + i * 997; s = ""; while (length(s) < n) s = s "client " i " payload\n"; printf "%s", substr(s, 1, n) }' > $d/in$i
+  (cat $d/in$i | nc -w 5 10.0.0.17 7 > $d/out$i) &
+done
+wait
+bad=0
+for i in $(seq 1 50); do cmp -s $d/in$i $d/out$i || { bad=$((bad+1)); echo "client $i differs: $(wc -c < $d/out$i) bytes"; }; done
+rm -rf $d
+echo "parallel echo: $((50 - bad))/50 ok"
+[ $bad -eq 0 ]"#,
+                240,
+            )?;
+            expect(&out, "parallel echo: 50/50 ok")?;
+            let end = g.shutdown_cleanly();
+            let c = g.console()?;
+            end.map_err(|e| format!("{e}\n{c}"))?;
+            expect(&c, "(51 served)")?;
+            Ok(out.lines().last().unwrap_or("").to_string())
+        }),
         case("std_http_on_tiny_http_serves_files_to_curl_and_wrk", || {
             // tiny_http (crates.io, unchanged) on xenrt's hermit-abi: an acceptor thread, a
             // thread per connection blocked in read, 4 workers; the files are httpd's site
