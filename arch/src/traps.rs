@@ -222,8 +222,10 @@ mod imp {
     core::arch::global_asm!(
         r#"
         .pushsection .text.xenrt_traps, "ax"
-        .global xenrt_trap_common
-    xenrt_trap_common:
+
+        /* The 15 general registers, saved in TrapFrame order (r15 lowest) and restored: the
+           trap entry and the event upcall save the same frame. */
+        .macro xenrt_push_gprs
         push %rax
         push %rbx
         push %rcx
@@ -239,6 +241,28 @@ mod imp {
         push %r13
         push %r14
         push %r15
+        .endm
+        .macro xenrt_pop_gprs
+        pop %r15
+        pop %r14
+        pop %r13
+        pop %r12
+        pop %r11
+        pop %r10
+        pop %r9
+        pop %r8
+        pop %rbp
+        pop %rdi
+        pop %rsi
+        pop %rdx
+        pop %rcx
+        pop %rbx
+        pop %rax
+        .endm
+
+        .global xenrt_trap_common
+    xenrt_trap_common:
+        xenrt_push_gprs
         mov %rsp, %rdi
         and $-16, %rsp
         call xenrt_trap
@@ -259,21 +283,7 @@ mod imp {
         pushq $0
         jmp hypercall_page + 23 * 32
     2:
-        push %rax
-        push %rbx
-        push %rcx
-        push %rdx
-        push %rsi
-        push %rdi
-        push %rbp
-        push %r8
-        push %r9
-        push %r10
-        push %r11
-        push %r12
-        push %r13
-        push %r14
-        push %r15
+        xenrt_push_gprs
         mov %rsp, %rbp
         lea 136(%rsp), %rdi         /* 15 registers, rip, cs: then the saved rflags */
         sub $512, %rsp
@@ -282,21 +292,7 @@ mod imp {
         call xenrt_upcall
         fxrstor64 (%rsp)
         mov %rbp, %rsp
-        pop %r15
-        pop %r14
-        pop %r13
-        pop %r12
-        pop %r11
-        pop %r10
-        pop %r9
-        pop %r8
-        pop %rbp
-        pop %rdi
-        pop %rsi
-        pop %rdx
-        pop %rcx
-        pop %rbx
-        pop %rax
+        xenrt_pop_gprs
         pushq $0
         jmp hypercall_page + 23 * 32
 
