@@ -50,7 +50,21 @@ struct Machine {
     tls: Option<Block>,
     /// What the thread runs: std's start function and its argument.
     start: Option<(extern "C" fn(usize), usize)>,
+    /// While it is parked in [`park_until`]: its condition, which the scheduler checks (on the
+    /// stack of whichever thread is switching) without switching to it.
+    check: Option<Check>,
+    /// The scheduler found `check` true and woke it.
+    held: bool,
 }
+
+/// A parked thread's condition: the `ready` closure of its [`park_until`] frame, its lifetime
+/// erased (the pointer is removed before that frame returns).
+#[derive(Debug, Clone, Copy)]
+struct Check(*mut (dyn FnMut() -> bool + 'static));
+
+// SAFETY: one vCPU; a Check is only called by the scheduler while its thread is parked in
+// park_until (see recheck).
+unsafe impl Send for Check {}
 
 static SCHED: spin::Mutex<Option<Scheduler<Machine>>> = spin::Mutex::new(None);
 
@@ -71,6 +85,8 @@ fn lock() -> Guard {
             stack: None,
             tls: None,
             start: None,
+            check: None,
+            held: false,
         }));
     }
     g
@@ -94,16 +110,17 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
         let s = g.as_mut().expect("the scheduler is not removed");
         if s.has_polls() {
             // Threads parked until events: let pending events in (never blocking here); if
-            // any came, or a thread changed what they may wait for, they re-check their
-            // conditions. Not otherwise: a parked thread woken for nothing would spin.
+            // any came, or a thread changed what they may wait for, or the network's timers
+            // are due, run the network once and check each parked thread's condition, waking
+            // those whose condition holds. Not otherwise (nothing can have changed).
             drop(g);
             poll(Some(0));
-            g = lock();
-            if CHANGED.swap(false, Ordering::SeqCst) {
-                g.as_mut()
-                    .expect("the scheduler is not removed")
-                    .wake_polls();
+            let due = xen::time::now_ns() >= NET_NEXT.load(Ordering::SeqCst);
+            if CHANGED.swap(false, Ordering::SeqCst) || due {
+                pump_network();
+                recheck();
             }
+            g = lock();
         }
         let s = g.as_mut().expect("the scheduler is not removed");
         let next = s.next(xen::time::now_ns());
@@ -142,8 +159,14 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
             }
             Next::Idle(deadline) => {
                 drop(g);
-                // Woken by an event or a deadline: the parked threads re-check (next turn).
-                poll(deadline);
+                // Until an event, a thread's deadline or the network's next timer; then the
+                // parked threads are checked (next turn).
+                let net = Some(NET_NEXT.load(Ordering::SeqCst)).filter(|&t| t != u64::MAX);
+                let at = match (deadline, net) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                poll(at);
                 g = lock();
             }
             Next::Deadlock => {
@@ -166,8 +189,64 @@ pub fn note_change() {
     CHANGED.store(true, Ordering::SeqCst);
 }
 
-/// One turn of the idle loop ([`xen::sched::poll_once`]); events that came wake the parked
-/// threads at the next switch.
+/// How the scheduler runs the network stack for parked threads (set once the stack is up:
+/// [`set_pump`]): polls it, returns when it next needs to run without an event.
+static PUMP: spin::Once<fn() -> Option<u64>> = spin::Once::new();
+
+/// When the network next needs to run without an event (system time; `u64::MAX`: never).
+static NET_NEXT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Says how to run the network stack (once it is up): the scheduler runs it, once, before it
+/// checks the parked threads' conditions, and wakes the vCPU for its timers.
+pub fn set_pump(f: fn() -> Option<u64>) {
+    PUMP.call_once(|| f);
+}
+
+/// Records when the network next needs to run without an event (after any run of the stack).
+pub(crate) fn net_next(t: Option<u64>) {
+    NET_NEXT.store(t.unwrap_or(u64::MAX), Ordering::SeqCst);
+}
+
+fn pump_network() {
+    if let Some(f) = PUMP.get() {
+        net_next(f());
+    }
+}
+
+/// Checks the condition of every thread parked in [`park_until`] and wakes those whose
+/// condition holds, without switching to the others: with many threads parked (a thread per
+/// connection), one event costs one check each, not a switch to each. Runs without the
+/// scheduler's lock (a condition may use the network stack, print, allocate).
+fn recheck() {
+    let checks: Vec<(Tid, Check)> = match lock().as_ref() {
+        Some(s) => s
+            .polling()
+            .filter_map(|t| s.data(t).and_then(|m| m.check).map(|c| (t, c)))
+            .collect(),
+        None => return,
+    };
+    for (tid, c) in checks {
+        // SAFETY: `c` is the `ready` closure of thread `tid`'s park_until frame, which is
+        // alive: the thread is parked there (it was Poll-blocked when listed, and nothing ran
+        // since but earlier checks, which cannot end it) and clears the pointer before that
+        // frame returns. One vCPU, so nothing else runs the closure meanwhile; the thread
+        // holds no borrow the closure takes (it parked with none held), and the closure
+        // needs nothing of its own thread but memory (no thread-local storage).
+        let holds = unsafe { (*c.0)() };
+        if holds {
+            if let Some(s) = lock().as_mut() {
+                if s.wake_poll(tid) {
+                    if let Some(m) = s.data_mut(tid) {
+                        m.held = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One turn of the idle loop ([`xen::sched::poll_once`]); events that came make the parked
+/// threads' conditions be checked at the next switch.
 fn poll(deadline: Option<u64>) {
     if xen::sched::poll_once(deadline) {
         note_change();
@@ -192,11 +271,15 @@ fn block(wait: Wait, deadline: Option<u64>) -> Woken {
 /// dispatch of events and at the deadline).
 ///
 /// This is the blocking primitive for code that waits on something events make true (a
-/// socket's data, a connection): the thread parks until the next dispatch of events (which
-/// happens when every thread is blocked, or at any switch while such a thread waits), then
-/// re-checks `ready` on its own stack. `ready` runs without the scheduler's lock held, so it
-/// may use the network stack, print, or allocate. A thread that makes another's condition
-/// true without an event (writes an eventfd, queues data) calls [`note_change`].
+/// socket's data, a connection): the thread parks; after each dispatch of events (which
+/// happens when every thread is blocked, or at any switch while such a thread waits) the
+/// scheduler runs the network stack once and calls `ready` itself, from whichever thread is
+/// switching, and wakes this one only when it holds. So `ready` must only look at shared
+/// state (no thread-local storage, nothing borrowed by this thread's caller across the call)
+/// and must not block; what it finds it may keep in its captured state. It runs without the
+/// scheduler's lock held, so it may use the network stack, print, or allocate. A thread that
+/// makes another's condition true without an event (writes an eventfd, queues data) calls
+/// [`note_change`].
 pub fn park_until(deadline_ns: Option<u64>, mut ready: impl FnMut() -> bool) -> bool {
     let _k = crate::preempt::enter();
     loop {
@@ -206,7 +289,34 @@ pub fn park_until(deadline_ns: Option<u64>, mut ready: impl FnMut() -> bool) -> 
         if deadline_ns.is_some_and(|d| xen::time::now_ns() >= d) {
             return false;
         }
+        let f: &mut dyn FnMut() -> bool = &mut ready;
+        let f: *mut (dyn FnMut() -> bool + '_) = f;
+        // SAFETY: only the lifetime is erased; the pointer is taken out of the record below,
+        // before this frame (which owns `ready`) can return.
+        let f: *mut (dyn FnMut() -> bool + 'static) = unsafe { core::mem::transmute(f) };
+        set_check(Some(Check(f)));
         block(Wait::Poll, deadline_ns);
+        if set_check(None) {
+            // The scheduler found `ready` true (and what it found is in the closure's state).
+            return true;
+        }
+    }
+}
+
+/// Sets or clears the running thread's parked condition; returns (and clears) whether the
+/// scheduler found it true.
+fn set_check(c: Option<Check>) -> bool {
+    let mut g = lock();
+    let Some(s) = g.as_mut() else {
+        return false;
+    };
+    let me = s.current();
+    match s.data_mut(me) {
+        Some(m) => {
+            m.check = c;
+            core::mem::take(&mut m.held)
+        }
+        None => false,
     }
 }
 
@@ -296,6 +406,8 @@ fn spawn(func: extern "C" fn(usize), arg: usize, stack_size: usize) -> Option<Ti
         stack: Some(stack),
         tls: Some(tls),
         start: Some((func, arg)),
+        check: None,
+        held: false,
     };
     crate::preempt::start(on_upcall);
     let Some(tid) = s.spawn(machine) else {

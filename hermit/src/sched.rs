@@ -215,6 +215,42 @@ impl<T> Scheduler<T> {
         self.wake_where(usize::MAX, |w| w == Wait::Poll)
     }
 
+    /// The threads blocked on [`Wait::Poll`], in id order.
+    pub fn polling(&self) -> impl Iterator<Item = Tid> + '_ {
+        self.threads.iter().filter_map(|(&tid, t)| {
+            matches!(
+                t.state,
+                State::Blocked {
+                    wait: Wait::Poll,
+                    ..
+                }
+            )
+            .then_some(tid)
+        })
+    }
+
+    /// Wakes `tid` if it is blocked on [`Wait::Poll`] (its condition was found to hold);
+    /// whether it was.
+    pub fn wake_poll(&mut self, tid: Tid) -> bool {
+        match self.threads.get_mut(&tid) {
+            Some(t)
+                if matches!(
+                    t.state,
+                    State::Blocked {
+                        wait: Wait::Poll,
+                        ..
+                    }
+                ) =>
+            {
+                t.state = State::Ready;
+                t.woken = Woken::Notified;
+                self.ready.push_back(tid);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether some thread waits on [`Wait::Poll`].
     pub fn has_polls(&self) -> bool {
         self.threads.values().any(|t| {
@@ -323,6 +359,26 @@ mod tests {
         assert_eq!(s.next(0), Next::Run(b));
         s.yield_now();
         assert_eq!(s.next(0), Next::Run(MAIN));
+    }
+
+    #[test]
+    fn only_the_poll_waiter_named_is_woken() {
+        let mut s = Scheduler::new(());
+        let a = s.spawn(()).unwrap();
+        let b = s.spawn(()).unwrap();
+        s.block(Wait::Poll, None);
+        assert_eq!(s.next(0), Next::Run(a));
+        s.block(Wait::Poll, Some(50));
+        assert_eq!(s.next(0), Next::Run(b));
+        s.block(Wait::Futex(8), None);
+        assert_eq!(s.next(0), Next::Idle(Some(50)));
+        assert_eq!(s.polling().collect::<alloc::vec::Vec<_>>(), [MAIN, a]);
+        assert!(!s.wake_poll(b), "a futex waiter is not a poll waiter");
+        assert!(s.wake_poll(a));
+        assert!(!s.wake_poll(a), "already woken");
+        assert_eq!(s.polling().collect::<alloc::vec::Vec<_>>(), [MAIN]);
+        assert_eq!(s.next(0), Next::Run(a));
+        assert_eq!(s.woken(), Woken::Notified);
     }
 
     #[test]

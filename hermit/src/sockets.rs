@@ -134,6 +134,11 @@ impl Sockets {
         }
     }
 
+    /// Runs the stack once if it is up; when it next needs to run without an event.
+    pub fn pump(&self) -> Option<u64> {
+        self.current_net().and_then(|n| crate::wait::pump(&n))
+    }
+
     /// Brings the stack up now (`sys_network_init`).
     pub fn bring_up(&self) -> Res<i32> {
         self.net().map(|_| 0)

@@ -27,6 +27,7 @@ static STATE: Global = Global(Sockets::new());
 /// queued to a loopback peer, an eventfd written, a descriptor closed), so each tells the
 /// scheduler that parked threads should re-check.
 fn with<T>(f: impl FnOnce(&Sockets) -> Res<T>) -> Res<T> {
+    crate::abi_thread::set_pump(pump);
     let r = f(&STATE.0);
     crate::abi_thread::note_change();
     r
@@ -48,6 +49,12 @@ fn ret_size(r: Res<usize>) -> isize {
 /// console).
 pub fn is_socket(fd: i32) -> bool {
     STATE.0.is_open(fd)
+}
+
+/// Runs the stack once if it is up (the scheduler's network pump, see `abi_thread::set_pump`);
+/// when it next needs to run without an event.
+fn pump() -> Option<u64> {
+    STATE.0.pump()
 }
 
 /// Brings the stack up (`sys_network_init`): 0 or `-errno`.
