@@ -118,6 +118,7 @@ pub fn errno_of(e: &NetError) -> i32 {
         NetError::TimedOut => ETIMEDOUT,
         NetError::Dns(_) => EADDRNOTAVAIL,
         NetError::NoMemory => ENOMEM,
+        NetError::NotConnected => EDESTADDRREQ,
     }
 }
 
