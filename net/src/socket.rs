@@ -883,7 +883,8 @@ impl core::fmt::Debug for DnsQuery {
 impl Net {
     /// Starts resolving `name` (its `A` or `AAAA` records, as `ty` says) through the DNS
     /// servers known (`dns=` on the command line, then DHCP's; the first of them). At most
-    /// [`DNS_QUERIES`] run at once (then [`NetError::Dns`]).
+    /// [`DNS_QUERIES`] run at once (then [`NetError::Busy`]); a name that is not one
+    /// (too long, empty labels) is [`NetError::Dns`].
     pub fn dns_query(&self, name: &str, ty: DnsQueryType) -> Result<DnsQuery, NetError> {
         let servers = self.dns_servers();
         if servers.is_empty() {
@@ -906,7 +907,10 @@ impl Net {
         s.update_servers(&servers);
         let query = s
             .start_query(i.iface.context(), name, ty)
-            .map_err(|e| NetError::Dns(alloc::format!("{name:?}: {e:?}")))?;
+            .map_err(|e| match e {
+                dns::StartQueryError::NoFreeSlot => NetError::Busy,
+                e => NetError::Dns(alloc::format!("{name:?}: {e:?}")),
+            })?;
         Ok(DnsQuery {
             net: self.clone(),
             socket,

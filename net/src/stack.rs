@@ -418,6 +418,8 @@ pub enum NetError {
     NoMemory,
     /// A datagram socket with no peer was asked to send to its peer.
     NotConnected,
+    /// Too many operations of this kind at once (DNS queries); try again when one ended.
+    Busy,
 }
 
 impl fmt::Display for NetError {
@@ -433,6 +435,7 @@ impl fmt::Display for NetError {
             NetError::Dns(e) => write!(f, "dns: {e}"),
             NetError::NoMemory => f.write_str("out of memory for socket buffers"),
             NetError::NotConnected => f.write_str("socket not connected (no destination)"),
+            NetError::Busy => f.write_str("too many at once"),
         }
     }
 }
