@@ -803,10 +803,11 @@ impl Sockets {
 }
 
 /// Where a connection attempt stands; moves a finished one on (established: a plain stream;
-/// failed: `Failed`, its error kept for `SO_ERROR`). `None` while it runs or if it is not one.
+/// failed: `Failed`, its error kept for `SO_ERROR`). `None` while it runs, or for a TCP
+/// socket that is not one; `Some(Ok)` for a UDP socket or an eventfd (nothing to wait for).
 fn connect_done(o: &mut Obj) -> Option<Res<()>> {
     let Kind::Tcp(t) = &mut o.kind else {
-        return None;
+        return Some(Ok(()));
     };
     let Tcp::Stream { s, connecting } = t else {
         return match t {

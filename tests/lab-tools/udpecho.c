@@ -2,7 +2,7 @@
  * time, each a different size (8 to 1472 bytes: what one frame carries) and content (its
  * number, then bytes derived from it), and checks every echo is byte-exact. A datagram whose
  * echo has not come after 300 ms is sent again (UDP may lose it), at most 5 times.
- * Prints "udpecho: N/COUNT exact, R resent, B bad" (B: echoes that differ from every
+ * Prints "udpecho: N/COUNT exact, R resent, B bad in MS ms" (B: echoes that differ from every
  * datagram sent) and exits 0 only when all came back exact. */
 #include <arpa/inet.h>
 #include <poll.h>
@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WINDOW 16
@@ -32,6 +33,8 @@ int main(int argc, char **argv) {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&to, sizeof to) < 0) { perror("udpecho"); return 1; }
     unsigned char *done = calloc(count, 1);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     unsigned ok = 0, resent = 0, bad = 0;
     unsigned char out[MAXLEN], in[MAXLEN + 64];
     for (unsigned base = 0; base < count; base += WINDOW) {
@@ -58,6 +61,8 @@ int main(int argc, char **argv) {
             }
         }
     }
-    printf("udpecho: %u/%u exact, %u resent, %u bad\n", ok, count, resent, bad);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    printf("udpecho: %u/%u exact, %u resent, %u bad in %ld ms\n", ok, count, resent, bad, ms);
     return ok == count && bad == 0 ? 0 : 1;
 }

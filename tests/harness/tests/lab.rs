@@ -79,12 +79,17 @@ echo "parallel echo: $((50 - bad))/50 ok"
         case("std_echo_on_mio_echoes_udp_datagrams_byte_exact", || {
             // The same program's UDP side: a mio UdpSocket in the same Poll, on the same port.
             let g = Guest::start("std-echo", "ip=10.0.0.61/24 log=info --")?;
-            g.until("std-echo: listening on 0.0.0.0:7 (tcp) and 0.0.0.0:7 (udp)", 60)?;
+            // (`until` takes a regular expression: no parentheses in it.)
+            g.until("std-echo: listening on 0.0.0.0:7 ", 60)?;
+            expect(
+                &g.console()?,
+                "std-echo: listening on 0.0.0.0:7 (tcp) and 0.0.0.0:7 (udp)",
+            )?;
             let udpecho = xen_tests::lab::tool("udpecho")?;
             let out = xen_tests::lab::dom0_sh(
                 &format!(
-                    "echo hi-udp | socat -t 3 - UDP:10.0.0.61:7
-                     echo hi-tcp | nc -w 3 10.0.0.61 7
+                    "echo hi-udp | socat -t 1 - UDP:10.0.0.61:7
+                     echo hi-tcp | socat -t 1 - TCP:10.0.0.61:7
                      {udpecho} 10.0.0.61 7 2000"
                 ),
                 300,
