@@ -4,14 +4,24 @@
 //!
 //! The stack is one [`net::Net`] on the first vif, brought up at the first socket call from the
 //! command line's xenrt keys (`ip=`/`gw=`/`dns=`, DHCP by default). The stack's sockets are
-//! async, but they also have synchronous accessors (`try_accept`, `try_read`, `try_write`,
-//! `tcp_connect_start` + `connect_state`, `readable`/`writable`), which is what a BSD call
-//! needs: try once; if it would block and the descriptor is non-blocking, `EAGAIN`; else wait
-//! in [`crate::wait::until`] (which runs the stack meanwhile) and try again.
+//! async, but they also have synchronous accessors (`try_accept`, `try_read`/`try_peek`,
+//! `try_write`, `tcp_connect_start` + `connect_state`, `try_recv_from`/`try_send_to`,
+//! `dns_query` + `result`, `readable`/`writable`), which is what a BSD call needs: try once; if
+//! it would block and the descriptor is non-blocking, `EAGAIN`; else wait in
+//! [`crate::wait::until`] (which runs the stack meanwhile) and try again.
 //!
-//! Supported: TCP over IPv4 and IPv6 (blocking and non-blocking: `O_NONBLOCK`, `SOCK_NONBLOCK`,
-//! `FIONBIO`), `poll`, `eventfd` (mio's waker), `dup`, `getaddrinfo` for numeric hosts. UDP,
-//! `MSG_PEEK` and DNS names return errors (`EPROTONOSUPPORT`, `EOPNOTSUPP`, `EAI_NONAME`).
+//! Supported: TCP and UDP over IPv4 and IPv6 (blocking and non-blocking: `O_NONBLOCK`,
+//! `SOCK_NONBLOCK`, `FIONBIO`; `SO_RCVTIMEO`/`SO_SNDTIMEO`), `poll`, `eventfd` (mio's waker),
+//! `dup`, `MSG_PEEK` on both, `getaddrinfo` for numeric hosts and DNS names ([`Sockets::lookup`]).
+//!
+//! UDP as POSIX has it: unbound until `bind` (port 0: an ephemeral one), `connect` or the first
+//! `sendto` (which bind it to an ephemeral port); `connect` sets the default destination and
+//! drops datagrams from anyone else; `recv`/`recvfrom` take one datagram, cut to the buffer
+//! (the rest discarded); `sendto` a broadcast address needs `SO_BROADCAST` (`EACCES`);
+//! `IP_TTL` applies. Limits: a datagram must fit one frame (1472 bytes over IPv4, 1452 over
+//! IPv6: `EMSGSIZE`, the stack does not fragment); 32 datagrams queue each way; an `AF_INET`
+//! socket bound to every address also receives IPv6 datagrams to its port; no multicast
+//! (its options are `ENOPROTOOPT`); ICMP errors (port unreachable) are not reported.
 
 use alloc::collections::VecDeque;
 use alloc::rc::Rc;
@@ -551,8 +561,7 @@ impl Sockets {
             Kind::Udp(u) => Ok(match &u.s {
                 Some(s) => {
                     let l = s.local();
-                    l.addr
-                        .map_or(u.any(l.port), |a| IpEndpoint::new(a, l.port))
+                    l.addr.map_or(u.any(l.port), |a| IpEndpoint::new(a, l.port))
                 }
                 None => u.any(0),
             }),
@@ -913,7 +922,9 @@ fn ready(o: &Shared, asked: i16) -> i16 {
     match &mut o.kind {
         Kind::Event(e) => revents(asked, e.count > 0, true, false, false),
         Kind::Udp(Udp { s: None, .. }) => revents(asked, false, true, false, false),
-        Kind::Udp(Udp { s: Some(s), .. }) => revents(asked, s.readable(), s.writable(), false, false),
+        Kind::Udp(Udp { s: Some(s), .. }) => {
+            revents(asked, s.readable(), s.writable(), false, false)
+        }
         Kind::Tcp(Tcp::Fresh { .. }) => revents(asked, false, false, true, false),
         Kind::Tcp(Tcp::Failed(_)) => revents(asked, false, true, true, true),
         Kind::Tcp(Tcp::Listening { l, pending }) => {
@@ -1011,7 +1022,8 @@ fn option_name(level: i32, name: i32) -> &'static str {
         | (IPPROTO_IPV6, IPV6_ADD_MEMBERSHIP | IPV6_DROP_MEMBERSHIP) => {
             "multicast groups (IP_ADD_MEMBERSHIP/IPV6_ADD_MEMBERSHIP)"
         }
-        (IPPROTO_IP, IP_MULTICAST_TTL | IP_MULTICAST_LOOP) | (IPPROTO_IPV6, IPV6_MULTICAST_LOOP) => {
+        (IPPROTO_IP, IP_MULTICAST_TTL | IP_MULTICAST_LOOP)
+        | (IPPROTO_IPV6, IPV6_MULTICAST_LOOP) => {
             "multicast options (IP_MULTICAST_TTL/IP_MULTICAST_LOOP)"
         }
         (IPPROTO_IP, IP_TOS) => "the IP_TOS socket option",

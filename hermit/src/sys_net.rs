@@ -224,7 +224,9 @@ pub unsafe extern "C" fn sys_sendto(
         Ok(None)
     } else {
         // SAFETY: the caller's guarantee.
-        unsafe { addr_bytes(to, tolen) }.and_then(decode_addr).map(Some)
+        unsafe { addr_bytes(to, tolen) }
+            .and_then(decode_addr)
+            .map(Some)
     };
     ret_size(b.and_then(|b| {
         dest.and_then(|d| with(|s| no_send_flags(s, flags).and_then(|()| s.send_to(fd, b, d))))

@@ -895,9 +895,10 @@ impl Net {
         let socket = match i.dns_socket {
             Some(h) => h,
             None => {
-                let h = i
-                    .sockets
-                    .add(dns::Socket::new(&servers, (0..DNS_QUERIES).map(|_| None).collect::<Vec<_>>()));
+                let h = i.sockets.add(dns::Socket::new(
+                    &servers,
+                    (0..DNS_QUERIES).map(|_| None).collect::<Vec<_>>(),
+                ));
                 i.dns_socket = Some(h);
                 h
             }
@@ -946,10 +947,9 @@ impl DnsQuery {
                 }
                 return None;
             }
-            Err(dns::GetQueryResultError::Failed) => Err(NetError::Dns(alloc::format!(
-                "{:?}: no answer",
-                self.name
-            ))),
+            Err(dns::GetQueryResultError::Failed) => {
+                Err(NetError::Dns(alloc::format!("{:?}: no answer", self.name)))
+            }
         };
         self.done.set(true);
         Some(r)

@@ -632,10 +632,18 @@ fn dns_query_without_waiting_answers_or_fails_by_name() {
                 }
             });
             // A query dropped half-way gives its slot back.
-            drop(guest.dns_query("gone.example.test", DnsQueryType::A).unwrap());
+            drop(
+                guest
+                    .dns_query("gone.example.test", DnsQueryType::A)
+                    .unwrap(),
+            );
             // Two at once on the stack's one DNS socket: each gets its own answer.
-            let a = guest.dns_query("www.example.test", DnsQueryType::A).unwrap();
-            let b = guest.dns_query("nope.example.test", DnsQueryType::A).unwrap();
+            let a = guest
+                .dns_query("www.example.test", DnsQueryType::A)
+                .unwrap();
+            let b = guest
+                .dns_query("nope.example.test", DnsQueryType::A)
+                .unwrap();
             assert!(a.result().is_none(), "pending until the stack ran");
             let ok = poll_until(clock.clone(), || a.result()).await.unwrap();
             let missing = poll_until(clock.clone(), || b.result()).await.unwrap();

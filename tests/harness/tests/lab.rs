@@ -137,35 +137,49 @@ echo "parallel echo: $((50 - bad))/50 ok"
                 })
                 .ok_or(format!("ended with {end}\n{c}"))
         }),
-        case("std_getaddrinfo_without_an_answer_is_eai_again_and_other_threads_run", || {
-            // Nobody at 10.0.0.9: the look-up waits its 5 s, parked, while a thread ticks.
-            let g = Guest::start(
-                "std-echo",
-                "ip=10.0.0.63/24 dns=10.0.0.9 log=info -- --resolve www.xenrt.test",
-            )?;
-            let end = g.wait(60);
-            let c = g.console()?;
-            expect(&c, "xenrt: getaddrinfo www.xenrt.test: no answer in time (EAI_AGAIN)")?;
-            let line = c
-                .lines()
-                .find(|l| l.contains("std-echo: resolve www.xenrt.test failed in"))
-                .ok_or(format!("no failure line:\n{c}"))?;
-            let num = |after: &str, before: &str| -> Option<u64> {
-                line.split(after).nth(1)?.split(before).next()?.trim().parse().ok()
-            };
-            let ms = num("failed in ", " ms").ok_or(format!("no time in {line}"))?;
-            let ticks = num("ms (", " ticks").ok_or(format!("no ticks in {line}"))?;
-            if !(4500..8000).contains(&ms) {
-                return Err(format!("waited {ms} ms, not the 5 s timeout: {line}"));
-            }
-            if ticks < 100 {
-                return Err(format!("the ticker hardly ran while the look-up waited: {line}"));
-            }
-            let end = end?;
-            (end == "poweroff")
-                .then(|| line.to_string())
-                .ok_or(format!("ended with {end}\n{c}"))
-        }),
+        case(
+            "std_getaddrinfo_without_an_answer_is_eai_again_and_other_threads_run",
+            || {
+                // Nobody at 10.0.0.9: the look-up waits its 5 s, parked, while a thread ticks.
+                let g = Guest::start(
+                    "std-echo",
+                    "ip=10.0.0.63/24 dns=10.0.0.9 log=info -- --resolve www.xenrt.test",
+                )?;
+                let end = g.wait(60);
+                let c = g.console()?;
+                expect(
+                    &c,
+                    "xenrt: getaddrinfo www.xenrt.test: no answer in time (EAI_AGAIN)",
+                )?;
+                let line = c
+                    .lines()
+                    .find(|l| l.contains("std-echo: resolve www.xenrt.test failed in"))
+                    .ok_or(format!("no failure line:\n{c}"))?;
+                let num = |after: &str, before: &str| -> Option<u64> {
+                    line.split(after)
+                        .nth(1)?
+                        .split(before)
+                        .next()?
+                        .trim()
+                        .parse()
+                        .ok()
+                };
+                let ms = num("failed in ", " ms").ok_or(format!("no time in {line}"))?;
+                let ticks = num("ms (", " ticks").ok_or(format!("no ticks in {line}"))?;
+                if !(4500..8000).contains(&ms) {
+                    return Err(format!("waited {ms} ms, not the 5 s timeout: {line}"));
+                }
+                if ticks < 100 {
+                    return Err(format!(
+                        "the ticker hardly ran while the look-up waited: {line}"
+                    ));
+                }
+                let end = end?;
+                (end == "poweroff")
+                    .then(|| line.to_string())
+                    .ok_or(format!("ended with {end}\n{c}"))
+            },
+        ),
         case("bad_extra_is_reported", || {
             let g = Guest::start("hello", "log=loud bogus=1")?;
             let end = g.wait(60)?;
