@@ -10,6 +10,7 @@ use core::ffi::c_char;
 use xen::boot::ExitCode;
 
 use crate::errno::fail;
+use crate::layout::Timespec;
 
 const EBADF: i32 = 9;
 pub(crate) const EINVAL: i32 = 22;
@@ -35,17 +36,23 @@ fn start() -> ExitCode {
         xen::println!("xenrt: thread-local storage: {e}");
         return ExitCode::Crash;
     }
-    let args = xen::cmdline::args(xen::boot::info().start_info.cmdline());
-    let strings = crate::argv_strings(&args);
-    let mut argv: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr().cast()).collect();
-    argv.push(core::ptr::null());
-    let envp: [*const c_char; 1] = [core::ptr::null()];
+    let words = xen::cmdline::args(xen::boot::info().start_info.cmdline());
+    let (env, args) = crate::split_env(&words);
+    let strings = crate::argv_strings(args);
+    let env_strings = crate::c_strings(env.iter().map(|s| s.as_str()));
+    let pointers = |v: &[Vec<u8>]| -> &'static [*const c_char] {
+        let mut p: Vec<*const c_char> = v.iter().map(|s| s.as_ptr().cast()).collect();
+        p.push(core::ptr::null());
+        p.leak()
+    };
+    let argv = pointers(&strings);
+    let envp = pointers(&env_strings);
     let argc = strings.len() as i32;
     // The strings and pointer arrays must outlive the program: std keeps argv.
     core::mem::forget(strings);
-    let argv = argv.leak();
-    // SAFETY: argv is argc NUL-terminated strings plus a null, envp an empty null-terminated
-    // list, both leaked (valid forever); runtime_entry is std's entry and never returns.
+    core::mem::forget(env_strings);
+    // SAFETY: argv is argc NUL-terminated strings plus a null, envp NUL-terminated strings
+    // plus a null, all leaked (valid forever); runtime_entry is std's entry and never returns.
     unsafe { runtime_entry(argc, argv.as_ptr(), envp.as_ptr()) }
 }
 
@@ -55,6 +62,7 @@ fn console(fd: i32, bytes: &[u8]) -> isize {
             xen::console::write_bytes(bytes);
             bytes.len() as isize
         }
+        // Files, sockets and eventfds share one descriptor table (sys_net).
         _ if crate::sys_net::is_socket(fd) => crate::sys_net::write(fd, bytes),
         _ => fail(EBADF),
     }
@@ -113,6 +121,49 @@ pub unsafe extern "C" fn sys_read(fd: i32, buf: *mut u8, len: usize) -> isize {
     }
 }
 
+/// `readv`: for a file, fills the buffers in turn, stopping at a short read (end of file); for a
+/// socket or eventfd, reads into the first non-empty buffer only (a second read could block
+/// with bytes already in hand). An error after some bytes were read returns those bytes.
+///
+/// # Safety
+/// `iov` is valid for `iovcnt` entries, each valid for writing its length.
+#[no_mangle]
+pub unsafe extern "C" fn sys_readv(fd: i32, iov: *const IoVec, iovcnt: usize) -> isize {
+    let _k = crate::preempt::enter();
+    if iov.is_null() && iovcnt > 0 {
+        return fail(EINVAL);
+    }
+    if fd == 0 {
+        return 0;
+    }
+    if !crate::sys_net::is_socket(fd) {
+        return fail(EBADF);
+    }
+    // SAFETY: the caller passes iovcnt entries.
+    let iovs = unsafe { slice(iov, iovcnt) };
+    let is_file = crate::sys_net::with_file(fd, EBADF, |_| Ok(())).is_ok();
+    let mut total = 0isize;
+    for v in iovs {
+        if v.len == 0 {
+            continue;
+        }
+        if v.base.is_null() {
+            return if total > 0 { total } else { fail(EINVAL) };
+        }
+        // SAFETY: each entry describes a writable buffer (the caller's guarantee).
+        let buf = unsafe { core::slice::from_raw_parts_mut(v.base.cast_mut(), v.len) };
+        let n = crate::sys_net::read(fd, buf);
+        if n < 0 {
+            return if total > 0 { total } else { n };
+        }
+        total += n;
+        if !is_file || (n as usize) < v.len {
+            break;
+        }
+    }
+    total
+}
+
 /// A slice from std's pointer and length (empty for a null or dangling zero-length pointer).
 ///
 /// # Safety
@@ -139,6 +190,9 @@ pub extern "C" fn sys_exit(status: i32) -> ! {
 pub extern "C" fn sys_abort() -> ! {
     let _k = crate::preempt::enter();
     xen::println!("xenrt: abort");
+    // std calls this after printing a panic's message (panic=abort): the frames from here
+    // down are the panic machinery, then the program's.
+    xen::fault::print_backtrace(0, arch::cpu::frame_pointer());
     xen::boot::exit(ExitCode::Crash)
 }
 
@@ -202,27 +256,6 @@ pub unsafe extern "C" fn sys_read_entropy(buf: *mut u8, len: usize, _flags: u32)
     len as isize
 }
 
-/// hermit-abi's `timespec`.
-#[repr(C)]
-pub struct Timespec {
-    sec: i64,
-    nsec: i32,
-}
-
-impl Timespec {
-    /// The duration in nanoseconds (saturating); `None` if a field is negative.
-    pub(crate) fn as_ns(&self) -> Option<u64> {
-        if self.sec < 0 || self.nsec < 0 {
-            return None;
-        }
-        Some(
-            (self.sec as u64)
-                .saturating_mul(1_000_000_000)
-                .saturating_add(self.nsec as u64),
-        )
-    }
-}
-
 /// # Safety
 /// `tp` is valid for writing a `timespec`.
 #[no_mangle]
@@ -244,8 +277,3 @@ pub unsafe extern "C" fn sys_clock_gettime(clock: i32, tp: *mut Timespec) -> i32
     unsafe { tp.write(t) };
     0
 }
-
-pub(crate) const EAGAIN: i32 = 11;
-pub(crate) const ETIMEDOUT: i32 = 110;
-/// hermit-abi's `FUTEX_RELATIVE_TIMEOUT` flag.
-pub(crate) const FUTEX_RELATIVE_TIMEOUT: u32 = 1;

@@ -9,13 +9,20 @@
 //! the tick stopped. All of this runs inside runtime sections, never preempted itself.
 //!
 //! Each spawned thread has its own stack (the size std asks for, at least [`MIN_STACK`], from
-//! the heap, no guard page) and its own TLS block (a copy of the template, see
+//! the heap, with an unmapped guard page below it: an overflow crashes the domain, Xen naming
+//! the address, instead of overwriting memory) and its own TLS block (a copy of the template, see
 //! [`crate::tls`]); a switch points FS at the new thread's block (set_segment_base) before
 //! switching stacks. A thread's stack and TLS block are freed by the next thread to run after
 //! it ends (it cannot free the stack it runs on); its record stays until it is joined.
 #![allow(unsafe_code)]
 
-use crate::abi::{Timespec, EAGAIN, EINVAL, ETIMEDOUT, FUTEX_RELATIVE_TIMEOUT};
+use crate::layout::Timespec;
+
+const EAGAIN: i32 = 11;
+const EINVAL: i32 = 22;
+const ETIMEDOUT: i32 = 110;
+/// hermit-abi's `FUTEX_RELATIVE_TIMEOUT` flag.
+const FUTEX_RELATIVE_TIMEOUT: u32 = 1;
 use crate::errno::fail;
 use crate::sched::{Join, Next, Scheduler, Tid, Wait, Woken};
 use crate::tls::{new_block, Block};
@@ -36,6 +43,9 @@ struct Machine {
     rsp: Box<u64>,
     /// The thread pointer (FS base).
     tp: u64,
+    /// Its stack (below it, an unmapped guard page); `0..0` for the main thread, which runs
+    /// on the boot stack.
+    stack_range: core::ops::Range<u64>,
     stack: Option<Block>,
     tls: Option<Block>,
     /// What the thread runs: std's start function and its argument.
@@ -57,6 +67,7 @@ fn lock() -> Guard {
         *g = Some(Scheduler::new(Machine {
             rsp: Box::new(0),
             tp: crate::tls::main_tp(),
+            stack_range: 0..0,
             stack: None,
             tls: None,
             start: None,
@@ -105,13 +116,18 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
                     None => unreachable!("the running thread has a record"),
                 };
                 let (to, tp) = match s.data(tid) {
-                    Some(m) => (*m.rsp, m.tp),
+                    Some(m) => {
+                        // Fault and panic reports walk the stack the thread runs on.
+                        xen::fault::set_thread_stack(m.stack_range.clone());
+                        (*m.rsp, m.tp)
+                    }
                     None => unreachable!("a chosen thread has a record"),
                 };
                 drop(g);
                 if arch::hypercall::set_fs_base(tp).is_err() {
                     xen::println!("xenrt: set_segment_base failed in a thread switch");
                 }
+                let errno = crate::errno::last();
                 // SAFETY: `from` is the boxed rsp slot of this thread's record, which lives
                 // until this thread is joined (after it ended, so after this write); `to` was
                 // saved by `switch` when thread `tid` left the vCPU, or made by init_stack,
@@ -119,6 +135,8 @@ fn reschedule(mut g: Guard, deadline: Option<u64>) {
                 // runtime section (upcalls masked): no one touches the scheduler between the
                 // unlock and the switch.
                 unsafe { arch::context::switch(from, to) };
+                // Back on this thread: its own last error (the errno is per thread).
+                crate::errno::set(errno);
                 free_dead();
                 return;
             }
@@ -237,21 +255,33 @@ pub extern "C" fn sys_spawn2(
 
 fn spawn(func: extern "C" fn(usize), arg: usize, stack_size: usize) -> Option<Tid> {
     let size = stack_size.max(MIN_STACK).checked_next_multiple_of(4096)?;
-    let layout = Layout::from_size_align(size, 4096).ok()?;
+    // One more page below the stack, unmapped: an overflow faults there instead of writing
+    // over whatever the heap put below.
+    let layout = Layout::from_size_align(size.checked_add(4096)?, 4096).ok()?;
     // SAFETY: a non-zero-sized layout.
     let stack = unsafe { xen::mm::HEAP.alloc(layout) };
     if stack.is_null() {
         return None;
     }
-    let stack = Block {
+    let mut stack = Block {
         addr: stack as usize,
         layout,
+        guarded: false,
     };
+    match xen::mm::guard(stack.addr as u64) {
+        Ok(()) => stack.guarded = true,
+        Err(e) => {
+            xen::println!("xenrt: cannot unmap a thread stack's guard page: {e}");
+            stack.free();
+            return None;
+        }
+    }
     let Ok((tls, tp)) = new_block() else {
         stack.free();
         return None;
     };
-    let top = (stack.addr + size) as u64;
+    let bottom = (stack.addr + 4096) as u64;
+    let top = bottom + size as u64;
     let mut g = lock();
     let Some(s) = g.as_mut() else {
         drop(g);
@@ -262,6 +292,7 @@ fn spawn(func: extern "C" fn(usize), arg: usize, stack_size: usize) -> Option<Ti
     let machine = Machine {
         rsp: Box::new(0),
         tp,
+        stack_range: bottom..top,
         stack: Some(stack),
         tls: Some(tls),
         start: Some((func, arg)),
@@ -450,9 +481,27 @@ pub unsafe extern "C" fn sys_futex_wake(address: *mut u32, count: i32) -> i32 {
     if address.is_null() || count < 0 {
         return fail(EINVAL) as i32;
     }
-    let n = SCHED
+    futex_wake(address as usize, count as usize) as i32
+}
+
+/// Wakes up to `count` threads waiting on the futex word at `addr`; how many.
+pub(crate) fn futex_wake(addr: usize, count: usize) -> usize {
+    SCHED
         .lock()
         .as_mut()
-        .map_or(0, |s| s.wake_futex(address as usize, count as usize));
-    n as i32
+        .map_or(0, |s| s.wake_futex(addr, count))
+}
+
+/// Waits on the futex word `word` (at `addr`) while it holds `expected`, until a wake or
+/// `deadline`; false if it did not hold (no wait) or the deadline passed.
+pub(crate) fn futex_wait(
+    addr: usize,
+    expected: u32,
+    word: &AtomicU32,
+    deadline: Option<u64>,
+) -> bool {
+    if word.load(Ordering::SeqCst) != expected {
+        return false;
+    }
+    block(Wait::Futex(addr), deadline) == Woken::Notified
 }

@@ -1,6 +1,7 @@
 //! The last error a `sys_*` call reported, for `sys_get_errno`: kept apart from [`crate::abi`]
 //! so that the socket calls ([`crate::sys_net`]) can report errors without importing the
-//! boundary module that dispatches to them.
+//! boundary module that dispatches to them. Per thread: the scheduler saves it when a thread
+//! leaves the vCPU and puts it back when the thread returns ([`set`]).
 
 use core::sync::atomic::{AtomicI32, Ordering};
 
@@ -16,4 +17,9 @@ pub fn fail(errno: i32) -> isize {
 /// The last error recorded by [`fail`].
 pub fn last() -> i32 {
     ERRNO.load(Ordering::Relaxed)
+}
+
+/// Puts back a thread's last error (after a switch back to it).
+pub fn set(errno: i32) {
+    ERRNO.store(errno, Ordering::Relaxed);
 }

@@ -36,8 +36,21 @@
 //!   `localhost` and DNS names (through the stack's DNS client: `EAI_NONAME` for a name that
 //!   does not exist, `EAI_AGAIN` after 5 s without an answer). A thread waiting in a socket
 //!   call or a look-up parks while the stack and the other threads run ([`wait`]);
-//! - arguments: `argv[0]` is `xenrt`, then the words after `--` on the xl `extra=` line
-//!   ([`xen::cmdline::args`]); the environment is empty.
+//! - files (`fs`, `sys_fs`): `sys_open` (`O_RDONLY`/`O_WRONLY`/`O_RDWR`, `O_CREAT`, `O_EXCL`,
+//!   `O_TRUNC`, `O_APPEND`, `O_DIRECTORY`), `sys_opendir`, `sys_read`/`sys_readv`,
+//!   `sys_write`/`sys_writev`, `sys_lseek`, `sys_fstat`/`sys_stat`/`sys_lstat`,
+//!   `sys_getdents64`, `sys_mkdir`, `sys_rmdir`, `sys_unlink`, `sys_close`, `sys_dup`, `sys_poll`
+//!   (a file is always ready). The tree is the image's **baked files**, read-only and read in
+//!   place from the image: an app declares them with `files = "DIR"` (relative to the app crate)
+//!   under `[package.metadata.xenrt]`; scripts/build passes DIR (absolute) as `XENRT_FILES` to
+//!   this crate's build.rs, which makes `$OUT_DIR/files.rs`, and `DIR/p` appears in the guest as
+//!   `/p` (its parent directories implied; no `files`: no baked files). Everywhere else, a
+//!   **writable tree** in memory of at most [`fs::WRITABLE_LIMIT`] (8 MiB). Relative paths
+//!   resolve from `/`. Open files share the one descriptor table with the sockets;
+//! - arguments and environment: the words after `--` on the xl `extra=` line
+//!   ([`xen::cmdline::args`]); leading `NAME=VALUE` words are the environment, as in a shell
+//!   ([`split_env`]: `extra="ip=... -- RUST_BACKTRACE=1 --port 80"`), the rest the arguments
+//!   after `argv[0]`, which is `xenrt`;
 //!
 //! A `sys_*` function a program links that is not here is a link error (no silent stub); the
 //! calls that are here refuse what they do not support with an errno, each named once on the
@@ -50,10 +63,13 @@ extern crate alloc;
 #[cfg(target_os = "hermit")]
 mod abi;
 #[cfg(target_os = "hermit")]
+mod abi_rest;
+#[cfg(target_os = "hermit")]
 mod abi_thread;
 pub mod entropy;
 #[cfg(target_os = "hermit")]
 mod errno;
+pub mod fs;
 pub mod layout;
 #[cfg(target_os = "hermit")]
 mod preempt;
@@ -61,6 +77,8 @@ pub mod sched;
 pub mod sock;
 #[cfg(target_os = "hermit")]
 mod sockets;
+#[cfg(target_os = "hermit")]
+mod sys_fs;
 #[cfg(target_os = "hermit")]
 mod sys_net;
 #[cfg(target_os = "hermit")]
@@ -71,18 +89,47 @@ pub mod wait;
 #[cfg(target_os = "hermit")]
 pub use abi_thread::park_until;
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
-/// The program's arguments as C strings (NUL-terminated): `xenrt`, then the words after `--`.
-pub fn argv_strings(args: &[alloc::string::String]) -> Vec<Vec<u8>> {
-    core::iter::once("xenrt")
-        .chain(args.iter().map(|s| s.as_str()))
+/// Splits the words after `--` into the environment and the arguments, as a shell reads
+/// `NAME=VALUE program args`: the leading words of the form `NAME=VALUE` (NAME: a letter or
+/// `_`, then letters, digits or `_`) are environment variables; the first other word starts the
+/// arguments. A word `--` among them ends the environment and is dropped, so a first argument
+/// may contain `=` (`-- RUST_BACKTRACE=1 -- a=b`).
+pub fn split_env(words: &[String]) -> (&[String], &[String]) {
+    let n = words.iter().take_while(|w| is_assignment(w)).count();
+    let (env, rest) = words.split_at(n);
+    match rest.first() {
+        Some(w) if w == "--" => (env, &rest[1..]),
+        _ => (env, rest),
+    }
+}
+
+fn is_assignment(w: &str) -> bool {
+    let Some((name, _)) = w.split_once('=') else {
+        return false;
+    };
+    let mut c = name.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+}
+
+/// Strings as C strings (NUL-terminated; a NUL inside is dropped).
+pub fn c_strings<'a>(words: impl Iterator<Item = &'a str>) -> Vec<Vec<u8>> {
+    words
         .map(|s| {
             let mut v: Vec<u8> = s.bytes().filter(|&b| b != 0).collect();
             v.push(0);
             v
         })
         .collect()
+}
+
+/// The program's arguments as C strings: `xenrt`, then the arguments.
+pub fn argv_strings(args: &[String]) -> Vec<Vec<u8>> {
+    c_strings(core::iter::once("xenrt").chain(args.iter().map(|s| s.as_str())))
 }
 
 /// How a std exit status ends the domain: 0 powers off, anything else is a crash.
@@ -102,6 +149,20 @@ mod tests {
     fn argv_is_the_name_then_the_arguments() {
         let a = argv_strings(&["a b".into(), "c".into()]);
         assert_eq!(a, [&b"xenrt\0"[..], b"a b\0", b"c\0"]);
+    }
+
+    #[test]
+    fn leading_assignments_are_the_environment() {
+        let w = |v: &[&str]| v.iter().map(|s| String::from(*s)).collect::<Vec<String>>();
+        let words = w(&["RUST_BACKTRACE=1", "_X2=a=b", "--port", "k=v"]);
+        let (env, args) = split_env(&words);
+        assert_eq!(env, &w(&["RUST_BACKTRACE=1", "_X2=a=b"])[..]);
+        assert_eq!(args, &w(&["--port", "k=v"])[..]);
+        let words = w(&["A=1", "--", "b=2"]);
+        assert_eq!(split_env(&words), (&w(&["A=1"])[..], &w(&["b=2"])[..]));
+        let words = w(&["1A=x", "=y", "a-b=c"]);
+        assert_eq!(split_env(&words).0.len(), 0, "not names: arguments");
+        assert_eq!(split_env(&[]).1.len(), 0);
     }
 
     #[test]

@@ -31,7 +31,8 @@ use core::cell::RefCell;
 use net::smoltcp::wire::{DnsQueryType, IpAddress, IpEndpoint, Ipv4Address, Ipv6Address};
 use net::{DnsQuery, ListenConfig, Net, NetError, TcpListener, TcpStream, UdpSocket};
 
-use crate::layout::{Linger, Pollfd, Timeval};
+use crate::fs::OpenFile;
+use crate::layout::{Linger, Pollfd, Stat, Timeval};
 use crate::sock::{consts::*, errno::*, errno_of, revents, FdTable};
 
 /// Buffer (each way) of a TCP connection.
@@ -119,6 +120,8 @@ enum Kind {
     Tcp(Tcp),
     Udp(Udp),
     Event(EventFd),
+    /// An open file or directory ([`crate::fs`]): always ready for `poll`, as POSIX says.
+    File(OpenFile),
 }
 
 /// An open file description (shared by `dup`ed descriptors).
@@ -189,6 +192,11 @@ impl Sockets {
                 Err(ENETDOWN)
             }
         }
+    }
+
+    /// Brings the stack up now (`sys_network_init`).
+    pub fn bring_up(&self) -> Res<i32> {
+        self.net().map(|_| 0)
     }
 
     /// The stack if it is up (never brings it up).
@@ -265,7 +273,7 @@ impl Sockets {
                 Ok(0)
             }
             Kind::Udp(_) => Err(EINVAL),
-            Kind::Event(_) => Err(ENOTSOCK),
+            Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
         }
     }
 
@@ -279,7 +287,7 @@ impl Sockets {
             Kind::Tcp(Tcp::Listening { .. }) => return Ok(0),
             Kind::Tcp(_) => return Err(EINVAL),
             Kind::Udp(_) => return Err(EOPNOTSUPP),
-            Kind::Event(_) => return Err(ENOTSOCK),
+            Kind::Event(_) | Kind::File(_) => return Err(ENOTSOCK),
         };
         if port == 0 {
             return Err(self.unsupported("listen without bind (an ephemeral port)", EOPNOTSUPP));
@@ -315,7 +323,7 @@ impl Sockets {
                 }
                 Kind::Tcp(_) => Err(EINVAL),
                 Kind::Udp(_) => Err(EOPNOTSUPP),
-                Kind::Event(_) => Err(ENOTSOCK),
+                Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
             }
         };
         crate::wait::pump(&net);
@@ -373,7 +381,7 @@ impl Sockets {
                     u.bound(&net)?.connect(Some(addr));
                     return Ok(0);
                 }
-                Kind::Event(_) => return Err(ENOTSOCK),
+                Kind::Event(_) | Kind::File(_) => return Err(ENOTSOCK),
             }
             let addr = if addr.addr.is_unspecified() {
                 IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(127, 0, 0, 1)), addr.port)
@@ -405,7 +413,61 @@ impl Sockets {
         }
     }
 
-    /// `recv(fd, buf, flags)` and `read(fd, buf)`.
+    /// An open file under a new descriptor (`open`).
+    pub fn insert_file(&self, f: OpenFile) -> Res<i32> {
+        self.insert(Kind::File(f), false)
+    }
+
+    /// `f` on the open file under `fd`; `not_file` if `fd` is a socket or eventfd.
+    pub fn with_file<T>(
+        &self,
+        fd: i32,
+        not_file: i32,
+        f: impl FnOnce(&mut OpenFile) -> Res<T>,
+    ) -> Res<T> {
+        let o = self.obj(fd)?;
+        let mut o = o.borrow_mut();
+        match &mut o.kind {
+            Kind::File(file) => f(file),
+            _ => Err(not_file),
+        }
+    }
+
+    /// `fstat(fd)`: a file's status; a socket is `S_IFSOCK`, an eventfd has no type.
+    pub fn fstat(&self, fd: i32) -> Res<Stat> {
+        const S_IFSOCK: u32 = 0o14_0000;
+        let o = self.obj(fd)?;
+        let o = o.borrow();
+        Ok(match &o.kind {
+            Kind::File(f) => f.stat(),
+            Kind::Tcp(_) | Kind::Udp(_) => Stat {
+                st_mode: S_IFSOCK | 0o777,
+                ..Stat::default()
+            },
+            Kind::Event(_) => Stat {
+                st_mode: 0o600,
+                ..Stat::default()
+            },
+        })
+    }
+
+    /// `read(fd, buf)`: a file's, else `recv` with no flags.
+    pub fn read(&self, fd: i32, buf: &mut [u8]) -> Res<usize> {
+        match self.with_file(fd, ENOTSOCK, |f| f.read(buf)) {
+            Err(ENOTSOCK) => self.recv(fd, buf, 0),
+            r => r,
+        }
+    }
+
+    /// `write(fd, data)`: a file's, else `send`.
+    pub fn write(&self, fd: i32, data: &[u8]) -> Res<usize> {
+        match self.with_file(fd, ENOTSOCK, |f| f.write(data)) {
+            Err(ENOTSOCK) => self.send(fd, data),
+            r => r,
+        }
+    }
+
+    /// `recv(fd, buf, flags)` (a file is `ENOTSOCK`).
     pub fn recv(&self, fd: i32, buf: &mut [u8], flags: i32) -> Res<usize> {
         self.recv_from(fd, buf, flags).map(|(n, _)| n)
     }
@@ -424,6 +486,9 @@ impl Sockets {
         }
         let peek = flags & MSG_PEEK != 0;
         let o = self.obj(fd)?;
+        if matches!(o.borrow().kind, Kind::File(_)) {
+            return Err(ENOTSOCK);
+        }
         let is_event = matches!(o.borrow().kind, Kind::Event(_));
         let (nonblock, timeout) = {
             let o = o.borrow();
@@ -456,7 +521,7 @@ impl Sockets {
     }
 
     /// `send(fd, data, flags)` and `write(fd, data)`; on a UDP socket, one datagram to its
-    /// peer (`EDESTADDRREQ` without one).
+    /// peer (`EDESTADDRREQ` without one); a file is `ENOTSOCK`.
     pub fn send(&self, fd: i32, data: &[u8]) -> Res<usize> {
         self.send_to(fd, data, None)
     }
@@ -467,6 +532,9 @@ impl Sockets {
     /// for a broadcast address without `SO_BROADCAST`. On a TCP socket `to` is ignored.
     pub fn send_to(&self, fd: i32, data: &[u8], to: Option<IpEndpoint>) -> Res<usize> {
         let o = self.obj(fd)?;
+        if matches!(o.borrow().kind, Kind::File(_)) {
+            return Err(ENOTSOCK);
+        }
         let is_event = matches!(o.borrow().kind, Kind::Event(_));
         if is_event {
             return event_write(&o, data);
@@ -527,7 +595,7 @@ impl Sockets {
                 drop(o);
                 return Err(self.unsupported("shutdown of a UDP socket", EOPNOTSUPP));
             }
-            (Kind::Event(_), _) => return Err(ENOTSOCK),
+            (Kind::Event(_) | Kind::File(_), _) => return Err(ENOTSOCK),
             _ => return Err(EINVAL),
         }
         if let Some(n) = self.current_net() {
@@ -544,7 +612,7 @@ impl Sockets {
             Kind::Tcp(Tcp::Stream { s, .. }) => s.peer().ok_or(ENOTCONN),
             Kind::Tcp(_) => Err(ENOTCONN),
             Kind::Udp(u) => u.s.as_ref().and_then(|s| s.peer()).ok_or(ENOTCONN),
-            Kind::Event(_) => Err(ENOTSOCK),
+            Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
         }
     }
 
@@ -565,7 +633,7 @@ impl Sockets {
                 }
                 None => u.any(0),
             }),
-            Kind::Event(_) => Err(ENOTSOCK),
+            Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
         }
     }
 
@@ -748,12 +816,21 @@ impl Sockets {
         Err(fail(why, code))
     }
 
-    /// `fcntl(fd, cmd, arg)`: `F_GETFL`/`F_SETFL` (`O_NONBLOCK`), `F_GETFD`/`F_SETFD`
+    /// `fcntl(fd, cmd, arg)`: `F_GETFL` (`O_NONBLOCK`, and a file's access mode and
+    /// `O_APPEND`)/`F_SETFL` (`O_NONBLOCK`), `F_GETFD`/`F_SETFD`
     /// (close-on-exec means nothing here: accepted), `F_DUPFD`.
     pub fn fcntl(&self, fd: i32, cmd: i32, arg: i32) -> Res<i32> {
         let o = self.obj(fd)?;
         match cmd {
-            F_GETFL => Ok(if o.borrow().nonblock { O_NONBLOCK } else { 0 }),
+            F_GETFL => {
+                let o = o.borrow();
+                // A file's access mode and O_APPEND; a socket reports none (as before).
+                let mode = match &o.kind {
+                    Kind::File(f) => f.status_flags(),
+                    _ => 0,
+                };
+                Ok(mode | if o.nonblock { O_NONBLOCK } else { 0 })
+            }
             F_SETFL => {
                 o.borrow_mut().nonblock = arg & O_NONBLOCK != 0;
                 Ok(0)
@@ -921,6 +998,7 @@ fn ready(o: &Shared, asked: i16) -> i16 {
     }
     match &mut o.kind {
         Kind::Event(e) => revents(asked, e.count > 0, true, false, false),
+        Kind::File(_) => revents(asked, true, true, false, false),
         Kind::Udp(Udp { s: None, .. }) => revents(asked, false, true, false, false),
         Kind::Udp(Udp { s: Some(s), .. }) => {
             revents(asked, s.readable(), s.writable(), false, false)

@@ -52,14 +52,48 @@ pub fn is_socket(fd: i32) -> bool {
     STATE.0.is_open(fd)
 }
 
-/// `read` on a socket or eventfd.
+/// Brings the stack up (`sys_network_init`): 0 or `-errno`.
+pub fn network_init() -> i32 {
+    ret(with(|s| s.bring_up()))
+}
+
+/// `read` on a file, socket or eventfd.
 pub fn read(fd: i32, buf: &mut [u8]) -> isize {
-    ret_size(with(|s| s.recv(fd, buf, 0)))
+    ret_size(with(|s| s.read(fd, buf)))
+}
+
+/// An open file under a new descriptor of the one table (for `sys_open`).
+pub fn insert_file(f: crate::fs::OpenFile) -> Res<i32> {
+    with(|s| s.insert_file(f))
+}
+
+/// `f` on the open file under `fd`; `not_file` for the console, a socket or an eventfd (`f`
+/// is not called on them).
+pub fn with_file<T>(
+    fd: i32,
+    not_file: i32,
+    f: impl FnOnce(&mut crate::fs::OpenFile) -> Res<T>,
+) -> Res<T> {
+    if (0..=2).contains(&fd) {
+        return Err(not_file);
+    }
+    with(|s| s.with_file(fd, not_file, f))
+}
+
+/// `fstat(fd)`: the console's descriptors are character devices.
+pub fn fstat(fd: i32) -> Res<crate::layout::Stat> {
+    if (0..=2).contains(&fd) {
+        return Ok(crate::layout::Stat {
+            st_mode: 0o2_0000 | 0o620,
+            ..Default::default()
+        });
+    }
+    with(|s| s.fstat(fd))
 }
 
 /// `write` on a socket or eventfd.
 pub fn write(fd: i32, data: &[u8]) -> isize {
-    ret_size(with(|s| s.send(fd, data)))
+    ret_size(with(|s| s.write(fd, data)))
 }
 
 /// The bytes of a socket address from std.

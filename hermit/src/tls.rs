@@ -19,11 +19,18 @@ extern "C" {
 pub(crate) struct Block {
     pub(crate) addr: usize,
     pub(crate) layout: Layout,
+    /// Its first page is unmapped (a stack's guard page, [`xen::mm::guard`]).
+    pub(crate) guarded: bool,
 }
 
 impl Block {
-    /// Returns the memory to the heap.
+    /// Returns the memory to the heap (mapping a guard page again first; if that fails the
+    /// block is kept rather than handed out with a hole in it).
     pub(crate) fn free(self) {
+        if self.guarded && xen::mm::unguard(self.addr as u64).is_err() {
+            xen::println!("xenrt: cannot map a stack's guard page again: stack kept");
+            return;
+        }
         // SAFETY: addr came from HEAP.alloc with this layout and is freed once (moved in).
         unsafe { xen::mm::HEAP.dealloc(self.addr as *mut u8, self.layout) }
     }
@@ -68,6 +75,7 @@ pub(crate) fn new_block() -> Result<(Block, u64), &'static str> {
         tp as u64
     };
     let block = Block {
+        guarded: false,
         addr: block as usize,
         layout,
     };

@@ -1,8 +1,11 @@
 //! std-hello: an ordinary std program. Prints a greeting, its arguments (the words after `--` in
 //! the xl `extra=` line), exercises threads (spawn/join, a Mutex counter, a Condvar handshake, an
-//! mpsc channel, sleep) and prints the time it took, then exits with status 0. Arguments
+//! mpsc channel, sleep) and files (std::fs on its baked files, from `files/`, and on the writable
+//! in-memory tree), and prints the time it took, then exits with status 0. Arguments
 //! `exit N` make it exit with status N, `panic` makes it panic (for the tests of how a std
 //! program ends).
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
@@ -122,11 +125,207 @@ fn threads() {
     );
 }
 
+/// The hermit-abi calls std itself does not make (semaphores, mmap, ...), as a program
+/// written against the hermit-abi crate calls them.
+#[cfg(target_os = "hermit")]
+#[allow(unsafe_code, deprecated)]
+fn abi() {
+    use hermit_abi as h;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    // SAFETY (the whole block): each call gets valid pointers to our own locals.
+    unsafe {
+        println!(
+            "abi: pagesize {} pid {} cpus {}",
+            h::getpagesize(),
+            h::getpid(),
+            h::get_processor_count()
+        );
+        let mut p: *mut u8 = std::ptr::null_mut();
+        let r = h::mmap(10000, 3, &mut p);
+        let zero = r == 0 && std::slice::from_raw_parts(p, 10000).iter().all(|&b| b == 0);
+        p.write_bytes(7, 10000);
+        println!(
+            "abi: mmap {r} zeroed {zero} aligned {} exec {} mprotect-rw {} mprotect-ro {} munmap-part {} munmap {}",
+            (p as usize).is_multiple_of(4096),
+            h::mmap(4096, 4, &mut std::ptr::null_mut()),
+            h::mprotect(p, 4096, 3),
+            h::mprotect(p, 4096, 1),
+            h::munmap(p, 4096),
+            h::munmap(p, 10000)
+        );
+        let mut sem: h::sem_t = std::ptr::null();
+        let init = h::sem_init(&mut sem, 0, 0);
+        let try_empty = h::sem_trywait(&mut sem);
+        let past = h::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let timed = h::sem_timedwait(&mut sem, &past);
+        struct S(h::sem_t);
+        // SAFETY: the semaphore lives until after the join below.
+        unsafe impl Send for S {}
+        unsafe impl Sync for S {}
+        let shared = Arc::new(S(sem));
+        let got = Arc::new(AtomicU32::new(0));
+        let (s2, g2) = (shared.clone(), got.clone());
+        let t = std::thread::spawn(move || {
+            for _ in 0..3 {
+                let mut s = s2.0;
+                if h::sem_timedwait(&mut s, std::ptr::null()) == 0 {
+                    g2.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            let mut s = shared.0;
+            h::sem_post(&mut s);
+        }
+        let _ = t.join();
+        let mut s = shared.0;
+        println!(
+            "abi: sem init {init} trywait-empty {try_empty} timedwait-past {timed} posted-and-taken {} destroy {}",
+            got.load(Ordering::SeqCst),
+            h::sem_destroy(&mut s)
+        );
+        println!("abi: queue {} errno {}", h::init_queue(1), h::errno());
+    }
+}
+
+/// Recurses without end on a thread with a 64 KiB stack: the guard page below it must stop it
+/// (the domain crashes) before it writes over anything else.
+fn overflow() {
+    #[allow(unconditional_recursion)]
+    fn down(depth: u64) -> u64 {
+        let frame = std::hint::black_box([depth as u8; 1024]);
+        if depth.is_multiple_of(16) {
+            println!("overflow: depth {depth}");
+        }
+        frame[0] as u64 + down(depth + 1)
+    }
+    let t = std::thread::Builder::new()
+        .stack_size(64 * 1024)
+        .spawn(|| {
+            let here = 0u8;
+            println!(
+                "overflow: thread stack near {:#x}",
+                &here as *const u8 as usize
+            );
+            down(0)
+        })
+        .expect("spawn");
+    let _ = t.join();
+    println!("overflow: FAIL returned");
+}
+
+/// Files on the runtime: the baked ones (read-only) and the writable tree; each line printed is
+/// checked by the tests.
+fn files() -> std::io::Result<()> {
+    // Baked files (apps/std-hello/files): read, stat, list.
+    let greeting = fs::read_to_string("/greeting.txt")?;
+    println!("baked file: {:?}", greeting.trim_end());
+    let numbers = fs::read_to_string("data/numbers.txt")?;
+    let sum: u32 = numbers
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u32>().ok())
+        .sum();
+    println!("baked numbers sum: {sum}");
+    let m = fs::metadata("/greeting.txt")?;
+    println!(
+        "baked metadata: {} bytes, file {}, read-only {}",
+        m.len(),
+        m.is_file(),
+        m.permissions().readonly()
+    );
+    // (xenrt lists a directory sorted by name.)
+    let root: Vec<String> = fs::read_dir("/")?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    println!("root: {root:?}");
+    match fs::OpenOptions::new().append(true).open("/greeting.txt") {
+        Ok(_) => println!("write to baked file: SUCCEEDED (wrong)"),
+        Err(e) => println!("write to baked file: {e}"),
+    }
+    match fs::remove_file("/data/numbers.txt") {
+        Ok(()) => println!("remove baked file: SUCCEEDED (wrong)"),
+        Err(e) => println!("remove baked file: {e}"),
+    }
+
+    // The writable tree: a directory, a file written, appended, sought in, read back, listed.
+    fs::create_dir_all("/tmp/demo/sub")?;
+    fs::write("/tmp/demo/notes.txt", "one\n")?;
+    fs::OpenOptions::new()
+        .append(true)
+        .open("/tmp/demo/notes.txt")?
+        .write_all(b"two\n")?;
+    println!(
+        "read back: {:?}",
+        fs::read_to_string("/tmp/demo/notes.txt")?
+    );
+    let mut f = fs::File::open("/tmp/demo/notes.txt")?;
+    f.seek(SeekFrom::Start(4))?;
+    let mut tail = String::new();
+    f.read_to_string(&mut tail)?;
+    println!("after seek: {tail:?}");
+    let m = fs::metadata("/tmp/demo/notes.txt")?;
+    println!(
+        "metadata: {} bytes, file {}, dir {}",
+        m.len(),
+        m.is_file(),
+        fs::metadata("/tmp/demo")?.is_dir()
+    );
+    let mut names = String::new();
+    for e in fs::read_dir("/tmp/demo")? {
+        let e = e?;
+        let kind = if e.file_type()?.is_dir() {
+            "dir"
+        } else {
+            "file"
+        };
+        names += &format!(" {} ({kind})", e.file_name().to_string_lossy());
+    }
+    println!("read_dir:{names}");
+    match fs::rename("/tmp/demo/notes.txt", "/tmp/demo/renamed.txt") {
+        Ok(()) => println!("rename: ok"),
+        Err(e) => println!("rename: {e}"),
+    }
+    match fs::create_dir("/tmp/demo") {
+        Ok(()) => println!("create_dir again: SUCCEEDED (wrong)"),
+        Err(e) => println!("create_dir again: {:?}", e.kind()),
+    }
+    match fs::remove_dir("/tmp/demo") {
+        Ok(()) => println!("remove_dir of a full directory: SUCCEEDED (wrong)"),
+        Err(e) => println!("remove_dir of a full directory: {e}"),
+    }
+    // An open file outlives its name.
+    fs::remove_file("/tmp/demo/notes.txt")?;
+    f.seek(SeekFrom::Start(0))?;
+    let mut kept = String::new();
+    f.read_to_string(&mut kept)?;
+    drop(f);
+    println!(
+        "unlinked but open: {kept:?}, name gone: {}",
+        fs::metadata("/tmp/demo/notes.txt").is_err()
+    );
+    fs::remove_dir("/tmp/demo/sub")?;
+    fs::remove_dir("/tmp/demo")?;
+    fs::remove_dir("/tmp")?;
+    match fs::metadata("/tmp") {
+        Ok(_) => println!("removed: STILL THERE"),
+        Err(e) => println!("removed: {:?}", e.kind()),
+    }
+    Ok(())
+}
+
 fn main() {
     let start = Instant::now();
     println!("Hello from std on xenrt");
     let args: Vec<String> = std::env::args().collect();
     println!("args: {args:?}");
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    env.sort();
+    println!("env: {env:?}");
     let v: Vec<u64> = (1..=1000).collect();
     println!("sum 1..=1000 = {}", v.iter().sum::<u64>());
     if let Ok(t) = SystemTime::now().duration_since(UNIX_EPOCH) {
@@ -134,6 +333,9 @@ fn main() {
     }
     match args.get(1).map(String::as_str) {
         Some("panic") => panic!("asked to panic"),
+        Some("overflow") => overflow(),
+        #[cfg(target_os = "hermit")]
+        Some("abi") => return abi(),
         Some("exit") => {
             let code = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
             eprintln!("exiting with status {code}");
@@ -142,5 +344,8 @@ fn main() {
         _ => {}
     }
     threads();
+    if let Err(e) = files() {
+        println!("files: FAILED: {e}");
+    }
     println!("took {:?}", start.elapsed());
 }

@@ -5,7 +5,8 @@
 //! is refused; other methods get 405. An ordinary std program: the same source runs on Linux
 //! (`cargo run -p std-http -- --port 8080 --root apps/httpd/www`).
 //!
-//! Arguments: `--port N` (80), `--root DIR` (`/www`), `--threads N` (4, 1-64). A wrong
+//! Arguments: `--port N` (80), `--root DIR` (`/`: on xenrt, the files baked into the image
+//! from apps/httpd/www, see Cargo.toml), `--threads N` (4, 1-64). A wrong
 //! argument is an error on the console and exit status 2.
 use std::fs;
 use std::io;
@@ -24,7 +25,7 @@ struct Config {
 fn parse(args: impl Iterator<Item = String>) -> Result<Config, String> {
     let mut c = Config {
         port: 80,
-        root: PathBuf::from("/www"),
+        root: PathBuf::from("/"),
         threads: 4,
     };
     let mut args = args;
@@ -44,7 +45,11 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Config, String> {
                     .filter(|n| (1..=64).contains(n))
                     .ok_or(format!("--threads {v}: not a number from 1 to 64"))?;
             }
-            _ => return Err(format!("unknown argument {a:?} (--port N, --root DIR, --threads N)")),
+            _ => {
+                return Err(format!(
+                    "unknown argument {a:?} (--port N, --root DIR, --threads N)"
+                ))
+            }
         }
     }
     Ok(c)
@@ -156,7 +161,10 @@ mod tests {
     #[test]
     fn paths_stay_under_the_root() {
         let root = Path::new("/www");
-        assert_eq!(file_path(root, "/a/b.css?x=1"), Some(PathBuf::from("/www/a/b.css")));
+        assert_eq!(
+            file_path(root, "/a/b.css?x=1"),
+            Some(PathBuf::from("/www/a/b.css"))
+        );
         assert_eq!(file_path(root, "/"), Some(PathBuf::from("/www/index.html")));
         assert_eq!(file_path(root, "/../etc/passwd"), None);
         assert_eq!(file_path(root, "/a/../../x"), None);

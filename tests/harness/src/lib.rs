@@ -52,6 +52,27 @@ pub fn symbol(image_name: &str, sym: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("no symbol {sym} in {}", dbg.display()))
 }
 
+/// `text` (a console log) with its backtrace addresses named by `scripts/symbolize` from
+/// `image_name`'s debug file.
+pub fn symbolized(image_name: &str, text: &str) -> Result<String, String> {
+    use std::io::Write;
+    let dbg = image(&format!("{image_name}.debug"))?;
+    let mut child = Command::new(root().join("scripts/symbolize"))
+        .arg(&dbg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("scripts/symbolize: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let text = text.to_string();
+    let feed = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("scripts/symbolize: {e}"))?;
+    let _ = feed.join();
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Output and status of a finished command.
 #[derive(Debug)]
 pub struct Run {

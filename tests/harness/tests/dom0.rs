@@ -2,7 +2,7 @@
 //! 2 s; 8 s for a crash, which Xen answers with a 5 s reboot delay) and checks what it printed
 //! on the serial console and how it ended.
 
-use xen_tests::{boot_dom0, case, symbol, Run};
+use xen_tests::{boot_dom0, case, symbol, symbolized, Run};
 
 /// The clean-exit marker our runtime prints before SCHEDOP_shutdown.
 const POWEROFF: &str = "xenrt: exit poweroff";
@@ -45,9 +45,13 @@ fn main() {
         // A plain std program (x86_64-unknown-hermit std over the hermit crate): console, args
         // after `--`, heap, clocks, and its exit status and panics ending the domain.
         case("std_hello_runs_and_powers_off", || {
-            let r = boot_dom0("std-hello", "log=info -- one two")?;
+            let r = boot_dom0(
+                "std-hello",
+                "log=info -- GREETING=hi RUST_MIN_STACK=131072 one a=b",
+            )?;
             r.expect("Hello from std on xenrt")?;
-            r.expect(r#"args: ["xenrt", "one", "two"]"#)?;
+            r.expect(r#"args: ["xenrt", "one", "a=b"]"#)?;
+            r.expect(r#"env: [("GREETING", "hi"), ("RUST_MIN_STACK", "131072")]"#)?;
             r.expect("sum 1..=1000 = 500500")?;
             r.expect("unix time: ")?;
             r.expect("threads joined: [10, 20, 30, 40]")?;
@@ -58,6 +62,26 @@ fn main() {
             r.expect("condvar wait_timeout timed out: true")?;
             r.expect("spinner stopped (it spun)")?;
             r.reject("TOO SHORT")?;
+            // std::fs: the baked files (apps/std-hello/files) and the writable tree.
+            r.expect(r#"baked file: "baked into the image""#)?;
+            r.expect("baked numbers sum: 32")?;
+            r.expect("baked metadata: 21 bytes, file true, read-only true")?;
+            r.expect(r#"root: ["data", "greeting.txt"]"#)?;
+            r.expect("write to baked file: Read-only file system (os error 30)")?;
+            r.expect("remove baked file: Read-only file system (os error 30)")?;
+            r.expect(r#"read back: "one\ntwo\n""#)?;
+            r.expect(r#"after seek: "two\n""#)?;
+            r.expect("metadata: 8 bytes, file true, dir true")?;
+            r.expect("read_dir: notes.txt (file) sub (dir)")?;
+            // std's hermit port has no rename (library/std/src/sys/fs/hermit.rs).
+            r.expect("rename: operation not supported")?;
+            r.expect("create_dir again: AlreadyExists")?;
+            r.expect("remove_dir of a full directory: Directory not empty (os error 39)")?;
+            r.expect(r#"unlinked but open: "one\ntwo\n", name gone: true"#)?;
+            r.expect("removed: NotFound")?;
+            r.reject("(wrong)")?;
+            r.reject("STILL THERE")?;
+            r.reject("files: FAILED")?;
             r.expect("took ")?;
             powered_off(&r)?;
             Ok(format!("[wall {:.2} s]", r.elapsed.as_secs_f64()))
@@ -69,8 +93,78 @@ fn main() {
             let r = boot_dom0("std-hello", "-- panic")?;
             r.expect("panicked at")?;
             r.expect("xenrt: abort")?;
+            // A backtrace through std's panic machinery down to the program's main, which
+            // scripts/symbolize names from the image's debug file.
+            r.expect("xenrt: backtrace:")?;
+            let named = symbolized("std-hello", &r.output)?;
+            if !named
+                .lines()
+                .any(|l| l.contains("xenrt:   #") && l.contains("std_hello::main"))
+            {
+                return Err(format!(
+                    "no std_hello::main frame in the backtrace:\n{named}"
+                ));
+            }
             crashed(&r)?;
+            // A thread overflowing its 64 KiB stack hits the guard page below it: Xen cannot
+            // push the fault frame and crashes the domain, naming an address just below the
+            // thread's stack; nothing else was overwritten (no FAIL line).
+            let r = boot_dom0("std-hello", "-- overflow")?;
+            r.expect("overflow: depth 32")?;
+            let near = r
+                .line("overflow: thread stack near ")
+                .and_then(|l| l.rsplit("0x").next().map(str::to_string))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+                .ok_or("no stack address printed")?;
+            let walk = r
+                .line("Pagetable walk from ")
+                .ok_or("no page-table walk from Xen")?;
+            let addr = walk.rsplit(' ').next().unwrap_or("").trim_end_matches(':');
+            let addr = u64::from_str_radix(addr, 16).map_err(|e| format!("{walk}: {e}"))?;
+            if !(near.saturating_sub(64 * 1024 + 4096)..near).contains(&addr) {
+                return Err(format!("fault at {addr:#x}, thread stack near {near:#x}"));
+            }
+            r.reject("overflow: FAIL returned")?;
+            crashed(&r)?;
+            // The hermit-abi calls std does not make: done, or refused with an errno.
+            let r = boot_dom0("std-hello", "-- abi")?;
+            r.expect("abi: pagesize 4096 pid 1 cpus 1")?;
+            r.expect(
+                "abi: mmap 0 zeroed true aligned true exec -13 mprotect-rw 0 mprotect-ro -13 \
+                 munmap-part -22 munmap 0",
+            )?;
+            r.expect(
+                "abi: sem init 0 trywait-empty -11 timedwait-past -110 posted-and-taken 3 destroy 0",
+            )?;
+            r.expect("abi: queue -38 errno 38")?;
+            powered_off(&r)?;
             Ok(String::new())
+        }),
+        // tokio (crates.io, unchanged): rt, rt-multi-thread, time, macros, sync.
+        case("std_tokio_runtime_checks_pass", || {
+            let r = boot_dom0("std-tokio", "log=info -- check")?;
+            r.expect("sleep 50 ms: ok")?;
+            r.expect("spawned tasks joined: sum of squares 385")?;
+            r.expect("wake order: [10, 20, 30]")?;
+            r.expect("join!: 3 (concurrent: true)")?;
+            r.expect("select!: fast")?;
+            r.expect("timeout: expired true, in time Some(7)")?;
+            r.expect("interval: 5 ticks, ok")?;
+            r.expect("mpsc: 400 messages, sum 619800")?;
+            r.expect("oneshot: pong")?;
+            r.expect("watch: saw 3")?;
+            r.expect("tokio mutex: 1000")?;
+            r.expect("notify: notified")?;
+            r.expect("spawn_blocking on another thread: true")?;
+            r.expect("abort: cancelled true")?;
+            r.expect("current_thread runtime: ok")?;
+            r.expect("multi_thread: 100 tasks, sum 4950")?;
+            r.expect("multi_thread timeout: expired true")?;
+            r.expect("multi_thread runtime: ok (100 done")?;
+            r.reject("WRONG")?;
+            r.expect("std-tokio: checks done in ")?;
+            powered_off(&r)?;
+            Ok(format!("[wall {:.2} s]", r.elapsed.as_secs_f64()))
         }),
         case("hello_boots_and_prints", || {
             let r = boot_dom0("hello", "log=info")?;

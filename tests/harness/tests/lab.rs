@@ -37,6 +37,14 @@ fn main() {
             expect(&c, ", ok")?;
             expect(&c, "condvar wait_timeout timed out: true")?;
             expect(&c, "spinner stopped (it spun)")?;
+            // std::fs as a domU too (the dom0 case checks each line).
+            expect(&c, r#"baked file: "baked into the image""#)?;
+            expect(
+                &c,
+                "write to baked file: Read-only file system (os error 30)",
+            )?;
+            expect(&c, r#"unlinked but open: "one\ntwo\n", name gone: true"#)?;
+            expect(&c, "removed: NotFound")?;
             if c.contains("TOO SHORT") {
                 return Err("a thread's sleep ended early".into());
             }
@@ -113,7 +121,7 @@ echo "parallel echo: $((50 - bad))/50 ok"
             ])?;
             let g = Guest::start(
                 "std-echo",
-                "ip=10.0.0.62/24 dns=10.0.0.1 log=info -- --resolve www.xenrt.test nope.xenrt.test 10.1.2.3 localhost",
+                "ip=10.0.0.64/24 dns=10.0.0.1 log=info -- --resolve www.xenrt.test nope.xenrt.test 10.1.2.3 localhost",
             )?;
             let end = g.wait(60);
             let c = g.console()?;
@@ -143,7 +151,7 @@ echo "parallel echo: $((50 - bad))/50 ok"
                 // Nobody at 10.0.0.9: the look-up waits its 5 s, parked, while a thread ticks.
                 let g = Guest::start(
                     "std-echo",
-                    "ip=10.0.0.63/24 dns=10.0.0.9 log=info -- --resolve www.xenrt.test",
+                    "ip=10.0.0.65/24 dns=10.0.0.9 log=info -- --resolve www.xenrt.test",
                 )?;
                 let end = g.wait(60);
                 let c = g.console()?;
@@ -180,6 +188,87 @@ echo "parallel echo: $((50 - bad))/50 ok"
                     .ok_or(format!("ended with {end}\n{c}"))
             },
         ),
+        case("std_tokio_echoes_50_parallel_clients", || {
+            // tokio (crates.io, unchanged): #[tokio::main], a task per connection, over the
+            // app's mio reactor (tokio's own net does not build for hermit) and socket2's API.
+            let g = Guest::start("std-tokio", "ip=10.0.0.17/24 log=info --")?;
+            g.until("std-tokio: listening on 0.0.0.0:7", 60)?;
+            let one = xen_tests::lab::dom0_sh("echo hi | nc -w 3 10.0.0.17 7", 60)?;
+            expect(&one, "hi")?;
+            // 50 clients at once, payloads of 2-50 KB (past the stack's TCP buffers, so
+            // writes wait for the peer), each different; every echo must come back
+            // byte-exact. (awk, not `yes | head`: see the std-echo case.)
+            let out = xen_tests::lab::dom0_sh(
+                r#"d=$(mktemp -d)
+for i in $(seq 1 50); do
+  awk -v i=$i 'BEGIN { n = 1000 + i * 997; s = ""; while (length(s) < n) s = s "client " i " payload\n"; printf "%s", substr(s, 1, n) }' > $d/in$i
+  (cat $d/in$i | nc -w 5 10.0.0.17 7 > $d/out$i) &
+done
+wait
+bad=0
+for i in $(seq 1 50); do cmp -s $d/in$i $d/out$i || { bad=$((bad+1)); echo "client $i differs: $(wc -c < $d/out$i) bytes"; }; done
+rm -rf $d
+echo "parallel echo: $((50 - bad))/50 ok"
+[ $bad -eq 0 ]"#,
+                240,
+            )?;
+            expect(&out, "parallel echo: 50/50 ok")?;
+            let end = g.shutdown_cleanly();
+            let c = g.console()?;
+            end.map_err(|e| format!("{e}\n{c}"))?;
+            expect(&c, "(51 served)")?;
+            Ok(out.lines().last().unwrap_or("").to_string())
+        }),
+        case("std_http_on_tiny_http_serves_files_to_curl_and_wrk", || {
+            // tiny_http (crates.io, unchanged) on xenrt's hermit-abi: an acceptor thread, a
+            // thread per connection blocked in read, 4 workers; the files are httpd's site
+            // baked into the image, read with std::fs. 50 wrk connections at once only work
+            // if a thread waiting in a socket call lets the others run.
+            let page = std::fs::read(root().join("apps/httpd/www/index.html"))
+                .map_err(|e| format!("index.html: {e}"))?;
+            let md5 = run(Command::new("md5sum").arg(root().join("apps/httpd/www/index.html")))?;
+            let md5 = md5
+                .output
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let g = Guest::start("std-http", "ip=10.0.0.62/24 -- RUST_MIN_STACK=131072")?;
+            g.until("std-http: serving / on port 80 with 4 threads", 60)?;
+            let out = xen_tests::lab::dom0_sh(
+                r#"u=http://10.0.0.62
+curl -s -o /tmp/sh.html -w 'get %{http_code} %{content_type} %{size_download}\n' $u/
+echo "md5 $(md5sum < /tmp/sh.html | cut -d' ' -f1)"
+curl -sI $u/style.css | head -1 | tr -d '\r' | sed 's/^/head /'
+curl -s -o /dev/null -w 'missing %{http_code}\n' $u/nope.html
+curl -s -o /dev/null -w 'dotdot %{http_code}\n' --path-as-is $u/../etc/passwd
+curl -s -o /dev/null -w 'delete %{http_code}\n' -X DELETE $u/
+wrk -t2 -c50 -d5s $u/ 2>&1 | sed 's/^/wrk /'"#,
+                120,
+            )?;
+            expect(
+                &out,
+                &format!("get 200 text/html; charset=utf-8 {}", page.len()),
+            )?;
+            expect(&out, &format!("md5 {md5}"))?;
+            expect(&out, "head HTTP/1.1 200 OK")?;
+            expect(&out, "missing 404")?;
+            expect(&out, "dotdot 400")?;
+            expect(&out, "delete 405")?;
+            expect(&out, "wrk Requests/sec:")?;
+            if out.contains("Socket errors") || out.contains("Non-2xx") {
+                return Err(format!("wrk saw errors:\n{out}"));
+            }
+            let end = g.shutdown_cleanly();
+            let c = g.console()?;
+            end.map_err(|e| format!("{e}\n{c}"))?;
+            Ok(out
+                .lines()
+                .find(|l| l.contains("Requests/sec"))
+                .unwrap_or("")
+                .trim_start_matches("wrk ")
+                .to_string())
+        }),
         case("bad_extra_is_reported", || {
             let g = Guest::start("hello", "log=loud bogus=1")?;
             let end = g.wait(60)?;

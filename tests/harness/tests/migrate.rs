@@ -259,7 +259,7 @@ fn main() {
                 dom0_sh(
                 &format!(
                     "rm -f /tmp/mig-wrk.out /tmp/mig-wrk.done
-                     setsid sh -c 'wrk -t 2 -c 10 -d 25 --timeout 30s http://{ip}/ > /tmp/mig-wrk.out 2>&1; echo done > /tmp/mig-wrk.done' </dev/null >/dev/null 2>&1 &"
+                     setsid sh -c 'wrk -t 2 -c 10 -d 15 --timeout 30s http://{ip}/ > /tmp/mig-wrk.out 2>&1; echo done > /tmp/mig-wrk.done' </dev/null >/dev/null 2>&1 &"
                 ),
                 30,
             )?;
@@ -276,8 +276,8 @@ fn main() {
                     return Err(format!("wrk saw errors across the migration:\n{out}"));
                 }
                 expect(&out, "requests in")?;
-                // wrk ran 25 s from about 3 s before the migration.
-                if t1 - t0 > 20.0 {
+                // wrk ran 15 s from about 3 s before the migration (which takes ~3.5 s).
+                if t1 - t0 > 11.0 {
                     return Err(format!(
                         "the migration took {:.1} s, longer than wrk ran",
                         t1 - t0

@@ -5,7 +5,31 @@
 
 use arch::traps::{self, TrapFrame};
 
+/// The running thread's stack, when it is not the boot stack (a runtime with threads sets it
+/// at each switch: [`set_thread_stack`]); `(0, 0)`: the boot stack.
+static THREAD_STACK: [core::sync::atomic::AtomicU64; 2] = [
+    core::sync::atomic::AtomicU64::new(0),
+    core::sync::atomic::AtomicU64::new(0),
+];
+
+/// Says which stack the running thread is on (`bottom..top`), so that a fault or panic report
+/// walks it; `0..0` for the boot stack. Atomics, no lock: a fault may come anywhere.
+pub fn set_thread_stack(r: core::ops::Range<u64>) {
+    use core::sync::atomic::Ordering::SeqCst;
+    THREAD_STACK[0].store(r.start, SeqCst);
+    THREAD_STACK[1].store(r.end, SeqCst);
+}
+
 fn stack_range() -> core::ops::Range<u64> {
+    use core::sync::atomic::Ordering::SeqCst;
+    let (lo, hi) = (THREAD_STACK[0].load(SeqCst), THREAD_STACK[1].load(SeqCst));
+    if lo < hi {
+        return lo..hi;
+    }
+    boot_stack()
+}
+
+fn boot_stack() -> core::ops::Range<u64> {
     #[cfg(any(target_os = "none", target_os = "hermit"))]
     {
         let bottom = core::ptr::addr_of!(arch::entry::boot_stack_bottom) as u64;
@@ -17,7 +41,10 @@ fn stack_range() -> core::ops::Range<u64> {
     }
 }
 
-fn print_backtrace(rip: u64, rbp: u64) {
+/// Prints a frame-pointer backtrace from `rbp` (and `rip` as frame #0 if not 0) on the
+/// running thread's stack, as the fault and panic reports do (`scripts/run` names the
+/// functions).
+pub fn print_backtrace(rip: u64, rbp: u64) {
     crate::println!("xenrt: backtrace:");
     let mut n = 0;
     if rip != 0 {

@@ -126,6 +126,24 @@ pub fn init_heap() {
     unsafe { HEAP.set_grow(grow) };
 }
 
+/// Unmaps the page of our memory at `va` (page-aligned, mapped at `pfn * 4096` as all of our
+/// memory is), so that any access to it faults: a guard page below a thread's stack. The entry
+/// is zeroed fully (L1TF). The page must be given back with [`unguard`] before the memory is
+/// used again (freed to the heap).
+pub fn guard(va: u64) -> Result<(), arch::hypercall::Errno> {
+    // SAFETY: the caller owns the page (an allocation of its own) and nothing else refers to
+    // its contents; a zero PTE maps nothing.
+    unsafe { arch::hypercall::update_va_mapping(va, 0, arch::hypercall::UVMF_INVLPG) }
+}
+
+/// Maps a page unmapped by [`guard`] again, read-write, onto its own frame (looked up now: a
+/// restore into a new domain may have moved it).
+pub fn unguard(va: u64) -> Result<(), arch::hypercall::Errno> {
+    let pte = arch::paging::Perm::ReadWrite.pte(pfn_to_mfn(va >> 12));
+    // SAFETY: restores the direct mapping of our own page at `va = pfn * 4096`, as boot made it.
+    unsafe { arch::hypercall::update_va_mapping(va, pte, arch::hypercall::UVMF_INVLPG) }
+}
+
 /// Free frames left in the frame allocator (the heap's free space not included).
 pub fn free_frames() -> usize {
     with_frames(|f| f.free_count()).unwrap_or(0)
