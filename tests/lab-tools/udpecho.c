@@ -3,7 +3,10 @@
  * number, then bytes derived from it), and checks every echo is byte-exact. A datagram whose
  * echo has not come after 300 ms is sent again (UDP may lose it), at most 5 times.
  * Prints "udpecho: N/COUNT exact, R resent, B bad in MS ms" (B: echoes that differ from every
- * datagram sent) and exits 0 only when all came back exact. */
+ * datagram sent) and exits 0 only when all came back exact.
+ *
+ * udpecho -s PORT SECS: a UDP echo server instead, for SECS seconds (for a guest's own client
+ * checks): every datagram goes back to its sender. Prints "udpecho: echoed N" at the end. */
 #include <arpa/inet.h>
 #include <poll.h>
 #include <stdio.h>
@@ -25,7 +28,30 @@ static void fill(unsigned char *b, unsigned i) {
     for (size_t k = 4; k < n; k++) { x = x * 1103515245u + 12345u; b[k] = x >> 16; }
 }
 
+static int serve(int port, int secs) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0) { perror("udpecho: bind"); return 1; }
+    printf("udpecho: serving on %d\n", port); fflush(stdout);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    unsigned echoed = 0;
+    unsigned char b[65536];
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec - t0.tv_sec >= secs) break;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, 200) <= 0) continue;
+        struct sockaddr_in from; socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(fd, b, sizeof b, 0, (struct sockaddr *)&from, &fl);
+        if (n >= 0 && sendto(fd, b, n, 0, (struct sockaddr *)&from, fl) >= 0) echoed++;
+    }
+    printf("udpecho: echoed %u\n", echoed);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "-s") == 0) return serve(atoi(argv[2]), atoi(argv[3]));
     if (argc != 4) { fprintf(stderr, "usage: udpecho IP PORT COUNT\n"); return 2; }
     struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[2])) };
     if (!inet_aton(argv[1], &to.sin_addr)) { fprintf(stderr, "udpecho: bad address\n"); return 2; }

@@ -9,6 +9,10 @@
 //! `std-echo --resolve NAME...` instead looks each name up (`ToSocketAddrs`: getaddrinfo),
 //! prints what it got, and exits; a thread counting 10 ms ticks meanwhile shows the look-up
 //! waits without holding up the other threads.
+//!
+//! `std-echo --udp-check IP:PORT` instead runs std's blocking `UdpSocket` against a UDP echo
+//! server there (ephemeral bind, a read timeout, peek, truncation, connect, the options std
+//! offers) and prints each result, then `udp-check: all ok` (exit status 0) or the failures.
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -38,6 +42,19 @@ fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--resolve") {
         resolve(&args[1..]);
+        return Ok(());
+    }
+    if args.first().map(String::as_str) == Some("--udp-check") {
+        let to: SocketAddr = args
+            .get(1)
+            .and_then(|a| a.parse().ok())
+            .expect("--udp-check IP:PORT");
+        let failed = udp_check(to);
+        if failed > 0 {
+            println!("udp-check: {failed} failed");
+            std::process::exit(1);
+        }
+        println!("udp-check: all ok");
         return Ok(());
     }
     let port: u16 = args.first().and_then(|a| a.parse().ok()).unwrap_or(7);
@@ -173,6 +190,87 @@ fn resolve(names: &[String]) {
     }
     stop.store(true, Ordering::Relaxed);
     ticker.join().expect("ticker");
+}
+
+/// std's blocking `UdpSocket` against the echo server at `to`; returns how many checks failed.
+fn udp_check(to: SocketAddr) -> usize {
+    use std::net::UdpSocket;
+    let mut failed = 0;
+    let mut check = |what: &str, ok: bool, detail: String| {
+        println!(
+            "udp-check: {what}: {} ({detail})",
+            if ok { "ok" } else { "FAILED" }
+        );
+        failed += usize::from(!ok);
+    };
+    let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    let local = s.local_addr().expect("local_addr");
+    check("ephemeral port", local.port() >= 49152, format!("{local}"));
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("set_read_timeout");
+    let mut buf = [0u8; 2048];
+    let t0 = Instant::now();
+    let r = s.recv_from(&mut buf);
+    let ms = t0.elapsed().as_millis();
+    check(
+        "read timeout",
+        matches!(&r, Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut)
+            && (250..1000).contains(&ms),
+        format!("{:?} after {ms} ms", r.map(|x| x.0)),
+    );
+    let msg: Vec<u8> = (0..100u8).collect();
+    let sent = s.send_to(&msg, to);
+    check("send_to", matches!(sent, Ok(100)), format!("{sent:?}"));
+    let p = s.peek_from(&mut buf);
+    check(
+        "peek_from",
+        matches!(&p, Ok((100, from)) if *from == to) && buf[..100] == msg[..],
+        format!("{p:?}"),
+    );
+    let mut small = [0u8; 10];
+    let r = s.recv_from(&mut small);
+    check(
+        "recv_from into 10 bytes",
+        matches!(&r, Ok((10, _))) && small[..] == msg[..10],
+        format!("{r:?}"),
+    );
+    s.set_nonblocking(true).expect("set_nonblocking");
+    let r = s.recv_from(&mut buf);
+    check(
+        "the rest was discarded",
+        matches!(&r, Err(e) if e.kind() == ErrorKind::WouldBlock),
+        format!("{:?}", r.map(|x| x.0)),
+    );
+    s.set_nonblocking(false).expect("set_nonblocking");
+    let c = s.connect(to);
+    check(
+        "connect",
+        c.is_ok() && s.peer_addr().ok() == Some(to),
+        format!("{c:?}"),
+    );
+    let r = s.send(b"connected").and_then(|_| s.recv(&mut buf));
+    check(
+        "send/recv connected",
+        matches!(r, Ok(9)) && &buf[..9] == b"connected",
+        format!("{r:?}"),
+    );
+    let r = s.send(&[0u8; 1473]);
+    check(
+        "a datagram larger than a frame is refused",
+        r.as_ref().err().and_then(|e| e.raw_os_error()) == Some(90),
+        format!("{r:?}"),
+    );
+    let b = s.set_broadcast(true).and_then(|()| s.broadcast());
+    check("SO_BROADCAST", matches!(b, Ok(true)), format!("{b:?}"));
+    let t = s.set_ttl(5).and_then(|()| s.ttl());
+    check("IP_TTL", matches!(t, Ok(5)), format!("{t:?}"));
+    let m = s.join_multicast_v4(&"239.1.2.3".parse().unwrap(), &"0.0.0.0".parse().unwrap());
+    check(
+        "multicast is refused",
+        m.as_ref().err().and_then(|e| e.raw_os_error()) == Some(92),
+        format!("{m:?}"),
+    );
+    failed
 }
 
 /// Moves bytes for one ready connection: flushes what is pending, then reads and echoes until

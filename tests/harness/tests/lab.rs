@@ -111,6 +111,35 @@ echo "parallel echo: $((50 - bad))/50 ok"
             end.map_err(|e| format!("{e}\n{c}"))?;
             Ok(out.lines().last().unwrap_or("").to_string())
         }),
+        case(
+            "std_udpsocket_blocking_calls_against_an_echo_server_in_dom0",
+            || {
+                // std's blocking UdpSocket (not mio): ephemeral bind, read timeout, peek_from,
+                // truncation, connect, EMSGSIZE, SO_BROADCAST, IP_TTL, multicast refused.
+                let udpecho = xen_tests::lab::tool("udpecho")?;
+                lab(&[
+                    "exec",
+                    &format!("(setsid {udpecho} -s 7010 60 > /tmp/udpecho-s.log 2>&1 &)"),
+                ])?;
+                let g = Guest::start(
+                    "std-echo",
+                    "ip=10.0.0.67/24 log=info -- --udp-check 10.0.0.1:7010",
+                )?;
+                let end = g.wait(60);
+                let c = g.console()?;
+                let _ = lab(&["exec", "kill $(pidof udpecho) 2>/dev/null; true"]);
+                expect(&c, "udp-check: all ok").map_err(|e| format!("{e}\n{c}"))?;
+                let end = end?;
+                (end == "poweroff")
+                    .then(|| {
+                        c.lines()
+                            .find(|l| l.contains("udp-check: read timeout"))
+                            .unwrap_or("")
+                            .to_string()
+                    })
+                    .ok_or(format!("ended with {end}\n{c}"))
+            },
+        ),
         case("std_getaddrinfo_asks_the_dns_server_in_dom0", || {
             // Our one-name DNS server (tests/lab-tools/dnsone.c) on dom0's 10.0.0.1:53: A
             // queries for www.xenrt.test get 10.9.8.7, anything else NXDOMAIN.
