@@ -28,12 +28,14 @@
 //!   stack per thread, scheduled on the one vCPU ([`sched`], `abi_thread`): at blocking calls,
 //!   and preempted in app code by a 10 ms timer tick (`preempt`);
 //!   [`park_until`] is the blocking wait for code waiting on events;
-//! - sockets (`sockets`, `sys_net`): TCP over IPv4 and IPv6 on our stack (the first vif, from
-//!   the command line's `ip=`/`gw=`/`dns=` or DHCP, brought up at the first socket call),
-//!   blocking and non-blocking, `poll`, `eventfd` (mio's waker), `fcntl`/`ioctl(FIONBIO)`,
-//!   `dup`, `shutdown`, the common socket options, `getaddrinfo` for numeric hosts and
-//!   `localhost`; UDP, `MSG_PEEK` and DNS names return errors. A thread waiting in a socket call
-//!   parks while the stack and the other threads run ([`wait`]);
+//! - sockets (`sockets`, `sys_net`): TCP and UDP over IPv4 and IPv6 on our stack (the first
+//!   vif, from the command line's `ip=`/`gw=`/`dns=` or DHCP, brought up at the first socket
+//!   call), blocking and non-blocking, `poll`, `eventfd` (mio's waker), `fcntl`/
+//!   `ioctl(FIONBIO)`, `dup`, `shutdown`, `recv`/`recvfrom` (`MSG_PEEK`), `send`/`sendto`, the
+//!   common socket options (multicast ones: `ENOPROTOOPT`), `getaddrinfo` for numeric hosts,
+//!   `localhost` and DNS names (through the stack's DNS client: `EAI_NONAME` for a name that
+//!   does not exist, `EAI_AGAIN` after 5 s without an answer). A thread waiting in a socket
+//!   call or a look-up parks while the stack and the other threads run ([`wait`]);
 //! - files (`fs`, `sys_fs`): `sys_open` (`O_RDONLY`/`O_WRONLY`/`O_RDWR`, `O_CREAT`, `O_EXCL`,
 //!   `O_TRUNC`, `O_APPEND`, `O_DIRECTORY`), `sys_opendir`, `sys_read`/`sys_readv`,
 //!   `sys_write`/`sys_writev`, `sys_lseek`, `sys_fstat`/`sys_stat`/`sys_lstat`,

@@ -15,6 +15,7 @@ use net::NetError;
 #[allow(missing_docs)]
 pub mod errno {
     pub const EPERM: i32 = 1;
+    pub const EACCES: i32 = 13;
     pub const EBADF: i32 = 9;
     pub const EAGAIN: i32 = 11;
     pub const ENOMEM: i32 = 12;
@@ -25,6 +26,7 @@ pub mod errno {
     pub const EDEADLK: i32 = 35;
     pub const ENOTSOCK: i32 = 88;
     pub const EDESTADDRREQ: i32 = 89;
+    pub const EMSGSIZE: i32 = 90;
     pub const EPROTOTYPE: i32 = 91;
     pub const ENOPROTOOPT: i32 = 92;
     pub const EPROTONOSUPPORT: i32 = 93;
@@ -75,8 +77,18 @@ pub mod consts {
     pub const SO_ERROR: i32 = 0x1007;
     pub const IPPROTO_IP: i32 = 0;
     pub const IPPROTO_TCP: i32 = 6;
+    pub const IPPROTO_UDP: i32 = 17;
     pub const IPPROTO_IPV6: i32 = 41;
     pub const TCP_NODELAY: i32 = 1;
+    pub const IP_TOS: i32 = 1;
+    pub const IP_TTL: i32 = 2;
+    pub const IP_ADD_MEMBERSHIP: i32 = 3;
+    pub const IP_DROP_MEMBERSHIP: i32 = 4;
+    pub const IP_MULTICAST_TTL: i32 = 5;
+    pub const IP_MULTICAST_LOOP: i32 = 7;
+    pub const IPV6_ADD_MEMBERSHIP: i32 = 12;
+    pub const IPV6_DROP_MEMBERSHIP: i32 = 13;
+    pub const IPV6_MULTICAST_LOOP: i32 = 19;
     pub const IPV6_V6ONLY: i32 = 27;
     pub const MSG_PEEK: i32 = 1;
     pub const SHUT_RD: i32 = 0;
@@ -91,6 +103,8 @@ pub mod consts {
     pub const POLLRDNORM: i16 = 0x40;
     pub const POLLWRNORM: i16 = 0x100;
     pub const POLLRDHUP: i16 = 0x2000;
+    pub const EAI_AGAIN: i32 = 2;
+    pub const EAI_FAIL: i32 = 4;
     pub const EAI_FAMILY: i32 = 5;
     pub const EAI_NONAME: i32 = 8;
     pub const EAI_SERVICE: i32 = 9;
@@ -114,10 +128,12 @@ pub fn errno_of(e: &NetError) -> i32 {
         NetError::ConnectionReset => ECONNRESET,
         NetError::Closed => EPIPE,
         NetError::Unaddressable => ENETUNREACH,
-        NetError::TooLarge => ENOBUFS,
+        NetError::TooLarge => EMSGSIZE,
         NetError::TimedOut => ETIMEDOUT,
         NetError::Dns(_) => EADDRNOTAVAIL,
         NetError::NoMemory => ENOMEM,
+        NetError::NotConnected => EDESTADDRREQ,
+        NetError::Busy => EAGAIN,
     }
 }
 
@@ -308,6 +324,9 @@ mod tests {
         assert_eq!(errno_of(&NetError::TimedOut), ETIMEDOUT);
         assert_eq!(errno_of(&NetError::NoMemory), ENOMEM);
         assert_eq!(errno_of(&NetError::NotConfigured), ENETDOWN);
+        assert_eq!(errno_of(&NetError::TooLarge), EMSGSIZE);
+        assert_eq!(errno_of(&NetError::NotConnected), EDESTADDRREQ);
+        assert_eq!(errno_of(&NetError::Busy), EAGAIN);
     }
 
     /// The bytes of a `sockaddr_in` for 10.0.0.60:7 as std builds it on hermit

@@ -4,22 +4,32 @@
 //!
 //! The stack is one [`net::Net`] on the first vif, brought up at the first socket call from the
 //! command line's xenrt keys (`ip=`/`gw=`/`dns=`, DHCP by default). The stack's sockets are
-//! async, but they also have synchronous accessors (`try_accept`, `try_read`, `try_write`,
-//! `tcp_connect_start` + `connect_state`, `readable`/`writable`), which is what a BSD call
-//! needs: try once; if it would block and the descriptor is non-blocking, `EAGAIN`; else wait
-//! in [`crate::wait::until`] (which runs the stack meanwhile) and try again.
+//! async, but they also have synchronous accessors (`try_accept`, `try_read`/`try_peek`,
+//! `try_write`, `tcp_connect_start` + `connect_state`, `try_recv_from`/`try_send_to`,
+//! `dns_query` + `result`, `readable`/`writable`), which is what a BSD call needs: try once; if
+//! it would block and the descriptor is non-blocking, `EAGAIN`; else wait in
+//! [`crate::wait::until`] (which runs the stack meanwhile) and try again.
 //!
-//! Supported: TCP over IPv4 and IPv6 (blocking and non-blocking: `O_NONBLOCK`, `SOCK_NONBLOCK`,
-//! `FIONBIO`), `poll`, `eventfd` (mio's waker), `dup`, `getaddrinfo` for numeric hosts. UDP,
-//! `MSG_PEEK` and DNS names return errors (`EPROTONOSUPPORT`, `EOPNOTSUPP`, `EAI_NONAME`).
+//! Supported: TCP and UDP over IPv4 and IPv6 (blocking and non-blocking: `O_NONBLOCK`,
+//! `SOCK_NONBLOCK`, `FIONBIO`; `SO_RCVTIMEO`/`SO_SNDTIMEO`), `poll`, `eventfd` (mio's waker),
+//! `dup`, `MSG_PEEK` on both, `getaddrinfo` for numeric hosts and DNS names ([`Sockets::lookup`]).
+//!
+//! UDP as POSIX has it: unbound until `bind` (port 0: an ephemeral one), `connect` or the first
+//! `sendto` (which bind it to an ephemeral port); `connect` sets the default destination and
+//! drops datagrams from anyone else; `recv`/`recvfrom` take one datagram, cut to the buffer
+//! (the rest discarded); `sendto` a broadcast address needs `SO_BROADCAST` (`EACCES`);
+//! `IP_TTL` applies. Limits: a datagram must fit one frame (1472 bytes over IPv4, 1452 over
+//! IPv6: `EMSGSIZE`, the stack does not fragment); 32 datagrams queue each way; an `AF_INET`
+//! socket bound to every address also receives IPv6 datagrams to its port; no multicast
+//! (its options are `ENOPROTOOPT`); ICMP errors (port unreachable) are not reported.
 
 use alloc::collections::VecDeque;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use net::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
-use net::{ListenConfig, Net, TcpListener, TcpStream};
+use net::smoltcp::wire::{DnsQueryType, IpAddress, IpEndpoint, Ipv4Address, Ipv6Address};
+use net::{DnsQuery, ListenConfig, Net, NetError, TcpListener, TcpStream, UdpSocket};
 
 use crate::fs::OpenFile;
 use crate::layout::{Linger, Pollfd, Stat, Timeval};
@@ -31,6 +41,15 @@ const TCP_BUFFER: usize = 32 * 1024;
 const MAX_BACKLOG: usize = 16;
 /// Most open descriptors.
 const MAX_FDS: usize = 1024;
+/// Datagrams a UDP socket queues each way.
+const UDP_PACKETS: usize = 32;
+/// Room per queued datagram (a frame's payload is at most 1472 bytes: the stack does not
+/// fragment).
+const UDP_ROOM: usize = 2048;
+/// How long `getaddrinfo` waits for the DNS server's answers.
+const DNS_TIMEOUT_NS: u64 = 5_000_000_000;
+/// The TTL of what a socket sends unless `IP_TTL` says otherwise (smoltcp's).
+const DEFAULT_TTL: u8 = 64;
 
 /// Result of a call: a value, or the errno.
 pub type Res<T> = Result<T, i32>;
@@ -52,6 +71,46 @@ enum Tcp {
     Failed(i32),
 }
 
+/// A UDP descriptor: unbound until `bind`, `connect` or the first `sendto` (which bind it to an
+/// ephemeral port, as POSIX does).
+struct Udp {
+    s: Option<UdpSocket>,
+    /// `AF_INET6` (its unbound address is `::`).
+    v6: bool,
+    /// `SO_BROADCAST`: sending to a broadcast address is allowed.
+    broadcast: bool,
+    /// `IP_TTL`, kept for a socket not bound yet.
+    ttl: Option<u8>,
+}
+
+impl Udp {
+    fn any(&self, port: u16) -> IpEndpoint {
+        if self.v6 {
+            IpEndpoint::new(IpAddress::Ipv6(Ipv6Address::UNSPECIFIED), port)
+        } else {
+            IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::UNSPECIFIED), port)
+        }
+    }
+
+    /// Binds it (`port` 0: an ephemeral port) on `addr` (`None`: every address).
+    fn bind(&mut self, net: &Net, addr: Option<IpAddress>, port: u16) -> Res<()> {
+        let mut s = net
+            .udp_bind_to(addr, port, UDP_PACKETS, UDP_ROOM)
+            .map_err(|e| errno_of(&e))?;
+        s.set_hop_limit(self.ttl).map_err(|_| EINVAL)?;
+        self.s = Some(s);
+        Ok(())
+    }
+
+    /// The stack's socket, bound to an ephemeral port first if it is not yet.
+    fn bound(&mut self, net: &Net) -> Res<&mut UdpSocket> {
+        if self.s.is_none() {
+            self.bind(net, None, 0)?;
+        }
+        self.s.as_mut().ok_or(EINVAL)
+    }
+}
+
 /// An eventfd: a counter (mio's waker).
 struct EventFd {
     count: u64,
@@ -59,6 +118,7 @@ struct EventFd {
 
 enum Kind {
     Tcp(Tcp),
+    Udp(Udp),
     Event(EventFd),
     /// An open file or directory ([`crate::fs`]): always ready for `poll`, as POSIX says.
     File(OpenFile),
@@ -173,15 +233,28 @@ impl Sockets {
             return Err(self.unsupported("socket family other than AF_INET/AF_INET6", EAFNOSUPPORT));
         }
         let nonblock = ty & SOCK_NONBLOCK != 0;
-        match ty & !(SOCK_NONBLOCK | SOCK_CLOEXEC) {
-            SOCK_STREAM if protocol == 0 || protocol == IPPROTO_TCP => {}
-            SOCK_DGRAM => return Err(self.unsupported("UDP sockets", EPROTONOSUPPORT)),
-            _ => {
-                return Err(self.unsupported("socket type other than SOCK_STREAM", EPROTONOSUPPORT))
+        let kind = match ty & !(SOCK_NONBLOCK | SOCK_CLOEXEC) {
+            SOCK_STREAM if protocol == 0 || protocol == IPPROTO_TCP => {
+                Kind::Tcp(Tcp::Fresh { port: 0 })
             }
-        }
+            SOCK_DGRAM if protocol == 0 || protocol == IPPROTO_UDP => Kind::Udp(Udp {
+                s: None,
+                v6: domain == AF_INET6,
+                broadcast: false,
+                ttl: None,
+            }),
+            SOCK_STREAM | SOCK_DGRAM => {
+                return Err(self.unsupported("socket protocol other than TCP/UDP", EPROTONOSUPPORT))
+            }
+            _ => {
+                return Err(self.unsupported(
+                    "socket type other than SOCK_STREAM/SOCK_DGRAM",
+                    EPROTONOSUPPORT,
+                ))
+            }
+        };
         self.net()?;
-        self.insert(Kind::Tcp(Tcp::Fresh { port: 0 }), nonblock)
+        self.insert(kind, nonblock)
     }
 
     /// `bind(fd, addr)`: remembers the port (a listener takes every address of the interface).
@@ -199,6 +272,12 @@ impl Sockets {
                 Ok(0)
             }
             Kind::Tcp(_) => Err(EINVAL),
+            Kind::Udp(u) if u.s.is_none() => {
+                let on = (!addr.addr.is_unspecified()).then_some(addr.addr);
+                u.bind(&net, on, addr.port)?;
+                Ok(0)
+            }
+            Kind::Udp(_) => Err(EINVAL),
             Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
         }
     }
@@ -212,6 +291,7 @@ impl Sockets {
             Kind::Tcp(Tcp::Fresh { port }) => *port,
             Kind::Tcp(Tcp::Listening { .. }) => return Ok(0),
             Kind::Tcp(_) => return Err(EINVAL),
+            Kind::Udp(_) => return Err(EOPNOTSUPP),
             Kind::Event(_) | Kind::File(_) => return Err(ENOTSOCK),
         };
         if port == 0 {
@@ -247,6 +327,7 @@ impl Sockets {
                     Ok(pending.pop_front().or_else(|| l.try_accept()))
                 }
                 Kind::Tcp(_) => Err(EINVAL),
+                Kind::Udp(_) => Err(EOPNOTSUPP),
                 Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
             }
         };
@@ -289,7 +370,7 @@ impl Sockets {
         let o = self.obj(fd)?;
         let (nonblock, timeout) = {
             let mut ob = o.borrow_mut();
-            match &ob.kind {
+            match &mut ob.kind {
                 Kind::Tcp(Tcp::Fresh { .. }) => {}
                 Kind::Tcp(Tcp::Stream {
                     connecting: true, ..
@@ -297,6 +378,14 @@ impl Sockets {
                 Kind::Tcp(Tcp::Stream { .. }) => return Err(EISCONN),
                 Kind::Tcp(Tcp::Failed(e)) => return Err(*e),
                 Kind::Tcp(Tcp::Listening { .. }) => return Err(EINVAL),
+                Kind::Udp(u) => {
+                    // A default destination and a filter: nothing goes on the wire.
+                    if addr.addr.is_unspecified() || addr.port == 0 {
+                        return Err(EINVAL);
+                    }
+                    u.bound(&net)?.connect(Some(addr));
+                    return Ok(0);
+                }
                 Kind::Event(_) | Kind::File(_) => return Err(ENOTSOCK),
             }
             let addr = if addr.addr.is_unspecified() {
@@ -356,7 +445,7 @@ impl Sockets {
         let o = o.borrow();
         Ok(match &o.kind {
             Kind::File(f) => f.stat(),
-            Kind::Tcp(_) => Stat {
+            Kind::Tcp(_) | Kind::Udp(_) => Stat {
                 st_mode: S_IFSOCK | 0o777,
                 ..Stat::default()
             },
@@ -385,9 +474,22 @@ impl Sockets {
 
     /// `recv(fd, buf, flags)` (a file is `ENOTSOCK`).
     pub fn recv(&self, fd: i32, buf: &mut [u8], flags: i32) -> Res<usize> {
-        if flags & MSG_PEEK != 0 {
-            return Err(self.unsupported("recv with MSG_PEEK", EOPNOTSUPP));
+        self.recv_from(fd, buf, flags).map(|(n, _)| n)
+    }
+
+    /// `recvfrom(fd, buf, flags)`: what arrived and, for a datagram, who sent it. `MSG_PEEK`
+    /// leaves it to be read again. A datagram larger than `buf` is cut to it, the rest
+    /// discarded (POSIX; the length returned is what was copied).
+    pub fn recv_from(
+        &self,
+        fd: i32,
+        buf: &mut [u8],
+        flags: i32,
+    ) -> Res<(usize, Option<IpEndpoint>)> {
+        if flags & !MSG_PEEK != 0 {
+            return Err(self.unsupported("recv flags other than MSG_PEEK", EOPNOTSUPP));
         }
+        let peek = flags & MSG_PEEK != 0;
         let o = self.obj(fd)?;
         if matches!(o.borrow().kind, Kind::File(_)) {
             return Err(ENOTSOCK);
@@ -398,6 +500,9 @@ impl Sockets {
             (o.nonblock, o.rcv_timeout)
         };
         if is_event {
+            if peek {
+                return Err(EINVAL);
+            }
             // An eventfd does not bring the stack up; it runs meanwhile if it is up.
             let r = try_or_wait(
                 self.current_net().as_ref(),
@@ -406,7 +511,7 @@ impl Sockets {
                 || event_read(&o, buf),
                 || readable(&o),
             )?;
-            return r.ok_or(EAGAIN);
+            return r.map(|n| (n, None)).ok_or(EAGAIN);
         }
         let net = self.net()?;
         crate::wait::pump(&net);
@@ -414,14 +519,23 @@ impl Sockets {
             Some(&net),
             nonblock,
             timeout,
-            || try_recv(&o, buf),
+            || try_recv(&o, buf, peek),
             || readable(&o),
         )?;
         r.ok_or(EAGAIN)
     }
 
-    /// `send(fd, data, flags)` (a file is `ENOTSOCK`).
+    /// `send(fd, data, flags)` and `write(fd, data)`; on a UDP socket, one datagram to its
+    /// peer (`EDESTADDRREQ` without one); a file is `ENOTSOCK`.
     pub fn send(&self, fd: i32, data: &[u8]) -> Res<usize> {
+        self.send_to(fd, data, None)
+    }
+
+    /// `sendto(fd, data, flags, to)`: on a UDP socket one datagram to `to` (or, without it,
+    /// to the peer), bound to an ephemeral port first if it is not yet; `EMSGSIZE` for more
+    /// than one frame carries (1472 bytes over IPv4: the stack does not fragment), `EACCES`
+    /// for a broadcast address without `SO_BROADCAST`. On a TCP socket `to` is ignored.
+    pub fn send_to(&self, fd: i32, data: &[u8], to: Option<IpEndpoint>) -> Res<usize> {
         let o = self.obj(fd)?;
         if matches!(o.borrow().kind, Kind::File(_)) {
             return Err(ENOTSOCK);
@@ -435,11 +549,20 @@ impl Sockets {
             let o = o.borrow();
             (o.nonblock, o.snd_timeout)
         };
+        if let Some(to) = to {
+            let mut ob = o.borrow_mut();
+            if let Kind::Udp(u) = &mut ob.kind {
+                if !u.broadcast && is_broadcast(&net, to.addr) {
+                    return Err(EACCES);
+                }
+                u.bound(&net)?;
+            }
+        }
         let r = try_or_wait(
             Some(&net),
             nonblock,
             timeout,
-            || try_send(&o, data),
+            || try_send(&o, data, to),
             || writable(&o),
         )?;
         // Send now rather than at the next wait.
@@ -473,6 +596,10 @@ impl Sockets {
             (Kind::Tcp(Tcp::Stream { s, .. }), SHUT_WR | SHUT_RDWR) => s.shutdown_write(),
             (Kind::Tcp(Tcp::Stream { .. }), SHUT_RD) => {}
             (Kind::Tcp(_), SHUT_RD | SHUT_WR | SHUT_RDWR) => return Err(ENOTCONN),
+            (Kind::Udp(_), _) => {
+                drop(o);
+                return Err(self.unsupported("shutdown of a UDP socket", EOPNOTSUPP));
+            }
             (Kind::Event(_) | Kind::File(_), _) => return Err(ENOTSOCK),
             _ => return Err(EINVAL),
         }
@@ -489,6 +616,7 @@ impl Sockets {
         match &o.kind {
             Kind::Tcp(Tcp::Stream { s, .. }) => s.peer().ok_or(ENOTCONN),
             Kind::Tcp(_) => Err(ENOTCONN),
+            Kind::Udp(u) => u.s.as_ref().and_then(|s| s.peer()).ok_or(ENOTCONN),
             Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
         }
     }
@@ -503,20 +631,29 @@ impl Sockets {
             Kind::Tcp(Tcp::Listening { l, .. }) => Ok(any(l.port())),
             Kind::Tcp(Tcp::Fresh { port }) => Ok(any(*port)),
             Kind::Tcp(Tcp::Failed(_)) => Ok(any(0)),
+            Kind::Udp(u) => Ok(match &u.s {
+                Some(s) => {
+                    let l = s.local();
+                    l.addr.map_or(u.any(l.port), |a| IpEndpoint::new(a, l.port))
+                }
+                None => u.any(0),
+            }),
             Kind::Event(_) | Kind::File(_) => Err(ENOTSOCK),
         }
     }
 
     /// `setsockopt`: the options std and mio set. Accepted and applied: `SO_RCVTIMEO`,
-    /// `SO_SNDTIMEO`; accepted with no effect (the stack's behaviour already, or harmless):
-    /// `SO_REUSEADDR`, `SO_KEEPALIVE` (the stack probes idle connections), `TCP_NODELAY`
-    /// (Nagle is off), `SO_LINGER`, `IPV6_V6ONLY`, `SO_SNDBUF`/`SO_RCVBUF`. Others:
-    /// `ENOPROTOOPT`.
+    /// `SO_SNDTIMEO`; on UDP `SO_BROADCAST` (sending to a broadcast address) and `IP_TTL`;
+    /// accepted with no effect (the stack's behaviour already, or harmless): `SO_REUSEADDR`,
+    /// `SO_KEEPALIVE` (the stack probes idle connections), `TCP_NODELAY` (Nagle is off),
+    /// `SO_LINGER`, `IPV6_V6ONLY`, `SO_SNDBUF`/`SO_RCVBUF`, `SO_BROADCAST` on TCP. Multicast
+    /// (groups, TTL, loop), `IP_TOS`, `IP_TTL` on TCP and the rest: `ENOPROTOOPT`, each named
+    /// once on the console.
     pub fn setsockopt(&self, fd: i32, level: i32, name: i32, val: &[u8]) -> Res<i32> {
         let o = self.obj(fd)?;
         let mut o = o.borrow_mut();
-        match (level, name) {
-            (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) => {
+        match (level, name, &mut o.kind) {
+            (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO, _) => {
                 let t = timeval_of(val)?;
                 if name == SO_RCVTIMEO {
                     o.rcv_timeout = t;
@@ -525,12 +662,32 @@ impl Sockets {
                 }
                 Ok(0)
             }
-            (SOL_SOCKET, SO_REUSEADDR | SO_KEEPALIVE | SO_LINGER | SO_SNDBUF | SO_RCVBUF)
-            | (IPPROTO_TCP, TCP_NODELAY)
-            | (IPPROTO_IPV6, IPV6_V6ONLY) => Ok(0),
+            (SOL_SOCKET, SO_BROADCAST, Kind::Udp(u)) => {
+                u.broadcast = int_of(val)? != 0;
+                Ok(0)
+            }
+            (IPPROTO_IP, IP_TTL, Kind::Udp(u)) => {
+                let ttl = match int_of(val)? {
+                    -1 => None,
+                    t @ 1..=255 => Some(t as u8),
+                    _ => return Err(EINVAL),
+                };
+                u.ttl = ttl;
+                if let Some(s) = &mut u.s {
+                    s.set_hop_limit(ttl).map_err(|_| EINVAL)?;
+                }
+                Ok(0)
+            }
+            (
+                SOL_SOCKET,
+                SO_REUSEADDR | SO_KEEPALIVE | SO_LINGER | SO_SNDBUF | SO_RCVBUF | SO_BROADCAST,
+                _,
+            )
+            | (IPPROTO_TCP, TCP_NODELAY, Kind::Tcp(_))
+            | (IPPROTO_IPV6, IPV6_V6ONLY, _) => Ok(0),
             _ => {
                 drop(o);
-                Err(self.unsupported("setsockopt of this option", ENOPROTOOPT))
+                Err(self.unsupported(option_name(level, name), ENOPROTOOPT))
             }
         }
     }
@@ -574,15 +731,94 @@ impl Sockets {
                 v.extend_from_slice(&l.l_linger.to_ne_bytes());
                 Ok(v)
             }
+            (SOL_SOCKET, SO_BROADCAST) => match &ob.kind {
+                Kind::Udp(u) => int(u.broadcast as i32),
+                _ => int(0),
+            },
+            (IPPROTO_IP, IP_TTL) if matches!(ob.kind, Kind::Udp(_)) => {
+                let Kind::Udp(u) = &ob.kind else {
+                    unreachable!()
+                };
+                int(u.ttl.unwrap_or(DEFAULT_TTL) as i32)
+            }
+            (SOL_SOCKET, SO_SNDBUF | SO_RCVBUF) if matches!(ob.kind, Kind::Udp(_)) => {
+                int((UDP_PACKETS * UDP_ROOM) as i32)
+            }
             (SOL_SOCKET, SO_REUSEADDR) | (IPPROTO_TCP, TCP_NODELAY) => int(1),
-            (SOL_SOCKET, SO_KEEPALIVE) => int(1),
+            (SOL_SOCKET, SO_KEEPALIVE) => int(matches!(ob.kind, Kind::Tcp(_)) as i32),
             (SOL_SOCKET, SO_SNDBUF | SO_RCVBUF) => int(TCP_BUFFER as i32),
             (IPPROTO_IPV6, IPV6_V6ONLY) => int(0),
             _ => {
                 drop(ob);
-                Err(self.unsupported("getsockopt of this option", ENOPROTOOPT))
+                Err(self.unsupported(option_name(level, name), ENOPROTOOPT))
             }
         }
+    }
+
+    /// `getaddrinfo`'s look-up of a DNS name through the stack's DNS server (`dns=` or
+    /// DHCP's): its addresses of `family` (`AF_INET`: A records, `AF_INET6`: AAAA, `AF_UNSPEC`:
+    /// both, IPv4 first), waiting at most [`DNS_TIMEOUT_NS`] (the thread parks, the others
+    /// run). Errors are `EAI_*` codes: `EAI_NONAME` when the server says there is no such name
+    /// (or no address of that family), `EAI_AGAIN` when it did not answer in time or there is
+    /// no server (or no address to ask from) yet. Each failure is logged (`log=info`), since
+    /// std's error carries no code.
+    pub fn lookup(&self, name: &str, family: i32) -> Result<Vec<IpAddress>, i32> {
+        let types: &[DnsQueryType] = match family {
+            AF_INET => &[DnsQueryType::A],
+            AF_INET6 => &[DnsQueryType::Aaaa],
+            AF_UNSPEC => &[DnsQueryType::A, DnsQueryType::Aaaa],
+            _ => return Err(EAI_FAMILY),
+        };
+        let net = self.net().map_err(|_| EAI_AGAIN)?;
+        let deadline = xen::time::now_ns().saturating_add(DNS_TIMEOUT_NS);
+        let fail = |why: &dyn core::fmt::Display, code: i32| {
+            log::info!("xenrt: getaddrinfo {name}: {why} ({})", eai_name(code));
+            code
+        };
+        // A server to ask (DHCP's comes with the lease) and an address to ask from.
+        let can_ask = || {
+            let servers = net.dns_servers();
+            !servers.is_empty()
+                && (net.ipv4().is_some() || servers.iter().all(|s| matches!(s, IpAddress::Ipv6(_))))
+        };
+        if !crate::wait::until(Some(&net), Some(deadline), can_ask) {
+            return Err(fail(&"no DNS server or no address yet", EAI_AGAIN));
+        }
+        let queries: Vec<DnsQuery> = types
+            .iter()
+            .map(|t| net.dns_query(name, *t))
+            .collect::<Result<_, _>>()
+            .map_err(|e| fail(&e, eai_of(&e)))?;
+        let mut results: Vec<Option<Result<Vec<IpAddress>, NetError>>> =
+            queries.iter().map(|_| None).collect();
+        crate::wait::until(Some(&net), Some(deadline), || {
+            for (q, r) in queries.iter().zip(results.iter_mut()) {
+                if r.is_none() {
+                    *r = q.result();
+                }
+            }
+            results.iter().all(Option::is_some)
+        });
+        let mut addrs = Vec::new();
+        // A temporary failure anywhere outranks "no such name": the answer may yet come.
+        let mut code = EAI_NONAME;
+        for r in results {
+            match r {
+                Some(Ok(a)) => addrs.extend(a),
+                Some(Err(e)) if code != EAI_AGAIN => code = eai_of(&e),
+                Some(Err(_)) => {}
+                None => code = EAI_AGAIN,
+            }
+        }
+        if !addrs.is_empty() {
+            return Ok(addrs);
+        }
+        let why: &dyn core::fmt::Display = match code {
+            EAI_AGAIN => &"no answer in time",
+            EAI_NONAME => &"no such name (or no address of that family)",
+            _ => &"the look-up failed",
+        };
+        Err(fail(why, code))
     }
 
     /// `fcntl(fd, cmd, arg)`: `F_GETFL` (`O_NONBLOCK`, and a file's access mode and
@@ -658,10 +894,11 @@ impl Sockets {
 }
 
 /// Where a connection attempt stands; moves a finished one on (established: a plain stream;
-/// failed: `Failed`, its error kept for `SO_ERROR`). `None` while it runs or if it is not one.
+/// failed: `Failed`, its error kept for `SO_ERROR`). `None` while it runs, or for a TCP
+/// socket that is not one; `Some(Ok)` for a UDP socket or an eventfd (nothing to wait for).
 fn connect_done(o: &mut Obj) -> Option<Res<()>> {
     let Kind::Tcp(t) = &mut o.kind else {
-        return None;
+        return Some(Ok(()));
     };
     let Tcp::Stream { s, connecting } = t else {
         return match t {
@@ -703,7 +940,7 @@ fn try_or_wait<T>(
     attempt()
 }
 
-fn try_recv(o: &Shared, buf: &mut [u8]) -> Res<Option<usize>> {
+fn try_recv(o: &Shared, buf: &mut [u8], peek: bool) -> Res<Option<(usize, Option<IpEndpoint>)>> {
     let mut o = o.borrow_mut();
     match connect_done(&mut o) {
         None => return Ok(None),
@@ -711,12 +948,24 @@ fn try_recv(o: &Shared, buf: &mut [u8]) -> Res<Option<usize>> {
         Some(Ok(())) => {}
     }
     match &mut o.kind {
-        Kind::Tcp(Tcp::Stream { s, .. }) => s.try_read(buf).map_err(|e| errno_of(&e)),
+        Kind::Tcp(Tcp::Stream { s, .. }) => {
+            let r = if peek {
+                s.try_peek(buf)
+            } else {
+                s.try_read(buf)
+            };
+            r.map(|n| n.map(|n| (n, None))).map_err(|e| errno_of(&e))
+        }
+        // Not bound: nothing can arrive (POSIX has it wait).
+        Kind::Udp(Udp { s: None, .. }) => Ok(None),
+        Kind::Udp(Udp { s: Some(s), .. }) => {
+            Ok(s.try_recv_from(buf, peek).map(|r| (r.len, Some(r.from))))
+        }
         _ => Err(ENOTCONN),
     }
 }
 
-fn try_send(o: &Shared, data: &[u8]) -> Res<Option<usize>> {
+fn try_send(o: &Shared, data: &[u8], to: Option<IpEndpoint>) -> Res<Option<usize>> {
     let mut o = o.borrow_mut();
     match connect_done(&mut o) {
         None => return Ok(None),
@@ -725,6 +974,15 @@ fn try_send(o: &Shared, data: &[u8]) -> Res<Option<usize>> {
     }
     match &mut o.kind {
         Kind::Tcp(Tcp::Stream { s, .. }) => s.try_write(data).map_err(|e| errno_of(&e)),
+        Kind::Udp(Udp { s: None, .. }) => Err(EDESTADDRREQ),
+        Kind::Udp(Udp { s: Some(s), .. }) => {
+            let r = match to {
+                Some(to) => s.try_send_to(data, to),
+                None => s.try_send(data),
+            };
+            r.map(|sent| sent.map(|()| data.len()))
+                .map_err(|e| errno_of(&e))
+        }
         _ => Err(ENOTCONN),
     }
 }
@@ -746,6 +1004,10 @@ fn ready(o: &Shared, asked: i16) -> i16 {
     match &mut o.kind {
         Kind::Event(e) => revents(asked, e.count > 0, true, false, false),
         Kind::File(_) => revents(asked, true, true, false, false),
+        Kind::Udp(Udp { s: None, .. }) => revents(asked, false, true, false, false),
+        Kind::Udp(Udp { s: Some(s), .. }) => {
+            revents(asked, s.readable(), s.writable(), false, false)
+        }
         Kind::Tcp(Tcp::Fresh { .. }) => revents(asked, false, false, true, false),
         Kind::Tcp(Tcp::Failed(_)) => revents(asked, false, true, true, true),
         Kind::Tcp(Tcp::Listening { l, pending }) => {
@@ -817,4 +1079,60 @@ fn timeval_of(val: &[u8]) -> Res<Option<u64>> {
         .saturating_mul(1_000_000_000)
         .saturating_add(usec as u64 * 1000);
     Ok((ns > 0).then_some(ns))
+}
+
+/// An `int` option value.
+fn int_of(val: &[u8]) -> Res<i32> {
+    Ok(i32::from_ne_bytes(
+        val.get(..4).ok_or(EINVAL)?.try_into().map_err(|_| EINVAL)?,
+    ))
+}
+
+/// Whether `addr` is a broadcast address: the limited one, or our IPv4 subnet's.
+fn is_broadcast(net: &Net, addr: IpAddress) -> bool {
+    match addr {
+        IpAddress::Ipv4(a) => {
+            a == Ipv4Address::BROADCAST || net.ipv4().and_then(|c| c.broadcast()) == Some(a)
+        }
+        IpAddress::Ipv6(_) => false,
+    }
+}
+
+/// The console's name for a socket option we do not support.
+fn option_name(level: i32, name: i32) -> &'static str {
+    match (level, name) {
+        (IPPROTO_IP, IP_ADD_MEMBERSHIP | IP_DROP_MEMBERSHIP)
+        | (IPPROTO_IPV6, IPV6_ADD_MEMBERSHIP | IPV6_DROP_MEMBERSHIP) => {
+            "multicast groups (IP_ADD_MEMBERSHIP/IPV6_ADD_MEMBERSHIP)"
+        }
+        (IPPROTO_IP, IP_MULTICAST_TTL | IP_MULTICAST_LOOP)
+        | (IPPROTO_IPV6, IPV6_MULTICAST_LOOP) => {
+            "multicast options (IP_MULTICAST_TTL/IP_MULTICAST_LOOP)"
+        }
+        (IPPROTO_IP, IP_TOS) => "the IP_TOS socket option",
+        (IPPROTO_IP, IP_TTL) => "IP_TTL on a TCP socket",
+        _ => "this socket option",
+    }
+}
+
+/// The `EAI_*` code for a failed look-up of one record type.
+fn eai_of(e: &NetError) -> i32 {
+    match e {
+        // No such name, no address of that type, or every server silent for 10 s.
+        NetError::Dns(_) => EAI_NONAME,
+        NetError::TimedOut | NetError::Busy | NetError::NotConfigured => EAI_AGAIN,
+        NetError::NoMemory => EAI_MEMORY,
+        _ => EAI_FAIL,
+    }
+}
+
+/// An `EAI_*` code's name, for the console.
+fn eai_name(code: i32) -> &'static str {
+    match code {
+        EAI_AGAIN => "EAI_AGAIN",
+        EAI_NONAME => "EAI_NONAME",
+        EAI_FAMILY => "EAI_FAMILY",
+        EAI_MEMORY => "EAI_MEMORY",
+        _ => "EAI_FAIL",
+    }
 }

@@ -8,6 +8,8 @@
 use core::ffi::{c_char, c_void, CStr};
 
 use crate::layout::{Addrinfo, Pollfd};
+use net::smoltcp::wire::{IpAddress, IpEndpoint};
+
 use crate::sock::{consts::*, decode_addr, encode_addr, errno::*, numeric_host};
 use crate::sockets::{Res, Sockets};
 
@@ -200,18 +202,100 @@ pub unsafe extern "C" fn sys_recv(fd: i32, buf: *mut u8, len: usize, flags: i32)
 /// # Safety
 /// `buf` is valid for `len` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn sys_send(fd: i32, buf: *const c_void, len: usize, _flags: i32) -> isize {
+pub unsafe extern "C" fn sys_send(fd: i32, buf: *const c_void, len: usize, flags: i32) -> isize {
+    let _k = crate::preempt::enter();
+    // SAFETY: the caller's guarantee.
+    let b = unsafe { data_bytes(buf, len) };
+    ret_size(b.and_then(|b| with(|s| no_send_flags(s, flags).and_then(|()| s.send(fd, b)))))
+}
+
+/// # Safety
+/// `buf` is valid for writing `len` bytes; `addr` is null or valid for `*addrlen` bytes;
+/// `addrlen` is null or valid.
+#[no_mangle]
+pub unsafe extern "C" fn sys_recvfrom(
+    fd: i32,
+    buf: *mut u8,
+    len: usize,
+    flags: i32,
+    addr: *mut u8,
+    addrlen: *mut u32,
+) -> isize {
     let _k = crate::preempt::enter();
     if buf.is_null() && len > 0 {
         return crate::errno::fail(EFAULT);
     }
-    let b: &[u8] = if len == 0 {
-        &[]
+    let b: &mut [u8] = if len == 0 {
+        &mut []
     } else {
-        // SAFETY: the caller passes a buffer of len bytes.
-        unsafe { core::slice::from_raw_parts(buf.cast(), len) }
+        // SAFETY: the caller passes a writable buffer of len bytes.
+        unsafe { core::slice::from_raw_parts_mut(buf, len) }
     };
-    ret_size(with(|s| s.send(fd, b)))
+    ret_size(with(|s| s.recv_from(fd, b, flags)).map(|(n, from)| {
+        match from {
+            // SAFETY: the caller's guarantee.
+            Some(f) => unsafe { put_addr(&encode_addr(&f), addr, addrlen) },
+            // No address (a stream): an empty one, as Linux gives.
+            None if !addrlen.is_null() => {
+                // SAFETY: the caller's guarantee.
+                unsafe { addrlen.write(0) }
+            }
+            None => {}
+        }
+        n
+    }))
+}
+
+/// # Safety
+/// `buf` is valid for `len` bytes; `to` is valid for `tolen` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sys_sendto(
+    fd: i32,
+    buf: *const c_void,
+    len: usize,
+    flags: i32,
+    to: *const u8,
+    tolen: u32,
+) -> isize {
+    let _k = crate::preempt::enter();
+    // SAFETY: the caller's guarantee.
+    let b = unsafe { data_bytes(buf, len) };
+    // A null destination is send's (POSIX: ignored on a connected socket).
+    let dest = if to.is_null() {
+        Ok(None)
+    } else {
+        // SAFETY: the caller's guarantee.
+        unsafe { addr_bytes(to, tolen) }
+            .and_then(decode_addr)
+            .map(Some)
+    };
+    ret_size(b.and_then(|b| {
+        dest.and_then(|d| with(|s| no_send_flags(s, flags).and_then(|()| s.send_to(fd, b, d))))
+    }))
+}
+
+/// The bytes to send.
+///
+/// # Safety
+/// `buf` is valid for `len` bytes.
+unsafe fn data_bytes<'a>(buf: *const c_void, len: usize) -> Res<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if buf.is_null() {
+        return Err(EFAULT);
+    }
+    // SAFETY: the caller passes a buffer of len bytes.
+    Ok(unsafe { core::slice::from_raw_parts(buf.cast(), len) })
+}
+
+/// std and mio pass no send flags on hermit (`MSG_NOSIGNAL` is 0 there); any other is refused.
+fn no_send_flags(s: &Sockets, flags: i32) -> Res<()> {
+    if flags == 0 {
+        Ok(())
+    } else {
+        Err(s.unsupported("send flags", EOPNOTSUPP))
+    }
 }
 
 #[no_mangle]
@@ -344,8 +428,10 @@ pub unsafe extern "C" fn sys_poll(fds: *mut Pollfd, nfds: usize, timeout: i32) -
     ret(with(|s| s.poll(f, timeout)))
 }
 
-/// `getaddrinfo` for numeric hosts (and `localhost`): one `addrinfo` with the address and the
-/// numeric service's port. Names needing DNS return `EAI_NONAME`.
+/// `getaddrinfo`: numeric hosts and `localhost` at once; other names through our DNS client
+/// ([`Sockets::lookup`]: the thread parks while the stack asks the server). One `addrinfo` per
+/// address, with the numeric service's port, the hints' socket type and protocol. `EAI_FAMILY`
+/// for a numeric host of another family than the hints ask.
 ///
 /// # Safety
 /// `nodename`/`servname` are null or C strings; `hints` is null or valid; `res` is valid.
@@ -377,34 +463,38 @@ pub unsafe extern "C" fn sys_getaddrinfo(
     };
     // SAFETY: null or valid (the caller's guarantee).
     let hints = (!hints.is_null()).then(|| unsafe { hints.read() });
-    let Some(addr) = numeric_host(node) else {
-        let _ = with(|s| Err::<(), _>(s.unsupported("getaddrinfo of a DNS name", 0)));
-        return EAI_NONAME;
+    let want = hints.map_or(AF_UNSPEC, |h| h.ai_family);
+    let family_of = |a: &IpAddress| match a {
+        IpAddress::Ipv4(_) => AF_INET,
+        IpAddress::Ipv6(_) => AF_INET6,
     };
-    let family = if matches!(addr, net::smoltcp::wire::IpAddress::Ipv4(_)) {
-        AF_INET
-    } else {
-        AF_INET6
+    let addrs = match numeric_host(node) {
+        Some(a) if want != AF_UNSPEC && want != family_of(&a) => return EAI_FAMILY,
+        Some(a) => alloc::vec![a],
+        None => match with(|s| Ok(s.lookup(node.unwrap_or(""), want))) {
+            Ok(Ok(a)) => a,
+            Ok(Err(code)) | Err(code) => return code,
+        },
     };
-    if let Some(h) = hints {
-        if h.ai_family != AF_UNSPEC && h.ai_family != family {
-            return EAI_FAMILY;
-        }
+    // Built from the last, so each node points at the next.
+    let mut list: *mut Addrinfo = core::ptr::null_mut();
+    for a in addrs.iter().rev() {
+        let bytes = encode_addr(&IpEndpoint::new(*a, port));
+        let sa = alloc::boxed::Box::into_raw(bytes.into_boxed_slice());
+        let ai = Addrinfo {
+            ai_flags: 0,
+            ai_family: family_of(a),
+            ai_socktype: hints.map_or(SOCK_STREAM, |h| h.ai_socktype),
+            ai_protocol: hints.map_or(0, |h| h.ai_protocol),
+            ai_addrlen: sa.len() as u32,
+            ai_canonname: core::ptr::null_mut(),
+            ai_addr: sa.cast(),
+            ai_next: list,
+        };
+        list = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(ai));
     }
-    let bytes = encode_addr(&net::smoltcp::wire::IpEndpoint::new(addr, port));
-    let sa = alloc::boxed::Box::into_raw(bytes.into_boxed_slice());
-    let ai = Addrinfo {
-        ai_flags: 0,
-        ai_family: family,
-        ai_socktype: hints.map_or(SOCK_STREAM, |h| h.ai_socktype),
-        ai_protocol: hints.map_or(0, |h| h.ai_protocol),
-        ai_addrlen: sa.len() as u32,
-        ai_canonname: core::ptr::null_mut(),
-        ai_addr: sa.cast(),
-        ai_next: core::ptr::null_mut(),
-    };
     // SAFETY: res is valid for writing (the caller's guarantee).
-    unsafe { res.write(alloc::boxed::Box::into_raw(alloc::boxed::Box::new(ai))) };
+    unsafe { res.write(list) };
     0
 }
 

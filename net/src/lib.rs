@@ -34,5 +34,5 @@ pub mod xen;
 pub use netfront::{format_mac, Stats};
 /// The smoltcp version the stack is built on (its address types appear in the API).
 pub use smoltcp;
-pub use socket::{ListenConfig, TcpListener, TcpStream, UdpSocket};
+pub use socket::{DnsQuery, ListenConfig, Received, TcpListener, TcpStream, UdpSocket};
 pub use stack::{IpConfig, Ipv4Mode, Net, NetError};

@@ -1,7 +1,12 @@
 //! Async TCP and UDP sockets over [`Net`], in the shape of `std::net` / tokio:
 //! [`TcpListener::accept`], [`TcpStream::read`] / [`write_all`](TcpStream::write_all) /
 //! [`close`](TcpStream::close), [`UdpSocket::recv_from`] / [`send_to`](UdpSocket::send_to).
-//! They run as tasks on [`xen::exec`]'s executor, woken by smoltcp's socket wakers.
+//! They run as tasks on [`xen::exec`]'s executor, woken by smoltcp's socket wakers. Callers
+//! that are not async (the BSD sockets of `hermit`, which run the stack themselves while they
+//! wait) use the synchronous accessors: [`TcpListener::try_accept`], [`TcpStream::try_read`] /
+//! [`try_peek`](TcpStream::try_peek) / [`try_write`](TcpStream::try_write),
+//! [`UdpSocket::try_recv_from`] / [`try_send_to`](UdpSocket::try_send_to), readiness
+//! (`readable`/`writable`) and [`Net::dns_query`] + [`DnsQuery::result`].
 //!
 //! ```ignore
 //! let mut l = net.tcp_listen(7, ListenConfig::default())?;
@@ -317,6 +322,27 @@ impl TcpStream {
         })
     }
 
+    /// Copies what is queued into `buf` without taking it (the next read returns it again):
+    /// as [`try_read`](Self::try_read) otherwise.
+    pub fn try_peek(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError> {
+        if buf.is_empty() {
+            return Ok(Some(0));
+        }
+        self.with(|s| match s.peek_slice(buf) {
+            Ok(0) if !s.may_recv() => {
+                if s.state() == tcp::State::Closed {
+                    Err(NetError::ConnectionReset)
+                } else {
+                    Ok(Some(0))
+                }
+            }
+            Ok(0) => Ok(None),
+            Ok(n) => Ok(Some(n)),
+            Err(tcp::RecvError::Finished) => Ok(Some(0)),
+            Err(tcp::RecvError::InvalidState) => Err(NetError::ConnectionReset),
+        })
+    }
+
     /// Writes some of `data` without waiting: `Ok(None)` when the send buffer is full; as
     /// [`write`](Self::write) otherwise.
     pub fn try_write(&mut self, data: &[u8]) -> Result<Option<usize>, NetError> {
@@ -467,11 +493,14 @@ impl Drop for TcpStream {
     }
 }
 
-/// A UDP socket bound to a port.
+/// A UDP socket bound to a port (and maybe one local address), optionally connected to one
+/// peer: then it sends there by default ([`try_send`](Self::try_send)) and takes datagrams only
+/// from there (others are dropped as they come up), as a connected BSD datagram socket does.
 pub struct UdpSocket {
     net: Net,
     handle: SocketHandle,
     port: u16,
+    peer: Option<IpEndpoint>,
 }
 
 impl core::fmt::Debug for UdpSocket {
@@ -479,6 +508,28 @@ impl core::fmt::Debug for UdpSocket {
         write!(f, "UdpSocket(:{})", self.port)
     }
 }
+
+/// A datagram taken (or peeked at) by [`UdpSocket::try_recv_from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes copied into the caller's buffer.
+    pub len: usize,
+    /// The datagram's whole size (larger than `len` when the buffer was too small: the rest
+    /// is discarded, unless it was a peek).
+    pub size: usize,
+    /// Who sent it.
+    pub from: IpEndpoint,
+}
+
+/// The most payload one UDP datagram can carry on a device with this MTU (the Ethernet frame
+/// size, as smoltcp counts it) without IP fragmentation, which the stack does not do.
+pub fn udp_max_payload(mtu: usize, ipv6: bool) -> usize {
+    let ip = if ipv6 { 40 } else { 20 };
+    mtu.saturating_sub(14 + ip + 8)
+}
+
+/// Attempts at an ephemeral port before giving up (each is the next port of the range).
+const EPHEMERAL_TRIES: usize = 64;
 
 impl Net {
     /// Binds UDP `port` with room for `packets` datagrams of up to `max_len` bytes each way.
@@ -488,16 +539,50 @@ impl Net {
         packets: usize,
         max_len: usize,
     ) -> Result<UdpSocket, NetError> {
-        let mut g = self.0.borrow_mut();
-        g.bind(port, false)?;
-        let buf = || {
-            udp::PacketBuffer::new(
-                vec![udp::PacketMetadata::EMPTY; packets.max(1)],
-                vec![0u8; packets.max(1) * max_len],
-            )
+        if port == 0 {
+            return Err(NetError::PortInUse(0));
+        }
+        self.udp_bind_to(None, port, packets, max_len)
+    }
+
+    /// Binds UDP `port` on `addr` (`None`: every address of the interface; `port` 0: an
+    /// ephemeral port) with room for `packets` datagrams of up to `max_len` bytes each way.
+    pub fn udp_bind_to(
+        &self,
+        addr: Option<IpAddress>,
+        port: u16,
+        packets: usize,
+        max_len: usize,
+    ) -> Result<UdpSocket, NetError> {
+        let packets = packets.max(1);
+        let bytes = packets.saturating_mul(max_len.max(1));
+        let buf = || -> Result<udp::PacketBuffer<'static>, NetError> {
+            let mut meta = Vec::new();
+            meta.try_reserve_exact(packets)
+                .map_err(|_| NetError::NoMemory)?;
+            meta.resize(packets, udp::PacketMetadata::EMPTY);
+            Ok(udp::PacketBuffer::new(meta, buffer(bytes)?))
         };
-        let mut s = udp::Socket::new(buf(), buf());
-        if s.bind(port).is_err() {
+        let (rx, tx) = (buf()?, buf()?);
+        let mut g = self.0.borrow_mut();
+        let port = if port == 0 {
+            let mut tries = 0;
+            loop {
+                let p = g.ephemeral_port();
+                if g.bind(p, false).is_ok() {
+                    break p;
+                }
+                tries += 1;
+                if tries >= EPHEMERAL_TRIES {
+                    return Err(NetError::PortInUse(0));
+                }
+            }
+        } else {
+            g.bind(port, false)?;
+            port
+        };
+        let mut s = udp::Socket::new(rx, tx);
+        if s.bind(IpListenEndpoint { addr, port }).is_err() {
             g.unbind(port, false);
             return Err(NetError::PortInUse(port));
         }
@@ -506,17 +591,35 @@ impl Net {
             net: self.clone(),
             handle,
             port,
+            peer: None,
         })
     }
 }
 
 impl UdpSocket {
+    fn with<R>(&self, f: impl FnOnce(&mut udp::Socket<'static>) -> R) -> R {
+        let mut g = self.net.0.borrow_mut();
+        f(g.sockets.get_mut::<udp::Socket>(self.handle))
+    }
+
+    /// Drops the datagrams at the head of the queue that are not from the connected peer.
+    fn drop_foreign(&self, s: &mut udp::Socket<'static>) {
+        let Some(peer) = self.peer else { return };
+        while let Ok((_, meta)) = s.peek() {
+            if meta.endpoint == peer {
+                break;
+            }
+            let _ = s.recv();
+        }
+    }
+
     /// Receives one datagram into `buf` (truncated to its length); returns its length and
     /// sender.
     pub async fn recv_from(&mut self, buf: &mut [u8]) -> Result<(usize, IpEndpoint), NetError> {
         poll_fn(|cx| {
             let mut g = self.net.0.borrow_mut();
             let s = g.sockets.get_mut::<udp::Socket>(self.handle);
+            self.drop_foreign(s);
             match s.recv_slice(buf) {
                 Ok((n, meta)) => Poll::Ready(Ok((n, meta.endpoint))),
                 Err(udp::RecvError::Truncated) => Poll::Ready(Err(NetError::TooLarge)),
@@ -531,22 +634,120 @@ impl UdpSocket {
 
     /// Sends one datagram to `to` (waits for buffer room).
     pub async fn send_to(&mut self, data: &[u8], to: IpEndpoint) -> Result<(), NetError> {
-        poll_fn(|cx| {
-            let mut g = self.net.0.borrow_mut();
-            let s = g.sockets.get_mut::<udp::Socket>(self.handle);
-            if data.len() > s.payload_send_capacity() {
-                return Poll::Ready(Err(NetError::TooLarge));
+        poll_fn(|cx| match self.try_send_to(data, to) {
+            Ok(Some(())) => Poll::Ready(Ok(())),
+            Ok(None) => {
+                self.with(|s| s.register_send_waker(cx.waker()));
+                Poll::Pending
             }
-            match s.send_slice(data, to) {
-                Ok(()) => Poll::Ready(Ok(())),
-                Err(udp::SendError::BufferFull) => {
-                    s.register_send_waker(cx.waker());
-                    Poll::Pending
-                }
-                Err(udp::SendError::Unaddressable) => Poll::Ready(Err(NetError::Unaddressable)),
-            }
+            Err(e) => Poll::Ready(Err(e)),
         })
         .await
+    }
+
+    /// Takes the next datagram without waiting (or with `peek`, copies it and leaves it
+    /// queued): as much of it as fits in `buf`, the rest of a taken datagram discarded (as
+    /// POSIX `recvfrom` does). `None` when nothing is queued.
+    pub fn try_recv_from(&mut self, buf: &mut [u8], peek: bool) -> Option<Received> {
+        let mut g = self.net.0.borrow_mut();
+        let s = g.sockets.get_mut::<udp::Socket>(self.handle);
+        self.drop_foreign(s);
+        let copy = |data: &[u8], from: IpEndpoint, buf: &mut [u8]| {
+            let len = data.len().min(buf.len());
+            buf[..len].copy_from_slice(&data[..len]);
+            Received {
+                len,
+                size: data.len(),
+                from,
+            }
+        };
+        if peek {
+            let (data, meta) = s.peek().ok()?;
+            Some(copy(data, meta.endpoint, buf))
+        } else {
+            let (data, meta) = s.recv().ok()?;
+            Some(copy(data, meta.endpoint, buf))
+        }
+    }
+
+    /// Queues one datagram to `to` without waiting: `Ok(None)` when the send buffer has no
+    /// room now; [`NetError::TooLarge`] for a datagram larger than one frame can carry (the
+    /// stack does not fragment) or than the buffer; [`NetError::Unaddressable`] for an
+    /// unspecified address or port 0.
+    pub fn try_send_to(&mut self, data: &[u8], to: IpEndpoint) -> Result<Option<()>, NetError> {
+        let mtu = self.net.0.borrow().mtu();
+        let max = udp_max_payload(mtu, matches!(to.addr, IpAddress::Ipv6(_)));
+        self.with(|s| {
+            if data.len() > max || data.len() > s.payload_send_capacity() {
+                return Err(NetError::TooLarge);
+            }
+            match s.send_slice(data, to) {
+                Ok(()) => Ok(Some(())),
+                Err(udp::SendError::BufferFull) => Ok(None),
+                Err(udp::SendError::Unaddressable) => Err(NetError::Unaddressable),
+            }
+        })
+    }
+
+    /// Queues one datagram to the connected peer without waiting (as
+    /// [`try_send_to`](Self::try_send_to)); [`NetError::NotConnected`] without one.
+    pub fn try_send(&mut self, data: &[u8]) -> Result<Option<()>, NetError> {
+        let to = self.peer.ok_or(NetError::NotConnected)?;
+        self.try_send_to(data, to)
+    }
+
+    /// Connects to `peer` (its default destination; datagrams from anyone else are dropped
+    /// from now on), or with `None` takes datagrams from anyone again.
+    pub fn connect(&mut self, peer: Option<IpEndpoint>) {
+        self.peer = peer;
+    }
+
+    /// The connected peer.
+    pub fn peer(&self) -> Option<IpEndpoint> {
+        self.peer
+    }
+
+    /// Whether a datagram (from the peer, when connected) is queued.
+    pub fn readable(&self) -> bool {
+        self.with(|s| {
+            self.drop_foreign(s);
+            s.can_recv()
+        })
+    }
+
+    /// Whether the send buffer has room for another datagram.
+    pub fn writable(&self) -> bool {
+        self.with(|s| s.can_send())
+    }
+
+    /// Room for received datagrams, in bytes.
+    pub fn recv_capacity(&self) -> usize {
+        self.with(|s| s.payload_recv_capacity())
+    }
+
+    /// Room for datagrams to send, in bytes.
+    pub fn send_capacity(&self) -> usize {
+        self.with(|s| s.payload_send_capacity())
+    }
+
+    /// The TTL / hop limit of what it sends (`None`: the stack's default, 64).
+    pub fn hop_limit(&self) -> Option<u8> {
+        self.with(|s| s.hop_limit())
+    }
+
+    /// Sets the TTL / hop limit of what it sends (`None`: the default); 0 is refused
+    /// ([`NetError::Unaddressable`]: nothing could ever arrive).
+    pub fn set_hop_limit(&mut self, ttl: Option<u8>) -> Result<(), NetError> {
+        if ttl == Some(0) {
+            return Err(NetError::Unaddressable);
+        }
+        self.with(|s| s.set_hop_limit(ttl));
+        Ok(())
+    }
+
+    /// The address it is bound to (`None`: every address) and its port.
+    pub fn local(&self) -> IpListenEndpoint {
+        self.with(|s| s.endpoint())
     }
 
     /// The port.
@@ -657,39 +858,123 @@ impl Net {
     }
 }
 
+/// Queries one stack can have under way at once (smoltcp's DNS socket has a slot per query).
+pub const DNS_QUERIES: usize = 8;
+
+/// A DNS query under way, for callers that are not async (a BSD `getaddrinfo`, which polls
+/// the stack itself): started by [`Net::dns_query`], asked with [`result`](Self::result). The
+/// stack sends it and retransmits it (after 1, 2, 4 s...); it fails when the server says the
+/// name does not exist (NXDOMAIN) or has no address of that type, or after 10 s without an
+/// answer (smoltcp's per-server timeout). Dropping it cancels it.
+pub struct DnsQuery {
+    net: Net,
+    socket: SocketHandle,
+    query: dns::QueryHandle,
+    done: core::cell::Cell<bool>,
+    name: alloc::string::String,
+}
+
+impl core::fmt::Debug for DnsQuery {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "DnsQuery({})", self.name)
+    }
+}
+
 impl Net {
-    /// Resolves `name` to its IPv4 addresses through the first DNS server known (`dns=` on the
-    /// command line, or DHCP's), waiting up to `timeout_ns`.
-    pub async fn resolve(&self, name: &str, timeout_ns: u64) -> Result<Vec<IpAddress>, NetError> {
+    /// Starts resolving `name` (its `A` or `AAAA` records, as `ty` says) through the DNS
+    /// servers known (`dns=` on the command line, then DHCP's; the first of them). At most
+    /// [`DNS_QUERIES`] run at once (then [`NetError::Busy`]); a name that is not one
+    /// (too long, empty labels) is [`NetError::Dns`].
+    pub fn dns_query(&self, name: &str, ty: DnsQueryType) -> Result<DnsQuery, NetError> {
         let servers = self.dns_servers();
         if servers.is_empty() {
             return Err(NetError::Dns("no DNS server (set dns=ADDR)".into()));
         }
-        let scoped = self.scoped(dns::Socket::new(&servers, vec![None]));
-        let h = scoped.handle;
-        let q = {
-            let mut g = self.0.borrow_mut();
-            let i = &mut *g;
-            i.sockets.get_mut::<dns::Socket>(h).start_query(
-                i.iface.context(),
-                name,
-                DnsQueryType::A,
-            )
-        }
-        .map_err(|e| NetError::Dns(alloc::format!("{name:?}: {e:?}")))?;
-        let answer = poll_fn(|cx| {
-            let mut g = self.0.borrow_mut();
-            let s = g.sockets.get_mut::<dns::Socket>(h);
-            match s.get_query_result(q) {
-                Ok(addrs) => Poll::Ready(Ok(addrs.to_vec())),
-                Err(dns::GetQueryResultError::Pending) => {
-                    s.register_query_waker(q, cx.waker());
-                    Poll::Pending
-                }
-                Err(dns::GetQueryResultError::Failed) => {
-                    Poll::Ready(Err(NetError::Dns(alloc::format!("{name:?}: no answer"))))
-                }
+        let mut g = self.0.borrow_mut();
+        let i = &mut *g;
+        let socket = match i.dns_socket {
+            Some(h) => h,
+            None => {
+                let h = i.sockets.add(dns::Socket::new(
+                    &servers,
+                    (0..DNS_QUERIES).map(|_| None).collect::<Vec<_>>(),
+                ));
+                i.dns_socket = Some(h);
+                h
             }
+        };
+        let s = i.sockets.get_mut::<dns::Socket>(socket);
+        // The servers may have changed since (a DHCP lease).
+        s.update_servers(&servers);
+        let query = s
+            .start_query(i.iface.context(), name, ty)
+            .map_err(|e| match e {
+                dns::StartQueryError::NoFreeSlot => NetError::Busy,
+                e => NetError::Dns(alloc::format!("{name:?}: {e:?}")),
+            })?;
+        Ok(DnsQuery {
+            net: self.clone(),
+            socket,
+            query,
+            done: core::cell::Cell::new(false),
+            name: name.into(),
+        })
+    }
+}
+
+impl DnsQuery {
+    /// `None` while the query runs; then (once) its addresses, or [`NetError::Dns`] when it
+    /// failed (no such name, no address of that type, or no answer in time).
+    pub fn result(&self) -> Option<Result<Vec<IpAddress>, NetError>> {
+        self.poll(None)
+    }
+
+    fn poll(&self, waker: Option<&core::task::Waker>) -> Option<Result<Vec<IpAddress>, NetError>> {
+        if self.done.get() {
+            return Some(Err(NetError::Dns(alloc::format!(
+                "{:?}: result already taken",
+                self.name
+            ))));
+        }
+        let mut g = self.net.0.borrow_mut();
+        let s = g.sockets.get_mut::<dns::Socket>(self.socket);
+        // A finished query's slot is freed when its result is read.
+        let r = match s.get_query_result(self.query) {
+            Ok(addrs) => Ok(addrs.to_vec()),
+            Err(dns::GetQueryResultError::Pending) => {
+                if let Some(w) = waker {
+                    s.register_query_waker(self.query, w);
+                }
+                return None;
+            }
+            Err(dns::GetQueryResultError::Failed) => {
+                Err(NetError::Dns(alloc::format!("{:?}: no answer", self.name)))
+            }
+        };
+        self.done.set(true);
+        Some(r)
+    }
+}
+
+impl Drop for DnsQuery {
+    fn drop(&mut self) {
+        if !self.done.get() {
+            let mut g = self.net.0.borrow_mut();
+            g.sockets
+                .get_mut::<dns::Socket>(self.socket)
+                .cancel_query(self.query);
+        }
+    }
+}
+
+impl Net {
+    /// Resolves `name` to its IPv4 addresses through the first DNS server known (`dns=` on the
+    /// command line, or DHCP's), waiting up to `timeout_ns`.
+    pub async fn resolve(&self, name: &str, timeout_ns: u64) -> Result<Vec<IpAddress>, NetError> {
+        let q = self.dns_query(name, DnsQueryType::A)?;
+        let answer = poll_fn(|cx| match q.poll(Some(cx.waker())) {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
         });
         xen::exec::timeout(self.sleep(timeout_ns), answer)
             .await

@@ -416,6 +416,10 @@ pub enum NetError {
     Dns(String),
     /// No memory left for the socket's buffers.
     NoMemory,
+    /// A datagram socket with no peer was asked to send to its peer.
+    NotConnected,
+    /// Too many operations of this kind at once (DNS queries); try again when one ended.
+    Busy,
 }
 
 impl fmt::Display for NetError {
@@ -430,6 +434,8 @@ impl fmt::Display for NetError {
             NetError::TimedOut => f.write_str("timed out"),
             NetError::Dns(e) => write!(f, "dns: {e}"),
             NetError::NoMemory => f.write_str("out of memory for socket buffers"),
+            NetError::NotConnected => f.write_str("socket not connected (no destination)"),
+            NetError::Busy => f.write_str("too many at once"),
         }
     }
 }
@@ -450,6 +456,10 @@ pub(crate) struct Inner {
     closing: Vec<(SocketHandle, u64)>,
     /// Ports bound by listeners and UDP sockets.
     pub(crate) bound: Vec<(u16, bool)>,
+    /// The one DNS socket every query shares, once one was made (smoltcp gives a DNS answer
+    /// to the first DNS socket that takes answers from that server, so two would steal each
+    /// other's answers).
+    pub(crate) dns_socket: Option<SocketHandle>,
     next_port: u16,
     pub(crate) now_ns: u64,
     mac: [u8; 6],
@@ -587,6 +597,7 @@ impl Net {
                 config_wakers: Vec::new(),
                 closing: Vec::new(),
                 bound: Vec::new(),
+                dns_socket: None,
                 next_port: 49152 + seed % 16000,
                 now_ns,
                 mac,
@@ -911,6 +922,11 @@ impl Inner {
         }
         self.bound.push((port, tcp));
         Ok(())
+    }
+
+    /// The device's MTU (the largest Ethernet frame, header included, as smoltcp counts it).
+    pub(crate) fn mtu(&self) -> usize {
+        self.caps.mtu
     }
 
     pub(crate) fn unbind(&mut self, port: u16, tcp: bool) {

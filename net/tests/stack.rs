@@ -15,7 +15,7 @@ use net::{IpConfig, ListenConfig, Net, NetError};
 use netfront::sim::SimNetback;
 use netfront::{Config, Netfront};
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+use smoltcp::wire::{DnsQueryType, IpAddress, IpEndpoint, Ipv4Address};
 use xen::exec::{Executor, Source, Spawner};
 use xen::hal::SimHal;
 
@@ -362,6 +362,149 @@ fn udp_echo_both_ways() {
     assert!(got.iter().all(|ok| *ok), "{got:?}");
 }
 
+/// Waits (1 ms at a time, up to 5 s of simulated time) until `f` gives something.
+async fn poll_until<T>(clock: Rc<Cell<u64>>, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..5000 {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        pause(clock.clone(), 1_000_000).await;
+    }
+    None
+}
+
+#[test]
+fn udp_sync_calls_bind_ephemeral_ports_truncate_peek_and_filter_by_peer() {
+    let mut p = pair();
+    let clock = p.clock.0.clone();
+    p.run(move |_, guest, peer| {
+        Box::pin(async move {
+            // Port 0: an ephemeral port, a different one each time.
+            let mut g = guest.udp_bind_to(None, 0, 8, 2048).unwrap();
+            let g2 = guest.udp_bind_to(None, 0, 8, 2048).unwrap();
+            assert!(g.port() >= 49152 && g2.port() >= 49152 && g.port() != g2.port());
+            assert_eq!(g.local().port, g.port());
+            let mut a = peer.udp_bind(5000, 8, 2048).unwrap();
+            let mut b = peer.udp_bind(5001, 8, 2048).unwrap();
+            let to_g = IpEndpoint::new(IpAddress::Ipv4(GUEST_IP), g.port());
+            let from_a = IpEndpoint::new(IpAddress::Ipv4(PEER_IP), 5000);
+            let mut buf = [0u8; 64];
+            assert_eq!(g.try_recv_from(&mut buf, false), None, "nothing queued yet");
+            assert!(!g.readable());
+            assert!(g.writable());
+
+            // Truncation: 100 bytes into 10; the rest is gone, the next datagram is whole.
+            let big: Vec<u8> = (0..100u8).collect();
+            a.try_send_to(&big, to_g).unwrap().unwrap();
+            a.try_send_to(b"second", to_g).unwrap().unwrap();
+            let r = poll_until(clock.clone(), || g.try_recv_from(&mut buf[..10], false))
+                .await
+                .unwrap();
+            assert_eq!((r.len, r.size, r.from), (10, 100, from_a));
+            assert_eq!(&buf[..10], &big[..10]);
+            // A peek copies it and leaves it queued.
+            let r = poll_until(clock.clone(), || g.try_recv_from(&mut buf, true))
+                .await
+                .unwrap();
+            assert_eq!((r.len, r.size), (6, 6));
+            assert!(g.readable());
+            let r = g.try_recv_from(&mut buf, false).unwrap();
+            assert_eq!(&buf[..r.len], b"second");
+            assert_eq!(g.try_recv_from(&mut buf, false), None);
+
+            // Connected to a: b's datagrams are dropped, a's come through; send goes to a.
+            assert_eq!(g.try_send(b"x").unwrap_err(), NetError::NotConnected);
+            g.connect(Some(from_a));
+            assert_eq!(g.peer(), Some(from_a));
+            b.try_send_to(b"from b", to_g).unwrap().unwrap();
+            pause(clock.clone(), 5_000_000).await;
+            a.try_send_to(b"from a", to_g).unwrap().unwrap();
+            let r = poll_until(clock.clone(), || g.try_recv_from(&mut buf, false))
+                .await
+                .unwrap();
+            assert_eq!((&buf[..r.len], r.from), (&b"from a"[..], from_a));
+            g.try_send(b"reply").unwrap().unwrap();
+            let r = poll_until(clock.clone(), || a.try_recv_from(&mut buf, false))
+                .await
+                .unwrap();
+            assert_eq!(&buf[..r.len], b"reply");
+            assert_eq!(r.from, to_g);
+            assert_eq!(b.try_recv_from(&mut buf, false), None);
+
+            // What one frame cannot carry is refused, not sent and lost.
+            let max = net::socket::udp_max_payload(1514, false);
+            assert_eq!(max, 1472);
+            let mut g3 = guest.udp_bind(6000, 4, 4096).unwrap();
+            let to_a = from_a;
+            assert_eq!(
+                g3.try_send_to(&vec![0; max + 1], to_a).unwrap_err(),
+                NetError::TooLarge
+            );
+            g3.try_send_to(&vec![7; max], to_a).unwrap().unwrap();
+            let mut big = [0u8; 2048];
+            let r = poll_until(clock.clone(), || a.try_recv_from(&mut big, false))
+                .await
+                .unwrap();
+            assert_eq!(r.size, max);
+            assert!(big[..max].iter().all(|b| *b == 7));
+            // Port 0 as a destination is unaddressable; TTL 0 is refused.
+            assert_eq!(
+                g3.try_send_to(b"x", IpEndpoint::new(IpAddress::Ipv4(PEER_IP), 0))
+                    .unwrap_err(),
+                NetError::Unaddressable
+            );
+            assert!(g3.set_hop_limit(Some(0)).is_err());
+            g3.set_hop_limit(Some(5)).unwrap();
+            assert_eq!(g3.hop_limit(), Some(5));
+        })
+    });
+}
+
+#[test]
+fn udp_send_buffer_full_is_none_not_an_error() {
+    let mut p = pair();
+    p.run(move |_, guest, _| {
+        Box::pin(async move {
+            let mut g = guest.udp_bind(7000, 2, 100).unwrap();
+            let to = IpEndpoint::new(IpAddress::Ipv4(PEER_IP), 9);
+            let mut queued = 0;
+            while let Ok(Some(())) = g.try_send_to(&[1; 100], to) {
+                queued += 1;
+                assert!(queued <= 2);
+            }
+            assert_eq!(queued, 2);
+            assert!(!g.writable());
+        })
+    });
+}
+
+#[test]
+fn tcp_peek_leaves_the_bytes_for_the_next_read() {
+    let mut p = pair();
+    let clock = p.clock.0.clone();
+    let (peeked, read) = p.run(move |_, guest, peer| {
+        Box::pin(async move {
+            let mut l = guest.tcp_listen(7, ListenConfig::default()).unwrap();
+            let mut c = peer
+                .tcp_connect(IpAddress::Ipv4(GUEST_IP), 7, 4096, 4096)
+                .await
+                .unwrap();
+            let mut s = l.accept().await.unwrap();
+            let mut buf = [0u8; 16];
+            assert_eq!(s.try_peek(&mut buf).unwrap(), None);
+            c.write_all(b"hello").await.unwrap();
+            let n = poll_until(clock.clone(), || s.try_peek(&mut buf).unwrap())
+                .await
+                .unwrap();
+            let peeked = buf[..n].to_vec();
+            let n = s.try_read(&mut buf).unwrap().unwrap();
+            (peeked, buf[..n].to_vec())
+        })
+    });
+    assert_eq!(peeked, b"hello");
+    assert_eq!(read, b"hello");
+}
+
 #[test]
 fn binding_a_port_twice_fails_and_dropping_frees_it() {
     let p = pair();
@@ -459,6 +602,52 @@ fn resolve_asks_the_configured_dns_server() {
             let ok = guest.resolve("www.example.test", 2_000_000_000).await;
             let missing = guest.resolve("nope.example.test", 2_000_000_000).await;
             let none = peer.resolve("x.test", 1_000_000_000).await;
+            (ok, missing, none)
+        })
+    });
+    assert_eq!(
+        ok.unwrap(),
+        vec![IpAddress::Ipv4(Ipv4Address::new(10, 9, 8, 7))]
+    );
+    assert!(matches!(missing, Err(NetError::Dns(_))), "{missing:?}");
+    assert!(matches!(none, Err(NetError::Dns(e)) if e.contains("no DNS server")));
+}
+
+#[test]
+fn dns_query_without_waiting_answers_or_fails_by_name() {
+    let mut config = stat(GUEST_IP);
+    config.dns = vec![IpAddress::Ipv4(PEER_IP)];
+    let mut p = pair_with(config);
+    let clock = p.clock.0.clone();
+    let (ok, missing, none) = p.run(move |sp, guest, peer| {
+        Box::pin(async move {
+            let mut srv = peer.udp_bind(53, 4, 512).unwrap();
+            sp.spawn(async move {
+                let mut buf = [0u8; 512];
+                loop {
+                    let (n, from) = srv.recv_from(&mut buf).await.unwrap();
+                    if let Some(r) = dns_answer(&buf[..n], "www.example.test", [10, 9, 8, 7]) {
+                        srv.send_to(&r, from).await.unwrap();
+                    }
+                }
+            });
+            // A query dropped half-way gives its slot back.
+            drop(
+                guest
+                    .dns_query("gone.example.test", DnsQueryType::A)
+                    .unwrap(),
+            );
+            // Two at once on the stack's one DNS socket: each gets its own answer.
+            let a = guest
+                .dns_query("www.example.test", DnsQueryType::A)
+                .unwrap();
+            let b = guest
+                .dns_query("nope.example.test", DnsQueryType::A)
+                .unwrap();
+            assert!(a.result().is_none(), "pending until the stack ran");
+            let ok = poll_until(clock.clone(), || a.result()).await.unwrap();
+            let missing = poll_until(clock.clone(), || b.result()).await.unwrap();
+            let none = peer.dns_query("x.test", DnsQueryType::A).map(drop);
             (ok, missing, none)
         })
     });

@@ -201,11 +201,10 @@ impl Socket {
         self.set(sys::IPPROTO_IP, sys::IP_TOS, clamp(tos as usize))
     }
 
-    /// The sender of the next datagram, without taking it. UDP sockets cannot be made on this
-    /// runtime (`sys_socket` refuses `SOCK_DGRAM` with `EPROTONOSUPPORT`), so no socket here
-    /// has datagrams: `EOPNOTSUPP`.
+    /// The sender of the next datagram, without taking it (waits for one unless the socket
+    /// is non-blocking).
     pub fn peek_sender(&self) -> io::Result<SockAddr> {
-        Err(io::Error::from_raw_os_error(sys::EOPNOTSUPP))
+        sys::peek_sender(self.as_fd())
     }
 
     /// `IP_TTL`.

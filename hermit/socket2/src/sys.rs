@@ -32,6 +32,14 @@ extern "C" {
     fn sys_ioctl(fd: i32, cmd: i32, argp: *mut u8) -> i32;
     fn sys_shutdown(fd: i32, how: i32) -> i32;
     fn sys_dup(fd: i32) -> i32;
+    fn sys_recvfrom(
+        fd: i32,
+        buf: *mut u8,
+        len: usize,
+        flags: i32,
+        addr: *mut u8,
+        addrlen: *mut u32,
+    ) -> isize;
 }
 
 /// A hermit-abi return value as a result.
@@ -95,6 +103,20 @@ pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SockAddr> {
     // SAFETY: as in `accept`.
     with_addr(
         |a, l| unsafe { sys_getsockname(fd.as_raw_fd(), a, l) },
+        drop,
+    )
+    .map(|x| x.1)
+}
+
+/// The sender of the next datagram, left queued (`recvfrom` with `MSG_PEEK` into no buffer).
+pub(crate) fn peek_sender(fd: BorrowedFd<'_>) -> io::Result<SockAddr> {
+    const MSG_PEEK: i32 = 1;
+    // SAFETY: as in `accept`; an empty buffer (null, length 0) is allowed.
+    with_addr(
+        |a, l| unsafe {
+            sys_recvfrom(fd.as_raw_fd(), core::ptr::null_mut(), 0, MSG_PEEK, a, l)
+                .clamp(i32::MIN as isize, i32::MAX as isize) as i32
+        },
         drop,
     )
     .map(|x| x.1)

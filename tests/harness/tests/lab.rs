@@ -84,6 +84,139 @@ echo "parallel echo: $((50 - bad))/50 ok"
             end.map_err(|e| format!("{e}\n{c}"))?;
             Ok(out.lines().last().unwrap_or("").to_string())
         }),
+        case("std_echo_on_mio_echoes_udp_datagrams_byte_exact", || {
+            // The same program's UDP side: a mio UdpSocket in the same Poll, on the same port.
+            let g = Guest::start("std-echo", "ip=10.0.0.61/24 log=info --")?;
+            // (`until` takes a regular expression: no parentheses in it.)
+            g.until("std-echo: listening on 0.0.0.0:7 ", 60)?;
+            expect(
+                &g.console()?,
+                "std-echo: listening on 0.0.0.0:7 (tcp) and 0.0.0.0:7 (udp)",
+            )?;
+            let udpecho = xen_tests::lab::tool("udpecho")?;
+            let out = xen_tests::lab::dom0_sh(
+                &format!(
+                    "echo hi-udp | socat -t 1 - UDP:10.0.0.61:7
+                     echo hi-tcp | socat -t 1 - TCP:10.0.0.61:7
+                     {udpecho} 10.0.0.61 7 2000"
+                ),
+                300,
+            );
+            let end = g.shutdown_cleanly();
+            let c = g.console()?;
+            let out = out.map_err(|e| format!("{e}\n{c}"))?;
+            expect(&out, "hi-udp")?;
+            expect(&out, "hi-tcp")?;
+            expect(&out, "udpecho: 2000/2000 exact")?;
+            end.map_err(|e| format!("{e}\n{c}"))?;
+            Ok(out.lines().last().unwrap_or("").to_string())
+        }),
+        case(
+            "std_udpsocket_blocking_calls_against_an_echo_server_in_dom0",
+            || {
+                // std's blocking UdpSocket (not mio): ephemeral bind, read timeout, peek_from,
+                // truncation, connect, EMSGSIZE, SO_BROADCAST, IP_TTL, multicast refused.
+                let udpecho = xen_tests::lab::tool("udpecho")?;
+                lab(&[
+                    "exec",
+                    &format!("(setsid {udpecho} -s 7010 60 > /tmp/udpecho-s.log 2>&1 &)"),
+                ])?;
+                let g = Guest::start(
+                    "std-echo",
+                    "ip=10.0.0.67/24 log=info -- --udp-check 10.0.0.1:7010",
+                )?;
+                let end = g.wait(60);
+                let c = g.console()?;
+                let _ = lab(&["exec", "kill $(pidof udpecho) 2>/dev/null; true"]);
+                expect(&c, "udp-check: all ok").map_err(|e| format!("{e}\n{c}"))?;
+                let end = end?;
+                (end == "poweroff")
+                    .then(|| {
+                        c.lines()
+                            .find(|l| l.contains("udp-check: read timeout"))
+                            .unwrap_or("")
+                            .to_string()
+                    })
+                    .ok_or(format!("ended with {end}\n{c}"))
+            },
+        ),
+        case("std_getaddrinfo_asks_the_dns_server_in_dom0", || {
+            // Our one-name DNS server (tests/lab-tools/dnsone.c) on dom0's 10.0.0.1:53: A
+            // queries for www.xenrt.test get 10.9.8.7, anything else NXDOMAIN.
+            let dns = xen_tests::lab::tool("dnsone")?;
+            lab(&[
+                "exec",
+                &format!("(setsid {dns} www.xenrt.test 10.9.8.7 60 > /tmp/dnsone.log 2>&1 &)"),
+            ])?;
+            let g = Guest::start(
+                "std-echo",
+                "ip=10.0.0.64/24 dns=10.0.0.1 log=info -- --resolve www.xenrt.test nope.xenrt.test 10.1.2.3 localhost",
+            )?;
+            let end = g.wait(60);
+            let c = g.console()?;
+            // Port 53 is free again for the tiers after this one.
+            let _ = lab(&["exec", "kill $(pidof dnsone) 2>/dev/null; true"]);
+            expect(&c, r#"std-echo: resolve www.xenrt.test -> ["10.9.8.7"]"#)?;
+            expect(&c, "std-echo: resolve nope.xenrt.test failed")?;
+            expect(
+                &c,
+                "xenrt: getaddrinfo nope.xenrt.test: no such name (or no address of that family) (EAI_NONAME)",
+            )?;
+            expect(&c, r#"std-echo: resolve 10.1.2.3 -> ["10.1.2.3"]"#)?;
+            expect(&c, r#"std-echo: resolve localhost -> ["127.0.0.1"]"#)?;
+            let end = end?;
+            (end == "poweroff")
+                .then(|| {
+                    c.lines()
+                        .find(|l| l.contains("resolve www.xenrt.test"))
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .ok_or(format!("ended with {end}\n{c}"))
+        }),
+        case(
+            "std_getaddrinfo_without_an_answer_is_eai_again_and_other_threads_run",
+            || {
+                // Nobody at 10.0.0.9: the look-up waits its 5 s, parked, while a thread ticks.
+                let g = Guest::start(
+                    "std-echo",
+                    "ip=10.0.0.65/24 dns=10.0.0.9 log=info -- --resolve www.xenrt.test",
+                )?;
+                let end = g.wait(60);
+                let c = g.console()?;
+                expect(
+                    &c,
+                    "xenrt: getaddrinfo www.xenrt.test: no answer in time (EAI_AGAIN)",
+                )?;
+                let line = c
+                    .lines()
+                    .find(|l| l.contains("std-echo: resolve www.xenrt.test failed in"))
+                    .ok_or(format!("no failure line:\n{c}"))?;
+                let num = |after: &str, before: &str| -> Option<u64> {
+                    line.split(after)
+                        .nth(1)?
+                        .split(before)
+                        .next()?
+                        .trim()
+                        .parse()
+                        .ok()
+                };
+                let ms = num("failed in ", " ms").ok_or(format!("no time in {line}"))?;
+                let ticks = num("ms (", " ticks").ok_or(format!("no ticks in {line}"))?;
+                if !(4500..8000).contains(&ms) {
+                    return Err(format!("waited {ms} ms, not the 5 s timeout: {line}"));
+                }
+                if ticks < 100 {
+                    return Err(format!(
+                        "the ticker hardly ran while the look-up waited: {line}"
+                    ));
+                }
+                let end = end?;
+                (end == "poweroff")
+                    .then(|| line.to_string())
+                    .ok_or(format!("ended with {end}\n{c}"))
+            },
+        ),
         case("std_tokio_echoes_50_parallel_clients", || {
             // tokio (crates.io, unchanged): #[tokio::main], a task per connection, over the
             // app's mio reactor (tokio's own net does not build for hermit) and socket2's API.
