@@ -15,6 +15,7 @@ use net::NetError;
 #[allow(missing_docs)]
 pub mod errno {
     pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
     pub const EACCES: i32 = 13;
     pub const EBADF: i32 = 9;
     pub const EAGAIN: i32 = 11;

@@ -515,3 +515,52 @@ pub unsafe extern "C" fn sys_freeaddrinfo(ai: *mut Addrinfo) {
         }
     }
 }
+
+/// `getaddrbyname(name, inaddr, len)`, hermit-abi's older lookup: the first address of `name`
+/// (numeric, `localhost`, or through our DNS client) into `inaddr`, an `in_addr` (`len` 4:
+/// IPv4) or `in6_addr` (16: IPv6) in network byte order. 0, or `-EINVAL` (bad pointer or
+/// length), `-ENOENT` (no such name or no address of that family), `-EAGAIN` (no answer in
+/// time, or no DNS server yet).
+///
+/// # Safety
+/// `name` is a C string; `inaddr` is valid for writing `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sys_getaddrbyname(
+    name: *const c_char,
+    inaddr: *mut u8,
+    len: usize,
+) -> i32 {
+    let _k = crate::preempt::enter();
+    if name.is_null() || inaddr.is_null() {
+        return crate::errno::fail(EINVAL) as i32;
+    }
+    let family = match len {
+        4 => AF_INET,
+        16 => AF_INET6,
+        _ => return crate::errno::fail(EINVAL) as i32,
+    };
+    // SAFETY: a C string (the caller's guarantee).
+    let Ok(node) = unsafe { CStr::from_ptr(name) }.to_str() else {
+        return crate::errno::fail(EINVAL) as i32;
+    };
+    let found = match numeric_host(Some(node)) {
+        Some(a) => Ok(alloc::vec![a]),
+        None => with(|s| Ok(s.lookup(node, family))).and_then(|r| r),
+    };
+    let addrs = match found {
+        Ok(a) => a,
+        Err(EAI_NONAME) => return crate::errno::fail(ENOENT) as i32,
+        Err(_) => return crate::errno::fail(EAGAIN) as i32,
+    };
+    let bytes: alloc::vec::Vec<u8> = match addrs.iter().find_map(|a| match (a, family) {
+        (IpAddress::Ipv4(v4), AF_INET) => Some(v4.octets().to_vec()),
+        (IpAddress::Ipv6(v6), AF_INET6) => Some(v6.octets().to_vec()),
+        _ => None,
+    }) {
+        Some(b) => b,
+        None => return crate::errno::fail(ENOENT) as i32,
+    };
+    // SAFETY: inaddr is valid for len bytes, and bytes.len() == len.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), inaddr, len) };
+    0
+}

@@ -190,6 +190,15 @@ fn abi() {
             h::sem_destroy(&mut s)
         );
         println!("abi: queue {} errno {}", h::init_queue(1), h::errno());
+        let mut a = [0u8; 4];
+        let local = h::getaddrbyname(c"localhost".as_ptr(), a.as_mut_ptr(), 4);
+        let mut b = [0u8; 16];
+        let numeric = h::getaddrbyname(c"fd00::7".as_ptr(), b.as_mut_ptr(), 16);
+        let bad = h::getaddrbyname(c"localhost".as_ptr(), a.as_mut_ptr(), 5);
+        println!(
+            "abi: getaddrbyname localhost {local} {a:?}, fd00::7 {numeric} last byte {}, len 5 {bad}",
+            b[15]
+        );
     }
 }
 

@@ -137,6 +137,9 @@ fn main() {
                 "abi: sem init 0 trywait-empty -11 timedwait-past -110 posted-and-taken 3 destroy 0",
             )?;
             r.expect("abi: queue -38 errno 38")?;
+            r.expect(
+                "abi: getaddrbyname localhost 0 [127, 0, 0, 1], fd00::7 0 last byte 7, len 5 -22",
+            )?;
             powered_off(&r)?;
             Ok(String::new())
         }),
