@@ -143,6 +143,9 @@ pub struct Sockets {
     net: RefCell<Option<Net>>,
     fds: RefCell<FdTable<Shared>>,
     warned: RefCell<Vec<&'static str>>,
+    /// Listening ports not yet announced as ready (waiting for the IPv4 address, see
+    /// [`Sockets::announce`]).
+    unannounced: RefCell<Vec<u16>>,
 }
 
 impl Default for Sockets {
@@ -158,6 +161,7 @@ impl Sockets {
             net: RefCell::new(None),
             fds: RefCell::new(FdTable::new(MAX_FDS)),
             warned: RefCell::new(Vec::new()),
+            unannounced: RefCell::new(Vec::new()),
         }
     }
 
@@ -196,7 +200,12 @@ impl Sockets {
 
     /// Runs the stack once if it is up; when it next needs to run without an event.
     pub fn pump(&self) -> Option<u64> {
-        self.current_net().and_then(|n| crate::wait::pump(&n))
+        let net = self.current_net()?;
+        let next = crate::wait::pump(&net);
+        if !self.unannounced.borrow().is_empty() {
+            self.announce(&net);
+        }
+        next
     }
 
     /// Brings the stack up now (`sys_network_init`).
@@ -309,7 +318,30 @@ impl Sockets {
             l,
             pending: VecDeque::new(),
         });
+        drop(o);
+        self.unannounced.borrow_mut().push(port);
+        self.announce(&net);
         Ok(0)
+    }
+
+    /// Says the program is ready on its listening ports once the stack has its IPv4 address
+    /// (at once with `ip=`, else when DHCP binds: the scheduler's pump calls this), as a
+    /// no_std server does ([`xen::boot::ready`]: the xenstore node `data/xenrt/ready`, which the
+    /// on-demand activator waits for, and the console line `xenrt: listening on ADDR:PORT N.N
+    /// ms after entry`).
+    fn announce(&self, net: &Net) {
+        let Some(addr) = net.ipv4() else {
+            return;
+        };
+        let ports = core::mem::take(&mut *self.unannounced.borrow_mut());
+        if ports.is_empty() {
+            return;
+        }
+        let endpoints: Vec<alloc::string::String> = ports
+            .iter()
+            .map(|p| alloc::format!("{}:{p}", addr.address()))
+            .collect();
+        xen::boot::ready("xenrt", &endpoints);
     }
 
     /// `accept(fd)`: the new descriptor and the peer's address.

@@ -291,6 +291,9 @@ wrk -t2 -c50 -d5s $u/ 2>&1 | sed 's/^/wrk /'"#,
             let end = g.shutdown_cleanly();
             let c = g.console()?;
             end.map_err(|e| format!("{e}\n{c}"))?;
+            // Announced ready as a no_std server is (the xenstore node the activator waits
+            // for, and the console line), once it listened.
+            expect(&c, "xenrt: listening on 10.0.0.62:80 ")?;
             Ok(out
                 .lines()
                 .find(|l| l.contains("Requests/sec"))
