@@ -14,7 +14,7 @@
 //! builds `argv` from the command line and calls std's `runtime_entry(argc, argv, envp)`, which
 //! runs the program's `main` and ends in `sys_exit`.
 //!
-//! The surface implemented so far:
+//! The surface (all 79 `sys_*` functions of hermit-abi 0.5):
 //! - console: `sys_write`/`sys_writev` on fd 1 and 2 go to the Xen console; `sys_read` on fd 0
 //!   returns end of file;
 //! - exit: `sys_exit(0)` powers the domain off, any other status crashes it (the non-zero exit of
@@ -25,9 +25,10 @@
 //!   HashMap seeds, **not** cryptographic;
 //! - threads: `sys_spawn2`/`sys_spawn`, `sys_join`, `sys_yield`, `sys_usleep`/`sys_nanosleep`,
 //!   `sys_futex_wait`/`sys_futex_wake` (std's Mutex, Condvar, park, mpsc), one TLS block and
-//!   stack per thread, scheduled on the one vCPU ([`sched`], `abi_thread`): at blocking calls,
-//!   and preempted in app code by a 10 ms timer tick (`preempt`);
-//!   [`park_until`] is the blocking wait for code waiting on events;
+//!   stack per thread (with an unmapped guard page below it), the errno per thread, scheduled on
+//!   the one vCPU ([`sched`], `abi_thread`): at blocking calls, and preempted in app code by a
+//!   10 ms timer tick (`preempt`); [`park_until`] is the blocking wait for code waiting on
+//!   events (the scheduler runs the stack and checks the parked conditions itself);
 //! - sockets (`sockets`, `sys_net`): TCP and UDP over IPv4 and IPv6 on our stack (the first
 //!   vif, from the command line's `ip=`/`gw=`/`dns=` or DHCP, brought up at the first socket
 //!   call), blocking and non-blocking, `poll`, `eventfd` (mio's waker), `fcntl`/
@@ -35,7 +36,9 @@
 //!   common socket options (multicast ones: `ENOPROTOOPT`), `getaddrinfo` for numeric hosts,
 //!   `localhost` and DNS names (through the stack's DNS client: `EAI_NONAME` for a name that
 //!   does not exist, `EAI_AGAIN` after 5 s without an answer). A thread waiting in a socket
-//!   call or a look-up parks while the stack and the other threads run ([`wait`]);
+//!   call or a look-up parks while the stack and the other threads run ([`wait`]). Once a
+//!   listener exists and the address is known, the program is announced ready as a no_std
+//!   server is (`xenrt: listening on ADDR:PORT N.N ms after entry`, `data/xenrt/ready`);
 //! - files (`fs`, `sys_fs`): `sys_open` (`O_RDONLY`/`O_WRONLY`/`O_RDWR`, `O_CREAT`, `O_EXCL`,
 //!   `O_TRUNC`, `O_APPEND`, `O_DIRECTORY`), `sys_opendir`, `sys_read`/`sys_readv`,
 //!   `sys_write`/`sys_writev`, `sys_lseek`, `sys_fstat`/`sys_stat`/`sys_lstat`,
@@ -52,9 +55,14 @@
 //!   ([`split_env`]: `extra="ip=... -- RUST_BACKTRACE=1 --port 80"`), the rest the arguments
 //!   after `argv[0]`, which is `xenrt`;
 //!
-//! A `sys_*` function a program links that is not here is a link error (no silent stub); the
-//! calls that are here refuse what they do not support with an errno, each named once on the
-//! console.
+//! - the rest (`abi_rest`): the older allocator names, semaphores, `mmap`/`munmap`/`mprotect`
+//!   (no executable or read-only heap memory: `EACCES`), `getpid` (1), `getpagesize`,
+//!   `get_processor_count` (1), `network_init`, `getaddrbyname`; the old task queues are
+//!   `ENOSYS`, and the three calls that return nothing and cannot be done
+//!   (`sys_block_current_task[_with_timeout]`, `sys_wakeup_taskt`) stop the program.
+//!
+//! Calls refuse what they do not support with an errno, each named once on the console; never
+//! a silent success.
 #![no_std]
 #![deny(unsafe_code)]
 
