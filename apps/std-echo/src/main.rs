@@ -13,6 +13,12 @@
 //! `std-echo --udp-check IP:PORT` instead runs std's blocking `UdpSocket` against a UDP echo
 //! server there (ephemeral bind, a read timeout, peek, truncation, connect, the options std
 //! offers) and prints each result, then `udp-check: all ok` (exit status 0) or the failures.
+//!
+//! `std-echo --tcp-check IP:PORT` does the same with std's blocking `TcpStream` as a client of
+//! a TCP echo server there: a refused connection (the port after it is closed),
+//! `connect_timeout`, the addresses, `TCP_NODELAY`, a read timeout, 256 KiB there and back,
+//! `peek`, one thread blocked in `read` while another writes through a `try_clone`, and the end
+//! of the stream after `shutdown(Write)`; then `tcp-check: all ok`.
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -55,6 +61,19 @@ fn main() -> std::io::Result<()> {
             std::process::exit(1);
         }
         println!("udp-check: all ok");
+        return Ok(());
+    }
+    if args.first().map(String::as_str) == Some("--tcp-check") {
+        let to: SocketAddr = args
+            .get(1)
+            .and_then(|a| a.parse().ok())
+            .expect("--tcp-check IP:PORT");
+        let failed = tcp_check(to);
+        if failed > 0 {
+            println!("tcp-check: {failed} failed");
+            std::process::exit(1);
+        }
+        println!("tcp-check: all ok");
         return Ok(());
     }
     let port: u16 = args.first().and_then(|a| a.parse().ok()).unwrap_or(7);
@@ -190,6 +209,91 @@ fn resolve(names: &[String]) {
     }
     stop.store(true, Ordering::Relaxed);
     ticker.join().expect("ticker");
+}
+
+/// std's blocking `TcpStream` as a client of the TCP echo server at `to`; returns how many
+/// checks failed.
+fn tcp_check(to: SocketAddr) -> usize {
+    use std::net::{Shutdown, TcpStream};
+    let mut failed = 0;
+    let mut check = |what: &str, ok: bool, detail: String| {
+        println!(
+            "tcp-check: {what}: {} ({detail})",
+            if ok { "ok" } else { "FAILED" }
+        );
+        failed += usize::from(!ok);
+    };
+    let closed = SocketAddr::new(to.ip(), to.port() + 1);
+    let r = TcpStream::connect(closed);
+    check(
+        "a closed port refuses",
+        matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionRefused),
+        format!("{:?}", r.map(|_| ())),
+    );
+    let s = match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) => {
+            check("connect_timeout", false, format!("{e}"));
+            return failed;
+        }
+    };
+    let (peer, local) = (s.peer_addr().ok(), s.local_addr().ok());
+    check(
+        "addresses",
+        peer == Some(to) && local.is_some_and(|l| l.port() != 0),
+        format!("peer {peer:?} local {local:?}"),
+    );
+    let nd = s.set_nodelay(true).and_then(|_| s.nodelay());
+    check("TCP_NODELAY", matches!(nd, Ok(true)), format!("{nd:?}"));
+    let mut s = s;
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("set_read_timeout");
+    let mut buf = [0u8; 64];
+    let t0 = Instant::now();
+    let r = s.read(&mut buf);
+    let ms = t0.elapsed().as_millis();
+    check(
+        "read timeout",
+        matches!(&r, Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut)
+            && (250..1000).contains(&ms),
+        format!("{r:?} after {ms} ms"),
+    );
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("set_read_timeout");
+    let data: Vec<u8> = (0..256 * 1024u32)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect();
+    // Written by another thread while this one reads: neither may hold up the other.
+    let mut w = s.try_clone().expect("try_clone");
+    let out = data.clone();
+    let writer = std::thread::spawn(move || w.write_all(&out).map(|_| w));
+    let mut back = vec![0u8; data.len()];
+    let r = s.read_exact(&mut back);
+    let w = writer.join().expect("writer");
+    check(
+        "256 KiB there and back (a thread writing, another reading)",
+        r.is_ok() && w.is_ok() && back == data,
+        format!("read {r:?}, write {:?}", w.as_ref().map(|_| ())),
+    );
+    let r = s
+        .write_all(b"peek")
+        .and_then(|_| s.peek(&mut buf[..4]))
+        .and_then(|n| {
+            let mut again = [0u8; 4];
+            s.read_exact(&mut again).map(|_| (n, again))
+        });
+    check(
+        "peek, then read the same bytes",
+        matches!(&r, Ok((4, a)) if a == b"peek") && &buf[..4] == b"peek",
+        format!("{r:?}"),
+    );
+    let r = s.shutdown(Shutdown::Write).and_then(|_| s.read(&mut buf));
+    check(
+        "end of stream after shutdown(Write)",
+        matches!(r, Ok(0)),
+        format!("{r:?}"),
+    );
+    failed
 }
 
 /// std's blocking `UdpSocket` against the echo server at `to`; returns how many checks failed.

@@ -140,6 +140,35 @@ echo "parallel echo: $((50 - bad))/50 ok"
                     .ok_or(format!("ended with {end}\n{c}"))
             },
         ),
+        case(
+            "std_tcpstream_client_against_an_echo_server_in_dom0",
+            || {
+                // std's blocking TcpStream as a client: refused, connect_timeout, options, a read
+                // timeout, 256 KiB both ways with a writer thread beside a blocked reader, peek,
+                // shutdown(Write) and the end of the stream. socat in dom0 echoes (cat).
+                lab(&[
+                "exec",
+                "(setsid socat TCP-LISTEN:7012,reuseaddr,fork EXEC:cat > /tmp/socat-echo.log 2>&1 &)",
+            ])?;
+                let g = Guest::start(
+                    "std-echo",
+                    "ip=10.0.0.68/24 log=info -- --tcp-check 10.0.0.1:7012",
+                )?;
+                let end = g.wait(90);
+                let c = g.console()?;
+                let _ = lab(&["exec", "pkill -f 'TCP-LISTEN:7012' 2>/dev/null; true"]);
+                expect(&c, "tcp-check: all ok").map_err(|e| format!("{e}\n{c}"))?;
+                let end = end?;
+                (end == "poweroff")
+                    .then(|| {
+                        c.lines()
+                            .find(|l| l.contains("tcp-check: 256 KiB"))
+                            .unwrap_or("")
+                            .to_string()
+                    })
+                    .ok_or(format!("ended with {end}\n{c}"))
+            },
+        ),
         case("std_getaddrinfo_asks_the_dns_server_in_dom0", || {
             // Our one-name DNS server (tests/lab-tools/dnsone.c) on dom0's 10.0.0.1:53: A
             // queries for www.xenrt.test get 10.9.8.7, anything else NXDOMAIN.
