@@ -307,18 +307,9 @@ impl TcpStream {
         if buf.is_empty() {
             return Ok(Some(0));
         }
-        self.with(|s| match s.recv_slice(buf) {
-            Ok(0) if !s.may_recv() => {
-                if s.state() == tcp::State::Closed {
-                    Err(NetError::ConnectionReset)
-                } else {
-                    Ok(Some(0))
-                }
-            }
-            Ok(0) => Ok(None),
-            Ok(n) => Ok(Some(n)),
-            Err(tcp::RecvError::Finished) => Ok(Some(0)),
-            Err(tcp::RecvError::InvalidState) => Err(NetError::ConnectionReset),
+        self.with(|s| {
+            let r = s.recv_slice(buf);
+            taken(s, r)
         })
     }
 
@@ -328,18 +319,9 @@ impl TcpStream {
         if buf.is_empty() {
             return Ok(Some(0));
         }
-        self.with(|s| match s.peek_slice(buf) {
-            Ok(0) if !s.may_recv() => {
-                if s.state() == tcp::State::Closed {
-                    Err(NetError::ConnectionReset)
-                } else {
-                    Ok(Some(0))
-                }
-            }
-            Ok(0) => Ok(None),
-            Ok(n) => Ok(Some(n)),
-            Err(tcp::RecvError::Finished) => Ok(Some(0)),
-            Err(tcp::RecvError::InvalidState) => Err(NetError::ConnectionReset),
+        self.with(|s| {
+            let r = s.peek_slice(buf);
+            taken(s, r)
         })
     }
 
@@ -979,5 +961,23 @@ impl Net {
         xen::exec::timeout(self.sleep(timeout_ns), answer)
             .await
             .unwrap_or(Err(NetError::TimedOut))
+    }
+}
+
+/// What a non-waiting read or peek of `s` that returned `r` means: `Ok(None)` when nothing is
+/// there yet, `Ok(Some(0))` at the end of the stream, a reset once the connection is gone.
+fn taken(s: &tcp::Socket, r: Result<usize, tcp::RecvError>) -> Result<Option<usize>, NetError> {
+    match r {
+        Ok(0) if !s.may_recv() => {
+            if s.state() == tcp::State::Closed {
+                Err(NetError::ConnectionReset)
+            } else {
+                Ok(Some(0))
+            }
+        }
+        Ok(0) => Ok(None),
+        Ok(n) => Ok(Some(n)),
+        Err(tcp::RecvError::Finished) => Ok(Some(0)),
+        Err(tcp::RecvError::InvalidState) => Err(NetError::ConnectionReset),
     }
 }

@@ -59,25 +59,8 @@ fn main() {
             g.until("std-echo: listening on 0.0.0.0:7", 60)?;
             let one = xen_tests::lab::dom0_sh("echo hi | nc -w 3 10.0.0.60 7", 60)?;
             expect(&one, "hi")?;
-            // 50 clients at once, each a different payload; every echo must come back
-            // byte-exact. The payloads come from awk, not `yes | head`: the lab agent runs
-            // commands with SIGPIPE ignored (a shell cannot un-ignore it), and busybox `yes`
-            // then spins on EPIPE forever once head has its bytes, so the loop never started
-            // its clients. (That, not nc, was the hang: nc ends on a regular-file stdin too.)
-            let out = xen_tests::lab::dom0_sh(
-                r#"d=$(mktemp -d)
-for i in $(seq 1 50); do
-  awk -v i=$i 'BEGIN { n = 1000 + i * 97; s = ""; while (length(s) < n) s = s "client " i " payload\n"; printf "%s", substr(s, 1, n) }' > $d/in$i
-  (cat $d/in$i | nc -w 5 10.0.0.60 7 > $d/out$i) &
-done
-wait
-bad=0
-for i in $(seq 1 50); do cmp -s $d/in$i $d/out$i || { bad=$((bad+1)); echo "client $i differs: $(wc -c < $d/out$i) bytes"; }; done
-rm -rf $d
-echo "parallel echo: $((50 - bad))/50 ok"
-[ $bad -eq 0 ]"#,
-                180,
-            )?;
+            // 50 clients at once, each a different payload, every echo byte-exact.
+            let out = fifty_parallel_echoes("10.0.0.60", 97, 180)?;
             expect(&out, "parallel echo: 50/50 ok")?;
             let end = g.shutdown_cleanly();
             let c = g.console()?;
@@ -255,21 +238,8 @@ echo "parallel echo: $((50 - bad))/50 ok"
             expect(&one, "hi")?;
             // 50 clients at once, payloads of 2-50 KB (past the stack's TCP buffers, so
             // writes wait for the peer), each different; every echo must come back
-            // byte-exact. (awk, not `yes | head`: see the std-echo case.)
-            let out = xen_tests::lab::dom0_sh(
-                r#"d=$(mktemp -d)
-for i in $(seq 1 50); do
-  awk -v i=$i 'BEGIN { n = 1000 + i * 997; s = ""; while (length(s) < n) s = s "client " i " payload\n"; printf "%s", substr(s, 1, n) }' > $d/in$i
-  (cat $d/in$i | nc -w 5 10.0.0.17 7 > $d/out$i) &
-done
-wait
-bad=0
-for i in $(seq 1 50); do cmp -s $d/in$i $d/out$i || { bad=$((bad+1)); echo "client $i differs: $(wc -c < $d/out$i) bytes"; }; done
-rm -rf $d
-echo "parallel echo: $((50 - bad))/50 ok"
-[ $bad -eq 0 ]"#,
-                240,
-            )?;
+            // byte-exact.
+            let out = fifty_parallel_echoes("10.0.0.17", 997, 240)?;
             expect(&out, "parallel echo: 50/50 ok")?;
             let end = g.shutdown_cleanly();
             let c = g.console()?;
@@ -537,4 +507,29 @@ wrk -t2 -c50 -d5s $u/ 2>&1 | sed 's/^/wrk /'"#,
     // Case failures are results, not panics (run_cases catches nothing): stop the lab either way.
     let ok = xen_tests::run_cases("lab", cases, jobs);
     xen_tests::lab::finish(ok)
+}
+
+/// 50 clients at once from dom0 to the echo server at `ip` port 7, client `i` sending
+/// `1000 + i * step` bytes of its own payload; every echo must come back byte-exact. The
+/// payloads come from awk, not `yes | head`: the lab agent runs commands with SIGPIPE ignored (a
+/// shell cannot un-ignore it), and busybox `yes` then spins on EPIPE forever once head has its
+/// bytes, so the loop never started its clients. (That, not nc, was the hang: nc ends on a
+/// regular-file stdin too.) The output ends `parallel echo: N/50 ok`.
+fn fifty_parallel_echoes(ip: &str, step: u32, secs: u32) -> Result<String, String> {
+    xen_tests::lab::dom0_sh(
+        &format!(
+            r#"d=$(mktemp -d)
+for i in $(seq 1 50); do
+  awk -v i=$i 'BEGIN {{ n = 1000 + i * {step}; s = ""; while (length(s) < n) s = s "client " i " payload\n"; printf "%s", substr(s, 1, n) }}' > $d/in$i
+  (cat $d/in$i | nc -w 5 {ip} 7 > $d/out$i) &
+done
+wait
+bad=0
+for i in $(seq 1 50); do cmp -s $d/in$i $d/out$i || {{ bad=$((bad+1)); echo "client $i differs: $(wc -c < $d/out$i) bytes"; }}; done
+rm -rf $d
+echo "parallel echo: $((50 - bad))/50 ok"
+[ $bad -eq 0 ]"#
+        ),
+        secs,
+    )
 }
