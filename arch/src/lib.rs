@@ -13,4 +13,6 @@ pub mod cpu;
 pub mod entry;
 pub mod hypercall;
 pub mod paging;
+#[cfg(target_os = "none")]
+pub mod pvh;
 pub mod traps;

@@ -2,5 +2,6 @@
 include!("../../arch/image_build.rs");
 
 fn main() {
-    link_image();
+    // The test kernel also boots as a PVH guest (issue 16 prototype: arch/src/pvh.rs).
+    link_image_pvh();
 }
