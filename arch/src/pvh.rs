@@ -125,7 +125,9 @@ pub fn debug_write(bytes: &[u8]) {
     for &b in bytes {
         // SAFETY: port 0xe9 is Xen's debug console in an HVM/PVH domain; the write has no
         // effect on memory.
-        unsafe { core::arch::asm!("out dx, al", in("dx") DEBUG_PORT, in("al") b, options(nomem, nostack)) };
+        unsafe {
+            core::arch::asm!("out dx, al", in("dx") DEBUG_PORT, in("al") b, options(nomem, nostack))
+        };
     }
 }
 
@@ -135,7 +137,11 @@ fn xen_cpuid_base() -> Option<u32> {
     let mut base = 0x4000_0000u32;
     while base < 0x4001_0000 {
         let r = core::arch::x86_64::__cpuid(base);
-        if r.ebx == 0x566e_6558 && r.ecx == 0x6558_4d4d && r.edx == 0x4d4d_566e && r.eax - base >= 2 {
+        if r.ebx == 0x566e_6558
+            && r.ecx == 0x6558_4d4d
+            && r.edx == 0x4d4d_566e
+            && r.eax.checked_sub(base).is_some_and(|n| n >= 2)
+        {
             return Some(base);
         }
         base += 0x100;
