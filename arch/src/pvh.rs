@@ -1,8 +1,8 @@
 //! PVH entry (prototype, issue 16): the 32-bit entry Xen jumps to when the image is booted with
-//! `type="pvh"` (the `XEN_ELFNOTE_PHYS32_ENTRY` note below names it; only images whose build.rs calls
-//! `link_image_pvh()` carry it), the switch
-//! to long mode on our own page tables and GDT, and the first hypercall through a hypercall page
-//! set up via the CPUID-advertised MSR. See docs/pvh.md for the ABI and the plan.
+//! `type="pvh"` (the `XEN_ELFNOTE_PHYS32_ENTRY` note below names it; only images whose build.rs
+//! calls `link_image_pvh()` carry it), the switch to long mode on our own page tables and GDT,
+//! and the first hypercall through a hypercall page set up via the CPUID-advertised MSR. See
+//! docs/pvh.md for the ABI and the plan.
 //!
 //! Entry state (xen docs/misc/pvh.pandoc): 32-bit flat protected mode, paging off, CR4 = 0,
 //! IF = 0, `%ebx` = physical address of `hvm_start_info`; no usable stack, GDT or IDT.
@@ -155,8 +155,12 @@ extern "C" {
 
 /// Long-mode PVH start (prototype): reports on the debug port, sets up the hypercall page through
 /// the MSR in CPUID leaf base+2, and powers off with SCHEDOP_shutdown through it.
+///
+/// # Safety
+/// Called once, by `pvh_start64`, with the physical address Xen passed in `%ebx`, while the
+/// 1 GiB identity map is live.
 #[no_mangle]
-extern "C" fn xenrt_pvh_start(start_info: u64) -> ! {
+unsafe extern "C" fn xenrt_pvh_start(start_info: u64) -> ! {
     // SAFETY: Xen placed hvm_start_info at this physical address, inside our 1 GiB identity map.
     let magic = unsafe { core::ptr::read_volatile(start_info as *const u32) };
     debug_write(if magic == HVM_START_MAGIC {

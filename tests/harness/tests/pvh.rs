@@ -4,9 +4,9 @@
 //! has a console, the guest reports through Xen's HVM debug port (0xe9), which Xen prints on its
 //! own console as `(dN) ...` lines: the case reads them with `xl dmesg`.
 //!
-//! Needs a lab whose Xen offers HVM: `LAB_CPU=qemu64,+svm scripts/lab start` (the default
-//! `qemu64` has no SVM/VMX). On a lab without it every case says so and is skipped (exit 0), so
-//! that `scripts/test` on the default lab is not made red by this file.
+//! Needs a lab whose Xen offers HVM: QEMU 7.2's `qemu64` (the lab's default CPU) includes SVM,
+//! so the default lab does (Xen: "HVM: SVM enabled", shadow paging). On a lab without it (a CPU
+//! model with neither SVM nor VMX) the file says so and is skipped (exit 0).
 
 use xen_tests::case;
 use xen_tests::lab::{expect, lab, Guest};
@@ -28,7 +28,7 @@ fn main() {
         Ok(true) => {}
         Ok(false) => {
             println!(
-                "pvh: skipped: the lab's Xen offers no hvm (start the lab with LAB_CPU=qemu64,+svm)"
+                "pvh: skipped: the lab's Xen offers no hvm (its CPU model has neither SVM nor VMX)"
             );
             xen_tests::lab::finish(true)
         }
