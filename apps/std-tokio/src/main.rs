@@ -84,13 +84,13 @@ fn current_thread() {
         .build()
         .expect("current-thread runtime");
     rt.block_on(async {
-        // Sleep: never early, and not absurdly late.
+        // Sleep: never early, and not absurdly late (10 s: a loaded host may stall the guest).
         let t = Instant::now();
         sleep(Duration::from_millis(50)).await;
         let e = t.elapsed();
         println!(
             "sleep 50 ms: {}",
-            if e >= Duration::from_millis(50) && e < Duration::from_millis(1000) {
+            if e >= Duration::from_millis(50) && e < Duration::from_secs(10) {
                 "ok"
             } else {
                 "WRONG"
@@ -132,27 +132,33 @@ fn current_thread() {
         }
         println!("wake order: {:?}", order.lock().unwrap());
 
-        // join!: both run concurrently, so the pair takes about the longer sleep.
-        let t = Instant::now();
-        let (a, b) = tokio::join!(
-            async {
-                sleep(Duration::from_millis(60)).await;
-                1
-            },
-            async {
-                sleep(Duration::from_millis(60)).await;
-                2
-            }
-        );
-        println!(
-            "join!: {} (concurrent: {})",
-            a + b,
-            t.elapsed() < Duration::from_millis(110)
-        );
+        // join!: both run concurrently. Each half waits for the other's message, so this
+        // completes only if join! polls both (a sequential run would wait forever: the
+        // timeout says so); no wall-clock threshold, which a loaded host could miss.
+        let (tx_a, rx_a) = tokio::sync::oneshot::channel::<u32>();
+        let (tx_b, rx_b) = tokio::sync::oneshot::channel::<u32>();
+        let joined = timeout(Duration::from_secs(10), async {
+            tokio::join!(
+                async {
+                    tx_a.send(1).expect("send to b");
+                    rx_b.await.expect("from b")
+                },
+                async {
+                    let v = rx_a.await.expect("from a");
+                    tx_b.send(2).expect("send to a");
+                    v
+                }
+            )
+        })
+        .await;
+        let concurrent = joined.is_ok();
+        let (a, b) = joined.unwrap_or((0, 0));
+        println!("join!: {} (concurrent: {concurrent})", a + b);
 
-        // select!: the first to finish wins.
+        // select!: the first to finish wins (the slow one is far off: if both were ready after
+        // a stall of the guest, select! would pick either).
         let r = tokio::select! {
-            _ = sleep(Duration::from_millis(200)) => "slow",
+            _ = sleep(Duration::from_secs(10)) => "slow",
             _ = sleep(Duration::from_millis(10)) => "fast",
         };
         println!("select!: {r}");
