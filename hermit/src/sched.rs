@@ -8,10 +8,10 @@
 //! [`Scheduler::yield_now`], [`Scheduler::exit`]), then asks [`Scheduler::next`] whom to run;
 //! `next` first moves the blocked threads whose deadline has passed to the run queue, then
 //! either names a thread (the caller switches to it), or says the vCPU is idle until a deadline
-//! (the caller blocks in Xen, then wakes the [`Wait::Poll`] threads and asks again), or that no
-//! thread can ever run again (a deadlock). Wakers ([`Scheduler::wake_futex`],
-//! [`Scheduler::wake_polls`], a thread's exit waking its joiner) only move threads to the run
-//! queue; the running thread keeps the vCPU until it blocks or yields.
+//! (the caller blocks in Xen, then checks the [`Wait::Poll`] threads' conditions and wakes
+//! those that hold, and asks again), or that no thread can ever run again (a deadlock). Wakers
+//! ([`Scheduler::wake_futex`], [`Scheduler::wake_poll`], a thread's exit waking its joiner) only
+//! move threads to the run queue; the running thread keeps the vCPU until it blocks or yields.
 #![deny(unsafe_code)]
 
 use alloc::collections::{BTreeMap, VecDeque};
@@ -53,7 +53,7 @@ pub enum Next {
     /// Run this thread (it may be the one that asked).
     Run(Tid),
     /// Nothing is ready: block the vCPU until this deadline (or forever, for `None`) or an
-    /// event, wake the [`Wait::Poll`] threads, and ask again.
+    /// event, wake the [`Wait::Poll`] threads whose condition holds, and ask again.
     Idle(Option<u64>),
     /// Every thread is blocked with no deadline on something only another thread could end.
     Deadlock,
@@ -207,12 +207,6 @@ impl<T> Scheduler<T> {
     /// Wakes up to `count` threads blocked on the futex at `addr`; returns how many.
     pub fn wake_futex(&mut self, addr: usize, count: usize) -> usize {
         self.wake_where(count, |w| w == Wait::Futex(addr))
-    }
-
-    /// Wakes every thread blocked on [`Wait::Poll`] (after a dispatch of events); returns how
-    /// many.
-    pub fn wake_polls(&mut self) -> usize {
-        self.wake_where(usize::MAX, |w| w == Wait::Poll)
     }
 
     /// The threads blocked on [`Wait::Poll`], in id order.
@@ -480,7 +474,7 @@ mod tests {
         s.block(Wait::Futex(1), None);
         assert!(s.has_polls());
         assert_eq!(s.next(0), Next::Idle(None));
-        assert_eq!(s.wake_polls(), 1);
+        assert!(s.wake_poll(MAIN));
         assert!(!s.has_polls());
         assert_eq!(s.next(0), Next::Run(MAIN));
     }
