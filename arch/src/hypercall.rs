@@ -15,6 +15,7 @@ use core::ffi::c_void;
 
 pub mod evtchn;
 pub mod gnttab;
+pub mod hvm;
 
 /// Hypercall numbers (public/xen.h). Only arch makes hypercalls: everything above calls the typed
 /// functions of this module (and of [`gnttab`], [`evtchn`]).
@@ -38,6 +39,7 @@ pub(crate) mod nr {
     pub const SCHED_OP: usize = 29;
     pub const EVENT_CHANNEL_OP: usize = 32;
     pub const PHYSDEV_OP: usize = 33;
+    pub const HVM_OP: usize = 34;
 }
 
 /// Hypercalls made since boot (all of them go through [`hypercall`]), for the guest's stats.
@@ -173,8 +175,14 @@ pub(crate) unsafe fn op<T>(nr: usize, cmd: usize, arg: &mut T) -> Result<usize, 
 }
 
 /// Writes bytes to Xen's own console (CONSOLEIO_write). Works for dom0 and on debug builds of Xen
-/// for domUs; release Xen drops domU output (domUs use the PV console ring).
+/// for domUs; release Xen drops domU output (domUs use the PV console ring). A PVH guest writes
+/// to Xen's HVM debug port instead, which every Xen prints as `(dN) ...` lines.
 pub fn console_io_write(bytes: &[u8]) {
+    #[cfg(target_os = "none")]
+    if crate::mode::is_pvh() {
+        crate::pvh::debug_write(bytes);
+        return;
+    }
     // SAFETY: Xen reads `len` bytes from a buffer we own.
     unsafe {
         hypercall(
@@ -260,23 +268,41 @@ pub unsafe fn suspend(start_info_mfn: u64) -> Result<Resumed, Errno> {
     }
 }
 
-/// SCHEDOP_block: sleep until an event is pending. Events must be unmasked by the caller in the
-/// same breath (Xen clears the upcall mask atomically with blocking).
+/// Sleeps until an event is pending (at once if one is), with event delivery enabled only for
+/// the wait, atomically: PV, SCHEDOP_block (Xen clears the upcall mask as it blocks); PVH,
+/// `sti; hlt` (the event vector's handler returns with interrupts off again).
 pub fn block() {
+    #[cfg(target_os = "none")]
+    if crate::mode::is_pvh() {
+        crate::cpu::ring0::wait_for_interrupt();
+        return;
+    }
     // SAFETY: SCHEDOP_block takes no argument.
     unsafe { hypercall(nr::SCHED_OP, schedop::BLOCK, 0, 0, 0, 0) };
 }
 
 /// set_segment_base(SEGBASE_FS, base): the FS base, which thread-local storage is found through
 /// (the std runtime's `#[thread_local]`s; no_std images do not use it).
+/// In a PVH guest, the FS_BASE MSR.
 pub fn set_fs_base(base: u64) -> Result<(), Errno> {
+    #[cfg(target_os = "none")]
+    if crate::mode::is_pvh() {
+        // SAFETY: ring 0; FS is not used by the runtime itself.
+        unsafe { crate::cpu::ring0::wrmsr(0xc000_0100, base) };
+        return Ok(());
+    }
     // SAFETY: takes plain integers; FS is not used by the runtime itself.
     check(unsafe { hypercall(nr::SET_SEGMENT_BASE, 0, base as usize, 0, 0, 0) }).map(|_| ())
 }
 
 /// fpu_taskswitch(0): clears the virtual CR0.TS, so that FPU/SSE instructions run instead of
 /// raising #NM (code built for a target with SSE, such as the std runtime's).
+/// In a PVH guest CR0.TS is ours and the PVH entry leaves it clear: nothing to do.
 pub fn fpu_enable() -> Result<(), Errno> {
+    #[cfg(target_os = "none")]
+    if crate::mode::is_pvh() {
+        return Ok(());
+    }
     // SAFETY: takes a plain integer.
     check(unsafe { hypercall(nr::FPU_TASKSWITCH, 0, 0, 0, 0, 0) }).map(|_| ())
 }

@@ -73,6 +73,9 @@ pub struct MmuUpdate {
 pub trait Machine {
     /// Error from the hypervisor.
     type Error: core::fmt::Debug + core::fmt::Display;
+    /// Whether a frame in use as a page table must have no writable mapping (Xen's rule for PV
+    /// guests; a PVH guest's own tables are ordinary memory).
+    const TABLES_READ_ONLY: bool = true;
     /// Machine frame of pseudo-physical frame `pfn` (the P2M map).
     fn pfn_to_mfn(&self, pfn: u64) -> u64;
     /// Pseudo-physical frame of machine frame `mfn` (the M2P map).
@@ -191,7 +194,7 @@ impl<'m, M: Machine> Builder<'m, M> {
     /// `perm`, unless `pfn` is (or is about to become) one of our table frames: those stay
     /// read-only whatever the caller asks.
     fn effective(&self, pfn: u64, perm: Perm) -> Perm {
-        if (self.free_start..self.next_free).contains(&pfn) {
+        if M::TABLES_READ_ONLY && (self.free_start..self.next_free).contains(&pfn) {
             Perm::ReadOnly
         } else {
             perm
@@ -226,13 +229,18 @@ impl<'m, M: Machine> Builder<'m, M> {
         for (i, e) in entries.iter_mut().enumerate() {
             *e = fill(i);
             // An L1 that maps one of our table frames (maybe itself) maps it read-only.
-            if level == 1 && (self.free_start..self.next_free).contains(&(base + i as u64)) {
+            if M::TABLES_READ_ONLY
+                && level == 1
+                && (self.free_start..self.next_free).contains(&(base + i as u64))
+            {
                 *e &= !(pte::RW | pte::DIRTY);
             }
         }
         self.m.write_page(pfn, &entries);
-        // The frame is about to become a page table: drop its writable mapping first.
-        self.set_perm(pfn, Perm::ReadOnly)?;
+        if M::TABLES_READ_ONLY {
+            // The frame is about to become a page table: drop its writable mapping first.
+            self.set_perm(pfn, Perm::ReadOnly)?;
+        }
         let mfn = self.m.pfn_to_mfn(pfn);
         let parent = (self.m.pfn_to_mfn(parent_pfn) << 12) + index(va, level + 1) as u64 * 8;
         self.push(MmuUpdate {
@@ -313,6 +321,102 @@ impl<'m, M: Machine> Builder<'m, M> {
         self.m.flush_tlb().map_err(Error::Hypervisor)?;
         self.hypercalls += 1;
         Ok((self.tables_added, self.hypercalls))
+    }
+}
+
+/// Points the L1 entry of `va` at `pte` and drops its TLB entry: PV through Xen
+/// (`update_va_mapping`), PVH by writing our own table (every table frame is mapped at
+/// `pfn * 4096`).
+///
+/// # Safety
+/// `va` must be a page of ours that nothing refers to through its old mapping any more, and
+/// `pte` a mapping the program may use there.
+pub unsafe fn set_pte(va: u64, pte: u64) -> Result<(), crate::hypercall::Errno> {
+    #[cfg(target_os = "none")]
+    if crate::mode::is_pvh() {
+        let entry = native::l1_entry(va).ok_or(crate::hypercall::Errno::EINVAL)?;
+        // SAFETY: the entry of `va` in our own tables (mapped read-write at pfn * 4096); what
+        // it maps is the caller's contract.
+        unsafe { core::ptr::write_volatile(entry, pte) };
+        crate::cpu::ring0::invlpg(va);
+        return Ok(());
+    }
+    // SAFETY: forwarded to the caller.
+    unsafe { crate::hypercall::update_va_mapping(va, pte, crate::hypercall::UVMF_INVLPG) }
+}
+
+/// A PVH guest's own page tables: gfn = pfn, entries written directly, `mov cr3` to flush.
+#[cfg(target_os = "none")]
+pub mod native {
+    use super::*;
+
+    /// [`Machine`] for a PVH guest, while every frame the builder touches is identity-mapped
+    /// (the entry's early map, then our own).
+    pub struct Native;
+
+    impl Machine for Native {
+        type Error = crate::hypercall::Errno;
+        const TABLES_READ_ONLY: bool = false;
+
+        fn pfn_to_mfn(&self, pfn: u64) -> u64 {
+            pfn
+        }
+
+        fn mfn_to_pfn(&self, mfn: u64) -> u64 {
+            mfn
+        }
+
+        fn read_entry(&self, pfn: u64, index: usize) -> u64 {
+            // SAFETY: table frames are identity-mapped; index < 512.
+            unsafe { core::ptr::read_volatile(((pfn << 12) as *const u64).add(index)) }
+        }
+
+        fn write_page(&mut self, pfn: u64, entries: &[u64; ENTRIES]) {
+            // SAFETY: the builder only writes free frames it took (identity-mapped, writable).
+            unsafe {
+                core::ptr::copy_nonoverlapping(entries.as_ptr(), (pfn << 12) as *mut u64, ENTRIES)
+            };
+        }
+
+        fn mmu_update(&mut self, updates: &[MmuUpdate]) -> Result<(), Self::Error> {
+            for u in updates {
+                // SAFETY: `ptr` is the physical (= virtual) address of an entry of a table of
+                // the tree being built, which is not live yet or only gains mappings.
+                unsafe { core::ptr::write_volatile(u.ptr as *mut u64, u.val) };
+            }
+            Ok(())
+        }
+
+        fn flush_tlb(&mut self) -> Result<(), Self::Error> {
+            let root = crate::cpu::ring0::cr3();
+            // SAFETY: reloads the live root: only drops cached translations.
+            unsafe { crate::cpu::ring0::set_cr3(root) };
+            Ok(())
+        }
+    }
+
+    /// The L1 entry mapping `va` in the live tables, if its tables exist.
+    pub(crate) fn l1_entry(va: u64) -> Option<*mut u64> {
+        let mut table = crate::cpu::ring0::cr3() & pte::ADDR_MASK;
+        for level in (2..=4).rev() {
+            // SAFETY: table frames are mapped at their physical address; index < 512.
+            let e =
+                unsafe { core::ptr::read_volatile((table as *const u64).add(index(va, level))) };
+            if e & pte::PRESENT == 0 || e & (1 << 7) != 0 {
+                return None; // missing, or a large page (the entry's early map)
+            }
+            table = e & pte::ADDR_MASK;
+        }
+        Some((table as *mut u64).wrapping_add(index(va, 1)))
+    }
+
+    /// Makes `l4_pfn` the live root.
+    ///
+    /// # Safety
+    /// The tree must map everything in use (code, stack, data), as the builder's does.
+    pub unsafe fn activate(l4_pfn: u64) {
+        // SAFETY: forwarded to the caller.
+        unsafe { crate::cpu::ring0::set_cr3(l4_pfn << 12) };
     }
 }
 

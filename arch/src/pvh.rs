@@ -67,14 +67,15 @@ pvh_start32:
     mov %ecx, (%edx)
     mov %edx, %cr3
     mov %cr4, %eax
-    or $0x20, %eax              /* PAE */
+    or $0x620, %eax             /* PAE | OSFXSR | OSXMMEXCPT (SSE for std programs) */
     mov %eax, %cr4
     mov $0xc0000080, %ecx       /* EFER */
     rdmsr
     or $0x900, %eax             /* LME | NXE */
     wrmsr
     mov %cr0, %eax
-    or $0x80000001, %eax        /* PG | PE */
+    and $~0xc, %eax             /* no EM, no TS: the FPU is ours */
+    or $0x80010023, %eax        /* PG | WP (read-only pages bind ring 0) | NE | MP | PE */
     mov %eax, %cr0
     lgdt pvh_gdt_ptr
     ljmp $8, $pvh_start64
@@ -97,10 +98,12 @@ pvh_start64:
 
     .pushsection .data.pvh_gdt, "aw"
     .p2align 3
+    .global pvh_gdt
 pvh_gdt:
     .quad 0
     .quad 0x00af9a000000ffff    /* 0x08: 64-bit code, ring 0 */
     .quad 0x00cf92000000ffff    /* 0x10: flat data */
+    .quad 0, 0                  /* 0x18: the TSS (filled by traps::idt) */
 pvh_gdt_end:
 pvh_gdt_ptr:
     .word pvh_gdt_end - pvh_gdt - 1
@@ -132,7 +135,7 @@ pub fn debug_write(bytes: &[u8]) {
 }
 
 /// Finds Xen's CPUID leaves (base 0x4000_0000, or shifted by 0x100 steps when Viridian is
-/// offered first) and returns (base, max leaf).
+/// offered first) and returns the base.
 fn xen_cpuid_base() -> Option<u32> {
     let mut base = 0x4000_0000u32;
     while base < 0x4001_0000 {
@@ -151,41 +154,43 @@ fn xen_cpuid_base() -> Option<u32> {
 
 extern "C" {
     static hypercall_page: [u8; 4096];
+    /// The platform's PVH boot (xen/src/pvh/boot.rs).
+    fn xenrt_pvh_boot(start_info: u64, entry_tsc: u64) -> !;
 }
 
-/// Long-mode PVH start (prototype): reports on the debug port, sets up the hypercall page through
-/// the MSR in CPUID leaf base+2, and powers off with SCHEDOP_shutdown through it.
+fn stop() -> ! {
+    loop {
+        // SAFETY: hlt with IF = 0 stops this vCPU for good.
+        unsafe { core::arch::asm!("cli; hlt") };
+    }
+}
+
+/// Long-mode PVH start: checks the start_info magic, sets up the hypercall page through the MSR
+/// in CPUID leaf base+2, marks the guest PVH ([`crate::mode`]) and hands over to the platform's
+/// boot. Reports through the debug port until the platform has a console.
 ///
 /// # Safety
 /// Called once, by `pvh_start64`, with the physical address Xen passed in `%ebx`, while the
 /// 1 GiB identity map is live.
 #[no_mangle]
 unsafe extern "C" fn xenrt_pvh_start(start_info: u64) -> ! {
+    let entry_tsc = crate::cpu::rdtsc();
     // SAFETY: Xen placed hvm_start_info at this physical address, inside our 1 GiB identity map.
     let magic = unsafe { core::ptr::read_volatile(start_info as *const u32) };
-    debug_write(if magic == HVM_START_MAGIC {
-        b"xenrt pvh: long mode, start_info ok\n"
-    } else {
-        b"xenrt pvh: long mode, bad start_info\n"
-    });
-    match xen_cpuid_base() {
-        None => debug_write(b"xenrt pvh: no Xen CPUID\n"),
-        Some(base) => {
-            let r = core::arch::x86_64::__cpuid(base + 2);
-            let page = core::ptr::addr_of!(hypercall_page) as u64;
-            // SAFETY: the MSR Xen named in leaf base+2; Xen writes the hypercall stubs into our
-            // (identity-mapped, gfn = pfn) hypercall page.
-            unsafe {
-                core::arch::asm!("wrmsr", in("ecx") r.ebx, in("eax") page as u32,
-                    in("edx") (page >> 32) as u32, options(nostack));
-            }
-            debug_write(b"xenrt pvh: hypercall page set\n");
-            crate::hypercall::shutdown(crate::hypercall::ShutdownReason::Poweroff);
-            debug_write(b"xenrt pvh: shutdown failed\n");
-        }
+    if magic != HVM_START_MAGIC {
+        debug_write(b"xenrt pvh: bad start_info magic\n");
+        stop();
     }
-    loop {
-        // SAFETY: hlt with IF = 0 stops this vCPU for good.
-        unsafe { core::arch::asm!("cli; hlt") };
-    }
+    let Some(base) = xen_cpuid_base() else {
+        debug_write(b"xenrt pvh: no Xen CPUID leaves\n");
+        stop();
+    };
+    let r = core::arch::x86_64::__cpuid(base + 2);
+    let page = core::ptr::addr_of!(hypercall_page) as u64;
+    // SAFETY: the MSR Xen named in leaf base+2; Xen writes the hypercall stubs into our
+    // (identity-mapped, gfn = pfn) hypercall page.
+    unsafe { crate::cpu::ring0::wrmsr(r.ebx, page) };
+    crate::mode::set_pvh();
+    // SAFETY: once, with start_info's physical address, on the identity map, IF = 0.
+    unsafe { xenrt_pvh_boot(start_info, entry_tsc) }
 }

@@ -113,6 +113,16 @@ pub fn set_upcall_handler(h: UpcallHandler) {
     XENRT_UPCALL_HANDLER.store(h as usize, Ordering::Release);
 }
 
+/// The address of the latest page fault in a PVH guest (CR2, saved by the trap entry); `None`
+/// in a PV guest, where Xen puts it in shared_info's `vcpu_info.arch.cr2`.
+pub fn fault_address() -> Option<u64> {
+    #[cfg(target_os = "none")]
+    if crate::mode::is_pvh() {
+        return Some(idt::fault_address());
+    }
+    None
+}
+
 /// Installs the fault handler (the runtime's, which prints and crashes the domain).
 pub fn set_handler(h: Handler) {
     HANDLER.store(h as usize, Ordering::Release);
@@ -139,6 +149,9 @@ pub fn backtrace(rbp: u64, stack: core::ops::Range<u64>, max: usize, mut f: impl
     }
 }
 
+#[cfg(target_os = "none")]
+mod idt;
+
 #[cfg(any(target_os = "none", target_os = "hermit"))]
 mod imp {
     use super::*;
@@ -146,13 +159,22 @@ mod imp {
 
     #[no_mangle]
     extern "C" fn xenrt_trap(frame: &TrapFrame) -> ! {
+        #[cfg(target_os = "none")]
+        if crate::mode::is_pvh() {
+            idt::note_fault();
+        }
         let h = HANDLER.load(Ordering::Acquire);
         if h != 0 {
             // SAFETY: only `set_handler` stores here, always a valid `Handler`.
             let h: Handler = unsafe { core::mem::transmute::<usize, Handler>(h) };
             h(frame);
         }
-        hypercall::console_io_write(b"xenrt: fault before the trap handler was installed\n");
+        let msg = b"xenrt: fault before the trap handler was installed\n";
+        #[cfg(target_os = "none")]
+        if crate::mode::is_pvh() {
+            crate::pvh::debug_write(msg);
+        }
+        hypercall::console_io_write(msg);
         hypercall::shutdown(hypercall::ShutdownReason::Crash);
         loop {
             hypercall::yield_cpu();
@@ -174,10 +196,18 @@ mod imp {
     }
 
     macro_rules! stubs {
-        ($($name:ident $vec:literal $err:literal;)*) => {
+        ($($name:ident $hw:ident $vec:literal $err:literal;)*) => {
             core::arch::global_asm!(
                 ".pushsection .text.xenrt_traps, \"ax\"",
                 $(
+                    /* PVH entry (through the IDT: the hardware frame, no rcx/r11). */
+                    concat!(".global ", stringify!($hw)),
+                    concat!(stringify!($hw), ":"),
+                    concat!(".if ", $err, " == 0"),
+                    "push $0",
+                    ".endif",
+                    concat!("push $", $vec),
+                    "jmp xenrt_trap_common",
                     concat!(".global ", stringify!($name)),
                     concat!(stringify!($name), ":"),
                     "mov (%rsp), %rcx",
@@ -193,30 +223,34 @@ mod imp {
                 options(att_syntax)
             );
             extern "C" {
-                $(fn $name();)*
+                $(fn $name(); fn $hw();)*
             }
+            /// (vector, PV entry).
             const TRAPS: &[(u8, unsafe extern "C" fn())] = &[$(($vec, $name)),*];
+            /// (vector, PVH entry).
+            #[cfg_attr(not(target_os = "none"), allow(dead_code))]
+            const TRAPS_HW: &[(u8, unsafe extern "C" fn())] = &[$(($vec, $hw)),*];
         };
     }
 
     stubs! {
-        trap_divide 0 0;
-        trap_debug 1 0;
-        trap_int3 3 0;
-        trap_overflow 4 0;
-        trap_bounds 5 0;
-        trap_invalid_op 6 0;
-        trap_no_device 7 0;
-        trap_double_fault 8 1;
-        trap_invalid_tss 10 1;
-        trap_no_segment 11 1;
-        trap_stack 12 1;
-        trap_gp 13 1;
-        trap_page_fault 14 1;
-        trap_fpu 16 0;
-        trap_alignment 17 1;
-        trap_machine_check 18 0;
-        trap_simd 19 0;
+        trap_divide trap_divide_hw 0 0;
+        trap_debug trap_debug_hw 1 0;
+        trap_int3 trap_int3_hw 3 0;
+        trap_overflow trap_overflow_hw 4 0;
+        trap_bounds trap_bounds_hw 5 0;
+        trap_invalid_op trap_invalid_op_hw 6 0;
+        trap_no_device trap_no_device_hw 7 0;
+        trap_double_fault trap_double_fault_hw 8 1;
+        trap_invalid_tss trap_invalid_tss_hw 10 1;
+        trap_no_segment trap_no_segment_hw 11 1;
+        trap_stack trap_stack_hw 12 1;
+        trap_gp trap_gp_hw 13 1;
+        trap_page_fault trap_page_fault_hw 14 1;
+        trap_fpu trap_fpu_hw 16 0;
+        trap_alignment trap_alignment_hw 17 1;
+        trap_machine_check trap_machine_check_hw 18 0;
+        trap_simd trap_simd_hw 19 0;
     }
 
     core::arch::global_asm!(
@@ -296,6 +330,28 @@ mod imp {
         pushq $0
         jmp hypercall_page + 23 * 32
 
+        /* PVH: the event vector (HVM_PARAM_CALLBACK_IRQ), entered through the IDT with the
+           hardware frame (rip, cs, rflags, rsp, ss) and IF clear. The same two paths as the
+           PV callback above, returning with iretq; no EOI (the vector bypasses the LAPIC). */
+        .global xenrt_pvh_event
+    xenrt_pvh_event:
+        cmpq $0, XENRT_UPCALL_HANDLER(%rip)
+        jne 2f
+        andq $~0x200, 16(%rsp)
+        iretq
+    2:
+        xenrt_push_gprs
+        mov %rsp, %rbp
+        lea 136(%rsp), %rdi
+        sub $512, %rsp
+        and $-16, %rsp
+        fxsave64 (%rsp)
+        call xenrt_upcall
+        fxrstor64 (%rsp)
+        mov %rbp, %rsp
+        xenrt_pop_gprs
+        iretq
+
         /* Failsafe: Xen could not restore our segment registers. Fatal. */
         .global xenrt_failsafe_callback
     xenrt_failsafe_callback:
@@ -313,6 +369,8 @@ mod imp {
     extern "C" {
         fn xenrt_event_callback();
         fn xenrt_failsafe_callback();
+        #[cfg_attr(not(target_os = "none"), allow(dead_code))]
+        fn xenrt_pvh_event();
     }
 
     /// public/arch-x86/xen.h `struct trap_info`.
@@ -327,8 +385,15 @@ mod imp {
 
     const FLAT_KERNEL_CS: u16 = 0xe033;
 
-    /// Registers the trap table and the event and failsafe callbacks with Xen.
+    /// Installs the fault handlers and the event entry: PV, the trap table and the event and
+    /// failsafe callbacks, registered with Xen; PVH, our IDT (and a TSS whose IST stack takes
+    /// page and double faults, so a stack overflow still reports) and the event vector, named
+    /// to Xen as HVM_PARAM_CALLBACK_IRQ.
     pub fn init() -> Result<(), hypercall::Errno> {
+        #[cfg(target_os = "none")]
+        if crate::mode::is_pvh() {
+            return idt::init(TRAPS_HW, xenrt_pvh_event);
+        }
         let mut table = [TrapInfo {
             vector: 0,
             flags: 0,

@@ -2,6 +2,5 @@
 include!("../../arch/image_build.rs");
 
 fn main() {
-    // The test kernel also boots as a PVH guest (issue 16 prototype: arch/src/pvh.rs).
-    link_image_pvh();
+    link_image();
 }

@@ -29,6 +29,7 @@ extern crate std;
 pub mod exec;
 pub mod proto;
 pub mod pv;
+pub mod pvh;
 pub mod shmem;
 pub mod signal;
 #[cfg(any(test, feature = "sim"))]

@@ -24,12 +24,13 @@ fn test_kernel(name: &str) -> Result<Run, String> {
     boot_dom0("testkernel", &format!("test={name}"))
 }
 
-/// The most bytes the stripped hello image may take (issue 11): the runtime's fixed cost.
-const HELLO_MAX_BYTES: u64 = 64 * 1024;
+/// The most bytes the stripped hello image may take: the runtime's fixed cost. 64 KiB from
+/// issue 11 until every image carried two boot paths (PV and PVH, issue 16: 76,272 bytes).
+const HELLO_MAX_BYTES: u64 = 80 * 1024;
 
 fn main() {
     let cases = vec![
-        case("hello_image_is_at_most_64_kib", || {
+        case("hello_image_is_at_most_80_kib", || {
             let img = xen_tests::image("hello")?;
             let size = std::fs::metadata(&img)
                 .map_err(|e| format!("{}: {e}", img.display()))?

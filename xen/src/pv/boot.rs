@@ -56,7 +56,7 @@ macro_rules! main {
 
 /// The steps that only exist on Xen (the host build of this crate is for tests).
 #[cfg(any(target_os = "none", target_os = "hermit"))]
-mod pv {
+pub(crate) mod on_xen {
     use super::*;
     use crate::cmdline::Cmdline;
     use crate::console::{self, ConsRing, Sink};
@@ -109,7 +109,7 @@ mod pv {
     }
 
     /// A page in the guest's memory (mapped at `pfn * 4096`).
-    fn page_mem(pfn: u64) -> ShMem {
+    pub(crate) fn page_mem(pfn: u64) -> ShMem {
         // SAFETY: every guest frame is mapped at pfn * 4096 for the life of the domain, and pages
         // handed to ShMem (console, xenstore, shared_info) are only accessed through it.
         unsafe {
@@ -121,9 +121,33 @@ mod pv {
     }
 
     // Display, not Debug: no derived Debug code in the image for errors boot never expects.
-    fn fatal(what: &str, e: impl fmt::Display) -> ! {
+    pub(crate) fn fatal(what: &str, e: impl fmt::Display) -> ! {
         crate::println!("xenrt: boot failed: {what}: {e}");
         exit(ExitCode::Crash)
+    }
+
+    /// The permission of frame `pfn` in our page tables: the boot stack's guard page unmapped,
+    /// text R+X, rodata (and `read_only`: Xen's boot page tables in a PV guest) R, the rest
+    /// R+W+NX.
+    pub(crate) fn image_perm(pfn: u64, read_only: core::ops::Range<u64>) -> Perm {
+        let (text_end, rodata_end, guard) = {
+            use arch::entry::*;
+            // Linker-script symbols: only their addresses are taken.
+            (
+                core::ptr::addr_of!(__text_end) as u64 >> 12,
+                core::ptr::addr_of!(__rodata_end) as u64 >> 12,
+                core::ptr::addr_of!(boot_stack_guard) as u64 >> 12,
+            )
+        };
+        if pfn == guard {
+            Perm::Unmapped
+        } else if pfn < text_end {
+            Perm::Text
+        } else if pfn < rodata_end || read_only.contains(&pfn) {
+            Perm::ReadOnly
+        } else {
+            Perm::ReadWrite
+        }
     }
 
     /// Step 1 onwards: see the module documentation.
@@ -173,30 +197,10 @@ mod pv {
         }
 
         // 4. Page tables.
-        let (text_end, rodata_end, image_end, guard) = {
-            use arch::entry::*;
-            // Linker-script symbols: only their addresses are taken.
-            (
-                core::ptr::addr_of!(__text_end) as u64 >> 12,
-                core::ptr::addr_of!(__rodata_end) as u64 >> 12,
-                core::ptr::addr_of!(__image_end) as u64 >> 12,
-                core::ptr::addr_of!(boot_stack_guard) as u64 >> 12,
-            )
-        };
         let pt_first = si.pt_base >> 12;
         let pt_end = pt_first + si.nr_pt_frames;
         let free_start = pt_end;
-        let perm = |pfn: u64| -> Perm {
-            if pfn == guard {
-                Perm::Unmapped
-            } else if pfn < text_end {
-                Perm::Text
-            } else if pfn < rodata_end || (pt_first..pt_end).contains(&pfn) {
-                Perm::ReadOnly
-            } else {
-                Perm::ReadWrite
-            }
-        };
+        let perm = |pfn: u64| image_perm(pfn, pt_first..pt_end);
         let mut b = Builder::new(&mut machine, pt_first, free_start, nr_pages);
         if let Err(e) = b.map_range(0, nr_pages, perm) {
             fatal("page tables", e);
@@ -206,11 +210,8 @@ mod pv {
             Ok(r) => r,
             Err(e) => fatal("page tables", e),
         };
-        let _ = image_end;
 
         // 5. shared_info, mapped over a page of our bss.
-        #[link_section = ".bss.shared_info"]
-        static SHARED_PAGE: Page = Page([0; 4096]);
         let shared_va = core::ptr::addr_of!(SHARED_PAGE) as u64;
         let pte = Perm::ReadWrite.pte(si.shared_info >> 12);
         // SAFETY: a page of our bss that nothing uses but through the ShMem below.
@@ -227,6 +228,62 @@ mod pv {
         };
         crate::start_info::set_shared_info(SharedInfo::new(shared));
 
+        let xenstore = (!si.is_dom0()).then(|| (machine.mfn_to_pfn(si.store_mfn), si.store_evtchn));
+        run(Started {
+            start_info: si,
+            nr_pages,
+            first_free: tables_end,
+            holes: &[],
+            p2m,
+            xenstore,
+            entry_tsc,
+            entry_runstate,
+            page_table_frames,
+            page_table_hypercalls,
+        })
+    }
+
+    /// What the platform's own steps (1 to 5) hand to the shared rest of the boot.
+    pub(crate) struct Started<'a> {
+        /// start_info: Xen's (PV), or one filled in from hvm_start_info (PVH: nr_pages, flags,
+        /// the command line) so the app sees the same facts either way.
+        pub start_info: StartInfo,
+        /// Frames `0..nr_pages` are the domain's memory (minus `holes`).
+        pub nr_pages: u64,
+        /// Frames below this are in use (image, boot data, page tables).
+        pub first_free: u64,
+        /// Frame ranges below `nr_pages` that are not RAM.
+        pub holes: &'a [(u64, u64)],
+        /// pfn -> guest frame number (PVH: the identity).
+        pub p2m: crate::mm::P2m,
+        /// The xenstore ring's frame and event channel (none for dom0).
+        pub xenstore: Option<(u64, u32)>,
+        /// The TSC at entry.
+        pub entry_tsc: u64,
+        /// Xen's runstate of our vCPU at entry.
+        pub entry_runstate: Option<hypercall::RunstateInfo>,
+        /// Frames and hypercalls the page tables took.
+        pub page_table_frames: usize,
+        /// See `page_table_frames`.
+        pub page_table_hypercalls: usize,
+    }
+
+    /// Steps 6 to 11, the same for PV and PVH: memory, command line, logging, events, grant
+    /// table, xenstore and lifecycle, then the app.
+    pub(crate) fn run(s: Started<'_>) -> ! {
+        let Started {
+            start_info: si,
+            nr_pages,
+            first_free: tables_end,
+            holes,
+            p2m,
+            xenstore,
+            entry_tsc,
+            entry_runstate,
+            page_table_frames,
+            page_table_hypercalls,
+        } = s;
+
         // 6. Memory: the bitmap lives in the first free frames; everything below them is in use.
         let words = FrameAllocator::words_needed(nr_pages as usize);
         let bitmap_frames = (words * 8).div_ceil(4096) as u64;
@@ -239,6 +296,11 @@ mod pv {
         };
         if let Err(e) = frames.reserve(Pfn(0), (tables_end + bitmap_frames) as usize) {
             fatal("frame allocator", e);
+        }
+        for &(start, end) in holes {
+            if let Err(e) = frames.reserve(Pfn(start), (end - start) as usize) {
+                fatal("frame allocator", e);
+            }
         }
         // The guard page and the shared_info page have no memory behind them any more.
         crate::mm::init_frames(frames, p2m);
@@ -274,9 +336,8 @@ mod pv {
         if let Err(e) = crate::platform::init_grant_table(GRANT_FRAMES) {
             fatal("grant table", e);
         }
-        if !si.is_dom0() {
-            let pfn = machine.mfn_to_pfn(si.store_mfn);
-            if let Err(e) = crate::platform::init_xenstore(page_mem(pfn), si.store_evtchn) {
+        if let Some((pfn, port)) = xenstore {
+            if let Err(e) = crate::platform::init_xenstore(page_mem(pfn), port) {
                 fatal("xenstore", e);
             }
             if let Err(e) = crate::suspend::init() {
@@ -317,5 +378,9 @@ mod pv {
     }
 
     #[repr(C, align(4096))]
-    struct Page([u8; 4096]);
+    pub(crate) struct Page(pub(crate) [u8; 4096]);
+
+    /// The page shared_info is mapped over (PV) or placed at (PVH).
+    #[link_section = ".bss.shared_info"]
+    pub(crate) static SHARED_PAGE: Page = Page([0; 4096]);
 }

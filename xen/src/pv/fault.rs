@@ -67,7 +67,8 @@ pub fn on_fault(f: &TrapFrame) -> ! {
         f.error_code
     );
     if f.vector == 14 {
-        let cr2 = crate::start_info::shared_info().map_or(0, |s| s.cr2());
+        let cr2 = traps::fault_address()
+            .unwrap_or_else(|| crate::start_info::shared_info().map_or(0, |s| s.cr2()));
         crate::println!(
             "xenrt: page fault at address {cr2:#x}: {}",
             traps::page_fault_cause(f.error_code)

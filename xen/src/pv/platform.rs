@@ -233,15 +233,40 @@ fn map_frame(base: u64, i: usize, mfn: u64) -> Result<(), HalError> {
 
 /// Sets up the grant table: as many frames as Xen allows (capped at `max_frames`), mapped over
 /// pages taken from the frame allocator. Returns (frames, max frames Xen allows).
+///
+/// PV: GNTTABOP_setup_table names the frames and we map them over those pages. PVH: the
+/// pages' own frames become the grant table (`XENMEM_add_to_physmap`, grant-table frame `i` at
+/// page `i`), so the pages already map it.
 pub fn init_grant_table(max_frames: u32) -> Result<(u32, u32), HalError> {
-    let (frames, max) = setup_grant_frames(max_frames)?;
+    let (frames, max) = if arch::mode::is_pvh() {
+        let q = gnttab::query_size(DOMID_SELF).map_err(|e| HalError::Hypercall(e.0))?;
+        if q.status != 0 {
+            return Err(HalError::Hypercall(q.status as i32));
+        }
+        (
+            alloc::vec![0; q.max_nr_frames.clamp(1, max_frames) as usize],
+            q.max_nr_frames,
+        )
+    } else {
+        setup_grant_frames(max_frames)?
+    };
     let n = frames.len();
     // A virtual range for the table: contiguous frames whose own memory we give up.
     let base = crate::mm::with_frames(|f| f.alloc_contiguous(n, 1))
         .ok_or(HalError::OutOfMemory)?
         .map_err(|_| HalError::OutOfMemory)?;
-    for (i, &mfn) in frames.iter().enumerate() {
-        map_frame(base.addr(), i, mfn)?;
+    if arch::mode::is_pvh() {
+        for i in 0..n as u64 {
+            // SAFETY: a page we just took from the frame allocator and give up for the table.
+            unsafe {
+                hypercall::hvm::add_to_physmap(hypercall::hvm::Space::GrantTable, i, base.0 + i)
+            }
+            .map_err(|e| HalError::Hypercall(e.0))?;
+        }
+    } else {
+        for (i, &mfn) in frames.iter().enumerate() {
+            map_frame(base.addr(), i, mfn)?;
+        }
     }
     // SAFETY: n pages at `base` now map the grant table, accessed only through this ShMem.
     let mem = unsafe {

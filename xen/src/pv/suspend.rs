@@ -168,6 +168,8 @@ pub enum InitError {
     OutOfMemory,
     /// The tree does not fit.
     Tree(FrameListError),
+    /// A PVH guest: its save/restore path (HVM params, no P2M tree) is not written yet.
+    Pvh,
 }
 
 impl fmt::Display for InitError {
@@ -177,6 +179,7 @@ impl fmt::Display for InitError {
             InitError::Unaligned(a) => write!(f, "the P2M list at {a:#x} is not page-aligned"),
             InitError::OutOfMemory => f.write_str("no free frame for the P2M frame lists"),
             InitError::Tree(e) => write!(f, "{e}"),
+            InitError::Pvh => f.write_str("not supported in a PVH guest yet"),
         }
     }
 }
@@ -185,6 +188,9 @@ impl fmt::Display for InitError {
 /// suspend support on (boot calls this for a domU, before lifecycle control).
 pub fn init() -> Result<(), InitError> {
     let p2m = mm::p2m().ok_or(InitError::NotBooted)?;
+    if p2m.is_identity() {
+        return Err(InitError::Pvh);
+    }
     if crate::start_info::page().is_none() || crate::start_info::shared_info().is_none() {
         return Err(InitError::NotBooted);
     }

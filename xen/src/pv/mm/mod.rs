@@ -22,6 +22,8 @@ static P2M: spin::Once<P2m> = spin::Once::new();
 pub struct P2m {
     base: core::ptr::NonNull<u64>,
     len: usize,
+    /// A PVH guest's: gfn = pfn, no list.
+    identity: bool,
 }
 
 // SAFETY: a read-only view of memory that stays mapped for the life of the domain; entries are
@@ -37,7 +39,25 @@ impl P2m {
     /// `base` must point at `len` u64s mapped for the life of the domain, which no Rust
     /// reference aliases mutably.
     pub unsafe fn new(base: core::ptr::NonNull<u64>, len: usize) -> P2m {
-        P2m { base, len }
+        P2m {
+            base,
+            len,
+            identity: false,
+        }
+    }
+
+    /// A PVH guest's map of `len` frames: every frame is its own guest frame number.
+    pub fn identity(len: usize) -> P2m {
+        P2m {
+            base: core::ptr::NonNull::dangling(),
+            len,
+            identity: true,
+        }
+    }
+
+    /// True for a PVH guest's identity map (no list in memory; save/restore has none to keep).
+    pub fn is_identity(&self) -> bool {
+        self.identity
     }
 
     /// Entries (pseudo-physical frames of the domain).
@@ -53,6 +73,9 @@ impl P2m {
     /// The machine frame of `pfn` now (panics past the end: a bug, as an index would).
     pub fn get(&self, pfn: u64) -> u64 {
         assert!((pfn as usize) < self.len, "pfn {pfn} outside the P2M");
+        if self.identity {
+            return pfn;
+        }
         // SAFETY: inside the list (checked above), mapped for the life of the domain.
         unsafe { core::ptr::read_volatile(self.base.as_ptr().add(pfn as usize)) }
     }
@@ -89,6 +112,9 @@ pub fn pfn_to_mfn(pfn: u64) -> u64 {
 
 /// Pseudo-physical frame of a machine frame (through Xen's M2P table).
 pub fn mfn_to_pfn(mfn: u64) -> u64 {
+    if arch::mode::is_pvh() {
+        return mfn;
+    }
     // SAFETY: Xen maps the M2P table read-only at M2P_BASE in every 64-bit PV guest; an mfn
     // of our own memory is inside it.
     unsafe { core::ptr::read_volatile((M2P_BASE + mfn * 8) as *const u64) }
@@ -133,7 +159,7 @@ pub fn init_heap() {
 pub fn guard(va: u64) -> Result<(), arch::hypercall::Errno> {
     // SAFETY: the caller owns the page (an allocation of its own) and nothing else refers to
     // its contents; a zero PTE maps nothing.
-    unsafe { arch::hypercall::update_va_mapping(va, 0, arch::hypercall::UVMF_INVLPG) }
+    unsafe { arch::paging::set_pte(va, 0) }
 }
 
 /// Maps a page unmapped by [`guard`] again, read-write, onto its own frame (looked up now: a
@@ -141,7 +167,7 @@ pub fn guard(va: u64) -> Result<(), arch::hypercall::Errno> {
 pub fn unguard(va: u64) -> Result<(), arch::hypercall::Errno> {
     let pte = arch::paging::Perm::ReadWrite.pte(pfn_to_mfn(va >> 12));
     // SAFETY: restores the direct mapping of our own page at `va = pfn * 4096`, as boot made it.
-    unsafe { arch::hypercall::update_va_mapping(va, pte, arch::hypercall::UVMF_INVLPG) }
+    unsafe { arch::paging::set_pte(va, pte) }
 }
 
 /// Free frames left in the frame allocator (the heap's free space not included).
