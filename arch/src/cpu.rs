@@ -30,7 +30,7 @@ pub fn frame_pointer() -> u64 {
 
 /// Ring-0 instructions a PVH guest uses (its own page tables, MSRs, interrupts). Calling any of
 /// them in a PV guest (ring 3) raises #GP: only the PVH side of arch calls them.
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 pub(crate) mod ring0 {
     use core::arch::asm;
 
@@ -75,6 +75,18 @@ pub(crate) mod ring0 {
     pub fn invlpg(va: u64) {
         // SAFETY: only drops a cached translation.
         unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+    }
+
+    /// `sti` (true) or `cli` (false).
+    pub fn set_interrupts(enabled: bool) {
+        // SAFETY: ring 0; the handlers the IDT names may run from here on.
+        unsafe {
+            if enabled {
+                asm!("sti", options(nomem, nostack));
+            } else {
+                asm!("cli", options(nomem, nostack));
+            }
+        }
     }
 
     /// `sti; hlt`: waits for an interrupt with interrupts enabled for exactly the wait (the

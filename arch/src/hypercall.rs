@@ -178,7 +178,7 @@ pub(crate) unsafe fn op<T>(nr: usize, cmd: usize, arg: &mut T) -> Result<usize, 
 /// for domUs; release Xen drops domU output (domUs use the PV console ring). A PVH guest writes
 /// to Xen's HVM debug port instead, which every Xen prints as `(dN) ...` lines.
 pub fn console_io_write(bytes: &[u8]) {
-    #[cfg(target_os = "none")]
+    #[cfg(any(target_os = "none", target_os = "hermit"))]
     if crate::mode::is_pvh() {
         crate::pvh::debug_write(bytes);
         return;
@@ -272,7 +272,7 @@ pub unsafe fn suspend(start_info_mfn: u64) -> Result<Resumed, Errno> {
 /// the wait, atomically: PV, SCHEDOP_block (Xen clears the upcall mask as it blocks); PVH,
 /// `sti; hlt` (the event vector's handler returns with interrupts off again).
 pub fn block() {
-    #[cfg(target_os = "none")]
+    #[cfg(any(target_os = "none", target_os = "hermit"))]
     if crate::mode::is_pvh() {
         crate::cpu::ring0::wait_for_interrupt();
         return;
@@ -285,7 +285,7 @@ pub fn block() {
 /// (the std runtime's `#[thread_local]`s; no_std images do not use it).
 /// In a PVH guest, the FS_BASE MSR.
 pub fn set_fs_base(base: u64) -> Result<(), Errno> {
-    #[cfg(target_os = "none")]
+    #[cfg(any(target_os = "none", target_os = "hermit"))]
     if crate::mode::is_pvh() {
         // SAFETY: ring 0; FS is not used by the runtime itself.
         unsafe { crate::cpu::ring0::wrmsr(0xc000_0100, base) };
@@ -299,7 +299,7 @@ pub fn set_fs_base(base: u64) -> Result<(), Errno> {
 /// raising #NM (code built for a target with SSE, such as the std runtime's).
 /// In a PVH guest CR0.TS is ours and the PVH entry leaves it clear: nothing to do.
 pub fn fpu_enable() -> Result<(), Errno> {
-    #[cfg(target_os = "none")]
+    #[cfg(any(target_os = "none", target_os = "hermit"))]
     if crate::mode::is_pvh() {
         return Ok(());
     }
@@ -315,7 +315,33 @@ pub fn yield_cpu() {
 
 /// set_timer_op: a one-shot timer at absolute system time `deadline_ns` (0 cancels). Its expiry
 /// raises VIRQ_TIMER.
+///
+/// A PVH guest has no set_timer_op (HVM guests are refused it): the same one-shot timer
+/// through VCPUOP_set_singleshot_timer (a deadline already past fires at once).
 pub fn set_timer(deadline_ns: u64) -> Result<(), Errno> {
+    if crate::mode::is_pvh() {
+        if deadline_ns == 0 {
+            // SAFETY: takes no argument.
+            return check(unsafe {
+                hypercall(nr::VCPU_OP, vcpuop::STOP_SINGLESHOT_TIMER, 0, 0, 0, 0)
+            })
+            .map(|_| ());
+        }
+        // public/vcpu.h `struct vcpu_set_singleshot_timer`: timeout_abs_ns u64, flags u32.
+        let arg: [u64; 2] = [deadline_ns, 0];
+        // SAFETY: Xen reads one vcpu_set_singleshot_timer that lives across the call.
+        return check(unsafe {
+            hypercall(
+                nr::VCPU_OP,
+                vcpuop::SET_SINGLESHOT_TIMER,
+                0,
+                arg.as_ptr() as usize,
+                0,
+                0,
+            )
+        })
+        .map(|_| ());
+    }
     // SAFETY: takes a plain integer.
     check(unsafe { hypercall(nr::SET_TIMER_OP, deadline_ns as usize, 0, 0, 0, 0) }).map(|_| ())
 }
@@ -358,6 +384,8 @@ pub(crate) mod vcpuop {
     pub const GET_RUNSTATE_INFO: usize = 4;
     pub const SET_PERIODIC_TIMER: usize = 6;
     pub const STOP_PERIODIC_TIMER: usize = 7;
+    pub const SET_SINGLESHOT_TIMER: usize = 8;
+    pub const STOP_SINGLESHOT_TIMER: usize = 9;
 }
 
 /// `RUNSTATE_*` (public/vcpu.h): the indices of [`RunstateInfo::time`].

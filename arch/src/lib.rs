@@ -14,6 +14,6 @@ pub mod entry;
 pub mod hypercall;
 pub mod mode;
 pub mod paging;
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 pub mod pvh;
 pub mod traps;

@@ -34,7 +34,7 @@ pub fn is_pvh() -> bool {
 }
 
 /// Called once by the PVH entry, before anything else.
-#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+#[cfg_attr(not(any(target_os = "none", target_os = "hermit")), allow(dead_code))]
 pub(crate) fn set_pvh() {
     MODE.store(1, Ordering::Relaxed);
 }

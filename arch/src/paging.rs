@@ -332,7 +332,7 @@ impl<'m, M: Machine> Builder<'m, M> {
 /// `va` must be a page of ours that nothing refers to through its old mapping any more, and
 /// `pte` a mapping the program may use there.
 pub unsafe fn set_pte(va: u64, pte: u64) -> Result<(), crate::hypercall::Errno> {
-    #[cfg(target_os = "none")]
+    #[cfg(any(target_os = "none", target_os = "hermit"))]
     if crate::mode::is_pvh() {
         let entry = native::l1_entry(va).ok_or(crate::hypercall::Errno::EINVAL)?;
         // SAFETY: the entry of `va` in our own tables (mapped read-write at pfn * 4096); what
@@ -346,7 +346,7 @@ pub unsafe fn set_pte(va: u64, pte: u64) -> Result<(), crate::hypercall::Errno> 
 }
 
 /// A PVH guest's own page tables: gfn = pfn, entries written directly, `mov cr3` to flush.
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 pub mod native {
     use super::*;
 

@@ -116,11 +116,22 @@ pub fn set_upcall_handler(h: UpcallHandler) {
 /// The address of the latest page fault in a PVH guest (CR2, saved by the trap entry); `None`
 /// in a PV guest, where Xen puts it in shared_info's `vcpu_info.arch.cr2`.
 pub fn fault_address() -> Option<u64> {
-    #[cfg(target_os = "none")]
+    #[cfg(any(target_os = "none", target_os = "hermit"))]
     if crate::mode::is_pvh() {
         return Some(idt::fault_address());
     }
     None
+}
+
+/// PVH: delivers event upcalls (the event vector) from now on (`true`: `sti`) or holds them
+/// (`cli`). A PV guest masks upcalls in shared_info's `vcpu_info` instead; there this does
+/// nothing.
+pub fn set_event_interrupts(enabled: bool) {
+    #[cfg(any(target_os = "none", target_os = "hermit"))]
+    if crate::mode::is_pvh() {
+        crate::cpu::ring0::set_interrupts(enabled);
+    }
+    let _ = enabled;
 }
 
 /// Installs the fault handler (the runtime's, which prints and crashes the domain).
@@ -149,7 +160,7 @@ pub fn backtrace(rbp: u64, stack: core::ops::Range<u64>, max: usize, mut f: impl
     }
 }
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 mod idt;
 
 #[cfg(any(target_os = "none", target_os = "hermit"))]
@@ -159,7 +170,7 @@ mod imp {
 
     #[no_mangle]
     extern "C" fn xenrt_trap(frame: &TrapFrame) -> ! {
-        #[cfg(target_os = "none")]
+        #[cfg(any(target_os = "none", target_os = "hermit"))]
         if crate::mode::is_pvh() {
             idt::note_fault();
         }
@@ -170,7 +181,7 @@ mod imp {
             h(frame);
         }
         let msg = b"xenrt: fault before the trap handler was installed\n";
-        #[cfg(target_os = "none")]
+        #[cfg(any(target_os = "none", target_os = "hermit"))]
         if crate::mode::is_pvh() {
             crate::pvh::debug_write(msg);
         }
@@ -228,7 +239,7 @@ mod imp {
             /// (vector, PV entry).
             const TRAPS: &[(u8, unsafe extern "C" fn())] = &[$(($vec, $name)),*];
             /// (vector, PVH entry).
-            #[cfg_attr(not(target_os = "none"), allow(dead_code))]
+            #[cfg_attr(not(any(target_os = "none", target_os = "hermit")), allow(dead_code))]
             const TRAPS_HW: &[(u8, unsafe extern "C" fn())] = &[$(($vec, $hw)),*];
         };
     }
@@ -369,7 +380,7 @@ mod imp {
     extern "C" {
         fn xenrt_event_callback();
         fn xenrt_failsafe_callback();
-        #[cfg_attr(not(target_os = "none"), allow(dead_code))]
+        #[cfg_attr(not(any(target_os = "none", target_os = "hermit")), allow(dead_code))]
         fn xenrt_pvh_event();
     }
 
@@ -390,7 +401,7 @@ mod imp {
     /// page and double faults, so a stack overflow still reports) and the event vector, named
     /// to Xen as HVM_PARAM_CALLBACK_IRQ.
     pub fn init() -> Result<(), hypercall::Errno> {
-        #[cfg(target_os = "none")]
+        #[cfg(any(target_os = "none", target_os = "hermit"))]
         if crate::mode::is_pvh() {
             return idt::init(TRAPS_HW, xenrt_pvh_event);
         }

@@ -31,11 +31,7 @@ static ON: AtomicBool = AtomicBool::new(false);
 static TICKING: AtomicBool = AtomicBool::new(false);
 
 fn set_upcall_mask(masked: bool) {
-    if let Some(s) = xen::start_info::shared_info() {
-        let _ = s
-            .vcpu0()
-            .store_u8(layout::UPCALL_MASK, masked as u8, Ordering::SeqCst);
-    }
+    xen::events::set_upcalls_masked(masked);
 }
 
 fn upcall_pending() -> bool {

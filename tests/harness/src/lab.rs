@@ -60,6 +60,10 @@ impl Guest {
     ) -> Result<Guest, String> {
         let xl = image(&format!("{image_name}.xl"))?;
         let name = name.to_string();
+        // XENRT_GUEST_TYPE=pvh runs any lab file's guests as PVH (a case's own `type=` wins).
+        let guest_type = std::env::var("XENRT_GUEST_TYPE")
+            .ok()
+            .map(|t| format!("type=\"{t}\""));
         let r = lab(&[
             "create",
             xl.to_str().unwrap(),
@@ -71,6 +75,7 @@ impl Guest {
             "on_crash=\"preserve\"",
         ]
         .into_iter()
+        .chain(guest_type.as_deref())
         .chain(more.iter().copied())
         .collect::<Vec<_>>())?;
         if r.code != Some(0) {

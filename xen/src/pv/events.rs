@@ -350,6 +350,19 @@ pub fn take_pending(s: &SharedInfo, mut f: impl FnMut(Port)) -> usize {
     n
 }
 
+/// Masks (true) or unmasks event upcalls on vCPU 0: PV, shared_info's
+/// `vcpu_info.evtchn_upcall_mask` (Xen delivers a pending upcall at the next hypercall or
+/// iret); PVH, the CPU's interrupt flag (a pending upcall is delivered as soon as it is set).
+pub fn set_upcalls_masked(masked: bool) {
+    if arch::mode::is_pvh() {
+        arch::traps::set_event_interrupts(!masked);
+    } else if let Some(s) = crate::start_info::shared_info() {
+        let _ = s
+            .vcpu0()
+            .store_u8(layout::UPCALL_MASK, masked as u8, Ordering::SeqCst);
+    }
+}
+
 /// True when some unmasked port is pending.
 pub fn any_pending() -> bool {
     let s = shared();

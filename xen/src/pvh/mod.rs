@@ -5,6 +5,6 @@
 //! app) is the PV code unchanged: it works in pfns and ports, and the few operations that
 //! differ dispatch in arch and the platform layer (`arch::mode`).
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", target_os = "hermit"))]
 pub mod boot;
 pub mod start;
