@@ -91,9 +91,14 @@ pub(crate) mod ring0 {
 
     /// `sti; hlt`: waits for an interrupt with interrupts enabled for exactly the wait (the
     /// interrupt shadow of `sti` covers `hlt`, so one that is already pending ends it at once).
-    /// The event vector's handler returns with IF clear, so interrupts are off again after.
+    /// The event vector's handler returns with IF clear, so interrupts are off again after;
+    /// and past the `hlt` if it came before the `hlt` ran (arch/src/traps.rs).
     pub fn wait_for_interrupt() {
-        // SAFETY: ring 0; the only handler that runs is the event vector's.
-        unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+        extern "C" {
+            fn xenrt_pvh_idle();
+        }
+        // SAFETY: ring 0; the only handler that runs is the event vector's, which preserves
+        // every register.
+        unsafe { xenrt_pvh_idle() };
     }
 }

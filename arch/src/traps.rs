@@ -134,6 +134,16 @@ pub fn set_event_interrupts(enabled: bool) {
     let _ = enabled;
 }
 
+/// After a restore into a new domain: names the event vector to Xen again (PVH; a PV guest's
+/// callbacks are part of the state the toolstack restores).
+pub fn resume() -> Result<(), crate::hypercall::Errno> {
+    #[cfg(any(target_os = "none", target_os = "hermit"))]
+    if crate::mode::is_pvh() {
+        return idt::resume();
+    }
+    Ok(())
+}
+
 /// Installs the fault handler (the runtime's, which prints and crashes the domain).
 pub fn set_handler(h: Handler) {
     HANDLER.store(h as usize, Ordering::Release);
@@ -346,6 +356,16 @@ mod imp {
            PV callback above, returning with iretq; no EOI (the vector bypasses the LAPIC). */
         .global xenrt_pvh_event
     xenrt_pvh_event:
+        /* Taken at the idle loop's hlt (a virtualized sti;hlt may take a pending interrupt
+           with rip still on the hlt)? Return past it: a hlt with IF clear would take the
+           vCPU down, and with it the domain. */
+        push %rax
+        lea xenrt_pvh_hlt(%rip), %rax
+        cmp %rax, 8(%rsp)
+        jne 1f
+        incq 8(%rsp)
+    1:
+        pop %rax
         cmpq $0, XENRT_UPCALL_HANDLER(%rip)
         jne 2f
         andq $~0x200, 16(%rsp)
@@ -362,6 +382,15 @@ mod imp {
         mov %rbp, %rsp
         xenrt_pop_gprs
         iretq
+
+        /* PVH idle: sti; hlt (1 byte, skipped by the event entry above when it interrupts
+           before the hlt ran). */
+        .global xenrt_pvh_idle
+    xenrt_pvh_idle:
+        sti
+    xenrt_pvh_hlt:
+        hlt
+        ret
 
         /* Failsafe: Xen could not restore our segment registers. Fatal. */
         .global xenrt_failsafe_callback

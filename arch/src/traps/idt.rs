@@ -124,5 +124,10 @@ pub(super) fn init(
         core::arch::asm!("lidt [{}]", in(reg) &p, options(readonly, nostack, preserves_flags));
         core::arch::asm!("ltr {0:x}", in(reg) TSS_SELECTOR, options(nostack, preserves_flags));
     }
+    resume()
+}
+
+/// Asks Xen to deliver event upcalls as [`EVENT_VECTOR`] (at boot, and again in a new domain).
+pub(super) fn resume() -> Result<(), hypercall::Errno> {
     hvm::set_param(hvm::param::CALLBACK_IRQ, hvm::callback_vector(EVENT_VECTOR))
 }

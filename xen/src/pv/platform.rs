@@ -311,12 +311,29 @@ pub(crate) fn remap_grant_table() -> Result<(), HalError> {
 pub(crate) fn new_grant_table() -> Result<(), HalError> {
     let mut g = GNT_FRAMES.lock();
     let Some(f) = g.as_mut() else { return Ok(()) };
-    let (frames, _) = setup_grant_frames(f.mfns.len() as u32)?;
-    // Xen allows at least as many as before on a sane host; map what it gave, the rest of
-    // the range stays on its own frames.
-    for (i, &mfn) in frames.iter().enumerate() {
-        map_frame(f.base, i, mfn)?;
-    }
+    let frames = if arch::mode::is_pvh() {
+        // The same pages become the new domain's grant-table frames.
+        for i in 0..f.mfns.len() as u64 {
+            // SAFETY: the pages we gave up for the grant table at boot.
+            unsafe {
+                hypercall::hvm::add_to_physmap(
+                    hypercall::hvm::Space::GrantTable,
+                    i,
+                    (f.base >> 12) + i,
+                )
+            }
+            .map_err(|e| HalError::Hypercall(e.0))?;
+        }
+        f.mfns.clone()
+    } else {
+        let (frames, _) = setup_grant_frames(f.mfns.len() as u32)?;
+        // Xen allows at least as many as before on a sane host; map what it gave, the rest of
+        // the range stays on its own frames.
+        for (i, &mfn) in frames.iter().enumerate() {
+            map_frame(f.base, i, mfn)?;
+        }
+        frames
+    };
     // SAFETY: frames.len() pages at f.base map the new grant table, accessed only through
     // this ShMem (the old table's ShMem goes with the old GrantTable below).
     let mem = unsafe {

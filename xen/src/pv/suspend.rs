@@ -168,8 +168,6 @@ pub enum InitError {
     OutOfMemory,
     /// The tree does not fit.
     Tree(FrameListError),
-    /// A PVH guest: its save/restore path (HVM params, no P2M tree) is not written yet.
-    Pvh,
 }
 
 impl fmt::Display for InitError {
@@ -179,7 +177,6 @@ impl fmt::Display for InitError {
             InitError::Unaligned(a) => write!(f, "the P2M list at {a:#x} is not page-aligned"),
             InitError::OutOfMemory => f.write_str("no free frame for the P2M frame lists"),
             InitError::Tree(e) => write!(f, "{e}"),
-            InitError::Pvh => f.write_str("not supported in a PVH guest yet"),
         }
     }
 }
@@ -189,7 +186,13 @@ impl fmt::Display for InitError {
 pub fn init() -> Result<(), InitError> {
     let p2m = mm::p2m().ok_or(InitError::NotBooted)?;
     if p2m.is_identity() {
-        return Err(InitError::Pvh);
+        // PVH: the toolstack saves guest memory as it is (gfn = pfn): no tree to publish.
+        if crate::start_info::shared_info().is_none() {
+            return Err(InitError::NotBooted);
+        }
+        SUPPORTED.store(true, Ordering::Release);
+        crate::platform::set_suspend_handler(suspend);
+        return Ok(());
     }
     if crate::start_info::page().is_none() || crate::start_info::shared_info().is_none() {
         return Err(InitError::NotBooted);
@@ -239,6 +242,9 @@ fn ms(ns: u64) -> u64 {
 /// continuing` or `suspend: resumed in a new domain (generation N)`, with how long each side
 /// took inside the guest.
 pub fn suspend() {
+    if arch::mode::is_pvh() {
+        return suspend_pvh();
+    }
     let Some(page) = crate::start_info::page() else {
         return;
     };
@@ -321,6 +327,56 @@ fn cancelled(
     );
 }
 
+/// PVH: the toolstack saves our memory and vCPU state as they are, so there is nothing to
+/// prepare: `SCHEDOP_shutdown(SHUTDOWN_suspend)` (no start_info), then in a new domain
+/// shared_info and the grant-table frames are placed again (`XENMEM_add_to_physmap` at the
+/// same pages), the event vector named again, and the console and xenstore ports read from the
+/// HVM params; the rest is the PV path's ([`new_domain_common`]).
+fn suspend_pvh() {
+    use arch::hypercall::hvm;
+    let (t0, wall0) = (crate::time::now_ns(), crate::time::wallclock_ns());
+    crate::println!("suspend: saving");
+    crate::console::flush(1_000_000_000);
+    let stopped_at = crate::time::now_ns();
+    // SAFETY: nothing of another domain is mapped; on return every path below rebuilds what a
+    // new domain voided.
+    match unsafe { arch::hypercall::suspend(0) } {
+        Ok(arch::hypercall::Resumed::NewDomain) => {
+            let shared = crate::start_info::shared_info().map_or(Ok(()), |s| {
+                let pfn = s.mem().as_ptr() as u64 >> 12;
+                // SAFETY: the page shared_info was placed at by boot, used only through its
+                // ShMem.
+                unsafe { hvm::add_to_physmap(hvm::Space::SharedInfo, 0, pfn) }
+            });
+            let vector = arch::traps::resume();
+            let port = |i, what| match hvm::get_param(i) {
+                Ok(p) => p as u32,
+                Err(e) => {
+                    crate::println!("suspend: {what}: {e}");
+                    crate::domain::exit(crate::domain::ExitCode::Crash)
+                }
+            };
+            let console = port(hvm::param::CONSOLE_EVTCHN, "HVM_PARAM_CONSOLE_EVTCHN");
+            let store = port(hvm::param::STORE_EVTCHN, "HVM_PARAM_STORE_EVTCHN");
+            new_domain_common(console, store, shared.and(vector), stopped_at, t0, wall0)
+        }
+        Ok(arch::hypercall::Resumed::Cancelled) => {
+            // The same domain: shared_info, grants, ports and the vector are as they were.
+            crate::time::resume(stopped_at);
+            let away = crate::time::wallclock_ns().saturating_sub(wall0);
+            crate::println!(
+                "suspend: cancelled, continuing (in the guest: {} ms to suspend, 0 ms to resume; away {} ms)",
+                ms(stopped_at - t0),
+                ms(away)
+            );
+        }
+        Err(e) => {
+            crate::time::resume(stopped_at);
+            crate::println!("suspend: Xen refused to suspend ({e}), continuing");
+        }
+    }
+}
+
 /// A new domain: rebuild everything Xen gives (see the module doc).
 fn new_domain(page: &ShMem, stopped_at: u64, t0: u64, wall0: u64) {
     let si = match crate::start_info::read(page) {
@@ -328,14 +384,34 @@ fn new_domain(page: &ShMem, stopped_at: u64, t0: u64, wall0: u64) {
         Err(_) => crate::domain::exit(crate::domain::ExitCode::Crash),
     };
     crate::start_info::set_current(si);
-    // Nothing can be reported before the console's new port is known: collect, then print.
     let shared = map_shared_info(si.shared_info >> 12);
+    new_domain_common(
+        si.console_evtchn,
+        si.store_evtchn,
+        shared,
+        stopped_at,
+        t0,
+        wall0,
+    )
+}
+
+/// The new domain's rest, PV and PVH alike: `shared` says whether shared_info (and, PVH, the
+/// event vector) is in place again.
+fn new_domain_common(
+    console_port: u32,
+    store_port: u32,
+    shared: Result<(), arch::hypercall::Errno>,
+    stopped_at: u64,
+    t0: u64,
+    wall0: u64,
+) {
+    // Nothing can be reported before the console's new port is known: collect, then print.
     crate::time::resume(stopped_at);
     let t2 = crate::time::now_ns();
     // Old port numbers are void: no event on them may reach the old channels.
     let wakers = crate::events::void_all();
-    crate::console::rebind(si.console_evtchn);
-    crate::events::unmask(si.console_evtchn);
+    crate::console::rebind(console_port);
+    crate::events::unmask(console_port);
     if let Err(e) = shared {
         crate::println!("suspend: cannot map the new shared_info: {e}");
         crate::domain::exit(crate::domain::ExitCode::Crash);
@@ -353,7 +429,7 @@ fn new_domain(page: &ShMem, stopped_at: u64, t0: u64, wall0: u64) {
         }
     }
     let generation = crate::domain::next_generation();
-    if let Err(e) = crate::platform::xenstore_new_domain(si.store_evtchn) {
+    if let Err(e) = crate::platform::xenstore_new_domain(store_port) {
         crate::println!("suspend: xenstore: {e}");
     }
     crate::exec::wake_all();
