@@ -47,10 +47,11 @@ fn ty() -> &'static [&'static str] {
     })
 }
 
-/// The echo guest's MAC index (10.0.0.212) and the httpd guest's MAC and address.
-const ECHO_NN: u8 = 0x70;
-const HTTPD_MAC: &str = "00:16:3e:00:00:71";
-const HTTPD_IP: &str = "10.0.0.213";
+/// The echo guest's MAC index (10.0.0.168) and the httpd guest's MAC and address (udhcpd's
+/// static leases: 00:16:3e:00:00:NN -> 10.0.0.(100+NN) for NN 0x01..0x63).
+const ECHO_NN: u8 = 0x44;
+const HTTPD_MAC: &str = "00:16:3e:00:00:45";
+const HTTPD_IP: &str = "10.0.0.169";
 
 /// One echo guest (DHCP, pinging dom0) shared by the net cases.
 fn echo() -> Result<&'static (Guest, String), String> {

@@ -3,8 +3,13 @@
 
 use crate::lab::{dom0_sh, expect, tool, Guest};
 
-/// A guest's MAC for index NN (scripts/lab gives 00:16:3e:00:00:NN the address 10.0.0.(100+NN)).
+/// A guest's MAC for index NN (scripts/lab gives 00:16:3e:00:00:NN the address 10.0.0.(100+NN)
+/// for NN 0x01..=0x63; any other NN would get a pool address, so it is refused here).
 pub fn mac(nn: u8) -> (String, String) {
+    assert!(
+        (0x01..=0x63).contains(&nn),
+        "MAC index {nn:#x} has no static lease (0x01..=0x63)"
+    );
     (
         format!("00:16:3e:00:00:{nn:02x}"),
         format!("10.0.0.{}", 100 + u32::from(nn)),
