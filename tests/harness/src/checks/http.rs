@@ -120,3 +120,26 @@ pub fn md5_of(data: &[u8]) -> u128 {
     }
     u128::from_be_bytes(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::md5_of;
+
+    #[test]
+    fn md5_matches_rfc_1321_test_vectors() {
+        assert_eq!(
+            format!("{:032x}", md5_of(b"")),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
+        assert_eq!(
+            format!("{:032x}", md5_of(b"abc")),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
+        let long =
+            b"12345678901234567890123456789012345678901234567890123456789012345678901234567890";
+        assert_eq!(
+            format!("{:032x}", md5_of(long)),
+            "57edf4a22be3c955ac49da2e2107b67a"
+        );
+    }
+}
