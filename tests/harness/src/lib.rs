@@ -5,6 +5,7 @@
 //! These tests need the images built first (`scripts/build`, which `scripts/test` runs); when an
 //! image is missing they fail with that instruction rather than pass silently.
 
+pub mod checks;
 pub mod lab;
 
 use std::path::{Path, PathBuf};

@@ -3,64 +3,30 @@
 
 use std::io::{Read, Write};
 use std::sync::OnceLock;
+use xen_tests::case;
+use xen_tests::checks::http::{
+    get_head_404_405_and_etag, md5_of, start_httpd, wrk_without_errors, www,
+};
 use xen_tests::lab::{
     dom0_sh, expect, host_get, lab, start_and_connect_when_ready, Guest, Ready, Runstate,
     ScriptsRun,
 };
-use xen_tests::{case, root};
 
 const MAC: &str = "00:16:3e:00:00:41";
 const IP: &str = "10.0.0.165";
 
 fn server() -> Result<&'static Guest, String> {
     static S: OnceLock<Result<Guest, String>> = OnceLock::new();
-    S.get_or_init(|| {
-        let g = Guest::start_with(
-            "httpd",
-            "log=info idle=5",
-            &[&format!("vif=['bridge=xenbr0,mac={MAC}']")],
-        )?;
-        g.until("httpd: serving", 90)?;
-        Ok(g)
-    })
-    .as_ref()
-    .map_err(|e| e.clone())
-}
-
-fn www(file: &str) -> Vec<u8> {
-    std::fs::read(root().join("apps/httpd/www").join(file)).unwrap_or_default()
+    S.get_or_init(|| start_httpd(MAC, "log=info idle=5", &[]))
+        .as_ref()
+        .map_err(|e| e.clone())
 }
 
 fn main() {
     xen_tests::lab::start_or_exit();
     let cases = vec![
         case("get_head_404_405_and_etag_from_dom0", || {
-            let g = server()?;
-            expect(&g.console()?, &format!("on http://{IP}:80/"))?;
-            let out = dom0_sh(
-                &format!(
-                    "curl -s http://{IP}/ | md5sum
-                     curl -sI http://{IP}/ | tr -d '\\r'
-                     curl -s -o /dev/null -w 'missing %{{http_code}}\\n' http://{IP}/nope
-                     curl -s -o /dev/null -w 'post %{{http_code}}\\n' -d x=1 http://{IP}/
-                     etag=$(curl -sI http://{IP}/ | tr -d '\\r' | awk -F': ' 'tolower($1)==\"etag\" {{print $2}}')
-                     curl -s -o /dev/null -w 'cached %{{http_code}}\\n' -H \"If-None-Match: $etag\" http://{IP}/"
-                ),
-                60,
-            )?;
-            let want = format!("{:x}", md5_of(&www("index.html")));
-            expect(&out, &want)?;
-            expect(&out, "HTTP/1.1 200 OK")?;
-            expect(
-                &out,
-                &format!("Content-Length: {}", www("index.html").len()),
-            )?;
-            expect(&out, "Content-Type: text/html")?;
-            expect(&out, "missing 404")?;
-            expect(&out, "post 405")?;
-            expect(&out, "cached 304")?;
-            expect(&g.console()?, "GET / 200")?;
-            Ok(String::new())
+            get_head_404_405_and_etag(server()?, IP)
         }),
         case(
             "static_address_ready_node_then_the_first_client_is_served",
@@ -183,25 +149,7 @@ fn main() {
         }),
         case("hundred_concurrent_clients_with_wrk", || {
             server()?;
-            // --timeout 10s: a request slower than that counts as an error (wrk's default 2 s
-            // would count slow answers under emulation as errors).
-            let out = dom0_sh(
-                &format!("wrk -t 2 -c 100 -d 5 --timeout 10s http://{IP}/ 2>&1"),
-                120,
-            )?;
-            if out.contains("Non-2xx") || out.contains("Socket errors") {
-                return Err(format!("errors under load:\n{out}"));
-            }
-            let rps = out
-                .lines()
-                .find_map(|l| l.strip_prefix("Requests/sec:"))
-                .map(|v| v.trim().to_string())
-                .ok_or(format!("no Requests/sec in:\n{out}"))?;
-            let reqs: f64 = rps.parse().map_err(|_| out.clone())?;
-            if reqs <= 0.0 {
-                return Err(format!("no requests served:\n{out}"));
-            }
-            Ok(format!("[{rps} req/s with log=info]"))
+            wrk_without_errors(IP, 5)
         }),
         case("sustained_load_in_4_mib_without_errors", || {
             // 30 s of wrk -c 100 against a second httpd with memory=4: memory must not grow
@@ -309,53 +257,4 @@ fn main() {
     ];
     let ok = xen_tests::run_cases("http", cases, 1);
     xen_tests::lab::finish(ok)
-}
-
-/// MD5 (RFC 1321), to compare with dom0's md5sum without a dependency.
-fn md5_of(data: &[u8]) -> u128 {
-    let s: [u32; 64] = [
-        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5,
-        9, 14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10,
-        15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
-    ];
-    let k: Vec<u32> = (0..64)
-        .map(|i| ((i as f64 + 1.0).sin().abs() * 4294967296.0) as u32)
-        .collect();
-    let (mut a0, mut b0, mut c0, mut d0) =
-        (0x67452301u32, 0xefcdab89u32, 0x98badcfeu32, 0x10325476u32);
-    let mut msg = data.to_vec();
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&((data.len() as u64).wrapping_mul(8)).to_le_bytes());
-    for chunk in msg.chunks(64) {
-        let m: Vec<u32> = chunk
-            .chunks(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect();
-        let (mut a, mut b, mut c, mut d) = (a0, b0, c0, d0);
-        for i in 0..64 {
-            let (f, g) = match i / 16 {
-                0 => ((b & c) | (!b & d), i),
-                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
-                2 => (b ^ c ^ d, (3 * i + 5) % 16),
-                _ => (c ^ (b | !d), (7 * i) % 16),
-            };
-            let f2 = f.wrapping_add(a).wrapping_add(k[i]).wrapping_add(m[g]);
-            a = d;
-            d = c;
-            c = b;
-            b = b.wrapping_add(f2.rotate_left(s[i]));
-        }
-        a0 = a0.wrapping_add(a);
-        b0 = b0.wrapping_add(b);
-        c0 = c0.wrapping_add(c);
-        d0 = d0.wrapping_add(d);
-    }
-    let mut out = [0u8; 16];
-    for (i, v) in [a0, b0, c0, d0].iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
-    }
-    u128::from_be_bytes(out)
 }

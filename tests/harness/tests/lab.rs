@@ -3,6 +3,11 @@
 //! and checks their consoles (the PV console ring, via xenconsoled) and how they ended.
 
 use std::process::Command;
+use xen_tests::checks::basic::{
+    bad_extra_is_reported, hello_prints_and_powers_off, panic_ends_crashed,
+    xl_destroy_stops_a_running_guest, xl_reboot_restarts_the_guest,
+    xl_shutdown_powers_the_guest_off,
+};
 use xen_tests::lab::{expect, lab, lab_dir, Guest};
 use xen_tests::{case, root, run};
 
@@ -10,19 +15,7 @@ fn main() {
     xen_tests::lab::start_or_exit();
     let cases = vec![
         case("hello_as_domu_prints_through_the_console_ring", || {
-            let g = Guest::start("hello", "log=info")?;
-            let end = g.wait(60)?;
-            let c = g.console()?;
-            expect(&c, "Hello from Xen 4.17")?;
-            expect(&c, "memory: 8 MiB")?;
-            expect(&c, "xenrt: exit poweroff")?;
-            if end != "poweroff" {
-                return Err(format!("ended with {end}"));
-            }
-            Ok(c.lines()
-                .find(|l| l.contains("entry to main"))
-                .unwrap_or("")
-                .to_string())
+            hello_prints_and_powers_off(&[])
         }),
         case("std_hello_as_domu_runs_and_powers_off", || {
             let g = Guest::start("std-hello", "log=info -- one two")?;
@@ -300,26 +293,9 @@ wrk -t2 -c50 -d5s $u/ 2>&1 | sed 's/^/wrk /'"#,
                 .trim_start_matches("wrk ")
                 .to_string())
         }),
-        case("bad_extra_is_reported", || {
-            let g = Guest::start("hello", "log=loud bogus=1")?;
-            let end = g.wait(60)?;
-            let c = g.console()?;
-            expect(&c, "xenrt: cmdline: unknown key 'bogus'")?;
-            expect(&c, "loud")?;
-            expect(&c, "Hello from Xen")?;
-            (end == "poweroff")
-                .then_some(String::new())
-                .ok_or(format!("ended with {end}"))
-        }),
+        case("bad_extra_is_reported", || bad_extra_is_reported(&[])),
         case("panicking_guest_ends_crashed_with_its_message", || {
-            let g = Guest::start("testkernel", "test=panic")?;
-            let end = g.wait(60)?;
-            let c = g.console()?;
-            expect(&c, "xenrt: PANIC at tests/kernel/src/main.rs")?;
-            expect(&c, "test panic 42")?;
-            (end == "crash")
-                .then_some(String::new())
-                .ok_or(format!("ended with {end}"))
+            panic_ends_crashed(&[])
         }),
         case("faulting_guest_ends_crashed_with_a_report", || {
             let g = Guest::start("testkernel", "test=write-text")?;
@@ -331,21 +307,7 @@ wrk -t2 -c50 -d5s $u/ 2>&1 | sed 's/^/wrk /'"#,
                 .ok_or(format!("ended with {end}"))
         }),
         case("xl_destroy_stops_a_running_guest", || {
-            let g = Guest::start("testkernel", "test=idle")?;
-            let r = lab(&["console", &g.name, "--until", "tick 2", "--follow", "60"])?;
-            expect(&r.output, "TEST idle: tick 2")?;
-            let d = lab(&["destroy", &g.name])?;
-            if d.code != Some(0) {
-                return Err(format!("destroy failed: {}", d.output));
-            }
-            let l = lab(&["exec", "xl list"])?;
-            if l.output.contains(&g.name) {
-                return Err(format!(
-                    "{} still listed after destroy:\n{}",
-                    g.name, l.output
-                ));
-            }
-            Ok(String::new())
+            xl_destroy_stops_a_running_guest(&[])
         }),
         case("guest_reads_its_domid_and_name_from_xenstore", || {
             let g = Guest::start("testkernel", "test=xenstore")?;
@@ -427,44 +389,10 @@ wrk -t2 -c50 -d5s $u/ 2>&1 | sed 's/^/wrk /'"#,
                 .ok_or(format!("ended with {end}"))
         }),
         case("xl_shutdown_powers_the_guest_off", || {
-            let g = Guest::start("testkernel", "test=idle")?;
-            g.until("TEST idle: tick 1", 60)?;
-            let t = std::time::Instant::now();
-            let r = lab(&["exec", "-t", "30", &format!("xl shutdown -w {}", g.name)])?;
-            let secs = t.elapsed().as_secs_f64();
-            if r.code != Some(0) {
-                return Err(format!("xl shutdown -w failed: {}", r.output));
-            }
-            let end = g.wait(30)?;
-            expect(&g.console()?, "xenrt: exit poweroff")?;
-            if end != "poweroff" {
-                return Err(format!("ended with {end}"));
-            }
-            Ok(format!("[xl shutdown -w took {secs:.1} s]"))
+            xl_shutdown_powers_the_guest_off(&[])
         }),
         case("xl_reboot_restarts_the_guest", || {
-            let g = Guest::start_with("testkernel", "test=idle", &["on_reboot=\"restart\""])?;
-            g.until("TEST idle: tick 1", 60)?;
-            let r = lab(&["exec", "-t", "30", &format!("xl reboot {}", g.name)])?;
-            if r.code != Some(0) {
-                return Err(format!("xl reboot failed: {}", r.output));
-            }
-            // The restarted domain has the same name and a new domid.
-            let mut new_domid = None;
-            for _ in 0..60 {
-                let d = lab(&["exec", &format!("xl domid {}", g.name)])?;
-                match d.output.trim().parse::<u32>() {
-                    Ok(id) if id != g.domid() => {
-                        new_domid = Some(id);
-                        break;
-                    }
-                    _ => std::thread::sleep(std::time::Duration::from_millis(500)),
-                }
-            }
-            let _ = lab(&["exec", &format!("xl destroy {}", g.name)]);
-            let new_domid = new_domid.ok_or("no restarted domain")?;
-            expect(&g.console()?, "xenrt: exit reboot")?;
-            Ok(format!("[domid {} -> {new_domid}]", g.domid()))
+            xl_reboot_restarts_the_guest(&[])
         }),
         case("ten_guests_in_one_lab_boot", || {
             let guests: Vec<Guest> = (0..10)

@@ -4,32 +4,15 @@
 
 use std::sync::OnceLock;
 use xen_tests::case;
+use xen_tests::checks::net::{
+    dhcp_lease, echo_100_mb, garbage_frame_storm, mac, ping_both_ways, start_echo,
+};
 use xen_tests::lab::{dom0_sh, expect, lab, start_and_connect_when_ready, tool, Guest, Ready};
-
-/// A guest's MAC for index NN (scripts/lab gives 00:16:3e:00:00:NN the address 10.0.0.(100+NN)).
-fn mac(nn: u8) -> (String, String) {
-    (
-        format!("00:16:3e:00:00:{nn:02x}"),
-        format!("10.0.0.{}", 100 + u32::from(nn)),
-    )
-}
-
-/// Starts echo with a fixed MAC and `extra`; waits for "echo: ready"; returns it and its IP.
-fn start_echo(nn: u8, extra: &str) -> Result<(Guest, String), String> {
-    let (m, ip) = mac(nn);
-    let g = Guest::start_with(
-        "echo",
-        extra,
-        &[&format!("vif=['bridge=xenbr0,mac={m}']"), "memory=16"],
-    )?;
-    g.until("echo: ready on", 90)?;
-    Ok((g, ip))
-}
 
 /// One echo guest (DHCP) shared by the cases that only need a server.
 fn server() -> Result<&'static (Guest, String), String> {
     static S: OnceLock<Result<(Guest, String), String>> = OnceLock::new();
-    S.get_or_init(|| start_echo(0x30, "log=info ping=10.0.0.1"))
+    S.get_or_init(|| start_echo(0x30, "log=info ping=10.0.0.1", &[]))
         .as_ref()
         .map_err(|e| e.clone())
 }
@@ -39,22 +22,7 @@ fn main() {
     let cases = vec![
         case("guest_gets_a_dhcp_lease_from_dom0", || {
             let (g, ip) = server()?;
-            let c = g.console()?;
-            expect(&c, &format!("net: DHCP lease {ip}/24 router 10.0.0.1"))?;
-            expect(&c, &format!("echo: ready on {ip}/24"))?;
-            // udhcpd writes its lease file every 2 s (auto_time): give it a few rounds.
-            let leases = dom0_sh(
-                &format!(
-                    "for i in 1 2 3 4 5 6 7 8 9 10; do
-                       dumpleases -f /run/udhcpd.leases | grep -qi {m} && break; sleep 1
-                     done
-                     dumpleases -f /run/udhcpd.leases",
-                    m = mac(0x30).0
-                ),
-                60,
-            )?;
-            expect(&leases.to_lowercase(), &mac(0x30).0)?;
-            Ok(ip.clone())
+            dhcp_lease(g, 0x30, ip)
         }),
         case(
             "echo_static_address_ready_node_then_the_first_client_is_served",
@@ -85,14 +53,7 @@ fn main() {
         ),
         case("ping_dom0_to_guest_and_guest_to_dom0", || {
             let (g, ip) = server()?;
-            let out = dom0_sh(&format!("ping -c 5 -i 0.2 {ip}"), 60)?;
-            expect(&out, "5 packets received")?;
-            g.until("echo: ping 10.0.0.1 seq=3 rtt=", 30)?;
-            let c = g.console()?;
-            if c.contains("echo: ping 10.0.0.1 seq=") && c.contains("failed") {
-                return Err(format!("a guest ping failed:\n{c}"));
-            }
-            Ok(out.lines().last().unwrap_or("").to_string())
+            ping_both_ways(g, ip)
         }),
         case("ipv6_link_local_ping", || {
             let (_, ip) = server()?;
@@ -103,32 +64,7 @@ fn main() {
             Ok(String::new())
         }),
         case("tcp_echo_of_100_mb_comes_back_byte_for_byte", || {
-            let (_, ip) = server()?;
-            // The stream is compared as it comes back, byte for byte, by streamdiff
-            // (tests/lab-tools/streamdiff.c): on a mismatch it prints where the bytes differ and
-            // where else in the sent stream the received ones were.
-            let streamdiff = tool("streamdiff")?;
-            let out = dom0_sh(
-                &format!(
-                    "head -c 100000000 /dev/urandom > /tmp/in.bin
-                     a=$(cut -d' ' -f1 /proc/uptime)
-                     socat -t 60 - TCP:{ip}:7 < /tmp/in.bin | {streamdiff} /tmp/in.bin
-                     b=$(cut -d' ' -f1 /proc/uptime)
-                     rm -f /tmp/in.bin
-                     echo \"secs $a $b\""
-                ),
-                600,
-            )?;
-            expect(&out, "streamdiff: identical")?;
-            let secs = out
-                .lines()
-                .find_map(|l| l.strip_prefix("secs "))
-                .and_then(|t| {
-                    let v: Vec<f64> = t.split(' ').filter_map(|x| x.parse().ok()).collect();
-                    (v.len() == 2).then(|| v[1] - v[0])
-                })
-                .unwrap_or(0.0);
-            Ok(format!("[100 MB each way in {secs:.1} s]"))
+            echo_100_mb(&server()?.1)
         }),
         case("thousand_sequential_connections", || {
             let (_, ip) = server()?;
@@ -186,8 +122,8 @@ fn main() {
             Ok(String::new())
         }),
         case("two_of_our_guests_talk_static_address_and_dhcp", || {
-            let (a, _) = start_echo(0x31, "ip=10.0.0.10/24 gw=10.0.0.1")?;
-            let (b, _) = start_echo(0x32, "peer=10.0.0.10")?;
+            let (a, _) = start_echo(0x31, "ip=10.0.0.10/24 gw=10.0.0.1", &[])?;
+            let (b, _) = start_echo(0x32, "peer=10.0.0.10", &[])?;
             b.until("echo: peer 10.0.0.10", 90)?;
             let c = b.console()?;
             let _ = lab(&["destroy", &a.name]);
@@ -249,7 +185,7 @@ fn main() {
                 "exec",
                 &format!("(setsid {dns} www.xenrt.test 10.9.8.7 60 > /tmp/dnsone.log 2>&1 &)"),
             ])?;
-            let (g, _) = start_echo(0x33, "dns=10.0.0.1 resolve=www.xenrt.test")?;
+            let (g, _) = start_echo(0x33, "dns=10.0.0.1 resolve=www.xenrt.test", &[])?;
             g.until("echo: resolve www.xenrt.test", 60)?;
             let c = g.console()?;
             let _ = lab(&["destroy", &g.name]);
@@ -261,26 +197,7 @@ fn main() {
         }),
         case("garbage_frame_storm_leaves_echo_answering", || {
             let (g, ip) = server()?;
-            let storm = tool("rawstorm")?;
-            let out = dom0_sh(
-                &format!(
-                    "{storm} vif{}.0 {} 20000 1
-                     r=$(echo after-storm | socat -t 5 - TCP:{ip}:7)
-                     echo \"tcp=$r\"
-                     ping -c 2 -i 0.2 {ip} | tail -2",
-                    g.domid(),
-                    mac(0x30).0
-                ),
-                600,
-            )?;
-            expect(&out, "rawstorm: sent 20000 frames")?;
-            expect(&out, "tcp=after-storm")?;
-            expect(&out, "2 packets received")?;
-            let c = g.console()?;
-            if c.contains("PANIC") {
-                return Err(format!("guest panicked:\n{c}"));
-            }
-            Ok(String::new())
+            garbage_frame_storm(g, 0x30, ip)
         }),
         case("xl_shutdown_powers_off_a_networked_guest", || {
             server()?.0.shutdown_cleanly()
