@@ -115,10 +115,15 @@ pub fn scale_delta(delta: u64, mul: u32, shift: i8) -> u64 {
     u64::try_from(hi + lo).unwrap_or(u64::MAX)
 }
 
-/// System time in ns since boot at TSC value `tsc`. A `tsc` before `tsc_timestamp` (read on
-/// another CPU, or before Xen's update) counts as no time elapsed; the sum saturates.
+/// System time in ns since boot at TSC value `tsc`. The TSC distance is taken modulo 2^64, as
+/// Linux's pvclock does: Xen may stamp the first time info before the domain's TSC epoch, so
+/// `tsc_timestamp` is "negative" (near 2^64) while the guest's TSC counts from 0 (seen in the
+/// lab: an unsigned comparison froze the clock for a second, until Xen's next update). A
+/// `tsc` truly before `tsc_timestamp` (read before Xen's update) counts as no time elapsed;
+/// the sum saturates.
 pub fn system_time_ns(info: &TimeInfo, tsc: u64) -> u64 {
-    let delta = tsc.saturating_sub(info.tsc_timestamp);
+    let delta = tsc.wrapping_sub(info.tsc_timestamp);
+    let delta = if (delta as i64) < 0 { 0 } else { delta };
     info.system_time
         .saturating_add(scale_delta(delta, info.tsc_to_system_mul, info.tsc_shift))
 }
@@ -354,6 +359,25 @@ mod tests {
         assert_eq!(system_time_ns(&i, 1001), 5_001);
         assert_eq!(system_time_ns(&i, 10_000_001_000), 5_000 + 10_000_000_000);
         assert_eq!(i.tsc_hz(), 1_000_000_000);
+    }
+
+    #[test]
+    fn a_timestamp_before_the_domains_tsc_epoch_still_counts() {
+        // Read in a lab domU right after boot: Xen's first stamp is 1,219,758,730 ticks
+        // "before" the guest's TSC 0, and 2,351,435,458 ticks have passed since it.
+        let i = info(
+            18_446_744_072_489_792_886,
+            3_396_703_293_995,
+            0x8000_0000,
+            1,
+        );
+        assert_eq!(
+            system_time_ns(&i, 1_131_676_728),
+            3_396_703_293_995 + 2_351_435_458
+        );
+        // A TSC read just before a fresh stamp is no time, not 2^64 ticks.
+        let j = info(1_000_000, 7, 0x8000_0000, 1);
+        assert_eq!(system_time_ns(&j, 999_000), 7);
     }
 
     #[test]
