@@ -12,6 +12,7 @@ pub mod cpu;
 #[cfg(any(target_os = "none", target_os = "hermit"))]
 pub mod entry;
 pub mod hypercall;
+pub mod mapping;
 pub mod mode;
 pub mod paging;
 #[cfg(any(target_os = "none", target_os = "hermit"))]

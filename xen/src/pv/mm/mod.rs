@@ -159,7 +159,7 @@ pub fn init_heap() {
 pub fn guard(va: u64) -> Result<(), arch::hypercall::Errno> {
     // SAFETY: the caller owns the page (an allocation of its own) and nothing else refers to
     // its contents; a zero PTE maps nothing.
-    unsafe { arch::paging::set_pte(va, 0) }
+    unsafe { arch::mapping::set_pte(va, 0) }
 }
 
 /// Maps a page unmapped by [`guard`] again, read-write, onto its own frame (looked up now: a
@@ -167,7 +167,7 @@ pub fn guard(va: u64) -> Result<(), arch::hypercall::Errno> {
 pub fn unguard(va: u64) -> Result<(), arch::hypercall::Errno> {
     let pte = arch::paging::Perm::ReadWrite.pte(pfn_to_mfn(va >> 12));
     // SAFETY: restores the direct mapping of our own page at `va = pfn * 4096`, as boot made it.
-    unsafe { arch::paging::set_pte(va, pte) }
+    unsafe { arch::mapping::set_pte(va, pte) }
 }
 
 /// Free frames left in the frame allocator (the heap's free space not included).
