@@ -315,6 +315,22 @@ mod imp {
         pop %rax
         .endm
 
+        /* The event handler's call, the same for the PV callback and the PVH vector: on a
+           frame of rip, cs, rflags, ... save the 15 registers and the FPU/SSE state, call
+           xenrt_upcall(&saved rflags), restore them all. */
+        .macro xenrt_call_upcall
+        xenrt_push_gprs
+        mov %rsp, %rbp
+        lea 136(%rsp), %rdi         /* 15 registers, rip, cs: then the saved rflags */
+        sub $512, %rsp
+        and $-16, %rsp
+        fxsave64 (%rsp)
+        call xenrt_upcall
+        fxrstor64 (%rsp)
+        mov %rbp, %rsp
+        xenrt_pop_gprs
+        .endm
+
         .global xenrt_trap_common
     xenrt_trap_common:
         xenrt_push_gprs
@@ -338,16 +354,7 @@ mod imp {
         pushq $0
         jmp hypercall_page + 23 * 32
     2:
-        xenrt_push_gprs
-        mov %rsp, %rbp
-        lea 136(%rsp), %rdi         /* 15 registers, rip, cs: then the saved rflags */
-        sub $512, %rsp
-        and $-16, %rsp
-        fxsave64 (%rsp)
-        call xenrt_upcall
-        fxrstor64 (%rsp)
-        mov %rbp, %rsp
-        xenrt_pop_gprs
+        xenrt_call_upcall
         pushq $0
         jmp hypercall_page + 23 * 32
 
@@ -371,16 +378,7 @@ mod imp {
         andq $~0x200, 16(%rsp)
         iretq
     2:
-        xenrt_push_gprs
-        mov %rsp, %rbp
-        lea 136(%rsp), %rdi
-        sub $512, %rsp
-        and $-16, %rsp
-        fxsave64 (%rsp)
-        call xenrt_upcall
-        fxrstor64 (%rsp)
-        mov %rbp, %rsp
-        xenrt_pop_gprs
+        xenrt_call_upcall
         iretq
 
         /* PVH idle: sti; hlt (1 byte, skipped by the event entry above when it interrupts
