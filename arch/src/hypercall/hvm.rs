@@ -1,6 +1,7 @@
 //! The hypercalls only a PVH (HVM) guest makes: HVM parameters (`HVMOP_get_param` /
 //! `HVMOP_set_param`, public/hvm/hvm_op.h, public/hvm/params.h) and placing Xen's pages in our
-//! physical address space (`XENMEM_add_to_physmap`, public/memory.h). Layouts from the Xen
+//! physical address space (`XENMEM_add_to_physmap`, public/memory.h), and the domain's e820
+//! memory map (`XENMEM_memory_map`, for a hvm_start_info without one). Layouts from the Xen
 //! headers (xen-sys has no x86 HVM structures); sizes and offsets are tested below.
 
 use super::gnttab::DOMID_SELF;
@@ -12,6 +13,8 @@ const HVMOP_SET_PARAM: usize = 0;
 const HVMOP_GET_PARAM: usize = 1;
 /// `XENMEM_add_to_physmap`.
 const XENMEM_ADD_TO_PHYSMAP: usize = 7;
+/// `XENMEM_memory_map`.
+const XENMEM_MEMORY_MAP: usize = 9;
 
 /// HVM parameter indexes (public/hvm/params.h).
 pub mod param {
@@ -135,6 +138,47 @@ pub unsafe fn add_to_physmap(space: Space, index: u64, gpfn: u64) -> Result<(), 
     .map(|_| ())
 }
 
+/// An e820 entry as `XENMEM_memory_map` writes it (Xen's `struct e820entry`, packed: 20 bytes).
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct E820Entry {
+    /// First byte.
+    pub addr: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Type (1 RAM, 2 reserved, ...).
+    pub kind: u32,
+}
+
+/// `struct xen_memory_map`.
+#[repr(C)]
+struct MemoryMap {
+    nr_entries: u32,
+    buffer: u64,
+}
+
+/// `XENMEM_memory_map`: the domain's e820 map as the toolstack set it (libxl: the same map as
+/// hvm_start_info's), at most `out.len()` entries; returns how many Xen wrote.
+pub fn memory_map(out: &mut [E820Entry]) -> Result<usize, Errno> {
+    let mut m = MemoryMap {
+        nr_entries: u32::try_from(out.len()).unwrap_or(u32::MAX),
+        buffer: out.as_mut_ptr() as u64,
+    };
+    // SAFETY: Xen reads and writes one xen_memory_map and writes at most `nr_entries` packed
+    // entries into `out`, which is ours alone across the call.
+    check(unsafe {
+        hypercall(
+            nr::MEMORY_OP,
+            XENMEM_MEMORY_MAP,
+            &mut m as *mut MemoryMap as usize,
+            0,
+            0,
+            0,
+        )
+    })?;
+    Ok((m.nr_entries as usize).min(out.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +197,13 @@ mod tests {
         assert_eq!(offset_of!(AddToPhysmap, space), 4);
         assert_eq!(offset_of!(AddToPhysmap, idx), 8);
         assert_eq!(offset_of!(AddToPhysmap, gpfn), 16);
+        // public/memory.h: unsigned int nr_entries; XEN_GUEST_HANDLE(void) buffer; the
+        // entries are xen/arch/x86/include/asm/e820.h's packed struct e820entry {addr, size, type}.
+        assert_eq!(size_of::<MemoryMap>(), 16);
+        assert_eq!(offset_of!(MemoryMap, buffer), 8);
+        assert_eq!(size_of::<E820Entry>(), 20);
+        assert_eq!(offset_of!(E820Entry, size), 8);
+        assert_eq!(offset_of!(E820Entry, kind), 16);
     }
 
     #[test]

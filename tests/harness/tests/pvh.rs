@@ -6,6 +6,10 @@
 //!   which reads its domid and name from xenstore, prints them on the console ring and powers
 //!   off; the entry's own failure reports (Xen's HVM debug port 0xe9, `(dN) xenrt pvh: ...` in
 //!   `xl dmesg`) must be absent;
+//! - what only PVH does itself, with the test kernel: the memory map from `XENMEM_memory_map`
+//!   (the fallback for a hvm_start_info without one) equals hvm_start_info's; ring-0 W^X faults
+//!   and a stack overflow reported from the IST stack at the guard-page address; the one-shot
+//!   timer (PV too); 1000 blocks with an event pending;
 //! - hello (console + poweroff), a bad command line (reported, hello runs on), a panic (ends
 //!   crashed with its message);
 //! - net, one echo guest: DHCP lease, ping both ways, a 100 MB echo compared byte for byte,
@@ -134,6 +138,29 @@ fn main() {
         ));
     }
     if hvm {
+        cases.push(case(
+            "pvh_memory_map_from_xenmem_memory_map_is_hvm_start_info_s",
+            || {
+                // The boot's fallback for a hvm_start_info without a memory map (version 0:
+                // Xen before 4.11) is XENMEM_memory_map; on this Xen both exist, and the test
+                // kernel checks they are the same list, in a domain with a memory size that is
+                // not a multiple of 2 MiB.
+                let g =
+                    Guest::start_with("testkernel", "test=memmap", &["type=\"pvh\"", "memory=33"])?;
+                let end = g.wait(60)?;
+                let c = g.console()?;
+                expect(&c, "TEST memmap: PASS")?;
+                expect(&c, "boot used StartInfo, version 1")?;
+                expect(&c, "TEST memmap: e820 0x0+")?;
+                if end != "poweroff" {
+                    return Err(format!("ended with {end}, not poweroff:\n{c}"));
+                }
+                Ok(c.lines()
+                    .filter(|l| l.contains("TEST memmap: "))
+                    .map(|l| format!("[{}] ", l.trim()))
+                    .collect())
+            },
+        ));
         cases.push(case("pvh_faults_report_w_x_and_the_guard_page", || {
             // W^X and the guard page hold in ring 0 too (CR0.WP, NX), and the fault handler
             // reports from its own IST stack: unlike a PV guest, whose overflow only Xen can
@@ -180,9 +207,11 @@ fn main() {
         cases.push(case("pvh_timer_and_blocking_with_an_event_pending", || {
             // The one-shot timer (VCPUOP_set_singleshot_timer: HVM guests have no
             // set_timer_op) wakes the idle loop at its deadline, in a PVH and (the same clock
-            // code) a PV domU: no more than 50 ms late (TCG is slow; a clock frozen until Xen's
-            // first update made it ~1 s once); and a block with an event pending returns at
-            // once (the idle `sti; hlt` and the event vector), 1000 times.
+            // code) a PV domU: no more than 250 ms late at worst (a clock frozen until Xen's
+            // first update made it ~1 s once; the margin is for a loaded 2-core host, where
+            // TCG's vCPU thread can wait for a core: tens of ms, not a second); and a block
+            // with an event pending returns at once (the idle `sti; hlt` and the event
+            // vector), 1000 times.
             let mut out = String::new();
             for (test, ty, pass) in [
                 ("timer", "pvh", "TEST timer: PASS"),
@@ -206,7 +235,7 @@ fn main() {
                         .nth(1)
                         .and_then(|v| v.trim().parse::<u64>().ok())
                     {
-                        if late > 50_000 {
+                        if late > 250_000 {
                             return Err(format!("{ty}: the timer fired {late} us late"));
                         }
                     }

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         "idle" => idle(),
         "suspend" => suspend_ticks(),
         "xenstore" => xenstore_basics(),
+        "memmap" => memory_map_sources_agree(),
         "watch" => watch(),
         "transaction" => transaction(),
         "grant" => grant_to_dom0(),
@@ -335,6 +336,48 @@ fn xenstore_basics() -> ExitCode {
             ExitCode::Crash
         }
     }
+}
+
+/// PVH: the memory map the boot used (hvm_start_info's own, on this Xen) and the one
+/// `XENMEM_memory_map` gives (the boot's fallback for a hvm_start_info without a map) are the
+/// same list.
+fn memory_map_sources_agree() -> ExitCode {
+    use arch::hypercall::hvm::{memory_map, E820Entry};
+    use xen::pvh::start::{regions_of_e820, MAX_ENTRIES};
+    let Some(hs) = xen::pvh::boot::hvm_start() else {
+        println!("TEST memmap: FAIL not a PVH guest");
+        return ExitCode::Crash;
+    };
+    let mut e = [E820Entry::default(); MAX_ENTRIES];
+    let n = match memory_map(&mut e) {
+        Ok(n) => n,
+        Err(err) => {
+            println!("TEST memmap: FAIL XENMEM_memory_map: {err}");
+            return ExitCode::Crash;
+        }
+    };
+    let from_call: Vec<_> = regions_of_e820(&e[..n]).collect();
+    for r in &from_call {
+        println!(
+            "TEST memmap: e820 {:#x}+{:#x} type {:#x}",
+            r.addr, r.size, r.kind
+        );
+    }
+    if from_call.as_slice() != hs.regions() {
+        println!(
+            "TEST memmap: FAIL hvm_start_info ({:?}) has {:?}, XENMEM_memory_map {from_call:?}",
+            hs.map_source,
+            hs.regions()
+        );
+        return ExitCode::Crash;
+    }
+    println!(
+        "TEST memmap: PASS {n} entries, the same from both (boot used {:?}, version {}, nr_pages {})",
+        hs.map_source,
+        hs.version,
+        hs.ram_end()
+    );
+    ExitCode::Poweroff
 }
 
 /// Watches `data/test-key` (relative to our domain's home) and reports the value dom0 writes.

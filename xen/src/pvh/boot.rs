@@ -36,6 +36,15 @@ static mut L4: Table = Table([0; 512]);
 #[link_section = ".bss.pvh_root"]
 static mut L3: Table = Table([0; 512]);
 
+/// The hvm_start_info this guest booted with.
+static HVM_START: spin::Once<HvmStart> = spin::Once::new();
+
+/// The hvm_start_info this guest booted with (command line, memory map and where the map came
+/// from), validated; `None` in a PV guest.
+pub fn hvm_start() -> Option<&'static HvmStart> {
+    HVM_START.get()
+}
+
 /// Reads guest memory through the early identity map.
 fn early_read(paddr: u64, buf: &mut [u8]) -> bool {
     match paddr.checked_add(buf.len() as u64) {
@@ -95,10 +104,11 @@ pub unsafe extern "C" fn xenrt_pvh_boot(start_paddr: u64, entry_tsc: u64) -> ! {
     console::set_sink(Sink::Hypervisor);
 
     // 1. hvm_start_info.
-    let hs = match start::parse(early_read, start_paddr) {
+    let hs = match start::parse(early_read, start_paddr, hvm::memory_map) {
         Ok(h) => h,
         Err(e) => fatal("hvm_start_info", e),
     };
+    let hs = *HVM_START.call_once(|| hs);
     let nr_pages = hs.ram_end();
     let mut holes = [(0u64, 0u64); MAX_ENTRIES + 1];
     let nr_holes = hs.holes(&mut holes);

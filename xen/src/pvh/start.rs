@@ -6,7 +6,12 @@
 //! nr_modules u32 @12, modlist_paddr u64 @16, cmdline_paddr u64 @24, rsdp_paddr u64 @32;
 //! version 1 adds memmap_paddr u64 @40 and memmap_entries u32 @48 (56 bytes). A memory-map
 //! entry is addr u64 @0, size u64 @8, type u32 @16, reserved u32 @20 (24 bytes).
+//!
+//! Without a map of its own (version 0, Xen before 4.11, or no entries) the map comes from
+//! `XENMEM_memory_map`, as Linux and Mini-OS do: libxl gives that hypercall the same e820 map.
 
+use arch::hypercall::hvm::E820Entry;
+use arch::hypercall::Errno;
 use core::fmt;
 
 /// `XEN_HVM_START_MAGIC_VALUE`.
@@ -23,8 +28,9 @@ pub const CMDLINE_MAX: usize = 1023;
 pub enum Error {
     /// Not the magic value: not a PVH entry, or a corrupt structure.
     BadMagic(u32),
-    /// Version 0 (or no entries): no memory map to find our RAM in.
-    NoMemoryMap(u32),
+    /// Version 0 (or no entries), and `XENMEM_memory_map` failed or gave nothing: no memory
+    /// map to find our RAM in.
+    NoMemoryMap(u32, Option<Errno>),
     /// More entries than we keep.
     TooManyEntries(u32),
     /// A structure Xen pointed at could not be read (outside what is mapped this early).
@@ -37,9 +43,14 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::BadMagic(m) => write!(f, "hvm_start_info magic {m:#x}, not {MAGIC:#x}"),
-            Error::NoMemoryMap(v) => {
-                write!(f, "hvm_start_info version {v} has no memory map")
-            }
+            Error::NoMemoryMap(v, Some(e)) => write!(
+                f,
+                "hvm_start_info version {v} has no memory map and XENMEM_memory_map failed: {e}"
+            ),
+            Error::NoMemoryMap(v, None) => write!(
+                f,
+                "hvm_start_info version {v} has no memory map and XENMEM_memory_map gave none"
+            ),
             Error::TooManyEntries(n) => {
                 write!(f, "{n} memory-map entries (at most {MAX_ENTRIES} kept)")
             }
@@ -72,11 +83,31 @@ impl Region {
     }
 }
 
+/// Where the memory map came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapSource {
+    /// hvm_start_info's own (version 1).
+    StartInfo,
+    /// `XENMEM_memory_map`.
+    Hypercall,
+}
+
+/// The e820 entries `XENMEM_memory_map` gave, as regions.
+pub fn regions_of_e820(e: &[E820Entry]) -> impl Iterator<Item = Region> + '_ {
+    e.iter().map(|e| Region {
+        addr: e.addr,
+        size: e.size,
+        kind: e.kind,
+    })
+}
+
 /// hvm_start_info, validated.
 #[derive(Clone, Copy)]
 pub struct HvmStart {
-    /// Structure version (≥ 1).
+    /// Structure version.
     pub version: u32,
+    /// Where [`regions`](Self::regions) came from.
+    pub map_source: MapSource,
     /// SIF_* flags.
     pub flags: u32,
     /// Physical address of the ACPI RSDP (0: none).
@@ -141,8 +172,13 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
 
-/// Reads hvm_start_info at `paddr` through `read(paddr, buf)` (false: not readable).
-pub fn parse(read: impl Fn(u64, &mut [u8]) -> bool, paddr: u64) -> Result<HvmStart, Error> {
+/// Reads hvm_start_info at `paddr` through `read(paddr, buf)` (false: not readable); if it
+/// has no memory map, asks `memory_map` (`XENMEM_memory_map`) for one.
+pub fn parse(
+    read: impl Fn(u64, &mut [u8]) -> bool,
+    paddr: u64,
+    memory_map: impl FnOnce(&mut [E820Entry]) -> Result<usize, Errno>,
+) -> Result<HvmStart, Error> {
     let mut h = [0u8; 56];
     if !read(paddr, &mut h[..8]) {
         return Err(Error::Unreadable(paddr));
@@ -152,14 +188,14 @@ pub fn parse(read: impl Fn(u64, &mut [u8]) -> bool, paddr: u64) -> Result<HvmSta
         return Err(Error::BadMagic(magic));
     }
     let version = u32_at(&h, 4);
-    if version < 1 {
-        return Err(Error::NoMemoryMap(version));
-    }
-    if !read(paddr, &mut h) {
+    // Version 0 is 40 bytes: the rest of `h` stays 0 (no map).
+    let len = if version == 0 { 40 } else { 56 };
+    if !read(paddr, &mut h[..len]) {
         return Err(Error::Unreadable(paddr));
     }
     let mut s = HvmStart {
         version,
+        map_source: MapSource::StartInfo,
         flags: u32_at(&h, 8),
         rsdp: u64_at(&h, 32),
         cmdline: [0; CMDLINE_MAX],
@@ -184,7 +220,21 @@ pub fn parse(read: impl Fn(u64, &mut [u8]) -> bool, paddr: u64) -> Result<HvmSta
     }
     let (map, n) = (u64_at(&h, 40), u32_at(&h, 48));
     if map == 0 || n == 0 {
-        return Err(Error::NoMemoryMap(version));
+        let mut e = [E820Entry::default(); MAX_ENTRIES];
+        let n = match memory_map(&mut e) {
+            Ok(0) => return Err(Error::NoMemoryMap(version, None)),
+            Ok(n) => n.min(MAX_ENTRIES),
+            Err(err) => return Err(Error::NoMemoryMap(version, Some(err))),
+        };
+        for (slot, r) in s.regions.iter_mut().zip(regions_of_e820(&e[..n])) {
+            *slot = r;
+        }
+        s.nr_regions = n;
+        s.map_source = MapSource::Hypercall;
+        if s.ram_end() == 0 {
+            return Err(Error::NoRam);
+        }
+        return Ok(s);
     }
     if n as usize > MAX_ENTRIES {
         return Err(Error::TooManyEntries(n));
@@ -232,6 +282,21 @@ mod tests {
         m
     }
 
+    /// A Xen without XENMEM_memory_map (ENOSYS).
+    fn none(_: &mut [E820Entry]) -> Result<usize, Errno> {
+        Err(Errno(38))
+    }
+
+    /// A Xen whose XENMEM_memory_map gives `map`.
+    fn e820(map: &[(u64, u64, u32)]) -> impl FnOnce(&mut [E820Entry]) -> Result<usize, Errno> + '_ {
+        move |out| {
+            for (o, &(addr, size, kind)) in out.iter_mut().zip(map) {
+                *o = E820Entry { addr, size, kind };
+            }
+            Ok(map.len().min(out.len()))
+        }
+    }
+
     fn reader(m: &[u8]) -> impl Fn(u64, &mut [u8]) -> bool + '_ {
         move |a, buf| {
             let a = a as usize;
@@ -256,7 +321,7 @@ mod tests {
                 (0x1_0000_0000, 0x10_0000, RAM), // 1 MiB above 4 GiB
             ],
         );
-        let s = parse(reader(&m), 0x1000).unwrap();
+        let s = parse(reader(&m), 0x1000, none).unwrap();
         assert_eq!(s.cmdline(), b"log=debug ip=dhcp");
         assert_eq!(s.regions().len(), 3);
         assert_eq!(s.ram_end(), 0x10_0100);
@@ -280,38 +345,41 @@ mod tests {
     #[test]
     fn bad_input_is_refused_with_the_reason() {
         let mut m = fixture(1, b"", &[(0, 0x10_0000, RAM)]);
-        assert!(parse(reader(&m), 0x1000).is_ok());
+        assert!(parse(reader(&m), 0x1000, none).is_ok());
         assert_eq!(
-            parse(reader(&fixture(0, b"", &[])), 0x1000).err(),
-            Some(Error::NoMemoryMap(0))
+            parse(reader(&fixture(0, b"", &[])), 0x1000, none).err(),
+            Some(Error::NoMemoryMap(0, Some(Errno(38))))
         );
         assert_eq!(
-            parse(reader(&fixture(1, b"", &[])), 0x1000).err(),
-            Some(Error::NoMemoryMap(1))
+            parse(reader(&fixture(1, b"", &[])), 0x1000, none).err(),
+            Some(Error::NoMemoryMap(1, Some(Errno(38))))
         );
         assert_eq!(
-            parse(reader(&fixture(1, b"", &[(0, 0x10_0000, 2)])), 0x1000).err(),
+            parse(reader(&fixture(1, b"", &[(0, 0x10_0000, 2)])), 0x1000, none).err(),
             Some(Error::NoRam)
         );
         assert_eq!(
-            parse(reader(&m), 0x1_0000).err(),
+            parse(reader(&m), 0x1_0000, none).err(),
             Some(Error::Unreadable(0x1_0000))
         );
         // Too many entries.
         m[0x1000 + 48..0x1000 + 52].copy_from_slice(&33u32.to_le_bytes());
         assert_eq!(
-            parse(reader(&m), 0x1000).err(),
+            parse(reader(&m), 0x1000, none).err(),
             Some(Error::TooManyEntries(33))
         );
         // The memory map pointing outside readable memory.
         m[0x1000 + 48..0x1000 + 52].copy_from_slice(&1u32.to_le_bytes());
         m[0x1000 + 40..0x1000 + 48].copy_from_slice(&0x1fffu64.to_le_bytes());
         assert_eq!(
-            parse(reader(&m), 0x1000).err(),
+            parse(reader(&m), 0x1000, none).err(),
             Some(Error::Unreadable(0x1fff))
         );
         m[0x1000] ^= 1;
-        assert!(matches!(parse(reader(&m), 0x1000), Err(Error::BadMagic(_))));
+        assert!(matches!(
+            parse(reader(&m), 0x1000, none),
+            Err(Error::BadMagic(_))
+        ));
     }
 
     #[test]
@@ -324,7 +392,56 @@ mod tests {
         m[0x1000 + 40..0x1000 + 48].copy_from_slice(&0x3000u64.to_le_bytes());
         m[0x3000 + 8..0x3000 + 16].copy_from_slice(&0x10_0000u64.to_le_bytes());
         m[0x3000 + 16..0x3000 + 20].copy_from_slice(&RAM.to_le_bytes());
-        let s = parse(reader(&m), 0x1000).unwrap();
+        let s = parse(reader(&m), 0x1000, none).unwrap();
         assert_eq!(s.cmdline().len(), CMDLINE_MAX);
+    }
+
+    #[test]
+    fn without_a_map_of_its_own_the_map_comes_from_xenmem_memory_map() {
+        let map = [
+            (0, 0x9_f000, RAM),
+            (0x10_0000, 0x1f0_0000, RAM),
+            (0xfc00_0000, 0x1000, 2),
+        ];
+        // Version 0: 40 bytes; what follows in memory (here a stale v1-like map) is not read.
+        let m = fixture(0, b"ip=dhcp", &[(0, 0x1000, RAM)]);
+        let s = parse(reader(&m), 0x1000, e820(&map)).unwrap();
+        assert_eq!(s.map_source, MapSource::Hypercall);
+        assert_eq!(s.cmdline(), b"ip=dhcp");
+        assert_eq!(s.regions().len(), 3);
+        assert_eq!(s.ram_end(), 0x2000);
+        let mut holes = [(0, 0); MAX_ENTRIES + 1];
+        let n = s.holes(&mut holes);
+        assert_eq!(&holes[..n], &[(0x9f, 0x100)]);
+        // Version 1 with no entries: the same.
+        let m = fixture(1, b"", &[]);
+        let s = parse(reader(&m), 0x1000, e820(&map)).unwrap();
+        assert_eq!(s.map_source, MapSource::Hypercall);
+        // A map of its own wins.
+        let m = fixture(1, b"", &[(0, 0x10_0000, RAM)]);
+        let s = parse(
+            reader(&m),
+            0x1000,
+            |_: &mut [E820Entry]| -> Result<usize, Errno> {
+                panic!("asked XENMEM_memory_map with a map in hvm_start_info")
+            },
+        )
+        .unwrap();
+        assert_eq!(s.map_source, MapSource::StartInfo);
+        // The hypercall's answers that give no RAM.
+        let m = fixture(0, b"", &[]);
+        assert_eq!(
+            parse(reader(&m), 0x1000, e820(&[])).err(),
+            Some(Error::NoMemoryMap(0, None))
+        );
+        assert_eq!(
+            parse(reader(&m), 0x1000, e820(&[(0, 0x10_0000, 2)])).err(),
+            Some(Error::NoRam)
+        );
+        // More entries than we keep: the first MAX_ENTRIES (Xen truncates to our count too).
+        let many: Vec<(u64, u64, u32)> = (0..40).map(|i| (i * 0x10_0000, 0x10_0000, RAM)).collect();
+        let s = parse(reader(&m), 0x1000, e820(&many)).unwrap();
+        assert_eq!(s.regions().len(), MAX_ENTRIES);
+        assert_eq!(s.ram_end(), MAX_ENTRIES as u64 * 0x100);
     }
 }
